@@ -1,0 +1,9 @@
+/* Subcommands of the difftrain program. Each takes its own argv (argv[0] is the subcommand's
+ * name) and returns the process exit status: 0 ok, 1 runtime failure, 2 bad usage or input. */
+#ifndef DT_COMMANDS_H
+#define DT_COMMANDS_H
+
+int cmd_train(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+
+#endif

@@ -1,0 +1,155 @@
+/* The compute backend interface (STYLE: ggml-backend).
+ *
+ * The model calls only these function pointers; model code has no #ifdef for any device. The CPU
+ * backend (model/cpu) fills them with fp32 C + OpenBLAS + OpenMP and is the oracle that the CUDA
+ * backend (model/cuda) is checked against, op by op.
+ *
+ * Conventions, for every op:
+ * - Argument order: outputs, then inputs, then weights, then sizes (STYLE: llm.c).
+ * - All float pointers are fp32 buffers in the backend's memory; shapes are given in comments as
+ *   (dim0, dim1, ...) row-major. N is the number of token rows (B*T).
+ * - Weight gradients (d<weight>) are ACCUMULATED (+=), so micro-batches add up.
+ * - Activation gradients are OVERWRITTEN unless the op says "accumulates" (the residual stream's
+ *   gradient is accumulated by rmsnorm_backward and residual-adds).
+ * - Linear weights are stored (out_features, in_features), as nn.Linear.
+ * - Attention tensors are token-major: q is (B, T, Hq*d), head j at columns [j*d, (j+1)*d).
+ */
+#ifndef DT_BACKEND_H
+#define DT_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dt_backend dt_backend;
+
+struct dt_backend {
+    const char *name;
+
+    /* ---- memory ---- */
+    void *(*alloc)(size_t bytes); /* zero-filled; NULL on failure */
+    void (*free)(void *p);
+    void (*memset_zero)(void *p, size_t bytes);
+    void (*copy_to_host)(void *dst_host, const void *src, size_t bytes);
+    void (*copy_from_host)(void *dst, const void *src_host, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes); /* within the backend */
+    void (*synchronize)(void);
+
+    /* ---- dense algebra ---- */
+    /* out (N, O) = inp (N, I) @ w (O, I)^T; with accumulate != 0, out += instead. */
+    void (*matmul_forward)(float *out, const float *inp, const float *w, int N, int I, int O,
+                           int accumulate);
+    /* dinp (N, I) = dout (N, O) @ w (O, I)  (skipped when dinp is NULL; accumulates when
+     * accumulate_dinp != 0); dw (O, I) += dout^T @ inp (skipped when dw is NULL). */
+    void (*matmul_backward)(float *dinp, float *dw, const float *dout, const float *inp,
+                            const float *w, int N, int I, int O, int accumulate_dinp);
+    /* out[i] = a[i] + b[i] (out may alias a or b). */
+    void (*add)(float *out, const float *a, const float *b, size_t n);
+    /* x[i] *= s */
+    void (*scale)(float *x, float s, size_t n);
+    /* sum of squares of x, accumulated in double; returns to the host. */
+    double (*sumsq)(const float *x, size_t n);
+
+    /* ---- embedding ---- */
+    /* out (N, D) = wte[tokens[n] - v0] for tokens in [v0, v0 + nv), zero rows otherwise
+     * (v0 = 0, nv = V for an unsplit vocabulary). */
+    void (*embedding_forward)(float *out, const int32_t *tokens, const float *wte, int N, int D,
+                              int v0, int nv);
+    void (*embedding_backward)(float *dwte, const float *dout, const int32_t *tokens, int N, int D,
+                               int v0, int nv);
+
+    /* ---- RMSNorm: out = inp / sqrt(mean(inp^2) + eps) * weight, per row of C ---- */
+    /* rstd (N) receives 1/sqrt(mean + eps) for the backward. weight may be NULL (no gain). */
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *weight, int N,
+                            int C, float eps);
+    /* dinp (N, C) accumulates; dweight (C) accumulates (NULL when weight is NULL). */
+    void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
+                             const float *weight, const float *rstd, int N, int C);
+
+    /* ---- rotary embedding, GPT-J interleaved pairs, in place allowed (out may equal inp) ----
+     * x (B, T, n_heads*d); token t of each sequence has position pos0 + t;
+     * angle = pos * theta^(-2i/d) for pair i. The backward rotates by the negative angle. */
+    void (*rope_forward)(float *out, const float *inp, int B, int T, int n_heads, int d,
+                         float theta, int pos0);
+    void (*rope_backward)(float *dinp, const float *dout, int B, int T, int n_heads, int d,
+                          float theta, int pos0);
+
+    /* ---- SwiGLU gate: h = silu(g) * u, elementwise over n ---- */
+    void (*swiglu_forward)(float *h, const float *g, const float *u, size_t n);
+    void (*swiglu_backward)(float *dg, float *du, const float *dh, const float *g, const float *u,
+                            size_t n);
+
+    /* ---- cross-entropy over rows of V logits ----
+     * losses (N) = logsumexp(logits[n]) - logits[n][targets[n]]; targets < 0 are ignored
+     * (loss 0). lse (N) keeps the logsumexp for the backward. */
+    void (*xent_forward)(float *losses, float *lse, const float *logits, const int32_t *targets,
+                         int N, int V);
+    /* dlogits (N, V) = dloss * (softmax(logits) - onehot(target)), rows with target < 0 zero.
+     * dlogits may alias logits. */
+    void (*xent_backward)(float *dlogits, const float *logits, const float *lse,
+                          const int32_t *targets, float dloss, int N, int V);
+
+    /* ---- causal softmax attention, tiled with online softmax (flash-style) ----
+     * q (B, T, Hq*d), k (B, T, Hkv*d), v (B, T, Hkv*dv); q-head j reads kv-head j / (Hq/Hkv).
+     * out (B, T, Hq*dv); lse (B, Hq, T) is the log-sum-exp of each row of scaled scores,
+     * kept for the backward, which recomputes the probabilities. Scale s = 1/sqrt(d).
+     * Memory is linear in T. */
+    void (*attention_forward)(float *out, float *lse, const float *q, const float *k,
+                              const float *v, int B, int T, int Hq, int Hkv, int d, int dv);
+    /* dq (B,T,Hq*d) overwritten; dk, dv overwritten (summed over the q-heads of a group);
+     * d_v is the forward's dv (the v head width), renamed as dv names the gradient here. */
+    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, const float *out,
+                               const float *lse, int B, int T, int Hq, int Hkv, int d, int d_v);
+
+    /* ---- differential attention V1 (SPEC section 2), H DIFF heads, H_kv kv groups ----
+     * q (B, T, 2H*d), k (B, T, 2H_kv*d), v (B, T, H_kv*2d). DIFF head h uses q-heads 2h, 2h+1,
+     * kv group g = h / (H/H_kv), k-heads 2g, 2g+1 and v-head g (width 2d).
+     * Forward writes
+     *   o1, o2 (B, T, H*2d)  the two branch outputs P_c V (kept for the backward: per-branch
+     *                        delta and dlambda)
+     *   lse    (B, 2H, T)    log-sum-exp per branch (index 2h + c)
+     *   rstd   (B, T, H)     1/rms of O = o1 - lambda o2 per head (subln), or unused
+     *   out    (B, T, H*2d)  (1 - lambda_init) * subln(O) * gamma
+     * lambda points at one float (the layer's lambda, in backend memory). gamma (2d) is the
+     * subln gain; gamma == NULL means subln off: out = (1 - lambda_init) * O. */
+    void (*diffattn_forward)(float *out, float *o1, float *o2, float *lse, float *rstd,
+                             const float *q, const float *k, const float *v, const float *lambda,
+                             const float *gamma, float lambda_init, float eps, int B, int T, int H,
+                             int Hkv, int d);
+    /* dq, dk, dv overwritten; dgamma (2d) and dlambda (1 float) accumulate. */
+    void (*diffattn_backward)(float *dq, float *dk, float *dv, float *dgamma, float *dlambda,
+                              const float *dout, const float *q, const float *k, const float *v,
+                              const float *o1, const float *o2, const float *lse,
+                              const float *rstd, const float *lambda, const float *gamma,
+                              float lambda_init, int B, int T, int H, int Hkv, int d);
+    /* lambda = exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init, each vector of length d. */
+    void (*difflambda_forward)(float *lambda, const float *lq1, const float *lk1,
+                               const float *lq2, const float *lk2, float lambda_init, int d);
+    /* dlq1..dlk2 (d) accumulate from the scalar gradient *dlambda. */
+    void (*difflambda_backward)(float *dlq1, float *dlk1, float *dlq2, float *dlk2,
+                                const float *dlambda, const float *lq1, const float *lk1,
+                                const float *lq2, const float *lk2, int d);
+
+    /* ---- differential attention V2 combine (SPEC section 4) ----
+     * attn (N, 2H*d) standard attention over 2H q-heads; lam_logit (N, H) = x W_lambda^T.
+     * out (N, H*d): out_h = attn_{2h} - sigmoid(lam_logit_h) * attn_{2h+1}. */
+    void (*diffv2_combine_forward)(float *out, const float *attn, const float *lam_logit, int N,
+                                   int H, int d);
+    /* dattn (N, 2H*d), dlam_logit (N, H) overwritten. */
+    void (*diffv2_combine_backward)(float *dattn, float *dlam_logit, const float *dout,
+                                    const float *attn, const float *lam_logit, int N, int H,
+                                    int d);
+
+    /* ---- AdamW with decoupled weight decay, over n contiguous elements ----
+     * m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; mhat = m/(1-b1^t); vhat = v/(1-b2^t);
+     * p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p). grad_scale multiplies g first (clipping
+     * and averaging folded in). t is the 1-based step. */
+    void (*adamw_update)(float *params, float *m, float *v, const float *grads, size_t n,
+                         float lr, float beta1, float beta2, float eps, float weight_decay,
+                         float grad_scale, int t);
+};
+
+/* The CPU backend (always available). */
+const dt_backend *dt_backend_cpu(void);
+
+#endif

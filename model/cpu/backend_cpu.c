@@ -1,0 +1,50 @@
+/* The CPU backend: fp32 C, OpenBLAS for products, OpenMP across rows and elements. It is the
+ * reference every other backend is tested against (STYLE: llm.c, ggml). */
+#include "model/backend.h"
+#include "model/cpu/cpu_ops.h"
+
+static const dt_backend cpu_backend = {
+    .name = "cpu",
+
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .memset_zero = cpu_memset_zero,
+    .copy_to_host = cpu_copy_to_host,
+    .copy_from_host = cpu_copy_from_host,
+    .copy = cpu_copy,
+    .synchronize = cpu_synchronize,
+
+    .matmul_forward = cpu_matmul_forward,
+    .matmul_backward = cpu_matmul_backward,
+    .add = cpu_add,
+    .scale = cpu_scale,
+    .sumsq = cpu_sumsq,
+
+    .embedding_forward = cpu_embedding_forward,
+    .embedding_backward = cpu_embedding_backward,
+
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
+
+    .rope_forward = cpu_rope_forward,
+    .rope_backward = cpu_rope_backward,
+
+    .swiglu_forward = cpu_swiglu_forward,
+    .swiglu_backward = cpu_swiglu_backward,
+
+    .xent_forward = cpu_xent_forward,
+    .xent_backward = cpu_xent_backward,
+
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .diffattn_forward = cpu_diffattn_forward,
+    .diffattn_backward = cpu_diffattn_backward,
+    .difflambda_forward = cpu_difflambda_forward,
+    .difflambda_backward = cpu_difflambda_backward,
+    .diffv2_combine_forward = cpu_diffv2_combine_forward,
+    .diffv2_combine_backward = cpu_diffv2_combine_backward,
+
+    .adamw_update = cpu_adamw_update,
+};
+
+const dt_backend *dt_backend_cpu(void) { return &cpu_backend; }

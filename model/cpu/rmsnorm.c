@@ -1,0 +1,63 @@
+/* RMSNorm: out = inp * rstd * weight, rstd = 1 / sqrt(mean(inp^2) + eps), per row of C.
+ * Row reductions are accumulated in double: the CPU backend is the oracle that the CUDA backend
+ * is checked against, so it should carry as little rounding error as is cheap. */
+#include <math.h>
+
+#include "model/cpu/cpu_ops.h"
+
+void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
+                         int C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C; /* (C) */
+        float *o = out + (size_t)n * C;       /* (C) */
+        double ss = 0;
+        for (int i = 0; i < C; i++) ss += (double)x[i] * x[i];
+        float r = (float)(1.0 / sqrt(ss / C + (double)eps));
+        rstd[n] = r;
+        if (weight)
+            for (int i = 0; i < C; i++) o[i] = x[i] * r * weight[i];
+        else
+            for (int i = 0; i < C; i++) o[i] = x[i] * r;
+    }
+}
+
+/* dweight reduces over rows, so it is computed in a second pass in which threads own column
+ * blocks and walk the rows in order (double accumulators, one add into dweight per column):
+ * race-free and bit-identical for any thread count. */
+#define CPU_RMSNORM_COLS 64
+
+void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const float *weight, const float *rstd, int N, int C) {
+    /* With xhat = x * r and g = dout * weight:  dx = r * (g - xhat * mean(g * xhat)). */
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;  /* (C) */
+        const float *dy = dout + (size_t)n * C; /* (C) */
+        float *dx = dinp + (size_t)n * C;       /* (C) */
+        double r = rstd[n];
+        double dot = 0; /* sum_i g_i * x_i */
+        for (int i = 0; i < C; i++) dot += (double)dy[i] * (weight ? weight[i] : 1.0f) * x[i];
+        /* mean(g * xhat) * r = dot * r^2 / C */
+        double coef = dot * r * r / C;
+        for (int i = 0; i < C; i++) {
+            double g = (double)dy[i] * (weight ? weight[i] : 1.0f);
+            dx[i] += (float)(r * (g - x[i] * coef));
+        }
+    }
+    if (!dweight) return;
+    int nblocks = (C + CPU_RMSNORM_COLS - 1) / CPU_RMSNORM_COLS;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int j0 = blk * CPU_RMSNORM_COLS;
+        int j1 = j0 + CPU_RMSNORM_COLS < C ? j0 + CPU_RMSNORM_COLS : C;
+        double acc[CPU_RMSNORM_COLS] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C;
+            const float *dy = dout + (size_t)n * C;
+            double r = rstd[n];
+            for (int j = j0; j < j1; j++) acc[j - j0] += (double)dy[j] * x[j] * r;
+        }
+        for (int j = j0; j < j1; j++) dweight[j] += (float)acc[j - j0];
+    }
+}

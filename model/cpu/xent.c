@@ -1,0 +1,53 @@
+/* Cross-entropy over rows of V logits.
+ *
+ * Target convention: t < 0 ignores the row (loss 0, zero gradient). t >= V, which the contract
+ * does not define, is treated as "the target lies outside these V logits": the row gets no
+ * target term (loss = lse, gradient = dloss * softmax). That is what a vocabulary-parallel
+ * caller needs for rows whose target lives on another rank, and it never reads out of bounds. */
+#include <math.h>
+#include <string.h>
+
+#include "model/cpu/cpu_ops.h"
+
+void cpu_xent_forward(float *losses, float *lse, const float *logits, const int32_t *targets,
+                      int N, int V) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = logits + (size_t)n * V; /* (V) */
+        /* logsumexp = max + log(sum exp(x - max)): every exponent is <= 0, so nothing overflows
+         * even for logits of 1e4; the sum is kept in double (V can be 1e5). */
+        float mx = -INFINITY;
+        for (int i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+        double sum = 0;
+        for (int i = 0; i < V; i++) sum += expf(x[i] - mx);
+        double l = (double)mx + log(sum);
+        /* lse is kept for every row, ignored or not: a vocabulary-parallel caller combines the
+         * per-shard lse of all rows. */
+        lse[n] = (float)l;
+        int32_t t = targets[n];
+        if (t < 0)
+            losses[n] = 0.0f;
+        else if (t >= V)
+            losses[n] = (float)l;
+        else
+            losses[n] = (float)(l - x[t]);
+    }
+}
+
+void cpu_xent_backward(float *dlogits, const float *logits, const float *lse,
+                       const int32_t *targets, float dloss, int N, int V) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *dx = dlogits + (size_t)n * V;      /* (V), may be the same memory as x */
+        const float *x = logits + (size_t)n * V; /* (V) */
+        int32_t t = targets[n];
+        if (t < 0) {
+            memset(dx, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        float l = lse[n];
+        /* Elementwise read-then-write keeps the in-place (aliased) case correct. */
+        for (int i = 0; i < V; i++) dx[i] = dloss * expf(x[i] - l);
+        if (t < V) dx[t] -= dloss;
+    }
+}

@@ -1,0 +1,391 @@
+#include "model/model.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "util/alloc.h"
+
+/* Widths of the attention tensors of one layer, per token row. */
+typedef struct attn_dims {
+    int H, Hkv, d;
+    int q_heads, k_heads; /* heads of width d in q and k */
+    int dv;               /* width of a v head */
+    int q, k, v;          /* row widths of q, k, v */
+    int A;                /* attention output width (out_proj's in_features) */
+    int lse_heads;        /* rows of lse per (b, t) */
+} attn_dims;
+
+static attn_dims dims_of(const dt_model_config *c) {
+    attn_dims a;
+    a.H = c->n_heads;
+    a.Hkv = c->n_kv_heads;
+    a.d = config_head_dim(c);
+    switch (c->arch) {
+    case DT_ARCH_DIFF:
+        a.q_heads = 2 * a.H;
+        a.k_heads = 2 * a.Hkv;
+        a.dv = 2 * a.d;
+        a.A = 2 * a.H * a.d;
+        a.lse_heads = 2 * a.H;
+        break;
+    case DT_ARCH_DIFF_V2:
+        a.q_heads = 2 * a.H;
+        a.k_heads = a.Hkv;
+        a.dv = a.d;
+        a.A = a.H * a.d;
+        a.lse_heads = 2 * a.H;
+        break;
+    default:
+        a.q_heads = a.H;
+        a.k_heads = a.Hkv;
+        a.dv = a.d;
+        a.A = a.H * a.d;
+        a.lse_heads = a.H;
+        break;
+    }
+    a.q = a.q_heads * a.d;
+    a.k = a.k_heads * a.d;
+    a.v = a.Hkv * a.dv;
+    return a;
+}
+
+/* Carves named buffers out of one allocation: with base == NULL only counts. Each buffer is
+ * rounded up to 16 floats so every one stays 64-byte aligned. */
+typedef struct carver {
+    float *base;
+    size_t used;
+} carver;
+
+static float *carve(carver *c, size_t n) {
+    float *p = c->base ? c->base + c->used : NULL;
+    c->used += (n + 15) & ~(size_t)15;
+    return p;
+}
+
+static void carve_acts(dt_model *m, carver *c) {
+    const dt_model_config *cfg = &m->cfg;
+    attn_dims a = dims_of(cfg);
+    size_t N = (size_t)m->B * m->T, D = cfg->d_model, F = cfg->ffn_dim, V = cfg->vocab_size;
+    int diff = cfg->arch == DT_ARCH_DIFF, v2 = cfg->arch == DT_ARCH_DIFF_V2;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        dt_layer_acts *x = &m->acts[l];
+        x->x_in = carve(c, N * D);
+        x->attn_rstd = carve(c, N);
+        x->attn_in = carve(c, N * D);
+        x->q = carve(c, N * a.q);
+        x->k = carve(c, N * a.k);
+        x->v = carve(c, N * a.v);
+        x->attn_out = carve(c, N * a.A);
+        x->o1 = diff ? carve(c, N * a.A) : NULL;
+        x->o2 = diff ? carve(c, N * a.A) : NULL;
+        x->attn_lse = carve(c, N * a.lse_heads);
+        x->sub_rstd = diff ? carve(c, N * a.H) : NULL;
+        x->lambda = diff ? carve(c, 1) : NULL;
+        x->heads = v2 ? carve(c, N * a.q) : NULL;
+        x->lam_logit = v2 ? carve(c, N * a.H) : NULL;
+        x->y = carve(c, N * D);
+        x->ffn_rstd = carve(c, N);
+        x->ffn_in = carve(c, N * D);
+        x->gate = carve(c, N * F);
+        x->up = carve(c, N * F);
+        x->hidden = carve(c, N * F);
+    }
+    m->x_final = carve(c, N * D);
+    m->final_rstd = carve(c, N);
+    m->final_norm = carve(c, N * D);
+    m->logits = carve(c, (size_t)m->logits_chunk * V);
+    m->losses = carve(c, N);
+    m->lse = carve(c, N);
+    m->dres = carve(c, N * D);
+    m->dnormed = carve(c, N * D);
+    m->dwide = carve(c, N * (F > (size_t)a.A ? F : (size_t)a.A));
+    m->dgate = carve(c, N * F);
+    m->dup = carve(c, N * F);
+    m->dq = carve(c, N * a.q);
+    m->dk = carve(c, N * a.k);
+    m->dv = carve(c, N * a.v);
+    m->dheads = v2 ? carve(c, N * a.q) : NULL;
+    m->dlam = carve(c, v2 ? N * a.H : 1);
+    /* token ids share the allocation: int32 and float have the same size */
+    m->inputs = (int32_t *)carve(c, N);
+    m->targets = (int32_t *)carve(c, N);
+}
+
+dt_status model_init(dt_model *m, const dt_model_config *cfg, const dt_backend *be, uint64_t seed,
+                     int B, int T) {
+    dt_status st = DT_OK;
+    float *host = NULL;
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->be = be;
+    m->B = B;
+    m->T = T;
+    m->d = config_head_dim(cfg);
+    /* classifier rows per chunk: bounds the logits buffer to ~16 MiB */
+    int chunk = (int)((1u << 22) / (unsigned)cfg->vocab_size);
+    m->logits_chunk = chunk < 1 ? 1 : (chunk > B * T ? B * T : chunk);
+
+    DT_TRY_GOTO(st, param_layout_init(&m->layout, cfg), fail);
+    size_t P = m->layout.total;
+    m->params_mem = be->alloc(P * sizeof(float));
+    m->grads_mem = be->alloc(P * sizeof(float));
+    m->acts = dt_calloc((size_t)cfg->n_layers, sizeof *m->acts);
+    host = dt_malloc(P * sizeof(float));
+    if (!m->params_mem || !m->grads_mem || !m->acts || !host) {
+        dt_error("out of memory for %zu parameters and their gradients", P);
+        st = DT_ERR_RUNTIME;
+        goto fail;
+    }
+    DT_TRY_GOTO(st, params_bind(&m->params, &m->layout, cfg, m->params_mem), fail);
+    DT_TRY_GOTO(st, params_bind(&m->grads, &m->layout, cfg, m->grads_mem), fail);
+    params_init_host(host, &m->layout, cfg, seed);
+    be->copy_from_host(m->params_mem, host, P * sizeof(float));
+
+    carver counter = {NULL, 0};
+    carve_acts(m, &counter);
+    m->acts_floats = counter.used;
+    m->acts_mem = be->alloc(counter.used * sizeof(float));
+    if (!m->acts_mem) {
+        dt_error("out of memory for activations (%zu floats for micro-batch %d x %d)",
+                 counter.used, B, T);
+        st = DT_ERR_RUNTIME;
+        goto fail;
+    }
+    carver c = {m->acts_mem, 0};
+    carve_acts(m, &c);
+    dt_free(host);
+    return DT_OK;
+fail:
+    dt_free(host);
+    model_free(m);
+    return st;
+}
+
+void model_free(dt_model *m) {
+    if (m->be) {
+        if (m->params_mem) m->be->free(m->params_mem);
+        if (m->grads_mem) m->be->free(m->grads_mem);
+        if (m->acts_mem) m->be->free(m->acts_mem);
+    }
+    params_unbind(&m->params);
+    params_unbind(&m->grads);
+    dt_free(m->acts);
+    param_layout_free(&m->layout);
+    memset(m, 0, sizeof *m);
+}
+
+void model_zero_grad(dt_model *m) {
+    m->be->memset_zero(m->grads_mem, m->layout.total * sizeof(float));
+}
+
+/* ---- forward ---- */
+
+static void attention_block_forward(dt_model *m, int l) {
+    const dt_backend *be = m->be;
+    const dt_model_config *c = &m->cfg;
+    const dt_layer_params *w = &m->params.layers[l];
+    dt_layer_acts *x = &m->acts[l];
+    attn_dims a = dims_of(c);
+    int B = m->B, T = m->T, N = B * T, D = c->d_model;
+    float theta = (float)c->rope_theta;
+
+    be->rmsnorm_forward(x->attn_in, x->attn_rstd, x->x_in, w->attention_norm, N, D,
+                        (float)c->norm_eps);
+    be->matmul_forward(x->q, x->attn_in, w->q_proj, N, D, a.q, 0);
+    be->matmul_forward(x->k, x->attn_in, w->k_proj, N, D, a.k, 0);
+    be->matmul_forward(x->v, x->attn_in, w->v_proj, N, D, a.v, 0);
+    be->rope_forward(x->q, x->q, B, T, a.q_heads, a.d, theta, 0);
+    be->rope_forward(x->k, x->k, B, T, a.k_heads, a.d, theta, 0);
+    switch (c->arch) {
+    case DT_ARCH_DIFF: {
+        float li = (float)config_lambda_init(c, l);
+        be->difflambda_forward(x->lambda, w->lambda_q1, w->lambda_k1, w->lambda_q2, w->lambda_k2,
+                               li, a.d);
+        be->diffattn_forward(x->attn_out, x->o1, x->o2, x->attn_lse, x->sub_rstd, x->q, x->k,
+                             x->v, x->lambda, w->subln, li, (float)c->norm_eps, B, T, a.H, a.Hkv,
+                             a.d);
+        break;
+    }
+    case DT_ARCH_DIFF_V2:
+        be->attention_forward(x->heads, x->attn_lse, x->q, x->k, x->v, B, T, a.q_heads, a.Hkv,
+                              a.d, a.dv);
+        be->matmul_forward(x->lam_logit, x->attn_in, w->lambda_proj, N, D, a.H, 0);
+        be->diffv2_combine_forward(x->attn_out, x->heads, x->lam_logit, N, a.H, a.d);
+        break;
+    case DT_ARCH_TRANSFORMER:
+        be->attention_forward(x->attn_out, x->attn_lse, x->q, x->k, x->v, B, T, a.q_heads, a.Hkv,
+                              a.d, a.dv);
+        break;
+    }
+    /* y = x + attn_out @ out_proj^T */
+    be->copy(x->y, x->x_in, (size_t)N * D * sizeof(float));
+    be->matmul_forward(x->y, x->attn_out, w->out_proj, N, a.A, D, 1);
+}
+
+static void ffn_block_forward(dt_model *m, int l, float *x_out) {
+    const dt_backend *be = m->be;
+    const dt_model_config *c = &m->cfg;
+    const dt_layer_params *w = &m->params.layers[l];
+    dt_layer_acts *x = &m->acts[l];
+    int N = m->B * m->T, D = c->d_model, F = c->ffn_dim;
+    be->rmsnorm_forward(x->ffn_in, x->ffn_rstd, x->y, w->ffn_norm, N, D, (float)c->norm_eps);
+    be->matmul_forward(x->gate, x->ffn_in, w->w_gate, N, D, F, 0);
+    be->matmul_forward(x->up, x->ffn_in, w->w_up, N, D, F, 0);
+    be->swiglu_forward(x->hidden, x->gate, x->up, (size_t)N * F);
+    be->copy(x_out, x->y, (size_t)N * D * sizeof(float));
+    be->matmul_forward(x_out, x->hidden, w->w_down, N, F, D, 1);
+}
+
+float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) {
+    const dt_backend *be = m->be;
+    const dt_model_config *c = &m->cfg;
+    int N = m->B * m->T, D = c->d_model, V = c->vocab_size;
+
+    be->copy_from_host(m->inputs, inputs, (size_t)N * sizeof(int32_t));
+    float *x0 = c->n_layers > 0 ? m->acts[0].x_in : m->x_final;
+    be->embedding_forward(x0, m->inputs, m->params.tok_embeddings, N, D, 0, V);
+    for (int l = 0; l < c->n_layers; l++) {
+        attention_block_forward(m, l);
+        ffn_block_forward(m, l, l + 1 < c->n_layers ? m->acts[l + 1].x_in : m->x_final);
+    }
+    be->rmsnorm_forward(m->final_norm, m->final_rstd, m->x_final, m->params.norm, N, D,
+                        (float)c->norm_eps);
+
+    m->n_targets = 0;
+    m->last_loss = 0;
+    if (!targets) return 0;
+    for (int i = 0; i < N; i++) m->n_targets += targets[i] >= 0;
+    be->copy_from_host(m->targets, targets, (size_t)N * sizeof(int32_t));
+    for (int r0 = 0; r0 < N; r0 += m->logits_chunk) {
+        int n = N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk;
+        be->matmul_forward(m->logits, m->final_norm + (size_t)r0 * D, m->params.output, n, D, V,
+                           0);
+        be->xent_forward(m->losses + r0, m->lse + r0, m->logits, m->targets + r0, n, V);
+    }
+    /* the mean is taken on the host in double, in row order, so it does not depend on threads */
+    float *losses = dt_malloc((size_t)N * sizeof(float));
+    if (!losses) return NAN;
+    be->copy_to_host(losses, m->losses, (size_t)N * sizeof(float));
+    double sum = 0;
+    for (int i = 0; i < N; i++) sum += losses[i];
+    dt_free(losses);
+    m->last_loss = m->n_targets ? (float)(sum / m->n_targets) : 0.0f;
+    return m->last_loss;
+}
+
+/* ---- backward ---- */
+
+static void ffn_block_backward(dt_model *m, int l) {
+    const dt_backend *be = m->be;
+    const dt_model_config *c = &m->cfg;
+    const dt_layer_params *w = &m->params.layers[l];
+    const dt_layer_params *g = &m->grads.layers[l];
+    dt_layer_acts *x = &m->acts[l];
+    int N = m->B * m->T, D = c->d_model, F = c->ffn_dim;
+    /* dres holds the gradient of this layer's output x_out = y + ffn(y) */
+    be->matmul_backward(m->dwide, g->w_down, m->dres, x->hidden, w->w_down, N, F, D, 0);
+    be->swiglu_backward(m->dgate, m->dup, m->dwide, x->gate, x->up, (size_t)N * F);
+    be->matmul_backward(m->dnormed, g->w_gate, m->dgate, x->ffn_in, w->w_gate, N, D, F, 0);
+    be->matmul_backward(m->dnormed, g->w_up, m->dup, x->ffn_in, w->w_up, N, D, F, 1);
+    /* dres becomes dy: the residual path plus the norm path */
+    be->rmsnorm_backward(m->dres, g->ffn_norm, m->dnormed, x->y, w->ffn_norm, x->ffn_rstd, N, D);
+}
+
+static void attention_block_backward(dt_model *m, int l) {
+    const dt_backend *be = m->be;
+    const dt_model_config *c = &m->cfg;
+    const dt_layer_params *w = &m->params.layers[l];
+    const dt_layer_params *g = &m->grads.layers[l];
+    dt_layer_acts *x = &m->acts[l];
+    attn_dims a = dims_of(c);
+    int B = m->B, T = m->T, N = B * T, D = c->d_model;
+    float theta = (float)c->rope_theta;
+    int dinp_accumulated = 0;
+
+    be->matmul_backward(m->dwide, g->out_proj, m->dres, x->attn_out, w->out_proj, N, a.A, D, 0);
+    switch (c->arch) {
+    case DT_ARCH_DIFF: {
+        float li = (float)config_lambda_init(c, l);
+        be->memset_zero(m->dlam, sizeof(float));
+        be->diffattn_backward(m->dq, m->dk, m->dv, g->subln, m->dlam, m->dwide, x->q, x->k, x->v,
+                              x->o1, x->o2, x->attn_lse, x->sub_rstd, x->lambda, w->subln, li, B,
+                              T, a.H, a.Hkv, a.d);
+        be->difflambda_backward(g->lambda_q1, g->lambda_k1, g->lambda_q2, g->lambda_k2, m->dlam,
+                                w->lambda_q1, w->lambda_k1, w->lambda_q2, w->lambda_k2, a.d);
+        break;
+    }
+    case DT_ARCH_DIFF_V2:
+        be->diffv2_combine_backward(m->dheads, m->dlam, m->dwide, x->heads, x->lam_logit, N, a.H,
+                                    a.d);
+        be->matmul_backward(m->dnormed, g->lambda_proj, m->dlam, x->attn_in, w->lambda_proj, N, D,
+                            a.H, 0);
+        dinp_accumulated = 1;
+        be->attention_backward(m->dq, m->dk, m->dv, m->dheads, x->q, x->k, x->v, x->heads,
+                               x->attn_lse, B, T, a.q_heads, a.Hkv, a.d, a.dv);
+        break;
+    case DT_ARCH_TRANSFORMER:
+        be->attention_backward(m->dq, m->dk, m->dv, m->dwide, x->q, x->k, x->v, x->attn_out,
+                               x->attn_lse, B, T, a.q_heads, a.Hkv, a.d, a.dv);
+        break;
+    }
+    be->rope_backward(m->dq, m->dq, B, T, a.q_heads, a.d, theta, 0);
+    be->rope_backward(m->dk, m->dk, B, T, a.k_heads, a.d, theta, 0);
+    be->matmul_backward(m->dnormed, g->q_proj, m->dq, x->attn_in, w->q_proj, N, D, a.q,
+                        dinp_accumulated);
+    be->matmul_backward(m->dnormed, g->k_proj, m->dk, x->attn_in, w->k_proj, N, D, a.k, 1);
+    be->matmul_backward(m->dnormed, g->v_proj, m->dv, x->attn_in, w->v_proj, N, D, a.v, 1);
+    be->rmsnorm_backward(m->dres, g->attention_norm, m->dnormed, x->x_in, w->attention_norm,
+                         x->attn_rstd, N, D);
+}
+
+void model_backward(dt_model *m, float dloss_scale) {
+    const dt_backend *be = m->be;
+    const dt_model_config *c = &m->cfg;
+    int N = m->B * m->T, D = c->d_model, V = c->vocab_size;
+    if (m->n_targets == 0) return; /* no targets: the loss is a constant 0 */
+    float dloss = dloss_scale / (float)m->n_targets;
+
+    /* classifier: logits are recomputed chunk by chunk rather than kept for all rows */
+    for (int r0 = 0; r0 < N; r0 += m->logits_chunk) {
+        int n = N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk;
+        const float *xn = m->final_norm + (size_t)r0 * D;
+        be->matmul_forward(m->logits, xn, m->params.output, n, D, V, 0);
+        be->xent_backward(m->logits, m->logits, m->lse + r0, m->targets + r0, dloss, n, V);
+        be->matmul_backward(m->dnormed + (size_t)r0 * D, m->grads.output, m->logits, xn,
+                            m->params.output, n, D, V, 0);
+    }
+    be->memset_zero(m->dres, (size_t)N * D * sizeof(float));
+    be->rmsnorm_backward(m->dres, m->grads.norm, m->dnormed, m->x_final, m->params.norm,
+                         m->final_rstd, N, D);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        ffn_block_backward(m, l);
+        attention_block_backward(m, l);
+    }
+    be->embedding_backward(m->grads.tok_embeddings, m->dres, m->inputs, N, D, 0, V);
+}
+
+void model_params_to_host(const dt_model *m, float *host) {
+    m->be->copy_to_host(host, m->params_mem, m->layout.total * sizeof(float));
+}
+
+void model_params_from_host(dt_model *m, const float *host) {
+    m->be->copy_from_host(m->params_mem, host, m->layout.total * sizeof(float));
+}
+
+void model_grads_to_host(const dt_model *m, float *host) {
+    m->be->copy_to_host(host, m->grads_mem, m->layout.total * sizeof(float));
+}
+
+double model_flops_per_token(const dt_model_config *cfg, int seq_len) {
+    /* 6 FLOPs per parameter used in a matrix product (2 forward, 4 backward), plus the
+     * attention products counted without the causal discount (the PaLM / Megatron convention,
+     * so MFU figures compare with theirs). Embedding lookups are free; the LM head is not. */
+    attn_dims a = dims_of(cfg);
+    double D = cfg->d_model, F = cfg->ffn_dim, V = cfg->vocab_size;
+    double per_layer = D * (a.q + a.k + a.v) + (double)a.A * D + 3.0 * D * F;
+    if (cfg->arch == DT_ARCH_DIFF_V2) per_layer += D * a.H;
+    double matmul_params = cfg->n_layers * per_layer + V * D;
+    /* scores: q_heads * d per key; values: q_heads * dv per key (diff: 2 branches of width 2d) */
+    double attn = (double)cfg->n_layers * 2.0 * seq_len * ((double)a.q + (double)a.q_heads * a.dv);
+    return 6.0 * matmul_params + 3.0 * attn;
+}

@@ -1,0 +1,102 @@
+/* The model: parameters, gradients and activations in one allocation each (backend memory),
+ * forward, backward and loss for the three architectures (diff, diff_v2, transformer).
+ *
+ * Usage:
+ *   model_init(&m, &cfg.model, backend, seed, B, T);
+ *   model_zero_grad(&m);
+ *   for each micro-batch: model_forward(&m, inputs, targets); model_backward(&m, 1.0f / n_micro);
+ *   ... optimizer on m.params_mem / m.grads_mem ...
+ *   model_free(&m);
+ */
+#ifndef DT_MODEL_H
+#define DT_MODEL_H
+
+#include <stdint.h>
+
+#include "launch/config.h"
+#include "model/backend.h"
+#include "model/params.h"
+
+/* Per-layer activations kept for the backward pass. All (B*T = N rows). */
+typedef struct dt_layer_acts {
+    float *x_in;       /* (N, D) residual stream entering the layer */
+    float *attn_rstd;  /* (N) */
+    float *attn_in;    /* (N, D) attention_norm output */
+    float *q;          /* (N, Hq*d) after RoPE */
+    float *k;          /* (N, Hk*d) after RoPE */
+    float *v;          /* (N, Hkv*dv) */
+    float *attn_out;   /* (N, A) attention output before out_proj (A = out_proj's in_features) */
+    float *o1, *o2;    /* diff: (N, H*2d) branch outputs */
+    float *attn_lse;   /* (B, Hq or 2H, T) */
+    float *sub_rstd;   /* diff: (N, H) */
+    float *lambda;     /* diff: (1) this layer's lambda */
+    float *heads;      /* diff_v2: (N, 2H*d) standard attention output before the combine */
+    float *lam_logit;  /* diff_v2: (N, H) */
+    float *y;          /* (N, D) residual after attention */
+    float *ffn_rstd;   /* (N) */
+    float *ffn_in;     /* (N, D) ffn_norm output */
+    float *gate, *up;  /* (N, F) */
+    float *hidden;     /* (N, F) silu(gate) * up */
+} dt_layer_acts;
+
+typedef struct dt_model {
+    dt_model_config cfg;
+    const dt_backend *be;
+    int B, T; /* micro-batch shape the activations are sized for */
+    int d;    /* head dim */
+
+    dt_param_layout layout;
+    float *params_mem; /* (layout.total) backend memory */
+    float *grads_mem;  /* (layout.total) backend memory */
+    dt_params params, grads;
+
+    float *acts_mem; /* one allocation, carved into the fields below */
+    size_t acts_floats;
+    dt_layer_acts *acts; /* (n_layers) host array of pointers */
+    float *x_final;      /* (N, D) residual after the last layer */
+    float *final_rstd;   /* (N) */
+    float *final_norm;   /* (N, D) */
+    float *logits;       /* (chunk, V) classifier scratch, reused for dlogits */
+    float *losses;       /* (N) */
+    float *lse;          /* (N) */
+    /* gradient scratch, reused by every layer */
+    float *dres;      /* (N, D) gradient of the residual stream */
+    float *dnormed;   /* (N, D) gradient of a norm's output (final, ffn or attention norm) */
+    float *dwide;     /* (N, max(F, A)) gradient of hidden or of the attention output */
+    float *dgate;     /* (N, F) */
+    float *dup;       /* (N, F) */
+    float *dq;        /* (N, Hq*d) */
+    float *dk;        /* (N, Hk*d) */
+    float *dv;        /* (N, Hkv*dv) */
+    float *dheads;    /* diff_v2: (N, 2H*d) */
+    float *dlam;      /* diff_v2: (N, H); diff: (1) dlambda of the current layer */
+    int32_t *inputs;     /* (N) backend copy of the inputs */
+    int32_t *targets;    /* (N) backend copy of the targets */
+    int logits_chunk;    /* rows of logits materialised at once */
+
+    float last_loss; /* mean loss of the last forward over non-ignored targets */
+    int n_targets;   /* targets >= 0 in the last forward */
+} dt_model;
+
+/* Allocates parameters (initialised from seed, README "Initialisation"), gradients (zero) and
+ * activations for micro-batches of B sequences of T tokens. */
+dt_status model_init(dt_model *m, const dt_model_config *cfg, const dt_backend *be, uint64_t seed,
+                     int B, int T);
+void model_free(dt_model *m);
+
+/* Forward pass over (B, T) host token ids; targets may be NULL (no loss). Returns the mean
+ * cross-entropy over targets >= 0 (or 0 when there are none / targets is NULL). */
+float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets);
+/* Backward of (dloss_scale * mean loss of the last forward): accumulates into the gradients. */
+void model_backward(dt_model *m, float dloss_scale);
+void model_zero_grad(dt_model *m);
+
+/* Copies parameters between host and the backend (layout.total floats). */
+void model_params_to_host(const dt_model *m, float *host);
+void model_params_from_host(dt_model *m, const float *host);
+void model_grads_to_host(const dt_model *m, float *host);
+
+/* Multiply-accumulate FLOPs of one forward+backward per token (6N + attention), for MFU. */
+double model_flops_per_token(const dt_model_config *cfg, int seq_len);
+
+#endif

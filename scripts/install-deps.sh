@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that difftrain's build, tests and demo need.
+# Idempotent and quiet: prints nothing when everything is already installed.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config          # toolchain
+  libopenmpi-dev openmpi-bin                 # MPI (the program links it from the start)
+  libopenblas-dev                            # CPU matrix products
+  libyaml-dev                                # configs
+  libhdf5-openmpi-dev                        # checkpoints (the Open MPI flavour)
+  libcmocka-dev                              # unit tests
+  python3-torch python3-numpy python3-yaml   # independent reference checks and benchmarks
+  fortunes                                   # the demo's natural-English corpus
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

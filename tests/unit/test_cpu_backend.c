@@ -1,0 +1,78 @@
+/* dt_backend_cpu(): every member of the backend struct is filled, and with the CPU functions. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "model/backend.h"
+#include "model/cpu/cpu_ops.h"
+
+static void test_backend_cpu_complete(void **state) {
+    (void)state;
+    const dt_backend *be = dt_backend_cpu();
+    assert_non_null(be);
+    assert_non_null(be->name);
+    assert_string_equal(be->name, "cpu");
+    assert_true(dt_backend_cpu() == be); /* one static instance */
+
+#define CHECK_MEMBER(member, fn)                                                                   \
+    do {                                                                                           \
+        assert_non_null(be->member);                                                               \
+        assert_true(be->member == fn);                                                             \
+    } while (0)
+    CHECK_MEMBER(alloc, cpu_alloc);
+    CHECK_MEMBER(free, cpu_free);
+    CHECK_MEMBER(memset_zero, cpu_memset_zero);
+    CHECK_MEMBER(copy_to_host, cpu_copy_to_host);
+    CHECK_MEMBER(copy_from_host, cpu_copy_from_host);
+    CHECK_MEMBER(copy, cpu_copy);
+    CHECK_MEMBER(synchronize, cpu_synchronize);
+    CHECK_MEMBER(matmul_forward, cpu_matmul_forward);
+    CHECK_MEMBER(matmul_backward, cpu_matmul_backward);
+    CHECK_MEMBER(add, cpu_add);
+    CHECK_MEMBER(scale, cpu_scale);
+    CHECK_MEMBER(sumsq, cpu_sumsq);
+    CHECK_MEMBER(embedding_forward, cpu_embedding_forward);
+    CHECK_MEMBER(embedding_backward, cpu_embedding_backward);
+    CHECK_MEMBER(rmsnorm_forward, cpu_rmsnorm_forward);
+    CHECK_MEMBER(rmsnorm_backward, cpu_rmsnorm_backward);
+    CHECK_MEMBER(rope_forward, cpu_rope_forward);
+    CHECK_MEMBER(rope_backward, cpu_rope_backward);
+    CHECK_MEMBER(swiglu_forward, cpu_swiglu_forward);
+    CHECK_MEMBER(swiglu_backward, cpu_swiglu_backward);
+    CHECK_MEMBER(xent_forward, cpu_xent_forward);
+    CHECK_MEMBER(xent_backward, cpu_xent_backward);
+    CHECK_MEMBER(attention_forward, cpu_attention_forward);
+    CHECK_MEMBER(attention_backward, cpu_attention_backward);
+    CHECK_MEMBER(diffattn_forward, cpu_diffattn_forward);
+    CHECK_MEMBER(diffattn_backward, cpu_diffattn_backward);
+    CHECK_MEMBER(difflambda_forward, cpu_difflambda_forward);
+    CHECK_MEMBER(difflambda_backward, cpu_difflambda_backward);
+    CHECK_MEMBER(diffv2_combine_forward, cpu_diffv2_combine_forward);
+    CHECK_MEMBER(diffv2_combine_backward, cpu_diffv2_combine_backward);
+    CHECK_MEMBER(adamw_update, cpu_adamw_update);
+#undef CHECK_MEMBER
+}
+
+/* A member added to dt_backend but forgotten above would go unchecked; this counts the struct's
+ * pointer-sized slots (name + 31 functions) so that the test fails when the struct grows. */
+static void test_backend_cpu_member_count(void **state) {
+    (void)state;
+    assert_int_equal(sizeof(dt_backend), 32 * sizeof(void *));
+    /* and no slot is NULL, whatever its name */
+    const dt_backend *be = dt_backend_cpu();
+    void *slots[32];
+    memcpy(slots, be, sizeof slots);
+    for (int i = 0; i < 32; i++) assert_non_null(slots[i]);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_backend_cpu_complete),
+        cmocka_unit_test(test_backend_cpu_member_count),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
