@@ -1,12 +1,15 @@
 /* bench_step: times one training step of the CPU implementation.
  *
- *   bench_step CONFIG.yaml [--steps=N] [--warmup=N] [key.path=value ...]
+ *   bench_step CONFIG.yaml [--steps=N] [--warmup=N] [--print-config] [key.path=value ...]
  *
  * One step = model_zero_grad, model_forward, model_backward, AdamW over every tensor (weight
  * decay only where the layout says so) through the backend's adamw_update: what `difftrain
  * train` does per micro-batch on one rank, without data loading, clipping or logging.
  * bench/torch_step.py times the same step in PyTorch eager; bench/bench_step.sh runs both with
  * the same thread count and prints the ratio.
+ *
+ * --print-config writes the resolved config (config_print, overrides applied) and exits: the
+ * script hands that file to torch_step.py, so both sides build exactly the same model.
  *
  * Threads: train.threads when the config sets it, else OMP_NUM_THREADS, else the OpenMP default;
  * applied to OpenMP and OpenBLAS alike (cpu_set_threads).
@@ -87,10 +90,11 @@ static int parse_count(const char *arg, const char *flag, int *out) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_step CONFIG.yaml [--steps=N] [--warmup=N] [key=value ...]\n");
+        fprintf(stderr, "usage: bench_step CONFIG.yaml [--steps=N] [--warmup=N] [--print-config] "
+                        "[key=value ...]\n");
         return DT_ERR_INPUT;
     }
-    int steps = 10, warmup = 2, n_over = 0;
+    int steps = 10, warmup = 2, n_over = 0, print_config = 0;
     char **over = dt_malloc((size_t)argc * sizeof *over);
     if (!over) return DT_ERR_RUNTIME;
     for (int i = 2; i < argc; i++) {
@@ -100,7 +104,11 @@ int main(int argc, char **argv) {
             dt_free(over);
             return DT_ERR_INPUT;
         }
-        if (!r1 && !r2) over[n_over++] = argv[i];
+        if (!r1 && !r2 && strcmp(argv[i], "--print-config") == 0) {
+            print_config = 1;
+        } else if (!r1 && !r2) {
+            over[n_over++] = argv[i];
+        }
     }
     if (steps < 1) steps = 1;
 
@@ -108,6 +116,10 @@ int main(int argc, char **argv) {
     dt_status st = config_load(&cfg, argv[1], n_over, over);
     dt_free(over);
     if (st != DT_OK) return st;
+    if (print_config) {
+        config_print(&cfg, stdout);
+        return fflush(stdout) == 0 ? DT_OK : DT_ERR_RUNTIME;
+    }
 
     int threads = cfg.train.threads;
     const char *env = getenv("OMP_NUM_THREADS");
@@ -136,6 +148,7 @@ int main(int argc, char **argv) {
     float loss = 0.0f;
     double *times = dt_malloc((size_t)steps * sizeof *times);
     if (!times) {
+        dt_error("bench_step: out of memory for %d step times", steps);
         st = DT_ERR_RUNTIME;
         goto done;
     }

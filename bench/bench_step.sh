@@ -33,6 +33,8 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
     exit 77
 fi
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench_step.XXXXXX") || exit 1
+trap 'rm -rf "$WORK"' EXIT
 
 # Each side runs REPEATS times, alternating (C, torch, C, torch, ...), so slow phases of a shared
 # machine hit both; each keeps its best median step and its best single step.
@@ -44,10 +46,16 @@ printf "%-12s %7s %13s %13s %8s %11s %11s %10s\n" arch threads difftrain_ms torc
     dt_min_ms to_min_ms ratio_min
 status=0
 for cfg in "${CONFIGS[@]}"; do
-    ams="" ; bms="" ; amin="" ; bmin="" ; arch=""
+    ams="" ; bms="" ; amin="" ; bmin="" ; arch="" ; a="" ; b=""
+    # torch_step.py reads the config as difftrain resolved it (defaults filled in)
+    if ! "$BIN" "$cfg" --print-config > "$WORK/resolved.yaml"; then
+        echo "bench_step.sh: $cfg: bench_step --print-config failed" >&2
+        status=1
+        continue
+    fi
     for ((r = 0; r < REPEATS; r++)); do
         a=$("$BIN" "$cfg" --steps="$STEPS" --warmup="$WARMUP" | tail -n 1) || { a=""; break; }
-        b=$("$PY" "$HERE/torch_step.py" "$cfg" --steps="$STEPS" --warmup="$WARMUP" | tail -n 1) || { b=""; break; }
+        b=$("$PY" "$HERE/torch_step.py" "$WORK/resolved.yaml" --steps="$STEPS" --warmup="$WARMUP" | tail -n 1) || { b=""; break; }
         arch=$(field "$a" arch)
         ams=$(best "$ams" "$(field "$a" ms_per_step)"); amin=$(best "$amin" "$(field "$a" ms_min)")
         bms=$(best "$bms" "$(field "$b" ms_per_step)"); bmin=$(best "$bmin" "$(field "$b" ms_min)")

@@ -101,8 +101,8 @@ dt_status loader_init(dt_loader *L, const char (*patterns)[DT_PATH_MAX], int n_p
         DT_TRY_GOTO(st, shard_open(s, paths[i]), done);
         if (s->n_tokens > longest) longest = s->n_tokens;
         if (s->n_tokens < (size_t)seq_len + 1) {
-            dt_warn("%s: %zu tokens, fewer than seq_len+1 = %d: it contributes no samples",
-                    s->path, s->n_tokens, seq_len + 1);
+            dt_warn("%s: %zu tokens, fewer than seq_len+1 = %d: it contributes no samples", s->path,
+                    s->n_tokens, seq_len + 1);
             shard_close(s);
             continue;
         }

@@ -46,9 +46,8 @@ static dt_status input_open(input_file *f, const char *path) {
     if (fd < 0) {
         int err = errno;
         dt_error("%s: cannot open input text file: %s", path, strerror(err));
-        return (err == ENOENT || err == EACCES || err == ENOTDIR || err == EISDIR)
-                   ? DT_ERR_INPUT
-                   : DT_ERR_RUNTIME;
+        return (err == ENOENT || err == EACCES || err == ENOTDIR || err == EISDIR) ? DT_ERR_INPUT
+                                                                                   : DT_ERR_RUNTIME;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -295,13 +294,21 @@ dt_status prepare_run(dt_prepare_result *res, const dt_prepare_opts *o, const ch
         while (doc_next(&it, &doc, &len)) {
             double u = prepare_doc_fraction(doc, len);
             n_val += (u < o->val_fraction);
-            if (u < min_u) min_u = u, min_doc = n_docs;
-            if (u > max_u) max_u = u, max_doc = n_docs;
+            if (u < min_u) {
+                min_u = u;
+                min_doc = n_docs;
+            }
+            if (u > max_u) {
+                max_u = u;
+                max_doc = n_docs;
+            }
             if (n_docs == 0) first_doc_path = in[i].path;
             n_docs++;
             file_docs++;
         }
-        if (file_docs == 0) dt_warn("%s: no documents (empty file)", in[i].path);
+        if (file_docs == 0)
+            dt_warn("%s: no documents (%s)", in[i].path,
+                    in[i].bytes ? "only separator lines" : "empty file");
     }
     if (n_docs == 0) {
         dt_error("data prepare: the %d input file(s) hold no documents", n_files);
@@ -348,8 +355,8 @@ dt_status prepare_run(dt_prepare_result *res, const dt_prepare_opts *o, const ch
     res->n_val_shards = val.n_shards;
     if (log) {
         fprintf(log,
-                "%" PRIu64 " documents: %" PRIu64 " train (%" PRIu64 " tokens in %d shard%s), %" PRIu64
-                " val (%" PRIu64 " tokens in %d shard%s)\n",
+                "%" PRIu64 " documents: %" PRIu64 " train (%" PRIu64
+                " tokens in %d shard%s), %" PRIu64 " val (%" PRIu64 " tokens in %d shard%s)\n",
                 n_docs, res->n_train_docs, res->train_tokens, res->n_train_shards,
                 res->n_train_shards == 1 ? "" : "s", res->n_val_docs, res->val_tokens,
                 res->n_val_shards, res->n_val_shards == 1 ? "" : "s");

@@ -1,4 +1,5 @@
-/* `difftrain data prepare ...` and `difftrain data info FILE...`: the command-line face of data/. */
+/* `difftrain data prepare ...` and `difftrain data info FILE...`: the command-line face of data/.
+ */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,43 +24,45 @@ static void data_usage(FILE *f) {
 }
 
 static void prepare_usage(FILE *f) {
-    fprintf(f,
-            "usage: difftrain data prepare --out DIR [options] FILE...\n"
-            "\n"
-            "Encodes text files with the byte-level tokenizer (token = byte 0..255, end of text =\n"
-            "%d, vocabulary %d) into llm.c token shards, holding out whole documents for\n"
-            "validation. Each FILE is one document unless --split-on is given. Each document is\n"
-            "followed by the end-of-text token.\n"
-            "\n"
-            "options:\n"
-            "  --out DIR             output directory (created if needed)\n"
-            "  --name NAME           shard file prefix (default \"data\"): writes\n"
-            "                        DIR/NAME_train_000000.bin ... and DIR/NAME_val_000000.bin ...\n"
-            "  --val-fraction F      fraction of documents held out for validation, in [0, 1)\n"
-            "                        (default 0.05); chosen by a fixed hash of each document's text,\n"
-            "                        so the split is deterministic and spread over all inputs; 0\n"
-            "                        writes no validation shard\n"
-            "  --split-on LINE       split files into documents at lines equal to LINE (the fortune\n"
-            "                        format: --split-on '%%'); separator lines are dropped\n"
-            "  --bits 16|32          bits per token (default 16)\n"
-            "  --shard-tokens N      tokens per shard (default 100M; suffixes K, M, G = 1e3, 1e6,\n"
-            "                        1e9)\n"
-            "  --help                this text\n"
-            "\n"
-            "Prints one line per shard (path, tokens) and a summary. Exit status: 0 ok, 1 write\n"
-            "failure, 2 bad usage or input.\n",
-            DT_TOKEN_EOT, DT_BYTE_VOCAB);
+    fprintf(
+        f,
+        "usage: difftrain data prepare --out DIR [options] FILE...\n"
+        "\n"
+        "Encodes text files with the byte-level tokenizer (token = byte 0..255, end of text =\n"
+        "%d, vocabulary %d) into llm.c token shards, holding out whole documents for\n"
+        "validation. Each FILE is one document unless --split-on is given. Each document is\n"
+        "followed by the end-of-text token.\n"
+        "\n"
+        "options:\n"
+        "  --out DIR             output directory (created if needed)\n"
+        "  --name NAME           shard file prefix (default \"data\"): writes\n"
+        "                        DIR/NAME_train_000000.bin ... and DIR/NAME_val_000000.bin ...\n"
+        "  --val-fraction F      fraction of documents held out for validation, in [0, 1)\n"
+        "                        (default 0.05); chosen by a fixed hash of each document's text,\n"
+        "                        so the split is deterministic and spread over all inputs; 0\n"
+        "                        writes no validation shard\n"
+        "  --split-on LINE       split files into documents at lines equal to LINE (the fortune\n"
+        "                        format: --split-on '%%'); separator lines are dropped\n"
+        "  --bits 16|32          bits per token (default 16)\n"
+        "  --shard-tokens N      tokens per shard (default 100M; suffixes K, M, G = 1e3, 1e6,\n"
+        "                        1e9)\n"
+        "  --help                this text\n"
+        "\n"
+        "Prints one line per shard (path, tokens) and a summary. Exit status: 0 ok, 1 write\n"
+        "failure, 2 bad usage or input.\n",
+        DT_TOKEN_EOT, DT_BYTE_VOCAB);
 }
 
 static void info_usage(FILE *f) {
-    fprintf(f, "usage: difftrain data info SHARD...\n"
-               "\n"
-               "For each token shard prints: path, format (uint16/uint32, magic, version), token\n"
-               "count, smallest and largest token id, the number of end-of-text tokens (%d) when\n"
-               "the largest id is %d (byte-level data), and the unigram entropy of its tokens in\n"
-               "nats/token and bits/token: the loss of the best model that ignores context, to\n"
-               "compare a training loss against. Exit status: 0 ok, 1 runtime failure, 2 when a\n"
-               "file is missing or not a valid shard (the others are still described).\n",
+    fprintf(f,
+            "usage: difftrain data info SHARD...\n"
+            "\n"
+            "For each token shard prints: path, format (uint16/uint32, magic, version), token\n"
+            "count, smallest and largest token id, the number of end-of-text tokens (%d) when\n"
+            "the largest id is %d (byte-level data), and the unigram entropy of its tokens in\n"
+            "nats/token and bits/token: the loss of the best model that ignores context, to\n"
+            "compare a training loss against. Exit status: 0 ok, 1 runtime failure, 2 when a\n"
+            "file is missing or not a valid shard (the others are still described).\n",
             DT_TOKEN_EOT, DT_TOKEN_EOT);
 }
 
@@ -70,12 +73,14 @@ static unsigned long long parse_count(const char *s) {
     char *end;
     double v = strtod(s, &end);
     if (end == s) return 0;
-    double mult = 1;
-    if (*end == 'k' || *end == 'K') mult = 1e3, end++;
-    else if (*end == 'm' || *end == 'M') mult = 1e6, end++;
-    else if (*end == 'g' || *end == 'G') mult = 1e9, end++;
+    static const char suffixes[] = "kKmMgG";
+    static const double mult[] = {1e3, 1e3, 1e6, 1e6, 1e9, 1e9};
+    const char *sfx = *end ? strchr(suffixes, *end) : NULL;
+    if (sfx) {
+        v *= mult[sfx - suffixes];
+        end++;
+    }
     if (*end != '\0') return 0;
-    v *= mult;
     if (!(v >= 1 && v < 1e19) || v != floor(v)) return 0;
     return (unsigned long long)v;
 }

@@ -3,7 +3,19 @@
  * Every key of DESIGN.md's config section has a field here. Loading reports the first problem
  * as "FILE:LINE:COL: KEY.PATH: what was expected, got what" and returns DT_ERR_INPUT (exit 2).
  * Overrides ("optim.lr=3e-4") are applied after the file and validated the same way; their
- * errors name the override instead of a file position. */
+ * errors name the override instead of a file position. A range or cross-key problem points at
+ * one key involved (the first set by an override, else by the file); when all of them were
+ * defaulted the message starts "FILE: KEY.PATH:" with no line.
+ *
+ * Typing (file values and override values alike, the latter parsed as one YAML value):
+ * quoted scalars are strings, never numbers or bools; numbers are decimal with optional
+ * fraction and exponent (3e-4, 1.5e+2; no .inf/.nan/hex); integer keys take any number whose
+ * value is an exact integer in range (42, 1e5, 4.0; not 2.5); bools are true/false only;
+ * model.lambda_init is "schedule" or a number in [0, 1); parallel.dp is "auto" or >= 1 (an
+ * explicit 0 is refused); optim.betas is [b1, b2]; data.train/val are a string or a list of
+ * strings; string keys take any scalar's text (null = ""); an empty section ("model:") and an
+ * empty file leave the defaults. Aliases (*x) are refused. Unknown keys, duplicate keys and a
+ * second YAML document are errors. */
 #ifndef DT_CONFIG_H
 #define DT_CONFIG_H
 
@@ -48,7 +60,7 @@ typedef struct dt_train_config {
     int seq_len;
     int micro_batch;  /* sequences per micro-batch per data-parallel rank */
     int global_batch; /* sequences per optimizer step over all ranks */
-    int steps;
+    int steps; /* >= 0 */
     uint64_t seed;
     dt_precision precision;
     int val_every;   /* steps between validations; 0 = never */
@@ -75,14 +87,14 @@ typedef struct dt_data_config {
 
 typedef struct dt_checkpoint_config {
     char dir[DT_PATH_MAX]; /* "" = no checkpoints */
-    int every;
-    int keep_last;
+    int every;     /* steps between checkpoints; 0 = none (every > 0 needs dir) */
+    int keep_last; /* newest checkpoints kept; 0 = keep all */
     char resume[DT_PATH_MAX];    /* "auto", "never" or a path */
     char init_from[DT_PATH_MAX]; /* "" = none */
 } dt_checkpoint_config;
 
 typedef struct dt_log_config {
-    int every;
+    int every;                 /* >= 1 */
     char metrics[DT_PATH_MAX]; /* JSON Lines file; "" = none */
 } dt_log_config;
 
@@ -96,8 +108,8 @@ typedef struct dt_launch_config {
     char slurm_time[64];
     char slurm_job_name[128];
     char slurm_output[DT_PATH_MAX];
-    int slurm_gpus_per_node;
-    int slurm_cpus_per_task;
+    int slurm_gpus_per_node; /* 0 = not requested; strings "" = not passed to sbatch */
+    int slurm_cpus_per_task; /* 0 = not requested */
 } dt_launch_config;
 
 typedef struct dt_config {
@@ -112,16 +124,27 @@ typedef struct dt_config {
     dt_launch_config launch;
 } dt_config;
 
-/* Fills every field with its default (documented in README's config table). */
+/* Fills every field with its default (documented in README's config table): a 2-layer
+ * d_model 128 DIFF model (2 heads, ffn 352, vocab 257, seq 128) that trains on a CPU. Zeroes the
+ * whole struct first, so two equal configs are byte-equal (padding included). */
 void config_defaults(dt_config *cfg);
 /* Loads a YAML file over the defaults, then applies n_overrides "key.path=value" strings, then
  * validates the whole (ranges and cross-key consistency such as d_model % (2*n_heads) for diff).
- * On error prints one message naming file:line:col (or the override) and the key path. */
+ * On error prints one message naming file:line:col (or the override) and the key path, and
+ * returns DT_ERR_INPUT (DT_ERR_RUNTIME only when out of memory); cfg is then unspecified.
+ * n_kv_heads is set to n_heads unless the file or an override gives it (or gives 0). */
 dt_status config_load(dt_config *cfg, const char *path, int n_overrides, char **overrides);
 /* Loads from YAML text held in memory (name is used in messages in place of a file name). */
 dt_status config_load_string(dt_config *cfg, const char *name, const char *yaml, int n_overrides,
                              char **overrides);
-/* Validates ranges and consistency (called by the loaders; exposed for tests). */
+/* Validates ranges and consistency (called by the loaders; exposed for tests and for structs
+ * built in code): sizes >= 1; diff/diff_v2: d_model % (2*n_heads) == 0 and D/(2H) even;
+ * transformer: d_model % n_heads == 0 and D/H even; n_heads % n_kv_heads == 0; tp divides
+ * n_kv_heads and ffn_dim; zero in 0..2; seq_len <= max_seq_len; global_batch divisible by
+ * micro_batch (and by micro_batch*dp when dp is set); 0 < lr, 0 <= min_lr <= lr; betas, and
+ * a constant lambda_init, in [0, 1); eps, norm_eps, rope_theta, init_std > 0; weight_decay,
+ * grad_clip >= 0; checkpoint.every > 0 needs checkpoint.dir; scheduler local needs nodes 1.
+ * Messages name cfg->source (or "config" when empty) without a line. */
 dt_status config_validate(const dt_config *cfg);
 /* Writes the resolved config as YAML that config_load_string reads back to the same struct. */
 void config_print(const dt_config *cfg, FILE *out);

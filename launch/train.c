@@ -132,11 +132,7 @@ static dt_status trainer_setup(trainer *t) {
     if (c->data.n_val > 0) {
         DT_TRY(loader_init(&t->val_data, (const char(*)[DT_PATH_MAX])c->data.val, c->data.n_val,
                            c->train.seq_len, c->model.vocab_size, c->train.seed, 0));
-        t->has_val = 1;
-    } else if (c->train.val_every > 0) {
-        dt_error("%s: train.val_every is %d but data.val names no validation shards", c->source,
-                 c->train.val_every);
-        return DT_ERR_INPUT;
+        t->has_val = 1; /* config_require_data refused val_every without data.val */
     }
     size_t n = (size_t)c->train.micro_batch * c->train.seq_len;
     t->inputs = dt_malloc(n * sizeof(int32_t));
@@ -220,7 +216,6 @@ int cmd_train(int argc, char **argv) {
     DT_TRY_GOTO(st, config_load(&t.cfg, argv[1], argc - 2, argv + 2), done);
     DT_TRY_GOTO(st, config_require_data(&t.cfg), done);
     if (t.world.rank == 0) {
-        printf("# resolved config (%s)\n", t.cfg.source);
         config_print(&t.cfg, stdout);
         fflush(stdout);
     }

@@ -21,7 +21,7 @@ rm -f "$work/metrics.jsonl"
 "$dt" train "$root/configs/demo.yaml" data.train="$work/data/fortunes_train_*.bin" \
   data.val="$work/data/fortunes_val_000000.bin" log.metrics="$work/metrics.jsonl" "$@"
 
-entropy=$(grep -o 'unigram entropy: [0-9.]*' "$work/val_info.txt" | head -1 | awk '{print $3}')
+entropy=$(grep -o 'unigram entropy [0-9.]*' "$work/val_info.txt" | head -1 | awk '{print $3}')
 /usr/bin/python3 - "$work/metrics.jsonl" "$entropy" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

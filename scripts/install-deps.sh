@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config          # toolchain
   libopenmpi-dev openmpi-bin                 # MPI (the program links it from the start)
-  libopenblas-dev                            # CPU matrix products
+  libopenblas-openmp-dev                     # CPU matrix products (OpenMP build)
   libyaml-dev                                # configs
   libhdf5-openmpi-dev                        # checkpoints (the Open MPI flavour)
   libcmocka-dev                              # unit tests

@@ -36,12 +36,14 @@ void cpu_attention_forward(float *out, float *lse, const float *q, const float *
                 float *oh = out + (size_t)b * T * os + (size_t)h * dv;     /* (T, dv) view */
                 float *lseh = lse + ((size_t)b * Hq + h) * T;               /* (T) */
                 float S[ATTN_BR * ATTN_BC], m[ATTN_BR], l[ATTN_BR];
+                float kT[(size_t)d * ATTN_BC];
                 const int i0 = qt * ATTN_BR, nr = attn_imin(ATTN_BR, T - i0);
 
                 attn_online_init(oh, os, m, l, i0, nr, dv);
                 for (int j0 = 0; j0 < i0 + nr; j0 += ATTN_BC) {
                     const int nc = attn_imin(ATTN_BC, T - j0);
-                    attn_tile_scores(S, qh, qs, kh, ks, i0, nr, j0, nc, d, scale);
+                    attn_tile_transpose(kT, kh, ks, j0, nc, d);
+                    attn_tile_scores(S, qh, qs, kT, i0, nr, j0, nc, d, scale);
                     attn_online_update(oh, os, m, l, S, vh, vs, i0, nr, j0, nc, dv);
                 }
                 attn_online_finish(oh, os, lseh, m, l, i0, nr, dv);
@@ -71,8 +73,11 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
                 float *dvh = dv + (size_t)b * T * vs + (size_t)g * d_v;
                 float S[ATTN_BR * ATTN_BC], P[ATTN_BR * ATTN_BC], dS[ATTN_BR * ATTN_BC];
                 float delta[ATTN_BR];
+                float kT[(size_t)d * ATTN_BC], vT[(size_t)d_v * ATTN_BC];
                 const int j0 = kt * ATTN_BC, nc = attn_imin(ATTN_BC, T - j0);
 
+                attn_tile_transpose(kT, kh, ks, j0, nc, d);
+                attn_tile_transpose(vT, vh, vs, j0, nc, d_v);
                 attn_rows_zero(dkh, ks, j0, nc, d);
                 attn_rows_zero(dvh, vs, j0, nc, d_v);
                 for (int h = g * n_rep; h < (g + 1) * n_rep; h++) {
@@ -80,13 +85,13 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
                     const float *gh = dout + (size_t)b * T * os + (size_t)h * d_v;
                     const float *oh = out + (size_t)b * T * os + (size_t)h * d_v;
                     const float *lseh = lse + ((size_t)b * Hq + h) * T;
-                    /* query tiles from the one holding row j0 (earlier rows see none of these keys) */
+                    /* query tiles from the one holding row j0: earlier rows see none of them */
                     for (int i0 = (j0 / ATTN_BR) * ATTN_BR; i0 < T; i0 += ATTN_BR) {
                         const int nr = attn_imin(ATTN_BR, T - i0);
                         attn_tile_delta(delta, gh, os, oh, os, 1.0f, i0, nr, d_v);
-                        attn_tile_scores(S, qh, qs, kh, ks, i0, nr, j0, nc, d, scale);
-                        attn_tile_probs(P, dS, S, lseh, gh, os, vh, vs, 1.0f, delta, i0, nr, j0,
-                                        nc, d_v);
+                        attn_tile_scores(S, qh, qs, kT, i0, nr, j0, nc, d, scale);
+                        attn_tile_probs(P, dS, S, lseh, gh, os, vT, 1.0f, delta, i0, nr, j0, nc,
+                                        d_v);
                         attn_tile_dkdv(dkh, ks, dvh, vs, P, dS, qh, qs, gh, os, 1.0f, scale, i0, nr,
                                        j0, nc, d, d_v);
                     }
@@ -110,15 +115,17 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
                 float *dqh = dq + (size_t)b * T * qs + (size_t)h * d;
                 float S[ATTN_BR * ATTN_BC], P[ATTN_BR * ATTN_BC], dS[ATTN_BR * ATTN_BC];
                 float delta[ATTN_BR];
+                float kT[(size_t)d * ATTN_BC], vT[(size_t)d_v * ATTN_BC];
                 const int i0 = qt * ATTN_BR, nr = attn_imin(ATTN_BR, T - i0);
 
                 attn_rows_zero(dqh, qs, i0, nr, d);
                 attn_tile_delta(delta, gh, os, oh, os, 1.0f, i0, nr, d_v);
                 for (int j0 = 0; j0 < i0 + nr; j0 += ATTN_BC) {
                     const int nc = attn_imin(ATTN_BC, T - j0);
-                    attn_tile_scores(S, qh, qs, kh, ks, i0, nr, j0, nc, d, scale);
-                    attn_tile_probs(P, dS, S, lseh, gh, os, vh, vs, 1.0f, delta, i0, nr, j0, nc,
-                                    d_v);
+                    attn_tile_transpose(kT, kh, ks, j0, nc, d);
+                    attn_tile_transpose(vT, vh, vs, j0, nc, d_v);
+                    attn_tile_scores(S, qh, qs, kT, i0, nr, j0, nc, d, scale);
+                    attn_tile_probs(P, dS, S, lseh, gh, os, vT, 1.0f, delta, i0, nr, j0, nc, d_v);
                     attn_tile_dq(dqh + (size_t)i0 * qs, qs, dS, kh, ks, scale, i0, nr, j0, nc, d);
                 }
             }

@@ -5,7 +5,7 @@
  * ATTN_BR rows walks the key tiles of ATTN_BC columns up to the causal limit with an online
  * softmax (running max m, running sum l, unnormalised output accumulator), and the backward
  * recomputes the probabilities from the saved log-sum-exp. No T x T buffer exists anywhere:
- * a task holds two ATTN_BR x ATTN_BC tiles on its stack.
+ * a task holds a few ATTN_BR x ATTN_BC tiles and the transposed k and v tiles on its stack.
  *
  * A "head view" is a pointer to row 0 of one head of one sequence plus a row stride (in floats):
  * row t of head j of sequence b in q (B, T, Hq*d) is q + (b*T + t)*Hq*d + j*d, so the view is
@@ -33,26 +33,54 @@
 
 static inline int attn_imin(int a, int b) { return a < b ? a : b; }
 
+/* y (n) += a * x (n). y and x never overlap in these ops; the simd pragma has the loop
+ * vectorised at -O2 whatever n (each element still gets one multiply and one add: no sum is
+ * reassociated, so the result is that of the scalar loop). */
+static inline void attn_axpy(float *restrict y, float a, const float *restrict x, int n) {
+#pragma omp simd
+    for (int e = 0; e < n; e++) y[e] += a * x[e];
+}
+
 /* Number of keys of the tile [j0, j0 + nc) that query row i may see (a prefix of the tile). */
 static inline int attn_visible(int i, int j0, int nc) {
     int n = i - j0 + 1;
     return n < 0 ? 0 : (n > nc ? nc : n);
 }
 
-/* S (nr, ATTN_BC) = scale * q_i . k_j for i in [i0, i0 + nr), j in [j0, j0 + nc); masked
- * entries (j > i) and columns past nc are ATTN_MASKED. */
-static inline void attn_tile_scores(float *S, const float *q, size_t qs, const float *k, size_t ks,
-                                    int i0, int nr, int j0, int nc, int d, float scale) {
+/* xT (w, ATTN_BC) = the rows [j0, j0 + nc) of a head view x (w wide), transposed; columns past
+ * nc are zero. With the tile transposed, the products below run over the ATTN_BC columns in the
+ * innermost loop, which the compiler vectorises without reassociating any sum: every dot
+ * product is still accumulated in the order e = 0, 1, ..., w-1. */
+static inline void attn_tile_transpose(float *xT, const float *x, size_t xs, int j0, int nc,
+                                       int w) {
+    for (int c = 0; c < nc; c++) {
+        const float *xj = x + (size_t)(j0 + c) * xs; /* (w) */
+        for (int e = 0; e < w; e++) xT[(size_t)e * ATTN_BC + c] = xj[e];
+    }
+    for (int c = nc; c < ATTN_BC; c++)
+        for (int e = 0; e < w; e++) xT[(size_t)e * ATTN_BC + c] = 0.0f;
+}
+
+/* acc (ATTN_BC) = a . xT[:, c] for every column c of a transposed tile (w, ATTN_BC). */
+static inline void attn_tile_dots(float *acc, const float *a, const float *xT, int w) {
+    for (int c = 0; c < ATTN_BC; c++) acc[c] = 0.0f;
+    for (int e = 0; e < w; e++) {
+        const float ae = a[e];
+        const float *xe = xT + (size_t)e * ATTN_BC;
+        for (int c = 0; c < ATTN_BC; c++) acc[c] += ae * xe[c];
+    }
+}
+
+/* S (nr, ATTN_BC) = scale * q_i . k_j for i in [i0, i0 + nr), j in [j0, j0 + nc), from the key
+ * tile transposed by attn_tile_transpose, kT (d, ATTN_BC); masked entries (j > i) and columns
+ * past nc are ATTN_MASKED. */
+static inline void attn_tile_scores(float *S, const float *q, size_t qs, const float *kT, int i0,
+                                    int nr, int j0, int nc, int d, float scale) {
     for (int r = 0; r < nr; r++) {
-        const float *qi = q + (size_t)(i0 + r) * qs; /* (d) */
         float *Sr = S + (size_t)r * ATTN_BC;
         int nvis = attn_visible(i0 + r, j0, nc);
-        for (int c = 0; c < nvis; c++) {
-            const float *kj = k + (size_t)(j0 + c) * ks; /* (d) */
-            float dot = 0.0f;
-            for (int e = 0; e < d; e++) dot += qi[e] * kj[e];
-            Sr[c] = scale * dot;
-        }
+        attn_tile_dots(Sr, q + (size_t)(i0 + r) * qs, kT, d);
+        for (int c = 0; c < nvis; c++) Sr[c] *= scale;
         for (int c = nvis; c < ATTN_BC; c++) Sr[c] = ATTN_MASKED;
     }
 }
@@ -92,7 +120,7 @@ static inline void attn_online_update(float *acc, size_t as, float *m, float *l,
             float p = expf(Sr[c] - mx);
             const float *vj = v + (size_t)(j0 + c) * vs; /* (dv) */
             lr += p;
-            for (int e = 0; e < dv; e++) a[e] += p * vj[e];
+            attn_axpy(a, p, vj, dv);
         }
         l[r] = lr;
     }
@@ -125,25 +153,23 @@ static inline void attn_tile_delta(float *delta, const float *dout, size_t ds, c
 }
 
 /* From a score tile S (attn_tile_scores): P = exp(S - lse_i) on visible entries and 0 elsewhere,
- * dS = P * (dscale * dout_i . v_j - delta_r). Both tiles (nr, ATTN_BC). */
+ * dS = P * (dscale * dout_i . v_j - delta_r), with the value tile transposed, vT (dv, ATTN_BC).
+ * Both tiles (nr, ATTN_BC). */
 static inline void attn_tile_probs(float *P, float *dS, const float *S, const float *lse,
-                                   const float *dout, size_t ds, const float *v, size_t vs,
-                                   float dscale, const float *delta, int i0, int nr, int j0, int nc,
-                                   int dv) {
+                                   const float *dout, size_t ds, const float *vT, float dscale,
+                                   const float *delta, int i0, int nr, int j0, int nc, int dv) {
     for (int r = 0; r < nr; r++) {
         int i = i0 + r;
         int nvis = attn_visible(i, j0, nc);
-        const float *g = dout + (size_t)i * ds; /* (dv) */
         const float *Sr = S + (size_t)r * ATTN_BC;
         float *Pr = P + (size_t)r * ATTN_BC;
         float *dSr = dS + (size_t)r * ATTN_BC;
+        float dp[ATTN_BC];
+        attn_tile_dots(dp, dout + (size_t)i * ds, vT, dv);
         for (int c = 0; c < nvis; c++) {
-            const float *vj = v + (size_t)(j0 + c) * vs;
-            float dp = 0.0f;
-            for (int e = 0; e < dv; e++) dp += g[e] * vj[e];
             float p = expf(Sr[c] - lse[i]);
             Pr[c] = p;
-            dSr[c] = p * (dscale * dp - delta[r]);
+            dSr[c] = p * (dscale * dp[c] - delta[r]);
         }
         for (int c = nvis; c < ATTN_BC; c++) Pr[c] = dSr[c] = 0.0f;
     }
@@ -164,8 +190,8 @@ static inline void attn_tile_dkdv(float *dk, size_t dks, float *dv, size_t dvs, 
             float ds_ = scale * dS[(size_t)r * ATTN_BC + c];
             const float *g = dout + (size_t)(i0 + r) * ds;
             const float *qi = q + (size_t)(i0 + r) * qs;
-            for (int e = 0; e < d_v; e++) dvj[e] += p * g[e];
-            for (int e = 0; e < d; e++) dkj[e] += ds_ * qi[e];
+            attn_axpy(dvj, p, g, d_v);
+            attn_axpy(dkj, ds_, qi, d);
         }
     }
 }
@@ -180,7 +206,7 @@ static inline void attn_tile_dq(float *dq, size_t dqs, const float *dS, const fl
         for (int c = 0; c < nvis; c++) {
             float ds_ = scale * dS[(size_t)r * ATTN_BC + c];
             const float *kj = k + (size_t)(j0 + c) * ks;
-            for (int e = 0; e < d; e++) dqi[e] += ds_ * kj[e];
+            attn_axpy(dqi, ds_, kj, d);
         }
     }
 }

@@ -10,7 +10,8 @@
  *   pass 0, per row (b, t, h): subln backward dY -> dO, and the reductions dgamma, dlambda in
  *           double over a fixed chunking of the rows (independent of the thread count). dO has the
  *           shape of dq, (B, T, H*2d) = (B, T, 2H*d), and dq is written last, so dO is kept in
- *           dq: the interface gives ops no workspace, and this needs none;
+ *           dq: the interface gives ops no workspace, and this needs none (dq must therefore not
+ *           alias dout, q, k, v, o1 or o2, which no caller has reason to do);
  *   pass 1, per (b, kv group, key tile): dk (both k-heads) and dv, over the heads of the group,
  *           the query tiles at or below the diagonal, and both branches;
  *   pass 2, per (b, DIFF head, query tile): dq of both branches into a tile-local accumulator,
@@ -50,13 +51,15 @@ void cpu_diffattn_forward(float *out, float *o1, float *o2, float *lse, float *r
                 }
                 const float *vh = v + (size_t)b * T * vs + (size_t)g * d2; /* (T, 2d) view */
                 float S[ATTN_BR * ATTN_BC], m[2][ATTN_BR], l[2][ATTN_BR];
+                float kT[(size_t)d * ATTN_BC];
                 const int i0 = qt * ATTN_BR, nr = attn_imin(ATTN_BR, T - i0);
 
                 for (int c = 0; c < 2; c++) attn_online_init(oc[c], os, m[c], l[c], i0, nr, d2);
                 for (int j0 = 0; j0 < i0 + nr; j0 += ATTN_BC) {
                     const int nc = attn_imin(ATTN_BC, T - j0);
                     for (int c = 0; c < 2; c++) {
-                        attn_tile_scores(S, qc[c], qs, kc[c], ks, i0, nr, j0, nc, d, scale);
+                        attn_tile_transpose(kT, kc[c], ks, j0, nc, d);
+                        attn_tile_scores(S, qc[c], qs, kT, i0, nr, j0, nc, d, scale);
                         attn_online_update(oc[c], os, m[c], l[c], S, vh, vs, i0, nr, j0, nc, d2);
                     }
                 }
@@ -123,7 +126,7 @@ void cpu_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma, float
             const float *dy = dout + n * d2; /* (2d) */
             float *dO = dq + n * d2;         /* (2d) */
             if (gamma) {
-                /* Ohat = O r, dOhat = (1 - li) dY gamma, dO = r (dOhat - Ohat (Ohat . dOhat) / 2d) */
+                /* Ohat = O r, dOhat = (1 - li) dY gamma, dO = r (dOhat - Ohat (Ohat.dOhat) / 2d) */
                 const float rs = rstd[n];
                 double dot = 0.0;
                 for (int e = 0; e < d2; e++) {
@@ -174,8 +177,11 @@ void cpu_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma, float
                 float *dvh = dv + (size_t)b * T * vs + (size_t)g * d2;
                 float S[ATTN_BR * ATTN_BC], P[ATTN_BR * ATTN_BC], dS[ATTN_BR * ATTN_BC];
                 float delta[ATTN_BR];
+                float kT[2][(size_t)d * ATTN_BC], vT[(size_t)d2 * ATTN_BC];
                 const int j0 = kt * ATTN_BC, nc = attn_imin(ATTN_BC, T - j0);
 
+                for (int c = 0; c < 2; c++) attn_tile_transpose(kT[c], kc[c], ks, j0, nc, d);
+                attn_tile_transpose(vT, vh, vs, j0, nc, d2);
                 for (int c = 0; c < 2; c++) attn_rows_zero(dkc[c], ks, j0, nc, d);
                 attn_rows_zero(dvh, vs, j0, nc, d2);
                 for (int h = g * n_rep; h < (g + 1) * n_rep; h++) {
@@ -187,9 +193,9 @@ void cpu_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma, float
                             const float *oh = (c ? o2 : o1) + (size_t)b * T * os + (size_t)h * d2;
                             const float *lseh = lse + ((size_t)b * 2 * H + 2 * h + c) * T;
                             attn_tile_delta(delta, dOh, qs, oh, os, dscale[c], i0, nr, d2);
-                            attn_tile_scores(S, qh, qs, kc[c], ks, i0, nr, j0, nc, d, scale);
-                            attn_tile_probs(P, dS, S, lseh, dOh, qs, vh, vs, dscale[c], delta, i0,
-                                            nr, j0, nc, d2);
+                            attn_tile_scores(S, qh, qs, kT[c], i0, nr, j0, nc, d, scale);
+                            attn_tile_probs(P, dS, S, lseh, dOh, qs, vT, dscale[c], delta, i0, nr,
+                                            j0, nc, d2);
                             attn_tile_dkdv(dkc[c], ks, dvh, vs, P, dS, qh, qs, dOh, qs, dscale[c],
                                            scale, i0, nr, j0, nc, d, d2);
                         }
@@ -216,6 +222,7 @@ void cpu_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma, float
                 float *dOh = dq + (size_t)b * T * qs + (size_t)h * d2; /* dO in, dq out */
                 float S[ATTN_BR * ATTN_BC], P[ATTN_BR * ATTN_BC], dS[ATTN_BR * ATTN_BC];
                 float delta[2][ATTN_BR];
+                float kT[(size_t)d * ATTN_BC], vT[(size_t)d2 * ATTN_BC];
                 float acc[2 * ATTN_BR * d]; /* dq of branch c, row r at (c*ATTN_BR + r)*d */
                 const int i0 = qt * ATTN_BR, nr = attn_imin(ATTN_BR, T - i0);
 
@@ -224,10 +231,12 @@ void cpu_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma, float
                     attn_tile_delta(delta[c], dOh, qs, oc[c], os, dscale[c], i0, nr, d2);
                 for (int j0 = 0; j0 < i0 + nr; j0 += ATTN_BC) {
                     const int nc = attn_imin(ATTN_BC, T - j0);
+                    attn_tile_transpose(vT, vh, vs, j0, nc, d2); /* shared by both branches */
                     for (int c = 0; c < 2; c++) {
-                        attn_tile_scores(S, qc[c], qs, kc[c], ks, i0, nr, j0, nc, d, scale);
-                        attn_tile_probs(P, dS, S, lsec[c], dOh, qs, vh, vs, dscale[c], delta[c],
-                                        i0, nr, j0, nc, d2);
+                        attn_tile_transpose(kT, kc[c], ks, j0, nc, d);
+                        attn_tile_scores(S, qc[c], qs, kT, i0, nr, j0, nc, d, scale);
+                        attn_tile_probs(P, dS, S, lsec[c], dOh, qs, vT, dscale[c], delta[c], i0,
+                                        nr, j0, nc, d2);
                         attn_tile_dq(acc + (size_t)c * ATTN_BR * d, d, dS, kc[c], ks, scale, i0,
                                      nr, j0, nc, d);
                     }

@@ -64,29 +64,29 @@ grep -q "missing.txt" "$tmp/err" || fail "the error does not name the missing fi
 [ -e "$tmp/x" ] && fail "a failed prepare created its output directory"
 
 # ---- prepare ----
-expect_rc 0 "$BIN" data prepare --out "$tmp/out" --name fort --split-on % --shard-tokens 2K \
+expect_rc 0 "$BIN" data prepare --out "$tmp/shards" --name fort --split-on % --shard-tokens 2K \
     --val-fraction 0.2 "$tmp/a.txt" "$tmp/b.txt"
 cp "$tmp/out" "$tmp/prepare.txt"
 cat "$tmp/prepare.txt"
 grep -q "^90 documents" "$tmp/prepare.txt" || fail "the summary does not report 90 documents"
 # One line per shard, "PATH: N tokens", for exactly the files on disk.
 listed=$(grep -c '\.bin: [0-9]* tokens$' "$tmp/prepare.txt")
-on_disk=$(ls "$tmp/out"/fort_*.bin | wc -l)
+on_disk=$(ls "$tmp/shards"/fort_*.bin | wc -l)
 [ "$listed" -eq "$on_disk" ] || fail "prepare listed $listed shards, $on_disk are on disk"
-[ -f "$tmp/out/fort_train_000000.bin" ] || fail "no fort_train_000000.bin"
-[ -f "$tmp/out/fort_train_000001.bin" ] || fail "--shard-tokens 2K did not split the training data"
-[ -f "$tmp/out/fort_val_000000.bin" ] || fail "no fort_val_000000.bin"
-ls "$tmp/out"/*.tmp >/dev/null 2>&1 && fail "temporary files left behind"
+[ -f "$tmp/shards/fort_train_000000.bin" ] || fail "no fort_train_000000.bin"
+[ -f "$tmp/shards/fort_train_000001.bin" ] || fail "--shard-tokens 2K did not split the training data"
+[ -f "$tmp/shards/fort_val_000000.bin" ] || fail "no fort_val_000000.bin"
+ls "$tmp/shards"/*.tmp >/dev/null 2>&1 && fail "temporary files left behind"
 train_tokens=$(sed -n 's/.* train (\([0-9]*\) tokens.*/\1/p' "$tmp/prepare.txt")
 val_tokens=$(sed -n 's/.* val (\([0-9]*\) tokens.*/\1/p' "$tmp/prepare.txt")
 [ -n "$train_tokens" ] && [ -n "$val_tokens" ] || fail "the summary has no token counts"
 # Every train shard but the last holds exactly 2000 tokens.
-n_train=$(ls "$tmp/out"/fort_train_*.bin | wc -l)
+n_train=$(ls "$tmp/shards"/fort_train_*.bin | wc -l)
 full=$(grep -c 'fort_train_[0-9]*\.bin: 2000 tokens$' "$tmp/prepare.txt")
 [ "$full" -eq $((n_train - 1)) ] || fail "$full full train shards of $n_train, expected $((n_train - 1))"
 
 # ---- info ----
-expect_rc 0 "$BIN" data info "$tmp/out"/fort_*.bin
+expect_rc 0 "$BIN" data info "$tmp/shards"/fort_*.bin
 cp "$tmp/out" "$tmp/info.txt"
 cat "$tmp/info.txt"
 [ "$(wc -l <"$tmp/info.txt")" -eq "$on_disk" ] || fail "info printed no line per shard"
@@ -119,7 +119,7 @@ for name in ("a.txt", "b.txt"):
             cur += line + b"\n"
     assert not cur
 got = []
-for path in sorted(glob.glob(f"{tmp}/out/fort_*.bin")):
+for path in sorted(glob.glob(f"{tmp}/shards/fort_*.bin")):
     raw = open(path, "rb").read()
     magic, version, n = struct.unpack("<3i", raw[:12])
     assert (magic, version) == (20240520, 1), path
@@ -145,12 +145,12 @@ expect_rc 0 "$BIN" data info "$tmp/out32/data_train_000000.bin"
 grep -q "uint32 (magic 20240801, version 7)" "$tmp/out" || fail "--bits 32 did not write uint32 shards"
 
 # ---- bad shards: exit 2, named; the good ones are still described ----
-expect_rc 2 "$BIN" data info "$tmp/out/fort_val_000000.bin" "$tmp/missing.bin"
+expect_rc 2 "$BIN" data info "$tmp/shards/fort_val_000000.bin" "$tmp/missing.bin"
 grep -q "missing.bin" "$tmp/err" || fail "info does not name the missing shard"
 grep -q "fort_val_000000.bin: uint16" "$tmp/out" || fail "info skipped the good shard"
 expect_rc 2 "$BIN" data info "$tmp/a.txt"
 grep -q "a.txt" "$tmp/err" || fail "info does not name the bad shard"
-head -c 2000 "$tmp/out/fort_train_000000.bin" >"$tmp/truncated.bin"
+head -c 2000 "$tmp/shards/fort_train_000000.bin" >"$tmp/truncated.bin"
 expect_rc 2 "$BIN" data info "$tmp/truncated.bin"
 grep -q "truncated" "$tmp/err" || fail "info does not say the shard is truncated"
 

@@ -123,7 +123,7 @@ class ModelConfig:
         self.n_kv_heads = int(kv) if kv else self.n_heads
         self.ffn_dim = int(g("ffn_dim"))
         self.rope_theta = float(g("rope_theta", 10000.0))
-        self.tie_embeddings = bool(g("tie_embeddings", True))
+        self.tie_embeddings = bool(g("tie_embeddings", False))
         self.norm_eps = float(g("norm_eps", 1e-5))
         li = g("lambda_init", "schedule")
         self.lambda_init_schedule = isinstance(li, str) and li == "schedule"

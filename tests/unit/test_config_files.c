@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "launch/config.h"
+#include "util/alloc.h"
 
 #ifndef DT_TEST_CONFIGS_DIR
 #error "DT_TEST_CONFIGS_DIR (tests/configs) must be defined by tests/CMakeLists.txt"
@@ -94,10 +95,31 @@ static void test_bad_files(void **state) {
     free(c);
 }
 
+/* SQLite-style: make the n-th host allocation fail, for every n the loader reaches; each must
+ * end in DT_ERR_RUNTIME (out of memory), never a crash, a leak (ASan builds) or a silent OK. */
+static void test_alloc_failures(void **state) {
+    (void)state;
+    const char *path = DT_TEST_CONFIGS_DIR "/good/tiny_diff.yaml";
+    dt_config *c = calloc(1, sizeof *c);
+    char *ov[] = {"optim.lr=1e-3"};
+    int n;
+    for (n = 1; n < 100; n++) {
+        dt_alloc_fail_after(n);
+        dt_status st = config_load(c, path, 1, ov);
+        dt_alloc_fail_after(0);
+        if (st == DT_OK) break; /* the n-th allocation was never reached */
+        if (st != DT_ERR_RUNTIME) fail_msg("allocation %d failing gave status %d", n, st);
+    }
+    assert_true(n > 1 && n < 100); /* the loader does allocate, and finishes */
+    assert_true(c->optim.lr == 1e-3);
+    free(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_files),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -66,10 +66,10 @@ static void ref_attention(double *out, double *lse, const double *q, const doubl
                 for (int j = 0; j <= i; j++) sum += exp(sc[j] - mx);
                 double L = mx + log(sum);
                 if (lse) lse[((size_t)b * Hq + h) * T + i] = L;
+                for (int j = 0; j <= i; j++) sc[j] = exp(sc[j] - L); /* P_ij */
                 for (int e = 0; e < dv; e++) {
                     double acc = 0;
-                    for (int j = 0; j <= i; j++)
-                        acc += exp(sc[j] - L) * v[ix(b, j, g, e, T, Hkv, dv)];
+                    for (int j = 0; j <= i; j++) acc += sc[j] * v[ix(b, j, g, e, T, Hkv, dv)];
                     out[ix(b, i, h, e, T, Hq, dv)] = acc;
                 }
             }
@@ -301,7 +301,8 @@ static void test_causality(void **state) {
                 }
                 /* row t0 itself must change (out, or lse alone at t0 = 0 where P = 1) */
                 size_t r0 = o0 + rows;
-                for (int e = 0; e < c->Hq * c->dv; e++) row_changed |= c->out[r0 + e] != out0[r0 + e];
+                for (int e = 0; e < c->Hq * c->dv; e++)
+                    row_changed |= c->out[r0 + e] != out0[r0 + e];
                 for (int h = 0; h < c->Hq; h++) {
                     size_t l0 = ((size_t)b * c->Hq + h) * c->T + t0;
                     row_changed |= c->lse[l0] != lse0[l0];

@@ -21,14 +21,16 @@
 
 /* Forward tolerances (fp32 op vs double reference on the same fp32 inputs, N(0,1) data): the
  * branch outputs are convex combinations of <= 70 values (error ~1e-7 each), O = o1 - lambda o2
- * and subln (x gamma, 1/rms over 2d channels) add a few roundings; measured max 1.1e-6 on out.
+ * and subln (x gamma, 1/rms over 2d channels) add a few roundings; measured max 1.2e-6 on out.
  * Any wrong pairing, mask or scale (e.g. 1/sqrt(2d)) errs by >= 1e-2. */
 #define FWD_ATOL 2e-5
 #define FWD_RTOL 1e-5
 /* fp32 backward vs double gradients (finite differences with step 1e-5, whose own error is
- * < 1e-8, or the analytic double backward): dS = P (dP - delta) cancels, subln backward
- * subtracts a projection, and dv/dk/dgamma/dlambda sum over up to B*T*H = 280 rows. Measured max
- * 4e-6 (dlambda, a sum of ~1e3 terms, ~1e-5 relative); a wrong delta errs by >= 1e-2. */
+ * < 1e-7 (measured 5e-8), or the analytic double backward): dS = P (dP - delta) cancels, subln
+ * backward subtracts a projection, and dv/dk/dgamma/dlambda sum over up to B*T*H = 280 rows.
+ * Measured max 5e-6 on dq/dk/dv/dgamma, 1.5e-5 on dlambda (|dlambda| ~ 10-100, a sum of ~4e3
+ * products): 1/14 of the tolerance or less (given |1 - lambda| >= 0.3, see case_new). A wrong
+ * delta, sign or missing factor errs by >= 1e-2. */
 #define FD_STEP 1e-5
 #define BWD_ATOL 5e-5
 #define BWD_RTOL 2e-4
@@ -80,10 +82,10 @@ static void ref_diffattn(const diff_ref *p, double *out, double *o1, double *o2,
                     for (int j = 0; j <= i; j++) sum += exp(sc[j] - mx);
                     double L = mx + log(sum);
                     if (lse) lse[((size_t)b * 2 * H + qh) * T + i] = L;
+                    for (int j = 0; j <= i; j++) sc[j] = exp(sc[j] - L); /* P_ij */
                     for (int e = 0; e < d2; e++) {
                         double acc = 0;
-                        for (int j = 0; j <= i; j++)
-                            acc += exp(sc[j] - L) * v[ix(b, j, g, e, T, Hkv, d2)];
+                        for (int j = 0; j <= i; j++) acc += sc[j] * v[ix(b, j, g, e, T, Hkv, d2)];
                         oc[ix(b, i, h, e, T, H, d2)] = acc;
                     }
                 }
@@ -169,7 +171,8 @@ static void ref_diffattn_backward(const diff_ref *p, double *dq, double *dk, dou
                         P[j] /= sum;
                         double dot = 0;
                         for (int e = 0; e < d2; e++)
-                            dot += ds * dO[ix(b, i, h, e, T, H, d2)] * v[ix(b, j, g, e, T, Hkv, d2)];
+                            dot += ds * dO[ix(b, i, h, e, T, H, d2)] *
+                                   v[ix(b, j, g, e, T, Hkv, d2)];
                         dP[j] = dot;
                     }
                     for (int e = 0; e < d2; e++) {
@@ -243,8 +246,19 @@ static diff_case *case_new(int B, int T, int H, int Hkv, int d, int subln, uint6
         /* std 0.4 rather than the 0.1 of the init: lambda then differs clearly from
          * lambda_init, and exp(a) from 1 + a, so every path of the gradient is exercised */
         tu_fill_normal_f(c->lvec[i], (size_t)d, seed + 5 + i, 0.4);
-        ctu_to_double(c->lvecd[i], c->lvec[i], (size_t)d);
     }
+    /* Conditioning: o1 and o2 coincide on rows that see one key (t = 0), so O = (1 - lambda) v
+     * there and subln divides by |O|: the fp32 error of every gradient grows like
+     * 1/|1 - lambda| (measured: 3e-5 on dk at lambda = 1.009). The tolerances assume
+     * |1 - lambda| >= 0.3; the vectors are shrunk towards lambda = lambda_init until it holds. */
+    for (;;) {
+        cpu_difflambda_forward(&c->lambda, c->lvec[0], c->lvec[1], c->lvec[2], c->lvec[3],
+                               c->lambda_init, d);
+        if (fabsf(1.0f - c->lambda) >= 0.3f) break;
+        for (int i = 0; i < 4; i++)
+            for (int e = 0; e < d; e++) c->lvec[i][e] *= 0.5f;
+    }
+    for (int i = 0; i < 4; i++) ctu_to_double(c->lvecd[i], c->lvec[i], (size_t)d);
     ctu_to_double(c->qd, c->q, c->nq);
     ctu_to_double(c->kd, c->k, c->nk);
     ctu_to_double(c->vd, c->v, c->nv);
@@ -253,8 +267,6 @@ static diff_case *case_new(int B, int T, int H, int Hkv, int d, int subln, uint6
     c->ref = (diff_ref){.B = B, .T = T, .H = H, .Hkv = Hkv, .d = d,
                         .lambda_init = c->lambda_init, .eps = c->eps,
                         .gamma = subln ? c->gammad : NULL, .pair = PAIRING_SPEC};
-    cpu_difflambda_forward(&c->lambda, c->lvec[0], c->lvec[1], c->lvec[2], c->lvec[3],
-                           c->lambda_init, d);
     c->lambda_d = c->lambda;
     return c;
 }

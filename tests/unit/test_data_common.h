@@ -66,8 +66,6 @@ __attribute__((unused)) static unsigned char *read_raw(const char *path, size_t 
     return buf;
 }
 
-__attribute__((unused)) static int file_exists(const char *path) {
-    return access(path, F_OK) == 0;
-}
+__attribute__((unused)) static int file_exists(const char *path) { return access(path, F_OK) == 0; }
 
 #endif

@@ -18,6 +18,7 @@
 #include "data/shard.h"
 #include "test_data_common.h"
 #include "testutil.h"
+#include "util/alloc.h"
 
 static char *dir;
 
@@ -59,9 +60,11 @@ static size_t check_bijection(uint64_t key, uint64_t n, uint64_t *image) {
     size_t fixed = 0;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t j = perm_apply(key, n, i);
-        if (j >= n) fail_msg("n=%llu: perm(%llu) = %llu is out of range", (unsigned long long)n,
-                             (unsigned long long)i, (unsigned long long)j);
-        if (seen[j]) fail_msg("n=%llu: %llu is hit twice", (unsigned long long)n, (unsigned long long)j);
+        if (j >= n)
+            fail_msg("n=%llu: perm(%llu) = %llu is out of range", (unsigned long long)n,
+                     (unsigned long long)i, (unsigned long long)j);
+        if (seen[j])
+            fail_msg("n=%llu: %llu is hit twice", (unsigned long long)n, (unsigned long long)j);
         seen[j] = 1;
         fixed += (j == i);
         if (image) image[i] = j;
@@ -129,7 +132,8 @@ static void test_perm_looks_random(void **state) {
         assert_true(fabs(corr) < 0.08);
         /* Neighbouring positions must not land near each other either (same sd, same bound). */
         assert_true(fabs(slag / sxx) < 0.08);
-        /* Mean |perm(i) - i| of a random permutation is (n+1)/3, with sd about 0.004 n here (0.03 n is 7 sd). */
+        /* Mean |perm(i) - i| of a random permutation is (n+1)/3, with sd about 0.004 n here (0.03 n
+         * is 7 sd). */
         assert_true(tu_close(sdisp / (double)n, (double)(n + 1) / 3, 0.03 * (double)n, 0));
     }
     free(img);
@@ -278,7 +282,8 @@ static void test_glob_order(void **state) {
     snprintf(pat[0], DT_PATH_MAX, "%s/z_only.bin", dir); /* a plain path, listed first */
     snprintf(pat[1], DT_PATH_MAX, "%s/g_*.bin", dir);
     dt_loader L;
-    assert_int_equal(loader_init(&L, (const char(*)[DT_PATH_MAX])pat, 2, 2, 100000000, 0, 0), DT_OK);
+    assert_int_equal(loader_init(&L, (const char(*)[DT_PATH_MAX])pat, 2, 2, 100000000, 0, 0),
+                     DT_OK);
     assert_int_equal(L.n_shards, 4);
     const char *names[4] = {"/z_only.bin", "/g_1.bin", "/g_10.bin", "/g_9.bin"};
     const uint32_t tags[4] = {8, 1, 10, 9};
@@ -367,6 +372,34 @@ static void test_out_of_vocab(void **state) {
     loader_free(&L);
 }
 
+/* Every allocation of init failing in turn gives a clean DT_ERR_RUNTIME and a zeroed loader. */
+static void test_init_allocation_failures(void **state) {
+    (void)state;
+    make_shard("alloc_a.bin", 1, 50);
+    make_shard("alloc_b.bin", 2, 50);
+    char pat[1][DT_PATH_MAX];
+    set_pattern(pat, "alloc_*.bin");
+    int failures = 0;
+    for (long k = 1; k < 40; k++) {
+        dt_loader L;
+        dt_alloc_fail_after(k);
+        capture_begin();
+        dt_status st = loader_init(&L, (const char(*)[DT_PATH_MAX])pat, 1, 4, 1000000, 0, 1);
+        capture_end();
+        dt_alloc_fail_after(0);
+        if (st == DT_OK) {
+            assert_int_equal(loader_num_samples(&L), 24);
+            loader_free(&L);
+            break;
+        }
+        assert_int_equal(st, DT_ERR_RUNTIME);
+        assert_null(L.shards);
+        assert_int_equal(L.n_shards, 0);
+        failures++;
+    }
+    assert_true(failures >= 3); /* init allocates at least the path list, shards and offsets */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_perm_bijection),
@@ -379,6 +412,7 @@ int main(void) {
         cmocka_unit_test(test_pattern_matches_nothing),
         cmocka_unit_test(test_all_too_short),
         cmocka_unit_test(test_out_of_vocab),
+        cmocka_unit_test(test_init_allocation_failures),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -75,6 +75,7 @@ static void read_split(split *sp, const char *out, const char *name, const char 
                 doc *d = &sp->docs[sp->n_docs++];
                 d->text = malloc(cur_len + 1);
                 memcpy(d->text, cur, cur_len);
+                d->text[cur_len] = 0; /* for sscanf */
                 d->len = cur_len;
                 cur_len = 0;
             } else {

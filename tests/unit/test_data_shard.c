@@ -32,7 +32,9 @@ static int teardown(void **state) {
     return 0;
 }
 
-static void path_in(char *out, size_t cap, const char *name) { snprintf(out, cap, "%s/%s", dir, name); }
+static void path_in(char *out, size_t cap, const char *name) {
+    snprintf(out, cap, "%s/%s", dir, name);
+}
 
 static uint32_t le32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -46,7 +48,8 @@ static void round_trip(int bits, uint32_t max_token) {
     size_t n = 5000;
     uint32_t *tok = malloc(n * sizeof *tok);
     uint64_t key = rng_key(7, "tokens");
-    for (size_t i = 0; i < n; i++) tok[i] = (uint32_t)(rng_uniform(key, i) * ((double)max_token + 1));
+    for (size_t i = 0; i < n; i++)
+        tok[i] = (uint32_t)(rng_uniform(key, i) * ((double)max_token + 1));
     tok[0] = 0;
     tok[1] = max_token; /* the extremes of the range */
     assert_int_equal(shard_write(path, tok, n, bits), DT_OK);
