@@ -28,7 +28,7 @@
 /* fp32 backward vs double gradients (finite differences with step 1e-5, whose own error is
  * < 1e-7 (measured 5e-8), or the analytic double backward): dS = P (dP - delta) cancels, subln
  * backward subtracts a projection, and dv/dk/dgamma/dlambda sum over up to B*T*H = 280 rows.
- * Measured max 5e-6 on dq/dk/dv/dgamma, 1.5e-5 on dlambda (|dlambda| ~ 10-100, a sum of ~4e3
+ * Measured max 5e-6 on dq/dk/dv/dgamma, 1.5e-5 on dlambda (|dlambda| up to 100, a sum of ~4e3
  * products): 1/14 of the tolerance or less (given |1 - lambda| >= 0.3, see case_new). A wrong
  * delta, sign or missing factor errs by >= 1e-2. */
 #define FD_STEP 1e-5

@@ -79,7 +79,12 @@ static void test_weight_decay_per_tensor(void **state) {
         for (size_t j = 0; j < t->numel; j++) {
             float b = before[t->offset + j], a = after[t->offset + j];
             float expect = t->decay ? b - 1e-2f * 0.1f * b : b;
-            assert_true(fabsf(a - expect) <= 1e-7f * fabsf(b) + 1e-12f);
+            /* a few fp32 ulps (FMA contraction rounds differently); the decay itself moves a
+             * value by 1e-3 relative, so a missing or misplaced decay cannot pass */
+            if (t->decay)
+                assert_true(fabsf(a - expect) <= 4e-7f * fabsf(b) + 1e-12f);
+            else
+                assert_true(a == b);
         }
         seen_decay += t->decay;
         seen_plain += !t->decay;
