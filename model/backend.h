@@ -88,6 +88,21 @@ struct dt_backend {
     void (*xent_backward)(float *dlogits, const float *logits, const float *lse,
                           const int32_t *targets, float dloss, int N, int V);
 
+    /* ---- vocab-parallel cross-entropy: each rank holds V logits of its vocabulary slice ----
+     * Targets are LOCAL: an index in [0, V) when the target is in this slice, V when it is in
+     * another rank's slice, -1 when ignored. A row's log-sum-exp over the whole vocabulary is
+     * assembled from the slices by an all-reduce MAX of rowmax and an all-reduce SUM of sums.
+     * rowmax (N) = max of each row's logits. */
+    void (*xent_vp_max)(float *rowmax, const float *logits, int N, int V);
+    /* sums (N, 2) = {sum exp(logit - rowmax), the target's logit when it is local else 0},
+     * with rowmax the global row maxima. */
+    void (*xent_vp_sums)(float *sums, const float *logits, const float *rowmax,
+                         const int32_t *targets, int N, int V);
+    /* lse (N) = rowmax + log(sums[.,0]); losses (N) = lse - sums[.,1] (0 for targets < 0),
+     * from the globally reduced rowmax and sums. */
+    void (*xent_vp_finish)(float *losses, float *lse, const float *rowmax, const float *sums,
+                           const int32_t *targets, int N);
+
     /* ---- causal softmax attention, tiled with online softmax (flash-style) ----
      * q (B, T, Hq*d), k (B, T, Hkv*d), v (B, T, Hkv*dv); q-head j reads kv-head j / (Hq/Hkv).
      * out (B, T, Hq*dv); lse (B, Hq, T) is the log-sum-exp of each row of scaled scores,

@@ -15,10 +15,11 @@ typedef struct attn_dims {
     int lse_heads;        /* rows of lse per (b, t) */
 } attn_dims;
 
-static attn_dims dims_of(const dt_model_config *c) {
+/* Widths of this rank's share: H and Hkv are its local heads and kv groups. */
+static attn_dims dims_of(const dt_model_config *c, const dt_tp_shape *tp) {
     attn_dims a;
-    a.H = c->n_heads;
-    a.Hkv = c->n_kv_heads;
+    a.H = tp->n_heads;
+    a.Hkv = tp->n_kv_heads;
     a.d = config_head_dim(c);
     switch (c->arch) {
     case DT_ARCH_DIFF:
@@ -64,8 +65,8 @@ static float *carve(carver *c, size_t n) {
 
 static void carve_acts(dt_model *m, carver *c) {
     const dt_model_config *cfg = &m->cfg;
-    attn_dims a = dims_of(cfg);
-    size_t N = (size_t)m->B * m->T, D = cfg->d_model, F = cfg->ffn_dim, V = cfg->vocab_size;
+    attn_dims a = dims_of(cfg, &m->tp);
+    size_t N = (size_t)m->B * m->T, D = cfg->d_model, F = m->tp.ffn_dim, V = m->tp.vocab_size;
     int diff = cfg->arch == DT_ARCH_DIFF, v2 = cfg->arch == DT_ARCH_DIFF_V2;
     for (int l = 0; l < cfg->n_layers; l++) {
         dt_layer_acts *x = &m->acts[l];
@@ -96,6 +97,8 @@ static void carve_acts(dt_model *m, carver *c) {
     m->logits = carve(c, (size_t)m->logits_chunk * V);
     m->losses = carve(c, N);
     m->lse = carve(c, N);
+    m->rowmax = carve(c, N);
+    m->xsums = carve(c, 2 * N);
     m->dres = carve(c, N * D);
     m->dnormed = carve(c, N * D);
     m->dwide = carve(c, N * (F > (size_t)a.A ? F : (size_t)a.A));
@@ -113,25 +116,35 @@ static void carve_acts(dt_model *m, carver *c) {
 
 dt_status model_init(dt_model *m, const dt_model_config *cfg, const dt_backend *be, uint64_t seed,
                      int B, int T) {
+    return model_init_tp(m, cfg, be, seed, B, T, NULL);
+}
+
+dt_status model_init_tp(dt_model *m, const dt_model_config *cfg, const dt_backend *be,
+                        uint64_t seed, int B, int T, const dt_tp_comm *comm) {
     dt_status st = DT_OK;
     float *host = NULL;
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->be = be;
+    m->comm = comm && comm->size > 1 ? comm : NULL;
     m->B = B;
     m->T = T;
     m->d = config_head_dim(cfg);
+
+    DT_TRY_GOTO(st, param_layout_init_tp(&m->layout, cfg, comm ? comm->rank : 0,
+                                         comm ? comm->size : 1), fail);
+    m->tp = tp_shape_of(cfg, m->layout.tp_rank, m->layout.tp_size);
     /* classifier rows per chunk: bounds the logits buffer to ~16 MiB */
-    int chunk = (int)((1u << 22) / (unsigned)cfg->vocab_size);
+    int chunk = (int)((1u << 22) / (unsigned)m->tp.vocab_size);
     m->logits_chunk = chunk < 1 ? 1 : (chunk > B * T ? B * T : chunk);
 
-    DT_TRY_GOTO(st, param_layout_init(&m->layout, cfg), fail);
     size_t P = m->layout.total;
     m->params_mem = be->alloc(P * sizeof(float));
     m->grads_mem = be->alloc(P * sizeof(float));
     m->acts = dt_calloc((size_t)cfg->n_layers, sizeof *m->acts);
     host = dt_malloc(P * sizeof(float));
-    if (!m->params_mem || !m->grads_mem || !m->acts || !host) {
+    m->host_targets = dt_malloc((size_t)B * T * sizeof(int32_t));
+    if (!m->params_mem || !m->grads_mem || !m->acts || !host || !m->host_targets) {
         dt_error("out of memory for %zu parameters and their gradients", P);
         st = DT_ERR_RUNTIME;
         goto fail;
@@ -170,12 +183,30 @@ void model_free(dt_model *m) {
     params_unbind(&m->params);
     params_unbind(&m->grads);
     dt_free(m->acts);
+    dt_free(m->host_targets);
     param_layout_free(&m->layout);
     memset(m, 0, sizeof *m);
 }
 
 void model_zero_grad(dt_model *m) {
     m->be->memset_zero(m->grads_mem, m->layout.total * sizeof(float));
+}
+
+/* ---- tensor-parallel reductions (no-ops on one rank) ---- */
+
+static void tp_sum(dt_model *m, float *buf, size_t n) {
+    if (m->comm) m->comm->allreduce_sum(m->comm->ctx, buf, n);
+}
+
+static void tp_max(dt_model *m, float *buf, size_t n) {
+    if (m->comm) m->comm->allreduce_max(m->comm->ctx, buf, n);
+}
+
+/* out = x + allreduce(partial): a row-parallel projection's partial sums completed over the TP
+ * group, then the residual added once. */
+static void residual_from_partial(dt_model *m, float *out, const float *x, size_t n) {
+    tp_sum(m, out, n);
+    m->be->add(out, out, x, n);
 }
 
 /* ---- forward ---- */
@@ -185,7 +216,7 @@ static void attention_block_forward(dt_model *m, int l) {
     const dt_model_config *c = &m->cfg;
     const dt_layer_params *w = &m->params.layers[l];
     dt_layer_acts *x = &m->acts[l];
-    attn_dims a = dims_of(c);
+    attn_dims a = dims_of(c, &m->tp);
     int B = m->B, T = m->T, N = B * T, D = c->d_model;
     float theta = (float)c->rope_theta;
 
@@ -217,9 +248,9 @@ static void attention_block_forward(dt_model *m, int l) {
                               a.d, a.dv);
         break;
     }
-    /* y = x + attn_out @ out_proj^T */
-    be->copy(x->y, x->x_in, (size_t)N * D * sizeof(float));
-    be->matmul_forward(x->y, x->attn_out, w->out_proj, N, a.A, D, 1);
+    /* y = x + attn_out @ out_proj^T (out_proj is split by input columns over TP) */
+    be->matmul_forward(x->y, x->attn_out, w->out_proj, N, a.A, D, 0);
+    residual_from_partial(m, x->y, x->x_in, (size_t)N * D);
 }
 
 static void ffn_block_forward(dt_model *m, int l, float *x_out) {
@@ -227,23 +258,53 @@ static void ffn_block_forward(dt_model *m, int l, float *x_out) {
     const dt_model_config *c = &m->cfg;
     const dt_layer_params *w = &m->params.layers[l];
     dt_layer_acts *x = &m->acts[l];
-    int N = m->B * m->T, D = c->d_model, F = c->ffn_dim;
+    int N = m->B * m->T, D = c->d_model, F = m->tp.ffn_dim;
     be->rmsnorm_forward(x->ffn_in, x->ffn_rstd, x->y, w->ffn_norm, N, D, (float)c->norm_eps);
     be->matmul_forward(x->gate, x->ffn_in, w->w_gate, N, D, F, 0);
     be->matmul_forward(x->up, x->ffn_in, w->w_up, N, D, F, 0);
     be->swiglu_forward(x->hidden, x->gate, x->up, (size_t)N * F);
-    be->copy(x_out, x->y, (size_t)N * D * sizeof(float));
-    be->matmul_forward(x_out, x->hidden, w->w_down, N, F, D, 1);
+    be->matmul_forward(x_out, x->hidden, w->w_down, N, F, D, 0);
+    residual_from_partial(m, x_out, x->y, (size_t)N * D);
+}
+
+/* Targets as the vocabulary slice sees them: its local index, V_local when the target is in
+ * another rank's slice, -1 ignored. Returns the number of targets >= 0. */
+static int localise_targets(dt_model *m, const int32_t *targets) {
+    int N = m->B * m->T, v0 = m->tp.vocab_offset, nv = m->tp.vocab_size, count = 0;
+    for (int i = 0; i < N; i++) {
+        int32_t t = targets[i];
+        count += t >= 0;
+        m->host_targets[i] = t < 0 ? -1 : (t >= v0 && t < v0 + nv ? t - v0 : nv);
+    }
+    m->be->copy_from_host(m->targets, m->host_targets, (size_t)N * sizeof(int32_t));
+    return count;
+}
+
+/* Vocab-parallel cross-entropy of rows [r0, r0 + n): no rank holds the full-vocabulary logits;
+ * the row maxima and the sums of exponentials are reduced over the TP group. */
+static void classifier_forward(dt_model *m, int r0, int n) {
+    const dt_backend *be = m->be;
+    int D = m->cfg.d_model, V = m->tp.vocab_size;
+    be->matmul_forward(m->logits, m->final_norm + (size_t)r0 * D, m->params.output, n, D, V, 0);
+    be->xent_vp_max(m->rowmax + r0, m->logits, n, V);
+    tp_max(m, m->rowmax + r0, (size_t)n);
+    be->xent_vp_sums(m->xsums + 2 * (size_t)r0, m->logits, m->rowmax + r0, m->targets + r0, n, V);
+    tp_sum(m, m->xsums + 2 * (size_t)r0, 2 * (size_t)n);
+    be->xent_vp_finish(m->losses + r0, m->lse + r0, m->rowmax + r0, m->xsums + 2 * (size_t)r0,
+                       m->targets + r0, n);
 }
 
 float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) {
     const dt_backend *be = m->be;
     const dt_model_config *c = &m->cfg;
-    int N = m->B * m->T, D = c->d_model, V = c->vocab_size;
+    int N = m->B * m->T, D = c->d_model;
 
     be->copy_from_host(m->inputs, inputs, (size_t)N * sizeof(int32_t));
     float *x0 = c->n_layers > 0 ? m->acts[0].x_in : m->x_final;
-    be->embedding_forward(x0, m->inputs, m->params.tok_embeddings, N, D, 0, V);
+    /* vocab-parallel embedding: each rank fills the rows of its slice, the sum completes them */
+    be->embedding_forward(x0, m->inputs, m->params.tok_embeddings, N, D, m->tp.vocab_offset,
+                          m->tp.vocab_size);
+    tp_sum(m, x0, (size_t)N * D);
     for (int l = 0; l < c->n_layers; l++) {
         attention_block_forward(m, l);
         ffn_block_forward(m, l, l + 1 < c->n_layers ? m->acts[l + 1].x_in : m->x_final);
@@ -254,14 +315,9 @@ float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) 
     m->n_targets = 0;
     m->last_loss = 0;
     if (!targets) return 0;
-    for (int i = 0; i < N; i++) m->n_targets += targets[i] >= 0;
-    be->copy_from_host(m->targets, targets, (size_t)N * sizeof(int32_t));
-    for (int r0 = 0; r0 < N; r0 += m->logits_chunk) {
-        int n = N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk;
-        be->matmul_forward(m->logits, m->final_norm + (size_t)r0 * D, m->params.output, n, D, V,
-                           0);
-        be->xent_forward(m->losses + r0, m->lse + r0, m->logits, m->targets + r0, n, V);
-    }
+    m->n_targets = localise_targets(m, targets);
+    for (int r0 = 0; r0 < N; r0 += m->logits_chunk)
+        classifier_forward(m, r0, N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk);
     /* the mean is taken on the host in double, in row order, so it does not depend on threads */
     float *losses = dt_malloc((size_t)N * sizeof(float));
     if (!losses) return NAN;
@@ -281,12 +337,15 @@ static void ffn_block_backward(dt_model *m, int l) {
     const dt_layer_params *w = &m->params.layers[l];
     const dt_layer_params *g = &m->grads.layers[l];
     dt_layer_acts *x = &m->acts[l];
-    int N = m->B * m->T, D = c->d_model, F = c->ffn_dim;
-    /* dres holds the gradient of this layer's output x_out = y + ffn(y) */
+    int N = m->B * m->T, D = c->d_model, F = m->tp.ffn_dim;
+    /* dres holds the gradient of this layer's output x_out = y + ffn(y), whole on every rank */
     be->matmul_backward(m->dwide, g->w_down, m->dres, x->hidden, w->w_down, N, F, D, 0);
     be->swiglu_backward(m->dgate, m->dup, m->dwide, x->gate, x->up, (size_t)N * F);
     be->matmul_backward(m->dnormed, g->w_gate, m->dgate, x->ffn_in, w->w_gate, N, D, F, 0);
     be->matmul_backward(m->dnormed, g->w_up, m->dup, x->ffn_in, w->w_up, N, D, F, 1);
+    /* each rank's share of the FFN contributes part of the norm output's gradient; once it is
+     * summed, the norm's backward (and its weight gradient) is the same on every rank */
+    tp_sum(m, m->dnormed, (size_t)N * D);
     /* dres becomes dy: the residual path plus the norm path */
     be->rmsnorm_backward(m->dres, g->ffn_norm, m->dnormed, x->y, w->ffn_norm, x->ffn_rstd, N, D);
 }
@@ -297,7 +356,7 @@ static void attention_block_backward(dt_model *m, int l) {
     const dt_layer_params *w = &m->params.layers[l];
     const dt_layer_params *g = &m->grads.layers[l];
     dt_layer_acts *x = &m->acts[l];
-    attn_dims a = dims_of(c);
+    attn_dims a = dims_of(c, &m->tp);
     int B = m->B, T = m->T, N = B * T, D = c->d_model;
     float theta = (float)c->rope_theta;
     int dinp_accumulated = 0;
@@ -306,6 +365,7 @@ static void attention_block_backward(dt_model *m, int l) {
     switch (c->arch) {
     case DT_ARCH_DIFF: {
         float li = (float)config_lambda_init(c, l);
+        /* dlambda and dgamma cover this rank's heads only: model_reduce_tp_grads sums them */
         be->memset_zero(m->dlam, sizeof(float));
         be->diffattn_backward(m->dq, m->dk, m->dv, g->subln, m->dlam, m->dwide, x->q, x->k, x->v,
                               x->o1, x->o2, x->attn_lse, x->sub_rstd, x->lambda, w->subln, li, B,
@@ -334,6 +394,7 @@ static void attention_block_backward(dt_model *m, int l) {
                         dinp_accumulated);
     be->matmul_backward(m->dnormed, g->k_proj, m->dk, x->attn_in, w->k_proj, N, D, a.k, 1);
     be->matmul_backward(m->dnormed, g->v_proj, m->dv, x->attn_in, w->v_proj, N, D, a.v, 1);
+    tp_sum(m, m->dnormed, (size_t)N * D);
     be->rmsnorm_backward(m->dres, g->attention_norm, m->dnormed, x->x_in, w->attention_norm,
                          x->attn_rstd, N, D);
 }
@@ -341,7 +402,7 @@ static void attention_block_backward(dt_model *m, int l) {
 void model_backward(dt_model *m, float dloss_scale) {
     const dt_backend *be = m->be;
     const dt_model_config *c = &m->cfg;
-    int N = m->B * m->T, D = c->d_model, V = c->vocab_size;
+    int N = m->B * m->T, D = c->d_model, V = m->tp.vocab_size;
     if (m->n_targets == 0) return; /* no targets: the loss is a constant 0 */
     float dloss = dloss_scale / (float)m->n_targets;
 
@@ -354,6 +415,7 @@ void model_backward(dt_model *m, float dloss_scale) {
         be->matmul_backward(m->dnormed + (size_t)r0 * D, m->grads.output, m->logits, xn,
                             m->params.output, n, D, V, 0);
     }
+    tp_sum(m, m->dnormed, (size_t)N * D); /* each vocabulary slice's share of the gradient */
     be->memset_zero(m->dres, (size_t)N * D * sizeof(float));
     be->rmsnorm_backward(m->dres, m->grads.norm, m->dnormed, m->x_final, m->params.norm,
                          m->final_rstd, N, D);
@@ -361,7 +423,16 @@ void model_backward(dt_model *m, float dloss_scale) {
         ffn_block_backward(m, l);
         attention_block_backward(m, l);
     }
-    be->embedding_backward(m->grads.tok_embeddings, m->dres, m->inputs, N, D, 0, V);
+    be->embedding_backward(m->grads.tok_embeddings, m->dres, m->inputs, N, D, m->tp.vocab_offset,
+                           m->tp.vocab_size);
+}
+
+void model_reduce_tp_grads(dt_model *m) {
+    if (!m->comm) return;
+    for (int i = 0; i < m->layout.n_tensors; i++) {
+        const dt_tensor_spec *t = &m->layout.tensors[i];
+        if (t->tp_partial) tp_sum(m, m->grads_mem + t->offset, t->numel);
+    }
 }
 
 void model_params_to_host(const dt_model *m, float *host) {
@@ -380,7 +451,8 @@ double model_flops_per_token(const dt_model_config *cfg, int seq_len) {
     /* 6 FLOPs per parameter used in a matrix product (2 forward, 4 backward), plus the
      * attention products counted without the causal discount (the PaLM / Megatron convention,
      * so MFU figures compare with theirs). Embedding lookups are free; the LM head is not. */
-    attn_dims a = dims_of(cfg);
+    dt_tp_shape whole = tp_shape_of(cfg, 0, 1);
+    attn_dims a = dims_of(cfg, &whole);
     double D = cfg->d_model, F = cfg->ffn_dim, V = cfg->vocab_size;
     double per_layer = D * (a.q + a.k + a.v) + (double)a.A * D + 3.0 * D * F;
     if (cfg->arch == DT_ARCH_DIFF_V2) per_layer += D * a.H;

@@ -5,6 +5,7 @@
  *   model_init(&m, &cfg.model, backend, seed, B, T);
  *   model_zero_grad(&m);
  *   for each micro-batch: model_forward(&m, inputs, targets); model_backward(&m, 1.0f / n_micro);
+ *   model_reduce_tp_grads(&m);
  *   ... optimizer on m.params_mem / m.grads_mem ...
  *   model_free(&m);
  */
@@ -17,7 +18,18 @@
 #include "model/backend.h"
 #include "model/params.h"
 
-/* Per-layer activations kept for the backward pass. All (B*T = N rows). */
+/* The collectives the model needs inside its tensor-parallel group, on backend buffers. The
+ * trainer fills them from dist/ (MPI on host memory, NCCL on device memory); a failure inside
+ * one ends the job (the callee aborts), so the model never sees a half-done reduction. */
+typedef struct dt_tp_comm {
+    int rank, size;
+    void *ctx;
+    void (*allreduce_sum)(void *ctx, float *buf, size_t n);
+    void (*allreduce_max)(void *ctx, float *buf, size_t n);
+} dt_tp_comm;
+
+/* Per-layer activations kept for the backward pass. All (B*T = N rows). Widths are this
+ * tensor-parallel rank's: its heads, its share of the FFN. */
 typedef struct dt_layer_acts {
     float *x_in;       /* (N, D) residual stream entering the layer */
     float *attn_rstd;  /* (N) */
@@ -40,8 +52,10 @@ typedef struct dt_layer_acts {
 } dt_layer_acts;
 
 typedef struct dt_model {
-    dt_model_config cfg;
+    dt_model_config cfg; /* global sizes */
     const dt_backend *be;
+    dt_tp_shape tp;          /* this rank's share of heads, FFN and vocabulary */
+    const dt_tp_comm *comm;  /* NULL when tp == 1 */
     int B, T; /* micro-batch shape the activations are sized for */
     int d;    /* head dim */
 
@@ -56,9 +70,11 @@ typedef struct dt_model {
     float *x_final;      /* (N, D) residual after the last layer */
     float *final_rstd;   /* (N) */
     float *final_norm;   /* (N, D) */
-    float *logits;       /* (chunk, V) classifier scratch, reused for dlogits */
+    float *logits;       /* (chunk, V_local) classifier scratch, reused for dlogits */
     float *losses;       /* (N) */
-    float *lse;          /* (N) */
+    float *lse;          /* (N) log-sum-exp over the whole vocabulary */
+    float *rowmax;       /* (N) */
+    float *xsums;        /* (N, 2) sum of exp and target logit (vocab-parallel reduction) */
     /* gradient scratch, reused by every layer */
     float *dres;      /* (N, D) gradient of the residual stream */
     float *dnormed;   /* (N, D) gradient of a norm's output (final, ffn or attention norm) */
@@ -71,7 +87,9 @@ typedef struct dt_model {
     float *dheads;    /* diff_v2: (N, 2H*d) */
     float *dlam;      /* diff_v2: (N, H); diff: (1) dlambda of the current layer */
     int32_t *inputs;     /* (N) backend copy of the inputs */
-    int32_t *targets;    /* (N) backend copy of the targets */
+    int32_t *targets;    /* (N) backend copy of the targets, LOCAL to the vocabulary slice:
+                            index in the slice, V_local when elsewhere, -1 ignored */
+    int32_t *host_targets; /* (N) host staging for the localised targets */
     int logits_chunk;    /* rows of logits materialised at once */
 
     float last_loss; /* mean loss of the last forward over non-ignored targets */
@@ -82,6 +100,10 @@ typedef struct dt_model {
  * activations for micro-batches of B sequences of T tokens. */
 dt_status model_init(dt_model *m, const dt_model_config *cfg, const dt_backend *be, uint64_t seed,
                      int B, int T);
+/* The same for tensor-parallel rank comm->rank of comm->size (comm NULL: a single rank): the
+ * parameters are this rank's slices, initialised to the single-rank run's values. */
+dt_status model_init_tp(dt_model *m, const dt_model_config *cfg, const dt_backend *be,
+                        uint64_t seed, int B, int T, const dt_tp_comm *comm);
 void model_free(dt_model *m);
 
 /* Forward pass over (B, T) host token ids; targets may be NULL (no loss). Returns the mean
@@ -90,6 +112,11 @@ float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets);
 /* Backward of (dloss_scale * mean loss of the last forward): accumulates into the gradients. */
 void model_backward(dt_model *m, float dloss_scale);
 void model_zero_grad(dt_model *m);
+/* Sums over the tensor-parallel group the gradients of the tensors that are replicated but see
+ * only local heads (lambda vectors, subln gain). Once per optimizer step, after the last
+ * micro-batch (the accumulated gradients would otherwise be summed more than once). No-op at
+ * tp == 1. */
+void model_reduce_tp_grads(dt_model *m);
 
 /* Copies parameters between host and the backend (layout.total floats). */
 void model_params_to_host(const dt_model *m, float *host);

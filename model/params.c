@@ -7,53 +7,77 @@
 #include "util/alloc.h"
 #include "util/rng.h"
 
-/* Shapes of one layer's attention projections (rows x cols of each Linear). */
-typedef struct attn_shapes {
-    int64_t q_rows, k_rows, v_rows, out_cols;
-} attn_shapes;
-
-static attn_shapes attention_shapes(const dt_model_config *m) {
-    int d = config_head_dim(m);
-    attn_shapes s;
-    switch (m->arch) {
-    case DT_ARCH_DIFF:
-        s.q_rows = 2LL * m->n_heads * d;
-        s.k_rows = 2LL * m->n_kv_heads * d;
-        s.v_rows = 2LL * m->n_kv_heads * d; /* H_kv heads of width 2d */
-        s.out_cols = 2LL * m->n_heads * d;
-        break;
-    case DT_ARCH_DIFF_V2:
-        s.q_rows = 2LL * m->n_heads * d;
-        s.k_rows = (int64_t)m->n_kv_heads * d;
-        s.v_rows = (int64_t)m->n_kv_heads * d;
-        s.out_cols = (int64_t)m->n_heads * d;
-        break;
-    default:
-        s.q_rows = (int64_t)m->n_heads * d;
-        s.k_rows = (int64_t)m->n_kv_heads * d;
-        s.v_rows = (int64_t)m->n_kv_heads * d;
-        s.out_cols = (int64_t)m->n_heads * d;
-        break;
-    }
-    return s;
+dt_tp_shape tp_shape_of(const dt_model_config *m, int rank, int size) {
+    dt_tp_shape t;
+    t.rank = rank;
+    t.size = size;
+    t.n_heads = m->n_heads / size;
+    t.n_kv_heads = m->n_kv_heads / size;
+    t.ffn_dim = m->ffn_dim / size;
+    int base = m->vocab_size / size, extra = m->vocab_size % size;
+    t.vocab_size = base + (rank < extra);
+    t.vocab_offset = rank * base + (rank < extra ? rank : extra);
+    return t;
 }
 
-/* Appends one tensor to the table (or only counts it when t is NULL). */
-static void add_tensor(dt_param_layout *L, dt_tensor_spec *t, const char *name, int ndim,
-                       int64_t s0, int64_t s1, dt_tensor_kind kind) {
-    size_t numel = (size_t)s0 * (size_t)(ndim == 2 ? s1 : 1);
+/* Rows of q/k/v and columns of out_proj per head, by architecture (d = head dim). */
+typedef struct attn_widths {
+    int64_t q_per_head;  /* rows of q_proj per (DIFF) head */
+    int64_t kv_per_head; /* rows of k_proj per kv head (or kv group) */
+    int64_t v_per_head;  /* rows of v_proj per kv head */
+    int64_t out_per_head;
+} attn_widths;
+
+static attn_widths attention_widths(const dt_model_config *m) {
+    int64_t d = config_head_dim(m);
+    attn_widths w;
+    switch (m->arch) {
+    case DT_ARCH_DIFF: /* q-heads 2h, 2h+1; k-heads 2g, 2g+1; v-head g of width 2d */
+        w = (attn_widths){2 * d, 2 * d, 2 * d, 2 * d};
+        break;
+    case DT_ARCH_DIFF_V2: /* 2 q-heads per DIFF head; kv heads and the output of width d */
+        w = (attn_widths){2 * d, d, d, d};
+        break;
+    default:
+        w = (attn_widths){d, d, d, d};
+        break;
+    }
+    return w;
+}
+
+/* Appends one tensor (or only counts it when t is NULL). The global shape is (g0, g1); a split
+ * tensor holds `count` rows or columns from `first`. */
+typedef struct tensor_def {
+    const char *name;
+    int ndim;
+    int64_t g0, g1;
+    dt_tp_split split;
+    int64_t first, count;
+    dt_tensor_kind kind;
+    int tp_partial;
+} tensor_def;
+
+static void add_tensor(dt_param_layout *L, dt_tensor_spec *t, tensor_def d) {
+    int64_t s0 = d.split == DT_SPLIT_ROWS ? d.count : d.g0;
+    int64_t s1 = d.ndim == 2 ? (d.split == DT_SPLIT_COLS ? d.count : d.g1) : 1;
+    size_t numel = (size_t)s0 * (size_t)s1;
     if (t) {
         dt_tensor_spec *e = &t[L->n_tensors];
         memset(e, 0, sizeof *e);
-        snprintf(e->name, sizeof e->name, "%s", name);
-        e->ndim = ndim;
+        snprintf(e->name, sizeof e->name, "%s", d.name);
+        e->ndim = d.ndim;
         e->shape[0] = s0;
-        e->shape[1] = ndim == 2 ? s1 : 1;
+        e->shape[1] = s1;
+        e->global_shape[0] = d.g0;
+        e->global_shape[1] = d.ndim == 2 ? d.g1 : 1;
+        e->split = d.split;
+        e->split_offset = d.split == DT_SPLIT_NONE ? 0 : d.first;
+        e->tp_partial = d.tp_partial;
         e->numel = numel;
         e->offset = L->total;
-        e->kind = kind;
-        e->decay = kind == DT_TENSOR_EMBEDDING || kind == DT_TENSOR_LINEAR ||
-                   kind == DT_TENSOR_LINEAR_OUT;
+        e->kind = d.kind;
+        e->decay = d.kind == DT_TENSOR_EMBEDDING || d.kind == DT_TENSOR_LINEAR ||
+                   d.kind == DT_TENSOR_LINEAR_OUT;
     }
     L->n_tensors++;
     L->total += numel;
@@ -61,45 +85,74 @@ static void add_tensor(dt_param_layout *L, dt_tensor_spec *t, const char *name, 
 
 /* One pass over the model's tensors in layout order; with t == NULL it only counts. */
 static void enumerate(dt_param_layout *L, dt_tensor_spec *t, const dt_model_config *m) {
-    int64_t D = m->d_model, F = m->ffn_dim, V = m->vocab_size;
-    int d = config_head_dim(m);
-    attn_shapes a = attention_shapes(m);
+    int64_t D = m->d_model, F = m->ffn_dim, V = m->vocab_size, H = m->n_heads, Hkv = m->n_kv_heads;
+    int64_t d = config_head_dim(m);
+    dt_tp_shape tp = tp_shape_of(m, L->tp_rank, L->tp_size);
+    attn_widths w = attention_widths(m);
+    int64_t h0 = (int64_t)tp.rank * tp.n_heads, g0 = (int64_t)tp.rank * tp.n_kv_heads;
+    int64_t f0 = (int64_t)tp.rank * tp.ffn_dim;
     char name[DT_TENSOR_NAME_MAX];
     L->n_tensors = 0;
     L->total = 0;
-    add_tensor(L, t, "tok_embeddings.weight", 2, V, D, DT_TENSOR_EMBEDDING);
+#define T2(nm, a, b, sp, first, count, kind) add_tensor(L, t, (tensor_def){nm, 2, a, b, sp, first, count, kind, 0})
+#define T1(nm, a, kind, partial) add_tensor(L, t, (tensor_def){nm, 1, a, 1, DT_SPLIT_NONE, 0, 0, kind, partial})
+    T2("tok_embeddings.weight", V, D, DT_SPLIT_ROWS, tp.vocab_offset, tp.vocab_size,
+       DT_TENSOR_EMBEDDING);
     for (int i = 0; i < m->n_layers; i++) {
-#define LAYER_TENSOR(suffix, ndim, s0, s1, kind)                                                   \
-    do {                                                                                           \
-        snprintf(name, sizeof name, "layers.%d.%s", i, suffix);                                    \
-        add_tensor(L, t, name, ndim, s0, s1, kind);                                                \
-    } while (0)
-        LAYER_TENSOR("attention_norm.weight", 1, D, 1, DT_TENSOR_NORM);
-        LAYER_TENSOR("attn.q_proj.weight", 2, a.q_rows, D, DT_TENSOR_LINEAR);
-        LAYER_TENSOR("attn.k_proj.weight", 2, a.k_rows, D, DT_TENSOR_LINEAR);
-        LAYER_TENSOR("attn.v_proj.weight", 2, a.v_rows, D, DT_TENSOR_LINEAR);
-        LAYER_TENSOR("attn.out_proj.weight", 2, D, a.out_cols, DT_TENSOR_LINEAR_OUT);
+#define LNAME(suffix) (snprintf(name, sizeof name, "layers.%d.%s", i, suffix), name)
+        T1(LNAME("attention_norm.weight"), D, DT_TENSOR_NORM, 0);
+        T2(LNAME("attn.q_proj.weight"), H * w.q_per_head, D, DT_SPLIT_ROWS, h0 * w.q_per_head,
+           tp.n_heads * w.q_per_head, DT_TENSOR_LINEAR);
+        T2(LNAME("attn.k_proj.weight"), Hkv * w.kv_per_head, D, DT_SPLIT_ROWS, g0 * w.kv_per_head,
+           tp.n_kv_heads * w.kv_per_head, DT_TENSOR_LINEAR);
+        T2(LNAME("attn.v_proj.weight"), Hkv * w.v_per_head, D, DT_SPLIT_ROWS, g0 * w.v_per_head,
+           tp.n_kv_heads * w.v_per_head, DT_TENSOR_LINEAR);
+        T2(LNAME("attn.out_proj.weight"), D, H * w.out_per_head, DT_SPLIT_COLS,
+           h0 * w.out_per_head, tp.n_heads * w.out_per_head, DT_TENSOR_LINEAR_OUT);
         if (m->arch == DT_ARCH_DIFF) {
-            LAYER_TENSOR("attn.lambda_q1", 1, d, 1, DT_TENSOR_LAMBDA);
-            LAYER_TENSOR("attn.lambda_k1", 1, d, 1, DT_TENSOR_LAMBDA);
-            LAYER_TENSOR("attn.lambda_q2", 1, d, 1, DT_TENSOR_LAMBDA);
-            LAYER_TENSOR("attn.lambda_k2", 1, d, 1, DT_TENSOR_LAMBDA);
-            if (m->subln) LAYER_TENSOR("attn.subln.weight", 1, 2LL * d, 1, DT_TENSOR_NORM);
+            T1(LNAME("attn.lambda_q1"), d, DT_TENSOR_LAMBDA, 1);
+            T1(LNAME("attn.lambda_k1"), d, DT_TENSOR_LAMBDA, 1);
+            T1(LNAME("attn.lambda_q2"), d, DT_TENSOR_LAMBDA, 1);
+            T1(LNAME("attn.lambda_k2"), d, DT_TENSOR_LAMBDA, 1);
+            if (m->subln) T1(LNAME("attn.subln.weight"), 2 * d, DT_TENSOR_NORM, 1);
         }
         if (m->arch == DT_ARCH_DIFF_V2)
-            LAYER_TENSOR("attn.lambda_proj.weight", 2, m->n_heads, D, DT_TENSOR_LINEAR);
-        LAYER_TENSOR("ffn_norm.weight", 1, D, 1, DT_TENSOR_NORM);
-        LAYER_TENSOR("ffn.w_gate.weight", 2, F, D, DT_TENSOR_LINEAR);
-        LAYER_TENSOR("ffn.w_up.weight", 2, F, D, DT_TENSOR_LINEAR);
-        LAYER_TENSOR("ffn.w_down.weight", 2, D, F, DT_TENSOR_LINEAR_OUT);
-#undef LAYER_TENSOR
+            T2(LNAME("attn.lambda_proj.weight"), H, D, DT_SPLIT_ROWS, h0, tp.n_heads,
+               DT_TENSOR_LINEAR);
+        T1(LNAME("ffn_norm.weight"), D, DT_TENSOR_NORM, 0);
+        T2(LNAME("ffn.w_gate.weight"), F, D, DT_SPLIT_ROWS, f0, tp.ffn_dim, DT_TENSOR_LINEAR);
+        T2(LNAME("ffn.w_up.weight"), F, D, DT_SPLIT_ROWS, f0, tp.ffn_dim, DT_TENSOR_LINEAR);
+        T2(LNAME("ffn.w_down.weight"), D, F, DT_SPLIT_COLS, f0, tp.ffn_dim, DT_TENSOR_LINEAR_OUT);
+#undef LNAME
     }
-    add_tensor(L, t, "norm.weight", 1, D, 1, DT_TENSOR_NORM);
-    if (!m->tie_embeddings) add_tensor(L, t, "output.weight", 2, V, D, DT_TENSOR_EMBEDDING);
+    T1("norm.weight", D, DT_TENSOR_NORM, 0);
+    if (!m->tie_embeddings)
+        T2("output.weight", V, D, DT_SPLIT_ROWS, tp.vocab_offset, tp.vocab_size,
+           DT_TENSOR_EMBEDDING);
+#undef T1
+#undef T2
 }
 
 dt_status param_layout_init(dt_param_layout *layout, const dt_model_config *m) {
+    return param_layout_init_tp(layout, m, 0, 1);
+}
+
+dt_status param_layout_init_tp(dt_param_layout *layout, const dt_model_config *m, int tp_rank,
+                               int tp_size) {
     memset(layout, 0, sizeof *layout);
+    const char *what = NULL;
+    int size = 0;
+    if (m->n_heads % tp_size) what = "model.n_heads", size = m->n_heads;
+    else if (m->n_kv_heads % tp_size) what = "model.n_kv_heads", size = m->n_kv_heads;
+    else if (m->ffn_dim % tp_size) what = "model.ffn_dim", size = m->ffn_dim;
+    else if (m->vocab_size < tp_size) what = "model.vocab_size", size = m->vocab_size;
+    if (what) {
+        dt_error("%s (%d) does not split over parallel.tp = %d ranks: it must be a multiple of tp "
+                 "(whole heads and kv groups live on one rank)", what, size, tp_size);
+        return DT_ERR_INPUT;
+    }
+    layout->tp_rank = tp_rank;
+    layout->tp_size = tp_size;
     enumerate(layout, NULL, m);
     layout->tensors = dt_calloc((size_t)layout->n_tensors, sizeof *layout->tensors);
     if (!layout->tensors) {
@@ -191,7 +244,12 @@ void params_init_host(float *host, const dt_param_layout *layout, const dt_model
         case DT_TENSOR_LAMBDA: std = 0.1; break;
         }
         uint64_t key = rng_key(seed, t->name);
+        int64_t rows = t->shape[0], cols = t->shape[1], gcols = t->global_shape[1];
+        int64_t r0 = t->split == DT_SPLIT_ROWS ? t->split_offset : 0;
+        int64_t c0 = t->split == DT_SPLIT_COLS ? t->split_offset : 0;
 #pragma omp parallel for schedule(static)
-        for (size_t j = 0; j < t->numel; j++) x[j] = (float)(std * rng_normal(key, j));
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                x[r * cols + c] = (float)(std * rng_normal(key, (uint64_t)((r0 + r) * gcols + c0 + c)));
     }
 }

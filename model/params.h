@@ -19,11 +19,24 @@ typedef enum dt_tensor_kind {
     DT_TENSOR_LAMBDA,        /* lambda_q1..k2: init N(0, 0.1^2) (SPEC) */
 } dt_tensor_kind;
 
+/* How a tensor is laid out over the tensor-parallel group (DESIGN "Tensor parallelism"). */
+typedef enum dt_tp_split {
+    DT_SPLIT_NONE = 0, /* replicated: every rank holds the whole tensor */
+    DT_SPLIT_ROWS,     /* rows [split_offset, split_offset + shape[0]) of the global tensor */
+    DT_SPLIT_COLS,     /* columns [split_offset, split_offset + shape[1]) */
+} dt_tp_split;
+
 typedef struct dt_tensor_spec {
     char name[DT_TENSOR_NAME_MAX];
     int ndim;
-    int64_t shape[2];
-    size_t numel;
+    int64_t shape[2];        /* this rank's slice (the global shape when tp == 1) */
+    int64_t global_shape[2]; /* the tensor's one global shape, independent of the layout */
+    dt_tp_split split;
+    int64_t split_offset; /* first global row (ROWS) or column (COLS) of the slice */
+    /* Replicated over TP, but each rank's gradient covers only its own heads (the lambda
+     * vectors and the subln gain): the gradients are summed over the TP group. */
+    int tp_partial;
+    size_t numel;  /* of the slice */
     size_t offset; /* in elements from the start of the flat buffer */
     dt_tensor_kind kind;
     int decay; /* AdamW weight decay applies (not on norms, gains, lambda vectors) */
@@ -32,8 +45,22 @@ typedef struct dt_tensor_spec {
 typedef struct dt_param_layout {
     int n_tensors;
     dt_tensor_spec *tensors;
-    size_t total; /* elements */
+    size_t total; /* elements on this rank */
+    int tp_rank, tp_size;
 } dt_param_layout;
+
+/* Sizes of one tensor-parallel rank's share of the model: whole DIFF heads (both branches) and
+ * whole kv groups, an equal share of the FFN, and a balanced slice of the vocabulary (the first
+ * vocab % tp ranks hold one row more: no padding is needed). */
+typedef struct dt_tp_shape {
+    int rank, size;
+    int n_heads, n_kv_heads, ffn_dim; /* local */
+    int vocab_offset, vocab_size;     /* local rows [vocab_offset, vocab_offset + vocab_size) */
+} dt_tp_shape;
+
+/* The share of rank `rank` of `size`; the config must be validated and divisible (heads, kv
+ * heads and ffn_dim by size). */
+dt_tp_shape tp_shape_of(const dt_model_config *m, int rank, int size);
 
 /* Pointers into one flat buffer. Absent tensors are NULL. Shapes as in DESIGN. */
 typedef struct dt_layer_params {
@@ -60,6 +87,10 @@ typedef struct dt_params {
 
 /* Builds the layout for a validated model config. Returns DT_ERR_RUNTIME on allocation failure. */
 dt_status param_layout_init(dt_param_layout *layout, const dt_model_config *m);
+/* The layout of tensor-parallel rank tp_rank of tp_size: the same tensors, in the same order,
+ * holding this rank's slices (DT_ERR_INPUT naming the size when the model does not split). */
+dt_status param_layout_init_tp(dt_param_layout *layout, const dt_model_config *m, int tp_rank,
+                               int tp_size);
 void param_layout_free(dt_param_layout *layout);
 /* Finds a tensor by name; NULL when absent. */
 const dt_tensor_spec *param_layout_find(const dt_param_layout *layout, const char *name);
@@ -71,7 +102,8 @@ dt_status params_bind(dt_params *p, const dt_param_layout *layout, const dt_mode
 void params_unbind(dt_params *p);
 
 /* Fills a host buffer with the initial values (README "Initialisation"): each element is a pure
- * function of (seed, tensor name, element index), so any slice is reproducible on its own. */
+ * function of (seed, tensor name, element index in the GLOBAL tensor), so every rank's slice
+ * holds exactly the values of the single-rank run. */
 void params_init_host(float *host, const dt_param_layout *layout, const dt_model_config *m,
                       uint64_t seed);
 

@@ -34,6 +34,9 @@ static const dt_backend cpu_backend = {
 
     .xent_forward = cpu_xent_forward,
     .xent_backward = cpu_xent_backward,
+    .xent_vp_max = cpu_xent_vp_max,
+    .xent_vp_sums = cpu_xent_vp_sums,
+    .xent_vp_finish = cpu_xent_vp_finish,
 
     .attention_forward = cpu_attention_forward,
     .attention_backward = cpu_attention_backward,

@@ -51,3 +51,38 @@ void cpu_xent_backward(float *dlogits, const float *logits, const float *lse,
         if (t < V) dx[t] -= dloss;
     }
 }
+
+void cpu_xent_vp_max(float *rowmax, const float *logits, int N, int V) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = logits + (size_t)n * V; /* (V) */
+        float mx = -INFINITY;
+        for (int i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+        rowmax[n] = mx;
+    }
+}
+
+void cpu_xent_vp_sums(float *sums, const float *logits, const float *rowmax,
+                      const int32_t *targets, int N, int V) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = logits + (size_t)n * V; /* (V) */
+        float mx = rowmax[n];
+        /* the slice's partial sum is accumulated in double; the cross-rank sum is fp32 */
+        double sum = 0;
+        for (int i = 0; i < V; i++) sum += expf(x[i] - mx);
+        int32_t t = targets[n];
+        sums[2 * n] = (float)sum;
+        sums[2 * n + 1] = t >= 0 && t < V ? x[t] : 0.0f;
+    }
+}
+
+void cpu_xent_vp_finish(float *losses, float *lse, const float *rowmax, const float *sums,
+                        const int32_t *targets, int N) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        double l = (double)rowmax[n] + log((double)sums[2 * n]);
+        lse[n] = (float)l;
+        losses[n] = targets[n] < 0 ? 0.0f : (float)(l - sums[2 * n + 1]);
+    }
+}

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -133,8 +134,69 @@ static void test_xent_target_outside_slice(void **state) {
     assert_close_f(dl, ref, V, XE_ATOL, XE_RTOL, "xent dlogits (target outside)");
 }
 
+/* The vocab-parallel ops over 3 uneven slices, combined as the all-reduces do (MAX of rowmax,
+ * SUM of sums), give the loss and lse of the whole row; the backward of each slice with the
+ * combined lse gives that slice of the whole row's gradient. */
+static void test_xent_vocab_parallel(void **state) {
+    (void)state;
+    enum { N = 5, V = 23, P = 3 };
+    const int start[P + 1] = {0, 8, 16, V}; /* 8, 8, 7 rows */
+    int32_t targets[N] = {0, 7, 8, 22, -1};
+    float logits[N * V];
+    double logits_d[N * V];
+    tu_fill_normal_f(logits, N * V, 64, 3.0);
+    ctu_to_double(logits_d, logits, N * V);
+    float rowmax[N], sums[2 * N] = {0}, part[2 * N], losses[N], lse[N];
+    for (int n = 0; n < N; n++) rowmax[n] = -INFINITY;
+    float slice[N * V], local_max[N];
+    int32_t local_t[P][N];
+    for (int p = 0; p < P; p++) {
+        int nv = start[p + 1] - start[p];
+        for (int n = 0; n < N; n++) {
+            memcpy(slice + (size_t)n * nv, logits + (size_t)n * V + start[p], nv * sizeof(float));
+            int32_t t = targets[n];
+            local_t[p][n] = t < 0 ? -1 : (t >= start[p] && t < start[p + 1] ? t - start[p] : nv);
+        }
+        cpu_xent_vp_max(local_max, slice, N, nv);
+        for (int n = 0; n < N; n++) rowmax[n] = fmaxf(rowmax[n], local_max[n]);
+    }
+    for (int p = 0; p < P; p++) {
+        int nv = start[p + 1] - start[p];
+        for (int n = 0; n < N; n++)
+            memcpy(slice + (size_t)n * nv, logits + (size_t)n * V + start[p], nv * sizeof(float));
+        cpu_xent_vp_sums(part, slice, rowmax, local_t[p], N, nv);
+        for (int i = 0; i < 2 * N; i++) sums[i] += part[i];
+    }
+    cpu_xent_vp_finish(losses, lse, rowmax, sums, targets, N);
+    double ref_l[N], ref_loss[N];
+    for (int n = 0; n < N; n++) {
+        ref_l[n] = ref_lse(logits_d + (size_t)n * V, V);
+        ref_loss[n] = targets[n] < 0 ? 0 : ref_l[n] - logits_d[(size_t)n * V + targets[n]];
+    }
+    /* the cross-slice sum of exp is fp32 (one rounding per slice): a few ulps of lse */
+    assert_close_f(lse, ref_l, N, XE_ATOL, 4 * XE_RTOL, "vocab-parallel lse");
+    assert_close_f(losses, ref_loss, N, 2 * XE_ATOL, 4 * XE_RTOL, "vocab-parallel loss");
+    for (int p = 0; p < P; p++) {
+        int nv = start[p + 1] - start[p];
+        float dl[N * V];
+        double ref[N * V];
+        for (int n = 0; n < N; n++) {
+            memcpy(slice + (size_t)n * nv, logits + (size_t)n * V + start[p], nv * sizeof(float));
+            for (int i = 0; i < nv; i++) {
+                int v = start[p] + i;
+                double g = targets[n] < 0 ? 0 : 0.5 * exp(logits_d[(size_t)n * V + v] - ref_l[n]);
+                if (targets[n] == v) g -= 0.5;
+                ref[(size_t)n * nv + i] = g;
+            }
+        }
+        cpu_xent_backward(dl, slice, lse, local_t[p], 0.5f, N, nv);
+        assert_close_f(dl, ref, (size_t)N * nv, XE_ATOL, 4 * XE_RTOL, "vocab-parallel dlogits");
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_xent_vocab_parallel),
         cmocka_unit_test(test_xent_forward_backward),
         cmocka_unit_test(test_xent_huge_logits),
         cmocka_unit_test(test_xent_target_outside_slice),
