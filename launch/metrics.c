@@ -34,6 +34,9 @@ void metrics_write(dt_metrics_log *log, const dt_step_metrics *s) {
     printf("step %*d/%d | loss %.4f | lr %.3e | grad norm %.4f | %.0f tok/s | %.1f s", width,
            s->step, s->steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->elapsed_s);
     if (s->has_val) printf(" | val loss %.4f", s->val_loss);
+    if (s->has_comm)
+        printf(" | comm tp %.3f MB dp %.3f MB (analytic %.3f / %.3f)", s->bytes_tp / 1e6,
+               s->bytes_dp / 1e6, s->bytes_tp_analytic / 1e6, s->bytes_dp_analytic / 1e6);
     printf("\n");
     fflush(stdout);
     if (!log->jsonl) return;
@@ -44,6 +47,12 @@ void metrics_write(dt_metrics_log *log, const dt_step_metrics *s) {
     json_number(log->jsonl, "tokens_per_s", s->tokens_per_s);
     json_number(log->jsonl, "elapsed_s", s->elapsed_s);
     if (s->has_val) json_number(log->jsonl, "val_loss", s->val_loss);
+    if (s->has_comm)
+        fprintf(log->jsonl,
+                ",\"bytes_tp\":%llu,\"bytes_dp\":%llu,\"bytes_tp_analytic\":%llu,"
+                "\"bytes_dp_analytic\":%llu",
+                (unsigned long long)s->bytes_tp, (unsigned long long)s->bytes_dp,
+                (unsigned long long)s->bytes_tp_analytic, (unsigned long long)s->bytes_dp_analytic);
     fprintf(log->jsonl, "}\n");
     fflush(log->jsonl);
 }

@@ -3,6 +3,7 @@
 #ifndef DT_METRICS_H
 #define DT_METRICS_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "util/status.h"
@@ -17,6 +18,8 @@ typedef struct dt_step_metrics {
     double elapsed_s;
     int has_val;
     double val_loss;
+    int has_comm; /* several ranks: the bytes the step moved per group, and their analytic value */
+    uint64_t bytes_tp, bytes_dp, bytes_tp_analytic, bytes_dp_analytic;
 } dt_step_metrics;
 
 typedef struct dt_metrics_log {

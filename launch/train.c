@@ -1,18 +1,22 @@
-/* `difftrain train CONFIG.yaml [key.path=value ...]`: the training driver. */
+/* `difftrain train CONFIG.yaml [key.path=value ...]`: the training driver, on one rank or on
+ * tp x dp ranks (tensor parallelism inside the model, data parallelism with ZeRO here). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "data/loader.h"
+#include "dist/groups.h"
 #include "dist/world.h"
 #include "launch/commands.h"
+#include "launch/comm_plan.h"
 #include "launch/config.h"
 #include "launch/metrics.h"
 #include "model/cpu/cpu_ops.h"
 #include "model/model.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
+#include "optim/zero.h"
 #include "util/alloc.h"
 
 static double now_s(void) {
@@ -24,15 +28,19 @@ static double now_s(void) {
 typedef struct trainer {
     dt_config cfg;
     dt_world world;
+    dt_groups groups;
+    dt_tp_comm tp_comm;
     const dt_backend *be;
     dt_model model;
-    dt_optimizer opt;
+    dt_zero zero;
+    dt_optimizer opt; /* over this rank's ZeRO range */
     dt_loader train_data;
     dt_loader val_data;
     int has_val;
     dt_metrics_log metrics;
-    int grad_accum; /* micro-batches per step on each data-parallel rank */
-    int32_t *inputs, *targets; /* (micro_batch, seq_len) host staging */
+    int grad_accum;                 /* micro-batches per step on each data-parallel rank */
+    int32_t *inputs, *targets;      /* (micro_batch, seq_len) host staging */
+    dt_comm_bytes analytic;         /* bytes one step should move per group */
 } trainer;
 
 static void usage(FILE *f) {
@@ -40,27 +48,37 @@ static void usage(FILE *f) {
                "\n"
                "Trains the model the config describes on its data.train shards, validating on\n"
                "data.val every train.val_every steps. Overrides use the config's key paths, for\n"
-               "example optim.lr=3e-4 train.steps=100. Runs as one rank alone, or under mpirun/srun.\n");
+               "example optim.lr=3e-4 train.steps=100. Runs as one rank alone, or under mpirun/srun\n"
+               "on parallel.tp x parallel.dp ranks.\n");
 }
 
-/* Fills the staging buffers with micro-batch `micro` of the given step from a loader. */
-static dt_status load_micro_batch(trainer *t, const dt_loader *L, uint64_t first_sample) {
+/* A collective failing inside the model leaves the group in an unknown state: end the job. */
+static void tp_allreduce(void *ctx, float *buf, size_t n, dt_reduce_op op) {
+    trainer *t = ctx;
+    if (comm_allreduce_f32(&t->groups.tp, buf, n, op) != DT_OK) world_abort(&t->world, DT_ERR_RUNTIME);
+}
+static void tp_allreduce_sum(void *ctx, float *buf, size_t n) { tp_allreduce(ctx, buf, n, DT_REDUCE_SUM); }
+static void tp_allreduce_max(void *ctx, float *buf, size_t n) { tp_allreduce(ctx, buf, n, DT_REDUCE_MAX); }
+
+/* Fills the staging buffers with micro_batch samples from stream index `first`. */
+static dt_status load_micro_batch(trainer *t, const dt_loader *L, uint64_t first) {
     int B = t->cfg.train.micro_batch, T = t->cfg.train.seq_len;
     for (int b = 0; b < B; b++)
-        DT_TRY(loader_sample(L, first_sample + (uint64_t)b, t->inputs + (size_t)b * T,
+        DT_TRY(loader_sample(L, first + (uint64_t)b, t->inputs + (size_t)b * T,
                              t->targets + (size_t)b * T));
     return DT_OK;
 }
 
 /* Mean loss over val_batches micro-batches of the validation shards (the same samples every
- * time: the stream from sample 0, unshuffled). */
+ * time: the stream from sample 0, unshuffled), the batches shared out over the DP ranks. */
 static dt_status validate(trainer *t, double *loss) {
-    int B = t->cfg.train.micro_batch;
+    int B = t->cfg.train.micro_batch, dp = t->groups.dp_size;
     double sum = 0;
-    for (int i = 0; i < t->cfg.train.val_batches; i++) {
+    for (int i = t->groups.dp_rank; i < t->cfg.train.val_batches; i += dp) {
         DT_TRY(load_micro_batch(t, &t->val_data, (uint64_t)i * B));
         sum += model_forward(&t->model, t->inputs, t->targets);
     }
+    DT_TRY(comm_allreduce_f64(&t->groups.dp, &sum, 1, DT_REDUCE_SUM));
     *loss = sum / t->cfg.train.val_batches;
     return DT_OK;
 }
@@ -68,29 +86,44 @@ static dt_status validate(trainer *t, double *loss) {
 static dt_status train_step(trainer *t, int step, dt_step_metrics *out) {
     const dt_train_config *tc = &t->cfg.train;
     dt_model *m = &t->model;
-    uint64_t step_first = (uint64_t)step * (uint64_t)tc->global_batch;
+    dt_groups *g = &t->groups;
+    /* this DP rank's share of the step's global batch: the samples are the single-rank run's */
+    uint64_t first = (uint64_t)step * tc->global_batch +
+                     (uint64_t)g->dp_rank * (uint64_t)(tc->global_batch / g->dp_size);
     double loss_sum = 0;
+    float dloss = 1.0f / (float)(t->grad_accum * g->dp_size);
 
     model_zero_grad(m);
+    zero_begin_step(&t->zero);
     for (int k = 0; k < t->grad_accum; k++) {
-        DT_TRY(load_micro_batch(t, &t->train_data, step_first + (uint64_t)k * tc->micro_batch));
+        DT_TRY(load_micro_batch(t, &t->train_data, first + (uint64_t)k * tc->micro_batch));
         loss_sum += model_forward(m, t->inputs, t->targets);
-        model_backward(m, 1.0f / (float)t->grad_accum);
+        model_backward(m, dloss);
+        if (t->zero.stage == 2) {
+            model_reduce_tp_grads(m);
+            DT_TRY(zero_after_micro_batch(&t->zero, m->grads_mem));
+        }
     }
-    double loss = loss_sum / t->grad_accum;
-    if (!isfinite(loss)) {
-        dt_error("step %d: the training loss is %g; stopping (lower optim.lr or check the data)",
-                 step + 1, loss);
-        return DT_ERR_RUNTIME;
-    }
-    double norm = optimizer_grad_norm(&t->opt, m->grads_mem);
-    if (!isfinite(norm)) {
-        dt_error("step %d: the gradient norm is %g; stopping", step + 1, norm);
+    if (t->zero.stage != 2) model_reduce_tp_grads(m);
+    float *grads = NULL;
+    DT_TRY(zero_reduce_grads(&t->zero, m->grads_mem, &grads));
+
+    /* the global gradient norm: TP-replicated tensors counted once (by TP rank 0), the ZeRO
+     * shards summed over DP; without ZeRO every DP rank holds the whole (same) gradient */
+    double sumsq = optimizer_grad_sumsq(&t->opt, grads, g->tp_rank != 0);
+    DT_TRY(comm_allreduce_f64(&g->tp, &sumsq, 1, DT_REDUCE_SUM));
+    if (t->zero.stage > 0) DT_TRY(comm_allreduce_f64(&g->dp, &sumsq, 1, DT_REDUCE_SUM));
+    double norm = sqrt(sumsq);
+    DT_TRY(comm_allreduce_f64(&g->dp, &loss_sum, 1, DT_REDUCE_SUM));
+    double loss = loss_sum / (t->grad_accum * g->dp_size);
+    if (!isfinite(loss) || !isfinite(norm)) {
+        dt_error("step %d: the training loss is %g and the gradient norm %g; stopping (lower "
+                 "optim.lr or check the data)", step + 1, loss, norm);
         return DT_ERR_RUNTIME;
     }
     double lr = lr_schedule(&t->cfg.optim, step, tc->steps);
-    optimizer_step(&t->opt, m->params_mem, m->grads_mem, (float)lr,
-                   optimizer_clip_scale(&t->opt, norm));
+    optimizer_step(&t->opt, m->params_mem, grads, (float)lr, optimizer_clip_scale(&t->opt, norm));
+    DT_TRY(zero_gather_params(&t->zero, m->params_mem));
     out->step = step + 1;
     out->steps = tc->steps;
     out->loss = loss;
@@ -101,74 +134,89 @@ static dt_status train_step(trainer *t, int step, dt_step_metrics *out) {
 
 static dt_status trainer_setup(trainer *t) {
     dt_config *c = &t->cfg;
-    if (c->parallel.dp == 0) c->parallel.dp = t->world.size / c->parallel.tp;
-    if (c->parallel.tp * c->parallel.dp != t->world.size) {
-        dt_error("%s: parallel.tp (%d) x parallel.dp (%d) = %d ranks, but the job has %d", c->source,
-                 c->parallel.tp, c->parallel.dp, c->parallel.tp * c->parallel.dp, t->world.size);
-        return DT_ERR_INPUT;
-    }
-    if (t->world.size > 1) {
-        dt_error("%s: parallel.tp=%d parallel.dp=%d: this build trains on one rank only; tensor "
-                 "and data parallelism are not available yet", c->source, c->parallel.tp,
-                 c->parallel.dp);
+    dt_groups *g = &t->groups;
+    DT_TRY(groups_init(g, &t->world, c->parallel.tp, c->parallel.dp));
+    c->parallel.dp = g->dp_size;
+    if (c->train.global_batch % (c->train.micro_batch * g->dp_size)) {
+        if (t->world.rank == 0)
+            dt_error("%s: train.global_batch (%d) must be a multiple of train.micro_batch (%d) x "
+                     "parallel.dp (%d)", c->source, c->train.global_batch, c->train.micro_batch,
+                     g->dp_size);
         return DT_ERR_INPUT;
     }
     if (c->train.precision != DT_PRECISION_FP32) {
-        dt_error("%s: train.precision: bf16 needs the GPU backend; the CPU backend trains in fp32",
-                 c->source);
+        if (t->world.rank == 0)
+            dt_error("%s: train.precision: bf16 needs the GPU backend; the CPU backend trains in "
+                     "fp32", c->source);
         return DT_ERR_INPUT;
     }
     if (c->checkpoint.dir[0] || c->checkpoint.init_from[0]) {
-        dt_error("%s: checkpoint.%s: checkpoints are not available in this build yet; remove the "
-                 "key to train without them", c->source, c->checkpoint.dir[0] ? "dir" : "init_from");
+        if (t->world.rank == 0)
+            dt_error("%s: checkpoint.%s: checkpoints are not available in this build yet; remove "
+                     "the key to train without them", c->source,
+                     c->checkpoint.dir[0] ? "dir" : "init_from");
         return DT_ERR_INPUT;
     }
-    t->grad_accum = c->train.global_batch / (c->train.micro_batch * c->parallel.dp);
+    t->grad_accum = c->train.global_batch / (c->train.micro_batch * g->dp_size);
     if (c->train.threads > 0) cpu_set_threads(c->train.threads);
     t->be = dt_backend_cpu();
+    t->tp_comm = (dt_tp_comm){g->tp_rank, g->tp_size, t, tp_allreduce_sum, tp_allreduce_max};
 
-    DT_TRY(loader_init(&t->train_data, (const char(*)[DT_PATH_MAX])c->data.train, c->data.n_train,
-                       c->train.seq_len, c->model.vocab_size, c->train.seed, 1));
-    if (c->data.n_val > 0) {
-        DT_TRY(loader_init(&t->val_data, (const char(*)[DT_PATH_MAX])c->data.val, c->data.n_val,
-                           c->train.seq_len, c->model.vocab_size, c->train.seed, 0));
-        t->has_val = 1; /* config_require_data refused val_every without data.val */
+    /* everything below can fail on one rank only (a missing file, memory): agree on it */
+    dt_status st = loader_init(&t->train_data, (const char(*)[DT_PATH_MAX])c->data.train,
+                               c->data.n_train, c->train.seq_len, c->model.vocab_size,
+                               c->train.seed, 1);
+    if (st == DT_OK && c->data.n_val > 0) {
+        st = loader_init(&t->val_data, (const char(*)[DT_PATH_MAX])c->data.val, c->data.n_val,
+                         c->train.seq_len, c->model.vocab_size, c->train.seed, 0);
+        t->has_val = st == DT_OK;
     }
+    DT_TRY(dist_agree(&g->world, st));
     size_t n = (size_t)c->train.micro_batch * c->train.seq_len;
     t->inputs = dt_malloc(n * sizeof(int32_t));
     t->targets = dt_malloc(n * sizeof(int32_t));
-    if (!t->inputs || !t->targets) {
-        dt_error("out of memory for the token staging buffers");
-        return DT_ERR_RUNTIME;
-    }
-    DT_TRY(model_init(&t->model, &c->model, t->be, c->train.seed, c->train.micro_batch,
-                      c->train.seq_len));
-    DT_TRY(optimizer_init(&t->opt, t->be, &t->model.layout, &c->optim));
-    if (t->world.rank == 0) DT_TRY(metrics_open(&t->metrics, c->log.metrics));
+    st = t->inputs && t->targets ? DT_OK : DT_ERR_RUNTIME;
+    if (st != DT_OK) dt_error("out of memory for the token staging buffers");
+    DT_TRY(dist_agree(&g->world, st));
+    DT_TRY(dist_agree(&g->world, model_init_tp(&t->model, &c->model, t->be, c->train.seed,
+                                               c->train.micro_batch, c->train.seq_len,
+                                               &t->tp_comm)));
+    DT_TRY(dist_agree(&g->world, zero_init(&t->zero, c->parallel.zero, &g->dp, t->be,
+                                           t->model.layout.total)));
+    DT_TRY(dist_agree(&g->world, optimizer_init_range(&t->opt, t->be, &t->model.layout,
+                                                      &c->optim, t->zero.first, t->zero.count)));
+    st = t->world.rank == 0 ? metrics_open(&t->metrics, c->log.metrics) : DT_OK;
+    DT_TRY(dist_agree(&g->world, st));
+    t->analytic = comm_plan_step_bytes(c, &t->model);
     return DT_OK;
 }
 
 static void trainer_free(trainer *t) {
     metrics_close(&t->metrics);
     optimizer_free(&t->opt);
+    zero_free(&t->zero);
     model_free(&t->model);
     loader_free(&t->train_data);
     loader_free(&t->val_data);
     dt_free(t->inputs);
     dt_free(t->targets);
+    groups_free(&t->groups);
 }
 
 static void print_banner(const trainer *t) {
     const dt_config *c = &t->cfg;
     const dt_model *m = &t->model;
-    printf("difftrain: %s, %zu parameters (%d tensors), head dim %d, backend %s\n",
+    const dt_groups *g = &t->groups;
+    printf("difftrain: %s, %zu parameters on rank 0 (%d tensors), head dim %d, backend %s\n",
            config_arch_name(c->model.arch), m->layout.total, m->layout.n_tensors, m->d,
            t->be->name);
+    printf("layout: %d ranks = tp %d x dp %d, zero %d; AdamW state of %zu elements per rank\n",
+           t->world.size, g->tp_size, g->dp_size, t->zero.stage, t->zero.count);
     printf("data: %llu training samples of %d tokens", (unsigned long long)loader_num_samples(&t->train_data),
            c->train.seq_len);
     if (t->has_val)
         printf(", %llu validation samples", (unsigned long long)loader_num_samples(&t->val_data));
-    printf("; %d micro-batches of %d per step (global batch %d sequences, %d tokens)\n",
+    printf("; %d micro-batches of %d per rank per step (global batch %d sequences, %d tokens)\n",
            t->grad_accum, c->train.micro_batch, c->train.global_batch,
            c->train.global_batch * c->train.seq_len);
     fflush(stdout);
@@ -181,7 +229,16 @@ static dt_status trainer_run(trainer *t) {
     for (int step = 0; step < c->train.steps; step++) {
         dt_step_metrics s;
         memset(&s, 0, sizeof s);
+        comm_reset_bytes(&t->groups.tp);
+        comm_reset_bytes(&t->groups.dp);
         DT_TRY(train_step(t, step, &s));
+        if (t->world.size > 1) {
+            s.has_comm = 1;
+            s.bytes_tp = comm_bytes_total(&t->groups.tp);
+            s.bytes_dp = comm_bytes_total(&t->groups.dp);
+            s.bytes_tp_analytic = t->analytic.tp;
+            s.bytes_dp_analytic = t->analytic.dp;
+        }
         int last_of_run = step + 1 == c->train.steps;
         int do_val = t->has_val &&
                      ((c->train.val_every > 0 && (step + 1) % c->train.val_every == 0) ||
@@ -213,18 +270,24 @@ int cmd_train(int argc, char **argv) {
     memset(&t, 0, sizeof t);
     dt_status st = world_init(&t.world, &argc, &argv);
     if (st != DT_OK) return st;
-    DT_TRY_GOTO(st, config_load(&t.cfg, argv[1], argc - 2, argv + 2), done);
-    DT_TRY_GOTO(st, config_require_data(&t.cfg), done);
+    /* every rank reads the same config and finds the same problems: rank 0 reports them */
+    dt_log_set_quiet(t.world.rank != 0);
+    st = config_load(&t.cfg, argv[1], argc - 2, argv + 2);
+    if (st == DT_OK) st = config_require_data(&t.cfg);
+    dt_log_set_quiet(0);
+    if (st != DT_OK) goto done;
     if (t.world.rank == 0) {
         config_print(&t.cfg, stdout);
         fflush(stdout);
     }
     DT_TRY_GOTO(st, trainer_setup(&t), done);
     if (t.world.rank == 0) print_banner(&t);
-    DT_TRY_GOTO(st, trainer_run(&t), done);
+    st = trainer_run(&t);
+    /* a failure inside the run may be one rank's alone (its data, its memory) while the others
+     * wait in a collective: end the whole job rather than leave them hanging */
+    if (st != DT_OK && t.world.size > 1) world_abort(&t.world, st);
 done:
     trainer_free(&t);
-    if (st != DT_OK && t.world.size > 1) world_abort(&t.world, st);
     world_finalize();
     return st;
 }

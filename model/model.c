@@ -114,6 +114,28 @@ static void carve_acts(dt_model *m, carver *c) {
     m->targets = (int32_t *)carve(c, N);
 }
 
+/* Rows of logits the classifier materialises at once: bounds its buffer to ~16 MiB. */
+static int logits_chunk_rows(const dt_tp_shape *tp, int B, int T) {
+    int chunk = (int)((1u << 22) / (unsigned)tp->vocab_size);
+    return chunk < 1 ? 1 : (chunk > B * T ? B * T : chunk);
+}
+
+size_t model_activation_floats(const dt_model_config *cfg, const dt_tp_shape *tp, int B, int T) {
+    dt_model m;
+    memset(&m, 0, sizeof m);
+    m.cfg = *cfg;
+    m.tp = *tp;
+    m.B = B;
+    m.T = T;
+    m.logits_chunk = logits_chunk_rows(tp, B, T);
+    m.acts = dt_calloc((size_t)cfg->n_layers, sizeof *m.acts);
+    if (!m.acts) return 0;
+    carver counter = {NULL, 0};
+    carve_acts(&m, &counter);
+    dt_free(m.acts);
+    return counter.used;
+}
+
 dt_status model_init(dt_model *m, const dt_model_config *cfg, const dt_backend *be, uint64_t seed,
                      int B, int T) {
     return model_init_tp(m, cfg, be, seed, B, T, NULL);
@@ -134,9 +156,7 @@ dt_status model_init_tp(dt_model *m, const dt_model_config *cfg, const dt_backen
     DT_TRY_GOTO(st, param_layout_init_tp(&m->layout, cfg, comm ? comm->rank : 0,
                                          comm ? comm->size : 1), fail);
     m->tp = tp_shape_of(cfg, m->layout.tp_rank, m->layout.tp_size);
-    /* classifier rows per chunk: bounds the logits buffer to ~16 MiB */
-    int chunk = (int)((1u << 22) / (unsigned)m->tp.vocab_size);
-    m->logits_chunk = chunk < 1 ? 1 : (chunk > B * T ? B * T : chunk);
+    m->logits_chunk = logits_chunk_rows(&m->tp, B, T);
 
     size_t P = m->layout.total;
     m->params_mem = be->alloc(P * sizeof(float));

@@ -123,6 +123,11 @@ void model_params_to_host(const dt_model *m, float *host);
 void model_params_from_host(dt_model *m, const float *host);
 void model_grads_to_host(const dt_model *m, float *host);
 
+/* Floats of the activation allocation (forward activations kept for the backward, gradient
+ * scratch and the classifier's buffer) that model_init_tp makes for a rank's share `tp` at
+ * micro-batch B x T; 0 on allocation failure. The same carving code sizes the real allocation. */
+size_t model_activation_floats(const dt_model_config *cfg, const dt_tp_shape *tp, int B, int T);
+
 /* Multiply-accumulate FLOPs of one forward+backward per token (6N + attention), for MFU. */
 double model_flops_per_token(const dt_model_config *cfg, int seq_len);
 

@@ -6,6 +6,9 @@
 static int log_rank = 0;
 static int log_world = 1;
 static char log_host[64] = "";
+static int log_quiet = 0;
+
+void dt_log_set_quiet(int quiet) { log_quiet = quiet; }
 
 void dt_log_set_rank(int rank, int world, const char *host) {
     log_rank = rank;
@@ -17,6 +20,7 @@ void dt_log_set_rank(int rank, int world, const char *host) {
 }
 
 static void vreport(const char *kind, const char *fmt, va_list ap) {
+    if (log_quiet) return;
     char msg[2048];
     vsnprintf(msg, sizeof msg, fmt, ap);
     if (log_world > 1)

@@ -22,6 +22,10 @@ void dt_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Rank identity used in message prefixes; host may be NULL. */
 void dt_log_set_rank(int rank, int world, const char *host);
 
+/* While on, dt_error and dt_warn print nothing: the ranks other than 0 turn it on around work
+ * whose errors are the same on every rank (loading the config), so a job prints one message. */
+void dt_log_set_quiet(int quiet);
+
 /* Returns early with the status of an expression when it is not DT_OK. */
 #define DT_TRY(expr)                                                                               \
     do {                                                                                           \
