@@ -5,5 +5,6 @@
 
 int cmd_train(int argc, char **argv);
 int cmd_data(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ typedef struct command {
 static const command commands[] = {
     {"train", cmd_train, "train a model from a YAML config (alone, or under mpirun/srun)"},
     {"data", cmd_data, "prepare token shards from text files, or describe shards"},
+    {"plan", cmd_plan, "parameters, memory per rank, FLOPs/token; fails if it cannot fit"},
 };
 
 static void usage(FILE *f) {

@@ -12,6 +12,7 @@
 #include "launch/comm_plan.h"
 #include "launch/config.h"
 #include "launch/metrics.h"
+#include "launch/param_dump.h"
 #include "model/cpu/cpu_ops.h"
 #include "model/model.h"
 #include "optim/optimizer.h"
@@ -44,12 +45,15 @@ typedef struct trainer {
 } trainer;
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: difftrain train CONFIG.yaml [key.path=value ...]\n"
+    fprintf(f, "usage: difftrain train CONFIG.yaml [key.path=value ...] [--dump-params DIR]\n"
                "\n"
                "Trains the model the config describes on its data.train shards, validating on\n"
                "data.val every train.val_every steps. Overrides use the config's key paths, for\n"
                "example optim.lr=3e-4 train.steps=100. Runs as one rank alone, or under mpirun/srun\n"
-               "on parallel.tp x parallel.dp ranks.\n");
+               "on parallel.tp x parallel.dp ranks.\n"
+               "\n"
+               "--dump-params DIR  after the last step, write the parameters as global tensors\n"
+               "                   (DIR/layout.txt, DIR/params.bin), whatever the layout\n");
 }
 
 /* A collective failing inside the model leaves the group in an unknown state: end the job. */
@@ -266,6 +270,19 @@ int cmd_train(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? DT_ERR_INPUT : DT_OK;
     }
+    /* --dump-params DIR may stand anywhere after the config; the rest are overrides */
+    const char *dump_dir = NULL;
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--dump-params") == 0) {
+            if (i + 1 >= argc) {
+                dt_error("--dump-params needs a directory");
+                return DT_ERR_INPUT;
+            }
+            dump_dir = argv[i + 1];
+            memmove(&argv[i], &argv[i + 2], (size_t)(argc - i - 2) * sizeof *argv);
+            argc -= 2;
+            i--;
+        }
     trainer t;
     memset(&t, 0, sizeof t);
     dt_status st = world_init(&t.world, &argc, &argv);
@@ -283,6 +300,7 @@ int cmd_train(int argc, char **argv) {
     DT_TRY_GOTO(st, trainer_setup(&t), done);
     if (t.world.rank == 0) print_banner(&t);
     st = trainer_run(&t);
+    if (st == DT_OK && dump_dir) st = param_dump_global(&t.model, &t.groups, dump_dir);
     /* a failure inside the run may be one rank's alone (its data, its memory) while the others
      * wait in a collective: end the whole job rather than leave them hanging */
     if (st != DT_OK && t.world.size > 1) world_abort(&t.world, st);

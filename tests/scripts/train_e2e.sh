@@ -16,23 +16,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/difftrain-train-e2e-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "train_e2e: FAIL: $*" >&2; exit 1; }
 
-# A deterministic corpus of simple sentences, one document per paragraph.
-awk 'BEGIN {
-  split("the a one every some", det, " "); split("cat dog bird fish model token layer head", noun, " ");
-  split("sees likes trains follows attends predicts", verb, " ");
-  s = 12345;
-  for (doc = 0; doc < 400; doc++) {
-    n = 3 + doc % 5;
-    for (i = 0; i < n; i++) {
-      s = (s * 1103515245 + 12345) % 2147483648; a = int(s / 65536) % 5 + 1;
-      s = (s * 1103515245 + 12345) % 2147483648; b = int(s / 65536) % 8 + 1;
-      s = (s * 1103515245 + 12345) % 2147483648; c = int(s / 65536) % 6 + 1;
-      s = (s * 1103515245 + 12345) % 2147483648; e = int(s / 65536) % 8 + 1;
-      printf "%s %s %s the %s. ", det[a], noun[b], verb[c], noun[e];
-    }
-    printf "\n%%\n";
-  }
-}' >"$tmp/corpus.txt"
+bash "$(dirname "$0")/make_corpus.sh" >"$tmp/corpus.txt"
 "$BIN" data prepare --out "$tmp/data" --name tiny --split-on % --val-fraction 0.1 "$tmp/corpus.txt" \
   >"$tmp/prepare.log" 2>&1 || { cat "$tmp/prepare.log"; fail "data prepare"; }
 
