@@ -33,7 +33,8 @@ static void plan_usage(FILE *f) {
         "  --json             print one JSON object instead of the table\n"
         "  --help             this text\n"
         "\n"
-        "Memory per rank, with P the largest tensor-parallel rank's parameters and S = ceil(P/dp):\n"
+        "Memory per rank, with P the largest tensor-parallel rank's parameters and\n"
+        "S = ceil(P/dp) its largest ZeRO shard:\n"
         "  weights      fp32 4P; bf16 2P working copy + fp32 master 4P (4S when zero >= 1)\n"
         "  gradients    fp32 4P; bf16 2P; zero 2 adds the fp32 shard accumulator 4S\n"
         "  optimizer    AdamW m and v in fp32: 8P (8S when zero >= 1)\n"
@@ -73,7 +74,19 @@ static const char *short_count(char *buf, size_t n, double v) {
     return buf;
 }
 
-static const char *precision_name(dt_precision p) { return p == DT_PRECISION_BF16 ? "bf16" : "fp32"; }
+/* bytes in the largest binary unit that keeps the number >= 1: "8.56 GiB", "5.55 MiB" */
+static const char *human_bytes(char *buf, size_t n, uint64_t v) {
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double x = (double)v;
+    int u = 0;
+    while (x >= 1024.0 && u < 4) x /= 1024.0, u++;
+    snprintf(buf, n, u == 0 ? "%.0f %s" : "%.2f %s", x, units[u]);
+    return buf;
+}
+
+static const char *precision_name(dt_precision p) {
+    return p == DT_PRECISION_BF16 ? "bf16" : "fp32";
+}
 
 /* What each category counts, in words (the table's last column and the JSON's
  * memory_counted). */
@@ -92,13 +105,14 @@ static void describe(notes *n, const dt_plan *p) {
              p->zero == 2 ? " (one micro-batch) + 4 B x P/dp fp32 shard accumulator" : "");
     snprintf(n->optimizer, sizeof n->optimizer, "AdamW m, v: 8 B x %s",
              sharded ? "P/dp (ZeRO shard)" : "P");
-    snprintf(n->activations, sizeof n->activations, "%llu elements x %d B (%s)",
-             (unsigned long long)p->activation_floats, bf16 ? 2 : 4,
+    char count[32];
+    snprintf(n->activations, sizeof n->activations, "%s elements x %d B (%s)",
+             with_commas(count, sizeof count, p->activation_floats), bf16 ? 2 : 4,
              bf16 ? "bf16 storage assumed" : "fp32");
 }
 
-static void print_table(const dt_config *c, const dt_plan *p, int have_dev, uint64_t dev,
-                        int fits) {
+static void print_table(const dt_config *c, const dt_plan *p, int world, int have_dev,
+                        uint64_t dev, int fits) {
     char a[64], b[64];
     const dt_model_config *m = &c->model;
     notes n;
@@ -108,8 +122,10 @@ static void print_table(const dt_config *c, const dt_plan *p, int have_dev, uint
            "%s embeddings\n", config_arch_name(m->arch), m->n_layers, m->d_model, m->n_heads,
            config_head_dim(m), m->n_kv_heads, m->ffn_dim, m->vocab_size,
            m->tie_embeddings ? "tied" : "untied");
-    printf("layout     tp %d x dp %d = %d ranks, zero %d, precision %s\n", p->tp, p->dp,
-           p->tp * p->dp, p->zero, precision_name(p->precision));
+    printf("layout     tp %d x dp %d = %d ranks, zero %d, precision %s%s\n", p->tp, p->dp,
+           p->tp * p->dp, p->zero, precision_name(p->precision),
+           c->parallel.dp == 0 && !world ? " (parallel.dp auto: taken as 1; --world N sets it)"
+                                         : "");
     printf("batch      micro_batch %d x seq_len %d, global_batch %d (%d micro-batches per step "
            "per rank), %.0f tokens per step\n\n", p->micro_batch, p->seq_len, p->global_batch,
            p->grad_accum, p->tokens_per_step);
@@ -143,16 +159,17 @@ static void print_table(const dt_config *c, const dt_plan *p, int have_dev, uint
         {"total", p->mem.total, ""},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
-        printf("  %-14s %12.3f %18s  %s\n", rows[i].name, rows[i].bytes / GIB,
-               with_commas(a, sizeof a, rows[i].bytes), rows[i].note);
+        printf("  %-14s %12.3f %18s%s%s\n", rows[i].name, rows[i].bytes / GIB,
+               with_commas(a, sizeof a, rows[i].bytes), rows[i].note[0] ? "  " : "",
+               rows[i].note);
 
     printf("\ncompute\n");
-    printf("  %-22s %.4g (forward + backward)\n", "FLOPs per token", p->flops_per_token);
-    printf("  %-22s %.4g (all ranks)\n", "FLOPs per step", p->flops_per_step);
-    printf("  %-22s %.4g\n", "FLOPs per step per rank", p->flops_per_step / (p->tp * p->dp));
+    printf("  %-24s %.4g (forward + backward)\n", "FLOPs per token", p->flops_per_token);
+    printf("  %-24s %.4g (all ranks)\n", "FLOPs per step", p->flops_per_step);
+    printf("  %-24s %.4g\n", "FLOPs per step per rank", p->flops_per_step / (p->tp * p->dp));
 
     if (have_dev)
-        printf("\ndevice     %.2f GiB per rank: %s (%.1f%% used)\n", dev / GIB,
+        printf("\ndevice     %s per rank: %s (%.1f%% used)\n", human_bytes(a, sizeof a, dev),
                fits ? "fits" : "does NOT fit", 100.0 * (double)p->mem.total / (double)dev);
     else
         printf("\ndevice     not given (--device-mem SIZE to check the fit)\n");
@@ -199,9 +216,11 @@ static void print_json(const dt_config *c, const dt_plan *p, int have_dev, uint6
     printf(", \"activations\": ");
     json_string(n.activations);
     printf("}");
-    printf(", \"layout\": {\"tp\": %d, \"dp\": %d, \"zero\": %d, \"precision\": \"%s\", "
-           "\"micro_batch\": %d, \"seq_len\": %d, \"global_batch\": %d, \"grad_accum\": %d}",
-           p->tp, p->dp, p->zero, precision_name(p->precision), p->micro_batch, p->seq_len,
+    printf(", \"layout\": {\"tp\": %d, \"dp\": %d, \"dp_auto\": %s, \"zero\": %d, "
+           "\"precision\": \"%s\", \"micro_batch\": %d, \"seq_len\": %d, \"global_batch\": %d, "
+           "\"grad_accum\": %d}",
+           p->tp, p->dp, c->parallel.dp == 0 ? "true" : "false", p->zero,
+           precision_name(p->precision), p->micro_batch, p->seq_len,
            p->global_batch, p->grad_accum);
     if (have_dev)
         printf(", \"device_mem_bytes\": %llu, \"fits\": %s}\n", (unsigned long long)dev,
@@ -296,12 +315,14 @@ int cmd_plan(int argc, char **argv) {
     }
     int have_dev = dev_text != NULL, fits = have_dev && p.mem.total <= dev;
     if (json) print_json(cfg, &p, have_dev, dev, fits);
-    else print_table(cfg, &p, have_dev, dev, fits);
+    else print_table(cfg, &p, world, have_dev, dev, fits);
     fflush(stdout);
     rc = DT_OK;
     if (have_dev && !fits) {
-        dt_error("%s: needs %.2f GiB per rank, the device has %.2f GiB: raise parallel.tp/dp or "
-                 "zero, or lower train.micro_batch", cfg->source, p.mem.total / GIB, dev / GIB);
+        char need[32], have[32];
+        dt_error("%s: needs %s per rank, the device has %s: raise parallel.tp/dp or "
+                 "parallel.zero, or lower train.micro_batch", cfg->source,
+                 human_bytes(need, sizeof need, p.mem.total), human_bytes(have, sizeof have, dev));
         rc = DT_ERR_INPUT;
     }
     dt_free(cfg);

@@ -373,7 +373,7 @@ static void test_parse_bytes(void **state) {
         {"8e10", 80000000000ull},
         {"1.25e3", 1250},
         {"18446744073709551615", UINT64_MAX},
-        {"16777216T", 1ull << 63},
+        {"8388608T", 1ull << 63},
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         uint64_t b = 0;
@@ -386,7 +386,7 @@ static void test_parse_bytes(void **state) {
         "",      "GiB",    "-1GiB", "+1G",     " 80GiB", "80 GiB", "80GiB ", "80XB",
         "80GiBx", "80Gi",  "0",     "0GiB",    "1.5",    "0.0001KB", "0x10",   "inf",
         "nan",   "1e",     "1e+",   "1..5G",   ".",      "e5",     "1,5G",   "1e20",
-        "18446744073709551616", "16777216TiB", "1PiB",
+        "18446744073709551616", "16777216T", "1PiB",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         uint64_t b = 0;
