@@ -1,5 +1,5 @@
 /* Check macros for the foreign libraries of the distributed layer, one per status type (MPI,
- * NCCL, CUDA). Each is a do { } while (0) statement that evaluates its argument once; on failure
+ * NCCL). Each is a do { } while (0) statement that evaluates its argument once; on failure
  * it reports the call's text, file:line, the world rank and the host, with the library's own
  * error string, and makes the enclosing function return DT_ERR_RUNTIME.
  *
@@ -7,14 +7,15 @@
  * leave the other ranks of its group waiting, so the caller either agrees on the status first
  * (dist_agree in dist/comm.h) or, at the top level, ends every rank with world_abort.
  *
- * DT_MPI_CHECK needs <mpi.h>, DT_NCCL_CHECK <nccl.h> and DT_CUDA_CHECK <cuda_runtime.h> where
- * they are used; this header itself needs none, so C callers without CUDA can include it. */
+ * DT_MPI_CHECK needs <mpi.h> and DT_NCCL_CHECK <nccl.h> where they are used; this header
+ * itself needs neither, so C callers without CUDA can include it. A CUDA check macro elsewhere
+ * can report the same way through dist_check_fail("CUDA", ...). */
 #ifndef DT_DIST_CHECK_H
 #define DT_DIST_CHECK_H
 
 #include "util/status.h"
 
-/* Reports "LIB call failed at FILE:LINE on rank R of N (HOST): ERR" through dt_error and returns
+/* Reports "LIB call CALL failed at FILE:LINE on rank R of N (HOST): ERR" via dt_error; returns
  * DT_ERR_RUNTIME. The rank and host come from MPI_COMM_WORLD when MPI is initialised (and not
  * finalised), otherwise they read "rank ?" and the host name of the machine. */
 dt_status dist_check_fail(const char *lib, const char *call, const char *file, int line,
@@ -39,16 +40,6 @@ const char *dist_mpi_error_string(int code, char *buf, int len);
         if (dt_nccl_rc_ != ncclSuccess)                                                            \
             return dist_check_fail("NCCL", #call, __FILE__, __LINE__,                              \
                                    ncclGetErrorString(dt_nccl_rc_));                               \
-    } while (0)
-
-#define DT_CUDA_CHECK(call)                                                                        \
-    do {                                                                                           \
-        cudaError_t dt_cuda_rc_ = (call);                                                          \
-        if (dt_cuda_rc_ != cudaSuccess) {                                                          \
-            (void)cudaGetLastError(); /* clear a non-sticky error so later calls start clean */    \
-            return dist_check_fail("CUDA", #call, __FILE__, __LINE__,                              \
-                                   cudaGetErrorString(dt_cuda_rc_));                               \
-        }                                                                                          \
     } while (0)
 
 #endif

@@ -6,7 +6,8 @@ static dt_status groups_check_layout(const dt_world *w, int tp, int *dp) {
     const char *why = NULL;
     if (tp < 1) why = "parallel.tp must be at least 1";
     else if (*dp <= 0 && w->size % tp != 0) why = "parallel.tp must divide the world size";
-    else if (*dp > 0 && (long)tp * *dp != w->size) why = "parallel.tp * parallel.dp must equal the world size";
+    else if (*dp > 0 && (long)tp * *dp != w->size)
+        why = "parallel.tp * parallel.dp must equal the world size";
     if (why) {
         /* every rank reaches the same verdict from the same config; one message is enough */
         if (w->rank == 0) {
