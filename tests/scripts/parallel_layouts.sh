@@ -35,11 +35,11 @@ train() { # train NAME NP CONFIG [overrides...]
 for arch in diff diff_v2 transformer; do
   cfg="$CONFIGS/parallel/$arch.yaml"
   train "$arch-ref" 1 "$cfg"
-  for layout in "1 2" "1 4" "2 1" "2 2" "4 1"; do
+  for layout in "1 1" "1 2" "1 4" "2 1" "2 2" "4 1"; do
     set -- $layout
     tp=$1 dp=$2
     zeros="0 1 2"
-    [ "$dp" -eq 1 ] && zeros="0"
+    [ "$tp" -eq 1 ] && [ "$dp" -eq 1 ] && zeros="1 2" # zero 0 on one rank is the reference
     for zero in $zeros; do
       name="$arch-tp$tp-dp$dp-zero$zero"
       train "$name" $((tp * dp)) "$cfg" parallel.tp=$tp parallel.dp=$dp parallel.zero=$zero
