@@ -10,7 +10,8 @@ packages=(
   libyaml-dev                                # configs
   libhdf5-openmpi-dev                        # checkpoints (the Open MPI flavour)
   libcmocka-dev                              # unit tests
-  python3-torch python3-numpy python3-yaml   # independent reference checks and benchmarks
+  python3-torch python3-numpy                # independent reference checks and benchmarks
+  procps                                     # pgrep, for the failure tests
   fortunes                                   # the demo's natural-English corpus
 )
 
