@@ -2,9 +2,11 @@
  * tp x dp ranks (tensor parallelism inside the model, data parallelism with ZeRO here). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "ckpt/ckpt.h"
 #include "data/loader.h"
 #include "dist/groups.h"
 #include "dist/world.h"
@@ -42,10 +44,14 @@ typedef struct trainer {
     int grad_accum;                 /* micro-batches per step on each data-parallel rank */
     int32_t *inputs, *targets;      /* (micro_batch, seq_len) host staging */
     dt_comm_bytes analytic;         /* bytes one step should move per group */
+    int start_step;                 /* steps already done (a resumed checkpoint's step) */
+    int last_saved;                 /* step of the newest checkpoint this run saved or loaded */
+    int stop_after;                 /* --stop-after N: leave the loop after step N; 0 = never */
 } trainer;
 
 static void usage(FILE *f) {
     fprintf(f, "usage: difftrain train CONFIG.yaml [key.path=value ...] [--dump-params DIR]\n"
+               "                      [--stop-after N]\n"
                "\n"
                "Trains the model the config describes on its data.train shards, validating on\n"
                "data.val every train.val_every steps. Overrides use the config's key paths, for\n"
@@ -53,7 +59,14 @@ static void usage(FILE *f) {
                "on parallel.tp x parallel.dp ranks.\n"
                "\n"
                "--dump-params DIR  after the last step, write the parameters as global tensors\n"
-               "                   (DIR/layout.txt, DIR/params.bin), whatever the layout\n");
+               "                   (DIR/layout.txt, DIR/params.bin), whatever the layout\n"
+               "--stop-after N     stop after step N as a preempted job would (saving a checkpoint\n"
+               "                   there when checkpoint.dir is set); the learning-rate schedule\n"
+               "                   still spans train.steps, so a resumed run continues it\n"
+               "\n"
+               "Checkpoints (README \"Checkpoints\"): with checkpoint.dir, one is saved every\n"
+               "checkpoint.every steps and after the last step; checkpoint.resume (auto, never or\n"
+               "a path) continues a run, checkpoint.init_from starts one from another's weights.\n");
 }
 
 /* A collective failing inside the model leaves the group in an unknown state: end the job. */
@@ -154,13 +167,6 @@ static dt_status trainer_setup(trainer *t) {
                      "fp32", c->source);
         return DT_ERR_INPUT;
     }
-    if (c->checkpoint.dir[0] || c->checkpoint.init_from[0]) {
-        if (t->world.rank == 0)
-            dt_error("%s: checkpoint.%s: checkpoints are not available in this build yet; remove "
-                     "the key to train without them", c->source,
-                     c->checkpoint.dir[0] ? "dir" : "init_from");
-        return DT_ERR_INPUT;
-    }
     t->grad_accum = c->train.global_batch / (c->train.micro_batch * g->dp_size);
     if (c->train.threads > 0) cpu_set_threads(c->train.threads);
     t->be = dt_backend_cpu();
@@ -192,6 +198,66 @@ static dt_status trainer_setup(trainer *t) {
     st = t->world.rank == 0 ? metrics_open(&t->metrics, c->log.metrics) : DT_OK;
     DT_TRY(dist_agree(&g->world, st));
     t->analytic = comm_plan_step_bytes(c, &t->model);
+    return DT_OK;
+}
+
+static dt_ckpt_state ckpt_state(trainer *t) {
+    return (dt_ckpt_state){&t->cfg, &t->model, &t->opt, &t->zero, &t->groups};
+}
+
+/* checkpoint.resume first (a run that started from init_from resumes from its own checkpoints),
+ * else checkpoint.init_from's weights with a fresh optimizer and schedule. */
+static dt_status trainer_restore(trainer *t) {
+    const dt_checkpoint_config *cc = &t->cfg.checkpoint;
+    dt_ckpt_state s = ckpt_state(t);
+    dt_ckpt_meta meta;
+    dt_ckpt_stats stats;
+    char path[4300];
+    int found = 0;
+    dt_log_set_quiet(t->world.rank != 0);
+    dt_status st = ckpt_resolve_resume(cc->resume, cc->dir, path, sizeof path, &found);
+    if (st == DT_OK && !found && cc->init_from[0])
+        st = ckpt_resolve_dir(cc->init_from, path, sizeof path);
+    dt_log_set_quiet(0);
+    DT_TRY(dist_agree(&t->groups.world, st));
+    if (!found && !cc->init_from[0]) return DT_OK;
+    DT_TRY(ckpt_load(&s, path, found ? DT_CKPT_RESUME : DT_CKPT_WEIGHTS, &meta, &stats));
+    if (found) {
+        t->start_step = (int)meta.step;
+        t->last_saved = (int)meta.step;
+    }
+    if (t->world.rank == 0) {
+        printf("checkpoint: %s %s at step %lld (saved at tp %d x dp %d, zero %d; %.1f MB in "
+               "%.2f s)%s\n", found ? "resumed from" : "initialised the weights from", path,
+               (long long)meta.step, meta.tp, meta.dp, meta.zero, stats.bytes / 1e6,
+               stats.seconds, found ? "" : "; fresh optimizer and schedule");
+        if (found && cc->init_from[0])
+            printf("checkpoint: checkpoint.init_from is ignored: the run resumes from its own "
+                   "checkpoint\n");
+        fflush(stdout);
+    }
+    return DT_OK;
+}
+
+/* Saves the state after `done` steps into checkpoint.dir. */
+static dt_status trainer_save(trainer *t, int done) {
+    const dt_config *c = &t->cfg;
+    dt_ckpt_state s = ckpt_state(t);
+    dt_ckpt_meta meta;
+    dt_ckpt_stats stats;
+    memset(&meta, 0, sizeof meta);
+    meta.step = done;
+    meta.samples_consumed = (uint64_t)done * (uint64_t)c->train.global_batch;
+    meta.tokens_consumed = meta.samples_consumed * (uint64_t)c->train.seq_len;
+    meta.rng_seed = c->train.seed;
+    meta.rng_counter = meta.samples_consumed;
+    DT_TRY(ckpt_save(&s, c->checkpoint.dir, &meta, &stats));
+    t->last_saved = done;
+    if (t->world.rank == 0) {
+        printf("checkpoint: saved step %d to %s (%.1f MB in %.2f s)\n", done, stats.path,
+               stats.bytes / 1e6, stats.seconds);
+        fflush(stdout);
+    }
     return DT_OK;
 }
 
@@ -229,8 +295,9 @@ static void print_banner(const trainer *t) {
 static dt_status trainer_run(trainer *t) {
     const dt_config *c = &t->cfg;
     double t0 = now_s(), last = t0;
-    int last_step = 0;
-    for (int step = 0; step < c->train.steps; step++) {
+    int last_step = t->start_step;
+    for (int step = t->start_step; step < c->train.steps; step++) {
+        if (t->stop_after > 0 && step >= t->stop_after) break;
         dt_step_metrics s;
         memset(&s, 0, sizeof s);
         comm_reset_bytes(&t->groups.tp);
@@ -261,6 +328,11 @@ static dt_status trainer_run(trainer *t) {
             last_step = step + 1;
             metrics_write(&t->metrics, &s);
         }
+        int stop = t->stop_after > 0 && step + 1 == t->stop_after;
+        if (c->checkpoint.dir[0] && step + 1 > t->last_saved &&
+            ((c->checkpoint.every > 0 && (step + 1) % c->checkpoint.every == 0) || last_of_run ||
+             stop))
+            DT_TRY(trainer_save(t, step + 1));
     }
     return DT_OK;
 }
@@ -272,19 +344,31 @@ int cmd_train(int argc, char **argv) {
     }
     /* --dump-params DIR may stand anywhere after the config; the rest are overrides */
     const char *dump_dir = NULL;
+    int stop_after = 0;
     for (int i = 2; i < argc; i++)
-        if (strcmp(argv[i], "--dump-params") == 0) {
+        if (strcmp(argv[i], "--dump-params") == 0 || strcmp(argv[i], "--stop-after") == 0) {
             if (i + 1 >= argc) {
-                dt_error("--dump-params needs a directory");
+                dt_error("%s needs %s", argv[i], argv[i][2] == 'd' ? "a directory" : "a step");
                 return DT_ERR_INPUT;
             }
-            dump_dir = argv[i + 1];
+            if (argv[i][2] == 'd') {
+                dump_dir = argv[i + 1];
+            } else {
+                char *end = NULL;
+                long n = strtol(argv[i + 1], &end, 10);
+                if (!*argv[i + 1] || *end || n < 1 || n > 1000000000) {
+                    dt_error("--stop-after: expected a step >= 1, got '%s'", argv[i + 1]);
+                    return DT_ERR_INPUT;
+                }
+                stop_after = (int)n;
+            }
             memmove(&argv[i], &argv[i + 2], (size_t)(argc - i - 2) * sizeof *argv);
             argc -= 2;
             i--;
         }
     trainer t;
     memset(&t, 0, sizeof t);
+    t.stop_after = stop_after;
     dt_status st = world_init(&t.world, &argc, &argv);
     if (st != DT_OK) return st;
     /* every rank reads the same config and finds the same problems: rank 0 reports them */
@@ -299,6 +383,7 @@ int cmd_train(int argc, char **argv) {
     }
     DT_TRY_GOTO(st, trainer_setup(&t), done);
     if (t.world.rank == 0) print_banner(&t);
+    DT_TRY_GOTO(st, trainer_restore(&t), done);
     st = trainer_run(&t);
     if (st == DT_OK && dump_dir) st = param_dump_global(&t.model, &t.groups, dump_dir);
     /* a failure inside the run may be one rank's alone (its data, its memory) while the others

@@ -11,8 +11,12 @@ packages=(
   libhdf5-openmpi-dev                        # checkpoints (the Open MPI flavour)
   libcmocka-dev                              # unit tests
   python3-torch python3-numpy                # independent reference checks and benchmarks
+  python3-h5py                               # reads checkpoints in the tests (index.h5 from Python)
   procps                                     # pgrep, for the failure tests
   fortunes                                   # the demo's natural-English corpus
+  # a one-machine Slurm for the Slurm tests; its srun --mpi=pmix loads the libpmix.so of
+  # libpmix-dev, which libopenmpi-dev brings
+  slurmctld slurmd slurm-client
 )
 
 missing=()
