@@ -1,6 +1,7 @@
 /* `difftrain train CONFIG.yaml [key.path=value ...]`: the training driver, on one rank or on
  * tp x dp ranks (tensor parallelism inside the model, data parallelism with ZeRO here). */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "launch/config.h"
 #include "launch/metrics.h"
 #include "launch/param_dump.h"
+#include "launch/preempt.h"
 #include "model/cpu/cpu_ops.h"
 #include "model/model.h"
 #include "optim/optimizer.h"
@@ -328,11 +330,21 @@ static dt_status trainer_run(trainer *t) {
             last_step = step + 1;
             metrics_write(&t->metrics, &s);
         }
-        int stop = t->stop_after > 0 && step + 1 == t->stop_after;
+        /* a preemption signal on any rank stops every rank after this same step */
+        int signo = 0;
+        DT_TRY(preempt_agree(&t->groups.world, &signo));
+        if (signo && t->world.rank == 0) {
+            printf("preempted: %s received; stopping after step %d%s\n",
+                   signo == SIGTERM ? "SIGTERM" : "SIGUSR1", step + 1,
+                   c->checkpoint.dir[0] ? " with a checkpoint" : " (no checkpoint.dir: nothing saved)");
+            fflush(stdout);
+        }
+        int stop = (t->stop_after > 0 && step + 1 == t->stop_after) || signo;
         if (c->checkpoint.dir[0] && step + 1 > t->last_saved &&
             ((c->checkpoint.every > 0 && (step + 1) % c->checkpoint.every == 0) || last_of_run ||
              stop))
             DT_TRY(trainer_save(t, step + 1));
+        if (signo) break;
     }
     return DT_OK;
 }
@@ -369,6 +381,7 @@ int cmd_train(int argc, char **argv) {
     trainer t;
     memset(&t, 0, sizeof t);
     t.stop_after = stop_after;
+    preempt_install(); /* before MPI: a signal during start-up is kept for the first step */
     dt_status st = world_init(&t.world, &argc, &argv);
     if (st != DT_OK) return st;
     /* every rank reads the same config and finds the same problems: rank 0 reports them */
