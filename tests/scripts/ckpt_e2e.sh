@@ -99,11 +99,11 @@ grep -q "checkpoint: pausing" "$tmp/kill.out" || { kill $job; fail "the save nev
 victim=$(pgrep -P "$job" -f "difftrain train" | tail -1) # a rank: mpirun's child
 [ -n "$victim" ] || { kill $job; fail "no rank to kill"; }
 kill -9 "$victim"
-( sleep 60; kill -9 $job 2>/dev/null ) &
+( sleep 60; kill -9 $job ) >/dev/null 2>&1 &
 watchdog=$!
 wait $job
 rc=$?
-kill $watchdog 2>/dev/null
+pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null
 [ $rc -ne 0 ] || fail "the job survived a rank killed mid-save"
 [ "$(cat "$K/latest")" = step_00000005 ] || fail "latest moved off step_00000005: $(cat "$K/latest")"
 [ -d "$K/step_00000010.tmp" ] || fail "the interrupted save left no step_00000010.tmp"

@@ -82,12 +82,12 @@ victim=$(pgrep -P "$job" -f "difftrain train" | tail -1)
 [ -n "$victim" ] || { kill $job; fail "no rank to kill"; }
 kill -9 "$victim"
 start=$(date +%s)
-( sleep 60; kill -9 $job 2>/dev/null ) &
+( sleep 60; kill -9 $job ) >/dev/null 2>&1 &
 watchdog=$!
 wait $job
 rc=$?
 elapsed=$(( $(date +%s) - start ))
-kill $watchdog 2>/dev/null
+pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null
 [ $rc -ne 0 ] || fail "the job survived a killed rank with status 0"
 [ $elapsed -lt 60 ] || fail "the job took ${elapsed}s to end after a rank was killed"
 echo "killed rank $victim: the job ended in ${elapsed}s with status $rc"

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Preemption and failure under mpirun (2 ranks, tp 2):
+# - SIGUSR1 to mpirun (which forwards it to the ranks): the ranks stop after the same step, save
+#   a checkpoint and the job exits 0; running again continues from it (resume: auto);
+# - a rank killed with SIGKILL mid-training: the job ends within 60 s with a non-zero status and
+#   the last committed checkpoint still verifies.
+# usage: mpirun_faults.sh DIFFTRAIN_BIN CONFIG_DIR MPIEXEC
+set -u
+BIN=$(readlink -f "${1:?usage}"); CONFIGS=${2:?usage}; MPIEXEC=${3:-mpirun}
+HERE=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/difftrain-faults-XXXXXX")
+trap 'pkill -9 -f "checkpoint.dir=$tmp/" 2>/dev/null; rm -rf "$tmp"' EXIT
+fail() { echo "mpirun_faults: FAIL: $*" >&2; exit 1; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+bash "$HERE/make_corpus.sh" 300 >"$tmp/corpus.txt"
+"$BIN" data prepare --out "$tmp/data" --name f --split-on % "$tmp/corpus.txt" >/dev/null || fail "data prepare"
+run() { # run NAME [overrides...] in the background; its pid in $job
+  local name=$1
+  shift
+  "$MPIEXEC" --oversubscribe --bind-to none -np 2 "$BIN" train "$CONFIGS/tiny.yaml" parallel.tp=2 \
+    "data.train=$tmp/data/f_train_000000.bin" "data.val=$tmp/data/f_val_000000.bin" train.val_every=0 \
+    "checkpoint.dir=$tmp/$name" log.every=1 "$@" >"$tmp/$name.out" 2>&1 &
+  job=$!
+}
+wait_for() { # wait_for FILE PATTERN SECS
+  local end=$((SECONDS + $3))
+  until grep -q "$2" "$1" 2>/dev/null; do
+    [ $SECONDS -lt $end ] || return 1
+    sleep 0.2
+  done
+}
+
+# ---- SIGUSR1: stop, save, exit 0; then continue
+run pre train.steps=100000 checkpoint.every=0
+wait_for "$tmp/pre.out" "^step " 60 || fail "no step logged"
+kill -USR1 $job
+wait $job
+rc=$?
+[ $rc -eq 0 ] || { tail "$tmp/pre.out"; fail "the preempted job exited $rc, expected 0"; }
+saved=$(sed -n 's/^checkpoint: saved step \([0-9]*\) .*/\1/p' "$tmp/pre.out" | tail -1)
+[ -n "$saved" ] && grep -q "^preempted: SIGUSR1" "$tmp/pre.out" || { tail "$tmp/pre.out"; fail "no preemption checkpoint"; }
+"$BIN" ckpt verify "$tmp/pre" >/dev/null || fail "the preemption checkpoint does not verify"
+run pre train.steps=$((saved + 2)) checkpoint.every=0
+wait $job || { tail "$tmp/pre.out"; fail "the resumed job failed"; }
+first=$(sed -n 's/^step *\([0-9]*\)\/.*/\1/p' "$tmp/pre.out" | head -1)
+[ "$first" = $((saved + 1)) ] || fail "the resumed run started at step $first, expected $((saved + 1))"
+echo "mpirun_faults: SIGUSR1 after step $saved: exit 0, checkpoint verifies, the next run starts at step $first"
+
+# ---- SIGKILL of one rank
+run kill train.steps=100000 checkpoint.every=5
+wait_for "$tmp/kill.out" "^checkpoint: saved step" 60 || fail "no checkpoint saved"
+victim=$(pgrep -f "difftrain train .*checkpoint.dir=$tmp/kill " | tail -1)
+[ -n "$victim" ] || fail "no rank to kill"
+kill -9 "$victim"
+start=$SECONDS
+( sleep 60; kill -9 $job ) >/dev/null 2>&1 &
+watchdog=$!
+wait $job
+rc=$?
+elapsed=$((SECONDS - start))
+pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null
+[ $rc -ne 0 ] || fail "the job exited 0 after a rank was killed"
+[ $elapsed -lt 60 ] || fail "the job took ${elapsed}s to end"
+"$BIN" ckpt verify "$tmp/kill" >/dev/null || fail "the last committed checkpoint does not verify"
+echo "mpirun_faults: rank $victim killed: the job ended in ${elapsed}s with status $rc; the last checkpoint verifies"
+echo "mpirun_faults: ok"
