@@ -61,6 +61,7 @@ elapsed=$((SECONDS - start))
 pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null
 [ $rc -ne 0 ] || fail "the job exited 0 after a rank was killed"
 [ $elapsed -lt 60 ] || fail "the job took ${elapsed}s to end"
+grep -Eq "rank [0-9]+ .*on node $(uname -n)" "$tmp/kill.out" || { tail "$tmp/kill.out"; fail "no message names the failed rank and host"; }
 "$BIN" ckpt verify "$tmp/kill" >/dev/null || fail "the last committed checkpoint does not verify"
 echo "mpirun_faults: rank $victim killed: the job ended in ${elapsed}s with status $rc; the last checkpoint verifies"
 echo "mpirun_faults: ok"

@@ -94,6 +94,7 @@ start=$SECONDS
 state=$(slurm_wait_job "$job" 60) || fail "job $job still running 60 s after a rank was killed"
 elapsed=$((SECONDS - start))
 case $state in COMPLETED*) fail "job $job ended $state after a rank was killed" ;; esac
+grep -Eq "srun: error: $(uname -n): task [0-9]+" "$out" || { tail "$out"; fail "no message names the failed task and host"; }
 "$BIN" ckpt verify "$tmp/kill" >/dev/null || fail "the last committed checkpoint does not verify after the kill"
 step "job $job: rank $victim killed, the job ended in ${elapsed}s ($state); the last checkpoint verifies"
 echo "slurm_e2e: ok"
