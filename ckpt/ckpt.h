@@ -82,8 +82,6 @@ dt_status ckpt_resolve_dir(const char *dir, char *path, size_t n);
 int ckpt_model_config_agrees(const dt_model_config *saved, const dt_model_config *now,
                              int weights_only, char *why, size_t n);
 
-#endif
-
 /* ---- the `difftrain ckpt` tools (no MPI needed) ---- */
 
 /* Prints a checkpoint's metadata (step, tokens, samples, layout, format version, RNG), its
@@ -96,3 +94,5 @@ dt_status ckpt_inspect(const char *dir, FILE *out);
  * whole). Prints one line per problem naming the file and the tensor, then "ok" or the count.
  * Returns DT_OK, DT_ERR_RUNTIME (a damaged checkpoint) or DT_ERR_INPUT (dir is not one). */
 dt_status ckpt_verify(const char *dir, FILE *out);
+
+#endif
