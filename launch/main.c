@@ -14,6 +14,7 @@ static const command commands[] = {
     {"train", cmd_train, "train a model from a YAML config (alone, or under mpirun/srun)"},
     {"data", cmd_data, "prepare token shards from text files, or describe shards"},
     {"launch", cmd_launch, "start training on this host, over a hostfile, or as a Slurm job"},
+    {"eval", cmd_eval, "loss and perplexity of a checkpoint on data.val or a token shard"},
     {"ckpt", cmd_ckpt, "inspect or verify a checkpoint directory"},
     {"plan", cmd_plan, "parameters, memory per rank, FLOPs/token; fails if it cannot fit"},
 };
