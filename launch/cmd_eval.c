@@ -1,6 +1,8 @@
 /* `difftrain eval CONFIG.yaml --checkpoint DIR [--tokens FILE] [--out FILE.json]
  * [--max-batches N] [key.path=value ...]`: the loss and perplexity of a checkpoint's weights on
- * the config's validation shards or on one token shard, alone or on tp x dp ranks. */
+ * the config's validation shards or on one token shard, alone or on tp x dp ranks.
+ * `--task needles --tokens SHARD --answers FILE.jsonl ...`: multi-needle retrieval accuracy on
+ * the documents of `difftrain data needles`, by number of needles and by needle depth. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,15 +15,24 @@
 #include "dist/world.h"
 #include "launch/commands.h"
 #include "launch/config.h"
+#include "launch/needles_answers.h"
 #include "model/cpu/cpu_ops.h"
 #include "model/model.h"
 #include "util/alloc.h"
+
+#define EVAL_MAX_SETS 16 /* --tokens/--answers pairs of --task needles */
+#define DEPTH_BUCKETS 5  /* needle depth in [0, 0.2), [0.2, 0.4), ..., [0.8, 1.0] */
 
 typedef struct eval_args {
     const char *checkpoint; /* --checkpoint DIR (required) */
     const char *tokens;     /* --tokens FILE, or NULL: the config's data.val */
     const char *out;        /* --out FILE.json, or NULL */
     long max_batches;       /* --max-batches N; 0 = all of the data */
+    int needles;            /* --task needles (else --task loss, the default) */
+    const char *shards[EVAL_MAX_SETS];  /* every --tokens, in order */
+    const char *answers[EVAL_MAX_SETS]; /* every --answers, in order */
+    int n_shards, n_answers;
+    const char *dump; /* --dump-queries FILE (undocumented, for tests): one line per query */
 } eval_args;
 
 typedef struct evaluator {
@@ -37,6 +48,14 @@ typedef struct evaluator {
     char ckpt_path[4300];      /* the resolved step directory */
     long long step;            /* the checkpoint's step */
     long n_batches;            /* micro-batches to score, shared out over DP ranks */
+    int T;                     /* the model's sequence length: seq_len, or the longest document */
+    /* --task needles: the pairs, their documents numbered one after the other */
+    dt_needles_answers ans[EVAL_MAX_SETS];
+    dt_shard nshard[EVAL_MAX_SETS];
+    int n_sets;
+    uint64_t n_docs;  /* over all sets */
+    size_t n_queries; /* over all sets */
+    double *preds;    /* (n_queries, 6) the greedy prediction at each answer digit */
 } evaluator;
 
 static void usage(FILE *f) {
@@ -57,7 +76,20 @@ static void usage(FILE *f) {
             "                  on data.val the unshuffled stream from sample 0, as training's\n"
             "                  validation reads it: train.val_batches=N gives the same samples)\n"
             "--out FILE.json   also write {\"loss\", \"perplexity\", \"tokens\", \"checkpoint\",\n"
-            "                  \"step\", \"data\"} (rank 0)\n");
+            "                  \"step\", \"data\"} (rank 0)\n"
+            "\n"
+            "difftrain eval CONFIG.yaml --checkpoint DIR --task needles --tokens SHARD --answers FILE\n"
+            "               [--tokens SHARD --answers FILE ...] [--out FILE.json] [key.path=value ...]\n"
+            "\n"
+            "--task needles    multi-needle retrieval accuracy on the documents of `difftrain data\n"
+            "                  needles` (pairs of NAME_000000.bin and NAME_answers.jsonl, up to 16):\n"
+            "                  each document is one sequence of its C tokens (train.seq_len >= C),\n"
+            "                  and a query is right when, under teacher forcing, the argmax of the\n"
+            "                  logits predicts all 6 answer digits. Prints accuracy by number of\n"
+            "                  needles, by needle depth (5 buckets of 0.2) and overall; --out writes\n"
+            "                  {\"task\", \"accuracy\", \"correct\", \"queries\", \"by_needles\",\n"
+            "                  \"queries_by_needles\", \"by_depth\", \"queries_by_depth\",\n"
+            "                  \"checkpoint\", \"step\", \"data\"}\n");
 }
 
 /* A collective failing inside the model leaves the group in an unknown state: end the job. */
@@ -74,12 +106,13 @@ static dt_status parse_args(int *argc, char **argv, eval_args *a) {
     memset(a, 0, sizeof *a);
     for (int i = 2; i < *argc; i++) {
         const char *o = argv[i];
-        const char **dst = strcmp(o, "--checkpoint") == 0 ? &a->checkpoint
-                         : strcmp(o, "--tokens") == 0   ? &a->tokens
-                         : strcmp(o, "--out") == 0      ? &a->out
-                                                        : NULL;
-        int is_max = strcmp(o, "--max-batches") == 0;
-        if (!dst && !is_max) {
+        int is_max = strcmp(o, "--max-batches") == 0, is_task = strcmp(o, "--task") == 0;
+        int is_tokens = strcmp(o, "--tokens") == 0, is_answers = strcmp(o, "--answers") == 0;
+        const char **dst = strcmp(o, "--checkpoint") == 0    ? &a->checkpoint
+                         : strcmp(o, "--out") == 0           ? &a->out
+                         : strcmp(o, "--dump-queries") == 0  ? &a->dump
+                                                             : NULL;
+        if (!dst && !is_max && !is_task && !is_tokens && !is_answers) {
             if (strncmp(o, "--", 2) == 0) {
                 dt_error("eval: unknown option '%s' (see difftrain eval --help)", o);
                 return DT_ERR_INPUT;
@@ -87,19 +120,34 @@ static dt_status parse_args(int *argc, char **argv, eval_args *a) {
             continue; /* an override */
         }
         if (i + 1 >= *argc || !argv[i + 1][0]) {
-            dt_error("eval: %s needs %s", o, is_max ? "a number of micro-batches" : "a path");
+            dt_error("eval: %s needs %s", o,
+                     is_max ? "a number of micro-batches" : is_task ? "loss or needles" : "a path");
             return DT_ERR_INPUT;
         }
+        const char *v = argv[i + 1];
         if (is_max) {
             char *end = NULL;
-            long n = strtol(argv[i + 1], &end, 10);
+            long n = strtol(v, &end, 10);
             if (*end || n < 1 || n > 1000000000) {
-                dt_error("eval: --max-batches: expected a number >= 1, got '%s'", argv[i + 1]);
+                dt_error("eval: --max-batches: expected a number >= 1, got '%s'", v);
                 return DT_ERR_INPUT;
             }
             a->max_batches = n;
+        } else if (is_task) {
+            if (strcmp(v, "loss") != 0 && strcmp(v, "needles") != 0) {
+                dt_error("eval: --task: expected loss or needles, got '%s'", v);
+                return DT_ERR_INPUT;
+            }
+            a->needles = strcmp(v, "needles") == 0;
+        } else if (is_tokens || is_answers) {
+            int *n = is_tokens ? &a->n_shards : &a->n_answers;
+            if (*n == EVAL_MAX_SETS) {
+                dt_error("eval: %s given more than %d times", o, EVAL_MAX_SETS);
+                return DT_ERR_INPUT;
+            }
+            (is_tokens ? a->shards : a->answers)[(*n)++] = v;
         } else {
-            *dst = argv[i + 1];
+            *dst = v;
         }
         memmove(&argv[i], &argv[i + 2], (size_t)(*argc - i - 2) * sizeof *argv);
         *argc -= 2;
@@ -107,6 +155,25 @@ static dt_status parse_args(int *argc, char **argv, eval_args *a) {
     }
     if (!a->checkpoint) {
         dt_error("eval: --checkpoint DIR is required (a step directory or a checkpoint.dir)");
+        return DT_ERR_INPUT;
+    }
+    a->tokens = a->n_shards ? a->shards[0] : NULL;
+    if (a->needles) {
+        if (a->n_shards < 1 || a->n_shards != a->n_answers) {
+            dt_error("eval: --task needles needs pairs of --tokens SHARD --answers FILE.jsonl (the "
+                     "files of `difftrain data needles`), got %d --tokens and %d --answers",
+                     a->n_shards, a->n_answers);
+            return DT_ERR_INPUT;
+        }
+        if (a->max_batches) {
+            dt_error("eval: --max-batches applies to --task loss, not to --task needles");
+            return DT_ERR_INPUT;
+        }
+    } else if (a->n_answers || a->dump) {
+        dt_error("eval: %s applies to --task needles", a->n_answers ? "--answers" : "--dump-queries");
+        return DT_ERR_INPUT;
+    } else if (a->n_shards > 1) {
+        dt_error("eval: --tokens given %d times: --task loss scores one shard", a->n_shards);
         return DT_ERR_INPUT;
     }
     return DT_OK;
@@ -130,11 +197,46 @@ static dt_status check_shard_tokens(const dt_shard *s, int vocab_size) {
     return DT_OK;
 }
 
+/* --task needles: reads every answers file, checks it against its shard, and sizes the model for
+ * the longest document (at most train.seq_len, so at most model.max_seq_len). */
+static dt_status open_needles(evaluator *e, const eval_args *a) {
+    const dt_config *c = &e->cfg;
+    e->T = 1;
+    for (int i = 0; i < a->n_shards; i++) {
+        dt_needles_answers *ans = &e->ans[i];
+        DT_TRY(needles_answers_load(ans, a->answers[i]));
+        e->n_sets = i + 1; /* from here on eval_free releases this pair */
+        DT_TRY(shard_open(&e->nshard[i], a->shards[i]));
+        DT_TRY(check_shard_tokens(&e->nshard[i], c->model.vocab_size));
+        DT_TRY(needles_answers_check_shard(ans, a->answers[i], &e->nshard[i]));
+        if (ans->context > c->train.seq_len) {
+            dt_error("%s: documents of %d tokens, but train.seq_len is %d: --task needles scores "
+                     "each document as one sequence; set train.seq_len=%d (model.max_seq_len must "
+                     "be at least that too)", a->answers[i], ans->context, c->train.seq_len,
+                     ans->context);
+            return DT_ERR_INPUT;
+        }
+        if (ans->context > e->T) e->T = ans->context;
+        e->n_docs += ans->n_docs;
+        e->n_queries += ans->n_queries;
+    }
+    long B = c->train.micro_batch;
+    e->n_batches = (long)((e->n_docs + (uint64_t)B - 1) / (uint64_t)B);
+    e->preds = dt_calloc(e->n_queries * DT_ANSWER_DIGITS, sizeof *e->preds);
+    if (!e->preds) {
+        dt_error("out of memory for the predictions of %zu queries", e->n_queries);
+        return DT_ERR_RUNTIME;
+    }
+    return DT_OK;
+}
+
 /* Opens the data, checks it, and counts the micro-batches to score. */
 static dt_status open_data(evaluator *e, const eval_args *a) {
     const dt_config *c = &e->cfg;
     long B = c->train.micro_batch, T = c->train.seq_len;
     uint64_t rows;
+    if (a->needles) return open_needles(e, a);
+    e->T = c->train.seq_len;
     if (a->tokens) {
         DT_TRY(shard_open(&e->shard, a->tokens));
         DT_TRY(check_shard_tokens(&e->shard, c->model.vocab_size));
@@ -211,8 +313,7 @@ static dt_status eval_setup(evaluator *e, const eval_args *a) {
     DT_TRY(dist_agree(&g->world, st));
     /* the initial weights are overwritten by the checkpoint's */
     DT_TRY(dist_agree(&g->world, model_init_tp(&e->model, &c->model, e->be, c->train.seed,
-                                               c->train.micro_batch, c->train.seq_len,
-                                               &e->tp_comm)));
+                                               c->train.micro_batch, e->T, &e->tp_comm)));
     /* weights only: ckpt_load never touches the optimizer or ZeRO state in this mode */
     dt_ckpt_state s = {c, &e->model, NULL, NULL, g};
     dt_ckpt_meta meta;
@@ -281,7 +382,217 @@ static dt_status eval_report(const evaluator *e, const eval_args *a, const doubl
     return a->out ? write_json(a->out, loss, ppl, sums[1], e->ckpt_path, e->step, data) : DT_OK;
 }
 
+/* ---- --task needles ---- */
+
+/* The set holding document g of the concatenation, and g's index in it. */
+static int needles_locate(const evaluator *e, uint64_t g, uint64_t *doc) {
+    int i = 0;
+    while (g >= e->ans[i].n_docs) g -= e->ans[i++].n_docs;
+    *doc = g;
+    return i;
+}
+
+/* Index of set i's first query among all the sets' queries. */
+static size_t needles_query_base(const evaluator *e, int i) {
+    size_t q = 0;
+    for (int j = 0; j < i; j++) q += e->ans[j].n_queries;
+    return q;
+}
+
+/* Micro-batch i = documents [i*B, i*B + B) of the concatenation, one per row, each padded with
+ * token 0 after its C tokens up to T (causal attention: the padding cannot change the rows
+ * before it). One forward, then the greedy prediction at every answer digit's row, stored into
+ * preds (the only rank writing those queries' entries). */
+typedef struct needles_scratch {
+    int32_t *rows, *out; /* (B * 64 * 6) the answer digits' rows and their predictions */
+    size_t *first;       /* (B) row b's document's first query among all the sets' queries */
+    int *n_q;            /* (B) its number of queries */
+} needles_scratch;
+
+static dt_status needles_batch(evaluator *e, long i, const needles_scratch *w) {
+    int B = e->cfg.train.micro_batch, T = e->T, n = 0;
+    int32_t *rows = w->rows, *out = w->out;
+    for (int b = 0; b < B; b++) {
+        int32_t *in = e->inputs + (size_t)b * T;
+        uint64_t g = (uint64_t)i * B + (uint64_t)b, doc = 0;
+        for (int t = 0; t < T; t++) in[t] = 0;
+        if (g >= e->n_docs) continue;
+        int set = needles_locate(e, g, &doc);
+        const dt_needles_answers *ans = &e->ans[set];
+        for (int t = 0; t < ans->context; t++)
+            in[t] = (int32_t)shard_token(&e->nshard[set], (size_t)(doc * ans->context) + t);
+        size_t q0 = ans->doc_first[doc], q1 = ans->doc_first[doc + 1];
+        for (size_t q = q0; q < q1; q++)
+            for (int j = 0; j < DT_ANSWER_DIGITS; j++)
+                rows[n++] = b * T + ans->queries[q].pos - 1 + j;
+        w->first[b] = needles_query_base(e, set) + q0;
+        w->n_q[b] = (int)(q1 - q0);
+    }
+    model_forward(&e->model, e->inputs, NULL);
+    DT_TRY(model_argmax_rows(&e->model, out, rows, n));
+    n = 0;
+    for (int b = 0; b < B && (uint64_t)i * B + (uint64_t)b < e->n_docs; b++)
+        for (int k = 0; k < w->n_q[b] * DT_ANSWER_DIGITS; k++)
+            e->preds[w->first[b] * DT_ANSWER_DIGITS + (size_t)k] = out[n++];
+    return DT_OK;
+}
+
+/* Every DP rank scores micro-batches dp_rank, dp_rank + dp, ... (all TP ranks of a DP group the
+ * same ones, together); each prediction is written by exactly one DP rank and left 0 by the
+ * others, so a sum over the DP group gathers them all. */
+static dt_status needles_run(evaluator *e) {
+    int B = e->cfg.train.micro_batch;
+    size_t per = (size_t)B * 64 * DT_ANSWER_DIGITS; /* rows of one micro-batch, at most */
+    needles_scratch w = {dt_malloc(per * sizeof *w.rows), dt_malloc(per * sizeof *w.out),
+                         dt_malloc((size_t)B * sizeof *w.first), dt_malloc((size_t)B * sizeof *w.n_q)};
+    dt_status st = w.rows && w.out && w.first && w.n_q ? DT_OK : DT_ERR_RUNTIME;
+    if (st != DT_OK) dt_error("out of memory for the answer rows");
+    for (long i = e->groups.dp_rank; st == DT_OK && i < e->n_batches; i += e->groups.dp_size)
+        st = needles_batch(e, i, &w);
+    dt_free(w.rows);
+    dt_free(w.out);
+    dt_free(w.first);
+    dt_free(w.n_q);
+    DT_TRY(st);
+    return comm_allreduce_f64(&e->groups.dp, e->preds, e->n_queries * DT_ANSWER_DIGITS,
+                              DT_REDUCE_SUM);
+}
+
+/* Bucket of a depth in [0, 1]: floor(5 d), with d = 1 in the last bucket. */
+static int depth_bucket(double depth) {
+    int b = (int)floor(depth * DEPTH_BUCKETS);
+    return b < 0 ? 0 : (b >= DEPTH_BUCKETS ? DEPTH_BUCKETS - 1 : b);
+}
+
+typedef struct tally {
+    long correct[65], total[65];                   /* by number of needles, 1..64 */
+    long dcorrect[DEPTH_BUCKETS], dtotal[DEPTH_BUCKETS]; /* by depth bucket */
+    long all_correct, all;
+} tally;
+
+/* correct / total with 17 significant digits (JSON) or 6 decimals (the table); null if empty */
+static void fmt_acc(char *buf, size_t n, long correct, long total, int json) {
+    if (total) snprintf(buf, n, json ? "%.17g" : "%.6f", (double)correct / (double)total);
+    else snprintf(buf, n, "null");
+}
+
+static dt_status needles_write_json(const evaluator *e, const eval_args *a, const tally *t) {
+    char tmp[DT_PATH_MAX + 8], acc[32];
+    snprintf(tmp, sizeof tmp, "%s.tmp", a->out);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        dt_error("--out %s: cannot create %s", a->out, tmp);
+        return DT_ERR_INPUT;
+    }
+    fmt_acc(acc, sizeof acc, t->all_correct, t->all, 1);
+    fprintf(f, "{\"task\": \"needles\", \"accuracy\": %s, \"correct\": %ld, \"queries\": %ld",
+            acc, t->all_correct, t->all);
+    for (int pass = 0; pass < 4; pass++) {
+        static const char *names[4] = {"by_needles", "queries_by_needles", "by_depth",
+                                       "queries_by_depth"};
+        fprintf(f, ", \"%s\": {", names[pass]);
+        int first = 1;
+        for (int k = 0; k < (pass < 2 ? 65 : DEPTH_BUCKETS); k++) {
+            long c = pass < 2 ? t->correct[k] : t->dcorrect[k];
+            long n = pass < 2 ? t->total[k] : t->dtotal[k];
+            if (pass < 2 && n == 0) continue;
+            char key[32];
+            if (pass < 2) snprintf(key, sizeof key, "%d", k);
+            else snprintf(key, sizeof key, "%.1f-%.1f", k / 5.0, (k + 1) / 5.0);
+            fmt_acc(acc, sizeof acc, c, n, 1);
+            if (pass % 2) fprintf(f, "%s\"%s\": %ld", first ? "" : ", ", key, n);
+            else fprintf(f, "%s\"%s\": %s", first ? "" : ", ", key, acc);
+            first = 0;
+        }
+        fprintf(f, "}");
+    }
+    fprintf(f, ", \"checkpoint\": ");
+    json_string(f, e->ckpt_path);
+    fprintf(f, ", \"step\": %lld, \"data\": [", e->step);
+    for (int i = 0; i < a->n_shards; i++) {
+        fprintf(f, "%s{\"tokens\": ", i ? ", " : "");
+        json_string(f, a->shards[i]);
+        fprintf(f, ", \"answers\": ");
+        json_string(f, a->answers[i]);
+        fprintf(f, "}");
+    }
+    fprintf(f, "]}\n");
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad || rename(tmp, a->out) != 0) {
+        dt_error("--out %s: write failed", a->out);
+        remove(tmp);
+        return DT_ERR_RUNTIME;
+    }
+    return DT_OK;
+}
+
+/* Rank 0: scores every query from the gathered predictions, prints the tables, writes --out and
+ * --dump-queries (per query: set, doc, query, N, depth, answer, the 6 predicted ids, 0/1). */
+static dt_status needles_report(const evaluator *e, const eval_args *a) {
+    tally t;
+    memset(&t, 0, sizeof t);
+    FILE *dump = NULL;
+    if (a->dump && !(dump = fopen(a->dump, "w"))) {
+        dt_error("--dump-queries %s: cannot create the file", a->dump);
+        return DT_ERR_INPUT;
+    }
+    size_t g = 0;
+    for (int i = 0; i < e->n_sets; i++) {
+        const dt_needles_answers *ans = &e->ans[i];
+        for (size_t q = 0; q < ans->n_queries; q++, g++) {
+            const dt_needles_query *nq = &ans->queries[q];
+            const double *p = e->preds + g * DT_ANSWER_DIGITS;
+            int ok = 1;
+            for (int j = 0; j < DT_ANSWER_DIGITS; j++)
+                ok &= p[j] == (double)(unsigned char)nq->answer[j];
+            int d = depth_bucket(nq->depth);
+            t.correct[nq->n_needles] += ok;
+            t.total[nq->n_needles]++;
+            t.dcorrect[d] += ok;
+            t.dtotal[d]++;
+            t.all_correct += ok;
+            t.all++;
+            if (dump) {
+                fprintf(dump, "%d\t%llu\t%zu\t%d\t%.6f\t%s\t", i, (unsigned long long)nq->doc,
+                        q - ans->doc_first[nq->doc], nq->n_needles, nq->depth, nq->answer);
+                for (int j = 0; j < DT_ANSWER_DIGITS; j++)
+                    fprintf(dump, "%s%.0f", j ? "," : "", p[j]);
+                fprintf(dump, "\t%d\n", ok);
+            }
+        }
+    }
+    if (dump && (ferror(dump) | fclose(dump))) {
+        dt_error("--dump-queries %s: write failed", a->dump);
+        return DT_ERR_RUNTIME;
+    }
+    char acc[32];
+    printf("needles: checkpoint %s (step %lld) | %zu documents in %d file%s\n", e->ckpt_path,
+           e->step, (size_t)e->n_docs, e->n_sets, e->n_sets == 1 ? "" : "s");
+    printf("  %-10s %8s %8s %9s\n", "needles", "queries", "correct", "accuracy");
+    for (int k = 1; k <= 64; k++) {
+        if (!t.total[k]) continue;
+        fmt_acc(acc, sizeof acc, t.correct[k], t.total[k], 0);
+        printf("  %-10d %8ld %8ld %9s\n", k, t.total[k], t.correct[k], acc);
+    }
+    printf("  %-10s %8s %8s %9s\n", "depth", "queries", "correct", "accuracy");
+    for (int k = 0; k < DEPTH_BUCKETS; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "%.1f-%.1f", k / 5.0, (k + 1) / 5.0);
+        fmt_acc(acc, sizeof acc, t.dcorrect[k], t.dtotal[k], 0);
+        printf("  %-10s %8ld %8ld %9s\n", key, t.dtotal[k], t.dcorrect[k], t.dtotal[k] ? acc : "-");
+    }
+    fmt_acc(acc, sizeof acc, t.all_correct, t.all, 0);
+    printf("needles: accuracy %s | %ld of %ld queries\n", acc, t.all_correct, t.all);
+    fflush(stdout);
+    return a->out ? needles_write_json(e, a, &t) : DT_OK;
+}
+
 static void eval_free(evaluator *e) {
+    for (int i = 0; i < e->n_sets; i++) {
+        needles_answers_free(&e->ans[i]);
+        shard_close(&e->nshard[i]);
+    }
+    dt_free(e->preds);
     model_free(&e->model);
     loader_free(&e->val);
     shard_close(&e->shard);
@@ -313,6 +624,14 @@ int cmd_eval(int argc, char **argv) {
     dt_log_set_quiet(0);
     if (st != DT_OK) goto done;
     DT_TRY_GOTO(st, eval_setup(&e, &a), done);
+    if (a.needles) {
+        /* as below: a rank's failure mid-run must not leave the others waiting */
+        st = needles_run(&e);
+        if (st != DT_OK && e.world.size > 1) world_abort(&e.world, st);
+        if (st == DT_OK && e.world.rank == 0) st = needles_report(&e, &a);
+        if (e.world.size > 1) st = dist_agree(&e.groups.world, st);
+        goto done;
+    }
     double sums[2];
     /* with --max-batches the data.val stream wraps as training's validation does. A failure
      * here may be one rank's alone (a bad token in its share of the data) while the others wait

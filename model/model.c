@@ -349,6 +349,61 @@ float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) 
     return m->last_loss;
 }
 
+/* ---- greedy predictions ---- */
+
+/* One row's logits at a time: the rows asked for are a few scattered positions (answer digits),
+ * so materialising whole chunks would waste the work. The per-row maxima are reduced in batches
+ * of up to logits_chunk rows through the classifier's scratch, which holds at least that many. */
+dt_status model_argmax_rows(dt_model *m, int32_t *out, const int32_t *rows, int n) {
+    const dt_backend *be = m->be;
+    int N = m->B * m->T, D = m->cfg.d_model, V = m->tp.vocab_size, v0 = m->tp.vocab_offset;
+    for (int i = 0; i < n; i++) {
+        if (rows[i] < 0 || rows[i] >= N) {
+            dt_error("model_argmax_rows: rows[%d] is %d, expected a row of the last forward in "
+                     "[0, %d) (micro-batch %d x %d)", i, (int)rows[i], N, m->B, m->T);
+            return DT_ERR_INPUT;
+        }
+    }
+    int chunk = m->logits_chunk;
+    float *host = dt_malloc(((size_t)V + 2 * (size_t)chunk) * sizeof(float));
+    if (!host) {
+        dt_error("model_argmax_rows: out of memory for %d logits", V);
+        return DT_ERR_RUNTIME;
+    }
+    float *best = host + V, *key = best + chunk; /* (chunk) each */
+    for (int r0 = 0; r0 < n; r0 += chunk) {
+        int k = n - r0 < chunk ? n - r0 : chunk;
+        for (int j = 0; j < k; j++) {
+            be->matmul_forward(m->logits, m->final_norm + (size_t)rows[r0 + j] * D,
+                               m->params.output, 1, D, V, 0);
+            be->copy_to_host(host, m->logits, (size_t)V * sizeof(float));
+            /* strict > keeps the first of equal maxima; NaNs never win */
+            int arg = -1;
+            float mx = -INFINITY;
+            for (int v = 0; v < V; v++)
+                if (host[v] > mx || (arg < 0 && host[v] == mx)) {
+                    mx = host[v];
+                    arg = v;
+                }
+            best[j] = mx;
+            out[r0 + j] = arg < 0 ? -1 : v0 + arg;
+        }
+        if (!m->comm) continue;
+        /* the values travel unchanged (no arithmetic), so equality with the maximum is exact */
+        be->copy_from_host(m->logits, best, (size_t)k * sizeof(float));
+        tp_max(m, m->logits, (size_t)k);
+        be->copy_to_host(key, m->logits, (size_t)k * sizeof(float));
+        for (int j = 0; j < k; j++)
+            key[j] = out[r0 + j] >= 0 && best[j] == key[j] ? -(float)out[r0 + j] : -INFINITY;
+        be->copy_from_host(m->logits, key, (size_t)k * sizeof(float));
+        tp_max(m, m->logits, (size_t)k);
+        be->copy_to_host(key, m->logits, (size_t)k * sizeof(float));
+        for (int j = 0; j < k; j++) out[r0 + j] = isinf(key[j]) ? -1 : (int32_t)-key[j];
+    }
+    dt_free(host);
+    return DT_OK;
+}
+
 /* ---- backward ---- */
 
 static void ffn_block_backward(dt_model *m, int l) {

@@ -109,6 +109,17 @@ void model_free(dt_model *m);
 /* Forward pass over (B, T) host token ids; targets may be NULL (no loss). Returns the mean
  * cross-entropy over targets >= 0 (or 0 when there are none / targets is NULL). */
 float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets);
+/* The greedy prediction at chosen rows of the last forward: out[i] = the (global) vocabulary id
+ * of the largest logit of row rows[i] (a row b * T + t of the (B, T) micro-batch, whose logits
+ * predict the token after position t), the smallest id among equal maxima. Call after
+ * model_forward (with or without targets), on every tensor-parallel rank with the same rows: the
+ * vocabulary is split, so each rank takes the maximum of its slice and two all-reduces (MAX of
+ * the value, then MAX of minus the id among the ranks holding it) pick the winner. out[i] is -1
+ * when no logit of the row is a number. Uses the classifier's scratch buffer (the last forward's
+ * loss and the backward are unaffected). DT_ERR_INPUT for a row outside [0, B*T), before any
+ * collective (every rank sees the same rows and fails alike). */
+dt_status model_argmax_rows(dt_model *m, int32_t *out /* (n) */, const int32_t *rows /* (n) */,
+                            int n);
 /* Backward of (dloss_scale * mean loss of the last forward): accumulates into the gradients. */
 void model_backward(dt_model *m, float dloss_scale);
 void model_zero_grad(dt_model *m);
