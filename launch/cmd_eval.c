@@ -15,6 +15,7 @@
 #include "dist/world.h"
 #include "launch/commands.h"
 #include "launch/config.h"
+#include "launch/tp_comm.h"
 #include "launch/needles_answers.h"
 #include "model/cpu/cpu_ops.h"
 #include "model/model.h"
@@ -40,6 +41,7 @@ typedef struct evaluator {
     dt_world world;
     dt_groups groups;
     dt_tp_comm tp_comm;
+    dt_tp_binding tp_binding;
     const dt_backend *be;
     dt_model model;
     dt_loader val;   /* default data: data.val, unshuffled */
@@ -91,14 +93,6 @@ static void usage(FILE *f) {
             "                  \"queries_by_needles\", \"by_depth\", \"queries_by_depth\",\n"
             "                  \"checkpoint\", \"step\", \"data\"}\n");
 }
-
-/* A collective failing inside the model leaves the group in an unknown state: end the job. */
-static void tp_allreduce(void *ctx, float *buf, size_t n, dt_reduce_op op) {
-    evaluator *e = ctx;
-    if (comm_allreduce_f32(&e->groups.tp, buf, n, op) != DT_OK) world_abort(&e->world, DT_ERR_RUNTIME);
-}
-static void tp_allreduce_sum(void *ctx, float *buf, size_t n) { tp_allreduce(ctx, buf, n, DT_REDUCE_SUM); }
-static void tp_allreduce_max(void *ctx, float *buf, size_t n) { tp_allreduce(ctx, buf, n, DT_REDUCE_MAX); }
 
 /* Removes the options from argv (they may stand anywhere after the config), leaving the config
  * and the overrides. Returns DT_ERR_INPUT with a message on a bad option. */
@@ -298,7 +292,7 @@ static dt_status eval_setup(evaluator *e, const eval_args *a) {
     DT_TRY(groups_init(g, &e->world, c->parallel.tp, c->parallel.dp));
     if (c->train.threads > 0) cpu_set_threads(c->train.threads);
     e->be = dt_backend_cpu();
-    e->tp_comm = (dt_tp_comm){g->tp_rank, g->tp_size, e, tp_allreduce_sum, tp_allreduce_max};
+    tp_comm_bind(&e->tp_comm, &e->tp_binding, g, &e->world);
     /* every rank finds the same problems in the data: rank 0 reports them */
     dt_log_set_quiet(e->world.rank != 0);
     dt_status st = open_data(e, a);

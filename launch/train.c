@@ -14,6 +14,7 @@
 #include "launch/commands.h"
 #include "launch/comm_plan.h"
 #include "launch/config.h"
+#include "launch/tp_comm.h"
 #include "launch/metrics.h"
 #include "launch/param_dump.h"
 #include "launch/preempt.h"
@@ -35,6 +36,7 @@ typedef struct trainer {
     dt_world world;
     dt_groups groups;
     dt_tp_comm tp_comm;
+    dt_tp_binding tp_binding;
     const dt_backend *be;
     dt_model model;
     dt_zero zero;
@@ -70,14 +72,6 @@ static void usage(FILE *f) {
                "checkpoint.every steps and after the last step; checkpoint.resume (auto, never or\n"
                "a path) continues a run, checkpoint.init_from starts one from another's weights.\n");
 }
-
-/* A collective failing inside the model leaves the group in an unknown state: end the job. */
-static void tp_allreduce(void *ctx, float *buf, size_t n, dt_reduce_op op) {
-    trainer *t = ctx;
-    if (comm_allreduce_f32(&t->groups.tp, buf, n, op) != DT_OK) world_abort(&t->world, DT_ERR_RUNTIME);
-}
-static void tp_allreduce_sum(void *ctx, float *buf, size_t n) { tp_allreduce(ctx, buf, n, DT_REDUCE_SUM); }
-static void tp_allreduce_max(void *ctx, float *buf, size_t n) { tp_allreduce(ctx, buf, n, DT_REDUCE_MAX); }
 
 /* Fills the staging buffers with micro_batch samples from stream index `first`. */
 static dt_status load_micro_batch(trainer *t, const dt_loader *L, uint64_t first) {
@@ -172,7 +166,7 @@ static dt_status trainer_setup(trainer *t) {
     t->grad_accum = c->train.global_batch / (c->train.micro_batch * g->dp_size);
     if (c->train.threads > 0) cpu_set_threads(c->train.threads);
     t->be = dt_backend_cpu();
-    t->tp_comm = (dt_tp_comm){g->tp_rank, g->tp_size, t, tp_allreduce_sum, tp_allreduce_max};
+    tp_comm_bind(&t->tp_comm, &t->tp_binding, g, &t->world);
 
     /* everything below can fail on one rank only (a missing file, memory): agree on it */
     dt_status st = loader_init(&t->train_data, (const char(*)[DT_PATH_MAX])c->data.train,
