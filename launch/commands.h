@@ -10,5 +10,6 @@ int cmd_plan(int argc, char **argv);
 int cmd_ckpt(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_analyze(int argc, char **argv);
 
 #endif

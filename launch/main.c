@@ -16,6 +16,7 @@ static const command commands[] = {
     {"launch", cmd_launch, "start training on this host, over a hostfile, or as a Slurm job"},
     {"eval", cmd_eval, "loss and perplexity of a checkpoint on data.val or a token shard"},
     {"generate", cmd_generate, "sample a continuation of a prompt from a checkpoint (KV cache)"},
+    {"analyze", cmd_analyze, "attention statistics of a checkpoint on needle documents"},
     {"ckpt", cmd_ckpt, "inspect or verify a checkpoint directory"},
     {"plan", cmd_plan, "parameters, memory per rank, FLOPs/token; fails if it cannot fit"},
 };

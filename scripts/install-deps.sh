@@ -12,6 +12,7 @@ packages=(
   libcmocka-dev                              # unit tests
   python3-torch python3-numpy                # independent reference checks and benchmarks
   python3-h5py                               # reads checkpoints in the tests (index.h5 from Python)
+  python3-matplotlib                         # tools/plot_*.py (loss, needles, attention figures)
   procps                                     # pgrep, for the failure tests
   fortunes                                   # the demo's natural-English corpus
   # a one-machine Slurm for the Slurm tests; its srun --mpi=pmix loads the libpmix.so of
