@@ -3,22 +3,23 @@
 
     plot_attention.py ANALYZE.json [ANALYZE2.json ...] [--labels a,b] [--out attn.png]
 
-Input (PROVISIONAL: meant for the --out of `difftrain analyze`, whose format is not fixed yet;
-check this against the real output): one JSON object
+Input: the --out JSON of `difftrain analyze`:
 
-    {"arch": "diff" | "base",                     (optional, shown in the legend)
-     "layers": [{"layer": 0,                      (integer, the x axis)
-                 "lambda": 0.8,                   (optional number: DIFF's lambda of the layer)
-                 "heads": [{"head": 0, "answer_mass": 0.41, "rest_mass": 0.59,
-                            "entropy": 2.3, "gini": 0.7, "sink_mass": 0.12, ...}, ...]},
+    {"arch": "diff" | "diff_v2" | "transformer",
+     "layers": [{"layer": 0,
+                 "lambda": 0.2 | [0.4, 0.5, ...] | null,   (diff: the layer's scalar; diff_v2: per head)
+                 "logits": {"top1": .., "top100": .., "median": .., "count": ..},
+                 "hidden": {"top1": .., ...},
+                 "heads": [{"head": 0, "span_mass": .., "rest_abs_mass": .., "rest_signed_mass": ..,
+                            "entropy": .., "gini": .., "sink_mass": .., "cos_relevant": .., ...}]},
                 ...]}
 
 Every per-head key with a numeric value (null: skipped) other than "head" is a statistic; the
-known ones come first, in the order answer_mass (attention on the answer/needle tokens),
-rest_mass (on the rest of the context), sink_mass (on the first token), entropy, gini, then any
-others in alphabetical order. Each statistic present in some file gets a panel: its mean over the
-heads of each layer as a line with markers, the heads' min..max as a band, one colour per file.
-A layer-level "lambda" gets its own panel. Malformed input exits 2 naming the file and key.
+known ones come first (the order of KNOWN below), then any others in alphabetical order. Each
+statistic present in some file gets a panel: its mean over the heads of each layer as a line
+with markers, the heads' min..max as a band, one colour per file. The layer-level "lambda" (a
+list is averaged) and the top-1 magnitudes of the attention logits and hidden states get panels
+of their own. Malformed input exits 2 naming the file and key.
 """
 
 import argparse
@@ -27,12 +28,18 @@ import sys
 
 from plotutil import InputError, colour, fail, is_number, load_json, plt, run_labels, save
 
-KNOWN = ["answer_mass", "rest_mass", "sink_mass", "entropy", "gini"]
-TITLES = {"answer_mass": "attention mass on the answer",
-          "rest_mass": "attention mass on the rest",
-          "sink_mass": "attention mass on the first token (sink)",
+KNOWN = ["span_mass", "rest_abs_mass", "rest_signed_mass", "sink_mass", "entropy", "gini",
+         "cos_relevant", "cos_irrelevant", "kl_relevant", "kl_irrelevant"]
+LAYER_KEYS = ["lambda", "logits_top1", "hidden_top1"]
+TITLES = {"span_mass": "attention mass on the answer span",
+          "rest_abs_mass": "|attention| on the rest",
+          "rest_signed_mass": "signed attention on the rest",
+          "sink_mass": "attention on the first token (sink)",
           "entropy": "attention entropy (nats)", "gini": "attention Gini coefficient",
-          "lambda": "lambda (per layer)"}
+          "cos_relevant": "cos(P1, P2) on the span", "cos_irrelevant": "cos(P1, P2) elsewhere",
+          "kl_relevant": "KL(P1||P2) on the span", "kl_irrelevant": "KL(P1||P2) elsewhere",
+          "lambda": "lambda (per layer)", "logits_top1": "top-1 |attention logit|",
+          "hidden_top1": "top-1 |hidden state|"}
 
 
 def read_analysis(path):
@@ -56,10 +63,23 @@ def read_analysis(path):
             raise InputError(f"{where}: layer {layer} appears twice")
         seen.add(layer)
         lam = lay.get("lambda")
-        if lam is not None:
+        if isinstance(lam, list) and lam and all(is_number(x) for x in lam):
+            stats.setdefault("lambda", []).append((layer, math.fsum(lam) / len(lam), min(lam),
+                                                   max(lam)))
+        elif lam is not None:
             if not is_number(lam):
-                raise InputError(f"{where}: expected \"lambda\" to be a number, got {lam!r}")
+                raise InputError(f"{where}: expected \"lambda\" to be a number, a list of "
+                                 f"numbers or null, got {lam!r}")
             stats.setdefault("lambda", []).append((layer, lam, lam, lam))
+        for key in ("logits", "hidden"):
+            mag = lay.get(key)
+            if mag is None:
+                continue
+            if not isinstance(mag, dict) or not is_number(mag.get("top1")):
+                raise InputError(f"{where}: expected \"{key}\" to be an object with a numeric "
+                                 f"\"top1\"")
+            t1 = float(mag["top1"])
+            stats.setdefault(f"{key}_top1", []).append((layer, t1, t1, t1))
         heads = lay.get("heads", [])
         if not isinstance(heads, list):
             raise InputError(f"{where}: expected \"heads\" to be a list")
@@ -77,14 +97,14 @@ def read_analysis(path):
         for k, vs in values.items():
             stats.setdefault(k, []).append((layer, math.fsum(vs) / len(vs), min(vs), max(vs)))
     if not stats:
-        raise InputError(f"{path}: no statistics (no numeric per-head keys and no \"lambda\")")
+        raise InputError(f"{path}: no statistics (no numeric per-head keys, lambda or magnitudes)")
     return arch, {k: sorted(v) for k, v in stats.items()}
 
 
 def stat_order(names):
     known = [k for k in KNOWN if k in names]
-    other = sorted(k for k in names if k not in KNOWN and k != "lambda")
-    return known + other + (["lambda"] if "lambda" in names else [])
+    other = sorted(k for k in names if k not in KNOWN and k not in LAYER_KEYS)
+    return known + other + [k for k in LAYER_KEYS if k in names]
 
 
 def main(argv):
@@ -112,7 +132,7 @@ def main(argv):
                     continue
                 layer, mean, lo, hi = zip(*stats[name])
                 ax.plot(layer, mean, color=colour(i), marker="o", markersize=4)
-                if name != "lambda":
+                if name not in LAYER_KEYS or name == "lambda":
                     ax.fill_between(layer, lo, hi, color=colour(i), alpha=0.15, linewidth=0)
             ax.set_title(TITLES.get(name, name), fontsize="medium")
             ax.set_xlabel("layer")
@@ -125,7 +145,7 @@ def main(argv):
         fig.legend(handles, labels, loc="lower center", ncol=min(len(runs), 4),
                    fontsize="small", frameon=False)
         fig.suptitle("attention statistics per layer (line: mean over the heads, band: min..max)")
-        fig.tight_layout(rect=(0, 0.4 / (3.6 * nrows + 0.4), 1, 1))  # room for the legend
+        fig.tight_layout(rect=(0, 0.4 / (3.6 * nrows + 0.4), 1, 0.98))  # legend below, title above
         save(fig, args.out)
     except InputError as e:
         fail(str(e))

@@ -213,4 +213,11 @@ sed '2s/"needles": 1,/"needles":1,/' "$D/p_answers.jsonl" >"$tmp/broken.jsonl"
 bad "malformed answers" "broken.jsonl:2:" --checkpoint "$tmp/ck_diff" --tokens "$D/p_000000.bin" \
   --answers "$tmp/broken.jsonl" --out "$tmp/x.json"
 [ ! -e "$tmp/x.json" ] || fail "a failed run wrote --out"
+
+# tools/plot_attention.py reads analyze's real output (all five runs on one figure)
+if "$PY" -c 'import matplotlib' 2>/dev/null; then
+  "$PY" "$(dirname "$0")/../../tools/plot_attention.py" "$tmp"/{diff,gqa,v2,base,basegqa}.json \
+    --out "$tmp/attn.png" >"$tmp/plot.out" 2>&1 || { cat "$tmp/plot.out"; fail "plot_attention.py on the analyze output"; }
+  [ "$(head -c 8 "$tmp/attn.png" | od -An -tx1 | tr -d ' ')" = 89504e470d0a1a0a ] || fail "attn.png is not a PNG"
+fi
 echo "analyze_e2e: OK"

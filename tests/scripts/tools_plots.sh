@@ -73,14 +73,18 @@ def needles(path, acc):
 needles(f"{d}/diff_needles.json", 0.9)
 needles(f"{d}/base_needles.json", 0.5)
 def analysis(path, arch, L=4, H=4):
+    """The layout `difftrain analyze --out` writes (launch/cmd_analyze.c)."""
     a = 1.0 if arch == "diff" else 0.6  # the two runs differ, so both lines show
     layers = []
     for l in range(L):
-        heads = [{"head": h, "answer_mass": a * (0.1 * l + 0.02 * h), "rest_mass": 0.9 - 0.1 * l,
-                  "entropy": 3.0 - 0.3 * a * l + 0.1 * h, "gini": 0.5 + 0.05 * l,
-                  "sink_mass": 0.3 / (l + a), "extra_stat": None} for h in range(H)]
-        lay = {"layer": l, "heads": heads}
-        if arch == "diff": lay["lambda"] = 0.8 - 0.6 * math.exp(-0.3 * l)
+        heads = [{"head": h, "span_mass": a * (0.1 * l + 0.02 * h), "rest_abs_mass": 0.9 - 0.1 * l,
+                  "rest_signed_mass": 0.5 - 0.1 * l, "entropy": 3.0 - 0.3 * a * l + 0.1 * h,
+                  "gini": 0.5 + 0.05 * l, "sink_mass": 0.3 / (l + a), "lambda": None,
+                  "cos_relevant": None, "extra_stat": None} for h in range(H)]
+        lay = {"layer": l, "heads": heads,
+               "lambda": 0.8 - 0.6 * math.exp(-0.3 * l) if arch == "diff" else None,
+               "logits": {"top1": 10.0 + l, "top100": 5.0, "median": 0.1, "count": 1000},
+               "hidden": {"top1": 3.0 * a + l, "top100": 2.0, "median": 0.5, "count": 1000}}
         layers.append(lay)
     json.dump({"arch": arch, "layers": layers}, open(path, "w"))
 analysis(f"{d}/diff_attn.json", "diff")
