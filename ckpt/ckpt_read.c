@@ -89,7 +89,8 @@ static const model_key model_keys[] = {
     K("ffn_dim", ffn_dim, 0), K("max_seq_len", max_seq_len, 0), K("rope_theta", rope_theta, 1),
     K("tie_embeddings", tie_embeddings, 0), K("norm_eps", norm_eps, 1),
     K("lambda_init", lambda_init_schedule, 0), K("lambda_init", lambda_init, 1),
-    K("subln", subln, 0), K("init_std", init_std, 1),
+    K("lambda", lambda_learnable, 0), K("lambda", lambda_const, 1), K("subln", subln, 0),
+    K("init_std", init_std, 1),
 };
 #undef K
 

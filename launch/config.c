@@ -126,6 +126,23 @@ static dt_status validate_model(const vctx *v) {
     if (!m->lambda_init_schedule)
         DT_TRY(num_check(v, "model.lambda_init", m->lambda_init, 0, 0, 1, 1));
     DT_TRY(num_check(v, "model.init_std", m->init_std, 0, 1, 0, 0));
+    if (m->subln < DT_SUBLN_OFF || m->subln > DT_SUBLN_SCALAR)
+        return vfail(v, "model.subln", "expected true, false or scalar, got the value %d",
+                     m->subln);
+    if (m->lambda_learnable != 0 && m->lambda_learnable != 1)
+        return vfail(v, "model.lambda", "expected learnable or a number, got the flag %d",
+                     m->lambda_learnable);
+    if (!m->lambda_learnable && !isfinite(m->lambda_const))
+        return vfail(v, "model.lambda", "expected a finite number, got %g", m->lambda_const);
+    /* Only diff V1 has a per-layer scalar lambda. diff_v2's lambda is a per-token sigmoid gate,
+     * so a constant there would be a silent no-op: refused. The transformer baseline has no
+     * lambda at all and ignores the key (as it ignores model.subln), so one ablation file can
+     * switch between diff and its baseline by changing model.arch alone. */
+    if (!m->lambda_learnable && m->arch == DT_ARCH_DIFF_V2)
+        return vfail(v, "model.lambda model.arch",
+                     "expected learnable for arch diff_v2 (its lambda is the per-token gate "
+                     "lambda_proj; a constant lambda exists only for arch diff), got %g",
+                     m->lambda_const);
 
     const char *arch = config_arch_name(m->arch);
     long long heads = m->arch == DT_ARCH_TRANSFORMER ? m->n_heads : 2LL * m->n_heads;

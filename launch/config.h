@@ -11,7 +11,8 @@
  * quoted scalars are strings, never numbers or bools; numbers are decimal with optional
  * fraction and exponent (3e-4, 1.5e+2; no .inf/.nan/hex); integer keys take any number whose
  * value is an exact integer in range (42, 1e5, 4.0; not 2.5); bools are true/false only;
- * model.lambda_init is "schedule" or a number in [0, 1); parallel.dp is "auto" or >= 1 (an
+ * model.lambda_init is "schedule" or a number in [0, 1); model.lambda is "learnable" or a number
+ * (a frozen lambda, diff only); model.subln is true, false or scalar; parallel.dp is "auto" or >= 1 (an
  * explicit 0 is refused); optim.betas is [b1, b2]; data.train/val are a string or a list of
  * strings; string keys take any scalar's text (null = ""); an empty section ("model:") and an
  * empty file leave the defaults. Aliases (*x) are refused. Unknown keys, duplicate keys and a
@@ -27,6 +28,12 @@
 typedef enum dt_arch { DT_ARCH_DIFF = 0, DT_ARCH_DIFF_V2, DT_ARCH_TRANSFORMER } dt_arch;
 typedef enum dt_decay { DT_DECAY_LINEAR = 0, DT_DECAY_COSINE, DT_DECAY_CONSTANT } dt_decay;
 typedef enum dt_precision { DT_PRECISION_FP32 = 0, DT_PRECISION_BF16 } dt_precision;
+/* model.subln: diff V1's per-head normalisation of O = o1 - lambda o2. */
+typedef enum dt_subln {
+    DT_SUBLN_OFF = 0, /* out = (1 - lambda_init) O */
+    DT_SUBLN_ON = 1,  /* out = (1 - lambda_init) RMSNorm(O) * gamma, gamma (2d) shared by heads */
+    DT_SUBLN_SCALAR,  /* out_h = (1 - lambda_init) s_h O_h, one learned gain s_h per DIFF head */
+} dt_subln;
 typedef enum dt_scheduler { DT_SCHED_LOCAL = 0, DT_SCHED_MPIRUN, DT_SCHED_SLURM } dt_scheduler;
 
 #define DT_MAX_PATHS 64
@@ -46,7 +53,9 @@ typedef struct dt_model_config {
     double norm_eps;
     int lambda_init_schedule; /* 1: 0.8 - 0.6 exp(-0.3 l); 0: the constant below */
     double lambda_init;       /* the constant when lambda_init_schedule == 0 */
-    int subln;
+    int lambda_learnable; /* 1: lambda = exp(lq1.lk1) - exp(lq2.lk2) + lambda_init (learned) */
+    double lambda_const;  /* 0: lambda frozen at this constant (diff only; no lambda vectors) */
+    int subln;            /* dt_subln: off, per-head RMSNorm with a (2d) gain, or a scalar per head */
     double init_std; /* std of the normal init of linear weights and embeddings */
 } dt_model_config;
 

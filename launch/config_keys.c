@@ -8,6 +8,10 @@ static const char *const arch_names[] = {"diff", "diff_v2", "transformer", NULL}
 static const char *const decay_names[] = {"linear", "cosine", "constant", NULL};
 static const char *const precision_names[] = {"fp32", "bf16", NULL};
 static const char *const scheduler_names[] = {"local", "mpirun", "slurm", NULL};
+/* CFG_LAMBDA: the word meaning "not a constant"; CFG_BOOL: words for the values 2, 3, ... */
+static const char *const schedule_word[] = {"schedule", NULL};
+static const char *const learnable_word[] = {"learnable", NULL};
+static const char *const subln_words[] = {"scalar", NULL};
 
 /* The enum fields are written through an int pointer; that is only sound if they are int-sized. */
 _Static_assert(sizeof(dt_arch) == sizeof(int), "dt_arch must be int-sized");
@@ -19,6 +23,7 @@ _Static_assert(sizeof(dt_scheduler) == sizeof(int), "dt_scheduler must be int-si
 #define K(path, kind, f) {path, kind, F(f), 0, NULL}
 #define KE(path, f, names) {path, CFG_ENUM, F(f), 0, names}
 #define K2(path, kind, f, f2) {path, kind, F(f), offsetof(dt_config, f2), NULL}
+#define K2W(path, kind, f, f2, words) {path, kind, F(f), offsetof(dt_config, f2), words}
 
 const cfg_key cfg_keys[] = {
     KE("model.arch", model.arch, arch_names),
@@ -32,8 +37,10 @@ const cfg_key cfg_keys[] = {
     K("model.rope_theta", CFG_NUM, model.rope_theta),
     K("model.tie_embeddings", CFG_BOOL, model.tie_embeddings),
     K("model.norm_eps", CFG_NUM, model.norm_eps),
-    K2("model.lambda_init", CFG_LAMBDA, model.lambda_init_schedule, model.lambda_init),
-    K("model.subln", CFG_BOOL, model.subln),
+    K2W("model.lambda_init", CFG_LAMBDA, model.lambda_init_schedule, model.lambda_init,
+        schedule_word),
+    K2W("model.lambda", CFG_LAMBDA, model.lambda_learnable, model.lambda_const, learnable_word),
+    {"model.subln", CFG_BOOL, F(model.subln), 0, subln_words},
     K("model.init_std", CFG_NUM, model.init_std),
 
     K("parallel.tp", CFG_INT, parallel.tp),
@@ -114,7 +121,9 @@ void config_defaults(dt_config *cfg) {
     m->norm_eps = 1e-5;
     m->lambda_init_schedule = 1;
     m->lambda_init = 0.0; /* canonical value while the schedule is used */
-    m->subln = 1;
+    m->lambda_learnable = 1;
+    m->lambda_const = 0.0; /* canonical value while lambda is learned */
+    m->subln = DT_SUBLN_ON;
     m->init_std = 0.02;
 
     cfg->parallel.tp = 1;
@@ -225,11 +234,17 @@ void cfg_key_expect(const cfg_key *k, char *buf, size_t n) {
     case CFG_INT: snprintf(buf, n, "an integer"); break;
     case CFG_U64: snprintf(buf, n, "a non-negative integer"); break;
     case CFG_NUM: snprintf(buf, n, "a number"); break;
-    case CFG_BOOL: snprintf(buf, n, "true or false"); break;
+    case CFG_BOOL: {
+        size_t used = (size_t)snprintf(buf, n, "true%s false", k->names ? "," : " or");
+        for (int i = 0; k->names && k->names[i] && used < n; i++)
+            used += (size_t)snprintf(buf + used, n - used, "%s %s", k->names[i + 1] ? "," : " or",
+                                     k->names[i]);
+        break;
+    }
     case CFG_STR: snprintf(buf, n, "a string"); break;
     case CFG_PATHS: snprintf(buf, n, "a path or a list of paths"); break;
     case CFG_BETAS: snprintf(buf, n, "a list of two numbers [beta1, beta2]"); break;
-    case CFG_LAMBDA: snprintf(buf, n, "schedule or a number"); break;
+    case CFG_LAMBDA: snprintf(buf, n, "%s or a number", k->names[0]); break;
     case CFG_DP: snprintf(buf, n, "auto or an integer >= 1"); break;
     case CFG_ENUM: {
         size_t used = (size_t)snprintf(buf, n, "one of ");

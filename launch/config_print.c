@@ -46,7 +46,12 @@ static void print_value(FILE *out, const dt_config *cfg, const cfg_key *k) {
         cfg_format_double(num, sizeof num, *(const double *)f);
         fputs(num, out);
         break;
-    case CFG_BOOL: fputs(*(const int *)f ? "true" : "false", out); break;
+    case CFG_BOOL: {
+        int x = *(const int *)f, n = 0;
+        while (k->names && k->names[n]) n++;
+        fputs(x == 0 ? "false" : x == 1 ? "true" : x - 2 < n ? k->names[x - 2] : "invalid", out);
+        break;
+    }
     case CFG_ENUM: {
         int x = *(const int *)f, n = 0;
         while (k->names[n]) n++;
@@ -72,7 +77,7 @@ static void print_value(FILE *out, const dt_config *cfg, const cfg_key *k) {
         break;
     case CFG_LAMBDA:
         if (*(const int *)f) {
-            fputs("schedule", out);
+            fputs(k->names[0], out);
         } else {
             cfg_format_double(num, sizeof num, *(const double *)field(cfg, k->off2));
             fputs(num, out);

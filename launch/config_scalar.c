@@ -215,6 +215,9 @@ dt_status cfg_value_apply(const cfg_loader *ld, const cfg_key *k, const cfg_valu
             if (!strcmp(s->text, t[i])) return *(int *)dst = 1, DT_OK;
             if (!strcmp(s->text, f[i])) return *(int *)dst = 0, DT_OK;
         }
+        /* extra words (model.subln: scalar) take the values 2, 3, ... */
+        for (int i = 0; s->plain && !s->is_null && k->names && k->names[i]; i++)
+            if (!strcmp(s->text, k->names[i])) return *(int *)dst = 2 + i, DT_OK;
         return type_error(ld, k->path, s, expect);
     }
     case CFG_ENUM:
@@ -224,7 +227,7 @@ dt_status cfg_value_apply(const cfg_loader *ld, const cfg_key *k, const cfg_valu
     case CFG_STR: return set_string(ld, k->path, s, dst, k->size, 1);
     case CFG_LAMBDA: {
         double x;
-        if (!s->is_null && !strcmp(s->text, "schedule")) {
+        if (!s->is_null && !strcmp(s->text, k->names[0])) {
             *(int *)dst = 1;
             *(double *)field(ld->cfg, k->off2) = 0.0; /* canonical, see config_defaults */
             return DT_OK;

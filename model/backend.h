@@ -145,6 +145,14 @@ struct dt_backend {
                                 const float *dlambda, const float *lq1, const float *lk1,
                                 const float *lq2, const float *lk2, int d);
 
+    /* ---- per-head gain (model.subln: scalar): H heads of width w per token row ----
+     * out (N, H*w): out[n, h*w + i] = inp[n, h*w + i] * s[h]. */
+    void (*head_scale_forward)(float *out, const float *inp, const float *s, int N, int H, int w);
+    /* dinp (N, H*w) = dout * s[h], overwritten (dinp may equal dout: in place);
+     * ds (H) accumulates sum over n, i of dout[n, h*w + i] * inp[n, h*w + i]. */
+    void (*head_scale_backward)(float *dinp, float *ds, const float *dout, const float *inp,
+                                const float *s, int N, int H, int w);
+
     /* ---- differential attention V2 combine (SPEC section 4) ----
      * attn (N, 2H*d) standard attention over 2H q-heads; lam_logit (N, H) = x W_lambda^T.
      * out (N, H*d): out_h = attn_{2h} - sigmoid(lam_logit_h) * attn_{2h+1}. */

@@ -162,12 +162,14 @@ static void infer_attention(dt_infer *s, int l, int pos) {
     case DT_ARCH_DIFF: {
         /* DIFF head h: q-heads 2h, 2h+1; kv group g: k-heads 2g, 2g+1, v-head g (width 2d) */
         double li = config_lambda_init(c, l), a1 = 0, a2 = 0;
-        for (int e = 0; e < d; e++) {
+        for (int e = 0; c->lambda_learnable && e < d; e++) {
             a1 += (double)w->lambda_q1[e] * w->lambda_k1[e];
             a2 += (double)w->lambda_q2[e] * w->lambda_k2[e];
         }
-        /* the model keeps lambda as one fp32 number: round it the same way */
-        double lam = (float)(exp(a1) - exp(a2) + li);
+        /* the model keeps lambda as one fp32 number: round it the same way (a frozen lambda
+         * is the constant of model.lambda, in every layer) */
+        double lam = c->lambda_learnable ? (float)(exp(a1) - exp(a2) + li)
+                                         : (float)c->lambda_const;
         int n_rep = a.H / a.Hkv, d2 = 2 * d;
         for (int h = 0; h < a.H; h++) {
             int g = h / n_rep;
@@ -181,9 +183,11 @@ static void infer_attention(dt_infer *s, int l, int pos) {
                 ss += o1[e] * o1[e];
             }
             double rs = w->subln ? 1.0 / sqrt(ss / d2 + c->norm_eps) : 1.0;
+            /* subln scalar: one learned gain per DIFF head instead of the RMSNorm */
+            double sh = w->subln_scale ? w->subln_scale[h] : 1.0;
             float *y = s->attn + (size_t)h * d2;
             for (int e = 0; e < d2; e++)
-                y[e] = (float)((1.0 - li) * o1[e] * rs * (w->subln ? w->subln[e] : 1.0f));
+                y[e] = (float)((1.0 - li) * o1[e] * rs * sh * (w->subln ? w->subln[e] : 1.0f));
         }
         break;
     }

@@ -81,6 +81,7 @@ static void carve_acts(dt_model *m, carver *c) {
         x->o2 = diff ? carve(c, N * a.A) : NULL;
         x->attn_lse = carve(c, N * a.lse_heads);
         x->sub_rstd = diff ? carve(c, N * a.H) : NULL;
+        x->attn_pre = diff && cfg->subln == DT_SUBLN_SCALAR ? carve(c, N * a.A) : NULL;
         x->lambda = diff ? carve(c, 1) : NULL;
         x->heads = v2 ? carve(c, N * a.q) : NULL;
         x->lam_logit = v2 ? carve(c, N * a.H) : NULL;
@@ -250,11 +251,20 @@ static void attention_block_forward(dt_model *m, int l) {
     switch (c->arch) {
     case DT_ARCH_DIFF: {
         float li = (float)config_lambda_init(c, l);
-        be->difflambda_forward(x->lambda, w->lambda_q1, w->lambda_k1, w->lambda_q2, w->lambda_k2,
-                               li, a.d);
-        be->diffattn_forward(x->attn_out, x->o1, x->o2, x->attn_lse, x->sub_rstd, x->q, x->k,
-                             x->v, x->lambda, w->subln, li, (float)c->norm_eps, B, T, a.H, a.Hkv,
-                             a.d);
+        if (c->lambda_learnable) {
+            be->difflambda_forward(x->lambda, w->lambda_q1, w->lambda_k1, w->lambda_q2,
+                                   w->lambda_k2, li, a.d);
+        } else {
+            float lam = (float)c->lambda_const; /* frozen: the same constant in every layer */
+            be->copy_from_host(x->lambda, &lam, sizeof lam);
+        }
+        /* subln scalar: the kernel runs without a gain (out = (1 - lambda_init) O, kept in
+         * attn_pre for the backward) and head_scale applies s_h per DIFF head */
+        float *pre = c->subln == DT_SUBLN_SCALAR ? x->attn_pre : x->attn_out;
+        be->diffattn_forward(pre, x->o1, x->o2, x->attn_lse, x->sub_rstd, x->q, x->k, x->v,
+                             x->lambda, w->subln, li, (float)c->norm_eps, B, T, a.H, a.Hkv, a.d);
+        if (c->subln == DT_SUBLN_SCALAR)
+            be->head_scale_forward(x->attn_out, x->attn_pre, w->subln_scale, N, a.H, 2 * a.d);
         break;
     }
     case DT_ARCH_DIFF_V2:
@@ -442,11 +452,16 @@ static void attention_block_backward(dt_model *m, int l) {
         float li = (float)config_lambda_init(c, l);
         /* dlambda and dgamma cover this rank's heads only: model_reduce_tp_grads sums them */
         be->memset_zero(m->dlam, sizeof(float));
+        if (c->subln == DT_SUBLN_SCALAR) /* in place: dwide becomes d(attn_pre) */
+            be->head_scale_backward(m->dwide, g->subln_scale, m->dwide, x->attn_pre,
+                                    w->subln_scale, N, a.H, 2 * a.d);
         be->diffattn_backward(m->dq, m->dk, m->dv, g->subln, m->dlam, m->dwide, x->q, x->k, x->v,
                               x->o1, x->o2, x->attn_lse, x->sub_rstd, x->lambda, w->subln, li, B,
                               T, a.H, a.Hkv, a.d);
-        be->difflambda_backward(g->lambda_q1, g->lambda_k1, g->lambda_q2, g->lambda_k2, m->dlam,
-                                w->lambda_q1, w->lambda_k1, w->lambda_q2, w->lambda_k2, a.d);
+        if (c->lambda_learnable) /* a frozen lambda's gradient in dlam is dropped */
+            be->difflambda_backward(g->lambda_q1, g->lambda_k1, g->lambda_q2, g->lambda_k2,
+                                    m->dlam, w->lambda_q1, w->lambda_k1, w->lambda_q2,
+                                    w->lambda_k2, a.d);
         break;
     }
     case DT_ARCH_DIFF_V2:

@@ -41,6 +41,7 @@ typedef struct dt_layer_acts {
     float *o1, *o2;    /* diff: (N, H*2d) branch outputs */
     float *attn_lse;   /* (B, Hq or 2H, T) */
     float *sub_rstd;   /* diff: (N, H) */
+    float *attn_pre;   /* diff with subln scalar: (N, H*2d) (1 - lambda_init) O before s_h */
     float *lambda;     /* diff: (1) this layer's lambda */
     float *heads;      /* diff_v2: (N, 2H*d) standard attention output before the combine */
     float *lam_logit;  /* diff_v2: (N, H) */

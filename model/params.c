@@ -110,11 +110,20 @@ static void enumerate(dt_param_layout *L, dt_tensor_spec *t, const dt_model_conf
         T2(LNAME("attn.out_proj.weight"), D, H * w.out_per_head, DT_SPLIT_COLS,
            h0 * w.out_per_head, tp.n_heads * w.out_per_head, DT_TENSOR_LINEAR_OUT);
         if (m->arch == DT_ARCH_DIFF) {
-            T1(LNAME("attn.lambda_q1"), d, DT_TENSOR_LAMBDA, 1);
-            T1(LNAME("attn.lambda_k1"), d, DT_TENSOR_LAMBDA, 1);
-            T1(LNAME("attn.lambda_q2"), d, DT_TENSOR_LAMBDA, 1);
-            T1(LNAME("attn.lambda_k2"), d, DT_TENSOR_LAMBDA, 1);
-            if (m->subln) T1(LNAME("attn.subln.weight"), 2 * d, DT_TENSOR_NORM, 1);
+            /* a frozen lambda (model.lambda: a number) has nothing to learn */
+            if (m->lambda_learnable) {
+                T1(LNAME("attn.lambda_q1"), d, DT_TENSOR_LAMBDA, 1);
+                T1(LNAME("attn.lambda_k1"), d, DT_TENSOR_LAMBDA, 1);
+                T1(LNAME("attn.lambda_q2"), d, DT_TENSOR_LAMBDA, 1);
+                T1(LNAME("attn.lambda_k2"), d, DT_TENSOR_LAMBDA, 1);
+            }
+            if (m->subln == DT_SUBLN_ON)
+                T1(LNAME("attn.subln.weight"), 2 * d, DT_TENSOR_NORM, 1);
+            /* one gain per DIFF head: split by whole heads like q_proj's rows, so each rank's
+             * gradient is complete (not tp_partial) */
+            if (m->subln == DT_SUBLN_SCALAR)
+                add_tensor(L, t, (tensor_def){LNAME("attn.subln.scale"), 1, H, 1, DT_SPLIT_ROWS,
+                                              h0, tp.n_heads, DT_TENSOR_NORM, 0});
         }
         if (m->arch == DT_ARCH_DIFF_V2)
             T2(LNAME("attn.lambda_proj.weight"), H, D, DT_SPLIT_ROWS, h0, tp.n_heads,
@@ -209,6 +218,7 @@ dt_status params_bind(dt_params *p, const dt_param_layout *layout, const dt_mode
         BIND(lambda_q2, "attn.lambda_q2");
         BIND(lambda_k2, "attn.lambda_k2");
         BIND(subln, "attn.subln.weight");
+        BIND(subln_scale, "attn.subln.scale");
         BIND(lambda_proj, "attn.lambda_proj.weight");
         BIND(ffn_norm, "ffn_norm.weight");
         BIND(w_gate, "ffn.w_gate.weight");

@@ -15,7 +15,7 @@ typedef enum dt_tensor_kind {
     DT_TENSOR_EMBEDDING = 0, /* tok_embeddings, output */
     DT_TENSOR_LINEAR,        /* projections; init N(0, std) */
     DT_TENSOR_LINEAR_OUT,    /* out_proj, w_down: init N(0, std / sqrt(2 n_layers)) */
-    DT_TENSOR_NORM,          /* RMSNorm and subln gains: init 1 */
+    DT_TENSOR_NORM,          /* RMSNorm and subln gains (weight and per-head scale): init 1 */
     DT_TENSOR_LAMBDA,        /* lambda_q1..k2: init N(0, 0.1^2) (SPEC) */
 } dt_tensor_kind;
 
@@ -69,8 +69,9 @@ typedef struct dt_layer_params {
     float *k_proj;         /* (2Hkv*d, D); diff_v2 and transformer (Hkv*d, D) */
     float *v_proj;         /* diff (Hkv*2d, D); diff_v2 and transformer (Hkv*d, D) */
     float *out_proj;       /* (D, 2H*d); diff_v2 (D, H*d) */
-    float *lambda_q1, *lambda_k1, *lambda_q2, *lambda_k2; /* (d), diff only */
-    float *subln;                                         /* (2d), diff with subln */
+    float *lambda_q1, *lambda_k1, *lambda_q2, *lambda_k2; /* (d), diff with learnable lambda */
+    float *subln;                                         /* (2d), diff with subln true */
+    float *subln_scale;                                   /* (H), diff with subln scalar */
     float *lambda_proj;                                   /* (H, D), diff_v2 only */
     float *ffn_norm;                                      /* (D) */
     float *w_gate, *w_up;                                 /* (F, D) */

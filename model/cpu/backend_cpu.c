@@ -44,6 +44,8 @@ static const dt_backend cpu_backend = {
     .diffattn_backward = cpu_diffattn_backward,
     .difflambda_forward = cpu_difflambda_forward,
     .difflambda_backward = cpu_difflambda_backward,
+    .head_scale_forward = cpu_head_scale_forward,
+    .head_scale_backward = cpu_head_scale_backward,
     .diffv2_combine_forward = cpu_diffv2_combine_forward,
     .diffv2_combine_backward = cpu_diffv2_combine_backward,
 

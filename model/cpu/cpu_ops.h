@@ -38,6 +38,8 @@ void cpu_diffattn_forward(float *out, float *o1, float *o2, float *lse, float *r
 void cpu_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma, float *dlambda, const float *dout, const float *q, const float *k, const float *v, const float *o1, const float *o2, const float *lse, const float *rstd, const float *lambda, const float *gamma, float lambda_init, int B, int T, int H, int Hkv, int d);
 void cpu_difflambda_forward(float *lambda, const float *lq1, const float *lk1, const float *lq2, const float *lk2, float lambda_init, int d);
 void cpu_difflambda_backward(float *dlq1, float *dlk1, float *dlq2, float *dlk2, const float *dlambda, const float *lq1, const float *lk1, const float *lq2, const float *lk2, int d);
+void cpu_head_scale_forward(float *out, const float *inp, const float *s, int N, int H, int w);
+void cpu_head_scale_backward(float *dinp, float *ds, const float *dout, const float *inp, const float *s, int N, int H, int w);
 void cpu_diffv2_combine_forward(float *out, const float *attn, const float *lam_logit, int N, int H, int d);
 void cpu_diffv2_combine_backward(float *dattn, float *dlam_logit, const float *dout, const float *attn, const float *lam_logit, int N, int H, int d);
 void cpu_adamw_update(float *params, float *m, float *v, const float *grads, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale, int t);

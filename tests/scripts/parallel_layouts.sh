@@ -3,7 +3,9 @@
 # for arch diff, diff_v2 and transformer (GQA, unequal vocab slices and ZeRO partitions), every
 # layout with tp * dp <= 4 (tp in 1,2,4; dp in 1,2,4; zero 0,1,2) trains 5 steps under mpirun and
 # its losses, its parameters after 5 steps, and its bytes moved (against the analytic count) are
-# compared with the single-rank run (compare_dumps.py). Also: a world size that does not match
+# compared with the single-rank run (compare_dumps.py). The same for the ablation switches
+# (model.subln: scalar, a per-head gain split over tp with the heads, and a frozen model.lambda,
+# whose lambda vectors are absent) under tp 2 x dp 2 with ZeRO 1 and tp 4. Also: a world size that does not match
 # tp x dp and a tp that does not divide the heads end every rank with status 2 and one message;
 # a rank killed with SIGKILL mid-step ends the job within 60 s with a non-zero status.
 #
@@ -55,6 +57,20 @@ for arch in diff diff_v2 transformer; do
       fi
     done
   done
+done
+
+# ablation switches: the per-head gain is split by heads (not summed over tp), lambda is frozen
+ABL=(model.subln=scalar model.lambda=0.5)
+train abl-ref 1 "$CONFIGS/parallel/diff.yaml" "${ABL[@]}"
+grep -q "^layers.0.attn.subln.scale " "$tmp/abl-ref/layout.txt" || fail "abl-ref: no subln.scale"
+grep -q "lambda_q1" "$tmp/abl-ref/layout.txt" && fail "abl-ref: a frozen lambda has lambda vectors"
+for layout in "2 2 1" "4 1 0"; do
+  set -- $layout
+  name="abl-tp$1-dp$2-zero$3"
+  train "$name" $(($1 * $2)) "$CONFIGS/parallel/diff.yaml" "${ABL[@]}" parallel.tp=$1 \
+    parallel.dp=$2 parallel.zero=$3
+  "$PY" "$HERE/compare_dumps.py" "$tmp/abl-ref" "$tmp/$name" "$tmp/abl-ref.jsonl" \
+    "$tmp/$name.jsonl" "$name" || fail "$name does not match the single-rank run"
 done
 
 # bad layouts: exit 2 on every rank, one message

@@ -13,19 +13,25 @@ typedef struct model_case {
     dt_arch arch;
     int n_heads, n_kv_heads;
     int tie;
-    int subln;
-    double lambda_const; /* < 0: the per-layer schedule */
+    int subln;           /* dt_subln: off, on (RMSNorm + gain) or scalar (one gain per head) */
+    double lambda_const; /* lambda_init: < 0: the per-layer schedule */
+    int lambda_frozen;   /* 1: model.lambda is the number below (no lambda vectors) */
+    double lambda;
 } model_case;
 
-/* Every architecture, GQA with n_rep 2, tied and untied embeddings, subln off, constant lambda. */
+/* Every architecture, GQA with n_rep 2, tied and untied embeddings, subln off / scalar, constant
+ * lambda_init, frozen lambda (1.0: the plain difference; 0.3 with GQA and subln scalar). */
 static const model_case model_cases[] = {
-    {"diff", DT_ARCH_DIFF, 2, 2, 0, 1, -1},
-    {"diff gqa n_rep=2 tied", DT_ARCH_DIFF, 2, 1, 1, 1, -1},
-    {"diff no subln, lambda_init 0.5", DT_ARCH_DIFF, 2, 2, 0, 0, 0.5},
-    {"diff_v2 gqa n_rep=2", DT_ARCH_DIFF_V2, 2, 1, 0, 1, -1},
-    {"diff_v2 tied", DT_ARCH_DIFF_V2, 2, 2, 1, 1, -1},
-    {"transformer gqa", DT_ARCH_TRANSFORMER, 4, 2, 0, 1, -1},
-    {"transformer tied", DT_ARCH_TRANSFORMER, 4, 4, 1, 1, -1},
+    {"diff", DT_ARCH_DIFF, 2, 2, 0, 1, -1, 0, 0},
+    {"diff gqa n_rep=2 tied", DT_ARCH_DIFF, 2, 1, 1, 1, -1, 0, 0},
+    {"diff no subln, lambda_init 0.5", DT_ARCH_DIFF, 2, 2, 0, 0, 0.5, 0, 0},
+    {"diff lambda frozen 1.0", DT_ARCH_DIFF, 2, 2, 0, 1, -1, 1, 1.0},
+    {"diff subln scalar", DT_ARCH_DIFF, 2, 2, 0, DT_SUBLN_SCALAR, -1, 0, 0},
+    {"diff gqa subln scalar, lambda 0.3", DT_ARCH_DIFF, 2, 1, 1, DT_SUBLN_SCALAR, 0.5, 1, 0.3},
+    {"diff_v2 gqa n_rep=2", DT_ARCH_DIFF_V2, 2, 1, 0, 1, -1, 0, 0},
+    {"diff_v2 tied", DT_ARCH_DIFF_V2, 2, 2, 1, 1, -1, 0, 0},
+    {"transformer gqa", DT_ARCH_TRANSFORMER, 4, 2, 0, 1, -1, 0, 0},
+    {"transformer tied", DT_ARCH_TRANSFORMER, 4, 4, 1, 1, -1, 0, 0},
 };
 #define N_MODEL_CASES ((int)(sizeof model_cases / sizeof model_cases[0]))
 
@@ -46,6 +52,8 @@ static inline void model_case_config(dt_model_config *m, const model_case *c) {
     m->lambda_init_schedule = c->lambda_const < 0;
     m->lambda_init = c->lambda_const < 0 ? 0.8 : c->lambda_const;
     m->subln = c->subln;
+    m->lambda_learnable = !c->lambda_frozen;
+    m->lambda_const = c->lambda_frozen ? c->lambda : 0.0;
     m->init_std = 0.1; /* larger than usual so every path carries gradient worth checking */
 }
 

@@ -106,7 +106,19 @@ static const bad_case cases[] = {
      "model.max_seq_len", "seq_len <= model.max_seq_len"},
     {"", "data.train=[a, [b]]", "override 'data.train=[a, [b]]': ", "data.train[1]",
      "inside the list"},
-    {"", "model.subln=1", "override 'model.subln=1': ", "model.subln", "true or false"},
+    {"", "model.subln=1", "override 'model.subln=1': ", "model.subln",
+     "expected true, false or scalar, got '1'"},
+    /* the ablation switches (model.subln: scalar, model.lambda: a frozen constant) */
+    {"model:\n  subln: maybe\n", NULL, "t.yaml:2:10: ", "model.subln",
+     "expected true, false or scalar, got 'maybe'"},
+    {"model:\n  subln: 'scalar'\n", NULL, "t.yaml:2:10: ", "model.subln", "true, false or scalar"},
+    {"model:\n  lambda: fast\n", NULL, "t.yaml:2:11: ", "model.lambda",
+     "expected learnable or a number, got 'fast'"},
+    {"model:\n  lambda: .nan\n", NULL, "t.yaml:2:11: ", "model.lambda", "learnable or a number"},
+    {"", "model.lambda=[1]", "override 'model.lambda=[1]': ", "model.lambda",
+     "learnable or a number, got a list"},
+    {"model:\n  arch: diff_v2\n  lambda: 0.5\n", NULL, "t.yaml:3:11: ", "model.lambda",
+     "expected learnable for arch diff_v2"},
 };
 
 static void check_message(const char *msg, const char *where, const char *key, const char *says,

@@ -103,7 +103,8 @@ static const char *full_doc = "model:\n"
                               "  tie_embeddings: true\n"
                               "  norm_eps: 1e-6\n"
                               "  lambda_init: 0.5\n"
-                              "  subln: false\n"
+                              "  lambda: 1.0\n" /* ignored by the transformer, kept */
+                              "  subln: scalar\n"
                               "  init_std: 0.01\n"
                               "parallel: {tp: 3, dp: 2, zero: 2}\n"
                               "train:\n"
@@ -162,7 +163,9 @@ static void test_full_document(void **state) {
     assert_true(c->model.norm_eps == 1e-6);
     assert_int_equal(c->model.lambda_init_schedule, 0);
     assert_true(c->model.lambda_init == 0.5);
-    assert_int_equal(c->model.subln, 0);
+    assert_int_equal(c->model.lambda_learnable, 0);
+    assert_true(c->model.lambda_const == 1.0);
+    assert_int_equal(c->model.subln, DT_SUBLN_SCALAR);
     assert_int_equal(c->parallel.tp, 3);
     assert_int_equal(c->parallel.dp, 2);
     assert_int_equal(c->train.global_batch, 20);
@@ -197,6 +200,52 @@ static void test_full_document(void **state) {
     assert_round_trip(c, "full document");
     free(c);
     free(d);
+}
+
+/* The ablation switches: model.subln true | false | scalar, model.lambda learnable | a number
+ * (frozen; any finite value, 1.0 and negatives included), booleans still working, and the
+ * printed form reading back. */
+static void test_ablation_switches(void **state) {
+    (void)state;
+    dt_config *c = calloc(1, sizeof *c);
+    assert_int_equal(config_load_string(c, "a.yaml", "", 0, NULL), DT_OK);
+    assert_int_equal(c->model.subln, DT_SUBLN_ON);
+    assert_int_equal(c->model.lambda_learnable, 1);
+    static const struct {
+        const char *doc;
+        int subln, learnable;
+        double lambda;
+    } ok[] = {
+        {"model: {subln: scalar}", DT_SUBLN_SCALAR, 1, 0.0},
+        {"model: {subln: false, lambda: 1.0}", DT_SUBLN_OFF, 0, 1.0},
+        {"model: {subln: True, lambda: -0.25}", DT_SUBLN_ON, 0, -0.25},
+        {"model: {subln: scalar, lambda: 0}", DT_SUBLN_SCALAR, 0, 0.0},
+        {"model: {lambda: learnable}", DT_SUBLN_ON, 1, 0.0},
+        {"model: {arch: transformer, d_model: 64, n_heads: 4, lambda: 0.5}", DT_SUBLN_ON, 0,
+         0.5},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        if (config_load_string(c, "a.yaml", ok[i].doc, 0, NULL) != DT_OK)
+            fail_msg("%s: %s", ok[i].doc, config_last_error());
+        assert_int_equal(c->model.subln, ok[i].subln);
+        assert_int_equal(c->model.lambda_learnable, ok[i].learnable);
+        assert_true(c->model.lambda_const == ok[i].lambda);
+        assert_round_trip(c, ok[i].doc);
+    }
+    char *ov[] = {"model.lambda=0.75", "model.subln=scalar", "model.lambda=learnable"};
+    assert_int_equal(config_load_string(c, "a.yaml", "", 2, ov), DT_OK);
+    assert_int_equal(c->model.lambda_learnable, 0);
+    assert_true(c->model.lambda_const == 0.75);
+    assert_int_equal(c->model.subln, DT_SUBLN_SCALAR);
+    assert_int_equal(config_load_string(c, "a.yaml", "model: {lambda: 2}", 1, ov + 2), DT_OK);
+    assert_int_equal(c->model.lambda_learnable, 1);
+    assert_true(c->model.lambda_const == 0.0); /* canonical, so equal configs are byte-equal */
+    /* diff_v2 has no scalar lambda to freeze */
+    assert_int_equal(config_load_string(c, "a.yaml", "model: {arch: diff_v2, lambda: 0.5}", 0,
+                                        NULL),
+                     DT_ERR_INPUT);
+    assert_non_null(strstr(config_last_error(), "model.lambda"));
+    free(c);
 }
 
 static void test_overrides(void **state) {
@@ -289,6 +338,9 @@ static void test_round_trip_random(void **state) {
         c->model.lambda_init_schedule = it % 2;
         c->model.lambda_init = it % 2 ? 0.0 : u[2];
         c->model.init_std = u[3] + 1e-300;
+        c->model.lambda_learnable = it % 3 == 0;
+        c->model.lambda_const = it % 3 == 0 ? 0.0 : 4 * u[2] - 2; /* any finite number */
+        c->model.subln = it % 3;
         c->optim.lr = pow(10.0, -8 * u[4]);
         c->optim.min_lr = c->optim.lr * u[5];
         c->optim.beta1 = u[6];
@@ -348,7 +400,7 @@ int main(void) {
         cmocka_unit_test(test_defaults_valid),  cmocka_unit_test(test_full_document),
         cmocka_unit_test(test_overrides),       cmocka_unit_test(test_number_forms),
         cmocka_unit_test(test_round_trip_random), cmocka_unit_test(test_derived),
-        cmocka_unit_test(test_require_data),
+        cmocka_unit_test(test_require_data),    cmocka_unit_test(test_ablation_switches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,6 +51,8 @@ static void test_backend_cpu_complete(void **state) {
     CHECK_MEMBER(diffattn_backward, cpu_diffattn_backward);
     CHECK_MEMBER(difflambda_forward, cpu_difflambda_forward);
     CHECK_MEMBER(difflambda_backward, cpu_difflambda_backward);
+    CHECK_MEMBER(head_scale_forward, cpu_head_scale_forward);
+    CHECK_MEMBER(head_scale_backward, cpu_head_scale_backward);
     CHECK_MEMBER(diffv2_combine_forward, cpu_diffv2_combine_forward);
     CHECK_MEMBER(diffv2_combine_backward, cpu_diffv2_combine_backward);
     CHECK_MEMBER(xent_vp_max, cpu_xent_vp_max);
@@ -61,8 +63,8 @@ static void test_backend_cpu_complete(void **state) {
 }
 
 /* A member added to dt_backend but forgotten above would go unchecked; this counts the struct's
- * pointer-sized slots (name + 34 functions) so that the test fails when the struct grows. */
-enum { DT_BACKEND_SLOTS = 35 };
+ * pointer-sized slots (name + 36 functions) so that the test fails when the struct grows. */
+enum { DT_BACKEND_SLOTS = 37 };
 static void test_backend_cpu_member_count(void **state) {
     (void)state;
     assert_int_equal(sizeof(dt_backend), DT_BACKEND_SLOTS * sizeof(void *));

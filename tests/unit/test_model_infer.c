@@ -1,6 +1,6 @@
 /* Generation (model/infer.h): the KV-cache decoder against the model's own full forward, for
- * every architecture of model_test_util.h (diff, diff GQA n_rep 2, diff without subln, diff_v2,
- * transformer, tied and untied), and the sampler against the analytic softmax. */
+ * every architecture of model_test_util.h (diff, diff GQA n_rep 2, diff without subln, diff with
+ * a frozen lambda and with subln scalar, diff_v2, transformer, tied and untied), and the sampler against the analytic softmax. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +27,15 @@ static void case_model(dt_model *m, dt_model_config *cfg, const model_case *c, i
     model_case_config(cfg, c);
     cfg->init_std = 0.3; /* logits far from flat: greedy ties are out of reach of rounding */
     assert_int_equal(model_init(m, cfg, dt_backend_cpu(), 11, 1, T), DT_OK);
+    /* subln scalar: the gains start at 1, which would hide a decoder that ignores them or reads
+     * another head's; give every (layer, head) its own value */
+    for (int l = 0; l < cfg->n_layers; l++) {
+        float *s = m->params.layers[l].subln_scale, host[8];
+        if (!s) continue;
+        assert_true(cfg->n_heads <= 8);
+        for (int h = 0; h < cfg->n_heads; h++) host[h] = 0.5f + 0.4f * (float)(2 * l + h);
+        m->be->copy_from_host(s, host, (size_t)cfg->n_heads * sizeof(float));
+    }
 }
 
 static void prompt_of(int32_t *x, int vocab) { model_case_tokens(x, P, vocab, 21); }
@@ -79,7 +88,12 @@ static void test_cache_matches_full_forward(void **state) {
             for (int v = 0; v < V; v++) ref[v] = lf[v];
             char what[160];
             snprintf(what, sizeof what, "%s: logits after %d tokens", c->label, n);
-            double err = assert_close_f(lc, ref, (size_t)V, LOGIT_ATOL, LOGIT_RTOL, what);
+            /* lambda frozen at 1: at init both branch maps are near-uniform, o1 - o2 cancels to
+             * ~1/10 of o1 and subln rescales it to unit rms, so both sides' fp32 rounding grows
+             * by that factor (observed ~1.1e-5); 5x the absolute tolerance still fails a wrong
+             * lambda or scale by 100x */
+            double atol = c->lambda_frozen && c->lambda == 1.0 ? 5 * LOGIT_ATOL : LOGIT_ATOL;
+            double err = assert_close_f(lc, ref, (size_t)V, atol, LOGIT_RTOL, what);
             if (err > max_err) max_err = err;
             if (n >= P && n < CTX) {
                 /* the greedy choice must win by far more than the tolerance */
