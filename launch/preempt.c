@@ -18,8 +18,6 @@ void preempt_install(void) {
     sigaction(SIGUSR1, &sa, NULL);
 }
 
-int preempt_local_signal(void) { return (int)received; }
-
 dt_status preempt_agree(dt_comm *world, int *signal_out) {
     int64_t s = received;
     DT_TRY(comm_allreduce_i64(world, &s, 1, DT_REDUCE_MAX));

@@ -9,8 +9,6 @@
 
 /* Installs the handlers for SIGTERM and SIGUSR1. */
 void preempt_install(void);
-/* The signal received on this rank since preempt_install (0 if none). */
-int preempt_local_signal(void);
 /* Collective over `world`: the signal any rank received (the largest number), 0 if none;
  * *signal_out receives it. Returns the status of the all-reduce. */
 dt_status preempt_agree(dt_comm *world, int *signal_out);
