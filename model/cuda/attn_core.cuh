@@ -1,0 +1,111 @@
+/* The causal softmax attention core shared by the CUDA attention ops (attention.cu: standard
+ * and GQA attention, diffattn.cu: differential attention V1). Internal to model/cuda.
+ *
+ * Both ops run one standard causal attention over nq q-heads; they differ only in which k-head,
+ * v-head and output columns a q-head j uses, which attn_map describes:
+ *   standard (diff = 0): Hq q-heads, Hkv kv-heads, n_rep = Hq / Hkv; q-head j reads k-head and
+ *       v-head j / n_rep and writes columns [j*dv, (j+1)*dv) of out (B, T, Hq*dv);
+ *   DIFF V1 (diff = 1): nq = 2H q-heads, j = 2h + c is branch c of DIFF head h; kv group
+ *       g = h / (H / Hkv) = j / n_rep with n_rep = 2H / Hkv; q-head j reads k-head 2g + c (of
+ *       2Hkv) and v-head g (width dv = 2d), and writes columns [h*dv, (h+1)*dv) of o1 (c = 0) or
+ *       o2 (c = 1), each (B, T, H*2d).
+ * Branch c of DIFF has the output gradient dscale_j * G with dscale = 1 for c = 0 and -lambda for
+ * c = 1 (G = dO, the gradient of O = o1 - lambda o2); standard attention has dscale = 1, G = dout.
+ * The q-heads that read v-head g are j in [g*n_rep, (g+1)*n_rep) in both layouts.
+ *
+ * Kernels: forward (attention.cu): one block per (query tile, q-head, b), online softmax per row,
+ * lse per row; backward (attn_backward.cu): delta_j,i = dscale_j * (G_i . o_i) per row, then dq
+ * per query tile and dk/dv per key tile (every gradient element written by one thread, in a
+ * fixed order: no atomics, bit-identical reruns). */
+#ifndef DT_CUDA_ATTN_CORE_CUH
+#define DT_CUDA_ATTN_CORE_CUH
+
+#include <stddef.h>
+
+#include "model/cuda/cuda_common.cuh"
+
+/* Head dimension and value width the kernels' register tiles hold. */
+#define ATTN_CU_MAX_D 128
+#define ATTN_CU_MAX_DV 256
+
+typedef struct attn_map {
+    int B, T;
+    int nq, nk, nv; /* q-heads, k-heads, v-heads */
+    int n_rep;      /* q-heads per v-head: nq / nv */
+    int d, dv;      /* q/k head dim, v head width */
+    int diff;       /* 0: standard GQA, 1: DIFF V1 pairing (see above) */
+} attn_map;
+
+/* Tiling shared by the kernels: tiles of 32 query rows x 32 keys; forward and dq blocks have 8
+ * warps of 4 rows each (the dk/dv kernel has its own: attn_backward.cu); a lane holds DU
+ * head-dim or DVU value columns of a row. */
+#define ATTN_CU_WARPS 8
+#define ATTN_CU_THREADS (ATTN_CU_WARPS * 32)
+#define ATTN_CU_RPW 4                            /* rows or keys per warp */
+#define ATTN_CU_BR (ATTN_CU_WARPS * ATTN_CU_RPW) /* query rows per tile: 32 */
+#define ATTN_CU_BC 32                            /* keys per tile: one per lane */
+#define ATTN_CU_DU (ATTN_CU_MAX_D / 32)          /* head-dim columns per lane: 4 */
+#define ATTN_CU_DVU (ATTN_CU_MAX_DV / 32)        /* value columns per lane: 8 */
+#define ATTN_CU_MASKED (-1.0e30f)
+
+/* k-head read by q-head j */
+__host__ __device__ __forceinline__ int attn_k_head(const attn_map &m, int j) {
+    return m.diff ? 2 * (j / m.n_rep) + (j & 1) : j / m.n_rep;
+}
+/* v-head read by q-head j */
+__host__ __device__ __forceinline__ int attn_v_head(const attn_map &m, int j) {
+    return j / m.n_rep;
+}
+/* output buffer of q-head j: 0 (out or o1) or 1 (o2) */
+__host__ __device__ __forceinline__ int attn_o_buf(const attn_map &m, int j) {
+    return m.diff ? (j & 1) : 0;
+}
+/* first column of q-head j's output (and of its gradient G) in its buffer */
+__host__ __device__ __forceinline__ size_t attn_o_col(const attn_map &m, int j) {
+    return (size_t)(m.diff ? (j >> 1) : j) * m.dv;
+}
+/* row stride (floats) of the output buffers and of G */
+__host__ __device__ __forceinline__ size_t attn_o_stride(const attn_map &m) {
+    return (size_t)(m.diff ? m.nq / 2 : m.nq) * m.dv;
+}
+
+/* Output gradient scale of q-head j: -lambda for DIFF branch 2, else 1. */
+__device__ __forceinline__ float attn_dscale(const attn_map &m, int j, const float *lambda) {
+    return (m.diff && (j & 1)) ? -lambda[0] : 1.0f;
+}
+
+/* Rows [r0, r0 + nrows) of a head view x (row stride xs) into dst (ATTN_CU_BR or _BC rows of
+ * w floats, row stride ld); rows at or past n_valid are zero. */
+__device__ __forceinline__ void attn_stage(float *dst, int ld, const float *x, size_t xs, int r0,
+                                           int n_valid, int nrows, int w) {
+    for (int idx = threadIdx.x; idx < nrows * w; idx += blockDim.x) {
+        const int r = idx / w, e = idx % w;
+        dst[r * ld + e] = r < n_valid ? x[(size_t)(r0 + r) * xs + e] : 0.0f;
+    }
+}
+
+/* Lets `kernel` use `bytes` of dynamic shared memory (needed above the default 48 KiB). */
+template <typename K> static inline void attn_smem_allow(K kernel, size_t bytes) {
+    if (bytes > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)bytes));
+}
+
+/* Aborts, printing the sizes, unless the kernels handle m (like a CUDA error: the ops return
+ * nothing): d <= ATTN_CU_MAX_D, dv <= ATTN_CU_MAX_DV, nq a multiple of nv, even for DIFF. */
+void attn_check(const attn_map &m);
+
+/* o_a, o_b (the output buffers, o_b only for DIFF), lse (B, nq, T) from q (B, T, nq*d),
+ * k (B, T, nk*d), v (B, T, nv*dv). Scale 1/sqrt(d). Checks m with attn_check. */
+void attn_core_forward(float *o_a, float *o_b, float *lse, const float *q, const float *k,
+                       const float *v, const attn_map &m);
+
+/* dq (B, T, nq*d), dk (B, T, nk*d), dv (B, T, nv*dv), all overwritten, from G (the output
+ * gradient, in the layout of the output buffers), the forward's o_a, o_b and lse. lambda: device
+ * pointer to DIFF's lambda (NULL for standard attention). delta: device scratch of B*nq*T
+ * floats (the caller carves it out of cuda_workspace). */
+void attn_core_backward(float *dq, float *dk, float *dv, float *delta, const float *G,
+                        const float *o_a, const float *o_b, const float *q, const float *k,
+                        const float *v, const float *lse, const float *lambda, const attn_map &m);
+
+#endif

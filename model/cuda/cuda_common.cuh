@@ -1,0 +1,78 @@
+/* Shared by the CUDA backend's kernels (the .cu files of model/cuda): error checks, the compute stream, the
+ * backend's scratch workspace, launch sizes and warp/block reductions.
+ *
+ * Every op of the backend enqueues its kernels on one compute stream (cuda_stream()) and
+ * returns; the results are ready once that stream reaches them (copy_to_host and synchronize
+ * wait for it). A CUDA error inside an op is fatal: cuda_check prints the call, file:line and
+ * CUDA's message to stderr and aborts, which under mpirun/srun ends the whole job (the model
+ * never continues on a half-done op). */
+#ifndef DT_CUDA_COMMON_CUH
+#define DT_CUDA_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CUDA_CHECK(call) cuda_check((call), #call, __FILE__, __LINE__)
+/* After a kernel launch: launch-configuration errors are reported here, at the launch site. */
+#define CUDA_LAUNCH_CHECK() cuda_check(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
+
+void cuda_check(cudaError_t e, const char *what, const char *file, int line);
+
+/* The stream every op runs on (created by cuda_backend_init). */
+cudaStream_t cuda_stream(void);
+
+/* Backend-owned device scratch of at least `bytes`, grown on demand (the old contents are not
+ * kept) and reused by the next caller: valid until the next call of cuda_workspace. Ops use it
+ * for intermediate buffers that the backend interface does not pass in (partial sums, per-row
+ * deltas). Growing synchronizes the stream first, so no queued kernel still reads the old one. */
+void *cuda_workspace(size_t bytes);
+
+/* Blocks of `threads` threads covering n elements (at least 1, at most 2^31 - 1: kernels use a
+ * grid-stride loop beyond that). */
+static inline unsigned cuda_blocks(size_t n, int threads) {
+    size_t b = (n + (size_t)threads - 1) / (size_t)threads;
+    if (b < 1) b = 1;
+    if (b > 0x7fffffffu) b = 0x7fffffffu;
+    return (unsigned)b;
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+__device__ __forceinline__ double warp_sum_d(double x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+ * `scratch` is __shared__ float[32]. The order of additions is fixed by the block shape, so the
+ * result is deterministic. Contains __syncthreads: call from every thread of the block. */
+__device__ __forceinline__ float block_sum(float x, float *scratch) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    x = warp_sum(x);
+    __syncthreads(); /* scratch may still be read by a previous call */
+    if (lane == 0) scratch[warp] = x;
+    __syncthreads();
+    x = lane < nwarps ? scratch[lane] : 0.0f;
+    return warp_sum(x);
+}
+
+__device__ __forceinline__ float block_max(float x, float *scratch) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    x = warp_max(x);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = x;
+    __syncthreads();
+    x = lane < nwarps ? scratch[lane] : -INFINITY;
+    return warp_max(x);
+}
+
+#endif

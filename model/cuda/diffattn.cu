@@ -1,0 +1,213 @@
+/* Differential attention V1 on the GPU (SPEC sections 2 and 3), matching cpu_diffattn_*.
+ *
+ * The two branches of every DIFF head are standard causal attention with the DIFF head mapping
+ * of attn_core.cuh (q-head 2h + c, k-head 2g + c, v-head g of width 2d, g = h / (H / Hkv)), so
+ * the forward is the core's forward into o1, o2, lse plus a combine kernel (O = o1 - lambda o2,
+ * subln, (1 - lambda_init)), and the backward is a subln-backward kernel (dY -> dO, with the
+ * dgamma / dlambda partial sums) plus the core's backward with G = dO and the branch scales
+ * (1, -lambda): delta per branch, never from the combined O (SPEC trap).
+ *
+ * dgamma (2d) and dlambda sum over all B*T*H rows. Deterministically: the rows are cut into
+ * fixed chunks of DIFF_ROWS_PER_CHUNK (the cut depends on the sizes only), each block sums its
+ * chunk in double in a fixed order into a partial row of the workspace, and one final block
+ * adds the partials chunk by chunk (in double, as the CPU oracle) to dgamma and dlambda. */
+#include <math.h>
+
+#include "model/cuda/attn_core.cuh"
+#include "model/cuda/cuda_common.cuh"
+#include "model/cuda/cuda_ops.h"
+
+#define DIFF_WARPS 8
+#define DIFF_ROWS_PER_WARP 8
+#define DIFF_ROWS_PER_CHUNK (DIFF_WARPS * DIFF_ROWS_PER_WARP) /* rows per block: 64 */
+#define DIFF_MAX_D2 ATTN_CU_MAX_DV                             /* 2d <= 256 */
+#define DIFF_U (DIFF_MAX_D2 / 32)                              /* columns per lane: 8 */
+
+static attn_map diff_map(int B, int T, int H, int Hkv, int d) {
+    attn_map m;
+    m.B = B;
+    m.T = T;
+    m.nq = 2 * H;
+    m.nk = 2 * Hkv;
+    m.nv = Hkv;
+    m.n_rep = Hkv > 0 ? 2 * H / Hkv : 0;
+    m.d = d;
+    m.dv = 2 * d;
+    m.diff = 1;
+    return m;
+}
+
+/* One warp per row n = (b*T + t)*H + h of O (2d wide): out = (1 - lambda_init) * subln(O) * gamma
+ * (rstd (n) = 1/rms(O), written when non-NULL), or (1 - lambda_init) * O without gamma. */
+__global__ void diff_combine_kernel(float *out, float *rstd, const float *o1, const float *o2,
+                                    const float *lambda, const float *gamma, float out_scale,
+                                    float eps, size_t n_rows, int d2) {
+    const size_t n_warps = ((size_t)gridDim.x * blockDim.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    const float lam = *lambda;
+    /* n is the same for the 32 lanes of a warp: the loop and the shuffles are warp-uniform */
+    for (size_t n = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; n < n_rows;
+         n += n_warps) {
+        const float *a1 = o1 + n * d2, *a2 = o2 + n * d2; /* (2d) */
+        float *y = out + n * d2;                          /* (2d) */
+        if (gamma) {
+            double ss = 0.0;
+            for (int e = lane; e < d2; e += 32) {
+                const float oe = a1[e] - lam * a2[e];
+                ss += (double)oe * oe;
+            }
+            ss = warp_sum_d(ss);
+            const float rs = (float)(1.0 / sqrt(ss / d2 + (double)eps));
+            if (rstd && lane == 0) rstd[n] = rs;
+            for (int e = lane; e < d2; e += 32)
+                y[e] = out_scale * ((a1[e] - lam * a2[e]) * rs) * gamma[e];
+        } else {
+            for (int e = lane; e < d2; e += 32) y[e] = out_scale * (a1[e] - lam * a2[e]);
+        }
+    }
+}
+
+extern "C" void cuda_diffattn_forward(float *out, float *o1, float *o2, float *lse, float *rstd,
+                                      const float *q, const float *k, const float *v,
+                                      const float *lambda, const float *gamma, float lambda_init,
+                                      float eps, int B, int T, int H, int Hkv, int d) {
+    const attn_map m = diff_map(B, T, H, Hkv, d);
+    attn_core_forward(o1, o2, lse, q, k, v, m);
+    const size_t n_rows = (size_t)B * T * H;
+    if (n_rows == 0) return;
+    diff_combine_kernel<<<cuda_blocks(n_rows * 32, 256), 256, 0, cuda_stream()>>>(
+        out, rstd, o1, o2, lambda, gamma, 1.0f - lambda_init, eps, n_rows, 2 * d);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* Block ch handles rows [ch*64, (ch+1)*64), a warp DIFF_ROWS_PER_WARP consecutive ones; per row:
+ *   Ohat = O r, dOhat = (1 - li) dY gamma, dO = r (dOhat - Ohat (Ohat . dOhat) / 2d)
+ *   (dO = (1 - li) dY without gamma), written to dO (n, 2d);
+ * part[ch] (2d + 1 doubles) = {sum over the chunk's rows of (1 - li) dY Ohat (dgamma),
+ * -sum of dO . o2 (dlambda)}: each lane sums its columns over its warp's rows in row order, then
+ * thread e sums the 8 warps in warp order. */
+__global__ void __launch_bounds__(DIFF_WARPS * 32)
+diff_subln_backward_kernel(float *dO, double *part, const float *dout, const float *o1,
+                           const float *o2, const float *rstd, const float *lambda,
+                           const float *gamma, float out_scale, size_t n_rows, int d2) {
+    __shared__ double sg[DIFF_WARPS][DIFF_MAX_D2];
+    __shared__ double sdl[DIFF_WARPS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const size_t ch = blockIdx.x;
+    const float lam = *lambda;
+    double gp[DIFF_U], dl = 0.0;
+#pragma unroll
+    for (int u = 0; u < DIFF_U; u++) gp[u] = 0.0;
+
+    for (int rr = 0; rr < DIFF_ROWS_PER_WARP; rr++) {
+        const size_t n = ch * DIFF_ROWS_PER_CHUNK + (size_t)warp * DIFF_ROWS_PER_WARP + rr;
+        if (n >= n_rows) break; /* warp-uniform */
+        const float *a1 = o1 + n * d2, *a2 = o2 + n * d2, *dy = dout + n * d2; /* (2d) */
+        float go[DIFF_U];                                                     /* dO of the row */
+        if (gamma) {
+            const float rs = rstd[n];
+            double dot = 0.0;
+#pragma unroll
+            for (int u = 0; u < DIFF_U; u++) {
+                const int e = lane + 32 * u;
+                if (e >= d2) continue;
+                const float ohat = (a1[e] - lam * a2[e]) * rs;
+                const float dohat = out_scale * dy[e] * gamma[e];
+                gp[u] += (double)out_scale * dy[e] * ohat;
+                dot += (double)ohat * dohat;
+            }
+            const float coef = (float)(warp_sum_d(dot) / d2);
+#pragma unroll
+            for (int u = 0; u < DIFF_U; u++) {
+                const int e = lane + 32 * u;
+                go[u] = 0.0f;
+                if (e >= d2) continue;
+                const float ohat = (a1[e] - lam * a2[e]) * rs;
+                const float dohat = out_scale * dy[e] * gamma[e];
+                go[u] = rs * (dohat - ohat * coef);
+            }
+        } else {
+#pragma unroll
+            for (int u = 0; u < DIFF_U; u++) {
+                const int e = lane + 32 * u;
+                go[u] = e < d2 ? out_scale * dy[e] : 0.0f;
+            }
+        }
+        double rowdl = 0.0;
+#pragma unroll
+        for (int u = 0; u < DIFF_U; u++) {
+            const int e = lane + 32 * u;
+            if (e >= d2) continue;
+            dO[n * d2 + e] = go[u];
+            rowdl += (double)go[u] * a2[e];
+        }
+        dl -= warp_sum_d(rowdl);
+    }
+
+#pragma unroll
+    for (int u = 0; u < DIFF_U; u++) {
+        const int e = lane + 32 * u;
+        if (e < d2) sg[warp][e] = gp[u];
+    }
+    if (lane == 0) sdl[warp] = dl;
+    __syncthreads();
+    double *pc = part + ch * (size_t)(d2 + 1); /* (2d + 1) */
+    for (int e = threadIdx.x; e < d2; e += blockDim.x) {
+        double s = 0.0;
+        for (int w = 0; w < DIFF_WARPS; w++) s += sg[w][e];
+        pc[e] = s;
+    }
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (int w = 0; w < DIFF_WARPS; w++) s += sdl[w];
+        pc[d2] = s;
+    }
+}
+
+/* dgamma[e] += sum over chunks of part[ch][e] (e < 2d, when dgamma is non-NULL); *dlambda +=
+ * the same of part[ch][2d]. One block; chunks in order. */
+__global__ void diff_reduce_kernel(float *dgamma, float *dlambda, const double *part,
+                                   size_t n_chunks, int d2) {
+    for (int e = threadIdx.x; e <= d2; e += blockDim.x) {
+        double s = 0.0;
+        for (size_t ch = 0; ch < n_chunks; ch++) s += part[ch * (size_t)(d2 + 1) + e];
+        if (e < d2) {
+            if (dgamma) dgamma[e] += (float)s;
+        } else if (dlambda) {
+            dlambda[0] += (float)s;
+        }
+    }
+}
+
+static size_t diff_align(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
+
+extern "C" void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma,
+                                       float *dlambda, const float *dout, const float *q,
+                                       const float *k, const float *v, const float *o1,
+                                       const float *o2, const float *lse, const float *rstd,
+                                       const float *lambda, const float *gamma,
+                                       float lambda_init, int B, int T, int H, int Hkv, int d) {
+    const attn_map m = diff_map(B, T, H, Hkv, d);
+    attn_check(m);
+    const int d2 = 2 * d;
+    const size_t n_rows = (size_t)B * T * H;
+    if (n_rows == 0) return;
+    const size_t n_chunks = (n_rows + DIFF_ROWS_PER_CHUNK - 1) / DIFF_ROWS_PER_CHUNK;
+
+    /* workspace: part (n_chunks, 2d + 1) doubles | dO (B, T, H*2d) | delta (B, 2H, T) */
+    const size_t part_bytes = diff_align(n_chunks * (size_t)(d2 + 1) * sizeof(double));
+    const size_t dO_bytes = diff_align(n_rows * (size_t)d2 * sizeof(float));
+    const size_t delta_bytes = (size_t)B * 2 * H * T * sizeof(float);
+    char *ws = (char *)cuda_workspace(part_bytes + dO_bytes + delta_bytes);
+    double *part = (double *)ws;
+    float *dO = (float *)(ws + part_bytes);
+    float *delta = (float *)(ws + part_bytes + dO_bytes);
+
+    diff_subln_backward_kernel<<<(unsigned)n_chunks, DIFF_WARPS * 32, 0, cuda_stream()>>>(
+        dO, part, dout, o1, o2, rstd, lambda, gamma, 1.0f - lambda_init, n_rows, d2);
+    CUDA_LAUNCH_CHECK();
+    diff_reduce_kernel<<<1, 288, 0, cuda_stream()>>>(gamma ? dgamma : NULL, dlambda, part,
+                                                     n_chunks, d2);
+    CUDA_LAUNCH_CHECK();
+    attn_core_backward(dq, dk, dv, delta, dO, o1, o2, q, k, v, lse, lambda, m);
+}

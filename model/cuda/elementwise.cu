@@ -1,0 +1,83 @@
+/* Elementwise ops on the CUDA backend: residual adds, gradient scaling, and the sum of squares
+ * behind the global gradient norm (the one op here that returns a value to the host). */
+#include "model/cuda/cuda_common.cuh"
+#include "model/cuda/cuda_ops.h"
+#include "model/cuda/reduce_double.cuh"
+
+#define ELEMENTWISE_THREADS 256
+/* Grid-stride loops with a capped grid: a flat gradient of 3e9 floats does not need 1e7
+ * blocks, and 65536 x 256 threads are plenty to saturate memory bandwidth. */
+#define ELEMENTWISE_MAX_BLOCKS 65536u
+
+static unsigned elementwise_blocks(size_t n) {
+    unsigned b = cuda_blocks(n, ELEMENTWISE_THREADS);
+    return b < ELEMENTWISE_MAX_BLOCKS ? b : ELEMENTWISE_MAX_BLOCKS;
+}
+
+/* No __restrict__: out may alias a or b (each element is read before it is written, by the
+ * same thread). */
+static __global__ void add_kernel(float *out, const float *a, const float *b, size_t n) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        out[i] = a[i] + b[i];
+}
+
+static __global__ void scale_kernel(float *x, float s, size_t n) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) x[i] *= s;
+}
+
+extern "C" void cuda_add(float *out, const float *a, const float *b, size_t n) {
+    if (n == 0) return;
+    add_kernel<<<elementwise_blocks(n), ELEMENTWISE_THREADS, 0, cuda_stream()>>>(out, a, b, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_scale(float *x, float s, size_t n) {
+    if (n == 0) return;
+    scale_kernel<<<elementwise_blocks(n), ELEMENTWISE_THREADS, 0, cuda_stream()>>>(x, s, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* Sum of squares in two stages with no atomics, so the total is bit-identical from run to run:
+ * stage 1 runs a grid whose size depends only on n (never on the device), each thread summing
+ * its grid-stride elements in double and each block reducing its threads in a fixed tree into
+ * one partial; stage 2 is one block that reduces the partials in a fixed tree. */
+#define SUMSQ_THREADS 256
+#define SUMSQ_MAX_BLOCKS 1024u
+
+static __global__ void sumsq_partial_kernel(double *partial, const float *x, size_t n) {
+    __shared__ double scratch[32];
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    double s = 0.0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        double v = x[i];
+        s += v * v;
+    }
+    s = block_sum_d(s, scratch);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+static __global__ void sumsq_final_kernel(double *total, const double *partial, unsigned nparts) {
+    __shared__ double scratch[32];
+    double s = 0.0;
+    for (unsigned i = threadIdx.x; i < nparts; i += blockDim.x) s += partial[i];
+    s = block_sum_d(s, scratch);
+    if (threadIdx.x == 0) *total = s;
+}
+
+extern "C" double cuda_sumsq(const float *x, size_t n) {
+    if (n == 0) return 0.0;
+    unsigned nblocks = cuda_blocks(n, SUMSQ_THREADS);
+    if (nblocks > SUMSQ_MAX_BLOCKS) nblocks = SUMSQ_MAX_BLOCKS;
+    double *partial =
+        (double *)cuda_workspace(((size_t)nblocks + 1) * sizeof(double)); /* (nblocks + 1) */
+    double *total = partial + nblocks;
+    sumsq_partial_kernel<<<nblocks, SUMSQ_THREADS, 0, cuda_stream()>>>(partial, x, n);
+    CUDA_LAUNCH_CHECK();
+    sumsq_final_kernel<<<1, SUMSQ_THREADS, 0, cuda_stream()>>>(total, partial, nblocks);
+    CUDA_LAUNCH_CHECK();
+    double result = 0.0;
+    cuda_copy_to_host(&result, total, sizeof(double)); /* waits for the stream */
+    return result;
+}

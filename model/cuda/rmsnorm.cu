@@ -1,0 +1,119 @@
+/* RMSNorm on the CUDA backend: out = inp * rstd * weight, rstd = 1 / sqrt(mean(inp^2) + eps),
+ * per row of C (the CPU oracle is model/cpu/rmsnorm.c). Row reductions are accumulated in
+ * double as on the CPU, so rstd and out agree with it to the last bit in all but rare ties. */
+#include "model/cuda/cuda_common.cuh"
+#include "model/cuda/cuda_ops.h"
+#include "model/cuda/reduce_double.cuh"
+
+#define RMSNORM_THREADS 256
+
+/* One block per row (grid-stride over rows); the sum of squares is reduced over the block
+ * before any thread writes, so out may even equal inp. */
+static __global__ void rmsnorm_forward_kernel(float *out, float *rstd, const float *inp,
+                                              const float *weight, int N, int C, float eps) {
+    __shared__ double scratch[32];
+    for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+        const float *x = inp + (size_t)n * C; /* (C) */
+        float *o = out + (size_t)n * C;       /* (C) */
+        double ss = 0.0;
+        for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)x[i] * x[i];
+        ss = block_sum_d(ss, scratch);
+        float r = (float)(1.0 / sqrt(ss / C + (double)eps));
+        if (threadIdx.x == 0) rstd[n] = r;
+        if (weight)
+            for (int i = threadIdx.x; i < C; i += blockDim.x) o[i] = x[i] * r * weight[i];
+        else
+            for (int i = threadIdx.x; i < C; i += blockDim.x) o[i] = x[i] * r;
+    }
+}
+
+extern "C" void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
+                                     int N, int C, float eps) {
+    if (N <= 0 || C <= 0) return;
+    rmsnorm_forward_kernel<<<cuda_blocks((size_t)N, 1), RMSNORM_THREADS, 0, cuda_stream()>>>(
+        out, rstd, inp, weight, N, C, eps);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* dinp: with xhat = x * r and g = dout * weight, dx = r * (g - xhat * mean(g * xhat)), i.e.
+ * dx += r * (g - x * coef) with coef = (sum_i g_i x_i) * r^2 / C. One block per row. */
+static __global__ void rmsnorm_backward_dinp_kernel(float *dinp, const float *dout,
+                                                    const float *inp, const float *weight,
+                                                    const float *rstd, int N, int C) {
+    __shared__ double scratch[32];
+    for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+        const float *x = inp + (size_t)n * C;   /* (C) */
+        const float *dy = dout + (size_t)n * C; /* (C) */
+        float *dx = dinp + (size_t)n * C;       /* (C) */
+        double r = rstd[n];
+        double dot = 0.0;
+        for (int i = threadIdx.x; i < C; i += blockDim.x)
+            dot += (double)dy[i] * (weight ? weight[i] : 1.0f) * x[i];
+        dot = block_sum_d(dot, scratch);
+        double coef = dot * r * r / C;
+        for (int i = threadIdx.x; i < C; i += blockDim.x) {
+            double g = (double)dy[i] * (weight ? weight[i] : 1.0f);
+            dx[i] += (float)(r * (g - x[i] * coef));
+        }
+    }
+}
+
+/* dweight (C) += sum over rows of dout * x * r, reduced deterministically without atomics:
+ * stage 1 cuts the rows into chunks (their number depends only on N); thread j of block
+ * (column block, chunk c) sums column j over the rows of chunk c in order, in double, into
+ * partial (nchunks, C). Stage 2: thread j adds partial[0..nchunks)[j] in order and adds the
+ * total to dweight[j] once. Both stages read and write consecutive j: coalesced. */
+#define RMSNORM_DW_MAX_CHUNKS 128
+#define RMSNORM_DW_MIN_ROWS 16
+
+static __global__ void rmsnorm_backward_dweight_partial_kernel(double *partial, const float *dout,
+                                                               const float *inp, const float *rstd,
+                                                               int N, int C, int rows_per_chunk) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    int chunk = blockIdx.y;
+    if (j >= C) return; /* no block-wide synchronisation here */
+    int n0 = chunk * rows_per_chunk;
+    int n1 = n0 + rows_per_chunk < N ? n0 + rows_per_chunk : N;
+    double acc = 0.0;
+    for (int n = n0; n < n1; n++) {
+        size_t at = (size_t)n * C + j;
+        double r = rstd[n];
+        acc += (double)dout[at] * inp[at] * r;
+    }
+    partial[(size_t)chunk * C + j] = acc;
+}
+
+static __global__ void rmsnorm_backward_dweight_final_kernel(float *dweight, const double *partial,
+                                                             int nchunks, int C) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= C) return;
+    double acc = 0.0;
+    for (int c = 0; c < nchunks; c++) acc += partial[(size_t)c * C + j];
+    dweight[j] += (float)acc;
+}
+
+extern "C" void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
+                                      const float *inp, const float *weight, const float *rstd,
+                                      int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    /* dweight first: it reads only dout, inp and rstd, so the order cannot matter unless dinp
+     * aliases dout, and then this order is the one that reads dout unmodified */
+    if (dweight) {
+        int rows_per_chunk = (N + RMSNORM_DW_MAX_CHUNKS - 1) / RMSNORM_DW_MAX_CHUNKS;
+        if (rows_per_chunk < RMSNORM_DW_MIN_ROWS) rows_per_chunk = RMSNORM_DW_MIN_ROWS;
+        int nchunks = (N + rows_per_chunk - 1) / rows_per_chunk; /* <= RMSNORM_DW_MAX_CHUNKS */
+        double *partial =
+            (double *)cuda_workspace((size_t)nchunks * C * sizeof(double)); /* (nchunks, C) */
+        dim3 grid(cuda_blocks((size_t)C, RMSNORM_THREADS), (unsigned)nchunks);
+        rmsnorm_backward_dweight_partial_kernel<<<grid, RMSNORM_THREADS, 0, cuda_stream()>>>(
+            partial, dout, inp, rstd, N, C, rows_per_chunk);
+        CUDA_LAUNCH_CHECK();
+        rmsnorm_backward_dweight_final_kernel<<<cuda_blocks((size_t)C, RMSNORM_THREADS),
+                                                RMSNORM_THREADS, 0, cuda_stream()>>>(
+            dweight, partial, nchunks, C);
+        CUDA_LAUNCH_CHECK();
+    }
+    rmsnorm_backward_dinp_kernel<<<cuda_blocks((size_t)N, 1), RMSNORM_THREADS, 0, cuda_stream()>>>(
+        dinp, dout, inp, weight, rstd, N, C);
+    CUDA_LAUNCH_CHECK();
+}

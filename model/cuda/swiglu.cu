@@ -1,0 +1,52 @@
+/* SwiGLU gate on the CUDA backend: h = silu(g) * u = g * sigmoid(g) * u, elementwise (the CPU
+ * oracle is model/cpu/swiglu.c, whose expressions are mirrored term by term). */
+#include "model/cuda/cuda_common.cuh"
+#include "model/cuda/cuda_ops.h"
+
+#define SWIGLU_THREADS 256
+#define SWIGLU_MAX_BLOCKS 65536u
+
+/* 1 / (1 + exp(-x)) is safe at both ends in float: exp(-x) overflows to inf for x < -88,
+ * giving exactly 0, and underflows to 0 for large x, giving 1. expf, not __expf: the fast
+ * intrinsic loses several bits for large |x|. */
+static __device__ __forceinline__ float swiglu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+static unsigned swiglu_blocks(size_t n) {
+    unsigned b = cuda_blocks(n, SWIGLU_THREADS);
+    return b < SWIGLU_MAX_BLOCKS ? b : SWIGLU_MAX_BLOCKS;
+}
+
+static __global__ void swiglu_forward_kernel(float *h, const float *g, const float *u, size_t n) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float x = g[i];
+        h[i] = x * swiglu_sigmoid(x) * u[i];
+    }
+}
+
+/* d silu(x)/dx = s (1 + x (1 - s)), s = sigmoid(x). Inputs are read into locals before any
+ * write, so dg or du may alias g, u or dh elementwise (no __restrict__). */
+static __global__ void swiglu_backward_kernel(float *dg, float *du, const float *dh, const float *g,
+                                              const float *u, size_t n) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float x = g[i], up = u[i], d = dh[i];
+        float s = swiglu_sigmoid(x);
+        dg[i] = d * up * s * (1.0f + x * (1.0f - s));
+        du[i] = d * x * s;
+    }
+}
+
+extern "C" void cuda_swiglu_forward(float *h, const float *g, const float *u, size_t n) {
+    if (n == 0) return;
+    swiglu_forward_kernel<<<swiglu_blocks(n), SWIGLU_THREADS, 0, cuda_stream()>>>(h, g, u, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_swiglu_backward(float *dg, float *du, const float *dh, const float *g,
+                                     const float *u, size_t n) {
+    if (n == 0) return;
+    swiglu_backward_kernel<<<swiglu_blocks(n), SWIGLU_THREADS, 0, cuda_stream()>>>(dg, du, dh, g, u,
+                                                                                   n);
+    CUDA_LAUNCH_CHECK();
+}
