@@ -22,7 +22,8 @@ static void plan_usage(FILE *f) {
         "(from the same layout code that allocates), memory per rank for weights, gradients,\n"
         "optimizer state and activations under the config's parallel.tp, parallel.dp,\n"
         "parallel.zero, train.precision, train.micro_batch and train.seq_len, and FLOPs per token\n"
-        "and per step. Overrides use the config's key paths (parallel.tp=4 train.micro_batch=1).\n"
+        "and per step. Overrides use the config's key paths (parallel.tp=4 train.micro_batch=1,\n"
+        "train.recompute=true).\n"
         "\n"
         "options:\n"
         "  --device-mem SIZE  memory of one device: 80GiB, 80GB, 141GiB, 24G, 1.5TiB or bytes\n"
@@ -35,12 +36,14 @@ static void plan_usage(FILE *f) {
         "\n"
         "Memory per rank, with P the largest tensor-parallel rank's parameters and\n"
         "S = ceil(P/dp) its largest ZeRO shard:\n"
-        "  weights      fp32 4P; bf16 2P working copy + fp32 master 4P (4S when zero >= 1)\n"
-        "  gradients    fp32 4P; bf16 2P; zero 2 adds the fp32 shard accumulator 4S\n"
+        "  weights      fp32 4P\n"
+        "  gradients    fp32 4P; zero 2 adds the fp32 shard accumulator 4S\n"
         "  optimizer    AdamW m and v in fp32: 8P (8S when zero >= 1)\n"
         "  activations  the model's activation allocation at micro_batch x seq_len, 4 bytes per\n"
-        "               element (fp32) or 2 (bf16: assumes every buffer is stored in bf16; the\n"
-        "               CPU backend trains in fp32 only)\n"
+        "               element; with train.recompute, each layer's input plus one layer's worth\n"
+        "               of the other activations\n"
+        "train.precision bf16 computes the matrix products on bf16 tensor cores and stores every\n"
+        "buffer in fp32: the same memory as fp32.\n"
         "Not counted: backend workspaces (cuBLAS, NCCL), data loader and checkpoint buffers,\n"
         "fragmentation: leave a margin.\n"
         "\n"
@@ -95,20 +98,17 @@ typedef struct notes {
 } notes;
 
 static void describe(notes *n, const dt_plan *p) {
-    int bf16 = p->precision == DT_PRECISION_BF16, sharded = p->zero >= 1;
-    if (bf16)
-        snprintf(n->weights, sizeof n->weights, "2 B x P bf16 working copy + 4 B x %s fp32 master",
-                 sharded ? "P/dp" : "P");
-    else
-        snprintf(n->weights, sizeof n->weights, "4 B x P fp32");
-    snprintf(n->gradients, sizeof n->gradients, "%s%s", bf16 ? "2 B x P bf16" : "4 B x P fp32",
+    int sharded = p->zero >= 1;
+    snprintf(n->weights, sizeof n->weights, "4 B x P fp32");
+    snprintf(n->gradients, sizeof n->gradients, "%s%s", "4 B x P fp32",
              p->zero == 2 ? " (one micro-batch) + 4 B x P/dp fp32 shard accumulator" : "");
     snprintf(n->optimizer, sizeof n->optimizer, "AdamW m, v: 8 B x %s",
              sharded ? "P/dp (ZeRO shard)" : "P");
     char count[32];
-    snprintf(n->activations, sizeof n->activations, "%s elements x %d B (%s)",
-             with_commas(count, sizeof count, p->activation_floats), bf16 ? 2 : 4,
-             bf16 ? "bf16 storage assumed" : "fp32");
+    snprintf(n->activations, sizeof n->activations, "%s elements x 4 B (%s%s)",
+             with_commas(count, sizeof count, p->activation_floats),
+             p->precision == DT_PRECISION_BF16 ? "fp32 storage, bf16 products" : "fp32",
+             p->recompute ? "; recompute: layer inputs + one layer" : "");
 }
 
 static void print_table(const dt_config *c, const dt_plan *p, int world, int have_dev,
@@ -122,8 +122,9 @@ static void print_table(const dt_config *c, const dt_plan *p, int world, int hav
            "%s embeddings\n", config_arch_name(m->arch), m->n_layers, m->d_model, m->n_heads,
            config_head_dim(m), m->n_kv_heads, m->ffn_dim, m->vocab_size,
            m->tie_embeddings ? "tied" : "untied");
-    printf("layout     tp %d x dp %d = %d ranks, zero %d, precision %s%s\n", p->tp, p->dp,
-           p->tp * p->dp, p->zero, precision_name(p->precision),
+    printf("layout     tp %d x dp %d = %d ranks, zero %d, precision %s, recompute %s%s\n", p->tp,
+           p->dp, p->tp * p->dp, p->zero, precision_name(p->precision),
+           p->recompute ? "on" : "off",
            c->parallel.dp == 0 && !world ? " (parallel.dp auto: taken as 1; --world N sets it)"
                                          : "");
     printf("batch      micro_batch %d x seq_len %d, global_batch %d (%d micro-batches per step "
@@ -218,10 +219,10 @@ static void print_json(const dt_config *c, const dt_plan *p, int have_dev, uint6
     printf("}");
     printf(", \"layout\": {\"tp\": %d, \"dp\": %d, \"dp_auto\": %s, \"zero\": %d, "
            "\"precision\": \"%s\", \"micro_batch\": %d, \"seq_len\": %d, \"global_batch\": %d, "
-           "\"grad_accum\": %d}",
+           "\"grad_accum\": %d, \"recompute\": %s}",
            p->tp, p->dp, c->parallel.dp == 0 ? "true" : "false", p->zero,
            precision_name(p->precision), p->micro_batch, p->seq_len,
-           p->global_batch, p->grad_accum);
+           p->global_batch, p->grad_accum, p->recompute ? "true" : "false");
     if (have_dev)
         printf(", \"device_mem_bytes\": %llu, \"fits\": %s}\n", (unsigned long long)dev,
                fits ? "true" : "false");
@@ -321,8 +322,9 @@ int cmd_plan(int argc, char **argv) {
     if (have_dev && !fits) {
         char need[32], have[32];
         dt_error("%s: needs %s per rank, the device has %s: raise parallel.tp/dp or "
-                 "parallel.zero, or lower train.micro_batch", cfg->source,
-                 human_bytes(need, sizeof need, p.mem.total), human_bytes(have, sizeof have, dev));
+                 "parallel.zero, or lower train.micro_batch%s", cfg->source,
+                 human_bytes(need, sizeof need, p.mem.total), human_bytes(have, sizeof have, dev),
+                 cfg->train.recompute ? "" : ", or set train.recompute: true");
         rc = DT_ERR_INPUT;
     }
     dt_free(cfg);

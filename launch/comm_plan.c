@@ -15,6 +15,10 @@ dt_comm_bytes comm_plan_step_bytes(const dt_config *c, const dt_model *m) {
      * of exponentials and target logit), and the norm inputs' gradients backward */
     size_t forward = N * D * (1 + 2 * L) + 3 * N;
     size_t backward = N * D * (1 + 2 * L);
+    /* train.recompute: the backward re-runs layers 0 .. L-2 (the last is still in the shared
+     * activations), each with the attention's out_proj all-reduce; the FFN's down projection is
+     * not re-run (model_init_opts in model/model.h) */
+    if (c->train.recompute && L > 0) backward += N * D * (L - 1);
     size_t tp_f32 = (size_t)accum * (forward + backward) + (zero == 2 ? (size_t)accum : 1) * partial;
     dt_comm_bytes b;
     b.tp = comm_bytes_allreduce(tp, tp_f32, sizeof(float)) +

@@ -14,7 +14,9 @@ typedef struct dt_comm_bytes {
     uint64_t dp; /* within one data-parallel group */
 } dt_comm_bytes;
 
-/* For the resolved config (parallel.dp set) and this rank's model. Validation is not counted. */
+/* For the resolved config (parallel.dp set) and this rank's model. Validation is not counted.
+ * With train.recompute the backward's re-run layers add their forward's TP all-reduces; the
+ * count assumes the model was initialised with c->train.recompute (model_init_opts). */
 dt_comm_bytes comm_plan_step_bytes(const dt_config *c, const dt_model *m);
 
 #endif

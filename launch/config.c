@@ -192,6 +192,7 @@ static dt_status validate_train(const vctx *v) {
     DT_TRY(int_at_least(v, "train.global_batch", t->global_batch, 1));
     DT_TRY(int_at_least(v, "train.steps", t->steps, 0));
     DT_TRY(enum_check(v, "train.precision", (int)t->precision));
+    DT_TRY(enum_check(v, "train.device", (int)t->device));
     DT_TRY(int_at_least(v, "train.val_every", t->val_every, 0));
     DT_TRY(int_at_least(v, "train.val_batches", t->val_batches, 1));
     DT_TRY(int_at_least(v, "train.threads", t->threads, 0));

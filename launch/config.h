@@ -28,6 +28,9 @@
 typedef enum dt_arch { DT_ARCH_DIFF = 0, DT_ARCH_DIFF_V2, DT_ARCH_TRANSFORMER } dt_arch;
 typedef enum dt_decay { DT_DECAY_LINEAR = 0, DT_DECAY_COSINE, DT_DECAY_CONSTANT } dt_decay;
 typedef enum dt_precision { DT_PRECISION_FP32 = 0, DT_PRECISION_BF16 } dt_precision;
+/* train.device: where the model runs. auto: the GPU when this build has CUDA and a device is
+ * usable, else the CPU. */
+typedef enum dt_device { DT_DEVICE_AUTO = 0, DT_DEVICE_CPU, DT_DEVICE_CUDA } dt_device;
 /* model.subln: diff V1's per-head normalisation of O = o1 - lambda o2. */
 typedef enum dt_subln {
     DT_SUBLN_OFF = 0, /* out = (1 - lambda_init) O */
@@ -72,6 +75,8 @@ typedef struct dt_train_config {
     int steps; /* >= 0 */
     uint64_t seed;
     dt_precision precision;
+    dt_device device;
+    int recompute; /* 1: keep only each layer's input; recompute the layer in the backward */
     int val_every;   /* steps between validations; 0 = never */
     int val_batches; /* micro-batches of validation data per validation */
     int threads;     /* OpenMP threads per rank; 0 = the runtime's default */

@@ -7,6 +7,7 @@
 static const char *const arch_names[] = {"diff", "diff_v2", "transformer", NULL};
 static const char *const decay_names[] = {"linear", "cosine", "constant", NULL};
 static const char *const precision_names[] = {"fp32", "bf16", NULL};
+static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
 static const char *const scheduler_names[] = {"local", "mpirun", "slurm", NULL};
 /* CFG_LAMBDA: the word meaning "not a constant"; CFG_BOOL: words for the values 2, 3, ... */
 static const char *const schedule_word[] = {"schedule", NULL};
@@ -17,6 +18,7 @@ static const char *const subln_words[] = {"scalar", NULL};
 _Static_assert(sizeof(dt_arch) == sizeof(int), "dt_arch must be int-sized");
 _Static_assert(sizeof(dt_decay) == sizeof(int), "dt_decay must be int-sized");
 _Static_assert(sizeof(dt_precision) == sizeof(int), "dt_precision must be int-sized");
+_Static_assert(sizeof(dt_device) == sizeof(int), "dt_device must be int-sized");
 _Static_assert(sizeof(dt_scheduler) == sizeof(int), "dt_scheduler must be int-sized");
 
 #define F(f) offsetof(dt_config, f), sizeof(((dt_config *)0)->f)
@@ -53,6 +55,8 @@ const cfg_key cfg_keys[] = {
     K("train.steps", CFG_INT, train.steps),
     K("train.seed", CFG_U64, train.seed),
     KE("train.precision", train.precision, precision_names),
+    KE("train.device", train.device, device_names),
+    K("train.recompute", CFG_BOOL, train.recompute),
     K("train.val_every", CFG_INT, train.val_every),
     K("train.val_batches", CFG_INT, train.val_batches),
     K("train.threads", CFG_INT, train.threads),
@@ -137,6 +141,8 @@ void config_defaults(dt_config *cfg) {
     t->steps = 100;
     t->seed = 1337;
     t->precision = DT_PRECISION_FP32;
+    t->device = DT_DEVICE_AUTO;
+    t->recompute = 0;
     t->val_every = 0;
     t->val_batches = 4;
     t->threads = 0;

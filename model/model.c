@@ -63,34 +63,53 @@ static float *carve(carver *c, size_t n) {
     return p;
 }
 
+/* Carves one layer's activations other than x_in. */
+static void carve_layer(dt_layer_acts *x, carver *c, const dt_model *m) {
+    const dt_model_config *cfg = &m->cfg;
+    attn_dims a = dims_of(cfg, &m->tp);
+    size_t N = (size_t)m->B * m->T, D = cfg->d_model, F = m->tp.ffn_dim;
+    int diff = cfg->arch == DT_ARCH_DIFF, v2 = cfg->arch == DT_ARCH_DIFF_V2;
+    x->attn_rstd = carve(c, N);
+    x->attn_in = carve(c, N * D);
+    x->q = carve(c, N * a.q);
+    x->k = carve(c, N * a.k);
+    x->v = carve(c, N * a.v);
+    x->attn_out = carve(c, N * a.A);
+    x->o1 = diff ? carve(c, N * a.A) : NULL;
+    x->o2 = diff ? carve(c, N * a.A) : NULL;
+    x->attn_lse = carve(c, N * a.lse_heads);
+    x->sub_rstd = diff ? carve(c, N * a.H) : NULL;
+    x->attn_pre = diff && cfg->subln == DT_SUBLN_SCALAR ? carve(c, N * a.A) : NULL;
+    x->lambda = diff ? carve(c, 1) : NULL;
+    x->heads = v2 ? carve(c, N * a.q) : NULL;
+    x->lam_logit = v2 ? carve(c, N * a.H) : NULL;
+    x->y = carve(c, N * D);
+    x->ffn_rstd = carve(c, N);
+    x->ffn_in = carve(c, N * D);
+    x->gate = carve(c, N * F);
+    x->up = carve(c, N * F);
+    x->hidden = carve(c, N * F);
+}
+
 static void carve_acts(dt_model *m, carver *c) {
     const dt_model_config *cfg = &m->cfg;
     attn_dims a = dims_of(cfg, &m->tp);
     size_t N = (size_t)m->B * m->T, D = cfg->d_model, F = m->tp.ffn_dim, V = m->tp.vocab_size;
-    int diff = cfg->arch == DT_ARCH_DIFF, v2 = cfg->arch == DT_ARCH_DIFF_V2;
+    int v2 = cfg->arch == DT_ARCH_DIFF_V2;
     for (int l = 0; l < cfg->n_layers; l++) {
-        dt_layer_acts *x = &m->acts[l];
-        x->x_in = carve(c, N * D);
-        x->attn_rstd = carve(c, N);
-        x->attn_in = carve(c, N * D);
-        x->q = carve(c, N * a.q);
-        x->k = carve(c, N * a.k);
-        x->v = carve(c, N * a.v);
-        x->attn_out = carve(c, N * a.A);
-        x->o1 = diff ? carve(c, N * a.A) : NULL;
-        x->o2 = diff ? carve(c, N * a.A) : NULL;
-        x->attn_lse = carve(c, N * a.lse_heads);
-        x->sub_rstd = diff ? carve(c, N * a.H) : NULL;
-        x->attn_pre = diff && cfg->subln == DT_SUBLN_SCALAR ? carve(c, N * a.A) : NULL;
-        x->lambda = diff ? carve(c, 1) : NULL;
-        x->heads = v2 ? carve(c, N * a.q) : NULL;
-        x->lam_logit = v2 ? carve(c, N * a.H) : NULL;
-        x->y = carve(c, N * D);
-        x->ffn_rstd = carve(c, N);
-        x->ffn_in = carve(c, N * D);
-        x->gate = carve(c, N * F);
-        x->up = carve(c, N * F);
-        x->hidden = carve(c, N * F);
+        m->acts[l].x_in = carve(c, N * D);
+        if (!m->recompute) carve_layer(&m->acts[l], c, m);
+    }
+    if (m->recompute && cfg->n_layers > 0) {
+        /* one shared set: every layer's pointers but x_in alias it */
+        dt_layer_acts shared;
+        memset(&shared, 0, sizeof shared);
+        carve_layer(&shared, c, m);
+        for (int l = 0; l < cfg->n_layers; l++) {
+            float *x_in = m->acts[l].x_in;
+            m->acts[l] = shared;
+            m->acts[l].x_in = x_in;
+        }
     }
     m->x_final = carve(c, N * D);
     m->final_rstd = carve(c, N);
@@ -121,13 +140,15 @@ static int logits_chunk_rows(const dt_tp_shape *tp, int B, int T) {
     return chunk < 1 ? 1 : (chunk > B * T ? B * T : chunk);
 }
 
-size_t model_activation_floats(const dt_model_config *cfg, const dt_tp_shape *tp, int B, int T) {
+size_t model_activation_floats(const dt_model_config *cfg, const dt_tp_shape *tp, int B, int T,
+                               int recompute) {
     dt_model m;
     memset(&m, 0, sizeof m);
     m.cfg = *cfg;
     m.tp = *tp;
     m.B = B;
     m.T = T;
+    m.recompute = recompute != 0;
     m.logits_chunk = logits_chunk_rows(tp, B, T);
     m.acts = dt_calloc((size_t)cfg->n_layers, sizeof *m.acts);
     if (!m.acts) return 0;
@@ -144,6 +165,11 @@ dt_status model_init(dt_model *m, const dt_model_config *cfg, const dt_backend *
 
 dt_status model_init_tp(dt_model *m, const dt_model_config *cfg, const dt_backend *be,
                         uint64_t seed, int B, int T, const dt_tp_comm *comm) {
+    return model_init_opts(m, cfg, be, seed, B, T, comm, 0);
+}
+
+dt_status model_init_opts(dt_model *m, const dt_model_config *cfg, const dt_backend *be,
+                          uint64_t seed, int B, int T, const dt_tp_comm *comm, int recompute) {
     dt_status st = DT_OK;
     float *host = NULL;
     memset(m, 0, sizeof *m);
@@ -153,6 +179,7 @@ dt_status model_init_tp(dt_model *m, const dt_model_config *cfg, const dt_backen
     m->B = B;
     m->T = T;
     m->d = config_head_dim(cfg);
+    m->recompute = recompute != 0;
 
     DT_TRY_GOTO(st, param_layout_init_tp(&m->layout, cfg, comm ? comm->rank : 0,
                                          comm ? comm->size : 1), fail);
@@ -283,7 +310,8 @@ static void attention_block_forward(dt_model *m, int l) {
     residual_from_partial(m, x->y, x->x_in, (size_t)N * D);
 }
 
-static void ffn_block_forward(dt_model *m, int l, float *x_out) {
+/* The FFN up to its hidden activation: everything the FFN's backward reads. */
+static void ffn_hidden_forward(dt_model *m, int l) {
     const dt_backend *be = m->be;
     const dt_model_config *c = &m->cfg;
     const dt_layer_params *w = &m->params.layers[l];
@@ -293,8 +321,24 @@ static void ffn_block_forward(dt_model *m, int l, float *x_out) {
     be->matmul_forward(x->gate, x->ffn_in, w->w_gate, N, D, F, 0);
     be->matmul_forward(x->up, x->ffn_in, w->w_up, N, D, F, 0);
     be->swiglu_forward(x->hidden, x->gate, x->up, (size_t)N * F);
-    be->matmul_forward(x_out, x->hidden, w->w_down, N, F, D, 0);
+}
+
+static void ffn_block_forward(dt_model *m, int l, float *x_out) {
+    const dt_layer_acts *x = &m->acts[l];
+    int N = m->B * m->T, D = m->cfg.d_model, F = m->tp.ffn_dim;
+    ffn_hidden_forward(m, l);
+    m->be->matmul_forward(x_out, x->hidden, m->params.layers[l].w_down, N, F, D, 0);
     residual_from_partial(m, x_out, x->y, (size_t)N * D);
+}
+
+/* Activation recomputation: layer l's forward again, from its kept input x_in, into the shared
+ * activation set. The same calls on the same inputs as in model_forward, so the same bits (the
+ * backends' ops are deterministic at a fixed thread count), and the same all-reduce of the
+ * attention's out_proj partial sums on every TP rank. The FFN's down projection (and its
+ * all-reduce) is left out: its output is the next layer's input, already kept. */
+static void layer_recompute(dt_model *m, int l) {
+    attention_block_forward(m, l);
+    ffn_hidden_forward(m, l);
 }
 
 /* Targets as the vocabulary slice sees them: its local index, V_local when the target is in
@@ -510,6 +554,8 @@ void model_backward(dt_model *m, float dloss_scale) {
     be->rmsnorm_backward(m->dres, m->grads.norm, m->dnormed, m->x_final, m->params.norm,
                          m->final_rstd, N, D);
     for (int l = c->n_layers - 1; l >= 0; l--) {
+        /* the shared set still holds the last layer from the forward */
+        if (m->recompute && l + 1 < c->n_layers) layer_recompute(m, l);
         ffn_block_backward(m, l);
         attention_block_backward(m, l);
     }

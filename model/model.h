@@ -8,7 +8,7 @@
  *   model_reduce_tp_grads(&m);
  *   ... optimizer on m.params_mem / m.grads_mem ...
  *   model_free(&m);
- */
+ * model_init_opts(..., recompute = 1) trades compute for memory (activation recomputation). */
 #ifndef DT_MODEL_H
 #define DT_MODEL_H
 
@@ -29,7 +29,10 @@ typedef struct dt_tp_comm {
 } dt_tp_comm;
 
 /* Per-layer activations kept for the backward pass. All (B*T = N rows). Widths are this
- * tensor-parallel rank's: its heads, its share of the FFN. */
+ * tensor-parallel rank's: its heads, its share of the FFN.
+ * With activation recomputation (model_init_opts, recompute = 1) only x_in is per layer: every
+ * other pointer of every layer aliases ONE shared set, which holds the layer that ran last (after
+ * model_forward: the last layer; during model_backward: the layer being differentiated). */
 typedef struct dt_layer_acts {
     float *x_in;       /* (N, D) residual stream entering the layer */
     float *attn_rstd;  /* (N) */
@@ -59,6 +62,7 @@ typedef struct dt_model {
     const dt_tp_comm *comm;  /* NULL when tp == 1 */
     int B, T; /* micro-batch shape the activations are sized for */
     int d;    /* head dim */
+    int recompute; /* 1: activation recomputation (see dt_layer_acts and model_init_opts) */
 
     dt_param_layout layout;
     float *params_mem; /* (layout.total) backend memory */
@@ -105,6 +109,20 @@ dt_status model_init(dt_model *m, const dt_model_config *cfg, const dt_backend *
  * parameters are this rank's slices, initialised to the single-rank run's values. */
 dt_status model_init_tp(dt_model *m, const dt_model_config *cfg, const dt_backend *be,
                         uint64_t seed, int B, int T, const dt_tp_comm *comm);
+/* model_init_tp with options. recompute != 0 turns on activation recomputation (config key
+ * train.recompute): the model keeps each layer's input x_in (N, D) and one layer's worth of the
+ * other activations, and model_backward re-runs each layer's forward (attention block, FFN up to
+ * the SwiGLU hidden, with the same tensor-parallel all-reduces) just before that layer's backward.
+ * The last layer is not re-run: the forward leaves it in the shared set. The loss and the
+ * gradients are bit-identical to recompute = 0 (the same ops on the same inputs in the same
+ * order); the price is one more forward of layers 0 .. n_layers-2 per backward and, at tp > 1,
+ * one more all-reduce of (N, D) per re-run layer (the attention's out_proj; the FFN's down
+ * projection, whose output the backward never reads, is not re-run).
+ * Limitation: after model_forward, m->acts[l] for l < n_layers - 1 holds only x_in; every other
+ * field reads the last layer's values. Callers that read the per-layer q, k or lambda of several
+ * layers (launch/cmd_analyze.c, model/attn_stats.c) must initialise with recompute = 0. */
+dt_status model_init_opts(dt_model *m, const dt_model_config *cfg, const dt_backend *be,
+                          uint64_t seed, int B, int T, const dt_tp_comm *comm, int recompute);
 void model_free(dt_model *m);
 
 /* Forward pass over (B, T) host token ids; targets may be NULL (no loss). Returns the mean
@@ -121,7 +139,9 @@ float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets);
  * collective (every rank sees the same rows and fails alike). */
 dt_status model_argmax_rows(dt_model *m, int32_t *out /* (n) */, const int32_t *rows /* (n) */,
                             int n);
-/* Backward of (dloss_scale * mean loss of the last forward): accumulates into the gradients. */
+/* Backward of (dloss_scale * mean loss of the last forward): accumulates into the gradients.
+ * With recompute, it re-runs the forward of layers n_layers-2 .. 0 from their kept inputs (and
+ * so all-reduces over the TP group: every rank of the group must call it, as for the forward). */
 void model_backward(dt_model *m, float dloss_scale);
 void model_zero_grad(dt_model *m);
 /* Sums over the tensor-parallel group the gradients of the tensors that are replicated but see
@@ -136,9 +156,11 @@ void model_params_from_host(dt_model *m, const float *host);
 void model_grads_to_host(const dt_model *m, float *host);
 
 /* Floats of the activation allocation (forward activations kept for the backward, gradient
- * scratch and the classifier's buffer) that model_init_tp makes for a rank's share `tp` at
- * micro-batch B x T; 0 on allocation failure. The same carving code sizes the real allocation. */
-size_t model_activation_floats(const dt_model_config *cfg, const dt_tp_shape *tp, int B, int T);
+ * scratch and the classifier's buffer) that model_init_opts makes for a rank's share `tp` at
+ * micro-batch B x T, with or without recompute; 0 on allocation failure. The same carving code
+ * sizes the real allocation. */
+size_t model_activation_floats(const dt_model_config *cfg, const dt_tp_shape *tp, int B, int T,
+                               int recompute);
 
 /* Multiply-accumulate FLOPs of one forward+backward per token (6N + attention), for MFU. */
 double model_flops_per_token(const dt_model_config *cfg, int seq_len);

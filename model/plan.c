@@ -39,7 +39,7 @@ static dt_status count_per_rank(dt_plan *p, const dt_config *c) {
         param_layout_free(&L);
         dt_tp_shape shape = tp_shape_of(&c->model, r, c->parallel.tp);
         size_t acts = model_activation_floats(&c->model, &shape, c->train.micro_batch,
-                                              c->train.seq_len);
+                                              c->train.seq_len, c->train.recompute);
         if (acts == 0) {
             dt_error("out of memory sizing the activations of tensor-parallel rank %d", r);
             return DT_ERR_RUNTIME;
@@ -89,6 +89,7 @@ dt_status plan_compute(dt_plan *out, const dt_config *c, int world_size) {
     out->micro_batch = c->train.micro_batch;
     out->seq_len = c->train.seq_len;
     out->global_batch = c->train.global_batch;
+    out->recompute = c->train.recompute != 0;
     out->grad_accum = c->train.global_batch / (c->train.micro_batch * out->dp);
 
     DT_TRY(count_global(out, &c->model));
@@ -100,12 +101,13 @@ dt_status plan_compute(dt_plan *out, const dt_config *c, int world_size) {
     uint64_t S = out->zero >= 1 ? (P + dp - 1) / dp : P;
     out->shard_per_rank = S;
 
-    int bf16 = out->precision == DT_PRECISION_BF16;
+    /* bf16 and fp32 store the same buffers: bf16 changes how products are computed (bf16
+     * tensor cores), not what is kept (see plan.h) */
     dt_plan_memory *mem = &out->mem;
-    mem->weights = bf16 ? 2 * P + 4 * S : 4 * P;
-    mem->gradients = (bf16 ? 2 * P : 4 * P) + (out->zero == 2 ? 4 * S : 0);
+    mem->weights = 4 * P;
+    mem->gradients = 4 * P + (out->zero == 2 ? 4 * S : 0);
     mem->optimizer = 8 * S;
-    mem->activations = out->activation_floats * (bf16 ? 2u : 4u);
+    mem->activations = out->activation_floats * 4u;
     mem->total = mem->weights + mem->gradients + mem->optimizer + mem->activations;
 
     out->flops_per_token = model_flops_per_token(&c->model, c->train.seq_len);

@@ -5,15 +5,18 @@
  * What each memory category counts, per rank, with P the parameters of the largest TP rank and
  * S = ceil(P / dp) the largest ZeRO shard (the balanced partition of optim/zero.h and
  * dist/partition.h: parts differ by at most one element, the first ones hold the extra):
- *   weights      fp32: 4 P.  bf16: 2 P (working copy) + 4 P fp32 master weights, or 4 S when
- *                zero >= 1 (the master copy is sharded with the optimizer state).
- *   gradients    fp32: 4 P.  bf16: 2 P.  zero 2 adds the fp32 shard accumulator 4 S: the full
- *                buffer still holds one micro-batch's gradients before its reduce-scatter.
+ *   weights      4 P (fp32).
+ *   gradients    4 P (fp32); zero 2 adds the fp32 shard accumulator 4 S: the full buffer still
+ *                holds one micro-batch's gradients before its reduce-scatter.
  *   optimizer    AdamW m and v in fp32: 8 P, or 8 S when zero >= 1.
  *   activations  model_activation_floats() (the carving code of the real allocation: forward
  *                activations kept for the backward, gradient scratch, the classifier's chunk,
- *                token ids) times 4 bytes (fp32) or 2 bytes (bf16). The CPU backend trains in
- *                fp32 only; the bf16 figure assumes every activation buffer is stored in bf16.
+ *                token ids) times 4 bytes; with train.recompute, each layer's input plus one
+ *                layer's worth of the rest.
+ * train.precision bf16 runs the matrix products on bf16 tensor cores (inputs rounded to bf16,
+ * fp32 accumulation) with every buffer still stored in fp32, so its memory is fp32's. (Storing
+ * weights and activations in bf16 would halve the activations and gradients; the backends do
+ * not do that yet.)
  * Not counted: backend workspaces (cuBLAS, NCCL buffers), the data loader's host buffers,
  * checkpoint staging and allocator fragmentation; keep a margin below the device's memory. */
 #ifndef DT_PLAN_H
@@ -34,6 +37,7 @@ typedef struct dt_plan {
     dt_precision precision;
     int micro_batch, seq_len, global_batch;
     int grad_accum; /* micro-batches per optimizer step on each rank */
+    int recompute;  /* train.recompute: activations sized for activation recomputation */
 
     /* parameters: global counts (the tp = 1 layout's global shapes) */
     uint64_t params_total;

@@ -2,12 +2,15 @@
 # The paper's configs (configs/paper): `difftrain plan` counts each scaling-study model within
 # 0.5% of the size SPEC states and the 3B within 1% of SPEC's ~3.2B without embeddings; each
 # transformer twin has exactly 6 d per layer fewer parameters (lambda vectors and subln gain)
-# and twice the heads; every config fits 80 GiB GPUs at its layout except the 64K continuation,
-# which plan refuses with exit 2 until activation recomputation exists.
+# and twice the heads; every config fits 80 GiB GPUs at its layout; the 64K continuation fits
+# only with activation recomputation (train.recompute, which its config sets): plan refuses it
+# with exit 2 when recompute is turned off, and names train.recompute as the way out.
 # usage: paper_configs.sh DIFFTRAIN_BIN CONFIG_DIR
 set -u
 BIN=${1:?usage}; CONFIGS=${2:?usage}
 PY=/usr/bin/python3
+tmp_err=$(mktemp)
+trap 'rm -f "$tmp_err"' EXIT
 fail() { echo "paper_configs: FAIL: $*" >&2; exit 1; }
 plan() { "$BIN" plan "$CONFIGS/paper/$1.yaml" --device-mem 80GiB --json 2>/dev/null; }
 
@@ -36,7 +39,10 @@ for pair in 830m:24:96 1.4b:24:128 2.8b:32:128 6.8b:32:128 13.1b:40:128 3b:28:12
   [ $((dd - tt)) -eq $((6 * hd * L)) ] || fail "$name: diff - transformer = $((dd - tt)), expected $((6 * hd * L))"
 done
 
-"$BIN" plan "$CONFIGS/paper/diff-3b-64k.yaml" --device-mem 80GiB >/dev/null 2>&1
+"$BIN" plan "$CONFIGS/paper/diff-3b-64k.yaml" --device-mem 80GiB >/dev/null 2>&1 \
+  || fail "diff-3b-64k: plan says it does not fit 80 GiB with train.recompute"
+"$BIN" plan "$CONFIGS/paper/diff-3b-64k.yaml" --device-mem 80GiB train.recompute=false >/dev/null 2>"$tmp_err"
 rc=$?
-[ $rc -eq 2 ] || fail "diff-3b-64k: plan exited $rc, expected 2 (does not fit without recomputation)"
+[ $rc -eq 2 ] || fail "diff-3b-64k: plan exited $rc without recompute, expected 2 (does not fit)"
+grep -q "set train.recompute: true" "$tmp_err" || fail "diff-3b-64k: the refusal does not name train.recompute"
 echo "paper_configs: ok"

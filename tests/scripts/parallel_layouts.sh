@@ -5,7 +5,9 @@
 # its losses, its parameters after 5 steps, and its bytes moved (against the analytic count) are
 # compared with the single-rank run (compare_dumps.py). The same for the ablation switches
 # (model.subln: scalar, a per-head gain split over tp with the heads, and a frozen model.lambda,
-# whose lambda vectors are absent) under tp 2 x dp 2 with ZeRO 1 and tp 4. Also: a world size that does not match
+# whose lambda vectors are absent) under tp 2 x dp 2 with ZeRO 1 and tp 4, and for activation
+# recomputation (train.recompute) under tp 2 x dp 2 with ZeRO 1 (also bit-identical to that
+# layout without it). Also: a world size that does not match
 # tp x dp and a tp that does not divide the heads end every rank with status 2 and one message;
 # a rank killed with SIGKILL mid-step ends the job within 60 s with a non-zero status.
 #
@@ -72,6 +74,18 @@ for layout in "2 2 1" "4 1 0"; do
   "$PY" "$HERE/compare_dumps.py" "$tmp/abl-ref" "$tmp/$name" "$tmp/abl-ref.jsonl" \
     "$tmp/$name.jsonl" "$name" || fail "$name does not match the single-rank run"
 done
+
+# activation recomputation (train.recompute): the backward re-runs each layer's forward with its
+# TP all-reduces; under tp 2 x dp 2 with ZeRO 1 the parameters after 5 steps are bit-identical to
+# the same layout without it, and the bytes moved match the analytic count (which adds the
+# re-run layers' all-reduces)
+name=diff-recompute-tp2-dp2-zero1
+train "$name" 4 "$CONFIGS/parallel/diff.yaml" parallel.tp=2 parallel.dp=2 parallel.zero=1 \
+  train.recompute=true
+"$PY" "$HERE/compare_dumps.py" "$tmp/diff-ref" "$tmp/$name" "$tmp/diff-ref.jsonl" \
+  "$tmp/$name.jsonl" "$name" || fail "$name does not match the single-rank run"
+cmp -s "$tmp/diff-tp2-dp2-zero1/params.bin" "$tmp/$name/params.bin" ||
+  fail "$name: parameters differ from the same layout without recomputation"
 
 # bad layouts: exit 2 on every rank, one message
 expect_refusal() { # NAME NP [overrides...]

@@ -114,6 +114,8 @@ static const char *full_doc = "model:\n"
                               "  steps: 7\n"
                               "  seed: 18446744073709551615\n"
                               "  precision: bf16\n"
+                              "  device: cuda\n"
+                              "  recompute: true\n"
                               "  val_every: 5\n"
                               "  val_batches: 3\n"
                               "  threads: 2\n"
@@ -171,6 +173,8 @@ static void test_full_document(void **state) {
     assert_int_equal(c->train.global_batch, 20);
     assert_true(c->train.seed == UINT64_MAX);
     assert_int_equal(c->train.precision, DT_PRECISION_BF16);
+    assert_int_equal(c->train.device, DT_DEVICE_CUDA);
+    assert_int_equal(c->train.recompute, 1);
     assert_true(c->optim.lr == 2e-4);
     assert_true(c->optim.beta1 == 0.8 && c->optim.beta2 == 0.99);
     assert_true(c->optim.eps == 1e-10);
