@@ -58,6 +58,7 @@ typedef struct evaluator {
     uint64_t n_docs;  /* over all sets */
     size_t n_queries; /* over all sets */
     double *preds;    /* (n_queries, 6) the greedy prediction at each answer digit */
+    double *nll;      /* (n_queries, 6) the cross-entropy of each answer digit (nats) */
 } evaluator;
 
 static void usage(FILE *f) {
@@ -88,10 +89,13 @@ static void usage(FILE *f) {
             "                  each document is one sequence of its C tokens (train.seq_len >= C),\n"
             "                  and a query is right when, under teacher forcing, the argmax of the\n"
             "                  logits predicts all 6 answer digits. Prints accuracy by number of\n"
-            "                  needles, by needle depth (5 buckets of 0.2) and overall; --out writes\n"
-            "                  {\"task\", \"accuracy\", \"correct\", \"queries\", \"by_needles\",\n"
-            "                  \"queries_by_needles\", \"by_depth\", \"queries_by_depth\",\n"
-            "                  \"checkpoint\", \"step\", \"data\"}\n");
+            "                  needles, by needle depth (5 buckets of 0.2) and overall, and two\n"
+            "                  graded measures: the fraction of answer digits predicted right and\n"
+            "                  the answer loss (mean cross-entropy of the answer digits, nats);\n"
+            "                  --out writes {\"task\", \"accuracy\", \"correct\", \"queries\",\n"
+            "                  \"digit_accuracy\", \"answer_loss\", \"digit_accuracy_by_needles\",\n"
+            "                  \"answer_loss_by_needles\", \"by_needles\", \"queries_by_needles\",\n"
+            "                  \"by_depth\", \"queries_by_depth\", \"checkpoint\", \"step\", \"data\"}\n");
 }
 
 /* Removes the options from argv (they may stand anywhere after the config), leaving the config
@@ -217,7 +221,8 @@ static dt_status open_needles(evaluator *e, const eval_args *a) {
     long B = c->train.micro_batch;
     e->n_batches = (long)((e->n_docs + (uint64_t)B - 1) / (uint64_t)B);
     e->preds = dt_calloc(e->n_queries * DT_ANSWER_DIGITS, sizeof *e->preds);
-    if (!e->preds) {
+    e->nll = dt_calloc(e->n_queries * DT_ANSWER_DIGITS, sizeof *e->nll);
+    if (!e->preds || !e->nll) {
         dt_error("out of memory for the predictions of %zu queries", e->n_queries);
         return DT_ERR_RUNTIME;
     }
@@ -292,7 +297,7 @@ static dt_status eval_setup(evaluator *e, const eval_args *a) {
     DT_TRY(groups_init(g, &e->world, c->parallel.tp, c->parallel.dp));
     if (c->train.threads > 0) cpu_set_threads(c->train.threads);
     e->be = dt_backend_cpu();
-    tp_comm_bind(&e->tp_comm, &e->tp_binding, g, &e->world);
+    tp_comm_bind(&e->tp_comm, &e->tp_binding, g, buf_coll_host(), &e->world);
     /* every rank finds the same problems in the data: rank 0 reports them */
     dt_log_set_quiet(e->world.rank != 0);
     dt_status st = open_data(e, a);
@@ -395,10 +400,12 @@ static size_t needles_query_base(const evaluator *e, int i) {
 
 /* Micro-batch i = documents [i*B, i*B + B) of the concatenation, one per row, each padded with
  * token 0 after its C tokens up to T (causal attention: the padding cannot change the rows
- * before it). One forward, then the greedy prediction at every answer digit's row, stored into
- * preds (the only rank writing those queries' entries). */
+ * before it). One forward whose only targets are the answer digits, then the greedy prediction
+ * and the cross-entropy at every answer digit's row, stored into preds and nll (the only rank
+ * writing those queries' entries). */
 typedef struct needles_scratch {
     int32_t *rows, *out; /* (B * 64 * 6) the answer digits' rows and their predictions */
+    float *losses;       /* (B * T) the forward's per-row losses */
     size_t *first;       /* (B) row b's document's first query among all the sets' queries */
     int *n_q;            /* (B) its number of queries */
 } needles_scratch;
@@ -407,9 +414,9 @@ static dt_status needles_batch(evaluator *e, long i, const needles_scratch *w) {
     int B = e->cfg.train.micro_batch, T = e->T, n = 0;
     int32_t *rows = w->rows, *out = w->out;
     for (int b = 0; b < B; b++) {
-        int32_t *in = e->inputs + (size_t)b * T;
+        int32_t *in = e->inputs + (size_t)b * T, *tg = e->targets + (size_t)b * T;
         uint64_t g = (uint64_t)i * B + (uint64_t)b, doc = 0;
-        for (int t = 0; t < T; t++) in[t] = 0;
+        for (int t = 0; t < T; t++) in[t] = 0, tg[t] = -1;
         if (g >= e->n_docs) continue;
         int set = needles_locate(e, g, &doc);
         const dt_needles_answers *ans = &e->ans[set];
@@ -417,17 +424,24 @@ static dt_status needles_batch(evaluator *e, long i, const needles_scratch *w) {
             in[t] = (int32_t)shard_token(&e->nshard[set], (size_t)(doc * ans->context) + t);
         size_t q0 = ans->doc_first[doc], q1 = ans->doc_first[doc + 1];
         for (size_t q = q0; q < q1; q++)
-            for (int j = 0; j < DT_ANSWER_DIGITS; j++)
-                rows[n++] = b * T + ans->queries[q].pos - 1 + j;
+            for (int j = 0; j < DT_ANSWER_DIGITS; j++) {
+                int pos = (int)ans->queries[q].pos + j; /* the digit, predicted by row pos - 1 */
+                tg[pos - 1] = in[pos];
+                rows[n++] = b * T + pos - 1;
+            }
         w->first[b] = needles_query_base(e, set) + q0;
         w->n_q[b] = (int)(q1 - q0);
     }
-    model_forward(&e->model, e->inputs, NULL);
+    model_forward(&e->model, e->inputs, e->targets);
+    e->model.be->copy_to_host(w->losses, e->model.losses, (size_t)B * T * sizeof(float));
     DT_TRY(model_argmax_rows(&e->model, out, rows, n));
     n = 0;
     for (int b = 0; b < B && (uint64_t)i * B + (uint64_t)b < e->n_docs; b++)
-        for (int k = 0; k < w->n_q[b] * DT_ANSWER_DIGITS; k++)
-            e->preds[w->first[b] * DT_ANSWER_DIGITS + (size_t)k] = out[n++];
+        for (int k = 0; k < w->n_q[b] * DT_ANSWER_DIGITS; k++, n++) {
+            size_t at = w->first[b] * DT_ANSWER_DIGITS + (size_t)k;
+            e->preds[at] = out[n];
+            e->nll[at] = w->losses[rows[n]];
+        }
     return DT_OK;
 }
 
@@ -438,16 +452,20 @@ static dt_status needles_run(evaluator *e) {
     int B = e->cfg.train.micro_batch;
     size_t per = (size_t)B * 64 * DT_ANSWER_DIGITS; /* rows of one micro-batch, at most */
     needles_scratch w = {dt_malloc(per * sizeof *w.rows), dt_malloc(per * sizeof *w.out),
+                         dt_malloc((size_t)B * e->T * sizeof *w.losses),
                          dt_malloc((size_t)B * sizeof *w.first), dt_malloc((size_t)B * sizeof *w.n_q)};
-    dt_status st = w.rows && w.out && w.first && w.n_q ? DT_OK : DT_ERR_RUNTIME;
+    dt_status st = w.rows && w.out && w.losses && w.first && w.n_q ? DT_OK : DT_ERR_RUNTIME;
     if (st != DT_OK) dt_error("out of memory for the answer rows");
     for (long i = e->groups.dp_rank; st == DT_OK && i < e->n_batches; i += e->groups.dp_size)
         st = needles_batch(e, i, &w);
     dt_free(w.rows);
     dt_free(w.out);
+    dt_free(w.losses);
     dt_free(w.first);
     dt_free(w.n_q);
     DT_TRY(st);
+    DT_TRY(comm_allreduce_f64(&e->groups.dp, e->nll, e->n_queries * DT_ANSWER_DIGITS,
+                              DT_REDUCE_SUM));
     return comm_allreduce_f64(&e->groups.dp, e->preds, e->n_queries * DT_ANSWER_DIGITS,
                               DT_REDUCE_SUM);
 }
@@ -462,6 +480,9 @@ typedef struct tally {
     long correct[65], total[65];                   /* by number of needles, 1..64 */
     long dcorrect[DEPTH_BUCKETS], dtotal[DEPTH_BUCKETS]; /* by depth bucket */
     long all_correct, all;
+    /* per answer digit (6 per query): greedy hits and the summed cross-entropy, by N and all */
+    long digit_hits[65], digit_hits_all;
+    double nll[65], nll_all;
 } tally;
 
 /* correct / total with 17 significant digits (JSON) or 6 decimals (the table); null if empty */
@@ -481,6 +502,22 @@ static dt_status needles_write_json(const evaluator *e, const eval_args *a, cons
     fmt_acc(acc, sizeof acc, t->all_correct, t->all, 1);
     fprintf(f, "{\"task\": \"needles\", \"accuracy\": %s, \"correct\": %ld, \"queries\": %ld",
             acc, t->all_correct, t->all);
+    fmt_acc(acc, sizeof acc, t->digit_hits_all, t->all * DT_ANSWER_DIGITS, 1);
+    fprintf(f, ", \"digit_accuracy\": %s, \"answer_loss\": ", acc);
+    if (t->all) fprintf(f, "%.17g", t->nll_all / (double)(t->all * DT_ANSWER_DIGITS));
+    else fprintf(f, "null");
+    for (int pass = 0; pass < 2; pass++) {
+        fprintf(f, ", \"%s\": {", pass ? "answer_loss_by_needles" : "digit_accuracy_by_needles");
+        for (int k = 0, first = 1; k < 65; k++) {
+            if (!t->total[k]) continue;
+            long digits = t->total[k] * DT_ANSWER_DIGITS;
+            if (pass) snprintf(acc, sizeof acc, "%.17g", t->nll[k] / (double)digits);
+            else fmt_acc(acc, sizeof acc, t->digit_hits[k], digits, 1);
+            fprintf(f, "%s\"%d\": %s", first ? "" : ", ", k, acc);
+            first = 0;
+        }
+        fprintf(f, "}");
+    }
     for (int pass = 0; pass < 4; pass++) {
         static const char *names[4] = {"by_needles", "queries_by_needles", "by_depth",
                                        "queries_by_depth"};
@@ -536,9 +573,16 @@ static dt_status needles_report(const evaluator *e, const eval_args *a) {
         for (size_t q = 0; q < ans->n_queries; q++, g++) {
             const dt_needles_query *nq = &ans->queries[q];
             const double *p = e->preds + g * DT_ANSWER_DIGITS;
+            const double *nll = e->nll + g * DT_ANSWER_DIGITS;
             int ok = 1;
-            for (int j = 0; j < DT_ANSWER_DIGITS; j++)
-                ok &= p[j] == (double)(unsigned char)nq->answer[j];
+            for (int j = 0; j < DT_ANSWER_DIGITS; j++) {
+                int hit = p[j] == (double)(unsigned char)nq->answer[j];
+                ok &= hit;
+                t.digit_hits[nq->n_needles] += hit;
+                t.digit_hits_all += hit;
+                t.nll[nq->n_needles] += nll[j];
+                t.nll_all += nll[j];
+            }
             int d = depth_bucket(nq->depth);
             t.correct[nq->n_needles] += ok;
             t.total[nq->n_needles]++;
@@ -562,11 +606,15 @@ static dt_status needles_report(const evaluator *e, const eval_args *a) {
     char acc[32];
     printf("needles: checkpoint %s (step %lld) | %zu documents in %d file%s\n", e->ckpt_path,
            e->step, (size_t)e->n_docs, e->n_sets, e->n_sets == 1 ? "" : "s");
-    printf("  %-10s %8s %8s %9s\n", "needles", "queries", "correct", "accuracy");
+    printf("  %-10s %8s %8s %9s %9s %12s\n", "needles", "queries", "correct", "accuracy",
+           "digits", "answer loss");
     for (int k = 1; k <= 64; k++) {
         if (!t.total[k]) continue;
+        char dacc[32];
         fmt_acc(acc, sizeof acc, t.correct[k], t.total[k], 0);
-        printf("  %-10d %8ld %8ld %9s\n", k, t.total[k], t.correct[k], acc);
+        fmt_acc(dacc, sizeof dacc, t.digit_hits[k], t.total[k] * DT_ANSWER_DIGITS, 0);
+        printf("  %-10d %8ld %8ld %9s %9s %12.4f\n", k, t.total[k], t.correct[k], acc, dacc,
+               t.nll[k] / (double)(t.total[k] * DT_ANSWER_DIGITS));
     }
     printf("  %-10s %8s %8s %9s\n", "depth", "queries", "correct", "accuracy");
     for (int k = 0; k < DEPTH_BUCKETS; k++) {
@@ -576,7 +624,13 @@ static dt_status needles_report(const evaluator *e, const eval_args *a) {
         printf("  %-10s %8ld %8ld %9s\n", key, t.dtotal[k], t.dcorrect[k], t.dtotal[k] ? acc : "-");
     }
     fmt_acc(acc, sizeof acc, t.all_correct, t.all, 0);
-    printf("needles: accuracy %s | %ld of %ld queries\n", acc, t.all_correct, t.all);
+    printf("needles: accuracy %s | %ld of %ld queries", acc, t.all_correct, t.all);
+    if (t.all) {
+        fmt_acc(acc, sizeof acc, t.digit_hits_all, t.all * DT_ANSWER_DIGITS, 0);
+        printf(" | answer digits right %s, answer loss %.4f nats/digit", acc,
+               t.nll_all / (double)(t.all * DT_ANSWER_DIGITS));
+    }
+    printf("\n");
     fflush(stdout);
     return a->out ? needles_write_json(e, a, &t) : DT_OK;
 }
@@ -587,6 +641,7 @@ static void eval_free(evaluator *e) {
         shard_close(&e->nshard[i]);
     }
     dt_free(e->preds);
+    dt_free(e->nll);
     model_free(&e->model);
     loader_free(&e->val);
     shard_close(&e->shard);

@@ -33,6 +33,7 @@ void metrics_write(dt_metrics_log *log, const dt_step_metrics *s) {
     int width = snprintf(NULL, 0, "%d", s->steps); /* steps line up in a column */
     printf("step %*d/%d | loss %.4f | lr %.3e | grad norm %.4f | %.0f tok/s | %.1f s", width,
            s->step, s->steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->elapsed_s);
+    if (s->mfu >= 0) printf(" | MFU %.1f%%", 100.0 * s->mfu);
     if (s->has_val) printf(" | val loss %.4f", s->val_loss);
     if (s->has_comm)
         printf(" | comm tp %.3f MB dp %.3f MB (analytic %.3f / %.3f)", s->bytes_tp / 1e6,
@@ -46,6 +47,7 @@ void metrics_write(dt_metrics_log *log, const dt_step_metrics *s) {
     json_number(log->jsonl, "grad_norm", s->grad_norm);
     json_number(log->jsonl, "tokens_per_s", s->tokens_per_s);
     json_number(log->jsonl, "elapsed_s", s->elapsed_s);
+    if (s->mfu >= 0) json_number(log->jsonl, "mfu", s->mfu);
     if (s->has_val) json_number(log->jsonl, "val_loss", s->val_loss);
     if (s->has_comm)
         fprintf(log->jsonl,

@@ -15,6 +15,7 @@ typedef struct dt_step_metrics {
     double lr;
     double grad_norm;
     double tokens_per_s;
+    double mfu;       /* model FLOPs utilisation in [0, 1]; < 0 when the device's peak is unknown */
     double elapsed_s;
     int has_val;
     double val_loss;

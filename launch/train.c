@@ -14,12 +14,14 @@
 #include "launch/commands.h"
 #include "launch/comm_plan.h"
 #include "launch/config.h"
+#include "launch/device.h"
 #include "launch/tp_comm.h"
 #include "launch/metrics.h"
 #include "launch/param_dump.h"
 #include "launch/preempt.h"
 #include "model/cpu/cpu_ops.h"
 #include "model/model.h"
+#include "model/plan.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "optim/zero.h"
@@ -37,6 +39,7 @@ typedef struct trainer {
     dt_groups groups;
     dt_tp_comm tp_comm;
     dt_tp_binding tp_binding;
+    dt_device_choice device;
     const dt_backend *be;
     dt_model model;
     dt_zero zero;
@@ -157,16 +160,11 @@ static dt_status trainer_setup(trainer *t) {
                      g->dp_size);
         return DT_ERR_INPUT;
     }
-    if (c->train.precision != DT_PRECISION_FP32) {
-        if (t->world.rank == 0)
-            dt_error("%s: train.precision: bf16 needs the GPU backend; the CPU backend trains in "
-                     "fp32", c->source);
-        return DT_ERR_INPUT;
-    }
     t->grad_accum = c->train.global_batch / (c->train.micro_batch * g->dp_size);
     if (c->train.threads > 0) cpu_set_threads(c->train.threads);
-    t->be = dt_backend_cpu();
-    tp_comm_bind(&t->tp_comm, &t->tp_binding, g, &t->world);
+    DT_TRY(device_select(&t->device, c, &t->world, &g->world));
+    t->be = t->device.be;
+    tp_comm_bind(&t->tp_comm, &t->tp_binding, g, t->device.coll, &t->world);
 
     /* everything below can fail on one rank only (a missing file, memory): agree on it */
     dt_status st = loader_init(&t->train_data, (const char(*)[DT_PATH_MAX])c->data.train,
@@ -184,10 +182,10 @@ static dt_status trainer_setup(trainer *t) {
     st = t->inputs && t->targets ? DT_OK : DT_ERR_RUNTIME;
     if (st != DT_OK) dt_error("out of memory for the token staging buffers");
     DT_TRY(dist_agree(&g->world, st));
-    DT_TRY(dist_agree(&g->world, model_init_tp(&t->model, &c->model, t->be, c->train.seed,
-                                               c->train.micro_batch, c->train.seq_len,
-                                               &t->tp_comm)));
-    DT_TRY(dist_agree(&g->world, zero_init(&t->zero, c->parallel.zero, &g->dp, t->be,
+    DT_TRY(dist_agree(&g->world, model_init_opts(&t->model, &c->model, t->be, c->train.seed,
+                                                 c->train.micro_batch, c->train.seq_len,
+                                                 &t->tp_comm, c->train.recompute)));
+    DT_TRY(dist_agree(&g->world, zero_init(&t->zero, c->parallel.zero, &g->dp, t->device.coll, t->be,
                                            t->model.layout.total)));
     DT_TRY(dist_agree(&g->world, optimizer_init_range(&t->opt, t->be, &t->model.layout,
                                                       &c->optim, t->zero.first, t->zero.count)));
@@ -266,16 +264,17 @@ static void trainer_free(trainer *t) {
     loader_free(&t->val_data);
     dt_free(t->inputs);
     dt_free(t->targets);
-    groups_free(&t->groups);
+    groups_free(&t->groups); /* frees the NCCL communicators before the device goes */
+    device_release(&t->device);
 }
 
 static void print_banner(const trainer *t) {
     const dt_config *c = &t->cfg;
     const dt_model *m = &t->model;
     const dt_groups *g = &t->groups;
-    printf("difftrain: %s, %zu parameters on rank 0 (%d tensors), head dim %d, backend %s\n",
+    printf("difftrain: %s, %zu parameters on rank 0 (%d tensors), head dim %d, backend %s (%s)\n",
            config_arch_name(c->model.arch), m->layout.total, m->layout.n_tensors, m->d,
-           t->be->name);
+           t->be->name, t->device.desc);
     printf("layout: %d ranks = tp %d x dp %d, zero %d; AdamW state of %zu elements per rank\n",
            t->world.size, g->tp_size, g->dp_size, t->zero.stage, t->zero.count);
     printf("data: %llu training samples of %d tokens", (unsigned long long)loader_num_samples(&t->train_data),
@@ -286,6 +285,27 @@ static void print_banner(const trainer *t) {
            t->grad_accum, c->train.micro_batch, c->train.global_batch,
            c->train.global_batch * c->train.seq_len);
     fflush(stdout);
+}
+
+/* After the first step on a GPU: the peak device memory of any rank next to what `difftrain
+ * plan` predicts per rank for this config (the check that the plan can be trusted). */
+static dt_status report_device_memory(trainer *t) {
+    int64_t peak = (int64_t)device_bytes_peak(&t->device);
+    DT_TRY(comm_allreduce_i64(&t->groups.world, &peak, 1, DT_REDUCE_MAX));
+    dt_plan p;
+    dt_status st = plan_compute(&p, &t->cfg, t->world.size);
+    if (t->world.rank == 0) {
+        if (st == DT_OK)
+            printf("memory: peak device memory %.3f GiB on the busiest rank after the first step; "
+                   "plan predicts %.3f GiB per rank (%.1f%% of the measured peak)\n",
+                   (double)peak / (1u << 30), (double)p.mem.total / (1u << 30),
+                   100.0 * (double)p.mem.total / (double)(peak ? peak : 1));
+        else
+            printf("memory: peak device memory %.3f GiB on the busiest rank after the first step\n",
+                   (double)peak / (1u << 30));
+        fflush(stdout);
+    }
+    return DT_OK;
 }
 
 static dt_status trainer_run(trainer *t) {
@@ -299,6 +319,7 @@ static dt_status trainer_run(trainer *t) {
         comm_reset_bytes(&t->groups.tp);
         comm_reset_bytes(&t->groups.dp);
         DT_TRY(train_step(t, step, &s));
+        if (step == t->start_step && t->device.gpu) DT_TRY(report_device_memory(t));
         if (t->world.size > 1) {
             s.has_comm = 1;
             s.bytes_tp = comm_bytes_total(&t->groups.tp);
@@ -319,6 +340,12 @@ static dt_status trainer_run(trainer *t) {
             double now = now_s();
             double tokens = (double)(step + 1 - last_step) * c->train.global_batch * c->train.seq_len;
             s.tokens_per_s = tokens / (now - last);
+            /* model FLOPs (recomputation not counted, as Megatron and PaLM count MFU) */
+            double peak = device_peak_flops(&t->device, c->train.precision);
+            s.mfu = peak > 0 ? s.tokens_per_s *
+                                   model_flops_per_token(&c->model, c->train.seq_len) /
+                                   (peak * t->world.size)
+                             : -1;
             s.elapsed_s = now - t0;
             last = now;
             last_step = step + 1;

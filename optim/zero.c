@@ -5,10 +5,12 @@
 #include "dist/partition.h"
 #include "util/alloc.h"
 
-dt_status zero_init(dt_zero *z, int stage, dt_comm *dp, const dt_backend *be, size_t total) {
+dt_status zero_init(dt_zero *z, int stage, dt_comm *dp, const dt_buf_coll *coll, const dt_backend *be,
+                    size_t total) {
     memset(z, 0, sizeof *z);
     z->stage = stage;
     z->dp = dp;
+    z->coll = coll;
     z->be = be;
     z->total = total;
     z->counts = dt_calloc((size_t)dp->size, sizeof *z->counts);
@@ -47,7 +49,7 @@ void zero_begin_step(dt_zero *z) {
 dt_status zero_after_micro_batch(dt_zero *z, float *grads) {
     if (z->stage != 2) return DT_OK;
     float *shard = grads + z->first;
-    DT_TRY(comm_reduce_scatter_f32(z->dp, shard, grads, z->counts));
+    DT_TRY(z->coll->reduce_scatter_f32(z->dp, shard, grads, z->counts));
     z->be->add(z->grad_accum, z->grad_accum, shard, z->count);
     z->be->memset_zero(grads, z->total * sizeof(float));
     return DT_OK;
@@ -56,11 +58,11 @@ dt_status zero_after_micro_batch(dt_zero *z, float *grads) {
 dt_status zero_reduce_grads(dt_zero *z, float *grads, float **range_grads) {
     switch (z->stage) {
     case 0:
-        DT_TRY(comm_allreduce_f32(z->dp, grads, z->total, DT_REDUCE_SUM));
+        DT_TRY(z->coll->allreduce_f32(z->dp, grads, z->total, DT_REDUCE_SUM));
         *range_grads = grads;
         break;
     case 1:
-        DT_TRY(comm_reduce_scatter_f32(z->dp, grads + z->first, grads, z->counts));
+        DT_TRY(z->coll->reduce_scatter_f32(z->dp, grads + z->first, grads, z->counts));
         *range_grads = grads + z->first;
         break;
     default:
@@ -72,5 +74,5 @@ dt_status zero_reduce_grads(dt_zero *z, float *grads, float **range_grads) {
 
 dt_status zero_gather_params(dt_zero *z, float *params) {
     if (z->stage == 0) return DT_OK;
-    return comm_allgather_f32(z->dp, params, z->counts);
+    return z->coll->allgather_f32(z->dp, params, z->counts);
 }

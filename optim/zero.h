@@ -15,12 +15,14 @@
 
 #include <stddef.h>
 
+#include "dist/buf_coll.h"
 #include "dist/comm.h"
 #include "model/backend.h"
 
 typedef struct dt_zero {
     int stage;
     dt_comm *dp; /* borrowed */
+    const dt_buf_coll *coll; /* collectives on the backend's memory (MPI on host, NCCL on device) */
     const dt_backend *be;
     size_t total;       /* P */
     size_t *counts;     /* (dp) shard sizes */
@@ -28,7 +30,9 @@ typedef struct dt_zero {
     float *grad_accum;  /* stage 2: (count) the accumulated gradient shard */
 } dt_zero;
 
-dt_status zero_init(dt_zero *z, int stage, dt_comm *dp, const dt_backend *be, size_t total);
+/* coll moves the backend's buffers (buf_coll_host() for the CPU backend). */
+dt_status zero_init(dt_zero *z, int stage, dt_comm *dp, const dt_buf_coll *coll, const dt_backend *be,
+                    size_t total);
 void zero_free(dt_zero *z);
 
 /* At the start of a step: clears the stage-2 accumulator. */

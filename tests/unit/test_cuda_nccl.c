@@ -21,6 +21,7 @@
 #include <nccl.h>
 
 #include "dist/check.h"
+#include "dist/nccl_buf_coll.h"
 #include "dist/nccl_comm.h"
 
 enum { N = 1000 };
@@ -83,6 +84,36 @@ static dt_status invalid_nccl_call(void) {
     return DT_OK;
 }
 
+/* The dt_buf_coll the trainer uses on GPUs: collectives on their own stream, ordered after the
+ * compute stream's kernels by events. A kernel-free check of that order: an async copy on the
+ * compute stream fills the buffer, the collective follows, and a copy on the compute stream
+ * reads the result; with the stream waits missing, the collective could run before the fill. */
+static void test_buf_coll_orders_streams(void **state) {
+    (void)state;
+    static float h[N], got[N];
+    cudaStream_t compute;
+    float *a = NULL;
+    assert_int_equal(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&a, N * sizeof(float)), cudaSuccess);
+    assert_int_equal(buf_coll_nccl_bind(compute), DT_OK);
+    const dt_buf_coll *bc = buf_coll_nccl();
+    assert_non_null(bc);
+    for (int i = 0; i < N; i++) h[i] = (float)(i % 7) + 0.5f;
+    assert_int_equal(cudaMemcpyAsync(a, h, sizeof h, cudaMemcpyHostToDevice, compute), cudaSuccess);
+    size_t counts[1] = {N};
+    assert_int_equal(bc->allreduce_f32(&comm, a, N, DT_REDUCE_SUM), DT_OK);
+    assert_int_equal(bc->reduce_scatter_f32(&comm, a, a, counts), DT_OK); /* in place */
+    assert_int_equal(bc->allgather_f32(&comm, a, counts), DT_OK);
+    assert_int_equal(cudaMemcpyAsync(got, a, sizeof got, cudaMemcpyDeviceToHost, compute),
+                     cudaSuccess);
+    assert_int_equal(cudaStreamSynchronize(compute), cudaSuccess);
+    for (int i = 0; i < N; i++) assert_true(got[i] == h[i]);
+    buf_coll_nccl_unbind();
+    assert_null(buf_coll_nccl());
+    cudaFree(a);
+    cudaStreamDestroy(compute);
+}
+
 static void test_nccl_check(void **state) {
     (void)state;
     assert_int_equal(comm_nccl_init(&comm), DT_OK);
@@ -107,6 +138,7 @@ int main(int argc, char **argv) {
     if (comm_init_world(&comm, "world") != DT_OK) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_collectives),
+        cmocka_unit_test(test_buf_coll_orders_streams),
         cmocka_unit_test(test_nccl_check),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

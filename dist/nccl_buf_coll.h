@@ -1,0 +1,21 @@
+/* NCCL collectives on device buffers as a dt_buf_coll (dist/buf_coll.h), on a communication stream of
+ * their own. Ordering with the compute stream without blocking the host: before a collective
+ * the communication stream waits for an event recorded on the compute stream (the buffer is
+ * ready), after it the compute stream waits for an event recorded on the communication stream
+ * (the result is ready). Every later kernel on the compute stream therefore sees the result,
+ * and the host never waits. Built only with CUDA and NCCL (library dt_dist_nccl). */
+#ifndef DT_NCCL_BUF_COLL_H
+#define DT_NCCL_BUF_COLL_H
+
+#include "dist/buf_coll.h"
+
+/* Binds the collectives to `compute_stream` (a cudaStream_t as void *: the stream the model's
+ * kernels run on) on the current device, creating the communication stream and the events.
+ * Call once per process after the device is chosen; DT_ERR_RUNTIME (reported) on a CUDA
+ * error. */
+dt_status buf_coll_nccl_bind(void *compute_stream);
+void buf_coll_nccl_unbind(void);
+/* The collectives; NULL before buf_coll_nccl_bind succeeded. */
+const dt_buf_coll *buf_coll_nccl(void);
+
+#endif
