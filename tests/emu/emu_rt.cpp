@@ -1,0 +1,621 @@
+/* The host emulator's runtime (a test tool; see include/cuda_runtime.h for what it checks):
+ * fibers and their scheduler, barriers, shuffles, shared memory, device memory, streams. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <map>
+#include <set>
+
+#include "cuda_runtime.h"
+
+#if !defined(__x86_64__) || !defined(__linux__)
+#error "the CUDA host emulator switches fibers with x86-64 Linux assembly"
+#endif
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+unsigned char *emu_dyn_smem;
+
+#define EMU_MAX_THREADS 1024u
+#define EMU_STATIC_SMEM (48u * 1024u)      /* static __shared__ per block */
+#define EMU_DEFAULT_DYN_SMEM (48u * 1024u) /* dynamic without the opt-in attribute */
+#define EMU_OPTIN_SMEM (227u * 1024u)      /* H100: static + dynamic after the opt-in */
+
+static void emu_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+/* ---- fibers: emu_switch saves the callee-saved registers on the current stack, stores its
+ * stack pointer in *save and continues on stack `to` (System V x86-64 ABI) ---- */
+extern "C" void emu_switch(void **save, void *to);
+__asm__(".text\n"
+        ".globl emu_switch\n"
+        ".type emu_switch, @function\n"
+        "emu_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size emu_switch, .-emu_switch\n");
+
+enum { ST_RUN, ST_WARP, ST_BLOCK, ST_DONE };
+struct emu_thread {
+    void *sp;
+    int state;
+    const char *file; /* the barrier it waits at */
+    int line;
+    unsigned long long bits, result; /* shuffle: its value, the value it receives */
+    unsigned mask;
+    int kind, arg, width;
+};
+static emu_thread g_t[EMU_MAX_THREADS];
+static uint3 g_tid[EMU_MAX_THREADS];
+static unsigned g_cur, g_nthreads;
+static void *g_sched_sp;
+static const emu_launch_cfg *g_cfg; /* the running launch, NULL outside kernels */
+static void (*g_thunk)(const void *);
+static const void *g_ctx;
+static unsigned long long g_block_serial;
+
+#define EMU_STACK (128u * 1024u)
+#define EMU_PAGE 4096u
+static char *g_stacks; /* EMU_MAX_THREADS x (guard page, stack) */
+
+static void pass_on(void);
+
+static void fiber_main(void) {
+    g_thunk(g_ctx);
+    g_t[g_cur].state = ST_DONE;
+    pass_on();
+    abort(); /* a finished fiber is never resumed */
+}
+
+static void fiber_init(unsigned t) {
+    char *top = g_stacks + (size_t)(t + 1) * (EMU_STACK + EMU_PAGE);
+    void **sp = (void **)((uintptr_t)top & ~(uintptr_t)15);
+    *--sp = NULL;               /* fiber_main's return address: never used */
+    *--sp = (void *)fiber_main; /* emu_switch returns here, with rsp = 8 mod 16 as after a call */
+    for (int i = 0; i < 6; i++) *--sp = NULL; /* rbp rbx r12 r13 r14 r15 */
+    g_t[t].sp = sp;
+    g_t[t].state = ST_RUN;
+}
+
+static void emu_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fflush(stdout);
+    fprintf(stderr, "emu: ");
+    if (g_cfg)
+        fprintf(stderr, "kernel %s, block (%u,%u,%u) of grid (%u,%u,%u), block size (%u,%u,%u): ",
+                g_cfg->name, blockIdx.x, blockIdx.y, blockIdx.z, gridDim.x, gridDim.y, gridDim.z,
+                blockDim.x, blockDim.y, blockDim.z);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    abort();
+}
+
+static bool same_site(const emu_thread &a, const emu_thread &b) {
+    return a.line == b.line && (a.file == b.file || strcmp(a.file, b.file) == 0);
+}
+
+/* ---- scheduling. The scheduler starts a warp at its first lane; each lane runs until its
+ * next barrier (or its end) and then switches straight to the next lane of its warp (pass_on).
+ * The last lane checks the warp: if all 32 lanes wait at the same shuffle, it performs the
+ * shuffle and the warp goes on from its first lane; otherwise every lane waits at
+ * __syncthreads or has exited, and the scheduler moves to the next warp. Once all warps are
+ * there, the scheduler releases the __syncthreads (all threads at the same one) or ends the
+ * block (all exited). ---- */
+
+static unsigned g_warp_begin, g_warp_end; /* the running warp's threads */
+
+static inline void switch_to(unsigned t) {
+    emu_thread &me = g_t[g_cur];
+    g_cur = t;
+    threadIdx = g_tid[t];
+    emu_switch(&me.sp, g_t[t].sp);
+}
+
+/* The last lane of the warp has stopped: performs the shuffle all lanes wait at (true), or
+ * finds none waiting at a shuffle (false); aborts on a shuffle that not all lanes reached. */
+static bool warp_shuffle(void) {
+    const unsigned t0 = g_warp_begin, t1 = g_warp_end, w = t0 / 32;
+    unsigned at_shfl = 0, at_sync = 0, first = t1;
+    for (unsigned t = t0; t < t1; t++) {
+        if (g_t[t].state == ST_WARP) {
+            at_shfl++;
+            if (first == t1) first = t;
+        }
+        at_sync += g_t[t].state == ST_BLOCK;
+    }
+    if (at_shfl == 0) return false;
+    const emu_thread &f = g_t[first];
+    if (t1 - t0 != 32)
+        emu_fail("full-warp shuffle at %s:%d in warp %u, which has only %u threads", f.file, f.line,
+                 w, t1 - t0);
+    if (at_shfl != 32)
+        emu_fail("shuffle at %s:%d reached by %u of the 32 lanes of warp %u (%u wait at "
+                 "__syncthreads, %u exited): every lane of the mask must reach it",
+                 f.file, f.line, at_shfl, w, at_sync, 32 - at_shfl - at_sync);
+    for (unsigned t = t0 + 1; t < t1; t++) {
+        const emu_thread &l = g_t[t];
+        if (!same_site(l, f) || l.kind != f.kind || l.mask != f.mask || l.width != f.width)
+            emu_fail("lanes 0 and %u of warp %u wait at different shuffles (%s:%d, %s:%d)", t - t0,
+                     w, f.file, f.line, l.file, l.line);
+    }
+    if (f.mask != 0xffffffffu)
+        emu_fail("shuffle at %s:%d with mask 0x%08x: only full-warp masks are emulated", f.file,
+                 f.line, f.mask);
+    if (f.width != 32)
+        emu_fail("shuffle at %s:%d with width %d: only width 32 is emulated", f.file, f.line,
+                 f.width);
+    emu_thread *l = g_t + t0;
+    for (int lane = 0; lane < 32; lane++) {
+        int src = lane;
+        switch (f.kind) {
+        case EMU_SHFL_IDX: src = ((l[lane].arg % 32) + 32) % 32; break; /* srcLane mod width */
+        case EMU_SHFL_XOR: src = lane ^ l[lane].arg; break;
+        case EMU_SHFL_DOWN: src = lane + l[lane].arg; break;
+        case EMU_SHFL_UP: src = lane - l[lane].arg; break;
+        }
+        if (src < 0 || src > 31) src = lane; /* outside the warp: keeps its own value */
+        l[lane].result = l[src].bits;
+        l[lane].state = ST_RUN;
+    }
+    return true;
+}
+
+/* Called by the running lane once it has stopped (its state says where). */
+static void pass_on(void) {
+    if (g_cur + 1 < g_warp_end)
+        switch_to(g_cur + 1);
+    else if (warp_shuffle())
+        switch_to(g_warp_begin); /* the warp continues from its first lane */
+    else
+        emu_switch(&g_t[g_cur].sp, g_sched_sp);
+}
+
+/* ---- barriers and shuffles, called by the running fiber ---- */
+
+void emu_syncthreads(const char *file, int line) {
+    if (!g_cfg) emu_fail("__syncthreads outside a kernel (%s:%d)", file, line);
+    emu_thread &me = g_t[g_cur];
+    me.file = file;
+    me.line = line;
+    me.state = ST_BLOCK;
+    pass_on();
+}
+
+unsigned long long emu_shfl(unsigned long long bits, unsigned mask, int kind, int arg, int width,
+                            const char *file, int line) {
+    if (!g_cfg) emu_fail("warp shuffle outside a kernel (%s:%d)", file, line);
+    emu_thread &me = g_t[g_cur];
+    me.bits = bits;
+    me.mask = mask;
+    me.kind = kind;
+    me.arg = arg;
+    me.width = width;
+    me.file = file;
+    me.line = line;
+    me.state = ST_WARP;
+    pass_on();
+    return me.result;
+}
+
+static void run_block(void) {
+    const unsigned n = g_nthreads, nwarps = (n + 31) / 32;
+    for (unsigned t = 0; t < n; t++) fiber_init(t);
+    for (;;) {
+        for (unsigned w = 0; w < nwarps; w++) { /* every thread of the block is ST_RUN */
+            g_warp_begin = w * 32;
+            g_warp_end = g_warp_begin + 32 < n ? g_warp_begin + 32 : n;
+            g_cur = g_warp_begin;
+            threadIdx = g_tid[g_cur];
+            emu_switch(&g_sched_sp, g_t[g_cur].sp);
+        }
+        unsigned done = 0, first = n;
+        for (unsigned t = 0; t < n; t++) {
+            if (g_t[t].state == ST_DONE) {
+                done++;
+            } else if (first == n) {
+                first = t;
+            } else if (!same_site(g_t[t], g_t[first])) {
+                emu_fail("threads %u and %u wait at different __syncthreads (%s:%d, %s:%d)", first,
+                         t, g_t[first].file, g_t[first].line, g_t[t].file, g_t[t].line);
+            }
+        }
+        if (done == n) return;
+        if (done)
+            emu_fail("__syncthreads at %s:%d reached by %u of the %u threads (%u exited): every "
+                     "thread of the block must reach it",
+                     g_t[first].file, g_t[first].line, n - done, n, done);
+        for (unsigned t = 0; t < n; t++) g_t[t].state = ST_RUN;
+    }
+}
+
+/* ---- shared memory: a static arena (48 KiB) and a dynamic one (227 KiB), each between guard
+ * pages; the dynamic area and every static variable end as close to a guard page as the
+ * alignment allows, and are NaN-filled (0xff bytes) at the start of each block ---- */
+
+static unsigned char *g_static_end, *g_dyn_end;
+static size_t g_static_used;
+static bool g_dyn_optin; /* the running kernel has the MaxDynamicSharedMemorySize attribute */
+static std::map<const void *, int> g_max_dyn; /* cudaFuncAttributeMaxDynamicSharedMemorySize */
+
+static unsigned char *guarded_region(size_t bytes) {
+    size_t len = (bytes + EMU_PAGE - 1) / EMU_PAGE * EMU_PAGE;
+    char *p = (char *)mmap(NULL, len + 2 * EMU_PAGE, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) emu_fail("out of host memory (%zu bytes)", bytes);
+    mprotect(p, EMU_PAGE, PROT_NONE);
+    mprotect(p + EMU_PAGE + len, EMU_PAGE, PROT_NONE);
+    return (unsigned char *)p + EMU_PAGE + len; /* the end: the upper guard page */
+}
+
+void *emu_static_smem(emu_shared_site *site, size_t bytes, size_t align, const char *name) {
+    if (!g_cfg) emu_fail("__shared__ %s outside a kernel", name);
+    if (site->block_serial != g_block_serial) { /* the first thread of this block to get here */
+        size_t used = (g_static_used + bytes + align - 1) / align * align;
+        if (used > EMU_STATIC_SMEM)
+            emu_fail("static shared memory of %zu bytes (with __shared__ %s) exceeds 48 KiB", used,
+                     name);
+        /* 48 KiB in all, unless the kernel opted in to more (then the H100's 227 KiB) */
+        const size_t limit = g_dyn_optin ? EMU_OPTIN_SMEM : EMU_DEFAULT_DYN_SMEM;
+        if (used + g_cfg->smem > limit)
+            emu_fail("static (%zu) + dynamic (%zu) shared memory exceed %zu bytes", used,
+                     g_cfg->smem, limit);
+        g_static_used = used;
+        site->offset = used;
+        site->block_serial = g_block_serial;
+        memset(g_static_end - used, 0xff, bytes);
+    }
+    return g_static_end - site->offset;
+}
+
+cudaError_t emu_func_set_attribute(const void *kernel, cudaFuncAttribute attr, int value) {
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
+        (unsigned)value > EMU_OPTIN_SMEM) {
+        fprintf(stderr, "emu: cudaFuncSetAttribute(%d, %d): not supported\n", (int)attr, value);
+        return cudaErrorInvalidValue;
+    }
+    g_max_dyn[kernel] = value;
+    return cudaSuccess;
+}
+
+/* ---- device memory: one mapping per allocation, ending at a guard page ---- */
+
+struct emu_alloc {
+    size_t bytes;
+    void *map;
+    size_t map_len;
+};
+static std::map<uintptr_t, emu_alloc> g_allocs; /* by start address */
+static cudaError_t g_last_error;
+
+static cudaError_t api_error(cudaError_t e, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static cudaError_t api_error(cudaError_t e, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fflush(stdout);
+    fprintf(stderr, "emu: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    g_last_error = e;
+    return e;
+}
+
+/* The allocation holding [p, p + bytes) (bytes 0: p may be its end), or NULL. */
+static const emu_alloc *find_alloc(const void *p, size_t bytes) {
+    uintptr_t a = (uintptr_t)p;
+    auto it = g_allocs.upper_bound(a);
+    if (it == g_allocs.begin()) return NULL;
+    --it;
+    size_t off = a - it->first;
+    if (off > it->second.bytes || bytes > it->second.bytes - off) return NULL;
+    return &it->second;
+}
+
+int emu_device_range(const void *p, size_t bytes) { return p && find_alloc(p, bytes) != NULL; }
+
+cudaError_t emu_malloc(void **p, size_t bytes) {
+    if (!p) return api_error(cudaErrorInvalidValue, "cudaMalloc: NULL result pointer");
+    *p = NULL;
+    if (bytes == 0) return cudaSuccess;
+    size_t rounded = (bytes + 15) / 16 * 16; /* 16-byte aligned start */
+    size_t len = (rounded + EMU_PAGE - 1) / EMU_PAGE * EMU_PAGE + EMU_PAGE;
+    char *m = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return api_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu): out of memory", bytes);
+    mprotect(m + len - EMU_PAGE, EMU_PAGE, PROT_NONE);
+    char *start = m + len - EMU_PAGE - rounded;
+    memset(start, 0xff, rounded); /* uninitialised device memory: NaN */
+    g_allocs[(uintptr_t)start] = {bytes, m, len};
+    *p = start;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *p) {
+    if (!p) return cudaSuccess;
+    auto it = g_allocs.find((uintptr_t)p);
+    if (it == g_allocs.end())
+        return api_error(cudaErrorInvalidValue, "cudaFree(%p): not a live cudaMalloc pointer", p);
+    munmap(it->second.map, it->second.map_len); /* a later use of p faults */
+    g_allocs.erase(it);
+    return cudaSuccess;
+}
+
+/* ---- streams and events: every call completes before it returns, so they need only exist ---- */
+
+struct emu_stream {
+    unsigned flags;
+};
+struct emu_event {
+    unsigned flags;
+};
+static std::set<cudaStream_t> g_streams;
+static std::set<cudaEvent_t> g_events;
+
+static bool stream_ok(cudaStream_t s) {
+    /* 0: the legacy default stream; 1 and 2: cudaStreamLegacy and cudaStreamPerThread */
+    return (uintptr_t)s <= 2 || g_streams.count(s);
+}
+#define CHECK_STREAM(s, what)                                                                      \
+    if (!stream_ok(s))                                                                             \
+    return api_error(cudaErrorInvalidResourceHandle,                                               \
+                     "%s: stream %p was not created (or was destroyed)", what, (void *)(s))
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+    if (!s || flags > cudaStreamNonBlocking)
+        return api_error(cudaErrorInvalidValue, "cudaStreamCreateWithFlags: bad arguments");
+    *s = new emu_stream{flags};
+    g_streams.insert(*s);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    if (!g_streams.erase(s))
+        return api_error(cudaErrorInvalidResourceHandle, "cudaStreamDestroy(%p): no such stream",
+                         (void *)s);
+    delete s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    CHECK_STREAM(s, "cudaStreamSynchronize");
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
+    if (!e) return api_error(cudaErrorInvalidValue, "cudaEventCreate: NULL result pointer");
+    *e = new emu_event{flags};
+    g_events.insert(*e);
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    if (!g_events.erase(e))
+        return api_error(cudaErrorInvalidResourceHandle, "cudaEventDestroy(%p): no such event",
+                         (void *)e);
+    delete e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    CHECK_STREAM(s, "cudaEventRecord");
+    if (!g_events.count(e))
+        return api_error(cudaErrorInvalidResourceHandle, "cudaEventRecord: no such event");
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (!g_events.count(e))
+        return api_error(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: no such event");
+    return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
+    CHECK_STREAM(s, "cudaStreamWaitEvent");
+    if (!g_events.count(e) || flags)
+        return api_error(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: bad event or flags");
+    return cudaSuccess;
+}
+
+/* ---- copies and memsets: the device side must lie inside one allocation ---- */
+
+static cudaError_t check_device(const void *p, size_t bytes, const char *what, const char *side) {
+    if (find_alloc(p, bytes)) return cudaSuccess;
+    return api_error(cudaErrorInvalidValue,
+                     "%s: %s [%p, +%zu bytes) is not inside one device allocation", what, side,
+                     p, bytes);
+}
+static cudaError_t check_host(const void *p, size_t bytes, const char *what, const char *side) {
+    if (!p) return api_error(cudaErrorInvalidValue, "%s: %s is NULL", what, side);
+    if (!find_alloc(p, 0)) return cudaSuccess;
+    return api_error(cudaErrorInvalidValue,
+                     "%s: %s %p (+%zu bytes) is device memory, but the copy kind says host",
+                     what, side, p, bytes);
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t s) {
+    CHECK_STREAM(s, "cudaMemcpyAsync");
+    if (bytes == 0) return cudaSuccess;
+    const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice ||
+                         (kind == cudaMemcpyDefault && find_alloc(dst, 0));
+    const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice ||
+                         (kind == cudaMemcpyDefault && find_alloc(src, 0));
+    if (kind > cudaMemcpyDefault) return api_error(cudaErrorInvalidValue, "cudaMemcpy: bad kind");
+    cudaError_t e = dst_dev ? check_device(dst, bytes, "cudaMemcpy", "destination")
+                            : check_host(dst, bytes, "cudaMemcpy", "destination");
+    if (e == cudaSuccess)
+        e = src_dev ? check_device(src, bytes, "cudaMemcpy", "source")
+                    : check_host(src, bytes, "cudaMemcpy", "source");
+    if (e != cudaSuccess) return e;
+    const char *d = (const char *)dst, *sr = (const char *)src;
+    if (d < sr + bytes && sr < d + bytes)
+        return api_error(cudaErrorInvalidValue, "cudaMemcpy: source and destination overlap");
+    memcpy(dst, src, bytes);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    return cudaMemcpyAsync(dst, src, bytes, kind, 0);
+}
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s) {
+    CHECK_STREAM(s, "cudaMemsetAsync");
+    if (bytes == 0) return cudaSuccess;
+    cudaError_t e = check_device(p, bytes, "cudaMemset", "destination");
+    if (e == cudaSuccess) memset(p, value, bytes);
+    return e;
+}
+cudaError_t cudaMemset(void *p, int value, size_t bytes) {
+    return cudaMemsetAsync(p, value, bytes, 0);
+}
+cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int value, size_t width, size_t height,
+                              cudaStream_t s) {
+    CHECK_STREAM(s, "cudaMemset2DAsync");
+    if (width == 0 || height == 0) return cudaSuccess;
+    if (width > pitch)
+        return api_error(cudaErrorInvalidValue, "cudaMemset2D: width %zu > pitch %zu", width,
+                         pitch);
+    cudaError_t e = check_device(p, pitch * (height - 1) + width, "cudaMemset2D", "destination");
+    if (e != cudaSuccess) return e;
+    for (size_t r = 0; r < height; r++) memset((char *)p + r * pitch, value, width);
+    return cudaSuccess;
+}
+
+/* ---- errors and the device (one emulated H100) ---- */
+
+const char *cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    }
+    return "cudaErrorUnknown";
+}
+const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    }
+    return "unknown error";
+}
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = g_last_error;
+    g_last_error = cudaSuccess;
+    return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return g_last_error; }
+
+static int g_device;
+cudaError_t cudaGetDeviceCount(int *count) {
+    if (!count) return api_error(cudaErrorInvalidValue, "cudaGetDeviceCount: NULL");
+    *count = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
+    if (!p || device != 0)
+        return api_error(cudaErrorInvalidDevice, "cudaGetDeviceProperties: device %d", device);
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "difftrain host emulator (H100 limits)");
+    p->totalGlobalMem = (size_t)80 << 30;
+    p->sharedMemPerBlock = EMU_STATIC_SMEM;
+    p->sharedMemPerBlockOptin = EMU_OPTIN_SMEM;
+    p->major = 9;
+    p->minor = 0;
+    p->multiProcessorCount = 132;
+    p->warpSize = 32;
+    p->maxThreadsPerBlock = EMU_MAX_THREADS;
+    p->maxGridSize[0] = 0x7fffffff;
+    p->maxGridSize[1] = p->maxGridSize[2] = 65535;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+    if (device != 0)
+        return api_error(cudaErrorInvalidDevice, "cudaSetDevice(%d): one device", device);
+    g_device = device;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *device) {
+    if (!device) return api_error(cudaErrorInvalidValue, "cudaGetDevice: NULL");
+    *device = g_device;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+
+/* ---- launches ---- */
+
+bool emu_launch_check(const emu_launch_cfg &c) {
+    if (g_cfg) emu_fail("launch of %s from inside a kernel", c.name);
+    const dim3 g = c.grid, b = c.block;
+    const unsigned long long threads = (unsigned long long)b.x * b.y * b.z;
+    auto it = g_max_dyn.find(c.kernel);
+    const size_t dyn_limit = it != g_max_dyn.end() ? (size_t)it->second : EMU_DEFAULT_DYN_SMEM;
+    cudaError_t e = cudaSuccess;
+    const char *why = "";
+    if (!g.x || !g.y || !g.z || !b.x || !b.y || !b.z)
+        e = cudaErrorInvalidConfiguration, why = "a zero grid or block dimension";
+    else if (threads > EMU_MAX_THREADS || b.z > 64)
+        e = cudaErrorInvalidConfiguration, why = "more than 1024 threads per block";
+    else if (g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535)
+        e = cudaErrorInvalidConfiguration, why = "grid too large";
+    else if (c.smem > dyn_limit)
+        e = cudaErrorInvalidValue,
+        why = dyn_limit == EMU_DEFAULT_DYN_SMEM
+                  ? "more than 48 KiB of dynamic shared memory without cudaFuncSetAttribute("
+                    "cudaFuncAttributeMaxDynamicSharedMemorySize) for this kernel"
+                  : "more dynamic shared memory than cudaFuncSetAttribute allowed";
+    else if (!stream_ok(c.stream))
+        e = cudaErrorInvalidResourceHandle, why = "a stream that does not exist";
+    if (e == cudaSuccess) return true;
+    api_error(e, "launch of %s<<<(%u,%u,%u), (%u,%u,%u), %zu>>> fails: %s", c.name, g.x, g.y, g.z,
+              b.x, b.y, b.z, c.smem, why);
+    return false;
+}
+
+void emu_check_pointer_arg(const emu_launch_cfg &c, int index, const void *p) {
+    if (p && !find_alloc(p, 0))
+        emu_fail("launch of %s: argument %d (%p) is not device memory (a host pointer, or freed)",
+                 c.name, index + 1, p);
+}
+
+void emu_run_grid(const emu_launch_cfg &c, void (*thunk)(const void *), const void *ctx) {
+    if (!g_stacks) { /* once: the fibers' stacks, each above a guard page */
+        size_t len = (size_t)EMU_MAX_THREADS * (EMU_STACK + EMU_PAGE);
+        g_stacks =
+            (char *)mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (g_stacks == MAP_FAILED) emu_fail("cannot map the fiber stacks");
+        for (unsigned t = 0; t < EMU_MAX_THREADS; t++)
+            mprotect(g_stacks + (size_t)t * (EMU_STACK + EMU_PAGE), EMU_PAGE, PROT_NONE);
+        g_static_end = guarded_region(EMU_STATIC_SMEM);
+        g_dyn_end = guarded_region(EMU_OPTIN_SMEM);
+    }
+    g_dyn_optin = g_max_dyn.count(c.kernel) != 0;
+    g_nthreads = c.block.x * c.block.y * c.block.z;
+    for (unsigned t = 0; t < g_nthreads; t++)
+        g_tid[t] = {t % c.block.x, t / c.block.x % c.block.y, t / (c.block.x * c.block.y)};
+    blockDim = c.block;
+    gridDim = c.grid;
+    g_thunk = thunk;
+    g_ctx = ctx;
+    g_cfg = &c;
+    const size_t dyn = (c.smem + 15) / 16 * 16;
+    emu_dyn_smem = g_dyn_end - dyn;
+    for (unsigned z = 0; z < c.grid.z; z++)
+        for (unsigned y = 0; y < c.grid.y; y++)
+            for (unsigned x = 0; x < c.grid.x; x++) {
+                blockIdx = {x, y, z};
+                g_block_serial++;
+                g_static_used = 0;
+                memset(emu_dyn_smem, 0xff, dyn);
+                run_block();
+            }
+    g_cfg = NULL;
+}

@@ -1,0 +1,256 @@
+/* Self-test of the CUDA host emulator (a test tool, see include/cuda_runtime.h), run by ctest as
+ * emu_selftest: a CUDA source like those of model/cuda, rewritten by transform.py. Checks that
+ *   - thread/block indices, static and dynamic shared memory and the shuffles give the values
+ *     CUDA defines (exact: integers);
+ *   - shared memory starts every block as NaN, and more than 48 KiB of it needs the opt-in;
+ *   - the misuses the emulator promises to catch do abort the process (each in a child):
+ *     __syncthreads not reached by every thread or at two call sites, a shuffle not reached by
+ *     every lane, a full-mask shuffle in a partial warp, a host pointer passed to a kernel, a
+ *     store past the end of a cudaMalloc buffer;
+ *   - cublasGemmEx: all four transpose combinations with padded leading dimensions, beta 0 on a
+ *     NaN-filled C and beta 1, against a double reference; with bf16 products, against a double
+ *     reference on inputs rounded here by another method (frexp/nearbyint), and its ties. The
+ *     fp32 sums of 33 products of |x| < 1 (times alpha 1.5) round by at most 1.5 * 33 * 33 *
+ *     2^-24 = 1e-4 (typically 1e-6): tolerance 2e-4 + 1e-4 |ref|. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+static int g_fails;
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            g_fails++;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* ---- indices, shared memory, shuffles: blocks of 96 threads (3 warps) on a 2 x 3 grid ---- */
+__global__ void shuffles_kernel(float *out, double *sums) {
+    __shared__ float tile[96];
+    extern __shared__ float dyn[]; /* 96 floats */
+    const int t = threadIdx.x, lane = t & 31;
+    const int g = blockIdx.x + gridDim.x * blockIdx.y;
+    tile[t] = (float)(g * 1000 + t);
+    dyn[blockDim.x - 1 - t] = (float)t;
+    __syncthreads();
+    const float bcast = __shfl_sync(0xffffffffu, tile[t], 5);
+    double sum = lane;
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    const float down = __shfl_down_sync(0xffffffffu, (float)lane, 3);
+    const size_t i = (size_t)g * blockDim.x + t;
+    out[4 * i + 0] = bcast;
+    out[4 * i + 1] = tile[blockDim.x - 1 - t]; /* written by another warp */
+    out[4 * i + 2] = down;
+    out[4 * i + 3] = dyn[t];
+    sums[i] = sum;
+}
+
+static void test_shuffles(void) {
+    const int nb = 6, nt = 96, n = nb * nt;
+    float *out, host[4 * 6 * 96];
+    double *sums, hs[6 * 96];
+    cudaMalloc(&out, sizeof host);
+    cudaMalloc(&sums, sizeof hs);
+    shuffles_kernel<<<dim3(2, 3), nt, nt * sizeof(float)>>>(out, sums);
+    CHECK(cudaGetLastError() == cudaSuccess, "launch");
+    cudaMemcpy(host, out, sizeof host, cudaMemcpyDeviceToHost);
+    cudaMemcpy(hs, sums, sizeof hs, cudaMemcpyDeviceToHost);
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        const int g = i / nt, t = i % nt, lane = t % 32, warp = t / 32;
+        bad += host[4 * i] != (float)(g * 1000 + warp * 32 + 5);
+        bad += host[4 * i + 1] != (float)(g * 1000 + nt - 1 - t);
+        bad += host[4 * i + 2] != (float)(lane + 3 < 32 ? lane + 3 : lane);
+        bad += host[4 * i + 3] != (float)(nt - 1 - t);
+        bad += hs[i] != 496.0;
+    }
+    CHECK(bad == 0, "indices/shared memory/shuffles: %d wrong values", bad);
+    cudaFree(out);
+    cudaFree(sums);
+}
+
+/* ---- shared memory is NaN at the start of every block; > 48 KiB needs the opt-in ---- */
+__global__ void smem_kernel(float *nans, int n) {
+    extern __shared__ float big[];
+    int c = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) c += big[i] != big[i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) big[i] = 1.0f; /* the next block's NaN? */
+    nans[blockIdx.x * blockDim.x + threadIdx.x] = (float)c;
+}
+
+static void test_smem(void) {
+    const int n = 16384, nt = 128; /* 64 KiB */
+    float *nans, host[2 * 128];
+    cudaMalloc(&nans, sizeof host);
+    smem_kernel<<<2, nt, n * sizeof(float), 0>>>(nans, n);
+    CHECK(cudaGetLastError() == cudaErrorInvalidValue, "64 KiB without the opt-in must fail");
+    CHECK(cudaFuncSetAttribute(smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               n * sizeof(float)) == cudaSuccess, "opt-in");
+    smem_kernel<<<2, nt, n * sizeof(float), 0>>>(nans, n);
+    CHECK(cudaGetLastError() == cudaSuccess, "64 KiB after the opt-in");
+    cudaMemcpy(host, nans, sizeof host, cudaMemcpyDeviceToHost);
+    double total = 0;
+    for (int i = 0; i < 2 * nt; i++) total += host[i];
+    CHECK(total == 2.0 * n, "NaN shared memory: %g of %d floats", total, 2 * n);
+    cudaFree(nans);
+}
+
+/* ---- misuses: each must abort (or fault) in a child process ---- */
+__global__ void sync_divergent_kernel(float *x) {
+    if (threadIdx.x < 64) __syncthreads();
+    x[threadIdx.x] = 1.0f;
+}
+__global__ void sync_two_sites_kernel(float *x) {
+    if (threadIdx.x < 32)
+        __syncthreads();
+    else
+        __syncthreads();
+    x[threadIdx.x] = 1.0f;
+}
+__global__ void shfl_divergent_kernel(float *x) {
+    float v = x[threadIdx.x];
+    if (threadIdx.x & 1) v = __shfl_xor_sync(0xffffffffu, v, 1);
+    x[threadIdx.x] = v;
+}
+__global__ void shfl_partial_kernel(float *x) {
+    x[threadIdx.x] = __shfl_sync(0xffffffffu, x[threadIdx.x], 0);
+}
+__global__ void store_kernel(float *x, int offset) { x[offset + threadIdx.x] = 1.0f; }
+
+static void expect_death(const char *what, int sig, void (*bad)(float *)) {
+    float *x;
+    cudaMalloc(&x, 128 * sizeof(float));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        bad(x);
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == sig, "%s: expected signal %d, got status %d",
+          what, sig, status);
+    printf("caught as expected: %s\n", what);
+    cudaFree(x);
+}
+static void run_sync_divergent(float *x) { sync_divergent_kernel<<<1, 128>>>(x); }
+static void run_sync_two_sites(float *x) { sync_two_sites_kernel<<<1, 128>>>(x); }
+static void run_shfl_divergent(float *x) { shfl_divergent_kernel<<<1, 64>>>(x); }
+static void run_shfl_partial(float *x) { shfl_partial_kernel<<<1, 48>>>(x); }
+static void run_host_pointer(float *x) {
+    float host[128];
+    (void)x;
+    store_kernel<<<1, 32>>>(host, 0);
+}
+static void run_overrun(float *x) { store_kernel<<<1, 32>>>(x, 128); }
+
+/* ---- cuBLAS shim ---- */
+static double bf16_ref(double x) { /* round to 8 significant bits, ties to even */
+    int e;
+    double m = frexp(x, &e);
+    return ldexp(nearbyint(ldexp(m, 8)), e - 8);
+}
+
+static float uniform(unsigned *s) { /* in [-1, 1) */
+    *s = *s * 1103515245u + 12345u;
+    return (float)(*s >> 8) / 8388608.0f - 1.0f;
+}
+
+static void gemm_case(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, float beta,
+                      int bf16) {
+    const int m = 5, n = 7, k = 33, pad = 3;
+    const int ar = ta == CUBLAS_OP_N ? m : k, ac = ta == CUBLAS_OP_N ? k : m;
+    const int br = tb == CUBLAS_OP_N ? k : n, bc = tb == CUBLAS_OP_N ? n : k;
+    const int lda = ar + pad, ldb = br + pad, ldc = m + pad;
+    float A[(33 + 3) * 33], B[(33 + 3) * 33], C[(5 + 3) * 7], R[(5 + 3) * 7];
+    unsigned s = 12345u + (unsigned)(ta * 4 + tb * 2 + bf16);
+    for (int i = 0; i < lda * ac; i++) A[i] = uniform(&s);
+    for (int i = 0; i < ldb * bc; i++) B[i] = uniform(&s);
+    for (int i = 0; i < ldc * n; i++) C[i] = 0.25f * (float)(i % 7);
+    float *dA, *dB, *dC;
+    cudaMalloc(&dA, sizeof(float) * lda * ac);
+    cudaMalloc(&dB, sizeof(float) * ldb * bc);
+    cudaMalloc(&dC, sizeof(float) * ldc * n); /* NaN-filled: beta 0 must not read it */
+    cudaMemcpy(dA, A, sizeof(float) * lda * ac, cudaMemcpyHostToDevice);
+    cudaMemcpy(dB, B, sizeof(float) * ldb * bc, cudaMemcpyHostToDevice);
+    if (beta != 0.0f) cudaMemcpy(dC, C, sizeof(float) * ldc * n, cudaMemcpyHostToDevice);
+    const float alpha = 1.5f;
+    cublasStatus_t st = cublasGemmEx(h, ta, tb, m, n, k, &alpha, dA, CUDA_R_32F, lda, dB,
+                                     CUDA_R_32F, ldb, &beta, dC, CUDA_R_32F, ldc,
+                                     bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT);
+    CHECK(st == CUBLAS_STATUS_SUCCESS, "cublasGemmEx: %s", cublasGetStatusString(st));
+    cudaMemcpy(R, dC, sizeof(float) * ldc * n, cudaMemcpyDeviceToHost);
+    double worst = 0, moved = 0;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            double acc = 0, exact = 0;
+            for (int l = 0; l < k; l++) {
+                double a = ta == CUBLAS_OP_N ? A[i + l * lda] : A[l + i * lda];
+                double b = tb == CUBLAS_OP_N ? B[l + j * ldb] : B[j + l * ldb];
+                acc += bf16 ? bf16_ref(a) * bf16_ref(b) : a * b;
+                exact += a * b;
+            }
+            const double ref = alpha * acc + (beta != 0.0f ? beta * C[i + j * ldc] : 0.0);
+            worst = fmax(worst, fabs(R[i + j * ldc] - ref) / (2e-4 + 1e-4 * fabs(ref)));
+            moved = fmax(moved, fabs(alpha * (exact - acc)));
+        }
+    CHECK(worst <= 1.0, "gemm ta=%d tb=%d beta=%g bf16=%d: %g of tolerance", ta, tb, beta, bf16,
+          worst);
+    if (bf16) CHECK(moved > 1e-3, "bf16 rounding changed the products by only %g", moved);
+    cudaFree(dA);
+    cudaFree(dB);
+    cudaFree(dC);
+}
+
+static void test_gemm(void) {
+    cublasHandle_t h;
+    CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS, "cublasCreate");
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int bf16 = 0; bf16 < 2; bf16++)
+                for (int b = 0; b < 2; b++)
+                    gemm_case(h, (cublasOperation_t)ta, (cublasOperation_t)tb, (float)b, bf16);
+    /* bf16 ties: 1 + 2^-8 is halfway between 1 and 1 + 2^-7 (even: 1), 1 + 3 2^-8 halfway
+     * between 1 + 2^-7 and 1 + 2^-6 (even: 1 + 2^-6); just above a tie rounds up */
+    const float in[3] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f};
+    const float want[3] = {1.0f, 1.0f + 0x1p-6f, 1.0f + 0x1p-7f};
+    float *d, one = 1.0f, zero = 0.0f, got[3];
+    cudaMalloc(&d, 4 * sizeof(float));
+    for (int i = 0; i < 3; i++) {
+        cudaMemcpy(d, &in[i], sizeof(float), cudaMemcpyHostToDevice);
+        cudaMemcpy(d + 1, &one, sizeof(float), cudaMemcpyHostToDevice);
+        cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, d, CUDA_R_32F, 1, d + 1,
+                     CUDA_R_32F, 1, &zero, d + 2, CUDA_R_32F, 1, CUBLAS_COMPUTE_32F_FAST_16BF,
+                     CUBLAS_GEMM_DEFAULT);
+        cudaMemcpy(&got[i], d + 2, sizeof(float), cudaMemcpyDeviceToHost);
+        CHECK(got[i] == want[i], "bf16 rounding of %.9g: %.9g, expected %.9g", in[i], got[i],
+              want[i]);
+    }
+    cudaFree(d);
+    cublasDestroy(h);
+}
+
+int main(void) {
+    test_shuffles();
+    test_smem();
+    expect_death("__syncthreads reached by half the block", SIGABRT, run_sync_divergent);
+    expect_death("__syncthreads at two call sites", SIGABRT, run_sync_two_sites);
+    expect_death("shuffle reached by half the warp", SIGABRT, run_shfl_divergent);
+    expect_death("full-mask shuffle in a warp of 16 threads", SIGABRT, run_shfl_partial);
+    expect_death("host pointer passed to a kernel", SIGABRT, run_host_pointer);
+    expect_death("store past the end of a cudaMalloc buffer", SIGSEGV, run_overrun);
+    test_gemm();
+    printf("%s: %d failed checks\n", g_fails ? "FAILED" : "PASSED", g_fails);
+    return g_fails ? 1 : 0;
+}

@@ -1,0 +1,273 @@
+/* Host emulation of the CUDA subset used by model/cuda (a TEST TOOL, not part of difftrain: it
+ * is never linked into the difftrain program). tests/emu/transform.py rewrites each .cu and .cuh
+ * file of model/cuda into C++ (launches become emu_launch calls, __shared__ declarations become
+ * per-block arenas); g++ compiles them against this header instead of the CUDA toolkit, and the
+ * GPU op tests (tests/unit/test_cuda_*.c) run unchanged on the result as emu_test_cuda_*.
+ *
+ * How it runs: a launch runs its blocks one after another; every CUDA thread of a block is a
+ * fiber with its own stack (emu_rt.cpp: a 15-instruction x86-64 context switch). A fiber runs
+ * without interruption until it reaches __syncthreads or a warp shuffle, so a kernel without
+ * barriers costs one switch in and out per thread. The scheduler runs each warp's lanes up to
+ * their next barrier, performs a shuffle once all 32 lanes of the warp wait at it, and releases
+ * __syncthreads once all threads of the block wait at it.
+ *
+ * What it checks (a violation aborts with the kernel, block and source line):
+ *   - the kernels' index arithmetic, reductions and results: the tests compare every output
+ *     with the CPU oracle, on the real kernel sources;
+ *   - every __syncthreads is reached by every thread of the block, at the same call site (no
+ *     thread exited or waiting elsewhere); every full-mask shuffle is reached by all 32 lanes of
+ *     the warp at the same call site with the same mask (partial warps and masks abort);
+ *   - shared memory: static + dynamic sizes within the limits, more than 48 KiB of dynamic
+ *     shared memory only after cudaFuncSetAttribute(MaxDynamicSharedMemorySize) for that
+ *     kernel; shared memory starts every block as NaN (0xff bytes), so a value read before a
+ *     thread of the block wrote it shows up as NaN; the dynamic area ends at a guard page;
+ *   - device memory: cudaMalloc returns NaN-filled memory that ends at a guard page (an overrun
+ *     of more than the 16-byte rounding faults), cudaFree unmaps it (a use after free faults),
+ *     every copy, memset and cuBLAS operand must lie inside one live allocation, and every
+ *     non-null pointer argument of a kernel must point into one (a host pointer passed to a
+ *     kernel is reported);
+ *   - launch configurations (block <= 1024 threads, grid.y/z <= 65535, nonzero sizes, a valid
+ *     stream): a bad one sets the error that CUDA_LAUNCH_CHECK then reports, as on a GPU.
+ * What it cannot check: data races between threads within one barrier phase (threads run one
+ * at a time, in order), the GPU memory model and asynchrony (every call completes before it
+ * returns; streams and events are trivially ordered), the ulp differences of CUDA's math
+ * library and its FMA contraction (glibc expf/logf/pow are used), atomics (no kernel uses
+ * them), and speed. x86-64 Linux only (the context switch). */
+#ifndef DT_EMU_CUDA_RUNTIME_H
+#define DT_EMU_CUDA_RUNTIME_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <tuple>
+#include <type_traits>
+
+/* ---- CUDA C++ keywords ---- */
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+
+struct uint3 {
+    unsigned x, y, z;
+};
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
+    dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
+};
+
+/* Set by the scheduler before it resumes a thread's fiber. */
+extern uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
+static const int warpSize = 32;
+
+/* CUDA's integer min/max overloads (host C++ has none in the global namespace). */
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+static inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+static inline long long min(long long a, long long b) { return a < b ? a : b; }
+static inline long long max(long long a, long long b) { return a > b ? a : b; }
+static inline unsigned long long min(unsigned long long a, unsigned long long b) {
+    return a < b ? a : b;
+}
+static inline unsigned long long max(unsigned long long a, unsigned long long b) {
+    return a > b ? a : b;
+}
+
+/* Round-to-nearest intrinsics: each is one IEEE operation; the empty asm keeps the compiler
+ * from fusing the product into a later addition (an FMA), as nvcc never fuses these. */
+static inline float emu_opaque(float r) {
+    __asm__("" : "+x"(r));
+    return r;
+}
+static inline float __fmul_rn(float a, float b) { return emu_opaque(a * b); }
+static inline float __fadd_rn(float a, float b) { return emu_opaque(a + b); }
+static inline float __fsub_rn(float a, float b) { return emu_opaque(a - b); }
+static inline float __fdiv_rn(float a, float b) { return emu_opaque(a / b); }
+static inline float __fsqrt_rn(float a) { return emu_opaque(sqrtf(a)); }
+static inline float __fmaf_rn(float a, float b, float c) { return emu_opaque(fmaf(a, b, c)); }
+
+/* ---- barriers and warp shuffles (emu_rt.cpp); the call site identifies the barrier ---- */
+void emu_syncthreads(const char *file, int line);
+static inline void __syncthreads(const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
+    emu_syncthreads(file, line);
+}
+enum { EMU_SHFL_IDX, EMU_SHFL_XOR, EMU_SHFL_DOWN, EMU_SHFL_UP };
+unsigned long long emu_shfl(unsigned long long bits, unsigned mask, int kind, int arg, int width,
+                            const char *file, int line);
+template <typename T>
+static inline T emu_shfl_t(T v, unsigned mask, int kind, int arg, int width, const char *file,
+                           int line) {
+    static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffle of this type");
+    unsigned long long bits = 0;
+    memcpy(&bits, &v, sizeof v);
+    bits = emu_shfl(bits, mask, kind, arg, width, file, line);
+    T out;
+    memcpy(&out, &bits, sizeof out);
+    return out;
+}
+template <typename T>
+static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32,
+                            const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return emu_shfl_t(v, mask, EMU_SHFL_IDX, src, width, file, line);
+}
+template <typename T>
+static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32,
+                                const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return emu_shfl_t(v, mask, EMU_SHFL_XOR, lane_mask, width, file, line);
+}
+template <typename T>
+static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32,
+                                 const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return emu_shfl_t(v, mask, EMU_SHFL_DOWN, (int)delta, width, file, line);
+}
+template <typename T>
+static inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32,
+                               const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return emu_shfl_t(v, mask, EMU_SHFL_UP, (int)delta, width, file, line);
+}
+
+/* ---- shared memory (transform.py rewrites the declarations into these) ---- */
+/* `extern __shared__ T name[];` -> `EMU_DYN_SHARED(T, name);`: the launch's dynamic area. */
+extern unsigned char *emu_dyn_smem;
+#define EMU_DYN_SHARED(T, name) T *name = (T *)emu_dyn_smem
+/* `__shared__ T name[dims];` -> `EMU_SHARED(T, name, [dims]);`: one instance per block, placed
+ * in the block's static arena by the first thread that reaches the declaration. */
+struct emu_shared_site {
+    unsigned long long block_serial;
+    size_t offset;
+};
+void *emu_static_smem(emu_shared_site *site, size_t bytes, size_t align, const char *name);
+#define EMU_SHARED(T, name, dims)                                                                  \
+    typedef T name##_emu_type dims;                                                                \
+    static emu_shared_site name##_emu_site;                                                        \
+    name##_emu_type &name = *(name##_emu_type *)emu_static_smem(                                   \
+        &name##_emu_site, sizeof(name##_emu_type), alignof(name##_emu_type), #name)
+
+/* ---- runtime API: errors, devices, memory, streams, events ---- */
+typedef enum cudaError {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidConfiguration = 9,
+    cudaErrorInvalidDevice = 101,
+    cudaErrorInvalidResourceHandle = 400,
+} cudaError_t;
+const char *cudaGetErrorString(cudaError_t e);
+const char *cudaGetErrorName(cudaError_t e);
+cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
+
+struct cudaDeviceProp {
+    char name[256];
+    size_t totalGlobalMem, sharedMemPerBlock, sharedMemPerBlockOptin;
+    int major, minor, multiProcessorCount, warpSize, maxThreadsPerBlock;
+    int maxGridSize[3];
+};
+cudaError_t cudaGetDeviceCount(int *count);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDevice(int *device);
+cudaError_t cudaDeviceSynchronize(void);
+
+typedef struct emu_stream *cudaStream_t;
+typedef struct emu_event *cudaEvent_t;
+#define cudaStreamDefault 0x0u
+#define cudaStreamNonBlocking 0x1u
+#define cudaEventDefault 0x0u
+#define cudaEventDisableTiming 0x2u
+cudaError_t cudaStreamCreate(cudaStream_t *stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaEventCreate(cudaEvent_t *event);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned flags);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = 0);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags = 0);
+
+enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4,
+};
+cudaError_t emu_malloc(void **p, size_t bytes);
+template <typename T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
+    return emu_malloc((void **)p, bytes);
+}
+cudaError_t cudaFree(void *p);
+cudaError_t cudaMemset(void *p, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t stream = 0);
+cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int value, size_t width, size_t height,
+                              cudaStream_t stream = 0);
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream = 0);
+/* 1 when [p, p + bytes) lies inside one live cudaMalloc allocation (for the cuBLAS shim). */
+int emu_device_range(const void *p, size_t bytes);
+
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+cudaError_t emu_func_set_attribute(const void *kernel, cudaFuncAttribute attr, int value);
+template <typename K>
+static inline cudaError_t cudaFuncSetAttribute(K *kernel, cudaFuncAttribute attr, int value) {
+    return emu_func_set_attribute(reinterpret_cast<const void *>(kernel), attr, value);
+}
+
+/* ---- kernel launches: transform.py rewrites kernel<<<grid, block, smem, stream>>>(args) into
+ * emu_launch(kernel, "kernel", dim3(grid), dim3(block), smem, stream,
+ *            emu_kernel_args<decltype(kernel)>::type(args)),
+ * which converts the arguments to the parameter types once (as a launch does) and runs every
+ * thread of the grid on a copy of them. ---- */
+template <typename F> struct emu_kernel_args;
+template <typename... P> struct emu_kernel_args<void(P...)> { typedef std::tuple<P...> type; };
+struct emu_launch_cfg {
+    const void *kernel;
+    const char *name;
+    dim3 grid, block;
+    size_t smem;
+    cudaStream_t stream;
+};
+/* Validates the configuration (false: the launch error is recorded and nothing runs). */
+bool emu_launch_check(const emu_launch_cfg &c);
+/* Reports a non-null pointer argument that is not inside a device allocation. */
+void emu_check_pointer_arg(const emu_launch_cfg &c, int index, const void *p);
+/* Runs every block of the grid; each thread calls thunk(ctx). */
+void emu_run_grid(const emu_launch_cfg &c, void (*thunk)(const void *), const void *ctx);
+
+template <typename A> static inline void emu_check_arg(const emu_launch_cfg &, int, const A &) {}
+template <typename A>
+static inline void emu_check_arg(const emu_launch_cfg &c, int index, A *const &p) {
+    emu_check_pointer_arg(c, index, (const void *)p);
+}
+template <typename... P> struct emu_call {
+    void (*kernel)(P...);
+    const std::tuple<P...> *args;
+};
+template <typename... P> static void emu_thunk(const void *ctx) {
+    const emu_call<P...> *call = (const emu_call<P...> *)ctx;
+    std::apply(call->kernel, *call->args);
+}
+template <typename... P>
+static inline void emu_launch(void (*kernel)(P...), const char *name, dim3 grid, dim3 block,
+                              size_t smem, cudaStream_t stream,
+                              const typename emu_kernel_args<void(P...)>::type &args) {
+    const emu_launch_cfg c = {
+        reinterpret_cast<const void *>(kernel), name, grid, block, smem, stream};
+    if (!emu_launch_check(c)) return;
+    int index = 0;
+    std::apply([&](const auto &...a) { (emu_check_arg(c, index++, a), ...); }, args);
+    const emu_call<P...> call = {kernel, &args};
+    emu_run_grid(c, emu_thunk<P...>, &call);
+}
+
+#endif
