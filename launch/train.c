@@ -185,8 +185,8 @@ static dt_status trainer_setup(trainer *t) {
     DT_TRY(dist_agree(&g->world, model_init_opts(&t->model, &c->model, t->be, c->train.seed,
                                                  c->train.micro_batch, c->train.seq_len,
                                                  &t->tp_comm, c->train.recompute)));
-    DT_TRY(dist_agree(&g->world, zero_init(&t->zero, c->parallel.zero, &g->dp, t->device.coll, t->be,
-                                           t->model.layout.total)));
+    DT_TRY(dist_agree(&g->world, zero_init(&t->zero, c->parallel.zero, &g->dp, t->device.coll,
+                                           t->be, t->model.layout.total)));
     DT_TRY(dist_agree(&g->world, optimizer_init_range(&t->opt, t->be, &t->model.layout,
                                                       &c->optim, t->zero.first, t->zero.count)));
     st = t->world.rank == 0 ? metrics_open(&t->metrics, c->log.metrics) : DT_OK;
