@@ -104,7 +104,19 @@ for k in keys:
     c, t = by_d.get(k, [0, 0])
     assert out["queries_by_depth"][k] == t, (k, out)
     assert out["by_depth"][k] == (c / t if t else None), (k, out)
-print("oracle: %d queries, %d correct" % (allc[1], allc[0]))
+# the graded measures: answer digits right from the dumped predictions; the answer loss is a mean
+# cross-entropy (between 0 and ln 257) whose per-N values average to the whole
+hits = {"1": 0, "2": 0}
+for r in rows:
+    hits[r[3]] += sum(int(p) == ord(ch) for p, ch in zip(r[6].split(","), r[5]))
+assert math.isclose(out["digit_accuracy"], sum(hits.values()) / (6 * allc[1]), rel_tol=1e-12), out
+for k in hits:
+    assert math.isclose(out["digit_accuracy_by_needles"][k], hits[k] / (6 * by_n[k][1]), rel_tol=1e-12), out
+al, aln = out["answer_loss"], out["answer_loss_by_needles"]
+assert 0 < al < math.log(257) and set(aln) == {"1", "2"}, out
+assert math.isclose(al, sum(aln[k] * by_n[k][1] for k in aln) / allc[1], rel_tol=1e-9), out
+print("oracle: %d queries, %d correct, %.3f of the digits right, answer loss %.3f"
+      % (allc[1], allc[0], out["digit_accuracy"], al))
 PY
   fail "(a) the oracle check"
 grep -q "^  1  *27 " "$tmp/a.out" && grep -q "^  2  *27 " "$tmp/a.out" ||
