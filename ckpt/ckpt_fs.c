@@ -1,5 +1,6 @@
 #define _XOPEN_SOURCE 700 /* nftw */
 #include "ckpt/ckpt_fs.h"
+#include "util/fs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,24 +28,7 @@ int ckpt_parse_step_name(const char *name, int64_t *step) {
 }
 
 dt_status ckpt_mkdirs(const char *path) {
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf) {
-        dt_error("checkpoint directory path '%s' is empty or too long", path);
-        return DT_ERR_INPUT;
-    }
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++)
-        if (buf[i] == '/' || buf[i] == '\0') {
-            char c = buf[i];
-            buf[i] = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-                dt_error("cannot create the checkpoint directory '%s': %s", buf, strerror(errno));
-                return DT_ERR_RUNTIME;
-            }
-            buf[i] = c;
-        }
-    return DT_OK;
+    return fs_make_dirs(path, 0755, "checkpoint directory");
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {

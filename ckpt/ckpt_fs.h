@@ -14,7 +14,7 @@ void ckpt_step_path(char *buf, size_t n, const char *dir, int64_t step, int tmp)
 /* Whether name is a committed checkpoint directory name, "step_" and 8 or more digits and
  * nothing else; the step into *step. */
 int ckpt_parse_step_name(const char *name, int64_t *step);
-/* mkdir -p. */
+/* mkdir -p with mode 0755 (util/fs.h: fs_make_dirs). */
 dt_status ckpt_mkdirs(const char *path);
 /* rm -rf (does not follow symbolic links). */
 dt_status ckpt_rmtree(const char *path);

@@ -11,6 +11,7 @@
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "util/alloc.h"
+#include "util/fs.h"
 #include "util/rng.h"
 
 #define NEEDLE_PRE "The magic number of "
@@ -359,33 +360,6 @@ dt_status needles_make_doc(uint32_t *tokens, dt_needles_doc *doc, const dt_needl
 
 /* ---- files ---- */
 
-/* mkdir -p */
-static dt_status make_dir(const char *dir) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
-        dt_error("%s: output directory path too long", dir);
-        return DT_ERR_INPUT;
-    }
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p != '\0') continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-            int err = errno;
-            dt_error("%s: cannot create output directory: %s", buf, strerror(err));
-            return err == ENOTDIR ? DT_ERR_INPUT : DT_ERR_RUNTIME;
-        }
-        *p = c;
-        if (c == '\0') break;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        dt_error("%s: output path exists and is not a directory", dir);
-        return DT_ERR_INPUT;
-    }
-    return DT_OK;
-}
-
 static void write_json_doc(FILE *f, const dt_needles_doc *d, uint64_t index, uint64_t start) {
     fprintf(f,
             "{\"doc\": %" PRIu64 ", \"offset\": %" PRIu64 ", \"length\": %zu, \"needles\": %d, "
@@ -429,7 +403,7 @@ dt_status needles_run(const dt_needles_opts *o, FILE *log) {
         goto done;
     }
     snprintf(json_tmp, sizeof json_tmp, "%s.tmp", json_path);
-    DT_TRY_GOTO(st, make_dir(o->out_dir), done);
+    DT_TRY_GOTO(st, fs_make_dirs(o->out_dir, 0777, "output directory"), done);
     tokens = dt_malloc((size_t)o->context * sizeof *tokens);
     if (!tokens) {
         dt_error("data needles: out of memory for a document of %d tokens", o->context);

@@ -11,6 +11,7 @@
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "util/alloc.h"
+#include "util/fs.h"
 #include "util/rng.h"
 
 void prepare_opts_default(dt_prepare_opts *o) {
@@ -201,33 +202,6 @@ static dt_status split_finish(split_writer *s) {
     return DT_OK;
 }
 
-/* mkdir -p */
-static dt_status make_dir(const char *dir) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
-        dt_error("%s: output directory path too long", dir);
-        return DT_ERR_INPUT;
-    }
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p != '\0') continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-            int err = errno;
-            dt_error("%s: cannot create output directory: %s", buf, strerror(err));
-            return err == ENOTDIR ? DT_ERR_INPUT : DT_ERR_RUNTIME; /* a file in the way */
-        }
-        *p = c;
-        if (c == '\0') break;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        dt_error("%s: output path exists and is not a directory", dir);
-        return DT_ERR_INPUT;
-    }
-    return DT_OK;
-}
-
 static dt_status check_opts(const dt_prepare_opts *o, int n_files) {
     if (!o->out_dir || !*o->out_dir) {
         dt_error("data prepare: no output directory given");
@@ -329,7 +303,7 @@ dt_status prepare_run(dt_prepare_result *res, const dt_prepare_opts *o, const ch
         if (n_val == n_docs) force_train = max_doc;
     }
 
-    DT_TRY_GOTO(st, make_dir(o->out_dir), done);
+    DT_TRY_GOTO(st, fs_make_dirs(o->out_dir, 0777, "output directory"), done);
     /* Pass 2: encode and write. */
     uint64_t d = 0;
     for (int i = 0; i < n_files; i++) {
