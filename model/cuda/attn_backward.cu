@@ -28,7 +28,7 @@ __global__ void attn_delta_kernel(float *delta, const float *G, const float *o_a
         const float *g = G + row, *o = (attn_o_buf(m, j) ? o_b : o_a) + row; /* (dv) each */
         double acc = 0.0;
         for (int e = lane; e < m.dv; e += 32) acc += (double)g[e] * o[e];
-        acc = warp_sum_d(acc);
+        acc = warp_sum(acc);
         if (lane == 0) delta[n] = (float)((double)attn_dscale(m, j, lambda) * acc);
     }
 }

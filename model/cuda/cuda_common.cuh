@@ -42,7 +42,7 @@ __device__ __forceinline__ float warp_sum(float x) {
     return x;
 }
 
-__device__ __forceinline__ double warp_sum_d(double x) {
+__device__ __forceinline__ double warp_sum(double x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;
 }
@@ -52,16 +52,17 @@ __device__ __forceinline__ float warp_max(float x) {
     return x;
 }
 
-/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
- * `scratch` is __shared__ float[32]. The order of additions is fixed by the block shape, so the
- * result is deterministic. Contains __syncthreads: call from every thread of the block. */
-__device__ __forceinline__ float block_sum(float x, float *scratch) {
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024) in float or double; every
+ * thread gets the result (a butterfly adds the same pairs in every lane). `scratch` is
+ * __shared__ T[32]. The order of additions is fixed by the block shape, so the result is
+ * deterministic. Contains __syncthreads: call from every thread of the block. */
+template <typename T> __device__ __forceinline__ T block_sum(T x, T *scratch) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     x = warp_sum(x);
     __syncthreads(); /* scratch may still be read by a previous call */
     if (lane == 0) scratch[warp] = x;
     __syncthreads();
-    x = lane < nwarps ? scratch[lane] : 0.0f;
+    x = lane < nwarps ? scratch[lane] : T(0);
     return warp_sum(x);
 }
 

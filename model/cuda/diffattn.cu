@@ -56,7 +56,7 @@ __global__ void diff_combine_kernel(float *out, float *rstd, const float *o1, co
                 const float oe = a1[e] - lam * a2[e];
                 ss += (double)oe * oe;
             }
-            ss = warp_sum_d(ss);
+            ss = warp_sum(ss);
             const float rs = (float)(1.0 / sqrt(ss / d2 + (double)eps));
             if (rstd && lane == 0) rstd[n] = rs;
             for (int e = lane; e < d2; e += 32)
@@ -116,7 +116,7 @@ diff_subln_backward_kernel(float *dO, double *part, const float *dout, const flo
                 gp[u] += (double)out_scale * dy[e] * ohat;
                 dot += (double)ohat * dohat;
             }
-            const float coef = (float)(warp_sum_d(dot) / d2);
+            const float coef = (float)(warp_sum(dot) / d2);
 #pragma unroll
             for (int u = 0; u < DIFF_U; u++) {
                 const int e = lane + 32 * u;
@@ -141,7 +141,7 @@ diff_subln_backward_kernel(float *dO, double *part, const float *dout, const flo
             dO[n * d2 + e] = go[u];
             rowdl += (double)go[u] * a2[e];
         }
-        dl -= warp_sum_d(rowdl);
+        dl -= warp_sum(rowdl);
     }
 
 #pragma unroll

@@ -5,7 +5,6 @@
  * accumulated in double, as on the CPU (the exp amplifies any error of the exponent). */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
-#include "model/cuda/reduce_double.cuh"
 
 #define DIFFLAMBDA_THREADS 256
 
@@ -13,7 +12,7 @@
 static __device__ double difflambda_dot(const float *a, const float *b, int d, double *scratch) {
     double s = 0.0;
     for (int i = threadIdx.x; i < d; i += blockDim.x) s += (double)a[i] * b[i];
-    return block_sum_d(s, scratch);
+    return block_sum(s, scratch);
 }
 
 static __global__ void difflambda_forward_kernel(float *lambda, const float *lq1, const float *lk1,

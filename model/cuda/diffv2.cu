@@ -56,7 +56,7 @@ static __global__ void diffv2_combine_backward_kernel(float *dattn, float *dlam_
             da0[e] = g;
             da1[e] = -lam * g;
         }
-        dot = warp_sum_d(dot);
+        dot = warp_sum(dot);
         if (lane == 0) dlam_logit[nh] = (float)(-(double)lam * (1.0 - lam) * dot);
     }
 }

@@ -2,7 +2,6 @@
  * behind the global gradient norm (the one op here that returns a value to the host). */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
-#include "model/cuda/reduce_double.cuh"
 
 #define ELEMENTWISE_THREADS 256
 /* Grid-stride loops with a capped grid: a flat gradient of 3e9 floats does not need 1e7
@@ -54,7 +53,7 @@ static __global__ void sumsq_partial_kernel(double *partial, const float *x, siz
         double v = x[i];
         s += v * v;
     }
-    s = block_sum_d(s, scratch);
+    s = block_sum(s, scratch);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
@@ -62,7 +61,7 @@ static __global__ void sumsq_final_kernel(double *total, const double *partial, 
     __shared__ double scratch[32];
     double s = 0.0;
     for (unsigned i = threadIdx.x; i < nparts; i += blockDim.x) s += partial[i];
-    s = block_sum_d(s, scratch);
+    s = block_sum(s, scratch);
     if (threadIdx.x == 0) *total = s;
 }
 

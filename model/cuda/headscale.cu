@@ -2,7 +2,6 @@
  * is model/cpu/headscale.c). */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
-#include "model/cuda/reduce_double.cuh"
 
 #define HEAD_SCALE_THREADS 256
 #define HEAD_SCALE_MAX_BLOCKS 65536u
@@ -57,7 +56,7 @@ static __global__ void head_scale_backward_partial_kernel(double *partial, float
             acc += (double)g * inp[at];
             dinp[at] = g * sh;
         }
-        acc = block_sum_d(acc, scratch);
+        acc = block_sum(acc, scratch);
         if (threadIdx.x == 0) partial[(size_t)h * nchunks + chunk] = acc;
     }
 }

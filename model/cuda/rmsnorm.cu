@@ -3,7 +3,6 @@
  * double as on the CPU, so rstd and out agree with it to the last bit in all but rare ties. */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
-#include "model/cuda/reduce_double.cuh"
 
 #define RMSNORM_THREADS 256
 
@@ -17,7 +16,7 @@ static __global__ void rmsnorm_forward_kernel(float *out, float *rstd, const flo
         float *o = out + (size_t)n * C;       /* (C) */
         double ss = 0.0;
         for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)x[i] * x[i];
-        ss = block_sum_d(ss, scratch);
+        ss = block_sum(ss, scratch);
         float r = (float)(1.0 / sqrt(ss / C + (double)eps));
         if (threadIdx.x == 0) rstd[n] = r;
         if (weight)
@@ -49,7 +48,7 @@ static __global__ void rmsnorm_backward_dinp_kernel(float *dinp, const float *do
         double dot = 0.0;
         for (int i = threadIdx.x; i < C; i += blockDim.x)
             dot += (double)dy[i] * (weight ? weight[i] : 1.0f) * x[i];
-        dot = block_sum_d(dot, scratch);
+        dot = block_sum(dot, scratch);
         double coef = dot * r * r / C;
         for (int i = threadIdx.x; i < C; i += blockDim.x) {
             double g = (double)dy[i] * (weight ? weight[i] : 1.0f);

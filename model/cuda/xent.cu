@@ -9,7 +9,6 @@
  * size_t: N * V reaches 8e8 and more. */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
-#include "model/cuda/reduce_double.cuh"
 
 #define XENT_THREADS 512
 
@@ -24,7 +23,7 @@ static __device__ float xent_row_max(const float *x, int V, float *scratch) {
 static __device__ double xent_row_sumexp(const float *x, int V, float mx, double *scratch) {
     double s = 0.0;
     for (int i = threadIdx.x; i < V; i += blockDim.x) s += (double)expf(x[i] - mx);
-    return block_sum_d(s, scratch);
+    return block_sum(s, scratch);
 }
 
 static __global__ void xent_forward_kernel(float *losses, float *lse, const float *logits,
