@@ -11,25 +11,8 @@ BIN=${1:?usage: data_cli.sh DIFFTRAIN_BIN}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/difftrain-data-cli-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-fail() {
-    echo "data_cli: FAIL: $*" >&2
-    exit 1
-}
-
-# expect_rc WANT CMD...: runs CMD with stdout in $tmp/out and stderr in $tmp/err.
-expect_rc() {
-    local want=$1
-    shift
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local rc=$?
-    if [ "$rc" -ne "$want" ]; then
-        echo "--- stdout" >&2
-        cat "$tmp/out" >&2
-        echo "--- stderr" >&2
-        cat "$tmp/err" >&2
-        fail "'$*' exited $rc, expected $want"
-    fi
-}
+TEST_NAME=data_cli
+. "$(dirname "$0")/cli_lib.sh"
 
 # ---- inputs: 60 + 30 documents separated by lines holding just "%" ----
 for i in $(seq 0 59); do

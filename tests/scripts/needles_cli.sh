@@ -13,25 +13,8 @@ PY=/usr/bin/python3
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/difftrain-needles-cli-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-fail() {
-    echo "needles_cli: FAIL: $*" >&2
-    exit 1
-}
-
-# expect_rc WANT CMD...: runs CMD with stdout in $tmp/out and stderr in $tmp/err.
-expect_rc() {
-    local want=$1
-    shift
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local rc=$?
-    if [ "$rc" -ne "$want" ]; then
-        echo "--- stdout" >&2
-        cat "$tmp/out" >&2
-        echo "--- stderr" >&2
-        cat "$tmp/err" >&2
-        fail "'$*' exited $rc, expected $want"
-    fi
-}
+TEST_NAME=needles_cli
+. "$(dirname "$0")/cli_lib.sh"
 
 # expect_usage OPTION ARGS...: exit 2, and the message names OPTION.
 expect_usage() {

@@ -14,25 +14,8 @@ PY=/usr/bin/python3
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/difftrain-plan-cli-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-fail() {
-    echo "plan_cli: FAIL: $*" >&2
-    exit 1
-}
-
-# expect_rc WANT CMD...: runs CMD with stdout in $tmp/out and stderr in $tmp/err.
-expect_rc() {
-    local want=$1
-    shift
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local rc=$?
-    if [ "$rc" -ne "$want" ]; then
-        echo "--- stdout" >&2
-        cat "$tmp/out" >&2
-        echo "--- stderr" >&2
-        cat "$tmp/err" >&2
-        fail "'$*' exited $rc, expected $want"
-    fi
-}
+TEST_NAME=plan_cli
+. "$(dirname "$0")/cli_lib.sh"
 
 # ---- help, table ----
 expect_rc 0 "$BIN" plan --help
