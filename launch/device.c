@@ -132,14 +132,6 @@ void device_release(dt_device_choice *d) {
     memset(d, 0, sizeof *d);
 }
 
-size_t device_bytes_in_use(const dt_device_choice *d) {
-#ifdef DIFFTRAIN_HAVE_CUDA
-    if (d->gpu) return cuda_bytes_in_use();
-#endif
-    (void)d;
-    return 0;
-}
-
 size_t device_bytes_peak(const dt_device_choice *d) {
 #ifdef DIFFTRAIN_HAVE_CUDA
     if (d->gpu) return cuda_bytes_peak();

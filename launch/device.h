@@ -32,8 +32,7 @@ void device_release(dt_device_choice *d);
  * cores, or fp32 without TF32), from a table of known GPUs by name (H100 SXM/PCIe, H200, A100);
  * 0 when unknown or on the CPU (then no MFU is reported). */
 double device_peak_flops(const dt_device_choice *d, dt_precision precision);
-/* Bytes of backend memory in use now and at most so far (0 on the CPU). */
-size_t device_bytes_in_use(const dt_device_choice *d);
+/* The most bytes of backend memory in use so far (0 on the CPU). */
 size_t device_bytes_peak(const dt_device_choice *d);
 
 #endif

@@ -19,9 +19,8 @@ extern "C" {
  * cuBLAS failure). Idempotent for the same device. */
 int cuda_backend_init(int device, int bf16);
 void cuda_backend_shutdown(void);
-/* Bytes of device memory in use by the backend's allocations (alloc and the workspace), and
- * the most ever in use: for the memory checks against `difftrain plan`. */
-size_t cuda_bytes_in_use(void);
+/* The most bytes of device memory ever in use by the backend's allocations (alloc and the
+ * workspace): for the memory check against `difftrain plan`. */
 size_t cuda_bytes_peak(void);
 /* The compute stream as a cudaStream_t passed as void * (for C code without CUDA headers, e.g.
  * the NCCL collectives that order themselves after the model's kernels). */

@@ -1,6 +1,6 @@
 /* CUDA backend memory, the compute stream, the scratch workspace and the error check. The model
  * makes a handful of large allocations (one per category), so the bookkeeping of their sizes
- * (for cuda_bytes_in_use / peak) is a small array searched linearly. */
+ * (for cuda_bytes_peak) is a small array searched linearly. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +56,6 @@ void cuda_memory_shutdown(void) {
     g_stream = NULL;
 }
 
-size_t cuda_bytes_in_use(void) { return g_in_use; }
 size_t cuda_bytes_peak(void) { return g_peak; }
 
 static void track(void *p, size_t bytes) {
