@@ -15,6 +15,7 @@
 #include "dist/world.h"
 #include "launch/commands.h"
 #include "launch/config.h"
+#include "launch/device.h"
 #include "launch/tp_comm.h"
 #include "launch/needles_answers.h"
 #include "model/cpu/cpu_ops.h"
@@ -42,6 +43,7 @@ typedef struct evaluator {
     dt_groups groups;
     dt_tp_comm tp_comm;
     dt_tp_binding tp_binding;
+    dt_device_choice device; /* train.device / train.precision: the CPU or this rank's GPU */
     const dt_backend *be;
     dt_model model;
     dt_loader val;   /* default data: data.val, unshuffled */
@@ -296,8 +298,9 @@ static dt_status eval_setup(evaluator *e, const eval_args *a) {
     dt_groups *g = &e->groups;
     DT_TRY(groups_init(g, &e->world, c->parallel.tp, c->parallel.dp));
     if (c->train.threads > 0) cpu_set_threads(c->train.threads);
-    e->be = dt_backend_cpu();
-    tp_comm_bind(&e->tp_comm, &e->tp_binding, g, buf_coll_host(), &e->world);
+    DT_TRY(device_select(&e->device, c, &e->world, &g->world));
+    e->be = e->device.be;
+    tp_comm_bind(&e->tp_comm, &e->tp_binding, g, e->device.coll, &e->world);
     /* every rank finds the same problems in the data: rank 0 reports them */
     dt_log_set_quiet(e->world.rank != 0);
     dt_status st = open_data(e, a);
@@ -647,7 +650,8 @@ static void eval_free(evaluator *e) {
     shard_close(&e->shard);
     dt_free(e->inputs);
     dt_free(e->targets);
-    groups_free(&e->groups);
+    groups_free(&e->groups); /* frees the NCCL communicators before the device goes */
+    device_release(&e->device);
 }
 
 int cmd_eval(int argc, char **argv) {

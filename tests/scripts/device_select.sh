@@ -3,7 +3,8 @@
 # - train.device cpu and auto train on the CPU backend, and the banner says so;
 # - train.device cuda exits 2 with one message naming the key and the reason (a build without a
 #   GPU path, or no usable device), on one rank and under mpirun on two;
-# - train.precision bf16 exits 2 naming the key (the CPU backend trains in fp32).
+# - train.precision bf16 exits 2 naming the key (the CPU backend trains in fp32);
+# - eval chooses its device the same way: cuda and bf16 exit 2 with the same messages.
 # On a machine with a GPU the last two do not apply: the script reports skipped (77) for them
 # after the CPU checks (tests/scripts/gpu_train.sh covers the GPU).
 #
@@ -50,4 +51,8 @@ expect_exit2 cuda_np2 "$gpu_reason" mpirun -np 2 "$BIN" train "${common[@]}" tra
 expect_exit2 bf16 "tiny\.yaml: train\.precision: bf16 needs the GPU backend" \
   "$BIN" train "${common[@]}" train.precision=bf16
 expect_exit2 bf16_cpu "train\.device cpu" "$BIN" train "${common[@]}" train.precision=bf16 train.device=cpu
-echo "device_select: cpu/auto train on the CPU; cuda and bf16 exit 2 with one message each"
+# eval takes its device the same way (before it looks at the checkpoint)
+expect_exit2 eval_cuda "tiny\.yaml: $gpu_reason" "$BIN" eval "${common[@]}" --checkpoint "$tmp/none" train.device=cuda
+expect_exit2 eval_bf16 "train\.precision: bf16 needs the GPU backend" \
+  "$BIN" eval "${common[@]}" --checkpoint "$tmp/none" train.precision=bf16
+echo "device_select: cpu/auto train on the CPU; cuda and bf16 exit 2 with one message each (train, eval)"

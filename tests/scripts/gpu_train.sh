@@ -9,6 +9,7 @@
 # - train.recompute on the GPU gives the losses of the run without it, bit for bit;
 # - a checkpoint saved on the GPU at step 25 resumes on the CPU, and one saved on the CPU resumes
 #   on the GPU: the continued losses track the uninterrupted run of the other device (2e-3);
+# - eval on the GPU (fp32 and bf16) scores a checkpoint as eval on the CPU does;
 # - the trainer's report of peak device memory after the first step is within 10% of what
 #   `difftrain plan` predicts, for a model big enough that the buffers dominate.
 #
@@ -86,6 +87,26 @@ compare g_then_c cpu_diff 2e-3 2e-3 26
 run c_half train.steps=50 train.device=cpu checkpoint.dir="$tmp/ck_c" checkpoint.every=25 --stop-after 25
 run c_then_g train.steps=50 train.device=cuda checkpoint.dir="$tmp/ck_c"
 compare c_then_g gpu_diff 2e-3 2e-3 26
+
+# eval on the GPU scores the GPU-saved step-25 checkpoint as the CPU does (fp32 on both: only
+# summation orders differ, 1e-4 relative), and in bf16 within 1%
+ev() { # ev NAME DEVICE [overrides...]
+  local name=$1 dev=$2
+  shift 2
+  "$BIN" eval "${common[@]}" --checkpoint "$tmp/ck_g/step_00000025" --out "$tmp/$name.json" \
+    train.device="$dev" "$@" >"$tmp/$name.out" 2>&1 || { cat "$tmp/$name.out"; fail "eval $name"; }
+}
+ev ev_cpu cpu
+ev ev_gpu cuda
+ev ev_bf16 cuda train.precision=bf16
+"$PY" - "$tmp/ev_cpu.json" "$tmp/ev_gpu.json" "$tmp/ev_bf16.json" <<'PY' || fail "eval GPU vs CPU"
+import json, sys
+c, g, b = (json.load(open(f)) for f in sys.argv[1:])
+assert c["tokens"] == g["tokens"] == b["tokens"] and c["step"] == g["step"] == 25, (c, g)
+rg, rb = abs(g["loss"] - c["loss"]) / c["loss"], abs(b["loss"] - c["loss"]) / c["loss"]
+print(f"  eval loss cpu {c['loss']:.6f}, gpu {g['loss']:.6f} ({rg:.1e}), bf16 {b['loss']:.6f} ({rb:.1e})")
+assert rg <= 1e-4 and rb <= 1e-2
+PY
 
 # peak device memory after the first step vs the plan (d_model 1024, 8 layers, 8 x 1024 tokens)
 run mem model.d_model=1024 model.n_heads=8 model.n_kv_heads=8 model.ffn_dim=2752 model.n_layers=8 \
