@@ -17,7 +17,7 @@ shift || true
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(830m)
 STEPS=${BENCH_STEPS:-30}
-PY=/usr/bin/python3
+PY=${DT_PYTHON:-/usr/bin/python3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/difftrain-bench-gpu-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 

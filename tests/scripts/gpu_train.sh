@@ -17,7 +17,7 @@
 set -u
 BIN=${1:?usage: gpu_train.sh DIFFTRAIN_BIN CONFIG_DIR}
 CONFIGS=${2:?usage: gpu_train.sh DIFFTRAIN_BIN CONFIG_DIR}
-PY=/usr/bin/python3
+PY=${DT_PYTHON:-/usr/bin/python3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/difftrain-gpu-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "gpu_train: FAIL: $*" >&2; exit 1; }

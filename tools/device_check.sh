@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Runs difftrain's GPU tests and benchmarks on a GPU machine that lacks the build's runtime
+# libraries, from the archive tools/device_pack.sh made (.device/difftrain-gpu.tar.xz, carried
+# with the working tree). Run from the repository root there:
+#
+#   bash tools/device_check.sh STAGE...
+#
+# Environment: OUT (logs; default ./device-out), DT_PACK (the archive), DT_UNPACK (where it is
+# unpacked; default /tmp/difftrain-gpu), DT_PYTHON (python3 for the scripts' checks).
+# Stages (each writes STAGE.log into the log folder):
+#   smoke  the unpacked runtime works: 2 CPU steps of the tiny config with a checkpoint
+#          (Open MPI singleton, HDF5, libyaml, OpenBLAS), then nvidia-smi
+#   tests  every GPU test program (test_cuda_*: ops, whole model, NCCL, probe, ...)
+#   train  tests/scripts/gpu_train.sh (GPU vs CPU training, bf16, determinism, recompute,
+#          checkpoints across devices, eval, peak memory vs plan)
+#   bench  bench/bench_gpu.sh 830m, and bench/bench_attn.sh where it exists
+# Exit: 0 when every stage passed (a test reporting 77, skipped, counts as passed), else 1.
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+pack=${DT_PACK:-$root/.device/difftrain-gpu.tar.xz}
+out=${OUT:-$root/device-out}
+dt=${DT_UNPACK:-/tmp/difftrain-gpu}
+mkdir -p "$out"
+[ -f "$pack" ] || { echo "device_check: $pack is missing: run tools/device_pack.sh first" >&2; exit 1; }
+[ $# -gt 0 ] || set -- smoke tests train bench
+
+if [ ! -x "$dt/bin/difftrain" ] || ! cmp -s "$dt/commit.txt" <(xz -dc "$pack" | tar -xOf - ./commit.txt 2>/dev/null); then
+  rm -rf "$dt" && mkdir -p "$dt" && xz -dc "$pack" | tar -C "$dt" -xf - ||
+    { echo "device_check: cannot unpack $pack" >&2; exit 1; }
+fi
+
+# CUDA's libraries where this machine keeps them (the toolkit, or Python's nvidia-* wheels)
+cuda_dirs=
+for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libnccl.so.2; do
+  ldconfig -p 2>/dev/null | grep -q " $lib " && continue
+  f=$(find /usr/local /opt /usr/lib -name "$lib" 2>/dev/null | head -1)
+  [ -n "$f" ] && cuda_dirs="$cuda_dirs:$(dirname "$f")"
+done
+export LD_LIBRARY_PATH="$dt/lib$cuda_dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export OPAL_PREFIX="$dt/usr"              # Open MPI finds its plugins and help texts there
+export OMPI_MCA_ess_singleton_isolated=1  # one rank without mpirun needs no orted
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export DT_PYTHON=${DT_PYTHON:-$(command -v python3)}
+BIN=$dt/bin/difftrain
+
+stage_smoke() {
+  local tmp
+  tmp=$(mktemp -d)
+  bash "$root/tests/scripts/make_corpus.sh" >"$tmp/corpus.txt" &&
+    "$BIN" data prepare --out "$tmp/data" --name tiny --split-on % --val-fraction 0.1 "$tmp/corpus.txt" &&
+    "$BIN" train "$root/configs/tiny.yaml" "data.train=$tmp/data/tiny_train_*.bin" \
+      "data.val=$tmp/data/tiny_val_000000.bin" train.steps=2 train.device=cpu \
+      checkpoint.dir="$tmp/ck" checkpoint.every=2 &&
+    "$BIN" ckpt verify "$tmp/ck" || { rm -rf "$tmp"; return 1; }
+  rm -rf "$tmp"
+  nvidia-smi || true
+}
+
+stage_tests() {
+  local rc=0 t r
+  for t in "$dt"/bin/test_cuda_*; do
+    (cd "$root" && "$t") >"$out/$(basename "$t").log" 2>&1
+    r=$?
+    case $r in
+      0) echo "PASS $(basename "$t")" ;;
+      77) echo "SKIP $(basename "$t")" ;;
+      *) echo "FAIL $(basename "$t") (exit $r)"; tail -20 "$out/$(basename "$t").log"; rc=1 ;;
+    esac
+  done
+  return $rc
+}
+
+stage_train() { bash "$root/tests/scripts/gpu_train.sh" "$BIN" "$root/configs"; }
+
+stage_bench() {
+  local rc=0
+  bash "$root/bench/bench_gpu.sh" "$BIN" 830m || rc=1
+  if [ -f "$root/bench/bench_attn.sh" ]; then
+    bash "$root/bench/bench_attn.sh" "$dt/bin" || rc=1
+  fi
+  return $rc
+}
+
+status=0
+for s in "$@"; do
+  declare -F "stage_$s" >/dev/null || { echo "device_check: unknown stage $s" >&2; exit 1; }
+  echo "== $s ($(date -u +%H:%M:%S))"
+  start=$SECONDS
+  "stage_$s" >"$out/$s.log" 2>&1
+  r=$?
+  case $r in 0|77) echo "== $s: ok in $((SECONDS - start)) s" ;;
+    *) echo "== $s: FAILED (exit $r) in $((SECONDS - start)) s"; tail -30 "$out/$s.log"; status=1 ;;
+  esac
+done
+exit $status
