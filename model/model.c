@@ -134,9 +134,20 @@ static void carve_acts(dt_model *m, carver *c) {
     m->targets = (int32_t *)carve(c, N);
 }
 
-/* Rows of logits the classifier materialises at once: bounds its buffer to ~16 MiB. */
+/* Rows of logits the classifier materialises at once: bounds its buffer to 1 GiB of fp32 (the
+ * full (N, V) logits of a large vocabulary would take several). Each chunk's backward adds its
+ * share into the whole (V, D) output-weight gradient, so a chunk must not be small either: at
+ * 16 MiB (41 rows of a 100288 vocabulary) the 830M model's step re-read and re-wrote that
+ * 616 MB gradient 400 times on a GPU; at 1 GiB it does so 7 times. */
+static size_t logits_chunk_floats = (size_t)1 << 28;
+
+void model_set_logits_chunk_limit(size_t floats) {
+    logits_chunk_floats = floats ? floats : (size_t)1 << 28;
+}
+
 static int logits_chunk_rows(const dt_tp_shape *tp, int B, int T) {
-    int chunk = (int)((1u << 22) / (unsigned)tp->vocab_size);
+    size_t rows = logits_chunk_floats / (size_t)tp->vocab_size;
+    int chunk = rows > (size_t)B * T ? B * T : (int)rows;
     return chunk < 1 ? 1 : (chunk > B * T ? B * T : chunk);
 }
 

@@ -162,6 +162,11 @@ void model_grads_to_host(const dt_model *m, float *host);
 size_t model_activation_floats(const dt_model_config *cfg, const dt_tp_shape *tp, int B, int T,
                                int recompute);
 
+/* The classifier materialises at most this many floats of logits at once (default 2^28, 1 GiB;
+ * 0 restores it), in chunks of whole rows (at least one). Process-wide, read by model_init* and
+ * model_activation_floats: tests lower it so that small models take the chunked paths. */
+void model_set_logits_chunk_limit(size_t floats);
+
 /* Multiply-accumulate FLOPs of one forward+backward per token (6N + attention), for MFU. */
 double model_flops_per_token(const dt_model_config *cfg, int seq_len);
 
