@@ -61,6 +61,10 @@ struct dt_backend {
     /* rstd (N) receives 1/sqrt(mean + eps) for the backward. weight may be NULL (no gain). */
     void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *weight, int N,
                             int C, float eps);
+    /* The residual add fused with the norm that follows it: y = a + b (y may alias a or b), then
+     * out and rstd as rmsnorm_forward of y. The same bits as add() then rmsnorm_forward(). */
+    void (*residual_rmsnorm_forward)(float *y, float *out, float *rstd, const float *a,
+                                     const float *b, const float *weight, int N, int C, float eps);
     /* dinp (N, C) accumulates; dweight (C) accumulates (NULL when weight is NULL). */
     void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
                              const float *weight, const float *rstd, int N, int C);

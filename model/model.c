@@ -261,16 +261,23 @@ static void tp_max(dt_model *m, float *buf, size_t n) {
     if (m->comm) m->comm->allreduce_max(m->comm->ctx, buf, n);
 }
 
-/* out = x + allreduce(partial): a row-parallel projection's partial sums completed over the TP
- * group, then the residual added once. */
-static void residual_from_partial(dt_model *m, float *out, const float *x, size_t n) {
-    tp_sum(m, out, n);
-    m->be->add(out, out, x, n);
+/* out = x + allreduce(out), then normed, rstd = RMSNorm(out) * weight: a row-parallel
+ * projection's partial sums completed over the TP group, the residual added once, and the norm
+ * that reads the new residual stream fused with that add (one pass over it fewer). */
+static void residual_norm_from_partial(dt_model *m, float *out, const float *x, float *normed,
+                                       float *rstd, const float *weight) {
+    const dt_model_config *c = &m->cfg;
+    int N = m->B * m->T, D = c->d_model;
+    tp_sum(m, out, (size_t)N * D);
+    m->be->residual_rmsnorm_forward(out, normed, rstd, out, x, weight, N, D, (float)c->norm_eps);
 }
 
 /* ---- forward ---- */
 
-static void attention_block_forward(dt_model *m, int l) {
+/* Layer l's attention block from x_in to y, and the FFN norm of y (ffn_in, ffn_rstd). With
+ * normed_in the attention norm (attn_in, attn_rstd) is already there: the previous layer's
+ * residual add computed it (ffn_block_forward). */
+static void attention_block_forward(dt_model *m, int l, int normed_in) {
     const dt_backend *be = m->be;
     const dt_model_config *c = &m->cfg;
     const dt_layer_params *w = &m->params.layers[l];
@@ -279,8 +286,9 @@ static void attention_block_forward(dt_model *m, int l) {
     int B = m->B, T = m->T, N = B * T, D = c->d_model;
     float theta = (float)c->rope_theta;
 
-    be->rmsnorm_forward(x->attn_in, x->attn_rstd, x->x_in, w->attention_norm, N, D,
-                        (float)c->norm_eps);
+    if (!normed_in)
+        be->rmsnorm_forward(x->attn_in, x->attn_rstd, x->x_in, w->attention_norm, N, D,
+                            (float)c->norm_eps);
     be->matmul_forward(x->q, x->attn_in, w->q_proj, N, D, a.q, 0);
     be->matmul_forward(x->k, x->attn_in, w->k_proj, N, D, a.k, 0);
     be->matmul_forward(x->v, x->attn_in, w->v_proj, N, D, a.v, 0);
@@ -316,30 +324,40 @@ static void attention_block_forward(dt_model *m, int l) {
                               a.d, a.dv);
         break;
     }
-    /* y = x + attn_out @ out_proj^T (out_proj is split by input columns over TP) */
+    /* y = x + attn_out @ out_proj^T (out_proj is split by input columns over TP), and its norm */
     be->matmul_forward(x->y, x->attn_out, w->out_proj, N, a.A, D, 0);
-    residual_from_partial(m, x->y, x->x_in, (size_t)N * D);
+    residual_norm_from_partial(m, x->y, x->x_in, x->ffn_in, x->ffn_rstd, w->ffn_norm);
 }
 
-/* The FFN up to its hidden activation: everything the FFN's backward reads. */
+/* The FFN from its norm's output (attention_block_forward made it) up to its hidden activation:
+ * everything the FFN's backward reads. */
 static void ffn_hidden_forward(dt_model *m, int l) {
     const dt_backend *be = m->be;
     const dt_model_config *c = &m->cfg;
     const dt_layer_params *w = &m->params.layers[l];
     dt_layer_acts *x = &m->acts[l];
     int N = m->B * m->T, D = c->d_model, F = m->tp.ffn_dim;
-    be->rmsnorm_forward(x->ffn_in, x->ffn_rstd, x->y, w->ffn_norm, N, D, (float)c->norm_eps);
     be->matmul_forward(x->gate, x->ffn_in, w->w_gate, N, D, F, 0);
     be->matmul_forward(x->up, x->ffn_in, w->w_up, N, D, F, 0);
     be->swiglu_forward(x->hidden, x->gate, x->up, (size_t)N * F);
 }
 
-static void ffn_block_forward(dt_model *m, int l, float *x_out) {
+/* Layer l's FFN block: x_out = y + ffn(y), and the norm that reads x_out next: the next
+ * layer's attention norm, or the final norm after the last layer. */
+static void ffn_block_forward(dt_model *m, int l) {
     const dt_layer_acts *x = &m->acts[l];
     int N = m->B * m->T, D = m->cfg.d_model, F = m->tp.ffn_dim;
     ffn_hidden_forward(m, l);
-    m->be->matmul_forward(x_out, x->hidden, m->params.layers[l].w_down, N, F, D, 0);
-    residual_from_partial(m, x_out, x->y, (size_t)N * D);
+    if (l + 1 < m->cfg.n_layers) {
+        dt_layer_acts *next = &m->acts[l + 1];
+        m->be->matmul_forward(next->x_in, x->hidden, m->params.layers[l].w_down, N, F, D, 0);
+        residual_norm_from_partial(m, next->x_in, x->y, next->attn_in, next->attn_rstd,
+                                   m->params.layers[l + 1].attention_norm);
+    } else {
+        m->be->matmul_forward(m->x_final, x->hidden, m->params.layers[l].w_down, N, F, D, 0);
+        residual_norm_from_partial(m, m->x_final, x->y, m->final_norm, m->final_rstd,
+                                   m->params.norm);
+    }
 }
 
 /* Activation recomputation: layer l's forward again, from its kept input x_in, into the shared
@@ -348,7 +366,7 @@ static void ffn_block_forward(dt_model *m, int l, float *x_out) {
  * attention's out_proj partial sums on every TP rank. The FFN's down projection (and its
  * all-reduce) is left out: its output is the next layer's input, already kept. */
 static void layer_recompute(dt_model *m, int l) {
-    attention_block_forward(m, l);
+    attention_block_forward(m, l, 0);
     ffn_hidden_forward(m, l);
 }
 
@@ -391,11 +409,12 @@ float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) 
                           m->tp.vocab_size);
     tp_sum(m, x0, (size_t)N * D);
     for (int l = 0; l < c->n_layers; l++) {
-        attention_block_forward(m, l);
-        ffn_block_forward(m, l, l + 1 < c->n_layers ? m->acts[l + 1].x_in : m->x_final);
+        attention_block_forward(m, l, l > 0); /* layer 0's norm reads the embedding */
+        ffn_block_forward(m, l);
     }
-    be->rmsnorm_forward(m->final_norm, m->final_rstd, m->x_final, m->params.norm, N, D,
-                        (float)c->norm_eps);
+    if (c->n_layers == 0)
+        be->rmsnorm_forward(m->final_norm, m->final_rstd, m->x_final, m->params.norm, N, D,
+                            (float)c->norm_eps);
 
     m->n_targets = 0;
     m->last_loss = 0;

@@ -24,6 +24,7 @@ static const dt_backend cpu_backend = {
     .embedding_backward = cpu_embedding_backward,
 
     .rmsnorm_forward = cpu_rmsnorm_forward,
+    .residual_rmsnorm_forward = cpu_residual_rmsnorm_forward,
     .rmsnorm_backward = cpu_rmsnorm_backward,
 
     .rope_forward = cpu_rope_forward,

@@ -5,20 +5,34 @@
 
 #include "model/cpu/cpu_ops.h"
 
+/* One row: o = x * rstd * weight (the forward of both entry points, so their bits agree). */
+static void rmsnorm_row(float *o, float *rstd, const float *x, const float *weight, int C,
+                        float eps) {
+    double ss = 0;
+    for (int i = 0; i < C; i++) ss += (double)x[i] * x[i];
+    float r = (float)(1.0 / sqrt(ss / C + (double)eps));
+    *rstd = r;
+    if (weight)
+        for (int i = 0; i < C; i++) o[i] = x[i] * r * weight[i];
+    else
+        for (int i = 0; i < C; i++) o[i] = x[i] * r;
+}
+
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                          int C, float eps) {
 #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        rmsnorm_row(out + (size_t)n * C, rstd + n, inp + (size_t)n * C, weight, C, eps);
+}
+
+void cpu_residual_rmsnorm_forward(float *y, float *out, float *rstd, const float *a,
+                                  const float *b, const float *weight, int N, int C, float eps) {
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C; /* (C) */
-        float *o = out + (size_t)n * C;       /* (C) */
-        double ss = 0;
-        for (int i = 0; i < C; i++) ss += (double)x[i] * x[i];
-        float r = (float)(1.0 / sqrt(ss / C + (double)eps));
-        rstd[n] = r;
-        if (weight)
-            for (int i = 0; i < C; i++) o[i] = x[i] * r * weight[i];
-        else
-            for (int i = 0; i < C; i++) o[i] = x[i] * r;
+        float *yr = y + (size_t)n * C; /* (C), written before it is read: y may alias a or b */
+        const float *ar = a + (size_t)n * C, *br = b + (size_t)n * C;
+        for (int i = 0; i < C; i++) yr[i] = ar[i] + br[i];
+        rmsnorm_row(out + (size_t)n * C, rstd + n, yr, weight, C, eps);
     }
 }
 

@@ -34,6 +34,7 @@ static void fill(dt_backend *b, int bf16) {
     b->embedding_forward = cuda_embedding_forward;
     b->embedding_backward = cuda_embedding_backward;
     b->rmsnorm_forward = cuda_rmsnorm_forward;
+    b->residual_rmsnorm_forward = cuda_residual_rmsnorm_forward;
     b->rmsnorm_backward = cuda_rmsnorm_backward;
     b->rope_forward = cuda_rope_forward;
     b->rope_backward = cuda_rope_backward;

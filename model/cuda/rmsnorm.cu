@@ -7,13 +7,20 @@
 #define RMSNORM_THREADS 256
 
 /* One block per row (grid-stride over rows); the sum of squares is reduced over the block
- * before any thread writes, so out may even equal inp. */
-static __global__ void rmsnorm_forward_kernel(float *out, float *rstd, const float *inp,
+ * before any thread writes, so out may even equal inp. With a != NULL (the fused residual), each
+ * thread first writes x[i] = a[i] + b[i] for its own columns and reads back only those, so
+ * x (= y) may alias a or b; the sums and products then see the same floats, in the same order,
+ * as the unfused add and norm. */
+static __global__ void rmsnorm_forward_kernel(float *out, float *rstd, float *y, const float *inp,
+                                              const float *a, const float *b,
                                               const float *weight, int N, int C, float eps) {
     __shared__ double scratch[32];
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-        const float *x = inp + (size_t)n * C; /* (C) */
-        float *o = out + (size_t)n * C;       /* (C) */
+        const float *x = a ? y + (size_t)n * C : inp + (size_t)n * C; /* (C) */
+        float *o = out + (size_t)n * C;                               /* (C) */
+        if (a)
+            for (int i = threadIdx.x; i < C; i += blockDim.x)
+                y[(size_t)n * C + i] = a[(size_t)n * C + i] + b[(size_t)n * C + i];
         double ss = 0.0;
         for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)x[i] * x[i];
         ss = block_sum(ss, scratch);
@@ -30,7 +37,16 @@ extern "C" void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, 
                                      int N, int C, float eps) {
     if (N <= 0 || C <= 0) return;
     rmsnorm_forward_kernel<<<cuda_blocks((size_t)N, 1), RMSNORM_THREADS, 0, cuda_stream()>>>(
-        out, rstd, inp, weight, N, C, eps);
+        out, rstd, NULL, inp, NULL, NULL, weight, N, C, eps);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_residual_rmsnorm_forward(float *y, float *out, float *rstd, const float *a,
+                                              const float *b, const float *weight, int N, int C,
+                                              float eps) {
+    if (N <= 0 || C <= 0) return;
+    rmsnorm_forward_kernel<<<cuda_blocks((size_t)N, 1), RMSNORM_THREADS, 0, cuda_stream()>>>(
+        out, rstd, y, NULL, a, b, weight, N, C, eps);
     CUDA_LAUNCH_CHECK();
 }
 

@@ -38,6 +38,7 @@ static void test_backend_cpu_complete(void **state) {
     CHECK_MEMBER(embedding_forward, cpu_embedding_forward);
     CHECK_MEMBER(embedding_backward, cpu_embedding_backward);
     CHECK_MEMBER(rmsnorm_forward, cpu_rmsnorm_forward);
+    CHECK_MEMBER(residual_rmsnorm_forward, cpu_residual_rmsnorm_forward);
     CHECK_MEMBER(rmsnorm_backward, cpu_rmsnorm_backward);
     CHECK_MEMBER(rope_forward, cpu_rope_forward);
     CHECK_MEMBER(rope_backward, cpu_rope_backward);
@@ -63,8 +64,8 @@ static void test_backend_cpu_complete(void **state) {
 }
 
 /* A member added to dt_backend but forgotten above would go unchecked; this counts the struct's
- * pointer-sized slots (name + 36 functions) so that the test fails when the struct grows. */
-enum { DT_BACKEND_SLOTS = 37 };
+ * pointer-sized slots (name + 37 functions) so that the test fails when the struct grows. */
+enum { DT_BACKEND_SLOTS = 38 };
 static void test_backend_cpu_member_count(void **state) {
     (void)state;
     assert_int_equal(sizeof(dt_backend), DT_BACKEND_SLOTS * sizeof(void *));

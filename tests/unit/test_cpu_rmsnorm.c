@@ -155,8 +155,41 @@ static void test_rmsnorm_thread_independent(void **state) {
     free(x), free(w), free(dy), free(out), free(rstd);
 }
 
+/* The fused residual add + norm: the same bits as cpu_add then cpu_rmsnorm_forward, with y
+ * separate, aliasing a, and aliasing b; with and without a gain. */
+static void test_residual_rmsnorm(void **state) {
+    (void)state;
+    int N = 7, C = 70;
+    size_t nc = (size_t)N * C;
+    float *a = ctu_falloc(nc), *b = ctu_falloc(nc), *w = ctu_falloc(C);
+    float *y_ref = ctu_falloc(nc), *out_ref = ctu_falloc(nc), *rstd_ref = ctu_falloc(N);
+    float *y = ctu_falloc(nc), *out = ctu_falloc(nc), *rstd = ctu_falloc(N);
+    fill_rows(a, N, C, 41);
+    tu_fill_normal_f(b, nc, 42, 0.7);
+    tu_fill_normal_f(w, C, 43, 1.0);
+    for (int with_weight = 0; with_weight < 2; with_weight++) {
+        const float *wp = with_weight ? w : NULL;
+        cpu_add(y_ref, a, b, nc);
+        cpu_rmsnorm_forward(out_ref, rstd_ref, y_ref, wp, N, C, EPS);
+        for (int alias = 0; alias < 3; alias++) { /* y separate, y == a, y == b */
+            if (alias == 0) memset(y, 0, nc * sizeof(float));
+            if (alias == 1) memcpy(y, a, nc * sizeof(float));
+            if (alias == 2) memcpy(y, b, nc * sizeof(float));
+            const float *ap = alias == 1 ? y : a, *bp = alias == 2 ? y : b;
+            memset(out, 0, nc * sizeof(float));
+            cpu_residual_rmsnorm_forward(y, out, rstd, ap, bp, wp, N, C, EPS);
+            assert_true(ctu_same_bits(y, y_ref, nc));
+            assert_true(ctu_same_bits(out, out_ref, nc));
+            assert_true(ctu_same_bits(rstd, rstd_ref, N));
+        }
+    }
+    free(a), free(b), free(w), free(y_ref), free(out_ref), free(rstd_ref), free(y), free(out);
+    free(rstd);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_residual_rmsnorm),
         cmocka_unit_test(test_rmsnorm_weight),
         cmocka_unit_test(test_rmsnorm_no_weight),
         cmocka_unit_test(test_rmsnorm_thread_independent),

@@ -63,6 +63,26 @@ static void rmsnorm_case(int N, int C, int with_weight) {
     cot_check("rmsnorm out", d_out, out, NC, RMS_FWD_ATOL, RMS_FWD_RTOL);
     cot_check("rmsnorm rstd", d_rstd, rstd, N, 0.0, RMS_FWD_RTOL);
 
+    /* the residual add fused with the norm: y = x + dout (y aliasing the first input), against
+     * the CPU's fused op, and the same bits as this backend's add then norm */
+    float *y = malloc(NC * sizeof(float)), *fout = cot_nan(NC), *frstd = cot_nan(N);
+    float *d_y = cot_dev(x, NC), *d_fout = cot_dev_nan(NC), *d_frstd = cot_dev_nan(N);
+    float *d_y2 = cot_dev_nan(NC), *d_out2 = cot_dev_nan(NC), *d_rstd2 = cot_dev_nan(N);
+    cpu_residual_rmsnorm_forward(y, fout, frstd, x, dout, wp, N, C, 1e-5f);
+    cuda_residual_rmsnorm_forward(d_y, d_fout, d_frstd, d_y, d_dout, with_weight ? d_w : NULL, N,
+                                  C, 1e-5f);
+    cot_check("residual rmsnorm y", d_y, y, NC, 1e-30, 0.0); /* one float add: exact */
+    cot_check("residual rmsnorm out", d_fout, fout, NC, RMS_FWD_ATOL, RMS_FWD_RTOL);
+    cot_check("residual rmsnorm rstd", d_frstd, frstd, N, 0.0, RMS_FWD_RTOL);
+    cuda_add(d_y2, d_x, d_dout, NC);
+    cuda_rmsnorm_forward(d_out2, d_rstd2, d_y2, with_weight ? d_w : NULL, N, C, 1e-5f);
+    cot_check_bits_dev("residual rmsnorm y = add", d_y, d_y2, NC);
+    cot_check_bits_dev("residual rmsnorm out = add + norm", d_fout, d_out2, NC);
+    cot_check_bits_dev("residual rmsnorm rstd = add + norm", d_frstd, d_rstd2, N);
+    cuda_free(d_y), cuda_free(d_fout), cuda_free(d_frstd), cuda_free(d_y2), cuda_free(d_out2);
+    cuda_free(d_rstd2);
+    free(y), free(fout), free(frstd);
+
     /* the backward of both sides gets the CPU's rstd, so only the op itself is compared */
     cuda_copy_from_host(d_rstd, rstd, N * sizeof(float));
     cpu_rmsnorm_backward(dinp, with_weight ? dw : NULL, dout, x, wp, rstd, N, C);
