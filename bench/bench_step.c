@@ -51,6 +51,7 @@ static void make_tokens(int32_t *inputs, int32_t *targets, int N, int V) {
 typedef struct bench_state {
     dt_model m;
     float *adam_m, *adam_v; /* (layout.total) backend memory */
+    float *one;             /* (1) backend memory: grad_scale 1 (no clipping) */
     int32_t *inputs, *targets;
 } bench_state;
 
@@ -64,7 +65,7 @@ static float bench_one_step(bench_state *s, const dt_optim_config *o, int t) {
         m->be->adamw_update(m->params_mem + ts->offset, s->adam_m + ts->offset,
                             s->adam_v + ts->offset, m->grads_mem + ts->offset, ts->numel,
                             (float)o->lr, (float)o->beta1, (float)o->beta2, (float)o->eps,
-                            ts->decay ? (float)o->weight_decay : 0.0f, 1.0f, t);
+                            ts->decay ? (float)o->weight_decay : 0.0f, s->one, t);
     }
     m->be->synchronize();
     return loss;
@@ -134,14 +135,17 @@ int main(int argc, char **argv) {
     const dt_backend *be = s.m.be;
     s.adam_m = be->alloc(s.m.layout.total * sizeof(float));
     s.adam_v = be->alloc(s.m.layout.total * sizeof(float));
+    s.one = be->alloc(sizeof(float));
     s.inputs = dt_malloc((size_t)N * sizeof(int32_t));
     s.targets = dt_malloc((size_t)N * sizeof(int32_t));
-    if (!s.adam_m || !s.adam_v || !s.inputs || !s.targets) {
+    if (!s.adam_m || !s.adam_v || !s.one || !s.inputs || !s.targets) {
         dt_error("bench_step: out of memory for %zu parameters", s.m.layout.total);
         st = DT_ERR_RUNTIME;
         goto done;
     }
     make_tokens(s.inputs, s.targets, N, cfg.model.vocab_size);
+    const float one = 1.0f;
+    be->copy_from_host(s.one, &one, sizeof one);
 
     int t = 0;
     for (int i = 0; i < warmup; i++) bench_one_step(&s, &cfg.optim, ++t);
@@ -173,6 +177,7 @@ int main(int argc, char **argv) {
 done:
     if (s.adam_m) be->free(s.adam_m);
     if (s.adam_v) be->free(s.adam_v);
+    if (s.one) be->free(s.one);
     dt_free(s.inputs);
     dt_free(s.targets);
     model_free(&s.m);

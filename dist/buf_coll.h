@@ -11,12 +11,15 @@
 typedef struct dt_buf_coll {
     const char *name; /* "mpi" or "nccl" */
     dt_status (*allreduce_f32)(dt_comm *c, float *buf, size_t count, dt_reduce_op op);
+    /* doubles in the backend's memory: the training step's loss and gradient sum of squares */
+    dt_status (*allreduce_f64)(dt_comm *c, double *buf, size_t count, dt_reduce_op op);
     dt_status (*reduce_scatter_f32)(dt_comm *c, float *out, const float *in,
                                     const size_t *counts);
     dt_status (*allgather_f32)(dt_comm *c, float *buf, const size_t *counts);
 } dt_buf_coll;
 
-/* MPI on host buffers: comm_allreduce_f32, comm_reduce_scatter_f32, comm_allgather_f32. */
+/* MPI on host buffers: comm_allreduce_f32, comm_allreduce_f64, comm_reduce_scatter_f32,
+ * comm_allgather_f32. */
 const dt_buf_coll *buf_coll_host(void);
 
 #endif

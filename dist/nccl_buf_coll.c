@@ -53,6 +53,11 @@ static dt_status allreduce(dt_comm *c, float *buf, size_t count, dt_reduce_op op
     return end(comm_allreduce_f32_dev(c, buf, count, op, g_comm));
 }
 
+static dt_status allreduce_f64(dt_comm *c, double *buf, size_t count, dt_reduce_op op) {
+    DT_TRY(begin());
+    return end(comm_allreduce_f64_dev(c, buf, count, op, g_comm));
+}
+
 static dt_status reduce_scatter(dt_comm *c, float *out, const float *in, const size_t *counts) {
     DT_TRY(begin());
     return end(comm_reduce_scatter_f32_dev(c, out, in, counts, g_comm));
@@ -66,6 +71,7 @@ static dt_status allgather(dt_comm *c, float *buf, const size_t *counts) {
 static const dt_buf_coll nccl_buf_coll_table = {
     .name = "nccl",
     .allreduce_f32 = allreduce,
+    .allreduce_f64 = allreduce_f64,
     .reduce_scatter_f32 = reduce_scatter,
     .allgather_f32 = allgather,
 };

@@ -1,6 +1,5 @@
 /* `difftrain train CONFIG.yaml [key.path=value ...]`: the training driver, on one rank or on
  * tp x dp ranks (tensor parallelism inside the model, data parallelism with ZeRO here). */
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +23,7 @@
 #include "model/plan.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
+#include "optim/step.h"
 #include "optim/zero.h"
 #include "util/alloc.h"
 
@@ -44,6 +44,7 @@ typedef struct trainer {
     dt_model model;
     dt_zero zero;
     dt_optimizer opt; /* over this rank's ZeRO range */
+    dt_step step;     /* the step's loss, gradient norm and clipping factor, on the backend */
     dt_loader train_data;
     dt_loader val_data;
     int has_val;
@@ -106,15 +107,14 @@ static dt_status train_step(trainer *t, int step, dt_step_metrics *out) {
     /* this DP rank's share of the step's global batch: the samples are the single-rank run's */
     uint64_t first = (uint64_t)step * tc->global_batch +
                      (uint64_t)g->dp_rank * (uint64_t)(tc->global_batch / g->dp_size);
-    double loss_sum = 0;
     float dloss = 1.0f / (float)(t->grad_accum * g->dp_size);
 
     model_zero_grad(m);
+    step_begin(&t->step);
     zero_begin_step(&t->zero);
     for (int k = 0; k < t->grad_accum; k++) {
         DT_TRY(load_micro_batch(t, &t->train_data, first + (uint64_t)k * tc->micro_batch));
-        loss_sum += model_forward(m, t->inputs, t->targets);
-        model_backward(m, dloss);
+        step_micro_batch(&t->step, m, t->inputs, t->targets, dloss);
         if (t->zero.stage == 2) {
             model_reduce_tp_grads(m);
             DT_TRY(zero_after_micro_batch(&t->zero, m->grads_mem));
@@ -124,22 +124,14 @@ static dt_status train_step(trainer *t, int step, dt_step_metrics *out) {
     float *grads = NULL;
     DT_TRY(zero_reduce_grads(&t->zero, m->grads_mem, &grads));
 
-    /* the global gradient norm: TP-replicated tensors counted once (by TP rank 0), the ZeRO
-     * shards summed over DP; without ZeRO every DP rank holds the whole (same) gradient */
-    double sumsq = optimizer_grad_sumsq(&t->opt, grads, g->tp_rank != 0);
-    DT_TRY(comm_allreduce_f64(&g->tp, &sumsq, 1, DT_REDUCE_SUM));
-    if (t->zero.stage > 0) DT_TRY(comm_allreduce_f64(&g->dp, &sumsq, 1, DT_REDUCE_SUM));
-    double norm = sqrt(sumsq);
-    DT_TRY(comm_allreduce_f64(&g->dp, &loss_sum, 1, DT_REDUCE_SUM));
-    double loss = loss_sum / (t->grad_accum * g->dp_size);
-    if (!isfinite(loss) || !isfinite(norm)) {
-        dt_error("step %d: the training loss is %g and the gradient norm %g; stopping (lower "
-                 "optim.lr or check the data)", step + 1, loss, norm);
-        return DT_ERR_RUNTIME;
-    }
+    /* the norm, clipping and update on the backend; the one wait for it is step_finish's
+     * read-back of the loss and the norm (a non-finite one refuses the update and stops) */
     double lr = lr_schedule(&t->cfg.optim, step, tc->steps);
-    optimizer_step(&t->opt, m->params_mem, grads, (float)lr, optimizer_clip_scale(&t->opt, norm));
+    dt_step_groups sg = {&g->tp, &g->dp, t->device.coll, g->tp_rank != 0, t->zero.stage > 0};
+    DT_TRY(step_update(&t->step, &sg, &t->opt, m->params_mem, grads, (float)lr));
     DT_TRY(zero_gather_params(&t->zero, m->params_mem));
+    double loss, norm;
+    DT_TRY(step_finish(&t->step, &t->opt, step + 1, t->grad_accum * g->dp_size, &loss, &norm));
     out->step = step + 1;
     out->steps = tc->steps;
     out->loss = loss;
@@ -189,6 +181,7 @@ static dt_status trainer_setup(trainer *t) {
                                            t->be, t->model.layout.total)));
     DT_TRY(dist_agree(&g->world, optimizer_init_range(&t->opt, t->be, &t->model.layout,
                                                       &c->optim, t->zero.first, t->zero.count)));
+    DT_TRY(dist_agree(&g->world, step_init(&t->step, t->be)));
     st = t->world.rank == 0 ? metrics_open(&t->metrics, c->log.metrics) : DT_OK;
     DT_TRY(dist_agree(&g->world, st));
     t->analytic = comm_plan_step_bytes(c, &t->model);
@@ -257,6 +250,7 @@ static dt_status trainer_save(trainer *t, int done) {
 
 static void trainer_free(trainer *t) {
     metrics_close(&t->metrics);
+    step_free(&t->step);
     optimizer_free(&t->opt);
     zero_free(&t->zero);
     model_free(&t->model);

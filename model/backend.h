@@ -34,6 +34,26 @@ struct dt_backend {
     void (*copy)(void *dst, const void *src, size_t bytes); /* within the backend */
     void (*synchronize)(void);
 
+    /* ---- host staging: asynchronous uploads without blocking the host ----
+     * copy_from_host above returns once the copy is complete (the host may reuse src_host at
+     * once), which on a GPU means waiting for every op queued before it. A staging buffer lets
+     * the host queue an upload and go on:
+     * - host_alloc gives host memory that the backend can copy from asynchronously (page-locked
+     *   on a GPU; plain malloc on the CPU); not zero-filled; NULL on failure. host_free waits
+     *   for the buffer's pending copies, then frees it (NULL is fine).
+     * - copy_from_host_async queues the copy of [src_host, src_host + bytes) into dst behind
+     *   the ops queued so far; src_host must lie inside one host_alloc buffer, which must not be
+     *   written or freed until the copy is done.
+     * - host_wait(p) returns once every copy queued so far that reads the host_alloc buffer
+     *   holding p has completed: the host waits only for those copies (the device may still be
+     *   computing), so refilling a buffer is back-pressure, never a wait for the device to go
+     *   idle. Call it before every write into a staging buffer that may still be read.
+     * On the CPU the copy is done when copy_from_host_async returns and host_wait does nothing. */
+    void *(*host_alloc)(size_t bytes);
+    void (*host_free)(void *p);
+    void (*copy_from_host_async)(void *dst, const void *src_host, size_t bytes);
+    void (*host_wait)(const void *p);
+
     /* ---- dense algebra ---- */
     /* out (N, O) = inp (N, I) @ w (O, I)^T; with accumulate != 0, out += instead. */
     void (*matmul_forward)(float *out, const float *inp, const float *w, int N, int I, int O,
@@ -46,8 +66,24 @@ struct dt_backend {
     void (*add)(float *out, const float *a, const float *b, size_t n);
     /* x[i] *= s */
     void (*scale)(float *x, float s, size_t n);
-    /* sum of squares of x, accumulated in double; returns to the host. */
+    /* sum of squares of x, accumulated in double; returns to the host (so it waits for the
+     * device: the training step uses sumsq_accumulate). */
     double (*sumsq)(const float *x, size_t n);
+
+    /* ---- the training step's scalars, kept in backend memory (no read-back) ----
+     * Each is deterministic: a fixed order of additions that depends only on the sizes, never on
+     * timing or thread counts, so a rerun gives the same bits. */
+    /* *acc (one double) += the sum of squares of x, summed as sumsq sums it. */
+    void (*sumsq_accumulate)(double *acc, const float *x, size_t n);
+    /* *acc (one double) += (double)mean, mean = (float)(sum of losses (N) in double / n_targets),
+     * or 0 when n_targets is 0: a micro-batch's mean loss rounded to float as model_forward
+     * returns it. The CPU sums in row order. */
+    void (*loss_accumulate)(double *acc, const float *losses, int N, int n_targets);
+    /* *grad_scale (one float) = the clipping factor for the gradient norm sqrt(*sumsq):
+     * (float)(max_norm / norm) when max_norm > 0 and norm > max_norm, else 1; and NaN when *sumsq
+     * or *loss_sum is not finite, which makes adamw_update skip the step. */
+    void (*clip_scale)(float *grad_scale, const double *sumsq, const double *loss_sum,
+                       double max_norm);
 
     /* ---- embedding ---- */
     /* out (N, D) = wte[tokens[n] - v0] for tokens in [v0, v0 + nv), zero rows otherwise
@@ -169,11 +205,13 @@ struct dt_backend {
 
     /* ---- AdamW with decoupled weight decay, over n contiguous elements ----
      * m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; mhat = m/(1-b1^t); vhat = v/(1-b2^t);
-     * p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p). grad_scale multiplies g first (clipping
-     * and averaging folded in). t is the 1-based step. */
+     * p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p). *grad_scale (one float in backend
+     * memory, e.g. written by clip_scale) multiplies g first (clipping and averaging folded in);
+     * when it is not finite, params, m and v are left unchanged (a step refused for a non-finite
+     * loss or gradient norm). t is the 1-based step. */
     void (*adamw_update)(float *params, float *m, float *v, const float *grads, size_t n,
                          float lr, float beta1, float beta2, float eps, float weight_decay,
-                         float grad_scale, int t);
+                         const float *grad_scale, int t);
 };
 
 /* The CPU backend (always available). */

@@ -202,8 +202,10 @@ dt_status model_init_opts(dt_model *m, const dt_model_config *cfg, const dt_back
     m->grads_mem = be->alloc(P * sizeof(float));
     m->acts = dt_calloc((size_t)cfg->n_layers, sizeof *m->acts);
     host = dt_malloc(P * sizeof(float));
-    m->host_targets = dt_malloc((size_t)B * T * sizeof(int32_t));
-    if (!m->params_mem || !m->grads_mem || !m->acts || !host || !m->host_targets) {
+    for (int i = 0; i < 2; i++) /* (2, N) each: inputs, localised targets */
+        m->staging[i] = be->host_alloc(2 * (size_t)B * T * sizeof(int32_t));
+    if (!m->params_mem || !m->grads_mem || !m->acts || !host || !m->staging[0] ||
+        !m->staging[1]) {
         dt_error("out of memory for %zu parameters and their gradients", P);
         st = DT_ERR_RUNTIME;
         goto fail;
@@ -225,6 +227,14 @@ dt_status model_init_opts(dt_model *m, const dt_model_config *cfg, const dt_back
     }
     carver c = {m->acts_mem, 0};
     carve_acts(m, &c);
+    if (cfg->arch == DT_ARCH_DIFF && !cfg->lambda_learnable) {
+        /* a frozen lambda is the same constant in every layer, and nothing else writes the
+         * activation that holds it: uploaded once here rather than by every forward (with
+         * recompute the layers share one slot, written again with the same value) */
+        float lam = (float)cfg->lambda_const;
+        for (int l = 0; l < cfg->n_layers; l++)
+            be->copy_from_host(m->acts[l].lambda, &lam, sizeof lam);
+    }
     dt_free(host);
     return DT_OK;
 fail:
@@ -242,7 +252,8 @@ void model_free(dt_model *m) {
     params_unbind(&m->params);
     params_unbind(&m->grads);
     dt_free(m->acts);
-    dt_free(m->host_targets);
+    if (m->be)
+        for (int i = 0; i < 2; i++) m->be->host_free(m->staging[i]);
     param_layout_free(&m->layout);
     memset(m, 0, sizeof *m);
 }
@@ -297,13 +308,9 @@ static void attention_block_forward(dt_model *m, int l, int normed_in) {
     switch (c->arch) {
     case DT_ARCH_DIFF: {
         float li = (float)config_lambda_init(c, l);
-        if (c->lambda_learnable) {
+        if (c->lambda_learnable) /* else a constant, written by model_init_opts */
             be->difflambda_forward(x->lambda, w->lambda_q1, w->lambda_k1, w->lambda_q2,
                                    w->lambda_k2, li, a.d);
-        } else {
-            float lam = (float)c->lambda_const; /* frozen: the same constant in every layer */
-            be->copy_from_host(x->lambda, &lam, sizeof lam);
-        }
         /* subln scalar: the kernel runs without a gain (out = (1 - lambda_init) O, kept in
          * attn_pre for the backward) and head_scale applies s_h per DIFF head */
         float *pre = c->subln == DT_SUBLN_SCALAR ? x->attn_pre : x->attn_out;
@@ -370,16 +377,24 @@ static void layer_recompute(dt_model *m, int l) {
     ffn_hidden_forward(m, l);
 }
 
-/* Targets as the vocabulary slice sees them: its local index, V_local when the target is in
- * another rank's slice, -1 ignored. Returns the number of targets >= 0. */
-static int localise_targets(dt_model *m, const int32_t *targets) {
+/* Fills the next staging buffer with the inputs and (when given) the targets as the vocabulary
+ * slice sees them: its local index, V_local when the target is in another rank's slice, -1
+ * ignored; and queues their upload. Returns the number of targets >= 0. */
+static int stage_tokens(dt_model *m, const int32_t *inputs, const int32_t *targets) {
+    const dt_backend *be = m->be;
     int N = m->B * m->T, v0 = m->tp.vocab_offset, nv = m->tp.vocab_size, count = 0;
+    int32_t *in = m->staging[m->staging_next], *local = in + N; /* (N) each */
+    m->staging_next ^= 1;
+    be->host_wait(in); /* the upload that last read this buffer is done */
+    memcpy(in, inputs, (size_t)N * sizeof(int32_t));
+    be->copy_from_host_async(m->inputs, in, (size_t)N * sizeof(int32_t));
+    if (!targets) return 0;
     for (int i = 0; i < N; i++) {
         int32_t t = targets[i];
         count += t >= 0;
-        m->host_targets[i] = t < 0 ? -1 : (t >= v0 && t < v0 + nv ? t - v0 : nv);
+        local[i] = t < 0 ? -1 : (t >= v0 && t < v0 + nv ? t - v0 : nv);
     }
-    m->be->copy_from_host(m->targets, m->host_targets, (size_t)N * sizeof(int32_t));
+    be->copy_from_host_async(m->targets, local, (size_t)N * sizeof(int32_t));
     return count;
 }
 
@@ -397,12 +412,14 @@ static void classifier_forward(dt_model *m, int r0, int n) {
                        m->targets + r0, n);
 }
 
-float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) {
+/* The forward from the uploaded inputs to the final norm, then with targets the per-row losses:
+ * everything both forwards queue on the backend. */
+static void forward_queue(dt_model *m, const int32_t *inputs, const int32_t *targets) {
     const dt_backend *be = m->be;
     const dt_model_config *c = &m->cfg;
     int N = m->B * m->T, D = c->d_model;
 
-    be->copy_from_host(m->inputs, inputs, (size_t)N * sizeof(int32_t));
+    m->n_targets = stage_tokens(m, inputs, targets);
     float *x0 = c->n_layers > 0 ? m->acts[0].x_in : m->x_final;
     /* vocab-parallel embedding: each rank fills the rows of its slice, the sum completes them */
     be->embedding_forward(x0, m->inputs, m->params.tok_embeddings, N, D, m->tp.vocab_offset,
@@ -415,22 +432,32 @@ float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) 
     if (c->n_layers == 0)
         be->rmsnorm_forward(m->final_norm, m->final_rstd, m->x_final, m->params.norm, N, D,
                             (float)c->norm_eps);
-
-    m->n_targets = 0;
-    m->last_loss = 0;
-    if (!targets) return 0;
-    m->n_targets = localise_targets(m, targets);
+    if (!targets) return;
     for (int r0 = 0; r0 < N; r0 += m->logits_chunk)
         classifier_forward(m, r0, N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk);
+}
+
+float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) {
+    int N = m->B * m->T;
+    forward_queue(m, inputs, targets);
+    m->last_loss = 0;
+    if (!targets) return 0;
     /* the mean is taken on the host in double, in row order, so it does not depend on threads */
     float *losses = dt_malloc((size_t)N * sizeof(float));
     if (!losses) return NAN;
-    be->copy_to_host(losses, m->losses, (size_t)N * sizeof(float));
+    m->be->copy_to_host(losses, m->losses, (size_t)N * sizeof(float));
     double sum = 0;
     for (int i = 0; i < N; i++) sum += losses[i];
     dt_free(losses);
     m->last_loss = m->n_targets ? (float)(sum / m->n_targets) : 0.0f;
     return m->last_loss;
+}
+
+void model_forward_train(dt_model *m, const int32_t *inputs, const int32_t *targets,
+                         double *loss_acc) {
+    forward_queue(m, inputs, targets);
+    m->last_loss = NAN;
+    if (targets) m->be->loss_accumulate(loss_acc, m->losses, m->B * m->T, m->n_targets);
 }
 
 /* ---- greedy predictions ---- */

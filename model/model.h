@@ -5,6 +5,7 @@
  *   model_init(&m, &cfg.model, backend, seed, B, T);
  *   model_zero_grad(&m);
  *   for each micro-batch: model_forward(&m, inputs, targets); model_backward(&m, 1.0f / n_micro);
+ *   (training: model_forward_train, which keeps the loss in backend memory; optim/step.h)
  *   model_reduce_tp_grads(&m);
  *   ... optimizer on m.params_mem / m.grads_mem ...
  *   model_free(&m);
@@ -94,10 +95,15 @@ typedef struct dt_model {
     int32_t *inputs;     /* (N) backend copy of the inputs */
     int32_t *targets;    /* (N) backend copy of the targets, LOCAL to the vocabulary slice:
                             index in the slice, V_local when elsewhere, -1 ignored */
-    int32_t *host_targets; /* (N) host staging for the localised targets */
+    /* Host staging of the token ids (backend host_alloc, model/backend.h): two buffers of
+     * (2, N) int32 = {inputs, localised targets}, used in turn, so the host fills the next
+     * micro-batch while the previous one's upload may still be queued. */
+    int32_t *staging[2];
+    int staging_next; /* the buffer the next forward fills */
     int logits_chunk;    /* rows of logits materialised at once */
 
-    float last_loss; /* mean loss of the last forward over non-ignored targets */
+    float last_loss; /* mean loss of the last model_forward over non-ignored targets (NaN after
+                        model_forward_train: its loss stays in backend memory) */
     int n_targets;   /* targets >= 0 in the last forward */
 } dt_model;
 
@@ -126,8 +132,16 @@ dt_status model_init_opts(dt_model *m, const dt_model_config *cfg, const dt_back
 void model_free(dt_model *m);
 
 /* Forward pass over (B, T) host token ids; targets may be NULL (no loss). Returns the mean
- * cross-entropy over targets >= 0 (or 0 when there are none / targets is NULL). */
+ * cross-entropy over targets >= 0 (or 0 when there are none / targets is NULL), which waits for
+ * the backend to finish the forward. */
 float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets);
+/* The training forward: as model_forward with targets (not NULL), but the mean loss is added
+ * into *loss_acc (one double in backend memory, backend op loss_accumulate: the same value
+ * model_forward would return, as a double) instead of being returned, and nothing waits for
+ * the backend: the token ids go up through the staging buffers, whose reuse waits only for
+ * their own earlier upload. The caller reads *loss_acc once, after the last micro-batch. */
+void model_forward_train(dt_model *m, const int32_t *inputs, const int32_t *targets,
+                         double *loss_acc);
 /* The greedy prediction at chosen rows of the last forward: out[i] = the (global) vocabulary id
  * of the largest logit of row rows[i] (a row b * T + t of the (B, T) micro-batch, whose logits
  * predict the token after position t), the smallest id among equal maxima. Call after

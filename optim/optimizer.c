@@ -19,7 +19,8 @@ dt_status optimizer_init_range(dt_optimizer *o, const dt_backend *be,
     o->count = count;
     o->m = be->alloc(count * sizeof(float));
     o->v = be->alloc(count * sizeof(float));
-    if (!o->m || !o->v) {
+    o->scale = be->alloc(sizeof(float));
+    if (!o->m || !o->v || !o->scale) {
         dt_error("out of memory for the AdamW state (2 x %zu floats)", count);
         optimizer_free(o);
         return DT_ERR_RUNTIME;
@@ -31,6 +32,7 @@ void optimizer_free(dt_optimizer *o) {
     if (o->be) {
         if (o->m) o->be->free(o->m);
         if (o->v) o->be->free(o->v);
+        if (o->scale) o->be->free(o->scale);
     }
     memset(o, 0, sizeof *o);
 }
@@ -62,19 +64,29 @@ static int replicated_key(const dt_tensor_spec *t) { return t->split == DT_SPLIT
 typedef struct sumsq_arg {
     const float *grads;
     int skip_replicated;
-    double sum;
+    double sum;  /* host total (acc == NULL) */
+    double *acc; /* else the backend double the runs add into */
 } sumsq_arg;
 
 static void sumsq_run(dt_optimizer *o, size_t rel, size_t n, const dt_tensor_spec *t, void *p) {
     sumsq_arg *a = p;
     if (a->skip_replicated && t->split == DT_SPLIT_NONE) return;
-    a->sum += o->be->sumsq(a->grads + rel, n);
+    if (a->acc)
+        o->be->sumsq_accumulate(a->acc, a->grads + rel, n);
+    else
+        a->sum += o->be->sumsq(a->grads + rel, n);
 }
 
 double optimizer_grad_sumsq(const dt_optimizer *o, const float *grads, int skip_replicated) {
-    sumsq_arg a = {grads, skip_replicated, 0.0};
+    sumsq_arg a = {grads, skip_replicated, 0.0, NULL};
     for_each_run((dt_optimizer *)o, replicated_key, sumsq_run, &a);
     return a.sum;
+}
+
+void optimizer_grad_sumsq_acc(const dt_optimizer *o, const float *grads, int skip_replicated,
+                              double *acc) {
+    sumsq_arg a = {grads, skip_replicated, 0.0, acc};
+    for_each_run((dt_optimizer *)o, replicated_key, sumsq_run, &a);
 }
 
 double optimizer_grad_norm(const dt_optimizer *o, const float *grads) {
@@ -90,7 +102,8 @@ float optimizer_clip_scale(const dt_optimizer *o, double grad_norm) {
 typedef struct step_arg {
     float *params; /* at element `first` */
     const float *grads;
-    float lr, grad_scale;
+    float lr;
+    const float *grad_scale; /* backend memory */
 } step_arg;
 
 static void step_run(dt_optimizer *o, size_t rel, size_t n, const dt_tensor_spec *t, void *p) {
@@ -101,10 +114,20 @@ static void step_run(dt_optimizer *o, size_t rel, size_t n, const dt_tensor_spec
                         (float)c->beta1, (float)c->beta2, (float)c->eps, wd, a->grad_scale, o->t);
 }
 
-void optimizer_step(dt_optimizer *o, float *params, const float *grads, float lr,
-                    float grad_scale) {
+void optimizer_step_dev(dt_optimizer *o, float *params, const float *grads, float lr,
+                        const float *grad_scale) {
     o->t++;
     /* consecutive tensors with the same decay flag are updated in one call */
     step_arg a = {params + o->first, grads, lr, grad_scale};
     for_each_run(o, decay_key, step_run, &a);
+}
+
+void optimizer_step(dt_optimizer *o, float *params, const float *grads, float lr,
+                    float grad_scale) {
+    o->be->copy_from_host(o->scale, &grad_scale, sizeof grad_scale);
+    optimizer_step_dev(o, params, grads, lr, o->scale);
+}
+
+void optimizer_step_refused(dt_optimizer *o) {
+    if (o->t > 0) o->t--;
 }

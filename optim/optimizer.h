@@ -17,6 +17,7 @@ typedef struct dt_optimizer {
     size_t first, count; /* the range of the flat buffer this optimizer updates */
     float *m;            /* (count) first moments */
     float *v;            /* (count) second moments */
+    float *scale;        /* (1) backend memory: the grad_scale of optimizer_step's updates */
     int t;               /* completed updates; the next update uses t + 1 for bias correction */
 } dt_optimizer;
 
@@ -33,14 +34,28 @@ void optimizer_free(dt_optimizer *o);
  * gradient of element `first`. With skip_replicated, tensors that are replicated over tensor
  * parallelism are left out (so that a sum over the TP group counts them once). */
 double optimizer_grad_sumsq(const dt_optimizer *o, const float *grads, int skip_replicated);
+/* optimizer_grad_sumsq without a read-back: adds the sum of squares into *acc (one double in
+ * backend memory), run by run in the same order, so the total has the same bits. */
+void optimizer_grad_sumsq_acc(const dt_optimizer *o, const float *grads, int skip_replicated,
+                              double *acc);
 /* The L2 norm of all gradients of the range (a single rank's global norm). */
 double optimizer_grad_norm(const dt_optimizer *o, const float *grads);
 /* The factor that clipping applies to the gradients for a given global norm (1 when the norm is
  * within optim.grad_clip or clipping is off). */
 float optimizer_clip_scale(const dt_optimizer *o, double grad_norm);
 /* One AdamW update at learning rate lr: params points at the whole flat buffer, grads at the
- * gradient of element `first`; the update uses grads * grad_scale. */
+ * gradient of element `first`; the update uses grads * grad_scale. The factor is uploaded first
+ * (on a GPU that waits for the device; the trainer's step uses optimizer_step_dev). */
 void optimizer_step(dt_optimizer *o, float *params, const float *grads, float lr,
                     float grad_scale);
+/* The same with the factor read by the backend from *grad_scale (one float in backend memory,
+ * backend op clip_scale), so that nothing waits for the device. A non-finite *grad_scale makes
+ * the backend leave params, m and v unchanged; t counts the update all the same, until the
+ * caller, having read back that the step was refused, calls optimizer_step_refused. */
+void optimizer_step_dev(dt_optimizer *o, float *params, const float *grads, float lr,
+                        const float *grad_scale);
+/* Undoes the count of the last optimizer_step_dev, whose update the backend skipped: the state
+ * is then that of a step never taken. */
+void optimizer_step_refused(dt_optimizer *o);
 
 #endif

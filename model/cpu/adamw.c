@@ -8,7 +8,10 @@
 
 void cpu_adamw_update(float *params, float *m, float *v, const float *grads, size_t n,
                       float lr, float beta1, float beta2, float eps, float weight_decay,
-                      float grad_scale, int t) {
+                      const float *grad_scale_p, int t) {
+    float grad_scale = *grad_scale_p;
+    /* a refused step (clip_scale found a non-finite loss or norm): nothing moves */
+    if (!isfinite(grad_scale)) return;
     /* Bias corrections in double: beta2^t with beta2 = 0.95..0.999 and t ~ 1e5 is far from the
      * float grid's sweet spot, and it costs nothing to do once per call. */
     float bc1 = (float)(1.0 - pow((double)beta1, (double)t));

@@ -14,11 +14,18 @@ void cpu_copy_to_host(void *dst_host, const void *src, size_t bytes);
 void cpu_copy_from_host(void *dst, const void *src_host, size_t bytes);
 void cpu_copy(void *dst, const void *src, size_t bytes);
 void cpu_synchronize(void);
+void *cpu_host_alloc(size_t bytes);
+void cpu_host_free(void *p);
+void cpu_copy_from_host_async(void *dst, const void *src_host, size_t bytes);
+void cpu_host_wait(const void *p);
 void cpu_matmul_forward(float *out, const float *inp, const float *w, int N, int I, int O, int accumulate);
 void cpu_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int I, int O, int accumulate_dinp);
 void cpu_add(float *out, const float *a, const float *b, size_t n);
 void cpu_scale(float *x, float s, size_t n);
 double cpu_sumsq(const float *x, size_t n);
+void cpu_sumsq_accumulate(double *acc, const float *x, size_t n);
+void cpu_loss_accumulate(double *acc, const float *losses, int N, int n_targets);
+void cpu_clip_scale(float *grad_scale, const double *sumsq, const double *loss_sum, double max_norm);
 void cpu_embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int D, int v0, int nv);
 void cpu_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int D, int v0, int nv);
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
@@ -43,7 +50,7 @@ void cpu_head_scale_forward(float *out, const float *inp, const float *s, int N,
 void cpu_head_scale_backward(float *dinp, float *ds, const float *dout, const float *inp, const float *s, int N, int H, int w);
 void cpu_diffv2_combine_forward(float *out, const float *attn, const float *lam_logit, int N, int H, int d);
 void cpu_diffv2_combine_backward(float *dattn, float *dlam_logit, const float *dout, const float *attn, const float *lam_logit, int N, int H, int d);
-void cpu_adamw_update(float *params, float *m, float *v, const float *grads, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale, int t);
+void cpu_adamw_update(float *params, float *m, float *v, const float *grads, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, const float *grad_scale, int t);
 
 /* Threads of the CPU backend (OpenMP and OpenBLAS); n >= 1. */
 void cpu_set_threads(int n);

@@ -1,5 +1,5 @@
 /* Elementwise helpers: residual adds, gradient scaling, and the sum of squares behind the
- * global gradient norm. */
+ * global gradient norm (returned, or accumulated into a backend double for the training step). */
 #include "model/cpu/cpu_ops.h"
 
 /* Below this many elements a parallel region costs more than it saves. The `if` clause only
@@ -47,3 +47,7 @@ double cpu_sumsq(const float *x, size_t n) {
     for (int c = 0; c < CPU_SUMSQ_CHUNKS; c++) total += partial[c];
     return total;
 }
+
+/* The training step adds one run of tensors after another into its double, in the order the
+ * optimizer visits them: the same additions the host made when sumsq returned each run's sum. */
+void cpu_sumsq_accumulate(double *acc, const float *x, size_t n) { *acc += cpu_sumsq(x, n); }

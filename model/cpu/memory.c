@@ -33,3 +33,15 @@ void cpu_copy(void *dst, const void *src, size_t bytes) {
 }
 
 void cpu_synchronize(void) {}
+
+/* Host staging (model/backend.h): the CPU backend's copies complete before they return, so a
+ * staging buffer is plain memory and there is never anything to wait for. */
+void *cpu_host_alloc(size_t bytes) { return dt_malloc(bytes ? bytes : 1); }
+
+void cpu_host_free(void *p) { dt_free(p); }
+
+void cpu_copy_from_host_async(void *dst, const void *src_host, size_t bytes) {
+    if (bytes) memcpy(dst, src_host, bytes);
+}
+
+void cpu_host_wait(const void *p) { (void)p; }

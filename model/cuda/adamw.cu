@@ -17,9 +17,14 @@
 #define ADAMW_MAX_BLOCKS 65536u
 
 /* bc1 = 1 - beta1^t, bc2 = 1 - beta2^t, computed on the host exactly as the CPU does. */
+/* grad_scale is read on the device (clip_scale wrote it: no read-back); a non-finite one is a
+ * refused step and leaves params, m and v as they are. */
 static __global__ void adamw_kernel(float *params, float *m, float *v, const float *grads, size_t n,
                                     float lr, float beta1, float beta2, float eps,
-                                    float weight_decay, float grad_scale, float bc1, float bc2) {
+                                    float weight_decay, const float *grad_scale_p, float bc1,
+                                    float bc2) {
+    const float grad_scale = *grad_scale_p;
+    if (!isfinite(grad_scale)) return;
     const float one_minus_beta1 = 1.0f - beta1, one_minus_beta2 = 1.0f - beta2;
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
@@ -40,7 +45,7 @@ static __global__ void adamw_kernel(float *params, float *m, float *v, const flo
 
 extern "C" void cuda_adamw_update(float *params, float *m, float *v, const float *grads, size_t n,
                                   float lr, float beta1, float beta2, float eps, float weight_decay,
-                                  float grad_scale, int t) {
+                                  const float *grad_scale, int t) {
     if (n == 0) return;
     /* Bias corrections in double, once per call, exactly as model/cpu/adamw.c. */
     float bc1 = (float)(1.0 - pow((double)beta1, (double)t));

@@ -23,9 +23,11 @@ void cuda_check(cudaError_t e, const char *what, const char *file, int line);
 cudaStream_t cuda_stream(void);
 
 /* Backend-owned device scratch of at least `bytes`, grown on demand (the old contents are not
- * kept) and reused by the next caller: valid until the next call of cuda_workspace. Ops use it
- * for intermediate buffers that the backend interface does not pass in (partial sums, per-row
- * deltas). Growing synchronizes the stream first, so no queued kernel still reads the old one. */
+ * kept, nor is new memory zero-filled) and reused by the next caller: valid until the next call
+ * of cuda_workspace. Ops use it for intermediate buffers that the backend interface does not
+ * pass in (partial sums, per-row deltas). Growing is stream-ordered (cudaFreeAsync of the old
+ * buffer, cudaMallocAsync of the new one on the compute stream): kernels queued before still read
+ * the old one, and the host does not wait. */
 void *cuda_workspace(size_t bytes);
 
 /* Blocks of `threads` threads covering n elements (at least 1, at most 2^31 - 1: kernels use a

@@ -36,6 +36,16 @@ void cuda_copy_to_host(void *dst_host, const void *src, size_t bytes);
 void cuda_copy_from_host(void *dst, const void *src_host, size_t bytes);
 void cuda_copy(void *dst, const void *src, size_t bytes);
 void cuda_synchronize(void);
+void *cuda_host_alloc(size_t bytes);
+void cuda_host_free(void *p);
+void cuda_copy_from_host_async(void *dst, const void *src_host, size_t bytes);
+void cuda_host_wait(const void *p);
+/* Host-blocking calls made so far (memory.cu): stream and device synchronisations, copy_to_host,
+ * copy_from_host, sumsq, alloc and free. A training step makes exactly one (its read-back). */
+unsigned long long cuda_sync_count(void);
+/* host_wait calls that found the buffer's copy still queued and waited for it (back-pressure
+ * of the host running ahead, counted apart from the synchronisations). */
+unsigned long long cuda_staging_wait_count(void);
 
 /* ---- dense algebra (matmul.cu: cuBLAS; elementwise.cu) ---- */
 void cuda_matmul_forward(float *out, const float *inp, const float *w, int N, int I, int O, int accumulate);
@@ -43,6 +53,11 @@ void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const float
 void cuda_add(float *out, const float *a, const float *b, size_t n);
 void cuda_scale(float *x, float s, size_t n);
 double cuda_sumsq(const float *x, size_t n);
+void cuda_sumsq_accumulate(double *acc, const float *x, size_t n);
+
+/* ---- the training step's scalars (step_scalars.cu) ---- */
+void cuda_loss_accumulate(double *acc, const float *losses, int N, int n_targets);
+void cuda_clip_scale(float *grad_scale, const double *sumsq, const double *loss_sum, double max_norm);
 
 /* ---- token and norm ops ---- */
 void cuda_embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int D, int v0, int nv);
@@ -75,7 +90,7 @@ void cuda_diffv2_combine_forward(float *out, const float *attn, const float *lam
 void cuda_diffv2_combine_backward(float *dattn, float *dlam_logit, const float *dout, const float *attn, const float *lam_logit, int N, int H, int d);
 
 /* ---- optimizer ---- */
-void cuda_adamw_update(float *params, float *m, float *v, const float *grads, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale, int t);
+void cuda_adamw_update(float *params, float *m, float *v, const float *grads, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, const float *grad_scale, int t);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,6 @@
 /* Elementwise ops on the CUDA backend: residual adds, gradient scaling, and the sum of squares
- * behind the global gradient norm (the one op here that returns a value to the host). */
+ * behind the global gradient norm (accumulated into a device double for the training step, or
+ * returned to the host by cuda_sumsq, the one op here that waits for the device). */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
 
@@ -41,7 +42,9 @@ extern "C" void cuda_scale(float *x, float s, size_t n) {
 /* Sum of squares in two stages with no atomics, so the total is bit-identical from run to run:
  * stage 1 runs a grid whose size depends only on n (never on the device), each thread summing
  * its grid-stride elements in double and each block reducing its threads in a fixed tree into
- * one partial; stage 2 is one block that reduces the partials in a fixed tree. */
+ * one partial; stage 2 is one block that reduces the partials in a fixed tree and adds the
+ * total into the destination (one thread, one addition: the order of accumulations is the order
+ * of the calls on the stream). */
 #define SUMSQ_THREADS 256
 #define SUMSQ_MAX_BLOCKS 1024u
 
@@ -57,25 +60,37 @@ static __global__ void sumsq_partial_kernel(double *partial, const float *x, siz
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-static __global__ void sumsq_final_kernel(double *total, const double *partial, unsigned nparts) {
+/* *acc += the sum of the partials (accumulate != 0), or *acc = it. */
+static __global__ void sumsq_final_kernel(double *acc, const double *partial, unsigned nparts,
+                                          int accumulate) {
     __shared__ double scratch[32];
     double s = 0.0;
     for (unsigned i = threadIdx.x; i < nparts; i += blockDim.x) s += partial[i];
     s = block_sum(s, scratch);
-    if (threadIdx.x == 0) *total = s;
+    if (threadIdx.x == 0) *acc = accumulate ? *acc + s : s;
+}
+
+static void sumsq_enqueue(double *acc, const float *x, size_t n, int accumulate) {
+    unsigned nblocks = cuda_blocks(n, SUMSQ_THREADS);
+    if (nblocks > SUMSQ_MAX_BLOCKS) nblocks = SUMSQ_MAX_BLOCKS;
+    double *partial = (double *)cuda_workspace((size_t)nblocks * sizeof(double)); /* (nblocks) */
+    sumsq_partial_kernel<<<nblocks, SUMSQ_THREADS, 0, cuda_stream()>>>(partial, x, n);
+    CUDA_LAUNCH_CHECK();
+    sumsq_final_kernel<<<1, SUMSQ_THREADS, 0, cuda_stream()>>>(acc, partial, nblocks, accumulate);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_sumsq_accumulate(double *acc, const float *x, size_t n) {
+    if (n == 0) return;
+    sumsq_enqueue(acc, x, n, 1);
 }
 
 extern "C" double cuda_sumsq(const float *x, size_t n) {
     if (n == 0) return 0.0;
-    unsigned nblocks = cuda_blocks(n, SUMSQ_THREADS);
-    if (nblocks > SUMSQ_MAX_BLOCKS) nblocks = SUMSQ_MAX_BLOCKS;
-    double *partial =
-        (double *)cuda_workspace(((size_t)nblocks + 1) * sizeof(double)); /* (nblocks + 1) */
-    double *total = partial + nblocks;
-    sumsq_partial_kernel<<<nblocks, SUMSQ_THREADS, 0, cuda_stream()>>>(partial, x, n);
-    CUDA_LAUNCH_CHECK();
-    sumsq_final_kernel<<<1, SUMSQ_THREADS, 0, cuda_stream()>>>(total, partial, nblocks);
-    CUDA_LAUNCH_CHECK();
+    /* the total goes to the workspace's last slot: the partials take the first nblocks */
+    size_t slot = SUMSQ_MAX_BLOCKS;
+    double *total = (double *)cuda_workspace((slot + 1) * sizeof(double)) + slot;
+    sumsq_enqueue(total, x, n, 0);
     double result = 0.0;
     cuda_copy_to_host(&result, total, sizeof(double)); /* waits for the stream */
     return result;

@@ -349,6 +349,27 @@ cudaError_t cudaFree(void *p) {
     return cudaSuccess;
 }
 
+static std::set<void *> g_host_allocs; /* live cudaMallocHost buffers */
+
+cudaError_t cudaMallocHost(void **p, size_t bytes) {
+    if (!p) return api_error(cudaErrorInvalidValue, "cudaMallocHost: NULL result pointer");
+    *p = malloc(bytes ? bytes : 1);
+    if (!*p)
+        return api_error(cudaErrorMemoryAllocation, "cudaMallocHost(%zu): out of memory", bytes);
+    memset(*p, 0xff, bytes); /* not zero-filled on a GPU either */
+    g_host_allocs.insert(*p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void *p) {
+    if (!p) return cudaSuccess;
+    if (!g_host_allocs.erase(p))
+        return api_error(cudaErrorInvalidValue,
+                         "cudaFreeHost(%p): not a live cudaMallocHost pointer", p);
+    free(p);
+    return cudaSuccess;
+}
+
 /* ---- streams and events: every call completes before it returns, so they need only exist ---- */
 
 struct emu_stream {
@@ -412,6 +433,15 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     if (!g_events.count(e))
         return api_error(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: no such event");
     return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    if (!g_events.count(e))
+        return api_error(cudaErrorInvalidResourceHandle, "cudaEventQuery: no such event");
+    return cudaSuccess;
+}
+cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
+    CHECK_STREAM(s, "cudaFreeAsync");
+    return cudaFree(p);
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
     CHECK_STREAM(s, "cudaStreamWaitEvent");
@@ -493,6 +523,7 @@ const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     }
     return "cudaErrorUnknown";
 }
@@ -504,6 +535,7 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
     }
     return "unknown error";
 }

@@ -55,8 +55,9 @@ static void check_adamw(adamw_hp hp, int t0, int steps, size_t n) {
         int t = t0 + s;
         tu_fill_normal_f(g, n, 100 + (uint64_t)t, 0.1); /* a fresh gradient each step */
         ctu_to_double(g_d, g, n);
+        float scale = (float)hp.scale;
         cpu_adamw_update(p, m, v, g, n, (float)hp.lr, (float)hp.b1, (float)hp.b2, (float)hp.eps,
-                         (float)hp.wd, (float)hp.scale, t);
+                         (float)hp.wd, &scale, t);
         /* the reference uses the fp32-rounded hyperparameters the op received */
         adamw_hp hf = {(float)hp.lr, (float)hp.b1, (float)hp.b2, (float)hp.eps, (float)hp.wd,
                        (float)hp.scale};
@@ -89,7 +90,7 @@ static void test_adamw_first_step_by_hand(void **state) {
     (void)state;
     float p[3] = {0.5f, -1.0f, 2.0f}, m[3] = {0}, v[3] = {0}, g[3] = {0.2f, -0.04f, 3.0f};
     const float lr = 0.01f, wd = 0.1f, s = 0.5f;
-    cpu_adamw_update(p, m, v, g, 3, lr, 0.9f, 0.95f, 0.0f, wd, s, 1);
+    cpu_adamw_update(p, m, v, g, 3, lr, 0.9f, 0.95f, 0.0f, wd, &s, 1);
     double expect[3];
     const double p0[3] = {0.5, -1.0, 2.0}, g0[3] = {0.2f, -0.04f, 3.0f};
     for (int i = 0; i < 3; i++)

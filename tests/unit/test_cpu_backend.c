@@ -30,11 +30,18 @@ static void test_backend_cpu_complete(void **state) {
     CHECK_MEMBER(copy_from_host, cpu_copy_from_host);
     CHECK_MEMBER(copy, cpu_copy);
     CHECK_MEMBER(synchronize, cpu_synchronize);
+    CHECK_MEMBER(host_alloc, cpu_host_alloc);
+    CHECK_MEMBER(host_free, cpu_host_free);
+    CHECK_MEMBER(copy_from_host_async, cpu_copy_from_host_async);
+    CHECK_MEMBER(host_wait, cpu_host_wait);
     CHECK_MEMBER(matmul_forward, cpu_matmul_forward);
     CHECK_MEMBER(matmul_backward, cpu_matmul_backward);
     CHECK_MEMBER(add, cpu_add);
     CHECK_MEMBER(scale, cpu_scale);
     CHECK_MEMBER(sumsq, cpu_sumsq);
+    CHECK_MEMBER(sumsq_accumulate, cpu_sumsq_accumulate);
+    CHECK_MEMBER(loss_accumulate, cpu_loss_accumulate);
+    CHECK_MEMBER(clip_scale, cpu_clip_scale);
     CHECK_MEMBER(embedding_forward, cpu_embedding_forward);
     CHECK_MEMBER(embedding_backward, cpu_embedding_backward);
     CHECK_MEMBER(rmsnorm_forward, cpu_rmsnorm_forward);
@@ -64,8 +71,8 @@ static void test_backend_cpu_complete(void **state) {
 }
 
 /* A member added to dt_backend but forgotten above would go unchecked; this counts the struct's
- * pointer-sized slots (name + 37 functions) so that the test fails when the struct grows. */
-enum { DT_BACKEND_SLOTS = 38 };
+ * pointer-sized slots (name + 44 functions) so that the test fails when the struct grows. */
+enum { DT_BACKEND_SLOTS = 45 };
 static void test_backend_cpu_member_count(void **state) {
     (void)state;
     assert_int_equal(sizeof(dt_backend), DT_BACKEND_SLOTS * sizeof(void *));

@@ -48,14 +48,16 @@ static void adamw_case(size_t n) {
     cut_fill(m, n, 801, -0.1f, 0.1f); /* a state from earlier steps */
     cut_fill(v, n, 802, 1e-4f, 1e-2f);
     float *d_p = cot_dev(p, n), *d_m = cot_dev(m, n), *d_v = cot_dev(v, n), *d_g = cot_dev(NULL, n);
+    const float scale = 0.5f;
+    float *d_scale = cot_dev(&scale, 1); /* read by the kernel from device memory */
     const int steps[] = {1, 2, 3, 4, 5, 20000}; /* 20000: 1 - b^t ~ 1, beta2^t underflows */
     for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++) {
         int t = steps[k];
         cut_fill(g, n, 810 + (unsigned)k, -1.0f, 1.0f); /* fresh gradients each step */
         cuda_copy_from_host(d_g, g, n * sizeof(float));
-        const float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, scale = 0.5f;
-        cpu_adamw_update(p, m, v, g, n, lr, b1, b2, eps, wd, scale, t);
-        cuda_adamw_update(d_p, d_m, d_v, d_g, n, lr, b1, b2, eps, wd, scale, t);
+        const float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+        cpu_adamw_update(p, m, v, g, n, lr, b1, b2, eps, wd, &scale, t);
+        cuda_adamw_update(d_p, d_m, d_v, d_g, n, lr, b1, b2, eps, wd, d_scale, t);
         printf("step %-5d bit-identical: params %zu/%zu m %zu/%zu v %zu/%zu\n", t,
                count_same_bits(d_p, p, n), n, count_same_bits(d_m, m, n), n,
                count_same_bits(d_v, v, n), n);
@@ -64,7 +66,7 @@ static void adamw_case(size_t n) {
         cot_check("adamw v", d_v, v, n, ADAMW_ATOL_V, ADAMW_RTOL);
     }
     cot_check_bits("adamw grads untouched", d_g, g, n);
-    cuda_free(d_p), cuda_free(d_m), cuda_free(d_v), cuda_free(d_g);
+    cuda_free(d_p), cuda_free(d_m), cuda_free(d_v), cuda_free(d_g), cuda_free(d_scale);
     free(p), free(m), free(v), free(g);
 }
 

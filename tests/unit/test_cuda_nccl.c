@@ -108,6 +108,20 @@ static void test_buf_coll_orders_streams(void **state) {
                      cudaSuccess);
     assert_int_equal(cudaStreamSynchronize(compute), cudaSuccess);
     for (int i = 0; i < N; i++) assert_true(got[i] == h[i]);
+    /* the training step's doubles (loss, gradient sum of squares) take the same path */
+    static const double hd[3] = {0.1, -2.5e300, 1e-300};
+    double gotd[3] = {0, 0, 0}, *ad = NULL;
+    assert_int_equal(cudaMalloc((void **)&ad, sizeof hd), cudaSuccess);
+    assert_int_equal(cudaMemcpyAsync(ad, hd, sizeof hd, cudaMemcpyHostToDevice, compute),
+                     cudaSuccess);
+    uint64_t calls = comm.calls[DT_COLL_ALLREDUCE];
+    assert_int_equal(bc->allreduce_f64(&comm, ad, 3, DT_REDUCE_SUM), DT_OK);
+    assert_true(comm.calls[DT_COLL_ALLREDUCE] == calls + 1);
+    assert_int_equal(cudaMemcpyAsync(gotd, ad, sizeof gotd, cudaMemcpyDeviceToHost, compute),
+                     cudaSuccess);
+    assert_int_equal(cudaStreamSynchronize(compute), cudaSuccess);
+    for (int i = 0; i < 3; i++) assert_true(gotd[i] == hd[i]); /* doubles, not floats */
+    cudaFree(ad);
     buf_coll_nccl_unbind();
     assert_null(buf_coll_nccl());
     cudaFree(a);

@@ -159,6 +159,7 @@ typedef enum cudaError {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
+    cudaErrorNotReady = 600,
 } cudaError_t;
 const char *cudaGetErrorString(cudaError_t e);
 const char *cudaGetErrorName(cudaError_t e);
@@ -192,6 +193,8 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = 0);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
+/* Always cudaSuccess for a recorded or fresh event: the work before it has completed. */
+cudaError_t cudaEventQuery(cudaEvent_t event);
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags = 0);
 
 enum cudaMemcpyKind {
@@ -206,6 +209,15 @@ template <typename T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) 
     return emu_malloc((void **)p, bytes);
 }
 cudaError_t cudaFree(void *p);
+/* Stream-ordered allocation: as cudaMalloc / cudaFree (every call completes at once). */
+template <typename T> static inline cudaError_t cudaMallocAsync(T **p, size_t bytes, cudaStream_t) {
+    return emu_malloc((void **)p, bytes);
+}
+cudaError_t cudaFreeAsync(void *p, cudaStream_t stream);
+/* Page-locked host memory: plain host memory here, but cudaFreeHost accepts only pointers that
+ * cudaMallocHost returned (and not yet freed), and never device memory. */
+cudaError_t cudaMallocHost(void **p, size_t bytes);
+cudaError_t cudaFreeHost(void *p);
 cudaError_t cudaMemset(void *p, int value, size_t bytes);
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t stream = 0);
 cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int value, size_t width, size_t height,
