@@ -24,6 +24,9 @@ dt_comm_bytes comm_plan_step_bytes(const dt_config *c, const dt_model *m) {
     b.tp = comm_bytes_allreduce(tp, tp_f32, sizeof(float)) +
            comm_bytes_allreduce(tp, 1, sizeof(double)); /* the gradient norm */
 
+    /* the gradients' reduction moves the same bytes whether it goes by layer during the backward
+     * (parallel.overlap_grad_reduce) or whole after it: the buckets partition the buffer, and
+     * each collective's bytes are linear in its elements */
     b.dp = comm_bytes_allreduce(dp, 1, sizeof(double)); /* the step's loss */
     switch (zero) {
     case 0: b.dp += comm_bytes_allreduce(dp, P, sizeof(float)); break;

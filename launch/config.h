@@ -66,6 +66,9 @@ typedef struct dt_parallel_config {
     int tp;
     int dp; /* 0 means "auto" = world / tp */
     int zero;
+    /* 1: each layer's gradients are reduced over dp as soon as the backward has them, overlapping
+     * the rest of the backward on the GPU; 0: the whole buffer after the backward */
+    int overlap_grad_reduce;
 } dt_parallel_config;
 
 typedef struct dt_train_config {

@@ -48,6 +48,7 @@ const cfg_key cfg_keys[] = {
     K("parallel.tp", CFG_INT, parallel.tp),
     K("parallel.dp", CFG_DP, parallel.dp),
     K("parallel.zero", CFG_INT, parallel.zero),
+    K("parallel.overlap_grad_reduce", CFG_BOOL, parallel.overlap_grad_reduce),
 
     K("train.seq_len", CFG_INT, train.seq_len),
     K("train.micro_batch", CFG_INT, train.micro_batch),
@@ -133,6 +134,7 @@ void config_defaults(dt_config *cfg) {
     cfg->parallel.tp = 1;
     cfg->parallel.dp = 0; /* auto */
     cfg->parallel.zero = 0;
+    cfg->parallel.overlap_grad_reduce = 1;
 
     dt_train_config *t = &cfg->train;
     t->seq_len = 128;

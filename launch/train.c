@@ -100,6 +100,35 @@ static dt_status validate(trainer *t, double *loss) {
     return DT_OK;
 }
 
+/* The gradient-ready hook (model.h): a range the backward has finished is summed over TP (its
+ * TP-partial tensors) and its DP reduction starts at once, overlapping the rest of the backward
+ * on the GPU. A collective that fails leaves its group in an unknown state while the backward
+ * goes on into more collectives, so it ends the whole job, as the model's TP ones do. */
+static void reduce_ready_grads(void *ctx, size_t first, size_t count) {
+    trainer *t = ctx;
+    model_reduce_tp_grads_range(&t->model, first, count);
+    dt_status st = zero_reduce_range(&t->zero, t->model.grads_mem, first, count);
+    if (st != DT_OK) world_abort(&t->world, st);
+}
+
+/* One micro-batch's backward; when `reduce`, its gradients are then summed over TP (the
+ * TP-partial tensors) and DP: range by range during the backward with
+ * parallel.overlap_grad_reduce, else the whole buffer after it. */
+static dt_status backward_and_reduce(trainer *t, float dloss, int reduce) {
+    dt_model *m = &t->model;
+    if (reduce && t->cfg.parallel.overlap_grad_reduce) {
+        model_set_grad_ready_hook(m, reduce_ready_grads, t);
+        model_backward(m, dloss);
+        model_set_grad_ready_hook(m, NULL, NULL);
+    } else {
+        model_backward(m, dloss);
+        if (!reduce) return DT_OK;
+        model_reduce_tp_grads(m);
+        DT_TRY(zero_reduce_range(&t->zero, m->grads_mem, 0, m->layout.total));
+    }
+    return zero_finish_reduce(&t->zero, m->grads_mem);
+}
+
 static dt_status train_step(trainer *t, int step, dt_step_metrics *out) {
     const dt_train_config *tc = &t->cfg.train;
     dt_model *m = &t->model;
@@ -114,15 +143,11 @@ static dt_status train_step(trainer *t, int step, dt_step_metrics *out) {
     zero_begin_step(&t->zero);
     for (int k = 0; k < t->grad_accum; k++) {
         DT_TRY(load_micro_batch(t, &t->train_data, first + (uint64_t)k * tc->micro_batch));
-        step_micro_batch(&t->step, m, t->inputs, t->targets, dloss);
-        if (t->zero.stage == 2) {
-            model_reduce_tp_grads(m);
-            DT_TRY(zero_after_micro_batch(&t->zero, m->grads_mem));
-        }
+        step_forward(&t->step, m, t->inputs, t->targets);
+        /* ZeRO 2 reduces every micro-batch's gradients into its shard, 0 and 1 the step's sum */
+        DT_TRY(backward_and_reduce(t, dloss, t->zero.stage == 2 || k + 1 == t->grad_accum));
     }
-    if (t->zero.stage != 2) model_reduce_tp_grads(m);
-    float *grads = NULL;
-    DT_TRY(zero_reduce_grads(&t->zero, m->grads_mem, &grads));
+    float *grads = zero_range_grads(&t->zero, m->grads_mem);
 
     /* the norm, clipping and update on the backend; the one wait for it is step_finish's
      * read-back of the loss and the norm (a non-finite one refuses the update and stops) */

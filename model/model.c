@@ -590,11 +590,48 @@ static void attention_block_backward(dt_model *m, int l) {
                          x->attn_rstd, N, D);
 }
 
+/* ---- gradient ranges ---- */
+
+/* Start of the gradients of layer l in the flat buffer; l == n_layers: the final norm, which
+ * follows the last layer. Each layer's tensors are contiguous, from its attention_norm on. */
+static size_t layer_grads_first(const dt_model *m, int l) {
+    const float *p = l < m->cfg.n_layers ? m->grads.layers[l].attention_norm : m->grads.norm;
+    return (size_t)(p - m->grads_mem);
+}
+
+static void grads_ready(dt_model *m, size_t first, size_t end) {
+    if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, first, end - first);
+}
+
+/* Layer l's range: its tensors, up to the next layer's (or the final norm). */
+static void layer_grads_ready(dt_model *m, int l) {
+    grads_ready(m, layer_grads_first(m, l), layer_grads_first(m, l + 1));
+}
+
+static void head_grads_ready(dt_model *m) {
+    grads_ready(m, layer_grads_first(m, m->cfg.n_layers), m->layout.total);
+}
+
+static void embedding_grads_ready(dt_model *m) { grads_ready(m, 0, layer_grads_first(m, 0)); }
+
+void model_set_grad_ready_hook(dt_model *m, dt_grad_ready_fn fn, void *ctx) {
+    m->grad_ready = fn;
+    m->grad_ready_ctx = ctx;
+}
+
 void model_backward(dt_model *m, float dloss_scale) {
     const dt_backend *be = m->be;
     const dt_model_config *c = &m->cfg;
     int N = m->B * m->T, D = c->d_model, V = m->tp.vocab_size;
-    if (m->n_targets == 0) return; /* no targets: the loss is a constant 0 */
+    if (m->n_targets == 0) {
+        /* no targets: the loss is a constant 0 and the gradients are already complete; the hook
+         * still hears of every range, since other data-parallel ranks may have targets and wait
+         * for this rank's share of the reduction */
+        head_grads_ready(m);
+        for (int l = c->n_layers - 1; l >= 0; l--) layer_grads_ready(m, l);
+        embedding_grads_ready(m);
+        return;
+    }
     float dloss = dloss_scale / (float)m->n_targets;
 
     /* classifier: logits are recomputed chunk by chunk rather than kept for all rows */
@@ -610,23 +647,29 @@ void model_backward(dt_model *m, float dloss_scale) {
     be->memset_zero(m->dres, (size_t)N * D * sizeof(float));
     be->rmsnorm_backward(m->dres, m->grads.norm, m->dnormed, m->x_final, m->params.norm,
                          m->final_rstd, N, D);
+    head_grads_ready(m);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         /* the shared set still holds the last layer from the forward */
         if (m->recompute && l + 1 < c->n_layers) layer_recompute(m, l);
         ffn_block_backward(m, l);
         attention_block_backward(m, l);
+        layer_grads_ready(m, l);
     }
     be->embedding_backward(m->grads.tok_embeddings, m->dres, m->inputs, N, D, m->tp.vocab_offset,
                            m->tp.vocab_size);
+    embedding_grads_ready(m);
 }
 
-void model_reduce_tp_grads(dt_model *m) {
+void model_reduce_tp_grads_range(dt_model *m, size_t first, size_t count) {
     if (!m->comm) return;
     for (int i = 0; i < m->layout.n_tensors; i++) {
         const dt_tensor_spec *t = &m->layout.tensors[i];
-        if (t->tp_partial) tp_sum(m, m->grads_mem + t->offset, t->numel);
+        if (t->tp_partial && t->offset >= first && t->offset + t->numel <= first + count)
+            tp_sum(m, m->grads_mem + t->offset, t->numel);
     }
 }
+
+void model_reduce_tp_grads(dt_model *m) { model_reduce_tp_grads_range(m, 0, m->layout.total); }
 
 void model_params_to_host(const dt_model *m, float *host) {
     m->be->copy_to_host(host, m->params_mem, m->layout.total * sizeof(float));

@@ -8,6 +8,8 @@
  *   (training: model_forward_train, which keeps the loss in backend memory; optim/step.h)
  *   model_reduce_tp_grads(&m);
  *   ... optimizer on m.params_mem / m.grads_mem ...
+ * (or, to act on each layer's gradients as soon as the backward has them, a hook:
+ * model_set_grad_ready_hook, model_reduce_tp_grads_range)
  *   model_free(&m);
  * model_init_opts(..., recompute = 1) trades compute for memory (activation recomputation). */
 #ifndef DT_MODEL_H
@@ -28,6 +30,18 @@ typedef struct dt_tp_comm {
     void (*allreduce_sum)(void *ctx, float *buf, size_t n);
     void (*allreduce_max)(void *ctx, float *buf, size_t n);
 } dt_tp_comm;
+
+/* Called by model_backward each time the gradients of a contiguous range of the flat buffer,
+ * grads_mem[first, first + count), are complete: the backward writes them no more. The ranges
+ * come in the order the backward finishes them, the order of the flat layout reversed: the final
+ * norm with the LM head (untied), then layers n_layers-1 .. 0, then the embedding (which, tied,
+ * also holds the LM head's gradient and so comes last); together they cover the buffer exactly
+ * once, on every call of model_backward (a micro-batch without targets included). On a device
+ * backend "complete" is in stream order: work the callee enqueues after the call sees the
+ * gradients. What the callee does with them (the trainer starts their data-parallel reduction
+ * while the backward goes on) is none of the model's business; it must not write outside the
+ * range nor read the model's activations. */
+typedef void (*dt_grad_ready_fn)(void *ctx, size_t first, size_t count);
 
 /* Per-layer activations kept for the backward pass. All (B*T = N rows). Widths are this
  * tensor-parallel rank's: its heads, its share of the FFN.
@@ -105,6 +119,9 @@ typedef struct dt_model {
     float last_loss; /* mean loss of the last model_forward over non-ignored targets (NaN after
                         model_forward_train: its loss stays in backend memory) */
     int n_targets;   /* targets >= 0 in the last forward */
+
+    dt_grad_ready_fn grad_ready; /* NULL: no hook (model_set_grad_ready_hook) */
+    void *grad_ready_ctx;
 } dt_model;
 
 /* Allocates parameters (initialised from seed, README "Initialisation"), gradients (zero) and
@@ -163,6 +180,12 @@ void model_zero_grad(dt_model *m);
  * micro-batch (the accumulated gradients would otherwise be summed more than once). No-op at
  * tp == 1. */
 void model_reduce_tp_grads(dt_model *m);
+/* The same for the tensors inside grads_mem[first, first + count) alone (a range of the
+ * gradient-ready hook: it never splits a tensor). Called for every range of a backward, it does
+ * what model_reduce_tp_grads does, range by range. */
+void model_reduce_tp_grads_range(dt_model *m, size_t first, size_t count);
+/* Installs the gradient-ready hook (fn NULL removes it); it stays until replaced. */
+void model_set_grad_ready_hook(dt_model *m, dt_grad_ready_fn fn, void *ctx);
 
 /* Copies parameters between host and the backend (layout.total floats). */
 void model_params_to_host(const dt_model *m, float *host);

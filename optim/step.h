@@ -54,8 +54,10 @@ void step_free(dt_step *s);
 
 /* At the start of a step: clears the sums. */
 void step_begin(dt_step *s);
-/* One micro-batch: the training forward over host token ids (its mean loss added to the step's
- * loss sum) and the backward of dloss_scale times that loss (model_backward). */
+/* The training forward over host token ids: its mean loss added to the step's loss sum. */
+void step_forward(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t *targets);
+/* One micro-batch: step_forward, then the backward of dloss_scale times that loss
+ * (model_backward). The trainer runs the backward itself, with its gradient reduction. */
 void step_micro_batch(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t *targets,
                       float dloss_scale);
 /* After the gradients of the optimizer's range are reduced (grads: the gradient of its element

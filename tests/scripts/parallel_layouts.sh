@@ -7,7 +7,8 @@
 # (model.subln: scalar, a per-head gain split over tp with the heads, and a frozen model.lambda,
 # whose lambda vectors are absent) under tp 2 x dp 2 with ZeRO 1 and tp 4, and for activation
 # recomputation (train.recompute) under tp 2 x dp 2 with ZeRO 1 (also bit-identical to that
-# layout without it). Also: a world size that does not match
+# layout without it), and for parallel.overlap_grad_reduce off against on (bit-identical at dp 2
+# under ZeRO 1, ZeRO 2 and tp 2 x dp 2). Also: a world size that does not match
 # tp x dp and a tp that does not divide the heads end every rank with status 2 and one message;
 # a rank killed with SIGKILL mid-step ends the job within 60 s with a non-zero status.
 #
@@ -86,6 +87,27 @@ train "$name" 4 "$CONFIGS/parallel/diff.yaml" parallel.tp=2 parallel.dp=2 parall
   "$tmp/$name.jsonl" "$name" || fail "$name does not match the single-rank run"
 cmp -s "$tmp/diff-tp2-dp2-zero1/params.bin" "$tmp/$name/params.bin" ||
   fail "$name: parameters differ from the same layout without recomputation"
+
+# parallel.overlap_grad_reduce (default true, so every run above reduces each layer's gradients
+# as the backward finishes it, the dp 4 ones included): off reduces the whole buffer after the
+# backward. At dp 2 each element is a sum of two whatever the buckets, so the parameters after
+# 5 steps must be bit-identical between on and off, at ZeRO 1 (the last micro-batch reduces),
+# ZeRO 2 (every micro-batch does) and under tp 2 x dp 2 (the TP-partial gradients summed per
+# range first)
+grep -q "overlap_grad_reduce: true" "$tmp/diff-tp1-dp4-zero2.out" ||
+  fail "diff-tp1-dp4-zero2: the resolved config does not show overlap_grad_reduce: true"
+for layout in "1 2 1" "1 2 2" "2 2 2"; do
+  set -- $layout
+  on="diff-tp$1-dp$2-zero$3"
+  name="$on-no-overlap"
+  train "$name" $(($1 * $2)) "$CONFIGS/parallel/diff.yaml" parallel.tp=$1 parallel.dp=$2 \
+    parallel.zero=$3 parallel.overlap_grad_reduce=false
+  grep -q "overlap_grad_reduce: false" "$tmp/$name.out" || fail "$name: the override is not shown"
+  "$PY" "$HERE/compare_dumps.py" "$tmp/diff-ref" "$tmp/$name" "$tmp/diff-ref.jsonl" \
+    "$tmp/$name.jsonl" "$name" || fail "$name does not match the single-rank run"
+  cmp -s "$tmp/$on/params.bin" "$tmp/$name/params.bin" ||
+    fail "$name: parameters differ from the same layout with overlap_grad_reduce on"
+done
 
 # bad layouts: exit 2 on every rank, one message
 expect_refusal() { # NAME NP [overrides...]

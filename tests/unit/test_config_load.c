@@ -106,7 +106,7 @@ static const char *full_doc = "model:\n"
                               "  lambda: 1.0\n" /* ignored by the transformer, kept */
                               "  subln: scalar\n"
                               "  init_std: 0.01\n"
-                              "parallel: {tp: 3, dp: 2, zero: 2}\n"
+                              "parallel: {tp: 3, dp: 2, zero: 2, overlap_grad_reduce: false}\n"
                               "train:\n"
                               "  seq_len: 32\n"
                               "  micro_batch: 2\n"
@@ -170,6 +170,7 @@ static void test_full_document(void **state) {
     assert_int_equal(c->model.subln, DT_SUBLN_SCALAR);
     assert_int_equal(c->parallel.tp, 3);
     assert_int_equal(c->parallel.dp, 2);
+    assert_int_equal(c->parallel.overlap_grad_reduce, 0);
     assert_int_equal(c->train.global_batch, 20);
     assert_true(c->train.seed == UINT64_MAX);
     assert_int_equal(c->train.precision, DT_PRECISION_BF16);
