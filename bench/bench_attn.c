@@ -145,7 +145,8 @@ static double check_vs_tiled(int kind, const bufs *b, int B, int T, int H, int d
 int main(int argc, char **argv) {
     int iters = 10, warmup = 3, check = 1;
     for (int i = 1; i < argc; i++) {
-        if (sscanf(argv[i], "--iters=%d", &iters) == 1 || sscanf(argv[i], "--warmup=%d", &warmup) == 1 ||
+        if (sscanf(argv[i], "--iters=%d", &iters) == 1 ||
+            sscanf(argv[i], "--warmup=%d", &warmup) == 1 ||
             sscanf(argv[i], "--check=%d", &check) == 1)
             continue;
         fprintf(stderr, "usage: bench_attn [--iters=N] [--warmup=N] [--check=0|1]\n");
@@ -203,8 +204,9 @@ int main(int argc, char **argv) {
                     printf("CHECK %s %s T=%d: max |fused - tiled fp32| of out = %.3g\n",
                            kind_name[kind], shapes[si].size, T, e);
                     if (e < 0.0 || e > 0.1) {
-                        fprintf(stderr, "bench_attn: %s %s T=%d: fused output off the tiled "
-                                        "kernels' (%.3g)\n", kind_name[kind], shapes[si].size, T, e);
+                        fprintf(stderr,
+                                "bench_attn: %s %s T=%d: fused output off the tiled kernels' "
+                                "(%.3g)\n", kind_name[kind], shapes[si].size, T, e);
                         status = 1;
                     }
                 }

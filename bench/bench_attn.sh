@@ -30,8 +30,8 @@ if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     echo "bench_attn.sh: $PY has no CUDA PyTorch: SDPA side skipped" >&2
     exit 77
 fi
-PYTHONUNBUFFERED=1 "$PY" "$HERE/sdpa_attn.py" --iters="$ITERS" --warmup="$WARMUP" >"$tmp/sdpa" 2>&1 \
-    || { cat "$tmp/sdpa"; echo "bench_attn.sh: sdpa_attn.py failed" >&2; exit 1; }
+PYTHONUNBUFFERED=1 "$PY" "$HERE/sdpa_attn.py" --iters="$ITERS" --warmup="$WARMUP" \
+    >"$tmp/sdpa" 2>&1 || { cat "$tmp/sdpa"; echo "bench_attn.sh: sdpa_attn.py failed" >&2; exit 1; }
 cat "$tmp/sdpa"
 "$PY" - "$tmp/fused" "$tmp/sdpa" <<'PY'
 import sys

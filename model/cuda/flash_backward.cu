@@ -129,13 +129,15 @@ flash_dkdv_kernel(float *dk, float *dv, const Tin *G, const Tin *q, const Tin *k
                          blockDim.x);
     float accv[DV / 16][4]; /* keys 16wk.., columns wh*DV/2.. */
 #pragma unroll
-    for (int nt = 0; nt < DV / 16; nt++) accv[nt][0] = accv[nt][1] = accv[nt][2] = accv[nt][3] = 0.0f;
+    for (int nt = 0; nt < DV / 16; nt++)
+        accv[nt][0] = accv[nt][1] = accv[nt][2] = accv[nt][3] = 0.0f;
 
     for (int slot = 0; slot < n_slot; slot++) {
         const int kh = attn_k_head(m, gv * m.n_rep + slot);
         float acck[D / 16][4]; /* keys 16wk.., columns wh*D/2.. */
 #pragma unroll
-        for (int nt = 0; nt < D / 16; nt++) acck[nt][0] = acck[nt][1] = acck[nt][2] = acck[nt][3] = 0.0f;
+        for (int nt = 0; nt < D / 16; nt++)
+            acck[nt][0] = acck[nt][1] = acck[nt][2] = acck[nt][3] = 0.0f;
         __syncthreads(); /* the previous slot's K tile is consumed */
         flash_stage<Tin, D>(Ks, k + (size_t)b * T * ks + (size_t)kh * D, ks, j0, nc, FLASH_BC, tid,
                             blockDim.x);

@@ -162,7 +162,8 @@ flash_forward_kernel(float *o_a, float *o_b, float *lse, const Tin *q, const Tin
         const int i = i0 + 16 * rw + g + 8 * r;
         const float rs = epi.gamma ? 1.0f / sqrtf(flash_quad_sum(ss[r]) / DV + epi.eps) : 1.0f;
         if (i >= T) continue;
-        if (epi.gamma && epi.rstd && t4 == 0) epi.rstd[((size_t)b * T + i) * (m.nq / 2) + unit] = rs;
+        if (epi.gamma && epi.rstd && t4 == 0) /* rstd (B, T, H) */
+            epi.rstd[((size_t)b * T + i) * (m.nq / 2) + unit] = rs;
 #pragma unroll
         for (int nt = 0; nt < NTV; nt++) {
             const int col = 8 * nt + 2 * t4;
@@ -196,8 +197,9 @@ void flash_check(const attn_map &m) {
 }
 
 template <int D, int DV, int NB> static size_t flash_forward_smem(void) {
-    const size_t tiles = sizeof(flash_bf16) * ((size_t)NB * (FLASH_BR + FLASH_BC) * (D + FLASH_PAD) +
-                                               (size_t)FLASH_BC * (DV + FLASH_PAD));
+    const size_t tiles =
+        sizeof(flash_bf16) * ((size_t)NB * (FLASH_BR + FLASH_BC) * (D + FLASH_PAD) +
+                              (size_t)FLASH_BC * (DV + FLASH_PAD));
     const size_t xch = NB == 2 ? sizeof(float) * FLASH_WARPS * 32 * (DV / 2) : 0;
     return tiles > xch ? tiles : xch; /* d = 128 DIFF: 103,424 B */
 }

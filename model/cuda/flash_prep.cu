@@ -61,7 +61,8 @@ flash_diff_prep_kernel(float *G, float *delta, double *part, const float *dout, 
     for (int u = 0; u < PREP_U; u++) gp[u] = 0.0;
 
     for (int rr = 0; rr < PREP_ROWS_PER_WARP; rr++) {
-        const size_t n = ch * PREP_WARPS * PREP_ROWS_PER_WARP + (size_t)warp * PREP_ROWS_PER_WARP + rr;
+        const size_t n =
+            (ch * PREP_WARPS + (size_t)warp) * PREP_ROWS_PER_WARP + (size_t)rr; /* the row */
         if (n >= n_rows) break; /* warp-uniform */
         const float *a1 = o1 + n * d2, *a2 = o2 + n * d2, *dy = dout + n * d2; /* (2d) */
         float go[PREP_U];

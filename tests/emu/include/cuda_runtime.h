@@ -17,6 +17,10 @@
  *   - every __syncthreads is reached by every thread of the block, at the same call site (no
  *     thread exited or waiting elsewhere); every full-mask shuffle is reached by all 32 lanes of
  *     the warp at the same call site with the same mask (partial warps and masks abort);
+ *   - the tensor-core instructions of model/cuda/mma.cuh (mma.m16n8k16 bf16, ldmatrix.x4),
+ *     warp-collective like a shuffle, compute with the PTX ISA's exact fragment layouts
+ *     (emu_mma.cpp), so a fragment kept in the wrong register or lane gives a wrong result;
+ *     ldmatrix rows must be 16-byte aligned and in shared memory;
  *   - shared memory: static + dynamic sizes within the limits, more than 48 KiB of dynamic
  *     shared memory only after cudaFuncSetAttribute(MaxDynamicSharedMemorySize) for that
  *     kernel; shared memory starts every block as NaN (0xff bytes), so a value read before a
@@ -31,8 +35,9 @@
  * What it cannot check: data races between threads within one barrier phase (threads run one
  * at a time, in order), the GPU memory model and asynchrony (every call completes before it
  * returns; streams and events are trivially ordered), the ulp differences of CUDA's math
- * library and its FMA contraction (glibc expf/logf/pow are used), atomics (no kernel uses
- * them), and speed. x86-64 Linux only (the context switch). */
+ * library and its FMA contraction (glibc expf/logf/pow are used), the tensor cores' own
+ * rounding of a product's sum (each mma here rounds a double-precision sum once), atomics (no
+ * kernel uses them), and speed. x86-64 Linux only (the context switch). */
 #ifndef DT_EMU_CUDA_RUNTIME_H
 #define DT_EMU_CUDA_RUNTIME_H
 
