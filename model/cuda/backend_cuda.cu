@@ -37,8 +37,8 @@ static void bf16_attention_backward(float *dq, float *dk, float *dv, const float
                                     const float *q, const float *k, const float *v,
                                     const float *out, const float *lse, int B, int T, int Hq,
                                     int Hkv, int d, int d_v) {
-    const void *p[] = {out, q, k, v, dq, dk, dv, dout};
-    if (cuda_flash_usable(d, d_v, 0, p, 8))
+    const void *p[] = {q, k, v, dq, dk, dv, dout};
+    if (cuda_flash_usable(d, d_v, 0, p, 7))
         cuda_flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v);
     else
         cuda_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v);
@@ -63,8 +63,8 @@ static void bf16_diffattn_backward(float *dq, float *dk, float *dv, float *dgamm
                                    const float *o2, const float *lse, const float *rstd,
                                    const float *lambda, const float *gamma, float lambda_init,
                                    int B, int T, int H, int Hkv, int d) {
-    const void *p[] = {o1, o2, q, k, v, dq, dk, dv};
-    if (cuda_flash_usable(d, 2 * d, 1, p, 8))
+    const void *p[] = {q, k, v, dq, dk, dv};
+    if (cuda_flash_usable(d, 2 * d, 1, p, 6))
         cuda_flash_diffattn_backward(dq, dk, dv, dgamma, dlambda, dout, q, k, v, o1, o2, lse,
                                      rstd, lambda, gamma, lambda_init, B, T, H, Hkv, d);
     else

@@ -466,6 +466,15 @@ static int dispatch_diff(const dt_backend *be, int d, int fused) {
 
 static void test_backend_dispatch(void **state) {
     (void)state;
+    float *buf = cut_to_device(NULL, 64 * sizeof(float));
+    const void *ok[] = {buf, buf + 4}, *off[] = {buf, buf + 2}; /* 16 and 8 bytes in */
+    assert_int_equal(cuda_flash_usable(64, 64, 0, ok, 2), 1);
+    assert_int_equal(cuda_flash_usable(96, 192, 1, ok, 2), 1);
+    assert_int_equal(cuda_flash_usable(128, 128, 0, off, 2), 0); /* misaligned: the tiled path */
+    assert_int_equal(cuda_flash_usable(64, 128, 0, ok, 2), 0);   /* dv = 2d is DIFF's */
+    assert_int_equal(cuda_flash_usable(64, 64, 1, ok, 2), 0);
+    assert_int_equal(cuda_flash_usable(80, 80, 0, ok, 2), 0);
+    cuda_free(buf);
     assert_int_equal(cuda_backend_init(0, 1), 0);
     const dt_backend *be = dt_backend_cuda();
     int fails = dispatch_standard(be, 64, 1) + dispatch_diff(be, 64, 1);
