@@ -1,9 +1,16 @@
 /* The CUDA backend: the dt_backend struct filled with the CUDA ops (model/cuda/cuda_ops.h), and
- * its lifecycle. Checked op by op against the CPU oracle (tests/unit/test_cuda_*.c). */
+ * its lifecycle. Checked op by op against the CPU oracle (tests/unit/test_cuda_*.c).
+ *
+ * Attention under "bf16 products": the fused tensor-core kernels (flash.h) where they handle the
+ * head dims and the buffers' alignment, else the tiled fp32 kernels (fp32 mode always keeps the
+ * tiled ones). The model's buffers are carved 64-byte aligned, so a backward takes the path of
+ * its forward; were it not to, it would still be right (both paths keep the same lse, o1, o2),
+ * only with probabilities recomputed at the other precision. */
 #include <stdio.h>
 
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
+#include "model/cuda/flash.h"
 
 extern "C" {
 #include "model/backend.h"
@@ -16,6 +23,54 @@ void cuda_matmul_shutdown(void);
 
 static dt_backend g_backend;
 static int g_device = -1;
+
+static void bf16_attention_forward(float *out, float *lse, const float *q, const float *k,
+                                   const float *v, int B, int T, int Hq, int Hkv, int d, int dv) {
+    const void *p[] = {out, q, k, v};
+    if (cuda_flash_usable(d, dv, 0, p, 4))
+        cuda_flash_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, dv);
+    else
+        cuda_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, dv);
+}
+
+static void bf16_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                                    const float *q, const float *k, const float *v,
+                                    const float *out, const float *lse, int B, int T, int Hq,
+                                    int Hkv, int d, int d_v) {
+    const void *p[] = {q, k, v, dq, dk, dv, dout};
+    if (cuda_flash_usable(d, d_v, 0, p, 7))
+        cuda_flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v);
+    else
+        cuda_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v);
+}
+
+static void bf16_diffattn_forward(float *out, float *o1, float *o2, float *lse, float *rstd,
+                                  const float *q, const float *k, const float *v,
+                                  const float *lambda, const float *gamma, float lambda_init,
+                                  float eps, int B, int T, int H, int Hkv, int d) {
+    const void *p[] = {o1, o2, q, k, v, out};
+    if (cuda_flash_usable(d, 2 * d, 1, p, 6))
+        cuda_flash_diffattn_forward(out, o1, o2, lse, rstd, q, k, v, lambda, gamma, lambda_init,
+                                    eps, B, T, H, Hkv, d);
+    else
+        cuda_diffattn_forward(out, o1, o2, lse, rstd, q, k, v, lambda, gamma, lambda_init, eps, B,
+                              T, H, Hkv, d);
+}
+
+static void bf16_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma,
+                                   float *dlambda, const float *dout, const float *q,
+                                   const float *k, const float *v, const float *o1,
+                                   const float *o2, const float *lse, const float *rstd,
+                                   const float *lambda, const float *gamma, float lambda_init,
+                                   int B, int T, int H, int Hkv, int d) {
+    const void *p[] = {q, k, v, dq, dk, dv};
+    if (cuda_flash_usable(d, 2 * d, 1, p, 6))
+        cuda_flash_diffattn_backward(dq, dk, dv, dgamma, dlambda, dout, q, k, v, o1, o2, lse,
+                                     rstd, lambda, gamma, lambda_init, B, T, H, Hkv, d);
+    else
+        cuda_diffattn_backward(dq, dk, dv, dgamma, dlambda, dout, q, k, v, o1, o2, lse, rstd,
+                               lambda, gamma, lambda_init, B, T, H, Hkv, d);
+}
 
 static void fill(dt_backend *b, int bf16) {
     b->name = bf16 ? "cuda (bf16 products)" : "cuda";
@@ -52,10 +107,10 @@ static void fill(dt_backend *b, int bf16) {
     b->xent_vp_max = cuda_xent_vp_max;
     b->xent_vp_sums = cuda_xent_vp_sums;
     b->xent_vp_finish = cuda_xent_vp_finish;
-    b->attention_forward = cuda_attention_forward;
-    b->attention_backward = cuda_attention_backward;
-    b->diffattn_forward = cuda_diffattn_forward;
-    b->diffattn_backward = cuda_diffattn_backward;
+    b->attention_forward = bf16 ? bf16_attention_forward : cuda_attention_forward;
+    b->attention_backward = bf16 ? bf16_attention_backward : cuda_attention_backward;
+    b->diffattn_forward = bf16 ? bf16_diffattn_forward : cuda_diffattn_forward;
+    b->diffattn_backward = bf16 ? bf16_diffattn_backward : cuda_diffattn_backward;
     b->difflambda_forward = cuda_difflambda_forward;
     b->difflambda_backward = cuda_difflambda_backward;
     b->head_scale_forward = cuda_head_scale_forward;

@@ -50,6 +50,8 @@ struct emu_thread {
     unsigned long long bits, result; /* shuffle: its value, the value it receives */
     unsigned mask;
     int kind, arg, width;
+    void (*op)(void *const *); /* a collective: its operation and this lane's operands */
+    void *operands;
 };
 static emu_thread g_t[EMU_MAX_THREADS];
 static uint3 g_tid[EMU_MAX_THREADS];
@@ -133,18 +135,28 @@ static bool warp_shuffle(void) {
     }
     if (at_shfl == 0) return false;
     const emu_thread &f = g_t[first];
+    const char *what = f.kind == EMU_COLLECTIVE ? "warp-collective instruction" : "shuffle";
     if (t1 - t0 != 32)
-        emu_fail("full-warp shuffle at %s:%d in warp %u, which has only %u threads", f.file, f.line,
-                 w, t1 - t0);
+        emu_fail("full-warp %s at %s:%d in warp %u, which has only %u threads", what, f.file,
+                 f.line, w, t1 - t0);
     if (at_shfl != 32)
-        emu_fail("shuffle at %s:%d reached by %u of the 32 lanes of warp %u (%u wait at "
+        emu_fail("%s at %s:%d reached by %u of the 32 lanes of warp %u (%u wait at "
                  "__syncthreads, %u exited): every lane of the mask must reach it",
-                 f.file, f.line, at_shfl, w, at_sync, 32 - at_shfl - at_sync);
+                 what, f.file, f.line, at_shfl, w, at_sync, 32 - at_shfl - at_sync);
     for (unsigned t = t0 + 1; t < t1; t++) {
         const emu_thread &l = g_t[t];
-        if (!same_site(l, f) || l.kind != f.kind || l.mask != f.mask || l.width != f.width)
-            emu_fail("lanes 0 and %u of warp %u wait at different shuffles (%s:%d, %s:%d)", t - t0,
-                     w, f.file, f.line, l.file, l.line);
+        if (!same_site(l, f) || l.kind != f.kind || l.mask != f.mask || l.width != f.width ||
+            l.op != f.op)
+            emu_fail("lanes 0 and %u of warp %u wait at different shuffles or collectives (%s:%d, "
+                     "%s:%d)", t - t0, w, f.file, f.line, l.file, l.line);
+    }
+    emu_thread *l = g_t + t0;
+    if (f.kind == EMU_COLLECTIVE) {
+        void *lanes[32];
+        for (int lane = 0; lane < 32; lane++) lanes[lane] = l[lane].operands;
+        f.op(lanes);
+        for (int lane = 0; lane < 32; lane++) l[lane].state = ST_RUN;
+        return true;
     }
     if (f.mask != 0xffffffffu)
         emu_fail("shuffle at %s:%d with mask 0x%08x: only full-warp masks are emulated", f.file,
@@ -152,7 +164,6 @@ static bool warp_shuffle(void) {
     if (f.width != 32)
         emu_fail("shuffle at %s:%d with width %d: only width 32 is emulated", f.file, f.line,
                  f.width);
-    emu_thread *l = g_t + t0;
     for (int lane = 0; lane < 32; lane++) {
         int src = lane;
         switch (f.kind) {
@@ -194,6 +205,7 @@ unsigned long long emu_shfl(unsigned long long bits, unsigned mask, int kind, in
     if (!g_cfg) emu_fail("warp shuffle outside a kernel (%s:%d)", file, line);
     emu_thread &me = g_t[g_cur];
     me.bits = bits;
+    me.op = NULL;
     me.mask = mask;
     me.kind = kind;
     me.arg = arg;
@@ -203,6 +215,21 @@ unsigned long long emu_shfl(unsigned long long bits, unsigned mask, int kind, in
     me.state = ST_WARP;
     pass_on();
     return me.result;
+}
+
+void emu_warp_collective(void (*op)(void *const *), void *mine, const char *file, int line) {
+    if (!g_cfg) emu_fail("warp-collective instruction outside a kernel (%s:%d)", file, line);
+    emu_thread &me = g_t[g_cur];
+    me.op = op;
+    me.operands = mine;
+    me.mask = 0xffffffffu;
+    me.kind = EMU_COLLECTIVE;
+    me.arg = 0;
+    me.width = 32;
+    me.file = file;
+    me.line = line;
+    me.state = ST_WARP;
+    pass_on();
 }
 
 static void run_block(void) {
@@ -273,6 +300,15 @@ void *emu_static_smem(emu_shared_site *site, size_t bytes, size_t align, const c
         memset(g_static_end - used, 0xff, bytes);
     }
     return g_static_end - site->offset;
+}
+
+int emu_shared_range(const void *p, size_t bytes) {
+    if (!g_cfg) return 0;
+    const unsigned char *a = (const unsigned char *)p;
+    const size_t dyn = (g_cfg->smem + 15) / 16 * 16;
+    if (a >= g_dyn_end - dyn && a <= g_dyn_end && bytes <= (size_t)(g_dyn_end - a)) return 1;
+    return a >= g_static_end - g_static_used && a <= g_static_end &&
+           bytes <= (size_t)(g_static_end - a);
 }
 
 cudaError_t emu_func_set_attribute(const void *kernel, cudaFuncAttribute attr, int value) {

@@ -11,7 +11,8 @@
  *     NaN-filled C and beta 1, against a double reference; with bf16 products, against a double
  *     reference on inputs rounded here by another method (frexp/nearbyint), and its ties. The
  *     fp32 sums of 33 products of |x| < 1 (times alpha 1.5) round by at most 1.5 * 33 * 33 *
- *     2^-24 = 1e-4 (typically 1e-6): tolerance 2e-4 + 1e-4 |ref|. */
+ *     2^-24 = 1e-4 (typically 1e-6): tolerance 2e-4 + 1e-4 |ref|;
+ *   - the tensor-core instructions (mma, ldmatrix, bf16 packing): emu_selftest_mma.cu. */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -241,6 +242,8 @@ static void test_gemm(void) {
     cublasDestroy(h);
 }
 
+int emu_selftest_mma(void); /* emu_selftest_mma.cu: the tensor-core instructions */
+
 int main(void) {
     test_shuffles();
     test_smem();
@@ -251,6 +254,7 @@ int main(void) {
     expect_death("host pointer passed to a kernel", SIGABRT, run_host_pointer);
     expect_death("store past the end of a cudaMalloc buffer", SIGSEGV, run_overrun);
     test_gemm();
+    g_fails += emu_selftest_mma();
     printf("%s: %d failed checks\n", g_fails ? "FAILED" : "PASSED", g_fails);
     return g_fails ? 1 : 0;
 }

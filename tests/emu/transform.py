@@ -4,7 +4,9 @@
 
   kernel<<<grid, block[, smem[, stream]]>>>(args)
       -> emu_launch(kernel, "kernel", dim3(grid), dim3(block), (size_t)(smem),
-                    (cudaStream_t)(stream), emu_kernel_args<decltype(kernel)>::type(args))
+                    (cudaStream_t)(stream), typename emu_kernel_args<decltype(kernel)>::type(args))
+      (kernel may also be a variable holding a pointer to a kernel, e.g. a template's instance;
+      `typename`: the launch may sit in a template)
   extern __shared__ T name[];      -> EMU_DYN_SHARED(T, name);
   __shared__ T name[dims];         -> EMU_SHARED(T, name, [dims]);
   #pragma unroll                   -> (removed: g++ would warn about an unknown pragma)
@@ -118,7 +120,7 @@ def transform(path, src):
         end = matching_paren(mask, paren)
         args = src[paren + 1:end]
         text = ('emu_launch(%s, "%s", dim3(%s), dim3(%s), (size_t)(%s), (cudaStream_t)(%s), '
-                'emu_kernel_args<decltype(%s)>::type(%s))'
+                'typename emu_kernel_args<decltype(%s)>::type(%s))'
                 % (name, name, cfg[0], cfg[1], cfg[2], cfg[3], name, args))
         edits.append((m.start(), end + 1, text + newlines(src[m.start():paren])))
     edits.sort()

@@ -17,6 +17,10 @@
  *   - every __syncthreads is reached by every thread of the block, at the same call site (no
  *     thread exited or waiting elsewhere); every full-mask shuffle is reached by all 32 lanes of
  *     the warp at the same call site with the same mask (partial warps and masks abort);
+ *   - the tensor-core instructions of model/cuda/mma.cuh (mma.m16n8k16 bf16, ldmatrix.x4),
+ *     warp-collective like a shuffle, compute with the PTX ISA's exact fragment layouts
+ *     (emu_mma.cpp), so a fragment kept in the wrong register or lane gives a wrong result;
+ *     ldmatrix rows must be 16-byte aligned and in shared memory;
  *   - shared memory: static + dynamic sizes within the limits, more than 48 KiB of dynamic
  *     shared memory only after cudaFuncSetAttribute(MaxDynamicSharedMemorySize) for that
  *     kernel; shared memory starts every block as NaN (0xff bytes), so a value read before a
@@ -31,10 +35,14 @@
  * What it cannot check: data races between threads within one barrier phase (threads run one
  * at a time, in order), the GPU memory model and asynchrony (every call completes before it
  * returns; streams and events are trivially ordered), the ulp differences of CUDA's math
- * library and its FMA contraction (glibc expf/logf/pow are used), atomics (no kernel uses
- * them), and speed. x86-64 Linux only (the context switch). */
+ * library and its FMA contraction (glibc expf/logf/pow are used), the tensor cores' own
+ * rounding of a product's sum (each mma here rounds a double-precision sum once), atomics (no
+ * kernel uses them), and speed. x86-64 Linux only (the context switch). */
 #ifndef DT_EMU_CUDA_RUNTIME_H
 #define DT_EMU_CUDA_RUNTIME_H
+
+/* Lets model/cuda code that must differ under emulation (inline PTX: model/cuda/mma.cuh) tell. */
+#define DT_CUDA_EMULATOR 1
 
 #include <math.h>
 #include <stddef.h>
@@ -61,6 +69,27 @@ struct dim3 {
     dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
     dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
 };
+
+/* The vector types the kernels load and store through, with the sizes and alignment of CUDA's
+ * vector_types.h. */
+struct __align__(8) float2 {
+    float x, y;
+};
+struct __align__(16) float4 {
+    float x, y, z, w;
+};
+struct __align__(8) uint2 {
+    unsigned x, y;
+};
+struct __align__(16) uint4 {
+    unsigned x, y, z, w;
+};
+static inline float2 make_float2(float x, float y) { return {x, y}; }
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+static inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) {
+    return {x, y, z, w};
+}
 
 /* Set by the scheduler before it resumes a thread's fiber. */
 extern uint3 threadIdx, blockIdx;
@@ -99,7 +128,7 @@ void emu_syncthreads(const char *file, int line);
 static inline void __syncthreads(const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
     emu_syncthreads(file, line);
 }
-enum { EMU_SHFL_IDX, EMU_SHFL_XOR, EMU_SHFL_DOWN, EMU_SHFL_UP };
+enum { EMU_SHFL_IDX, EMU_SHFL_XOR, EMU_SHFL_DOWN, EMU_SHFL_UP, EMU_COLLECTIVE };
 unsigned long long emu_shfl(unsigned long long bits, unsigned mask, int kind, int arg, int width,
                             const char *file, int line);
 template <typename T>
@@ -133,6 +162,22 @@ static inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 3
                                const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
     return emu_shfl_t(v, mask, EMU_SHFL_UP, (int)delta, width, file, line);
 }
+
+/* ---- warp-collective instructions (emu_rt.cpp schedules, emu_mma.cpp computes) ----
+ * A collective is reached by all 32 lanes of a warp at one call site, like a full-mask shuffle
+ * (the same checks: partial warps, divergent lanes and different call sites abort). Each lane
+ * passes a pointer to its own operands and results; once the whole warp waits there, `op` runs
+ * once with the 32 lanes' pointers (lanes[l] of lane l) and the lanes go on. */
+void emu_warp_collective(void (*op)(void *const *lanes), void *mine, const char *file, int line);
+/* mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 d, a, b, d (C = D: accumulates in place)
+ * and ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16, with the PTX ISA's fragment layouts
+ * (model/cuda/mma.cuh documents them and calls these under DT_CUDA_EMULATOR). ldmatrix checks
+ * that every row address is 16-byte aligned and lies in the block's shared memory. */
+void emu_mma_bf16_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const char *file,
+                           int line);
+void emu_ldmatrix_x4(uint32_t r[4], const void *row, int trans, const char *file, int line);
+/* 1 when [p, p + bytes) lies in the running block's static or dynamic shared memory. */
+int emu_shared_range(const void *p, size_t bytes);
 
 /* ---- shared memory (transform.py rewrites the declarations into these) ---- */
 /* `extern __shared__ T name[];` -> `EMU_DYN_SHARED(T, name);`: the launch's dynamic area. */
@@ -237,11 +282,15 @@ static inline cudaError_t cudaFuncSetAttribute(K *kernel, cudaFuncAttribute attr
 
 /* ---- kernel launches: transform.py rewrites kernel<<<grid, block, smem, stream>>>(args) into
  * emu_launch(kernel, "kernel", dim3(grid), dim3(block), smem, stream,
- *            emu_kernel_args<decltype(kernel)>::type(args)),
+ *            typename emu_kernel_args<decltype(kernel)>::type(args)),
  * which converts the arguments to the parameter types once (as a launch does) and runs every
  * thread of the grid on a copy of them. ---- */
 template <typename F> struct emu_kernel_args;
 template <typename... P> struct emu_kernel_args<void(P...)> { typedef std::tuple<P...> type; };
+/* a launch through a pointer to a (template) kernel: `auto kern = k<T>; kern<<<...>>>(...)` */
+template <typename... P> struct emu_kernel_args<void (*)(P...)> {
+    typedef std::tuple<P...> type;
+};
 struct emu_launch_cfg {
     const void *kernel;
     const char *name;

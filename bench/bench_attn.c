@@ -1,0 +1,227 @@
+/* bench_attn: times the fused bf16 attention kernels (model/cuda/flash.h) of DIFF V1, DIFF V2 and
+ * the baseline Transformer at the paper's 830M and 3B shapes on one GPU.
+ *
+ *   bench_attn [--iters=N] [--warmup=N] [--check=0|1]
+ *
+ * Shapes (the configs/paper files, tp 1): 830M: d_model 1536, 8 DIFF heads of d = 96 (baseline 16
+ * heads); 3B: d_model 3072, 12 DIFF heads of d = 128 (baseline 24); n_kv_heads = n_heads. Per
+ * layer:
+ *   diff    DIFF V1: 2H q-heads and 2H k-heads of d, H v-heads of 2d (both branches fused);
+ *   diff_v2 DIFF V2's attention: 2H q-heads, H kv-heads of d (GQA 2; the combine is not timed);
+ *   base    the baseline: 2H heads of d.
+ * Sequence 2048 and 4096 with B*T = 16384 tokens (B = 8 and 4).
+ *
+ * FLOPs (model FLOPs, causal: each product over the lower triangle counts T^2/2 rows x columns):
+ * per q-head, forward = 2 T^2/2 (d + dv) (S = Q K^T and P V), backward = 2 T^2/2 (3d + 2dv) (S
+ * recomputed, dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q): the FlashAttention papers'
+ * count (backward = 2.5 x forward when dv = d). The kernels compute more than this (dq
+ * recomputes S and dP, and whole diagonal tiles are multiplied before masking); the count is the
+ * same for SDPA, so TFLOP/s compare directly.
+ *
+ * With --check=1 (default) each forward is first compared with the tiled fp32 kernels on the
+ * same inputs (max |fused - tiled| over out, which bf16 keeps near 1e-2 for these inputs).
+ *
+ * Prints one line per case:
+ *   RESULT kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
+ * (medians over --iters timed runs, each synchronised). Exits 77 without a GPU. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model/cuda/cuda_ops.h"
+#include "model/cuda/cuda_probe.h"
+#include "model/cuda/flash.h"
+
+typedef struct shape {
+    const char *size;
+    int H, d; /* DIFF heads (= kv groups) and head dim */
+} shape;
+
+typedef struct bufs { /* device buffers, sized for the largest kind */
+    float *q, *k, *v, *dout, *out, *o1, *o2, *lse, *rstd, *dq, *dk, *dv, *gamma, *lambda,
+        *dgamma, *dlambda, *ref, *ref_lse;
+} bufs;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static float *dev_random(size_t n, uint64_t seed, float lo, float hi) {
+    float *h = malloc(n * sizeof(float)), *d = cuda_alloc(n * sizeof(float));
+    if (!h || !d) {
+        fprintf(stderr, "bench_attn: out of memory (%zu floats)\n", n);
+        exit(1);
+    }
+    uint64_t s = 0x9E3779B97F4A7C15ull ^ seed;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        h[i] = lo + (hi - lo) * (float)((s >> 40) * (1.0 / 16777216.0));
+    }
+    cuda_copy_from_host(d, h, n * sizeof(float));
+    free(h);
+    return d;
+}
+
+enum { KIND_DIFF, KIND_V2, KIND_BASE };
+static const char *kind_name[] = {"diff", "diff_v2", "base"};
+
+/* One forward (and backward when bwd) of kind k; ref != 0 runs the tiled fp32 forward instead. */
+static void run(int kind, const bufs *b, int B, int T, int H, int d, int bwd, int ref) {
+    switch (kind) {
+    case KIND_DIFF:
+        (ref ? cuda_diffattn_forward : cuda_flash_diffattn_forward)(
+            ref ? b->ref : b->out, b->o1, b->o2, ref ? b->ref_lse : b->lse, b->rstd, b->q, b->k,
+            b->v, b->lambda, b->gamma, 0.2f, 1e-5f, B, T, H, H, d);
+        if (bwd)
+            cuda_flash_diffattn_backward(b->dq, b->dk, b->dv, b->dgamma, b->dlambda, b->dout,
+                                         b->q, b->k, b->v, b->o1, b->o2, b->lse, b->rstd,
+                                         b->lambda, b->gamma, 0.2f, B, T, H, H, d);
+        break;
+    case KIND_V2:
+    case KIND_BASE: {
+        const int Hkv = kind == KIND_V2 ? H : 2 * H;
+        (ref ? cuda_attention_forward : cuda_flash_attention_forward)(
+            ref ? b->ref : b->out, ref ? b->ref_lse : b->lse, b->q, b->k, b->v, B, T, 2 * H, Hkv,
+            d, d);
+        if (bwd)
+            cuda_flash_attention_backward(b->dq, b->dk, b->dv, b->dout, b->q, b->k, b->v, b->out,
+                                          b->lse, B, T, 2 * H, Hkv, d, d);
+        break;
+    }
+    }
+}
+
+static double flops(int kind, int B, int T, int H, int d, int bwd) {
+    const int nq = 2 * H, dv = kind == KIND_DIFF ? 2 * d : d;
+    const double per = (double)B * nq * (double)T * T; /* 2 * T^2 / 2 per product column */
+    return per * ((double)d + dv + (bwd ? 3.0 * d + 2.0 * dv : 0.0));
+}
+
+static double time_ms(int kind, const bufs *b, int B, int T, int H, int d, int bwd, int warmup,
+                      int iters) {
+    double t[64];
+    for (int i = 0; i < warmup; i++) run(kind, b, B, T, H, d, bwd, 0);
+    cuda_synchronize();
+    for (int i = 0; i < iters; i++) {
+        const double t0 = now_s();
+        run(kind, b, B, T, H, d, bwd, 0);
+        cuda_synchronize();
+        t[i] = 1e3 * (now_s() - t0);
+    }
+    qsort(t, (size_t)iters, sizeof(double), cmp_double);
+    return t[iters / 2];
+}
+
+/* max |fused - tiled| of the forward output; -1 when a value is not finite */
+static double check_vs_tiled(int kind, const bufs *b, int B, int T, int H, int d, size_t n_out) {
+    run(kind, b, B, T, H, d, 0, 0);
+    run(kind, b, B, T, H, d, 0, 1);
+    float *x = malloc(n_out * sizeof(float)), *y = malloc(n_out * sizeof(float));
+    cuda_copy_to_host(x, b->out, n_out * sizeof(float));
+    cuda_copy_to_host(y, b->ref, n_out * sizeof(float));
+    double worst = 0.0;
+    for (size_t i = 0; i < n_out; i++) {
+        const double e = (double)x[i] - (double)y[i];
+        if (!(e == e) || x[i] - x[i] != 0.0f) {
+            worst = -1.0;
+            break;
+        }
+        worst = e > worst ? e : (-e > worst ? -e : worst);
+    }
+    free(x);
+    free(y);
+    return worst;
+}
+
+int main(int argc, char **argv) {
+    int iters = 10, warmup = 3, check = 1;
+    for (int i = 1; i < argc; i++) {
+        if (sscanf(argv[i], "--iters=%d", &iters) == 1 ||
+            sscanf(argv[i], "--warmup=%d", &warmup) == 1 ||
+            sscanf(argv[i], "--check=%d", &check) == 1)
+            continue;
+        fprintf(stderr, "usage: bench_attn [--iters=N] [--warmup=N] [--check=0|1]\n");
+        return 2;
+    }
+    if (iters < 1 || iters > 64 || warmup < 0) {
+        fprintf(stderr, "bench_attn: --iters must be in 1..64, --warmup >= 0\n");
+        return 2;
+    }
+    if (cuda_probe_device_count() == 0 || cuda_probe_roundtrip(0) != 0) {
+        printf("bench_attn: no usable CUDA device: skipped\n");
+        return 77;
+    }
+    if (cuda_backend_init(0, 1) != 0) return 1;
+    char name[256];
+    if (cuda_probe_describe(0, name, sizeof name) == 0) printf("bench_attn: %s\n", name);
+
+    static const shape shapes[] = {{"830m", 8, 96}, {"3b", 12, 128}};
+    static const int seqs[] = {2048, 4096};
+    const int tokens = 16384;
+    int status = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int H = shapes[si].H, d = shapes[si].d;
+        /* per token: q 2H d, k 2H d, v 2H d (every kind's largest), out/o1/o2 2H d */
+        const size_t w = (size_t)2 * H * d, N = (size_t)tokens;
+        bufs b;
+        b.q = dev_random(N * w, 1, -1.0f, 1.0f);
+        b.k = dev_random(N * w, 2, -1.0f, 1.0f);
+        b.v = dev_random(N * w, 3, -1.0f, 1.0f);
+        b.dout = dev_random(N * w, 4, -1.0f, 1.0f);
+        b.gamma = dev_random((size_t)2 * d, 5, 0.5f, 1.5f);
+        b.lambda = dev_random(1, 6, 0.2f, 0.3f);
+        b.out = cuda_alloc(N * w * sizeof(float));
+        b.o1 = cuda_alloc(N * w * sizeof(float));
+        b.o2 = cuda_alloc(N * w * sizeof(float));
+        b.ref = cuda_alloc(N * w * sizeof(float));
+        b.lse = cuda_alloc(N * 2 * H * sizeof(float));
+        b.ref_lse = cuda_alloc(N * 2 * H * sizeof(float));
+        b.rstd = cuda_alloc(N * H * sizeof(float));
+        b.dq = cuda_alloc(N * w * sizeof(float));
+        b.dk = cuda_alloc(N * w * sizeof(float));
+        b.dv = cuda_alloc(N * w * sizeof(float));
+        b.dgamma = cuda_alloc((size_t)2 * d * sizeof(float));
+        b.dlambda = cuda_alloc(sizeof(float));
+        if (!b.out || !b.o1 || !b.o2 || !b.ref || !b.lse || !b.ref_lse || !b.rstd || !b.dq ||
+            !b.dk || !b.dv || !b.dgamma || !b.dlambda) {
+            fprintf(stderr, "bench_attn: out of device memory\n");
+            return 1;
+        }
+        for (size_t ti = 0; ti < sizeof seqs / sizeof seqs[0]; ti++) {
+            const int T = seqs[ti], B = tokens / T;
+            for (int kind = 0; kind < 3; kind++) {
+                if (check) { /* out is N x 2Hd for every kind */
+                    const double e = check_vs_tiled(kind, &b, B, T, H, d, N * w);
+                    printf("CHECK %s %s T=%d: max |fused - tiled fp32| of out = %.3g\n",
+                           kind_name[kind], shapes[si].size, T, e);
+                    if (e < 0.0 || e > 0.1) {
+                        fprintf(stderr,
+                                "bench_attn: %s %s T=%d: fused output off the tiled kernels' "
+                                "(%.3g)\n", kind_name[kind], shapes[si].size, T, e);
+                        status = 1;
+                    }
+                }
+                const double f = time_ms(kind, &b, B, T, H, d, 0, warmup, iters);
+                const double fb = time_ms(kind, &b, B, T, H, d, 1, warmup, iters);
+                printf("RESULT %s %s %d %d %.3f %.3f %.1f %.1f\n", kind_name[kind],
+                       shapes[si].size, T, B, f, fb, flops(kind, B, T, H, d, 0) / f * 1e-9,
+                       flops(kind, B, T, H, d, 1) / fb * 1e-9);
+                fflush(stdout);
+            }
+        }
+        float *all[] = {b.q, b.k, b.v, b.dout, b.gamma, b.lambda, b.out, b.o1, b.o2, b.ref, b.lse,
+                        b.ref_lse, b.rstd, b.dq, b.dk, b.dv, b.dgamma, b.dlambda};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) cuda_free(all[i]);
+    }
+    cuda_backend_shutdown();
+    return status;
+}

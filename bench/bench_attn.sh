@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The fused bf16 attention (model/cuda/flash_*.cu) against PyTorch's
+# scaled_dot_product_attention (bf16, causal) on the same GPU in the same run, at the paper's
+# 830M and 3B shapes, sequence 2048 and 4096 (B*T = 16384): DIFF V1 (fused: both branches in one
+# pass; SDPA: two calls, one per branch), DIFF V2's attention and the baseline's. Forward and
+# forward+backward; TFLOP/s with the causal FLOP count of bench/bench_attn.c, and the ratio
+# fused/SDPA of the throughputs (> 1: the fused kernels are faster).
+#
+#   bench/bench_attn.sh [BENCH_ATTN_BIN]        (default build/bench/bench_attn)
+# Environment: BENCH_ITERS (timed runs, median; default 10), BENCH_WARMUP (default 3),
+# DT_TORCH_PYTHON (default python3: PyTorch with CUDA).
+# Exit 0 when both sides ran, 1 when one failed (or the fused output is off the tiled fp32
+# kernels'), 77 without a GPU or without a CUDA PyTorch.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+BIN=${1:-$HERE/../build/bench/bench_attn}
+PY=${DT_TORCH_PYTHON:-python3}
+ITERS=${BENCH_ITERS:-10}
+WARMUP=${BENCH_WARMUP:-3}
+[ -x "$BIN" ] || { echo "bench_attn.sh: $BIN: not an executable (build bench_attn)" >&2; exit 1; }
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench_attn.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+
+"$BIN" --iters="$ITERS" --warmup="$WARMUP" >"$tmp/fused" 2>&1
+rc=$?
+cat "$tmp/fused"
+[ $rc -eq 77 ] && exit 77
+[ $rc -eq 0 ] || { echo "bench_attn.sh: bench_attn failed ($rc)" >&2; exit 1; }
+if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    echo "bench_attn.sh: $PY has no CUDA PyTorch: SDPA side skipped" >&2
+    exit 77
+fi
+PYTHONUNBUFFERED=1 "$PY" "$HERE/sdpa_attn.py" --iters="$ITERS" --warmup="$WARMUP" \
+    >"$tmp/sdpa" 2>&1 || { cat "$tmp/sdpa"; echo "bench_attn.sh: sdpa_attn.py failed" >&2; exit 1; }
+cat "$tmp/sdpa"
+"$PY" - "$tmp/fused" "$tmp/sdpa" <<'PY'
+import sys
+def rows(path, tag):
+    out = {}
+    for line in open(path):
+        f = line.split()
+        if f and f[0] == tag:
+            out[(f[1], f[2], int(f[3]))] = (float(f[7]), float(f[8]))
+    return out
+fused, sdpa = rows(sys.argv[1], "RESULT"), rows(sys.argv[2], "SDPA")
+print(f"{'kind':8} {'size':5} {'T':>5} | {'fwd TFLOP/s fused':>17} {'SDPA':>7} {'ratio':>6} |"
+      f" {'fwd+bwd fused':>13} {'SDPA':>7} {'ratio':>6}")
+for key in sorted(fused, key=lambda k: (k[1], k[0], k[2])):
+    if key not in sdpa:
+        continue
+    (ff, fb), (sf, sb) = fused[key], sdpa[key]
+    print(f"{key[0]:8} {key[1]:5} {key[2]:5} | {ff:17.1f} {sf:7.1f} {ff / sf:6.2f} |"
+          f" {fb:13.1f} {sb:7.1f} {fb / sb:6.2f}")
+PY

@@ -1,0 +1,278 @@
+/* Backward of the fused attention (flash_core.cuh), after the row terms (flash_prep.cu), in two
+ * kernels that each own what they write (no atomics, deterministic):
+ *   dq: one block per (query tile, q-head, b), 4 warps of 16 rows; per key tile up to the diagonal
+ *       it recomputes S = Q K^T and P = exp2(S - lse), dP = G V^T, dS = P (dscale dP - delta) in
+ *       fp32, and adds dS K with dS rounded to bf16 A fragments in registers;
+ *   dk/dv: one block per (key tile, v-head, b), 8 warps; for each k-head that reads the v-head
+ *       (one; two for DIFF: k-heads 2g, 2g+1) and each of its q-heads, the query tiles from the
+ *       diagonal on: phase 1 computes S^T = K Q^T and dP^T = V G^T (warp: 16 keys x 32 rows) and
+ *       stores dscale P^T and dS^T as bf16 in shared memory; phase 2 adds dV += (dscale P^T) G and
+ *       dK += dS^T Q (warp: 16 keys x half of the columns). dV sums both DIFF branches (dO_2 =
+ *       -lambda G: dscale), dK one branch.
+ * Both recompute P with the same expression from the same bf16 tiles. dq = scale dS K and
+ * dK = scale dS^T Q with scale = 1/sqrt(d). The dq kernel recomputes S and dP that dk/dv also
+ * compute (7 products per tile pair instead of FlashAttention-2's 5): the price of having no
+ * atomics on dq. */
+#include <math.h>
+
+#include "model/cuda/flash_core.cuh"
+
+/* ---- dq: grid (query tiles, nq, B) ---- */
+template <typename Tin, int D, int DV>
+__global__ void __launch_bounds__(FLASH_WARPS * 32)
+flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
+                const float *lse, const float *delta, const float *lambda, attn_map m,
+                float scale_log2, float scale) {
+    extern __shared__ uint4 flash_smem[];
+    constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD;
+    flash_bf16 *Qs = (flash_bf16 *)flash_smem; /* (BR, D) */
+    flash_bf16 *Gs = Qs + FLASH_BR * LDQ;      /* (BR, DV) */
+    flash_bf16 *Ks = Gs + FLASH_BR * LDV;      /* (BC, D) */
+    flash_bf16 *Vs = Ks + FLASH_BC * LDQ;      /* (BC, DV) */
+    const int tid = threadIdx.x, lane = tid & 31, rw = tid >> 5;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int T = m.T, j = blockIdx.y, b = blockIdx.z;
+    const int i0 = (gridDim.x - 1 - blockIdx.x) * FLASH_BR, nr = min(FLASH_BR, T - i0);
+    const size_t qs = (size_t)m.nq * D, ks = (size_t)m.nk * D, vs = (size_t)m.nv * DV;
+    const size_t os = attn_o_stride(m);
+    const float dscale = attn_dscale(m, j, lambda);
+
+    flash_stage<Tin, D>(Qs, q + (size_t)b * T * qs + (size_t)j * D, qs, i0, nr, FLASH_BR, tid,
+                        blockDim.x);
+    flash_stage<Tin, DV>(Gs, G + (size_t)b * T * os + attn_o_col(m, j), os, i0, nr, FLASH_BR, tid,
+                         blockDim.x);
+    float lse2[2], dlt[2]; /* rows g, g + 8: lse in the log2 domain, delta */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = i0 + 16 * rw + g + 8 * r;
+        const size_t at = ((size_t)b * m.nq + j) * T + i;
+        lse2[r] = i < T ? lse[at] * FLASH_LOG2E : 0.0f;
+        dlt[r] = i < T ? delta[at] : 0.0f;
+    }
+    float acc[D / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < D / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+
+    const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC;
+    for (int kt = 0; kt < n_kt; kt++) {
+        const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
+        __syncthreads();
+        flash_stage<Tin, D>(Ks, k + (size_t)b * T * ks + (size_t)attn_k_head(m, j) * D, ks, j0, nc,
+                            FLASH_BC, tid, blockDim.x);
+        flash_stage<Tin, DV>(Vs, v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * DV, vs, j0,
+                             nc, FLASH_BC, tid, blockDim.x);
+        __syncthreads();
+
+        float s[FLASH_BC / 8][4], dp[FLASH_BC / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < FLASH_BC / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
+        flash_mma_abt<D / 16, FLASH_BC / 8>(s, Qs, LDQ, 16 * rw, Ks, LDQ, 0, lane);
+        flash_mma_abt<DV / 16, FLASH_BC / 8>(dp, Gs, LDV, 16 * rw, Vs, LDV, 0, lane);
+#pragma unroll
+        for (int nt = 0; nt < FLASH_BC / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) { /* s becomes dS, 0 where masked */
+                const int r = e >> 1, i = i0 + 16 * rw + g + 8 * r;
+                const int key = j0 + 8 * nt + 2 * t4 + (e & 1);
+                const float p = key <= i ? exp2f(s[nt][e] * scale_log2 - lse2[r]) : 0.0f;
+                s[nt][e] = p * (dscale * dp[nt][e] - dlt[r]);
+            }
+#pragma unroll
+        for (int kk = 0; kk < FLASH_BC / 16; kk++) { /* acc += dS K */
+            uint32_t a[4];
+            flash_c_to_a(a, s, kk);
+            flash_mma_b<D / 16>(acc, a, Ks, LDQ, 16 * kk, 0, lane);
+        }
+    }
+
+    float *dqh = dq + (size_t)b * T * qs + (size_t)j * D;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = i0 + 16 * rw + g + 8 * r;
+        if (i >= T) continue;
+#pragma unroll
+        for (int nt = 0; nt < D / 8; nt++)
+            *reinterpret_cast<float2 *>(dqh + (size_t)i * qs + 8 * nt + 2 * t4) =
+                make_float2(scale * acc[nt][2 * r], scale * acc[nt][2 * r + 1]);
+    }
+}
+
+/* ---- dk, dv: grid (key tiles, nv, B); 8 warps: wk = warp % 4 owns keys 16wk..16wk+15,
+ * wh = warp / 4 the rows 32wh..32wh+31 of phase 1 and the column half wh of phase 2 ---- */
+template <typename Tin, int D, int DV>
+__global__ void __launch_bounds__(2 * FLASH_WARPS * 32)
+flash_dkdv_kernel(float *dk, float *dv, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
+                  const float *lse, const float *delta, const float *lambda, attn_map m,
+                  float scale_log2, float scale) {
+    extern __shared__ uint4 flash_smem[];
+    constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD, LDP = FLASH_BR + FLASH_PAD;
+    flash_bf16 *Ks = (flash_bf16 *)flash_smem; /* (BC, D) */
+    flash_bf16 *Vs = Ks + FLASH_BC * LDQ;      /* (BC, DV) */
+    flash_bf16 *Qs = Vs + FLASH_BC * LDV;      /* (BR, D) */
+    flash_bf16 *Gs = Qs + FLASH_BR * LDQ;      /* (BR, DV) */
+    flash_bf16 *Ps = Gs + FLASH_BR * LDV;      /* (BC, BR): dscale P^T */
+    flash_bf16 *dSs = Ps + FLASH_BC * LDP;     /* (BC, BR): dS^T */
+    float *lse_s = (float *)(dSs + FLASH_BC * LDP); /* (BR), log2 domain */
+    float *dl_s = lse_s + FLASH_BR;                  /* (BR) */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wk = warp % FLASH_WARPS, wh = warp / FLASH_WARPS;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int T = m.T, gv = blockIdx.y, b = blockIdx.z;
+    const int j0 = blockIdx.x * FLASH_BC, nc = min(FLASH_BC, T - j0);
+    const size_t qs = (size_t)m.nq * D, ks = (size_t)m.nk * D, vs = (size_t)m.nv * DV;
+    const size_t os = attn_o_stride(m);
+    const int n_slot = m.diff ? 2 : 1;
+
+    flash_stage<Tin, DV>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, FLASH_BC, tid,
+                         blockDim.x);
+    float accv[DV / 16][4]; /* keys 16wk.., columns wh*DV/2.. */
+#pragma unroll
+    for (int nt = 0; nt < DV / 16; nt++)
+        accv[nt][0] = accv[nt][1] = accv[nt][2] = accv[nt][3] = 0.0f;
+
+    for (int slot = 0; slot < n_slot; slot++) {
+        const int kh = attn_k_head(m, gv * m.n_rep + slot);
+        float acck[D / 16][4]; /* keys 16wk.., columns wh*D/2.. */
+#pragma unroll
+        for (int nt = 0; nt < D / 16; nt++)
+            acck[nt][0] = acck[nt][1] = acck[nt][2] = acck[nt][3] = 0.0f;
+        __syncthreads(); /* the previous slot's K tile is consumed */
+        flash_stage<Tin, D>(Ks, k + (size_t)b * T * ks + (size_t)kh * D, ks, j0, nc, FLASH_BC, tid,
+                            blockDim.x);
+
+        for (int t = slot; t < m.n_rep; t += n_slot) {
+            const int jq = gv * m.n_rep + t; /* a q-head of this k-head */
+            const float dscale = attn_dscale(m, jq, lambda);
+            const Tin *qh = q + (size_t)b * T * qs + (size_t)jq * D;
+            const Tin *gh = G + (size_t)b * T * os + attn_o_col(m, jq);
+            const float *lseh = lse + ((size_t)b * m.nq + jq) * T;
+            const float *deltah = delta + ((size_t)b * m.nq + jq) * T;
+            for (int i0 = j0; i0 < T; i0 += FLASH_BR) { /* rows before j0 see none of the keys */
+                const int nr = min(FLASH_BR, T - i0);
+                __syncthreads(); /* the previous query tile is consumed */
+                flash_stage<Tin, D>(Qs, qh, qs, i0, nr, FLASH_BR, tid, blockDim.x);
+                flash_stage<Tin, DV>(Gs, gh, os, i0, nr, FLASH_BR, tid, blockDim.x);
+                if (tid < FLASH_BR) {
+                    lse_s[tid] = tid < nr ? lseh[i0 + tid] * FLASH_LOG2E : 0.0f;
+                    dl_s[tid] = tid < nr ? deltah[i0 + tid] : 0.0f;
+                }
+                __syncthreads();
+
+                /* phase 1: S^T, dP^T of keys 16wk.. x rows 32wh.. */
+                float s[4][4], dp[4][4];
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
+                flash_mma_abt<D / 16, 4>(s, Ks, LDQ, 16 * wk, Qs, LDQ, 32 * wh, lane);
+                flash_mma_abt<DV / 16, 4>(dp, Vs, LDV, 16 * wk, Gs, LDV, 32 * wh, lane);
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int key = j0 + 16 * wk + g + 8 * (e >> 1);
+                        const int rl = 32 * wh + 8 * nt + 2 * t4 + (e & 1), i = i0 + rl;
+                        const bool vis = rl < nr && key <= i; /* rows >= T: the tail mask */
+                        const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse_s[rl]) : 0.0f;
+                        s[nt][e] = dscale * p;
+                        dp[nt][e] = p * (dscale * dp[nt][e] - dl_s[rl]);
+                    }
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        const int at = (16 * wk + g + 8 * r) * LDP + 32 * wh + 8 * nt + 2 * t4;
+                        *reinterpret_cast<uint32_t *>(Ps + at) =
+                            pack_bf16x2(s[nt][2 * r], s[nt][2 * r + 1]);
+                        *reinterpret_cast<uint32_t *>(dSs + at) =
+                            pack_bf16x2(dp[nt][2 * r], dp[nt][2 * r + 1]);
+                    }
+                }
+                __syncthreads();
+
+                /* phase 2: dV += (dscale P^T) G, dK += dS^T Q over the tile's 64 rows */
+#pragma unroll
+                for (int kk = 0; kk < FLASH_BR / 16; kk++) {
+                    uint32_t a[4];
+                    ldmatrix_x4(a, flash_a_row(Ps, LDP, 16 * wk, 16 * kk, lane));
+                    flash_mma_b<DV / 32>(accv, a, Gs, LDV, 16 * kk, wh * (DV / 2), lane);
+                    ldmatrix_x4(a, flash_a_row(dSs, LDP, 16 * wk, 16 * kk, lane));
+                    flash_mma_b<D / 32>(acck, a, Qs, LDQ, 16 * kk, wh * (D / 2), lane);
+                }
+            }
+        }
+
+        float *dkh = dk + (size_t)b * T * ks + (size_t)kh * D + wh * (D / 2);
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int key = j0 + 16 * wk + g + 8 * r;
+            if (key >= T) continue;
+#pragma unroll
+            for (int nt = 0; nt < D / 16; nt++)
+                *reinterpret_cast<float2 *>(dkh + (size_t)key * ks + 8 * nt + 2 * t4) =
+                    make_float2(scale * acck[nt][2 * r], scale * acck[nt][2 * r + 1]);
+        }
+    }
+
+    float *dvh = dv + (size_t)b * T * vs + (size_t)gv * DV + wh * (DV / 2);
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int key = j0 + 16 * wk + g + 8 * r;
+        if (key >= T) continue;
+#pragma unroll
+        for (int nt = 0; nt < DV / 16; nt++)
+            *reinterpret_cast<float2 *>(dvh + (size_t)key * vs + 8 * nt + 2 * t4) =
+                make_float2(accv[nt][2 * r], accv[nt][2 * r + 1]);
+    }
+}
+
+/* ---- host side ---- */
+
+/* Dynamic shared memory. d = 128 DIFF (dv = 256): dq 102,400 B, dk/dv 121,344 B. */
+template <int D, int DV> static size_t flash_dq_smem(void) {
+    return sizeof(flash_bf16) * (size_t)(FLASH_BR + FLASH_BC) * (D + DV + 2 * FLASH_PAD);
+}
+template <int D, int DV> static size_t flash_dkdv_smem(void) {
+    return sizeof(flash_bf16) * ((size_t)(FLASH_BR + FLASH_BC) * (D + DV + 2 * FLASH_PAD) +
+                                 2 * (size_t)FLASH_BC * (FLASH_BR + FLASH_PAD)) +
+           sizeof(float) * 2 * FLASH_BR;
+}
+
+template <int D, int DV>
+static void flash_backward_launch(float *dq, float *dk, float *dv, const float *G,
+                                  const float *delta, const float *q, const float *k,
+                                  const float *v, const float *lse, const float *lambda,
+                                  const attn_map &m) {
+    auto flash_dq = flash_dq_kernel<float, D, DV>;
+    auto flash_dkdv = flash_dkdv_kernel<float, D, DV>;
+    const size_t smem_dq = flash_dq_smem<D, DV>(), smem_kv = flash_dkdv_smem<D, DV>();
+    static bool opted_in = false; /* one per instantiation: the sizes never change */
+    if (!opted_in) {
+        flash_smem_optin((const void *)flash_dq, smem_dq);
+        flash_smem_optin((const void *)flash_dkdv, smem_kv);
+        opted_in = true;
+    }
+    const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
+    const unsigned tiles = (unsigned)((m.T + FLASH_BR - 1) / FLASH_BR);
+    flash_dq<<<dim3(tiles, (unsigned)m.nq, (unsigned)m.B), FLASH_WARPS * 32, smem_dq,
+               cuda_stream()>>>(dq, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
+    CUDA_LAUNCH_CHECK();
+    flash_dkdv<<<dim3(tiles, (unsigned)m.nv, (unsigned)m.B), 2 * FLASH_WARPS * 32, smem_kv,
+                 cuda_stream()>>>(dk, dv, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
+    CUDA_LAUNCH_CHECK();
+}
+
+void flash_core_backward(float *dq, float *dk, float *dv, const float *G, const float *delta,
+                         const float *q, const float *k, const float *v, const float *lse,
+                         const float *lambda, const attn_map &m) {
+    flash_check(m);
+    if (m.B == 0 || m.T <= 0) return;
+    switch (m.d * 2 + m.diff) {
+    case 128: flash_backward_launch<64, 64>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
+    case 192: flash_backward_launch<96, 96>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
+    case 256: flash_backward_launch<128, 128>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
+    case 129: flash_backward_launch<64, 128>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
+    case 193: flash_backward_launch<96, 192>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
+    case 257: flash_backward_launch<128, 256>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
+    }
+}

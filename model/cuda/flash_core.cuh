@@ -1,0 +1,190 @@
+/* The fused (flash) attention on tensor cores, shared by its kernels: flash_forward.cu,
+ * flash_backward.cu (dq and dk/dv) and flash_prep.cu (the backward's row terms). Internal to
+ * model/cuda; the ops are declared in flash.h.
+ *
+ * Same math, head mapping (attn_map of attn_core.cuh: standard/GQA and DIFF V1) and contracts as
+ * the tiled fp32 core, with the matrix products on bf16 tensor cores (mma.cuh):
+ *   - q, k, v (and the output gradient G) are read from global memory in their element type
+ *     Tin (float today: the backend's buffers are fp32; a bf16 specialisation of flash_in is all
+ *     that bf16 storage needs) and rounded to bf16 as the tiles are staged into shared memory,
+ *     as cuBLAS rounds its inputs under "bf16 products";
+ *   - the probabilities P and dS are rounded to bf16 as operands of the next product;
+ *   - scores, the online-softmax statistics, lse, delta and every accumulator are fp32.
+ *
+ * Tiles: FLASH_BR = 64 query rows x FLASH_BC = 64 keys. A warp owns 16 rows (or keys) of a
+ * product, i.e. whole m16 fragments; the score accumulator of 16 rows x 64 keys is 8 n8 tiles.
+ * Shared-memory tiles are bf16 rows of W elements padded by FLASH_PAD, so the 8 row addresses of
+ * an ldmatrix fall in 8 different 16-byte bank groups (row strides of 144, 208, 272, 400 and 528
+ * bytes for W = 64, 96, 128, 192, 256).
+ *
+ * Causality and tails: key j is visible to row i iff j <= i. Rows and keys at or past T are
+ * staged as zeros; a row i < T never sees a key >= T (that key is > i), the forward and dq never
+ * write rows >= T, and dk/dv mask rows >= T explicitly. Scores are in the log2 domain
+ * (scale * log2 e folded in), so a probability is exp2(s - m); masked scores are the finite
+ * FLASH_MASKED, never -inf, and every row < T sees key 0, so nothing is inf - inf or NaN.
+ *
+ * Determinism: every output element is accumulated by one thread (or one mma fragment position
+ * of one warp) in a fixed order and written once; reductions across lanes use fixed shuffle
+ * trees. No atomics: reruns are bit-identical. */
+#ifndef DT_CUDA_FLASH_CORE_CUH
+#define DT_CUDA_FLASH_CORE_CUH
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/cuda/attn_core.cuh"
+#include "model/cuda/cuda_common.cuh"
+#include "model/cuda/mma.cuh"
+
+#define FLASH_BR 64    /* query rows per tile */
+#define FLASH_BC 64    /* keys per tile */
+#define FLASH_WARPS 4  /* warps per 64 rows (or keys): 16 each */
+#define FLASH_PAD 8    /* bf16 elements of padding per shared-memory row */
+#define FLASH_MASKED (-1.0e30f)
+#define FLASH_LOG2E 1.4426950408889634f
+#define FLASH_LN2 0.6931471805599453f
+
+typedef uint16_t flash_bf16; /* bf16 bits in shared memory */
+
+/* Element type of the inputs in global memory: load8 reads 8 consecutive elements (16-byte
+ * aligned for float) and returns them as 4 packed bf16 pairs. */
+template <typename Tin> struct flash_in;
+template <> struct flash_in<float> {
+    static __device__ __forceinline__ uint4 load8(const float *p) {
+        const float4 a = *reinterpret_cast<const float4 *>(p);
+        const float4 b = *reinterpret_cast<const float4 *>(p + 4);
+        return make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y),
+                          pack_bf16x2(b.z, b.w));
+    }
+};
+
+/* Rows [r0, r0 + nrows) of a head view x (row stride xs elements, W columns) into dst (nrows
+ * rows of W + FLASH_PAD bf16), rows at or past r0 + n_valid as zeros; by threads tid of n. */
+template <typename Tin, int W>
+__device__ __forceinline__ void flash_stage(flash_bf16 *dst, const Tin *x, size_t xs, int r0,
+                                            int n_valid, int nrows, int tid, int n) {
+    constexpr int CH = W / 8; /* 16-byte chunks per row */
+    for (int idx = tid; idx < nrows * CH; idx += n) {
+        const int r = idx / CH, c = idx % CH;
+        const uint4 val = r < n_valid ? flash_in<Tin>::load8(x + (size_t)(r0 + r) * xs + 8 * c)
+                                      : make_uint4(0u, 0u, 0u, 0u);
+        *reinterpret_cast<uint4 *>(dst + r * (W + FLASH_PAD) + 8 * c) = val;
+    }
+}
+
+/* ---- fragment addresses: the row this lane gives to an ldmatrix.x4 ---- */
+
+/* A fragment (16 x 16) at rows m0.., columns k0.. of a row-major [m][k] tile (ld elements) */
+__device__ __forceinline__ const flash_bf16 *flash_a_row(const flash_bf16 *s, int ld, int m0,
+                                                         int k0, int lane) {
+    return s + (m0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * ld + k0 + 8 * (lane >> 4);
+}
+/* B fragments of two n8 tiles (n0..n0+15) x k16 (k0..) from a tile stored [n][k] (plain
+ * ldmatrix): regs 0, 1 = tile n0, regs 2, 3 = tile n0 + 8 */
+__device__ __forceinline__ const flash_bf16 *flash_bt_row(const flash_bf16 *s, int ld, int n0,
+                                                          int k0, int lane) {
+    return s + (n0 + (lane & 7) + 8 * (lane >> 4)) * ld + k0 + 8 * ((lane >> 3) & 1);
+}
+/* the same from a tile stored [k][n] (ldmatrix .trans) */
+__device__ __forceinline__ const flash_bf16 *flash_b_row(const flash_bf16 *s, int ld, int k0,
+                                                         int n0, int lane) {
+    return s + (k0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * ld + n0 + 8 * (lane >> 4);
+}
+
+/* ---- warp products ---- */
+
+/* acc (16 x 16*NP, NP pairs of n8 tiles) += a (one k16 step) * B, B^T stored [n][k] from n0 */
+template <int NP>
+__device__ __forceinline__ void flash_mma_bt(float (*acc)[4], const uint32_t a[4],
+                                             const flash_bf16 *Bs, int ld, int n0, int k0,
+                                             int lane) {
+#pragma unroll
+    for (int np = 0; np < NP; np++) {
+        uint32_t b[4];
+        ldmatrix_x4(b, flash_bt_row(Bs, ld, n0 + 16 * np, k0, lane));
+        mma_bf16_16816(acc[2 * np], a, b);
+        mma_bf16_16816(acc[2 * np + 1], a, b + 2);
+    }
+}
+/* the same with B stored [k][n] */
+template <int NP>
+__device__ __forceinline__ void flash_mma_b(float (*acc)[4], const uint32_t a[4],
+                                            const flash_bf16 *Bs, int ld, int k0, int n0,
+                                            int lane) {
+#pragma unroll
+    for (int np = 0; np < NP; np++) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, flash_b_row(Bs, ld, k0, n0 + 16 * np, lane));
+        mma_bf16_16816(acc[2 * np], a, b);
+        mma_bf16_16816(acc[2 * np + 1], a, b + 2);
+    }
+}
+/* acc (16 x 8*NT) += A (16 x 16*KS, row-major tile at m0) * B, B^T stored [n][k] from n0 */
+template <int KS, int NT>
+__device__ __forceinline__ void flash_mma_abt(float (*acc)[4], const flash_bf16 *As, int lda,
+                                              int m0, const flash_bf16 *Bs, int ldb, int n0,
+                                              int lane) {
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        uint32_t a[4];
+        ldmatrix_x4(a, flash_a_row(As, lda, m0, 16 * kk, lane));
+        flash_mma_bt<NT / 2>(acc, a, Bs, ldb, n0, 16 * kk, lane);
+    }
+}
+/* The A fragment (16 rows x keys 16kk..16kk+15) of the bf16-rounded accumulator c (16 x 8NT):
+ * n8 tiles 2kk and 2kk + 1 side by side (mma.cuh: same lane and row, columns 2t, 2t+1). */
+__device__ __forceinline__ void flash_c_to_a(uint32_t a[4], const float (*c)[4], int kk) {
+    a[0] = pack_bf16x2(c[2 * kk][0], c[2 * kk][1]);
+    a[1] = pack_bf16x2(c[2 * kk][2], c[2 * kk][3]);
+    a[2] = pack_bf16x2(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+    a[3] = pack_bf16x2(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
+
+/* The sum or max over the 4 lanes of a quad (the lanes that hold one accumulator row). */
+__device__ __forceinline__ float flash_quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+__device__ __forceinline__ float flash_quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
+/* ---- host side ---- */
+
+/* Sets the kernel's dynamic shared-memory limit to `bytes` (the launches of one kernel always
+ * ask for the same: its tiles are template constants). Call once per kernel. */
+void flash_smem_optin(const void *kernel, size_t bytes);
+
+/* Aborts with the sizes unless the fused kernels handle m: d in {64, 96, 128}, dv = d
+ * (standard) or 2d (DIFF V1), head counts as attn_check. */
+void flash_check(const attn_map &m);
+
+/* o_a, o_b (DIFF only), lse from q, k, v (Tin = float), as attn_core_forward. For DIFF, when
+ * epi.out is non-NULL, also the subln epilogue of diffattn_forward (out, rstd). */
+struct flash_diff_epi {
+    float *out, *rstd;          /* (B, T, H*2d), (B, T, H) */
+    const float *lambda, *gamma; /* device scalar; (2d) or NULL (subln off) */
+    float out_scale, eps;        /* 1 - lambda_init; the subln epsilon */
+};
+void flash_core_forward(float *o_a, float *o_b, float *lse, const float *q, const float *k,
+                        const float *v, const attn_map &m, const flash_diff_epi &epi);
+
+/* Standard attention's delta (B, nq, T) = G_i . o_i (flash_prep.cu). */
+void flash_delta(float *delta, const float *G, const float *o, const attn_map &m);
+/* DIFF V1 (flash_prep.cu): G (B, T, H*2d) = dO from dout by the subln backward, delta (B, 2H, T)
+ * per branch, and dgamma (2d, skipped when gamma is NULL) and *dlambda accumulated; part is
+ * scratch of flash_diff_prep_chunks(B*T*H) * (2d + 1) doubles. */
+size_t flash_diff_prep_chunks(size_t n_rows);
+void flash_diff_prep(float *G, float *delta, double *part, float *dgamma, float *dlambda,
+                     const float *dout, const float *o1, const float *o2, const float *rstd,
+                     const float *lambda, const float *gamma, float lambda_init,
+                     const attn_map &m);
+
+/* dq, dk, dv (overwritten) from G (the output gradient in the output buffers' layout) and delta
+ * (B, nq, T) = dscale_j * (G_i . o_i) per q-head (flash_prep.cu), as attn_core_backward. */
+void flash_core_backward(float *dq, float *dk, float *dv, const float *G, const float *delta,
+                         const float *q, const float *k, const float *v, const float *lse,
+                         const float *lambda, const attn_map &m);
+
+#endif

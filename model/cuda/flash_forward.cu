@@ -1,0 +1,238 @@
+/* Forward of the fused attention (flash_core.cuh): one block per (query tile, head unit, b).
+ *
+ * Standard / GQA (NB = 1): 4 warps; the head unit is q-head j; warp w owns rows 16w..16w+15.
+ * DIFF V1 (NB = 2): 8 warps; the head unit is DIFF head h; warps 0-3 run branch 1 (q-head 2h,
+ * k-head 2g) and warps 4-7 branch 2 (q-head 2h+1, k-head 2g+1) on the same rows, and every K/V
+ * tile is staged once for both: the two K tiles and the shared V tile of v-head g (width 2d).
+ * Each branch keeps its own running max and sum, writes its o_c and lse, and the block finishes
+ * with the subln epilogue of diffattn_forward: the branch-2 warps hand their O_2 fragments to the
+ * branch-1 warps through shared memory, which form O = O_1 - lambda O_2, its rms per row (quad
+ * shuffles), and out = (1 - lambda_init) * O / rms * gamma.
+ *
+ * Per key tile a warp computes S (16 x 64) = Q K^T with its Q fragments and the K tile from shared
+ * memory, updates the online softmax per row (each row sits on the 4 lanes of a quad: max and sum
+ * over the quad by shuffles), rounds P to bf16 A fragments in registers and adds P V to its O
+ * accumulator (16 x dv fp32). Query tiles run longest first (the causal work grows with the tile
+ * index). Tiles are loaded with plain loads (fp32 -> bf16 needs a pass through registers, so
+ * cp.async cannot stage them): one K/V tile in flight per block. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "model/cuda/flash_core.cuh"
+
+template <typename Tin, int D, int DV, int NB>
+__global__ void __launch_bounds__(NB *FLASH_WARPS * 32)
+flash_forward_kernel(float *o_a, float *o_b, float *lse, const Tin *q, const Tin *k, const Tin *v,
+                     attn_map m, float scale_log2, flash_diff_epi epi) {
+    extern __shared__ uint4 flash_smem[];
+    constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD;
+    constexpr int NTV = DV / 8; /* n8 tiles of the O accumulator */
+    flash_bf16 *Qs = (flash_bf16 *)flash_smem;  /* NB x (BR, D) */
+    flash_bf16 *Ks = Qs + NB * FLASH_BR * LDQ;  /* NB x (BC, D) */
+    flash_bf16 *Vs = Ks + NB * FLASH_BC * LDQ;  /* (BC, DV) */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int c = warp / FLASH_WARPS, rw = warp % FLASH_WARPS; /* branch, row group */
+    const int g = lane >> 2, t4 = lane & 3;
+    const int T = m.T, b = blockIdx.z, unit = blockIdx.y;
+    const int i0 = (gridDim.x - 1 - blockIdx.x) * FLASH_BR, nr = min(FLASH_BR, T - i0);
+    const size_t qs = (size_t)m.nq * D, ks = (size_t)m.nk * D, vs = (size_t)m.nv * DV;
+    const int j = NB == 2 ? 2 * unit + c : unit; /* this warp's q-head */
+
+    for (int cc = 0; cc < NB; cc++) {
+        const int jc = NB == 2 ? 2 * unit + cc : unit;
+        flash_stage<Tin, D>(Qs + cc * FLASH_BR * LDQ, q + (size_t)b * T * qs + (size_t)jc * D, qs,
+                            i0, nr, FLASH_BR, tid, blockDim.x);
+    }
+    float o[NTV][4];
+#pragma unroll
+    for (int nt = 0; nt < NTV; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+    float mrow[2] = {FLASH_MASKED, FLASH_MASKED}, lrow[2] = {0.0f, 0.0f}; /* rows g, g + 8 */
+    const flash_bf16 *Qw = Qs + c * FLASH_BR * LDQ, *Kw = Ks + c * FLASH_BC * LDQ;
+
+    const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC; /* up to the diagonal tile */
+    for (int kt = 0; kt < n_kt; kt++) {
+        const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
+        __syncthreads(); /* the previous tile is consumed */
+        for (int cc = 0; cc < NB; cc++) {
+            const int jc = NB == 2 ? 2 * unit + cc : unit;
+            flash_stage<Tin, D>(Ks + cc * FLASH_BC * LDQ,
+                                k + (size_t)b * T * ks + (size_t)attn_k_head(m, jc) * D, ks, j0,
+                                nc, FLASH_BC, tid, blockDim.x);
+        }
+        flash_stage<Tin, DV>(Vs, v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * DV, vs, j0,
+                             nc, FLASH_BC, tid, blockDim.x);
+        __syncthreads();
+
+        float s[FLASH_BC / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < FLASH_BC / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        flash_mma_abt<D / 16, FLASH_BC / 8>(s, Qw, LDQ, 16 * rw, Kw, LDQ, 0, lane);
+
+        /* a key of this tile may lie past a row of this warp: mask (warp-uniform) */
+        const bool diag = j0 + FLASH_BC - 1 > i0 + 16 * rw;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int i = i0 + 16 * rw + g + 8 * r;
+            float mx = mrow[r];
+#pragma unroll
+            for (int nt = 0; nt < FLASH_BC / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float x = s[nt][2 * r + e] * scale_log2;
+                    if (diag && j0 + 8 * nt + 2 * t4 + e > i) x = FLASH_MASKED;
+                    s[nt][2 * r + e] = x;
+                    mx = fmaxf(mx, x);
+                }
+            mx = flash_quad_max(mx);
+            const float corr = exp2f(mrow[r] - mx); /* 0 on the first tile, 1 if unmoved */
+            float sum = 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < FLASH_BC / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float p = exp2f(s[nt][2 * r + e] - mx);
+                    s[nt][2 * r + e] = p;
+                    sum += p;
+                }
+            mrow[r] = mx;
+            lrow[r] = lrow[r] * corr + sum; /* this lane's part of the row sum */
+#pragma unroll
+            for (int nt = 0; nt < NTV; nt++) {
+                o[nt][2 * r] *= corr;
+                o[nt][2 * r + 1] *= corr;
+            }
+        }
+#pragma unroll
+        for (int kk = 0; kk < FLASH_BC / 16; kk++) { /* O += P V */
+            uint32_t a[4];
+            flash_c_to_a(a, s, kk);
+            flash_mma_b<DV / 16>(o, a, Vs, LDV, 16 * kk, 0, lane);
+        }
+    }
+
+    /* normalise; write o_c and lse of the rows < T */
+    const size_t os = attn_o_stride(m);
+    float *oh = (attn_o_buf(m, j) ? o_b : o_a) + (size_t)b * T * os + attn_o_col(m, j);
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = i0 + 16 * rw + g + 8 * r;
+        const float l = flash_quad_sum(lrow[r]);
+        const float inv = 1.0f / l; /* l >= 1: the row max contributes exp2(0) */
+#pragma unroll
+        for (int nt = 0; nt < NTV; nt++) {
+            o[nt][2 * r] *= inv;
+            o[nt][2 * r + 1] *= inv;
+        }
+        if (i < T) {
+#pragma unroll
+            for (int nt = 0; nt < NTV; nt++)
+                *reinterpret_cast<float2 *>(oh + (size_t)i * os + 8 * nt + 2 * t4) =
+                    make_float2(o[nt][2 * r], o[nt][2 * r + 1]);
+            if (t4 == 0) lse[((size_t)b * m.nq + j) * T + i] = (mrow[r] + log2f(l)) * FLASH_LN2;
+        }
+    }
+    if (NB == 1 || !epi.out) return; /* block-uniform */
+
+    /* DIFF epilogue: branch 2 hands O_2 over in fragment order (one float per lane and slot,
+     * lanes consecutive: no bank conflicts), branch 1 combines */
+    float *xch = (float *)flash_smem; /* (4 warps, NTV * 4, 32 lanes), over the consumed tiles */
+    __syncthreads();
+    if (c == 1) {
+#pragma unroll
+        for (int nt = 0; nt < NTV; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) xch[((rw * NTV + nt) * 4 + e) * 32 + lane] = o[nt][e];
+    }
+    __syncthreads();
+    if (c == 1) return; /* warp-uniform; no barrier follows */
+    const float lam = *epi.lambda;
+    float ss[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int nt = 0; nt < NTV; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const float x = o[nt][e] - lam * xch[((rw * NTV + nt) * 4 + e) * 32 + lane];
+            o[nt][e] = x;
+            ss[e >> 1] += x * x;
+        }
+    float *outh = epi.out + (size_t)b * T * os + attn_o_col(m, j); /* same layout as o1 */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = i0 + 16 * rw + g + 8 * r;
+        const float rs = epi.gamma ? 1.0f / sqrtf(flash_quad_sum(ss[r]) / DV + epi.eps) : 1.0f;
+        if (i >= T) continue;
+        if (epi.gamma && epi.rstd && t4 == 0) /* rstd (B, T, H) */
+            epi.rstd[((size_t)b * T + i) * (m.nq / 2) + unit] = rs;
+#pragma unroll
+        for (int nt = 0; nt < NTV; nt++) {
+            const int col = 8 * nt + 2 * t4;
+            const float g0 = epi.gamma ? epi.gamma[col] : 1.0f;
+            const float g1 = epi.gamma ? epi.gamma[col + 1] : 1.0f;
+            *reinterpret_cast<float2 *>(outh + (size_t)i * os + col) =
+                make_float2(epi.out_scale * (o[nt][2 * r] * rs) * g0,
+                            epi.out_scale * (o[nt][2 * r + 1] * rs) * g1);
+        }
+    }
+}
+
+/* ---- host side ---- */
+
+void flash_smem_optin(const void *kernel, size_t bytes) {
+    if (bytes > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)bytes));
+}
+
+void flash_check(const attn_map &m) {
+    attn_check(m);
+    const bool dims = (m.d == 64 || m.d == 96 || m.d == 128) && m.dv == (m.diff ? 2 : 1) * m.d;
+    if (!dims) {
+        fprintf(stderr,
+                "difftrain: error: CUDA fused attention: head dims d=%d dv=%d not supported "
+                "(d in 64, 96, 128; dv = d, or 2d for DIFF)\n", m.d, m.dv);
+        fflush(stderr);
+        abort();
+    }
+}
+
+template <int D, int DV, int NB> static size_t flash_forward_smem(void) {
+    const size_t tiles =
+        sizeof(flash_bf16) * ((size_t)NB * (FLASH_BR + FLASH_BC) * (D + FLASH_PAD) +
+                              (size_t)FLASH_BC * (DV + FLASH_PAD));
+    const size_t xch = NB == 2 ? sizeof(float) * FLASH_WARPS * 32 * (DV / 2) : 0;
+    return tiles > xch ? tiles : xch; /* d = 128 DIFF: 103,424 B */
+}
+
+template <int D, int DV, int NB>
+static void flash_forward_launch(float *o_a, float *o_b, float *lse, const float *q,
+                                 const float *k, const float *v, const attn_map &m,
+                                 const flash_diff_epi &epi) {
+    auto flash_forward = flash_forward_kernel<float, D, DV, NB>;
+    const size_t smem = flash_forward_smem<D, DV, NB>();
+    static bool opted_in = false; /* one per instantiation: its size never changes */
+    if (!opted_in) {
+        flash_smem_optin((const void *)flash_forward, smem);
+        opted_in = true;
+    }
+    const dim3 grid((unsigned)((m.T + FLASH_BR - 1) / FLASH_BR), (unsigned)(m.nq / NB),
+                    (unsigned)m.B);
+    const float scale_log2 = FLASH_LOG2E / sqrtf((float)D);
+    flash_forward<<<grid, NB * FLASH_WARPS * 32, smem, cuda_stream()>>>(o_a, o_b, lse, q, k, v, m,
+                                                                        scale_log2, epi);
+    CUDA_LAUNCH_CHECK();
+}
+
+void flash_core_forward(float *o_a, float *o_b, float *lse, const float *q, const float *k,
+                        const float *v, const attn_map &m, const flash_diff_epi &epi) {
+    flash_check(m);
+    if (m.B == 0 || m.T <= 0) return;
+    switch (m.d * 2 + m.diff) {
+    case 128: flash_forward_launch<64, 64, 1>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 192: flash_forward_launch<96, 96, 1>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 256: flash_forward_launch<128, 128, 1>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 129: flash_forward_launch<64, 128, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 193: flash_forward_launch<96, 192, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 257: flash_forward_launch<128, 256, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
+    }
+}

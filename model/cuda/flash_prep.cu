@@ -1,0 +1,183 @@
+/* The row terms of the fused attention's backward (flash_core.cuh), before its dq and dk/dv
+ * kernels (flash_backward.cu). delta = sum_j P_ij dP_ij must match the dP those kernels form
+ * from bf16 tiles: G is used rounded to bf16 here too (G . o_i = sum_j P_ij G . v_j then holds
+ * up to the rounding of P; with fp32 G, a row of a single key, where dS = 0 exactly, would get
+ * dS ~ u |G| |v|):
+ *   standard / GQA: delta (B, nq, T) = bf16(G_i) . o_i per q-head and row;
+ *   DIFF V1: the subln backward of diffattn_backward, fused with the per-branch delta: per row
+ *       n = (b, t, h) of O (2d wide), G = dO (the gradient of O = o1 - lambda o2; stored rounded
+ *       to bf16, as the later kernels would round it), then
+ *       delta_1 = G . o1 and delta_2 = -lambda (G . o2), each branch from its own output (SPEC
+ *       trap: never from the combined O), and the partial sums of dgamma and of
+ *       dlambda = -sum G . o2 (with the fp32 G: a sum over all rows, where cancellation is
+ *       common).
+ * dgamma and dlambda sum over all B*T*H rows deterministically: the rows are cut into fixed
+ * chunks of 64 (by the sizes only), a block sums its chunk in double in a fixed order into a row
+ * of partials, and one block then adds the partials chunk by chunk to dgamma and dlambda. */
+#include <math.h>
+
+#include "model/cuda/flash_core.cuh"
+
+#define PREP_WARPS 8
+#define PREP_ROWS_PER_WARP 8
+#define PREP_MAX_D2 256                /* 2d <= 256 */
+#define PREP_U (PREP_MAX_D2 / 32)      /* columns per lane */
+
+/* ---- standard: one warp per row n = (b*nq + j)*T + i, in double (delta is subtracted from dP,
+ * where cancellation is common) ---- */
+__global__ void flash_delta_kernel(float *delta, const float *G, const float *o, attn_map m) {
+    const size_t n_rows = (size_t)m.B * m.nq * m.T;
+    const size_t n_warps = ((size_t)gridDim.x * blockDim.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    /* n is the same for the 32 lanes of a warp: the loop and the shuffles are warp-uniform */
+    for (size_t n = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; n < n_rows;
+         n += n_warps) {
+        const int i = (int)(n % m.T), j = (int)((n / m.T) % m.nq);
+        const int b = (int)(n / ((size_t)m.nq * m.T));
+        const size_t row = ((size_t)b * m.T + i) * attn_o_stride(m) + attn_o_col(m, j);
+        double acc = 0.0;
+        for (int e = lane; e < m.dv; e += 32) acc += (double)round_bf16(G[row + e]) * o[row + e];
+        acc = warp_sum(acc);
+        if (lane == 0) delta[n] = (float)acc;
+    }
+}
+
+/* ---- DIFF: block ch handles rows [ch*64, (ch+1)*64), a warp 8 consecutive ones; per row
+ *   Ohat = O r, dOhat = (1 - li) dY gamma, G = r (dOhat - Ohat (Ohat . dOhat) / 2d)
+ *   (G = (1 - li) dY without gamma);
+ * part[ch] (2d + 1 doubles) = {the chunk's sum of (1 - li) dY Ohat, -sum of G . o2}: each lane
+ * sums its columns over its warp's rows in row order, then thread e sums the warps in order ---- */
+__global__ void __launch_bounds__(PREP_WARPS * 32)
+flash_diff_prep_kernel(float *G, float *delta, double *part, const float *dout, const float *o1,
+                       const float *o2, const float *rstd, const float *lambda,
+                       const float *gamma, float out_scale, int T, int H, size_t n_rows, int d2) {
+    __shared__ double sg[PREP_WARPS][PREP_MAX_D2];
+    __shared__ double sdl[PREP_WARPS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const size_t ch = blockIdx.x;
+    const float lam = *lambda;
+    double gp[PREP_U], dl = 0.0;
+#pragma unroll
+    for (int u = 0; u < PREP_U; u++) gp[u] = 0.0;
+
+    for (int rr = 0; rr < PREP_ROWS_PER_WARP; rr++) {
+        const size_t n =
+            (ch * PREP_WARPS + (size_t)warp) * PREP_ROWS_PER_WARP + (size_t)rr; /* the row */
+        if (n >= n_rows) break; /* warp-uniform */
+        const float *a1 = o1 + n * d2, *a2 = o2 + n * d2, *dy = dout + n * d2; /* (2d) */
+        float go[PREP_U];
+        if (gamma) {
+            const float rs = rstd[n];
+            double dot = 0.0;
+#pragma unroll
+            for (int u = 0; u < PREP_U; u++) {
+                const int e = lane + 32 * u;
+                if (e >= d2) continue;
+                const float ohat = (a1[e] - lam * a2[e]) * rs;
+                const float dohat = out_scale * dy[e] * gamma[e];
+                gp[u] += (double)out_scale * dy[e] * ohat;
+                dot += (double)ohat * dohat;
+            }
+            const float coef = (float)(warp_sum(dot) / d2);
+#pragma unroll
+            for (int u = 0; u < PREP_U; u++) {
+                const int e = lane + 32 * u;
+                go[u] = 0.0f;
+                if (e >= d2) continue;
+                const float ohat = (a1[e] - lam * a2[e]) * rs;
+                const float dohat = out_scale * dy[e] * gamma[e];
+                go[u] = rs * (dohat - ohat * coef);
+            }
+        } else {
+#pragma unroll
+            for (int u = 0; u < PREP_U; u++) {
+                const int e = lane + 32 * u;
+                go[u] = e < d2 ? out_scale * dy[e] : 0.0f;
+            }
+        }
+        double dot1 = 0.0, dot2 = 0.0, dlr = 0.0; /* G~ . o1, G~ . o2 (G~ = bf16(G)), G . o2 */
+#pragma unroll
+        for (int u = 0; u < PREP_U; u++) {
+            const int e = lane + 32 * u;
+            if (e >= d2) continue;
+            const float gr = round_bf16(go[u]);
+            G[n * d2 + e] = gr;
+            dot1 += (double)gr * a1[e];
+            dot2 += (double)gr * a2[e];
+            dlr += (double)go[u] * a2[e];
+        }
+        dot1 = warp_sum(dot1);
+        dot2 = warp_sum(dot2);
+        dl -= warp_sum(dlr);
+        if (lane == 0) { /* row n = (b*T + t)*H + h -> lse rows 2h, 2h + 1 of b */
+            const size_t h = n % H, bt = n / H, t = bt % T, b = bt / T;
+            const size_t l1 = (b * 2 * H + 2 * h) * T + t;
+            delta[l1] = (float)dot1;
+            delta[l1 + T] = (float)((double)(-lam) * dot2);
+        }
+    }
+
+#pragma unroll
+    for (int u = 0; u < PREP_U; u++) {
+        const int e = lane + 32 * u;
+        if (e < d2) sg[warp][e] = gp[u];
+    }
+    if (lane == 0) sdl[warp] = dl;
+    __syncthreads();
+    double *pc = part + ch * (size_t)(d2 + 1); /* (2d + 1) */
+    for (int e = threadIdx.x; e < d2; e += blockDim.x) {
+        double s = 0.0;
+        for (int w = 0; w < PREP_WARPS; w++) s += sg[w][e];
+        pc[e] = s;
+    }
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (int w = 0; w < PREP_WARPS; w++) s += sdl[w];
+        pc[d2] = s;
+    }
+}
+
+/* dgamma[e] += sum over chunks of part[ch][e] (e < 2d; skipped when dgamma is NULL);
+ * *dlambda += the same of part[ch][2d]. One block; chunks in order. */
+__global__ void flash_diff_reduce_kernel(float *dgamma, float *dlambda, const double *part,
+                                         size_t n_chunks, int d2) {
+    for (int e = threadIdx.x; e <= d2; e += blockDim.x) {
+        double s = 0.0;
+        for (size_t ch = 0; ch < n_chunks; ch++) s += part[ch * (size_t)(d2 + 1) + e];
+        if (e < d2) {
+            if (dgamma) dgamma[e] += (float)s;
+        } else if (dlambda) {
+            dlambda[0] += (float)s;
+        }
+    }
+}
+
+/* ---- host side ---- */
+
+void flash_delta(float *delta, const float *G, const float *o, const attn_map &m) {
+    const size_t n_rows = (size_t)m.B * m.nq * m.T;
+    if (n_rows == 0) return;
+    flash_delta_kernel<<<cuda_blocks(n_rows * 32, 256), 256, 0, cuda_stream()>>>(delta, G, o, m);
+    CUDA_LAUNCH_CHECK();
+}
+
+size_t flash_diff_prep_chunks(size_t n_rows) {
+    return (n_rows + PREP_WARPS * PREP_ROWS_PER_WARP - 1) / (PREP_WARPS * PREP_ROWS_PER_WARP);
+}
+
+void flash_diff_prep(float *G, float *delta, double *part, float *dgamma, float *dlambda,
+                     const float *dout, const float *o1, const float *o2, const float *rstd,
+                     const float *lambda, const float *gamma, float lambda_init,
+                     const attn_map &m) {
+    const int H = m.nq / 2, d2 = m.dv;
+    const size_t n_rows = (size_t)m.B * m.T * H;
+    if (n_rows == 0) return;
+    const size_t n_chunks = flash_diff_prep_chunks(n_rows);
+    flash_diff_prep_kernel<<<(unsigned)n_chunks, PREP_WARPS * 32, 0, cuda_stream()>>>(
+        G, delta, part, dout, o1, o2, rstd, lambda, gamma, 1.0f - lambda_init, m.T, H, n_rows,
+        d2);
+    CUDA_LAUNCH_CHECK();
+    flash_diff_reduce_kernel<<<1, 288, 0, cuda_stream()>>>(gamma ? dgamma : NULL, dlambda, part,
+                                                           n_chunks, d2);
+    CUDA_LAUNCH_CHECK();
+}

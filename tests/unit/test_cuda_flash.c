@@ -1,0 +1,499 @@
+/* The fused bf16 tensor-core attention (model/cuda/flash.h) on all three attention kinds:
+ * standard causal attention with GQA (the baseline's, and DIFF V2's over 2H q-heads) and DIFF V1
+ * (both branches in one pass, subln epilogue, per-branch delta), forward and backward, against
+ *   (a) the CPU oracle (model/cpu, fp32) on the same fp32 inputs, with bf16 tolerances, and
+ *   (b) the tiled fp32 CUDA kernels run on the inputs rounded to bf16 here, i.e. on exactly the
+ *       values the fused kernels multiply: what remains is their rounding of P (and in the
+ *       backward of dS and of the output gradient G) to bf16, so the tolerances are tighter and
+ *       lse must agree to fp32 rounding;
+ * for d in {64, 96, 128}, GQA (q-heads per kv-head 1, 2, 4; DIFF: H = Hkv and H = 2 Hkv), B = 2
+ * and T in {1, 17, 64, 100, 130, 200, 257} (1 row; lengths that are not multiples of the 64-row
+ * tile; up to five tiles). Outputs start as NaN (an element left unwritten fails), dgamma and
+ * dlambda start nonzero (they accumulate), and a second run must give identical bits. Last, the
+ * backend table: under "bf16 products" the attention ops are the fused kernels where the head
+ * dim is supported (bit-identical to calling them), the tiled ones elsewhere and in fp32 mode.
+ *
+ * Tolerances, with u = 2^-9 the unit roundoff of bf16 (round to nearest even), per tensor:
+ * |got - ref| <= max(afrac * max|ref|, floor) + rtol * |ref|.
+ *   vs the tiled kernels (b): forward o (and o1, o2): each P_j is rounded by at most u P_j, so
+ *     |dO| <= u sum_j P_j |v_j| <= u max|v|: afrac = 1.25 u (the 0.25 covers fp32 summation
+ *     order); lse: no bf16 step at all (exact bf16 products summed in fp32 on both sides), so
+ *     1e-5 relative. DIFF's out and rstd pass O through 1/rms(O), which amplifies where
+ *     O = o1 - lambda o2 cancels, and the backward adds the roundings of G and dS to bf16 (each
+ *     <= u of an O(1) term, summed over up to T keys or rows with random signs): 8 u for those.
+ *   vs the CPU oracle (a): also the rounding of q, k, v (and G) themselves: a score moves by up
+ *     to 2u sum_e |q_e k_e| / sqrt(d), ~ 3e-3 typically for inputs in (-2, 2), and a probability
+ *     by as much relatively: afrac = 8 u forward, 16 u backward, rtol 1e-2.
+ *   Gradients have a floor of 1e-5 for T = 1, where dq = dk = 0 exactly and both sides hold only
+ *     fp32 noise. dlambda sums G . o2 over every row with heavy cancellation, so the forward's
+ *     bf16 error in o2 does not shrink with the sum (it moved dlambda by up to 14%): dgamma and
+ *     dlambda are checked against the oracle's backward run on the fused forward's own o1, o2,
+ *     rstd (identical inputs to the same fp32 row expressions, summed in double: rtol 1e-4),
+ *     dgamma also end to end.
+ * Measured under the emulator over this matrix (worst element / tolerance): vs tiled, o 0.60,
+ * lse 0.03, backward 0.36; vs the oracle, forward 0.34, backward 0.23; dgamma/dlambda on the
+ * same inputs 0.007. Any indexing, pairing, masking, scaling or delta error is O(1) of max|ref|,
+ * far outside these (a shared instead of per-branch delta: 10 to 85 times the tolerance).
+ * Exits 77 (skipped) without a device; under the host emulator (DT_CUDA_EMULATED) it runs the
+ * same matrix (~10 s). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cuda_test_util.h"
+#include "model/backend.h"
+#include "model/cpu/cpu_ops.h"
+#include "model/cuda/flash.h"
+
+#define U_BF16 (1.0 / 512.0)
+/* (b) against the tiled kernels on bf16-rounded inputs */
+#define TILED_O_AFRAC (1.25 * U_BF16)
+#define TILED_LSE_RTOL 1e-5
+#define TILED_AFRAC (8 * U_BF16)
+#define TILED_RTOL 1e-3
+/* (a) against the CPU oracle on the fp32 inputs */
+#define CPU_FWD_AFRAC (8 * U_BF16)
+#define CPU_BWD_AFRAC (16 * U_BF16)
+#define CPU_RTOL 1e-2
+#define BWD_FLOOR 1e-5
+/* dgamma, dlambda against the CPU oracle's backward run on the fused forward's o1, o2, rstd:
+ * the same inputs to the same per-row fp32 expressions, summed in double on both sides */
+#define RED_RTOL 1e-4
+#define RED_FLOOR 1e-4
+
+static float *host_alloc(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+static float *dev_copy(const float *h, size_t n) {
+    return cut_to_device(h, (n ? n : 1) * sizeof(float));
+}
+static float *dev_nan(size_t n) {
+    float *h = host_alloc(n);
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    float *d = dev_copy(h, n);
+    free(h);
+    return d;
+}
+
+/* x rounded to bf16, to nearest even, as the kernels' cvt.rn (finite inputs). */
+static float bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+static float *rounded_copy(const float *x, size_t n) {
+    float *r = host_alloc(n);
+    for (size_t i = 0; i < n; i++) r[i] = bf16_round(x[i]);
+    return r;
+}
+
+/* 1 when the device tensor is out of tolerance against ref:
+ * max(afrac * max|ref|, floor) + rtol |ref|. */
+static int check_floor(const char *what, const float *dev, const float *ref, size_t n,
+                       double afrac, double rtol, double floor_) {
+    float *got = cut_to_host(dev, n);
+    double mx = 0.0;
+    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)ref[i]));
+    const double worst = cut_worst(what, got, ref, n, fmax(afrac * mx, floor_), rtol);
+    free(got);
+    return worst <= 1.0 ? 0 : 1;
+}
+static int check(const char *what, const float *dev, const float *ref, size_t n, double afrac,
+                 double rtol) {
+    return check_floor(what, dev, ref, n, afrac, rtol, 1e-30);
+}
+/* Gradients: the floor covers T = 1, where the softmax is constant and dq = dk = 0 exactly, and
+ * both sides hold only the fp32 noise of dP - delta (~1e-7 |dP|). */
+static int check_grad(const char *what, const float *dev, const float *ref, size_t n,
+                      double afrac, double rtol) {
+    return check_floor(what, dev, ref, n, afrac, rtol, BWD_FLOOR);
+}
+/* 1 unless the two device tensors hold the same bits. */
+static int same_bits(const char *what, const float *a, const float *b, size_t n) {
+    float *ha = cut_to_host(a, n), *hb = cut_to_host(b, n);
+    const int differ = memcmp(ha, hb, n * sizeof(float)) != 0;
+    if (differ) printf("%s: rerun differs\n", what);
+    free(ha);
+    free(hb);
+    return differ;
+}
+static float *to_host(const float *dev, size_t n) { return cut_to_host(dev, n); }
+
+/* ---- standard / GQA attention (baseline; DIFF V2 over 2H q-heads) ---- */
+
+typedef struct std_case {
+    int T, Hq, Hkv, d;
+} std_case;
+
+static int run_standard(const std_case *c, unsigned seed) {
+    const int B = 2, T = c->T, Hq = c->Hq, Hkv = c->Hkv, d = c->d, dv = d;
+    const size_t nq = (size_t)B * T * Hq * d, nk = (size_t)B * T * Hkv * d;
+    const size_t nv = (size_t)B * T * Hkv * dv, no = (size_t)B * T * Hq * dv;
+    const size_t nl = (size_t)B * Hq * T;
+    float *q = host_alloc(nq), *k = host_alloc(nk), *v = host_alloc(nv), *dout = host_alloc(no);
+    cut_fill(q, nq, seed + 1, -2.0f, 2.0f); /* scores of std ~1.3: peaked, not flat */
+    cut_fill(k, nk, seed + 2, -2.0f, 2.0f);
+    cut_fill(v, nv, seed + 3, -1.0f, 1.0f);
+    cut_fill(dout, no, seed + 4, -1.0f, 1.0f);
+
+    /* (a) the CPU oracle on the fp32 inputs */
+    float *out = host_alloc(no), *lse = host_alloc(nl);
+    float *dq = host_alloc(nq), *dk = host_alloc(nk), *dvv = host_alloc(nv);
+    cpu_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, dv);
+    cpu_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, dv);
+
+    /* (b) the tiled kernels on the bf16-rounded inputs */
+    float *qr = rounded_copy(q, nq), *kr = rounded_copy(k, nk), *vr = rounded_copy(v, nv);
+    float *doutr = rounded_copy(dout, no);
+    float *tq = dev_copy(qr, nq), *tk = dev_copy(kr, nk), *tv = dev_copy(vr, nv);
+    float *tdout = dev_copy(doutr, no), *tout = dev_nan(no), *tlse = dev_nan(nl);
+    float *tdq = dev_nan(nq), *tdk = dev_nan(nk), *tdv = dev_nan(nv);
+    cuda_attention_forward(tout, tlse, tq, tk, tv, B, T, Hq, Hkv, d, dv);
+    cuda_attention_backward(tdq, tdk, tdv, tdout, tq, tk, tv, tout, tlse, B, T, Hq, Hkv, d, dv);
+    float *t_out = to_host(tout, no), *t_lse = to_host(tlse, nl), *t_dq = to_host(tdq, nq);
+    float *t_dk = to_host(tdk, nk), *t_dv = to_host(tdv, nv);
+
+    /* the fused kernels on the fp32 inputs, twice */
+    float *q_d = dev_copy(q, nq), *k_d = dev_copy(k, nk), *v_d = dev_copy(v, nv);
+    float *dout_d = dev_copy(dout, no);
+    float *o_d[2], *l_d[2], *dq_d[2], *dk_d[2], *dv_d[2];
+    for (int run = 0; run < 2; run++) {
+        o_d[run] = dev_nan(no);
+        l_d[run] = dev_nan(nl);
+        dq_d[run] = dev_nan(nq);
+        dk_d[run] = dev_nan(nk);
+        dv_d[run] = dev_nan(nv);
+        cuda_flash_attention_forward(o_d[run], l_d[run], q_d, k_d, v_d, B, T, Hq, Hkv, d, dv);
+        cuda_flash_attention_backward(dq_d[run], dk_d[run], dv_d[run], dout_d, q_d, k_d, v_d,
+                                      o_d[run], l_d[run], B, T, Hq, Hkv, d, dv);
+    }
+    cuda_synchronize();
+
+    printf("-- attention B=%d T=%d Hq=%d Hkv=%d d=%d\n", B, T, Hq, Hkv, d);
+    int fails = 0;
+    fails += check("out vs cpu", o_d[0], out, no, CPU_FWD_AFRAC, CPU_RTOL);
+    fails += check("lse vs cpu", l_d[0], lse, nl, CPU_FWD_AFRAC, 0.0);
+    fails += check_grad("dq vs cpu", dq_d[0], dq, nq, CPU_BWD_AFRAC, CPU_RTOL);
+    fails += check_grad("dk vs cpu", dk_d[0], dk, nk, CPU_BWD_AFRAC, CPU_RTOL);
+    fails += check_grad("dv vs cpu", dv_d[0], dvv, nv, CPU_BWD_AFRAC, CPU_RTOL);
+    fails += check("out vs tiled", o_d[0], t_out, no, TILED_O_AFRAC, 0.0);
+    fails += check("lse vs tiled", l_d[0], t_lse, nl, 1e-6, TILED_LSE_RTOL);
+    fails += check_grad("dq vs tiled", dq_d[0], t_dq, nq, TILED_AFRAC, TILED_RTOL);
+    fails += check_grad("dk vs tiled", dk_d[0], t_dk, nk, TILED_AFRAC, TILED_RTOL);
+    fails += check_grad("dv vs tiled", dv_d[0], t_dv, nv, TILED_AFRAC, TILED_RTOL);
+    fails += same_bits("out", o_d[0], o_d[1], no);
+    fails += same_bits("lse", l_d[0], l_d[1], nl);
+    fails += same_bits("dq", dq_d[0], dq_d[1], nq);
+    fails += same_bits("dk", dk_d[0], dk_d[1], nk);
+    fails += same_bits("dv", dv_d[0], dv_d[1], nv);
+
+    float *dev[] = {tq, tk, tv, tdout, tout, tlse, tdq, tdk, tdv, q_d, k_d, v_d, dout_d,
+                    o_d[0], o_d[1], l_d[0], l_d[1], dq_d[0], dq_d[1], dk_d[0], dk_d[1],
+                    dv_d[0], dv_d[1]};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    float *host[] = {q, k, v, dout, out, lse, dq, dk, dvv, qr, kr, vr, doutr,
+                     t_out, t_lse, t_dq, t_dk, t_dv};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+    return fails;
+}
+
+static void test_attention(void **state) {
+    (void)state;
+    static const std_case cases[] = {
+        {1, 2, 2, 64},   {17, 4, 2, 96},  {100, 4, 1, 128}, {130, 2, 2, 64},
+        {100, 2, 2, 96}, {17, 4, 4, 128}, {130, 4, 2, 128}, {64, 4, 1, 96},
+        {257, 4, 2, 64},
+    };
+    int fails = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        fails += run_standard(&cases[i], 100 + 10 * (unsigned)i);
+    assert_int_equal(fails, 0);
+}
+
+/* ---- differential attention V1 ---- */
+
+typedef struct diff_case {
+    int T, H, Hkv, d, subln;
+    float lambda;
+} diff_case;
+
+/* The outputs of one diffattn forward + backward (device buffers). */
+typedef struct diff_out {
+    float *out, *o1, *o2, *lse, *rstd, *dq, *dk, *dv, *dgamma, *dlambda;
+} diff_out;
+
+static void diff_out_alloc(diff_out *o, size_t no, size_t nl, size_t nr, size_t nq, size_t nk,
+                           size_t nv, const float *dgamma0, int d2, float dlambda0) {
+    o->out = dev_nan(no);
+    o->o1 = dev_nan(no);
+    o->o2 = dev_nan(no);
+    o->lse = dev_nan(nl);
+    o->rstd = dev_nan(nr);
+    o->dq = dev_nan(nq);
+    o->dk = dev_nan(nk);
+    o->dv = dev_nan(nv);
+    o->dgamma = dev_copy(dgamma0, (size_t)d2);
+    o->dlambda = dev_copy(&dlambda0, 1);
+}
+static void diff_out_free(diff_out *o) {
+    float *b[] = {o->out, o->o1, o->o2, o->lse, o->rstd, o->dq, o->dk, o->dv, o->dgamma,
+                  o->dlambda};
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) cuda_free(b[i]);
+}
+
+static int run_diff(const diff_case *c, unsigned seed) {
+    const int B = 2, T = c->T, H = c->H, Hkv = c->Hkv, d = c->d, d2 = 2 * d;
+    const float lambda_init = 0.356f, eps = 1e-5f; /* layer 1's lambda_init (SPEC 2) */
+    const size_t nq = (size_t)B * T * 2 * H * d, nk = (size_t)B * T * 2 * Hkv * d;
+    const size_t nv = (size_t)B * T * Hkv * d2, no = (size_t)B * T * H * d2;
+    const size_t nl = (size_t)B * 2 * H * T, nr = (size_t)B * T * H;
+    float *q = host_alloc(nq), *k = host_alloc(nk), *v = host_alloc(nv), *dout = host_alloc(no);
+    float gamma[256], dgamma0[256], lambda = c->lambda, dlambda0 = 1.5f;
+    cut_fill(q, nq, seed + 1, -2.0f, 2.0f);
+    cut_fill(k, nk, seed + 2, -2.0f, 2.0f);
+    cut_fill(v, nv, seed + 3, -1.0f, 1.0f);
+    cut_fill(dout, no, seed + 4, -1.0f, 1.0f);
+    cut_fill(gamma, (size_t)d2, seed + 5, 0.5f, 1.5f);
+    cut_fill(dgamma0, (size_t)d2, seed + 6, -2.0f, 2.0f); /* nonzero: dgamma accumulates */
+    const float *gamma_h = c->subln ? gamma : NULL;
+
+    /* (a) the CPU oracle */
+    float *out = host_alloc(no), *o1 = host_alloc(no), *o2 = host_alloc(no);
+    float *lse = host_alloc(nl), *rstd = host_alloc(nr);
+    float *dq = host_alloc(nq), *dk = host_alloc(nk), *dvv = host_alloc(nv);
+    float dgamma[256], dlambda = dlambda0;
+    memcpy(dgamma, dgamma0, sizeof(float) * d2);
+    cpu_diffattn_forward(out, o1, o2, lse, rstd, q, k, v, &lambda, gamma_h, lambda_init, eps, B,
+                         T, H, Hkv, d);
+    cpu_diffattn_backward(dq, dk, dvv, dgamma, &dlambda, dout, q, k, v, o1, o2, lse, rstd,
+                          &lambda, gamma_h, lambda_init, B, T, H, Hkv, d);
+
+    float *lambda_d = dev_copy(&lambda, 1);
+    float *gamma_d = c->subln ? dev_copy(gamma, (size_t)d2) : NULL;
+    /* (b) the tiled kernels on bf16-rounded inputs */
+    float *qr = rounded_copy(q, nq), *kr = rounded_copy(k, nk), *vr = rounded_copy(v, nv);
+    float *doutr = rounded_copy(dout, no);
+    float *tq = dev_copy(qr, nq), *tk = dev_copy(kr, nk), *tv = dev_copy(vr, nv);
+    float *tdout = dev_copy(doutr, no);
+    diff_out t;
+    diff_out_alloc(&t, no, nl, nr, nq, nk, nv, dgamma0, d2, dlambda0);
+    cuda_diffattn_forward(t.out, t.o1, t.o2, t.lse, t.rstd, tq, tk, tv, lambda_d, gamma_d,
+                          lambda_init, eps, B, T, H, Hkv, d);
+    cuda_diffattn_backward(t.dq, t.dk, t.dv, t.dgamma, t.dlambda, tdout, tq, tk, tv, t.o1, t.o2,
+                           t.lse, t.rstd, lambda_d, gamma_d, lambda_init, B, T, H, Hkv, d);
+    float *th[10];
+    const float *tdev[10] = {t.out, t.o1, t.o2, t.lse, t.rstd, t.dq, t.dk, t.dv, t.dgamma,
+                             t.dlambda};
+    const size_t tn[10] = {no, no, no, nl, nr, nq, nk, nv, (size_t)d2, 1};
+    for (int i = 0; i < 10; i++) th[i] = to_host(tdev[i], tn[i]);
+
+    /* the fused kernels, twice */
+    float *q_d = dev_copy(q, nq), *k_d = dev_copy(k, nk), *v_d = dev_copy(v, nv);
+    float *dout_d = dev_copy(dout, no);
+    diff_out f[2];
+    for (int run = 0; run < 2; run++) {
+        diff_out *o = &f[run];
+        diff_out_alloc(o, no, nl, nr, nq, nk, nv, dgamma0, d2, dlambda0);
+        cuda_flash_diffattn_forward(o->out, o->o1, o->o2, o->lse, o->rstd, q_d, k_d, v_d,
+                                    lambda_d, gamma_d, lambda_init, eps, B, T, H, Hkv, d);
+        cuda_flash_diffattn_backward(o->dq, o->dk, o->dv, o->dgamma, o->dlambda, dout_d, q_d, k_d,
+                                     v_d, o->o1, o->o2, o->lse, o->rstd, lambda_d, gamma_d,
+                                     lambda_init, B, T, H, Hkv, d);
+    }
+    cuda_synchronize();
+
+    printf("-- diffattn B=%d T=%d H=%d Hkv=%d d=%d subln=%d lambda=%g\n", B, T, H, Hkv, d,
+           c->subln, (double)lambda);
+    const diff_out *F = &f[0];
+    int fails = 0;
+    fails += check("out vs cpu", F->out, out, no, CPU_FWD_AFRAC, CPU_RTOL);
+    fails += check("o1 vs cpu", F->o1, o1, no, CPU_FWD_AFRAC, CPU_RTOL);
+    fails += check("o2 vs cpu", F->o2, o2, no, CPU_FWD_AFRAC, CPU_RTOL);
+    fails += check("lse vs cpu", F->lse, lse, nl, CPU_FWD_AFRAC, 0.0);
+    if (c->subln) fails += check("rstd vs cpu", F->rstd, rstd, nr, CPU_FWD_AFRAC, CPU_RTOL);
+    fails += check_grad("dq vs cpu", F->dq, dq, nq, CPU_BWD_AFRAC, CPU_RTOL);
+    fails += check_grad("dk vs cpu", F->dk, dk, nk, CPU_BWD_AFRAC, CPU_RTOL);
+    fails += check_grad("dv vs cpu", F->dv, dvv, nv, CPU_BWD_AFRAC, CPU_RTOL);
+    /* accumulated onto dgamma0 / dlambda0 (subln off: dgamma untouched). dlambda sums G . o2
+     * over all rows with much cancellation, so its forward's bf16 error (in o2, rstd) does not
+     * shrink with the sum: checked on the same forward outputs as the oracle (below) */
+    fails += check("dgamma vs cpu", F->dgamma, dgamma, (size_t)d2, CPU_BWD_AFRAC, CPU_RTOL);
+    fails += check("out vs tiled", F->out, th[0], no, TILED_AFRAC, TILED_RTOL);
+    fails += check("o1 vs tiled", F->o1, th[1], no, TILED_O_AFRAC, 0.0);
+    fails += check("o2 vs tiled", F->o2, th[2], no, TILED_O_AFRAC, 0.0);
+    fails += check("lse vs tiled", F->lse, th[3], nl, 1e-6, TILED_LSE_RTOL);
+    if (c->subln) fails += check("rstd vs tiled", F->rstd, th[4], nr, TILED_AFRAC, TILED_RTOL);
+    fails += check_grad("dq vs tiled", F->dq, th[5], nq, TILED_AFRAC, TILED_RTOL);
+    fails += check_grad("dk vs tiled", F->dk, th[6], nk, TILED_AFRAC, TILED_RTOL);
+    fails += check_grad("dv vs tiled", F->dv, th[7], nv, TILED_AFRAC, TILED_RTOL);
+    fails += check("dgamma vs tiled", F->dgamma, th[8], (size_t)d2, TILED_AFRAC, TILED_RTOL);
+    { /* the reductions on identical inputs: the oracle's backward from the fused forward */
+        float *fo1 = to_host(F->o1, no), *fo2 = to_host(F->o2, no), *flse = to_host(F->lse, nl);
+        float *frstd = to_host(F->rstd, nr), *xq = host_alloc(nq), *xk = host_alloc(nk);
+        float *xv = host_alloc(nv), rg[256], rl = dlambda0;
+        memcpy(rg, dgamma0, sizeof(float) * d2);
+        cpu_diffattn_backward(xq, xk, xv, rg, &rl, dout, q, k, v, fo1, fo2, flse,
+                              c->subln ? frstd : NULL, &lambda, gamma_h, lambda_init, B, T, H,
+                              Hkv, d);
+        fails += check_floor("dgamma, same o1 o2", F->dgamma, rg, (size_t)d2, 0.0, RED_RTOL,
+                             RED_FLOOR);
+        fails += check_floor("dlambda, same o1 o2", F->dlambda, &rl, 1, 0.0, RED_RTOL, RED_FLOOR);
+        free(fo1), free(fo2), free(flse), free(frstd), free(xq), free(xk), free(xv);
+    }
+    const float *a[10] = {f[0].out, f[0].o1, f[0].o2, f[0].lse, f[0].rstd,
+                          f[0].dq,  f[0].dk, f[0].dv, f[0].dgamma, f[0].dlambda};
+    const float *b[10] = {f[1].out, f[1].o1, f[1].o2, f[1].lse, f[1].rstd,
+                          f[1].dq,  f[1].dk, f[1].dv, f[1].dgamma, f[1].dlambda};
+    static const char *names[10] = {"out", "o1", "o2", "lse", "rstd",
+                                    "dq", "dk", "dv", "dgamma", "dlambda"};
+    for (int i = 0; i < 10; i++)
+        if (i != 4 || c->subln) fails += same_bits(names[i], a[i], b[i], tn[i]);
+
+    diff_out_free(&t);
+    diff_out_free(&f[0]);
+    diff_out_free(&f[1]);
+    float *dev[] = {tq, tk, tv, tdout, q_d, k_d, v_d, dout_d, lambda_d, gamma_d};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    for (int i = 0; i < 10; i++) free(th[i]);
+    float *host[] = {q, k, v, dout, out, o1, o2, lse, rstd, dq, dk, dvv, qr, kr, vr, doutr};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+    return fails;
+}
+
+static void test_diffattn(void **state) {
+    (void)state;
+    static const diff_case cases[] = {
+        {1, 2, 2, 64, 1, 0.35f},    {17, 2, 1, 96, 1, -0.45f}, {100, 2, 2, 128, 0, 0.8f},
+        {130, 2, 1, 64, 1, 0.8f},   {100, 2, 1, 96, 0, 0.35f}, {17, 2, 2, 128, 1, -0.2f},
+        {130, 2, 2, 128, 1, -0.45f}, {64, 2, 1, 128, 0, 0.35f}, {200, 2, 1, 96, 1, 0.8f},
+    };
+    int fails = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        fails += run_diff(&cases[i], 5000 + 10 * (unsigned)i);
+    assert_int_equal(fails, 0);
+}
+
+/* ---- the backend table under bf16 and fp32 products ---- */
+
+/* 1 unless the backend's standard attention forward and backward (bf16 products) give the bits
+ * of the fused kernels (fused != 0) or of the tiled ones. */
+static int dispatch_standard(const dt_backend *be, int d, int fused) {
+    const int B = 1, T = 33, Hq = 2, Hkv = 1;
+    const size_t nq = (size_t)B * T * Hq * d, nk = (size_t)B * T * Hkv * d, nl = (size_t)B * Hq * T;
+    float *h = host_alloc(nq);
+    cut_fill(h, nq, 11 + d, -1.0f, 1.0f);
+    float *q = dev_copy(h, nq), *k = dev_copy(h, nk), *v = dev_copy(h + nk, nk);
+    float *dout = dev_copy(h, nq);
+    float *o[2], *l[2], *dq[2], *dk[2], *dv[2];
+    for (int i = 0; i < 2; i++) {
+        o[i] = dev_nan(nq), l[i] = dev_nan(nl), dq[i] = dev_nan(nq), dk[i] = dev_nan(nk);
+        dv[i] = dev_nan(nk);
+    }
+    be->attention_forward(o[0], l[0], q, k, v, B, T, Hq, Hkv, d, d);
+    be->attention_backward(dq[0], dk[0], dv[0], dout, q, k, v, o[0], l[0], B, T, Hq, Hkv, d, d);
+    if (fused) {
+        cuda_flash_attention_forward(o[1], l[1], q, k, v, B, T, Hq, Hkv, d, d);
+        cuda_flash_attention_backward(dq[1], dk[1], dv[1], dout, q, k, v, o[1], l[1], B, T, Hq,
+                                      Hkv, d, d);
+    } else {
+        cuda_attention_forward(o[1], l[1], q, k, v, B, T, Hq, Hkv, d, d);
+        cuda_attention_backward(dq[1], dk[1], dv[1], dout, q, k, v, o[1], l[1], B, T, Hq, Hkv, d,
+                                d);
+    }
+    printf("-- bf16 products, attention d=%d: the %s kernels\n", d, fused ? "fused" : "tiled");
+    int fails = same_bits("out", o[0], o[1], nq) + same_bits("lse", l[0], l[1], nl);
+    fails += same_bits("dq", dq[0], dq[1], nq) + same_bits("dk", dk[0], dk[1], nk);
+    fails += same_bits("dv", dv[0], dv[1], nk);
+    float *dev[] = {q,     k,     v,     dout,  o[0],  o[1],  l[0],
+                    l[1],  dq[0], dq[1], dk[0], dk[1], dv[0], dv[1]};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(h);
+    return fails;
+}
+
+/* The same for DIFF V1 (subln on). */
+static int dispatch_diff(const dt_backend *be, int d, int fused) {
+    const int B = 1, T = 33, H = 2, Hkv = 1, d2 = 2 * d;
+    const size_t nq = (size_t)B * T * 2 * H * d, nk = (size_t)B * T * 2 * Hkv * d;
+    const size_t no = (size_t)B * T * H * d2, nl = (size_t)B * 2 * H * T, nr = (size_t)B * T * H;
+    float *h = host_alloc(nq), gamma[256], lam = 0.3f;
+    cut_fill(h, nq, 21 + d, -1.0f, 1.0f);
+    cut_fill(gamma, (size_t)d2, 22, 0.5f, 1.5f);
+    float *q = dev_copy(h, nq), *k = dev_copy(h, nk), *v = dev_copy(h + nk, nk);
+    float *dout = dev_copy(h, no), *lam_d = dev_copy(&lam, 1), *gamma_d = dev_copy(gamma, d2);
+    diff_out f[2];
+    const float zeros[256] = {0.0f};
+    for (int i = 0; i < 2; i++) diff_out_alloc(&f[i], no, nl, nr, nq, nk, nk, zeros, d2, 0.0f);
+    be->diffattn_forward(f[0].out, f[0].o1, f[0].o2, f[0].lse, f[0].rstd, q, k, v, lam_d, gamma_d,
+                         0.2f, 1e-5f, B, T, H, Hkv, d);
+    be->diffattn_backward(f[0].dq, f[0].dk, f[0].dv, f[0].dgamma, f[0].dlambda, dout, q, k, v,
+                          f[0].o1, f[0].o2, f[0].lse, f[0].rstd, lam_d, gamma_d, 0.2f, B, T, H,
+                          Hkv, d);
+    void (*fwd)(float *, float *, float *, float *, float *, const float *, const float *,
+                const float *, const float *, const float *, float, float, int, int, int, int,
+                int) = fused ? cuda_flash_diffattn_forward : cuda_diffattn_forward;
+    void (*bwd)(float *, float *, float *, float *, float *, const float *, const float *,
+                const float *, const float *, const float *, const float *, const float *,
+                const float *, const float *, const float *, float, int, int, int, int, int) =
+        fused ? cuda_flash_diffattn_backward : cuda_diffattn_backward;
+    fwd(f[1].out, f[1].o1, f[1].o2, f[1].lse, f[1].rstd, q, k, v, lam_d, gamma_d, 0.2f, 1e-5f, B,
+        T, H, Hkv, d);
+    bwd(f[1].dq, f[1].dk, f[1].dv, f[1].dgamma, f[1].dlambda, dout, q, k, v, f[1].o1, f[1].o2,
+        f[1].lse, f[1].rstd, lam_d, gamma_d, 0.2f, B, T, H, Hkv, d);
+    printf("-- bf16 products, diffattn d=%d: the %s kernels\n", d, fused ? "fused" : "tiled");
+    int fails = same_bits("out", f[0].out, f[1].out, no) + same_bits("lse", f[0].lse, f[1].lse, nl);
+    fails += same_bits("dq", f[0].dq, f[1].dq, nq) + same_bits("dv", f[0].dv, f[1].dv, nk);
+    fails += same_bits("dgamma", f[0].dgamma, f[1].dgamma, d2);
+    fails += same_bits("dlambda", f[0].dlambda, f[1].dlambda, 1);
+    diff_out_free(&f[0]);
+    diff_out_free(&f[1]);
+    float *dev[] = {q, k, v, dout, lam_d, gamma_d};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(h);
+    return fails;
+}
+
+static void test_backend_dispatch(void **state) {
+    (void)state;
+    float *buf = cut_to_device(NULL, 64 * sizeof(float));
+    const void *ok[] = {buf, buf + 4}, *off[] = {buf, buf + 2}; /* 16 and 8 bytes in */
+    assert_int_equal(cuda_flash_usable(64, 64, 0, ok, 2), 1);
+    assert_int_equal(cuda_flash_usable(96, 192, 1, ok, 2), 1);
+    assert_int_equal(cuda_flash_usable(128, 128, 0, off, 2), 0); /* misaligned: the tiled path */
+    assert_int_equal(cuda_flash_usable(64, 128, 0, ok, 2), 0);   /* dv = 2d is DIFF's */
+    assert_int_equal(cuda_flash_usable(64, 64, 1, ok, 2), 0);
+    assert_int_equal(cuda_flash_usable(80, 80, 0, ok, 2), 0);
+    cuda_free(buf);
+    assert_int_equal(cuda_backend_init(0, 1), 0);
+    const dt_backend *be = dt_backend_cuda();
+    int fails = dispatch_standard(be, 64, 1) + dispatch_diff(be, 64, 1);
+    fails += dispatch_standard(be, 32, 0) + dispatch_diff(be, 32, 0); /* no fused kernel: tiled */
+    assert_int_equal(cuda_backend_init(0, 0), 0); /* fp32 products: the exact tiled path */
+    be = dt_backend_cuda();
+    assert_true(be->attention_forward == cuda_attention_forward);
+    assert_true(be->attention_backward == cuda_attention_backward);
+    assert_true(be->diffattn_forward == cuda_diffattn_forward);
+    assert_true(be->diffattn_backward == cuda_diffattn_backward);
+    assert_int_equal(fails, 0);
+}
+
+int main(void) {
+    cut_require_device();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_diffattn),
+        cmocka_unit_test(test_backend_dispatch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
