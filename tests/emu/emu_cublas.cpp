@@ -110,6 +110,16 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
                    !emu_device_range(B, span(b_rows, b_cols, ldb) * sizeof(float)))))
         return fail(CUBLAS_STATUS_INVALID_VALUE,
                     "cublasGemmEx: a matrix is not inside one device allocation");
+    /* one operation on the handle's stream: it reads A and B, writes C (checked against the
+     * other streams' work, as a kernel's arguments are) */
+    if (emu_stream_op(handle->stream, "cublasGemmEx") != cudaSuccess)
+        return fail(CUBLAS_STATUS_INVALID_VALUE,
+                    "cublasGemmEx: the handle's stream does not exist");
+    if (k > 0) {
+        (void)emu_stream_access(A, span(a_rows, a_cols, lda) * sizeof(float), 0);
+        (void)emu_stream_access(B, span(b_rows, b_cols, ldb) * sizeof(float), 0);
+    }
+    (void)emu_stream_access(C, span(m, n, ldc) * sizeof(float), 1);
     const bool bf16 = computeType == CUBLAS_COMPUTE_32F_FAST_16BF;
     std::vector<float> a, bt; /* op(A) as m rows of k, op(B)^T as n rows of k */
     if (k > 0) {

@@ -1,5 +1,6 @@
 /* The host emulator's runtime (a test tool; see include/cuda_runtime.h for what it checks):
- * fibers and their scheduler, barriers, shuffles, shared memory, device memory, streams. */
+ * fibers and their scheduler, barriers, shuffles, shared memory, device memory, copies, the
+ * devices. Streams and events are in emu_streams.cpp. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +11,7 @@
 #include <map>
 #include <set>
 
-#include "cuda_runtime.h"
+#include "emu_internal.h"
 
 #if !defined(__x86_64__) || !defined(__linux__)
 #error "the CUDA host emulator switches fibers with x86-64 Linux assembly"
@@ -24,8 +25,6 @@ unsigned char *emu_dyn_smem;
 #define EMU_STATIC_SMEM (48u * 1024u)      /* static __shared__ per block */
 #define EMU_DEFAULT_DYN_SMEM (48u * 1024u) /* dynamic without the opt-in attribute */
 #define EMU_OPTIN_SMEM (227u * 1024u)      /* H100: static + dynamic after the opt-in */
-
-static void emu_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 /* ---- fibers: emu_switch saves the callee-saved registers on the current stack, stores its
  * stack pointer in *save and continues on stack `to` (System V x86-64 ABI) ---- */
@@ -85,7 +84,7 @@ static void fiber_init(unsigned t) {
     g_t[t].state = ST_RUN;
 }
 
-static void emu_fail(const char *fmt, ...) {
+void emu_fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fflush(stdout);
@@ -321,9 +320,28 @@ cudaError_t emu_func_set_attribute(const void *kernel, cudaFuncAttribute attr, i
     return cudaSuccess;
 }
 
+/* ---- what the process did on the emulated device, printed at exit when DT_EMU_REPORT is set
+ * (for scripts that must know the device was used, and how much memory it held) ---- */
+
+static unsigned long long g_launches;
+static size_t g_live_bytes, g_peak_bytes;
+
+static void print_report(void) {
+    fprintf(stderr, "emu: %llu kernel launches; peak %zu bytes of device memory in cudaMalloc\n",
+            g_launches, g_peak_bytes);
+}
+
+static void count_launch(void) {
+    static bool registered;
+    if (!registered && getenv("DT_EMU_REPORT")) atexit(print_report);
+    registered = true;
+    g_launches++;
+}
+
 /* ---- device memory: one mapping per allocation, ending at a guard page ---- */
 
 struct emu_alloc {
+    uintptr_t start;
     size_t bytes;
     void *map;
     size_t map_len;
@@ -331,9 +349,7 @@ struct emu_alloc {
 static std::map<uintptr_t, emu_alloc> g_allocs; /* by start address */
 static cudaError_t g_last_error;
 
-static cudaError_t api_error(cudaError_t e, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static cudaError_t api_error(cudaError_t e, const char *fmt, ...) {
+cudaError_t emu_api_error(cudaError_t e, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fflush(stdout);
@@ -358,19 +374,26 @@ static const emu_alloc *find_alloc(const void *p, size_t bytes) {
 
 int emu_device_range(const void *p, size_t bytes) { return p && find_alloc(p, bytes) != NULL; }
 
+uintptr_t emu_alloc_start(const void *p, size_t bytes) {
+    const emu_alloc *a = p ? find_alloc(p, bytes) : NULL;
+    return a ? a->start : 0;
+}
+
 cudaError_t emu_malloc(void **p, size_t bytes) {
-    if (!p) return api_error(cudaErrorInvalidValue, "cudaMalloc: NULL result pointer");
+    if (!p) return emu_api_error(cudaErrorInvalidValue, "cudaMalloc: NULL result pointer");
     *p = NULL;
     if (bytes == 0) return cudaSuccess;
     size_t rounded = (bytes + 15) / 16 * 16; /* 16-byte aligned start */
     size_t len = (rounded + EMU_PAGE - 1) / EMU_PAGE * EMU_PAGE + EMU_PAGE;
     char *m = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
-        return api_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu): out of memory", bytes);
+        return emu_api_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu): out of memory", bytes);
     mprotect(m + len - EMU_PAGE, EMU_PAGE, PROT_NONE);
     char *start = m + len - EMU_PAGE - rounded;
     memset(start, 0xff, rounded); /* uninitialised device memory: NaN */
-    g_allocs[(uintptr_t)start] = {bytes, m, len};
+    g_allocs[(uintptr_t)start] = {(uintptr_t)start, bytes, m, len};
+    g_live_bytes += bytes;
+    if (g_live_bytes > g_peak_bytes) g_peak_bytes = g_live_bytes;
     *p = start;
     return cudaSuccess;
 }
@@ -379,8 +402,11 @@ cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
     auto it = g_allocs.find((uintptr_t)p);
     if (it == g_allocs.end())
-        return api_error(cudaErrorInvalidValue, "cudaFree(%p): not a live cudaMalloc pointer", p);
+        return emu_api_error(cudaErrorInvalidValue, "cudaFree(%p): not a live cudaMalloc pointer",
+                             p);
+    emu_stream_free(it->first);
     munmap(it->second.map, it->second.map_len); /* a later use of p faults */
+    g_live_bytes -= it->second.bytes;
     g_allocs.erase(it);
     return cudaSuccess;
 }
@@ -388,10 +414,10 @@ cudaError_t cudaFree(void *p) {
 static std::set<void *> g_host_allocs; /* live cudaMallocHost buffers */
 
 cudaError_t cudaMallocHost(void **p, size_t bytes) {
-    if (!p) return api_error(cudaErrorInvalidValue, "cudaMallocHost: NULL result pointer");
+    if (!p) return emu_api_error(cudaErrorInvalidValue, "cudaMallocHost: NULL result pointer");
     *p = malloc(bytes ? bytes : 1);
     if (!*p)
-        return api_error(cudaErrorMemoryAllocation, "cudaMallocHost(%zu): out of memory", bytes);
+        return emu_api_error(cudaErrorMemoryAllocation, "cudaMallocHost(%zu): out of memory", bytes);
     memset(*p, 0xff, bytes); /* not zero-filled on a GPU either */
     g_host_allocs.insert(*p);
     return cudaSuccess;
@@ -400,106 +426,33 @@ cudaError_t cudaMallocHost(void **p, size_t bytes) {
 cudaError_t cudaFreeHost(void *p) {
     if (!p) return cudaSuccess;
     if (!g_host_allocs.erase(p))
-        return api_error(cudaErrorInvalidValue,
+        return emu_api_error(cudaErrorInvalidValue,
                          "cudaFreeHost(%p): not a live cudaMallocHost pointer", p);
     free(p);
     return cudaSuccess;
 }
 
-/* ---- streams and events: every call completes before it returns, so they need only exist ---- */
-
-struct emu_stream {
-    unsigned flags;
-};
-struct emu_event {
-    unsigned flags;
-};
-static std::set<cudaStream_t> g_streams;
-static std::set<cudaEvent_t> g_events;
-
-static bool stream_ok(cudaStream_t s) {
-    /* 0: the legacy default stream; 1 and 2: cudaStreamLegacy and cudaStreamPerThread */
-    return (uintptr_t)s <= 2 || g_streams.count(s);
-}
-#define CHECK_STREAM(s, what)                                                                      \
-    if (!stream_ok(s))                                                                             \
-    return api_error(cudaErrorInvalidResourceHandle,                                               \
-                     "%s: stream %p was not created (or was destroyed)", what, (void *)(s))
-
-cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
-    if (!s || flags > cudaStreamNonBlocking)
-        return api_error(cudaErrorInvalidValue, "cudaStreamCreateWithFlags: bad arguments");
-    *s = new emu_stream{flags};
-    g_streams.insert(*s);
-    return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t s) {
-    if (!g_streams.erase(s))
-        return api_error(cudaErrorInvalidResourceHandle, "cudaStreamDestroy(%p): no such stream",
-                         (void *)s);
-    delete s;
-    return cudaSuccess;
-}
-cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    CHECK_STREAM(s, "cudaStreamSynchronize");
-    return cudaSuccess;
-}
-cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
-    if (!e) return api_error(cudaErrorInvalidValue, "cudaEventCreate: NULL result pointer");
-    *e = new emu_event{flags};
-    g_events.insert(*e);
-    return cudaSuccess;
-}
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    if (!g_events.erase(e))
-        return api_error(cudaErrorInvalidResourceHandle, "cudaEventDestroy(%p): no such event",
-                         (void *)e);
-    delete e;
-    return cudaSuccess;
-}
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    CHECK_STREAM(s, "cudaEventRecord");
-    if (!g_events.count(e))
-        return api_error(cudaErrorInvalidResourceHandle, "cudaEventRecord: no such event");
-    return cudaSuccess;
-}
-cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    if (!g_events.count(e))
-        return api_error(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: no such event");
-    return cudaSuccess;
-}
-cudaError_t cudaEventQuery(cudaEvent_t e) {
-    if (!g_events.count(e))
-        return api_error(cudaErrorInvalidResourceHandle, "cudaEventQuery: no such event");
-    return cudaSuccess;
-}
+/* Stream-ordered free: as cudaFree, which synchronises the device (every call completes at once). */
 cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
     CHECK_STREAM(s, "cudaFreeAsync");
     return cudaFree(p);
 }
-cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
-    CHECK_STREAM(s, "cudaStreamWaitEvent");
-    if (!g_events.count(e) || flags)
-        return api_error(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: bad event or flags");
-    return cudaSuccess;
-}
 
-/* ---- copies and memsets: the device side must lie inside one allocation ---- */
+/* ---- copies and memsets: the device side must lie inside one allocation; each is one
+ * operation on its stream, which reads or writes that side ---- */
 
 static cudaError_t check_device(const void *p, size_t bytes, const char *what, const char *side) {
     if (find_alloc(p, bytes)) return cudaSuccess;
-    return api_error(cudaErrorInvalidValue,
-                     "%s: %s [%p, +%zu bytes) is not inside one device allocation", what, side,
-                     p, bytes);
+    return emu_api_error(cudaErrorInvalidValue,
+                         "%s: %s [%p, +%zu bytes) is not inside one device allocation", what,
+                         side, p, bytes);
 }
 static cudaError_t check_host(const void *p, size_t bytes, const char *what, const char *side) {
-    if (!p) return api_error(cudaErrorInvalidValue, "%s: %s is NULL", what, side);
+    if (!p) return emu_api_error(cudaErrorInvalidValue, "%s: %s is NULL", what, side);
     if (!find_alloc(p, 0)) return cudaSuccess;
-    return api_error(cudaErrorInvalidValue,
-                     "%s: %s %p (+%zu bytes) is device memory, but the copy kind says host",
-                     what, side, p, bytes);
+    return emu_api_error(cudaErrorInvalidValue,
+                         "%s: %s %p (+%zu bytes) is device memory, but the copy kind says host",
+                         what, side, p, bytes);
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
@@ -510,7 +463,8 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
                          (kind == cudaMemcpyDefault && find_alloc(dst, 0));
     const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice ||
                          (kind == cudaMemcpyDefault && find_alloc(src, 0));
-    if (kind > cudaMemcpyDefault) return api_error(cudaErrorInvalidValue, "cudaMemcpy: bad kind");
+    if (kind > cudaMemcpyDefault)
+        return emu_api_error(cudaErrorInvalidValue, "cudaMemcpy: bad kind");
     cudaError_t e = dst_dev ? check_device(dst, bytes, "cudaMemcpy", "destination")
                             : check_host(dst, bytes, "cudaMemcpy", "destination");
     if (e == cudaSuccess)
@@ -519,37 +473,44 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
     if (e != cudaSuccess) return e;
     const char *d = (const char *)dst, *sr = (const char *)src;
     if (d < sr + bytes && sr < d + bytes)
-        return api_error(cudaErrorInvalidValue, "cudaMemcpy: source and destination overlap");
+        return emu_api_error(cudaErrorInvalidValue, "cudaMemcpy: source and destination overlap");
+    emu_stream_begin_op(s, "cudaMemcpy");
+    if (src_dev) emu_stream_record(emu_alloc_start(src, bytes), src, bytes, false);
+    if (dst_dev) emu_stream_record(emu_alloc_start(dst, bytes), dst, bytes, true);
     memcpy(dst, src, bytes);
     return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
-    return cudaMemcpyAsync(dst, src, bytes, kind, 0);
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, 0);
+    return e == cudaSuccess ? cudaStreamSynchronize(0) : e; /* the host waits for the copy */
+}
+static cudaError_t memset_rows(void *p, size_t pitch, int value, size_t width, size_t height,
+                               cudaStream_t s, const char *what) {
+    CHECK_STREAM(s, what);
+    if (width == 0 || height == 0) return cudaSuccess;
+    if (width > pitch)
+        return emu_api_error(cudaErrorInvalidValue, "%s: width %zu > pitch %zu", what, width,
+                             pitch);
+    const size_t span = pitch * (height - 1) + width;
+    cudaError_t e = check_device(p, span, what, "destination");
+    if (e != cudaSuccess) return e;
+    emu_stream_begin_op(s, what);
+    emu_stream_record(emu_alloc_start(p, span), p, span, true);
+    for (size_t r = 0; r < height; r++) memset((char *)p + r * pitch, value, width);
+    return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s) {
-    CHECK_STREAM(s, "cudaMemsetAsync");
-    if (bytes == 0) return cudaSuccess;
-    cudaError_t e = check_device(p, bytes, "cudaMemset", "destination");
-    if (e == cudaSuccess) memset(p, value, bytes);
-    return e;
+    return memset_rows(p, bytes, value, bytes, 1, s, "cudaMemset");
 }
 cudaError_t cudaMemset(void *p, int value, size_t bytes) {
     return cudaMemsetAsync(p, value, bytes, 0);
 }
 cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int value, size_t width, size_t height,
                               cudaStream_t s) {
-    CHECK_STREAM(s, "cudaMemset2DAsync");
-    if (width == 0 || height == 0) return cudaSuccess;
-    if (width > pitch)
-        return api_error(cudaErrorInvalidValue, "cudaMemset2D: width %zu > pitch %zu", width,
-                         pitch);
-    cudaError_t e = check_device(p, pitch * (height - 1) + width, "cudaMemset2D", "destination");
-    if (e != cudaSuccess) return e;
-    for (size_t r = 0; r < height; r++) memset((char *)p + r * pitch, value, width);
-    return cudaSuccess;
+    return memset_rows(p, pitch, value, width, height, s, "cudaMemset2D");
 }
 
-/* ---- errors and the device (one emulated H100) ---- */
+/* ---- errors and the devices (emulated H100s) ---- */
 
 const char *cudaGetErrorName(cudaError_t e) {
     switch (e) {
@@ -582,15 +543,35 @@ cudaError_t cudaGetLastError(void) {
 }
 cudaError_t cudaPeekAtLastError(void) { return g_last_error; }
 
+/* DT_EMU_DEVICES devices (default 1), so that several ranks on one host can each bind the device
+ * of their local rank. They differ only in their number: each process has one memory, used
+ * by whichever device it binds (a process that used two would see them share it). */
+static int device_count(void) {
+    static int n = 0;
+    if (n) return n;
+    const char *env = getenv("DT_EMU_DEVICES");
+    n = 1;
+    if (env && *env) {
+        char *end = NULL;
+        long v = strtol(env, &end, 10);
+        if (*end || v < 1 || v > 64)
+            emu_fail("DT_EMU_DEVICES=%s: expected a number of emulated devices from 1 to 64", env);
+        n = (int)v;
+    }
+    return n;
+}
+
 static int g_device;
 cudaError_t cudaGetDeviceCount(int *count) {
-    if (!count) return api_error(cudaErrorInvalidValue, "cudaGetDeviceCount: NULL");
-    *count = 1;
+    if (!count) return emu_api_error(cudaErrorInvalidValue, "cudaGetDeviceCount: NULL");
+    *count = device_count();
     return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
-    if (!p || device != 0)
-        return api_error(cudaErrorInvalidDevice, "cudaGetDeviceProperties: device %d", device);
+    if (!p || device < 0 || device >= device_count())
+        return emu_api_error(cudaErrorInvalidDevice,
+                             "cudaGetDeviceProperties: device %d of %d (DT_EMU_DEVICES)", device,
+                             device_count());
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "difftrain host emulator (H100 limits)");
     p->totalGlobalMem = (size_t)80 << 30;
@@ -606,17 +587,18 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
     return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int device) {
-    if (device != 0)
-        return api_error(cudaErrorInvalidDevice, "cudaSetDevice(%d): one device", device);
+    if (device < 0 || device >= device_count())
+        return emu_api_error(cudaErrorInvalidDevice,
+                             "cudaSetDevice(%d): %d device%s (DT_EMU_DEVICES)", device,
+                             device_count(), device_count() == 1 ? "" : "s");
     g_device = device;
     return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int *device) {
-    if (!device) return api_error(cudaErrorInvalidValue, "cudaGetDevice: NULL");
+    if (!device) return emu_api_error(cudaErrorInvalidValue, "cudaGetDevice: NULL");
     *device = g_device;
     return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 
 /* ---- launches ---- */
 
@@ -640,18 +622,26 @@ bool emu_launch_check(const emu_launch_cfg &c) {
                   ? "more than 48 KiB of dynamic shared memory without cudaFuncSetAttribute("
                     "cudaFuncAttributeMaxDynamicSharedMemorySize) for this kernel"
                   : "more dynamic shared memory than cudaFuncSetAttribute allowed";
-    else if (!stream_ok(c.stream))
+    else if (!emu_stream_valid(c.stream))
         e = cudaErrorInvalidResourceHandle, why = "a stream that does not exist";
-    if (e == cudaSuccess) return true;
-    api_error(e, "launch of %s<<<(%u,%u,%u), (%u,%u,%u), %zu>>> fails: %s", c.name, g.x, g.y, g.z,
-              b.x, b.y, b.z, c.smem, why);
+    if (e == cudaSuccess) {
+        emu_stream_begin_op(c.stream, c.name);
+        count_launch();
+        return true;
+    }
+    emu_api_error(e, "launch of %s<<<(%u,%u,%u), (%u,%u,%u), %zu>>> fails: %s", c.name, g.x, g.y,
+                  g.z, b.x, b.y, b.z, c.smem, why);
     return false;
 }
 
-void emu_check_pointer_arg(const emu_launch_cfg &c, int index, const void *p) {
-    if (p && !find_alloc(p, 0))
+void emu_check_pointer_arg(const emu_launch_cfg &c, int index, const void *p, size_t bytes,
+                           bool write) {
+    if (!p) return;
+    const emu_alloc *a = find_alloc(p, 0);
+    if (!a)
         emu_fail("launch of %s: argument %d (%p) is not device memory (a host pointer, or freed)",
                  c.name, index + 1, p);
+    emu_stream_record(a->start, p, bytes, write);
 }
 
 void emu_run_grid(const emu_launch_cfg &c, void (*thunk)(const void *), const void *ctx) {

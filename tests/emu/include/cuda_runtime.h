@@ -2,7 +2,9 @@
  * is never linked into the difftrain program). tests/emu/transform.py rewrites each .cu and .cuh
  * file of model/cuda into C++ (launches become emu_launch calls, __shared__ declarations become
  * per-block arenas); g++ compiles them against this header instead of the CUDA toolkit, and the
- * GPU op tests (tests/unit/test_cuda_*.c) run unchanged on the result as emu_test_cuda_*.
+ * GPU op tests (tests/unit/test_cuda_*.c) run unchanged on the result as emu_test_cuda_*, and
+ * the whole trainer as difftrain_emu (tests/emu/CMakeLists.txt). The runtime API part of this
+ * header is plain C, as the real one is, for the C files that use streams and events.
  *
  * How it runs: a launch runs its blocks one after another; every CUDA thread of a block is a
  * fiber with its own stack (emu_rt.cpp: a 15-instruction x86-64 context switch). A fiber runs
@@ -10,6 +12,19 @@
  * barriers costs one switch in and out per thread. The scheduler runs each warp's lanes up to
  * their next barrier, performs a shuffle once all 32 lanes of the warp wait at it, and releases
  * __syncthreads once all threads of the block wait at it.
+ *
+ * Streams (emu_streams.cpp): every launch, copy, memset, cuBLAS call and (in difftrain_emu)
+ * NCCL collective runs when it is issued, so work is never actually concurrent; instead the
+ * emulator checks that the program orders it as a GPU needs. Each such operation belongs to its
+ * stream, and CUDA's happens-before relation (stream order, cudaEventRecord +
+ * cudaStreamWaitEvent, host synchronisation, the legacy default stream's implicit
+ * synchronisation with blocking streams) is tracked with vector clocks; two operations of
+ * different streams that touch the same device bytes, one of them writing, with nothing
+ * ordering them, abort naming both. Copies, memsets, cuBLAS operands and collectives count
+ * their exact byte ranges; a kernel counts the element each pointer argument points at (the
+ * emulator cannot know a kernel's extent), written through a pointer to non-const, read
+ * through a pointer to const. So a missing event wait before the kernel that consumes a
+ * collective's result, or before a collective that consumes a kernel's, is reported.
  *
  * What it checks (a violation aborts with the kernel, block and source line):
  *   - the kernels' index arithmetic, reductions and results: the tests compare every output
@@ -31,13 +46,16 @@
  *     non-null pointer argument of a kernel must point into one (a host pointer passed to a
  *     kernel is reported);
  *   - launch configurations (block <= 1024 threads, grid.y/z <= 65535, nonzero sizes, a valid
- *     stream): a bad one sets the error that CUDA_LAUNCH_CHECK then reports, as on a GPU.
+ *     stream): a bad one sets the error that CUDA_LAUNCH_CHECK then reports, as on a GPU;
+ *   - the order of work on different streams (above).
  * What it cannot check: data races between threads within one barrier phase (threads run one
- * at a time, in order), the GPU memory model and asynchrony (every call completes before it
- * returns; streams and events are trivially ordered), the ulp differences of CUDA's math
- * library and its FMA contraction (glibc expf/logf/pow are used), the tensor cores' own
- * rounding of a product's sum (each mma here rounds a double-precision sum once), atomics (no
- * kernel uses them), and speed. x86-64 Linux only (the context switch). */
+ * at a time, in order), the GPU memory model, an unordered access that a kernel makes away
+ * from the elements its arguments point at, the ulp differences of CUDA's math library and
+ * its FMA contraction (glibc expf/logf/pow are used), the tensor cores' own rounding of a
+ * product's sum (each mma here rounds a double-precision sum once), atomics (no kernel uses
+ * them), and speed. x86-64 Linux only (the context switch). DT_EMU_DEVICES sets the number of
+ * devices (default 1); DT_EMU_REPORT=1 prints the kernel launches and the peak device memory at
+ * exit. */
 #ifndef DT_EMU_CUDA_RUNTIME_H
 #define DT_EMU_CUDA_RUNTIME_H
 
@@ -49,6 +67,111 @@
 #include <stdint.h>
 #include <string.h>
 
+/* ---- runtime API: errors, devices, memory, streams, events. Plain C, as in the real header:
+ * dist/nccl_buf_coll.c and tests/emu/emu_nccl_comm.c are C files that include it. ---- */
+#ifdef __cplusplus
+#define EMU_DEFAULT_ARG(v) = v
+extern "C" {
+#else
+#define EMU_DEFAULT_ARG(v)
+#endif
+typedef enum cudaError {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidConfiguration = 9,
+    cudaErrorInvalidDevice = 101,
+    cudaErrorInvalidResourceHandle = 400,
+    cudaErrorNotReady = 600, /* never returned: work is done when its call returns */
+} cudaError_t;
+const char *cudaGetErrorString(cudaError_t e);
+const char *cudaGetErrorName(cudaError_t e);
+cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
+
+/* DT_EMU_DEVICES (default 1, at most 64) emulated devices, all alike: one per rank when
+ * several ranks share a host (the rank binds the device of its local rank). */
+typedef struct cudaDeviceProp {
+    char name[256];
+    size_t totalGlobalMem, sharedMemPerBlock, sharedMemPerBlockOptin;
+    int major, minor, multiProcessorCount, warpSize, maxThreadsPerBlock;
+    int maxGridSize[3];
+} cudaDeviceProp;
+cudaError_t cudaGetDeviceCount(int *count);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDevice(int *device);
+cudaError_t cudaDeviceSynchronize(void);
+
+/* Streams and events (emu_streams.cpp): see "Streams" above for what they order. */
+typedef struct emu_stream *cudaStream_t;
+typedef struct emu_event *cudaEvent_t;
+#define cudaStreamDefault 0x0u
+#define cudaStreamNonBlocking 0x1u
+#define cudaEventDefault 0x0u
+#define cudaEventDisableTiming 0x2u
+cudaError_t cudaStreamCreate(cudaStream_t *stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamQuery(cudaStream_t stream);
+cudaError_t cudaEventCreate(cudaEvent_t *event);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned flags);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream EMU_DEFAULT_ARG(0));
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventQuery(cudaEvent_t event);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event,
+                                unsigned flags EMU_DEFAULT_ARG(0));
+
+typedef enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4,
+} cudaMemcpyKind;
+cudaError_t emu_malloc(void **p, size_t bytes);
+cudaError_t cudaFree(void *p);
+/* Stream-ordered free: as cudaFree (which synchronises the device). */
+cudaError_t cudaFreeAsync(void *p, cudaStream_t stream);
+/* Page-locked host memory: plain host memory here, but cudaFreeHost accepts only pointers that
+ * cudaMallocHost returned (and not yet freed), and never device memory. */
+cudaError_t cudaMallocHost(void **p, size_t bytes);
+cudaError_t cudaFreeHost(void *p);
+cudaError_t cudaMemset(void *p, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes,
+                            cudaStream_t stream EMU_DEFAULT_ARG(0));
+cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int value, size_t width, size_t height,
+                              cudaStream_t stream EMU_DEFAULT_ARG(0));
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream EMU_DEFAULT_ARG(0));
+/* 1 when [p, p + bytes) lies inside one live cudaMalloc allocation (for the cuBLAS shim). */
+int emu_device_range(const void *p, size_t bytes);
+/* For the emulator's stand-ins of libraries that work on a stream (cuBLAS, NCCL): one operation
+ * on `stream` that reads (write 0) or writes [p, p + bytes) of device memory, checked against
+ * the work of the other streams as a kernel's arguments are (see "Streams"). Returns
+ * cudaErrorInvalidResourceHandle for a stream that does not exist and cudaErrorInvalidValue
+ * for a range outside one live allocation (both reported). `what` names the operation in
+ * reports; call emu_stream_op first, then emu_stream_access per buffer. */
+cudaError_t emu_stream_op(cudaStream_t stream, const char *what);
+cudaError_t emu_stream_access(const void *p, size_t bytes, int write);
+
+#ifdef __cplusplus
+} /* extern "C" */
+template <typename T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
+    return emu_malloc((void **)p, bytes);
+}
+/* Stream-ordered allocation: as cudaMalloc (every call completes at once). */
+template <typename T> static inline cudaError_t cudaMallocAsync(T **p, size_t bytes, cudaStream_t) {
+    return emu_malloc((void **)p, bytes);
+}
+#else
+static inline cudaError_t cudaMalloc(void **p, size_t bytes) { return emu_malloc(p, bytes); }
+#endif
+
+#ifdef __cplusplus
 #include <tuple>
 #include <type_traits>
 
@@ -196,83 +319,6 @@ void *emu_static_smem(emu_shared_site *site, size_t bytes, size_t align, const c
     name##_emu_type &name = *(name##_emu_type *)emu_static_smem(                                   \
         &name##_emu_site, sizeof(name##_emu_type), alignof(name##_emu_type), #name)
 
-/* ---- runtime API: errors, devices, memory, streams, events ---- */
-typedef enum cudaError {
-    cudaSuccess = 0,
-    cudaErrorInvalidValue = 1,
-    cudaErrorMemoryAllocation = 2,
-    cudaErrorInvalidConfiguration = 9,
-    cudaErrorInvalidDevice = 101,
-    cudaErrorInvalidResourceHandle = 400,
-    cudaErrorNotReady = 600,
-} cudaError_t;
-const char *cudaGetErrorString(cudaError_t e);
-const char *cudaGetErrorName(cudaError_t e);
-cudaError_t cudaGetLastError(void);
-cudaError_t cudaPeekAtLastError(void);
-
-struct cudaDeviceProp {
-    char name[256];
-    size_t totalGlobalMem, sharedMemPerBlock, sharedMemPerBlockOptin;
-    int major, minor, multiProcessorCount, warpSize, maxThreadsPerBlock;
-    int maxGridSize[3];
-};
-cudaError_t cudaGetDeviceCount(int *count);
-cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device);
-cudaError_t cudaSetDevice(int device);
-cudaError_t cudaGetDevice(int *device);
-cudaError_t cudaDeviceSynchronize(void);
-
-typedef struct emu_stream *cudaStream_t;
-typedef struct emu_event *cudaEvent_t;
-#define cudaStreamDefault 0x0u
-#define cudaStreamNonBlocking 0x1u
-#define cudaEventDefault 0x0u
-#define cudaEventDisableTiming 0x2u
-cudaError_t cudaStreamCreate(cudaStream_t *stream);
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned flags);
-cudaError_t cudaStreamDestroy(cudaStream_t stream);
-cudaError_t cudaStreamSynchronize(cudaStream_t stream);
-cudaError_t cudaEventCreate(cudaEvent_t *event);
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned flags);
-cudaError_t cudaEventDestroy(cudaEvent_t event);
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = 0);
-cudaError_t cudaEventSynchronize(cudaEvent_t event);
-/* Always cudaSuccess for a recorded or fresh event: the work before it has completed. */
-cudaError_t cudaEventQuery(cudaEvent_t event);
-cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags = 0);
-
-enum cudaMemcpyKind {
-    cudaMemcpyHostToHost = 0,
-    cudaMemcpyHostToDevice = 1,
-    cudaMemcpyDeviceToHost = 2,
-    cudaMemcpyDeviceToDevice = 3,
-    cudaMemcpyDefault = 4,
-};
-cudaError_t emu_malloc(void **p, size_t bytes);
-template <typename T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
-    return emu_malloc((void **)p, bytes);
-}
-cudaError_t cudaFree(void *p);
-/* Stream-ordered allocation: as cudaMalloc / cudaFree (every call completes at once). */
-template <typename T> static inline cudaError_t cudaMallocAsync(T **p, size_t bytes, cudaStream_t) {
-    return emu_malloc((void **)p, bytes);
-}
-cudaError_t cudaFreeAsync(void *p, cudaStream_t stream);
-/* Page-locked host memory: plain host memory here, but cudaFreeHost accepts only pointers that
- * cudaMallocHost returned (and not yet freed), and never device memory. */
-cudaError_t cudaMallocHost(void **p, size_t bytes);
-cudaError_t cudaFreeHost(void *p);
-cudaError_t cudaMemset(void *p, int value, size_t bytes);
-cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t stream = 0);
-cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int value, size_t width, size_t height,
-                              cudaStream_t stream = 0);
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t stream = 0);
-/* 1 when [p, p + bytes) lies inside one live cudaMalloc allocation (for the cuBLAS shim). */
-int emu_device_range(const void *p, size_t bytes);
-
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 cudaError_t emu_func_set_attribute(const void *kernel, cudaFuncAttribute attr, int value);
 template <typename K>
@@ -298,17 +344,31 @@ struct emu_launch_cfg {
     size_t smem;
     cudaStream_t stream;
 };
-/* Validates the configuration (false: the launch error is recorded and nothing runs). */
+/* Validates the configuration (false: the launch error is recorded and nothing runs); a valid
+ * launch is one operation on its stream. */
 bool emu_launch_check(const emu_launch_cfg &c);
-/* Reports a non-null pointer argument that is not inside a device allocation. */
-void emu_check_pointer_arg(const emu_launch_cfg &c, int index, const void *p);
+/* Reports a non-null pointer argument that is not inside a device allocation, and records the
+ * launch's access to the `bytes` it points at: a write through a pointer to non-const, a read
+ * through a pointer to const (the emulator cannot know how far from p a kernel reaches). */
+void emu_check_pointer_arg(const emu_launch_cfg &c, int index, const void *p, size_t bytes,
+                           bool write);
 /* Runs every block of the grid; each thread calls thunk(ctx). */
 void emu_run_grid(const emu_launch_cfg &c, void (*thunk)(const void *), const void *ctx);
 
 template <typename A> static inline void emu_check_arg(const emu_launch_cfg &, int, const A &) {}
+template <typename A> struct emu_pointee_size {
+    static const size_t value = sizeof(A);
+};
+template <> struct emu_pointee_size<void> {
+    static const size_t value = 1;
+};
+template <> struct emu_pointee_size<const void> {
+    static const size_t value = 1;
+};
 template <typename A>
 static inline void emu_check_arg(const emu_launch_cfg &c, int index, A *const &p) {
-    emu_check_pointer_arg(c, index, (const void *)p);
+    emu_check_pointer_arg(c, index, (const void *)p, emu_pointee_size<A>::value,
+                          !std::is_const<A>::value);
 }
 template <typename... P> struct emu_call {
     void (*kernel)(P...);
@@ -330,5 +390,7 @@ static inline void emu_launch(void (*kernel)(P...), const char *name, dim3 grid,
     const emu_call<P...> call = {kernel, &args};
     emu_run_grid(c, emu_thunk<P...>, &call);
 }
+
+#endif /* __cplusplus */
 
 #endif

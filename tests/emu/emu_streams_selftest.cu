@@ -1,0 +1,177 @@
+/* Self-test of the CUDA host emulator's stream order check (emu_streams.cpp; a test tool, see
+ * include/cuda_runtime.h, "Streams"), run by ctest as emu_streams_selftest. Each case runs in a
+ * child process, touching device buffers from two or three streams:
+ *   - ordered, the child must exit normally: an event recorded after the write and waited for by
+ *     the reader's stream, a chain of two such waits, the host synchronising with the writer
+ *     (cudaStreamSynchronize, cudaDeviceSynchronize) before issuing the reader, two blocking
+ *     streams with an operation of the legacy default stream between them, copies to disjoint
+ *     bytes of one buffer, reads on both streams, and a library stand-in (emu_stream_op) ordered
+ *     by events;
+ *   - unordered, the child must abort: no wait (read after write, write after read), an event
+ *     recorded before the write, two non-blocking streams with a legacy operation between them
+ *     (legacy synchronisation does not apply to them), and a library stand-in's write followed
+ *     by a kernel on another stream without a wait. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cuda_runtime.h>
+
+enum { N = 128 };
+static int g_fails;
+
+__global__ void write_kernel(float *x, float v) { x[threadIdx.x] = v; }
+__global__ void read_kernel(const float *x, float *out) { out[threadIdx.x] = x[threadIdx.x]; }
+
+struct bufs {
+    float *x, *y, *out;   /* x is shared; y and out are scratch */
+    cudaStream_t s1, s2; /* non-blocking */
+};
+
+static void make(bufs *b) {
+    cudaMalloc(&b->x, N * sizeof(float));
+    cudaMalloc(&b->y, N * sizeof(float));
+    cudaMalloc(&b->out, N * sizeof(float));
+    cudaStreamCreateWithFlags(&b->s1, cudaStreamNonBlocking);
+    cudaStreamCreateWithFlags(&b->s2, cudaStreamNonBlocking);
+}
+
+static void write_on(cudaStream_t s, float *x) { write_kernel<<<1, N, 0, s>>>(x, 1.0f); }
+static void read_on(cudaStream_t s, const bufs *b) { read_kernel<<<1, N, 0, s>>>(b->x, b->out); }
+
+/* ---- ordered ---- */
+static void event_wait(bufs *b) {
+    cudaEvent_t e;
+    cudaEventCreateWithFlags(&e, cudaEventDisableTiming);
+    write_on(b->s1, b->x);
+    cudaEventRecord(e, b->s1);
+    cudaStreamWaitEvent(b->s2, e, 0);
+    read_on(b->s2, b);
+}
+static void event_chain(bufs *b) {
+    cudaStream_t s3;
+    cudaEvent_t e1, e2;
+    cudaStreamCreateWithFlags(&s3, cudaStreamNonBlocking);
+    cudaEventCreate(&e1);
+    cudaEventCreate(&e2);
+    write_on(b->s1, b->x);
+    cudaEventRecord(e1, b->s1);
+    cudaStreamWaitEvent(b->s2, e1, 0);
+    cudaEventRecord(e2, b->s2);
+    cudaStreamWaitEvent(s3, e2, 0);
+    read_kernel<<<1, N, 0, s3>>>(b->x, b->out);
+}
+static void stream_sync(bufs *b) {
+    write_on(b->s1, b->x);
+    cudaStreamSynchronize(b->s1);
+    read_on(b->s2, b);
+}
+static void device_sync(bufs *b) {
+    write_on(b->s1, b->x);
+    cudaDeviceSynchronize();
+    read_on(b->s2, b);
+}
+static void legacy_between_blocking(bufs *b) {
+    cudaStream_t b1, b2;
+    cudaStreamCreate(&b1);
+    cudaStreamCreate(&b2);
+    write_on(b1, b->x);
+    cudaMemsetAsync(b->y, 0, sizeof(float), 0); /* the legacy stream: after b1, before b2 */
+    read_kernel<<<1, N, 0, b2>>>(b->x, b->out);
+}
+static void disjoint_copies(bufs *b) {
+    static float h[N];
+    cudaMemcpyAsync(b->x, h, N / 2 * sizeof(float), cudaMemcpyHostToDevice, b->s1);
+    cudaMemcpyAsync(b->x + N / 2, h, N / 2 * sizeof(float), cudaMemcpyHostToDevice, b->s2);
+}
+static void reads_on_both(bufs *b) {
+    write_on(b->s1, b->x);
+    cudaStreamSynchronize(b->s1);
+    read_on(b->s1, b);
+    read_kernel<<<1, N, 0, b->s2>>>(b->x, b->y);
+}
+static void library_with_events(bufs *b) {
+    cudaEvent_t ready, done;
+    cudaEventCreate(&ready);
+    cudaEventCreate(&done);
+    write_on(b->s1, b->x);
+    cudaEventRecord(ready, b->s1);
+    cudaStreamWaitEvent(b->s2, ready, 0);
+    if (emu_stream_op(b->s2, "collective") != cudaSuccess ||
+        emu_stream_access(b->x, N * sizeof(float), 1) != cudaSuccess)
+        _exit(3);
+    cudaEventRecord(done, b->s2);
+    cudaStreamWaitEvent(b->s1, done, 0);
+    read_on(b->s1, b);
+}
+
+/* ---- unordered ---- */
+static void no_wait(bufs *b) {
+    write_on(b->s1, b->x);
+    read_on(b->s2, b);
+}
+static void write_after_read(bufs *b) {
+    read_on(b->s1, b);
+    write_on(b->s2, b->x);
+}
+static void event_too_early(bufs *b) {
+    cudaEvent_t e;
+    cudaEventCreate(&e);
+    cudaEventRecord(e, b->s1);
+    write_on(b->s1, b->x);
+    cudaStreamWaitEvent(b->s2, e, 0);
+    read_on(b->s2, b);
+}
+static void legacy_between_nonblocking(bufs *b) {
+    write_on(b->s1, b->x);
+    cudaMemsetAsync(b->y, 0, sizeof(float), 0);
+    read_on(b->s2, b);
+}
+static void library_without_wait(bufs *b) {
+    if (emu_stream_op(b->s2, "collective") != cudaSuccess ||
+        emu_stream_access(b->x, N * sizeof(float), 1) != cudaSuccess)
+        _exit(3);
+    read_on(b->s1, b);
+}
+
+static void expect(const char *what, bool aborts, void (*body)(bufs *)) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        bufs b;
+        make(&b);
+        body(&b);
+        _exit(cudaGetLastError() == cudaSuccess ? 0 : 2);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    const bool ok = aborts ? WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT
+                           : WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok) {
+        printf("FAIL: %s: expected %s, got status %d\n", what, aborts ? "an abort" : "exit 0",
+               status);
+        g_fails++;
+    } else {
+        printf("as expected (%s): %s\n", aborts ? "aborted" : "ordered", what);
+    }
+}
+
+int main(void) {
+    expect("event recorded after the write, waited for", false, event_wait);
+    expect("a chain of two event waits", false, event_chain);
+    expect("cudaStreamSynchronize of the writer", false, stream_sync);
+    expect("cudaDeviceSynchronize", false, device_sync);
+    expect("legacy operation between two blocking streams", false, legacy_between_blocking);
+    expect("copies to disjoint halves of one buffer", false, disjoint_copies);
+    expect("reads on two streams", false, reads_on_both);
+    expect("library operation ordered by events", false, library_with_events);
+    expect("read after write on another stream, no wait", true, no_wait);
+    expect("write after read on another stream, no wait", true, write_after_read);
+    expect("event recorded before the write", true, event_too_early);
+    expect("legacy operation between two non-blocking streams", true, legacy_between_nonblocking);
+    expect("library write, then a kernel on another stream", true, library_without_wait);
+    printf("%s: %d failed checks\n", g_fails ? "FAILED" : "PASSED", g_fails);
+    return g_fails ? 1 : 0;
+}
