@@ -76,7 +76,7 @@ stage_bench() {
   local rc=0
   bash "$root/bench/bench_gpu.sh" "$BIN" 830m || rc=1
   if [ -f "$root/bench/bench_attn.sh" ]; then
-    bash "$root/bench/bench_attn.sh" "$dt/bin" || rc=1
+    bash "$root/bench/bench_attn.sh" "$dt/bin/bench_attn" || rc=1
   fi
   return $rc
 }
