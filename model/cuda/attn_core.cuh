@@ -91,6 +91,13 @@ template <typename K> static inline void attn_smem_allow(K kernel, size_t bytes)
                                         (int)bytes));
 }
 
+/* DIFF's parameter gradients from per-chunk partial sums part (n_chunks, 2d + 1) doubles:
+ * dgamma[e] += sum over chunks of part[ch][e] (skipped when dgamma is NULL), *dlambda += the same
+ * of part[ch][2d]; chunks added in order (deterministic). For the tiled (diffattn.cu) and the
+ * fused (flash_prep.cu) backward. */
+void diff_dgamma_dlambda_reduce(float *dgamma, float *dlambda, const double *part,
+                                size_t n_chunks, int d2);
+
 /* Aborts, printing the sizes, unless the kernels handle m (like a CUDA error: the ops return
  * nothing): d <= ATTN_CU_MAX_D, dv <= ATTN_CU_MAX_DV, nq a multiple of nv, even for DIFF. */
 void attn_check(const attn_map &m);

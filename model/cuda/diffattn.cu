@@ -166,7 +166,7 @@ diff_subln_backward_kernel(float *dO, double *part, const float *dout, const flo
 
 /* dgamma[e] += sum over chunks of part[ch][e] (e < 2d, when dgamma is non-NULL); *dlambda +=
  * the same of part[ch][2d]. One block; chunks in order. */
-__global__ void diff_reduce_kernel(float *dgamma, float *dlambda, const double *part,
+static __global__ void diff_reduce_kernel(float *dgamma, float *dlambda, const double *part,
                                    size_t n_chunks, int d2) {
     for (int e = threadIdx.x; e <= d2; e += blockDim.x) {
         double s = 0.0;
@@ -177,6 +177,12 @@ __global__ void diff_reduce_kernel(float *dgamma, float *dlambda, const double *
             dlambda[0] += (float)s;
         }
     }
+}
+
+void diff_dgamma_dlambda_reduce(float *dgamma, float *dlambda, const double *part,
+                                size_t n_chunks, int d2) {
+    diff_reduce_kernel<<<1, 288, 0, cuda_stream()>>>(dgamma, dlambda, part, n_chunks, d2);
+    CUDA_LAUNCH_CHECK();
 }
 
 static size_t diff_align(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
@@ -206,8 +212,6 @@ extern "C" void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *d
     diff_subln_backward_kernel<<<(unsigned)n_chunks, DIFF_WARPS * 32, 0, cuda_stream()>>>(
         dO, part, dout, o1, o2, rstd, lambda, gamma, 1.0f - lambda_init, n_rows, d2);
     CUDA_LAUNCH_CHECK();
-    diff_reduce_kernel<<<1, 288, 0, cuda_stream()>>>(gamma ? dgamma : NULL, dlambda, part,
-                                                     n_chunks, d2);
-    CUDA_LAUNCH_CHECK();
+    diff_dgamma_dlambda_reduce(gamma ? dgamma : NULL, dlambda, part, n_chunks, d2);
     attn_core_backward(dq, dk, dv, delta, dO, o1, o2, q, k, v, lse, lambda, m);
 }

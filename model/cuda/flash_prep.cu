@@ -137,21 +137,6 @@ flash_diff_prep_kernel(float *G, float *delta, double *part, const float *dout, 
     }
 }
 
-/* dgamma[e] += sum over chunks of part[ch][e] (e < 2d; skipped when dgamma is NULL);
- * *dlambda += the same of part[ch][2d]. One block; chunks in order. */
-__global__ void flash_diff_reduce_kernel(float *dgamma, float *dlambda, const double *part,
-                                         size_t n_chunks, int d2) {
-    for (int e = threadIdx.x; e <= d2; e += blockDim.x) {
-        double s = 0.0;
-        for (size_t ch = 0; ch < n_chunks; ch++) s += part[ch * (size_t)(d2 + 1) + e];
-        if (e < d2) {
-            if (dgamma) dgamma[e] += (float)s;
-        } else if (dlambda) {
-            dlambda[0] += (float)s;
-        }
-    }
-}
-
 /* ---- host side ---- */
 
 void flash_delta(float *delta, const float *G, const float *o, const attn_map &m) {
@@ -177,7 +162,5 @@ void flash_diff_prep(float *G, float *delta, double *part, float *dgamma, float 
         G, delta, part, dout, o1, o2, rstd, lambda, gamma, 1.0f - lambda_init, m.T, H, n_rows,
         d2);
     CUDA_LAUNCH_CHECK();
-    flash_diff_reduce_kernel<<<1, 288, 0, cuda_stream()>>>(gamma ? dgamma : NULL, dlambda, part,
-                                                           n_chunks, d2);
-    CUDA_LAUNCH_CHECK();
+    diff_dgamma_dlambda_reduce(gamma ? dgamma : NULL, dlambda, part, n_chunks, d2);
 }
