@@ -140,6 +140,14 @@ size_t device_bytes_peak(const dt_device_choice *d) {
     return 0;
 }
 
+size_t device_bytes_used(const dt_device_choice *d) {
+#ifdef DIFFTRAIN_HAVE_CUDA
+    if (d->gpu) return cuda_device_bytes_used();
+#endif
+    (void)d;
+    return 0;
+}
+
 /* Vendor datasheet peaks, dense (no sparsity), per GPU. */
 static const struct {
     const char *name, *variant; /* substrings of the device name; variant NULL = any */

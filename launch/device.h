@@ -34,5 +34,8 @@ void device_release(dt_device_choice *d);
 double device_peak_flops(const dt_device_choice *d, dt_precision precision);
 /* The most bytes of backend memory in use so far (0 on the CPU). */
 size_t device_bytes_peak(const dt_device_choice *d);
+/* Device memory in use now on this rank's GPU, all of it (the CUDA context, cuBLAS, NCCL and any
+ * other process included); 0 on the CPU. */
+size_t device_bytes_used(const dt_device_choice *d);
 
 #endif

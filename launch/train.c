@@ -308,20 +308,28 @@ static void print_banner(const trainer *t) {
 
 /* After the first step on a GPU: the peak device memory of any rank next to what `difftrain
  * plan` predicts per rank for this config (the check that the plan can be trusted). */
+/* After the first step: the backend's peak (what `difftrain plan` models) next to the plan, and
+ * everything in use on the device (what must fit: the CUDA context, cuBLAS's workspace and
+ * NCCL's buffers too), each the busiest rank's. */
 static dt_status report_device_memory(trainer *t) {
-    int64_t peak = (int64_t)device_bytes_peak(&t->device);
-    DT_TRY(comm_allreduce_i64(&t->groups.world, &peak, 1, DT_REDUCE_MAX));
+    int64_t bytes[2] = {(int64_t)device_bytes_peak(&t->device),
+                        (int64_t)device_bytes_used(&t->device)};
+    DT_TRY(comm_allreduce_i64(&t->groups.world, bytes, 2, DT_REDUCE_MAX));
+    int64_t peak = bytes[0];
     dt_plan p;
     dt_status st = plan_compute(&p, &t->cfg, t->world.size);
     if (t->world.rank == 0) {
+        double gib = (double)(1u << 30);
+        printf("memory: peak device memory %.3f GiB on the busiest rank after the first step",
+               (double)peak / gib);
         if (st == DT_OK)
-            printf("memory: peak device memory %.3f GiB on the busiest rank after the first step; "
-                   "plan predicts %.3f GiB per rank (%.1f%% of the measured peak)\n",
-                   (double)peak / (1u << 30), (double)p.mem.total / (1u << 30),
+            printf("; plan predicts %.3f GiB per rank (%.1f%% of the measured peak)",
+                   (double)p.mem.total / gib,
                    100.0 * (double)p.mem.total / (double)(peak ? peak : 1));
-        else
-            printf("memory: peak device memory %.3f GiB on the busiest rank after the first step\n",
-                   (double)peak / (1u << 30));
+        if (bytes[1] > 0)
+            printf("; %.3f GiB in use on the device in all (CUDA context, cuBLAS, NCCL)",
+                   (double)bytes[1] / gib);
+        printf("\n");
         fflush(stdout);
     }
     return DT_OK;

@@ -22,6 +22,9 @@ void cuda_backend_shutdown(void);
 /* The most bytes of device memory ever in use by the backend's allocations (alloc and the
  * workspace): for the memory check against `difftrain plan`. */
 size_t cuda_bytes_peak(void);
+/* Device memory in use on the bound GPU now, by every allocator and process (cudaMemGetInfo:
+ * total minus free): the CUDA context, cuBLAS's and NCCL's buffers included. 0 on an error. */
+size_t cuda_device_bytes_used(void);
 /* The compute stream as a cudaStream_t passed as void * (for C code without CUDA headers, e.g.
  * the NCCL collectives that order themselves after the model's kernels). */
 void *cuda_stream_handle(void);

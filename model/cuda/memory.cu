@@ -79,6 +79,15 @@ int cuda_memory_init(void) {
 
 size_t cuda_bytes_peak(void) { return g_peak; }
 
+size_t cuda_device_bytes_used(void) {
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return total_b - free_b;
+}
+
 static void track(void *p, size_t bytes) {
     if (g_n_allocs < CUDA_MAX_ALLOCS) g_allocs[g_n_allocs++] = {p, bytes};
     g_in_use += bytes;

@@ -586,6 +586,12 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
     p->maxGridSize[1] = p->maxGridSize[2] = 65535;
     return cudaSuccess;
 }
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    if (!free_bytes || !total_bytes) return emu_api_error(cudaErrorInvalidValue, "cudaMemGetInfo: NULL");
+    *total_bytes = (size_t)80 << 30;
+    *free_bytes = *total_bytes - g_live_bytes;
+    return cudaSuccess;
+}
 cudaError_t cudaSetDevice(int device) {
     if (device < 0 || device >= device_count())
         return emu_api_error(cudaErrorInvalidDevice,

@@ -140,6 +140,9 @@ echo "  $line"
 pct=$(sed -E 's/.*\(([0-9.]+)% of the measured peak\).*/\1/' <<<"$line")
 "$PY" -c "import sys; p=float('$pct'); sys.exit(0 if 90 <= p <= 110 else 1)" \
   || fail "plan predicts $pct% of the measured peak device memory (expected 90-110%)"
+used=$(sed -nE 's/.*; ([0-9.]+) GiB in use on the device in all.*/\1/p' <<<"$line")
+"$PY" -c "import sys; u=float('${used:-0}'); sys.exit(0 if 0 < u <= 80 else 1)" \
+  || fail "no device memory in use reported (cudaMemGetInfo): '$used'"
 grep -q "^memory:" "$tmp/cpu_diff.out" && fail "the CPU run reports device memory"
 "$PY" - "$tmp/gpu_diff.jsonl" "$tmp/cpu_diff.jsonl" <<'PY' || fail "MFU"
 import json, sys

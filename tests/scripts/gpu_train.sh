@@ -117,4 +117,9 @@ echo "  $line"
 pct=$(sed -E 's/.*\(([0-9.]+)% of the measured peak\).*/\1/' <<<"$line")
 "$PY" -c "import sys; p=float('$pct'); sys.exit(0 if 90 <= p <= 110 else 1)" \
   || fail "plan predicts $pct% of the measured peak device memory (expected 90-110%)"
+# everything in use on the device (cudaMemGetInfo) holds at least the backend's buffers
+used=$(sed -nE 's/.*; ([0-9.]+) GiB in use on the device in all.*/\1/p' <<<"$line")
+peak=$(sed -E 's/^memory: peak device memory ([0-9.]+) GiB.*/\1/' <<<"$line")
+"$PY" -c "import sys; u, p = float('${used:-0}'), float('$peak'); sys.exit(0 if u >= 0.5 * p else 1)" \
+  || fail "device memory in use in all ($used GiB) is less than half the backend's peak ($peak GiB)"
 echo "gpu_train: ok"

@@ -102,6 +102,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device);
 cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDevice(int *device);
 cudaError_t cudaDeviceSynchronize(void);
+/* free = the device's 80 GiB less the live cudaMalloc bytes (no context or library overhead). */
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
 
 /* Streams and events (emu_streams.cpp): see "Streams" above for what they order. */
 typedef struct emu_stream *cudaStream_t;
