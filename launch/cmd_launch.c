@@ -65,12 +65,22 @@ static void print_quoted(FILE *f, const char *s) {
     fputc('\'', f);
 }
 
-static void print_command(FILE *f, char *const *argv) {
+static void print_args(FILE *f, char *const *argv) {
     for (int i = 0; argv[i]; i++) {
         if (i) fputc(' ', f);
         print_quoted(f, argv[i]);
     }
+}
+
+static void print_command(FILE *f, char *const *argv) {
+    print_args(f, argv);
     fputc('\n', f);
+}
+
+/* The command in the background (" &"): the script's shell stays free to take signals. */
+static void print_command_bg(FILE *f, char *const *argv) {
+    print_args(f, argv);
+    fputs(" &\n", f);
 }
 
 /* Environment variables the ranks need from the launching shell: NCCL's and difftrain's own. */
@@ -168,9 +178,11 @@ static dt_status write_sbatch(FILE *f, const dt_config *c, const launch_plan *lp
     if (l->slurm_partition[0]) fprintf(f, "#SBATCH --partition=%s\n", l->slurm_partition);
     if (l->slurm_account[0]) fprintf(f, "#SBATCH --account=%s\n", l->slurm_account);
     if (l->slurm_output[0]) fprintf(f, "#SBATCH --output=%s\n", l->slurm_output);
-    /* two minutes before the time limit every rank gets SIGUSR1: it finishes its step, saves a
-     * checkpoint and exits 0; a preempted or failed job is requeued and resumes (resume: auto) */
-    fprintf(f, "#SBATCH --signal=USR1@120\n");
+    /* two minutes before the time limit this script gets SIGUSR1 (B:): it passes it to the ranks
+     * through srun (each finishes its step, they save a checkpoint and exit 0), then requeues the
+     * job, which resumes from that checkpoint (resume: auto). A preempted or failed job is
+     * requeued by Slurm (--requeue) and resumes the same way. */
+    fprintf(f, "#SBATCH --signal=B:USR1@120\n");
     fprintf(f, "#SBATCH --requeue\n");
     fprintf(f, "#SBATCH --open-mode=append\n\n");
     fprintf(f, "export OMP_NUM_THREADS=%d\n", lp->threads);
@@ -181,12 +193,25 @@ static dt_status write_sbatch(FILE *f, const dt_config *c, const launch_plan *lp
             print_quoted(f, *e + len + 1);
             fputc('\n', f);
         }
+    fprintf(f, "\n# the time limit is near: the ranks stop after their step and save a checkpoint, and\n"
+               "# the job goes back to the queue to continue from it\n"
+               "requeue() {\n"
+               "  echo \"difftrain: SIGUSR1 (time limit near): stopping the ranks, then requeueing "
+               "job $SLURM_JOB_ID\"\n"
+               "  kill -USR1 \"$srun_pid\"\n"
+               "  wait \"$srun_pid\"\n"
+               "  scontrol requeue \"$SLURM_JOB_ID\"\n"
+               "  exit 0\n"
+               "}\n"
+               "trap requeue USR1\n");
     argv_builder b;
     memset(&b, 0, sizeof b);
     if (arg(&b, "srun") || arg(&b, "--mpi=pmix") || arg(&b, "--kill-on-bad-exit=1") ||
         add_train_command(&b, lp, n_over, over))
         return DT_ERR_INPUT;
-    print_command(f, b.argv);
+    print_command_bg(f, b.argv);
+    fprintf(f, "srun_pid=$!\n"
+               "wait \"$srun_pid\"\n");
     return DT_OK;
 }
 

@@ -4,6 +4,8 @@
 # - `scancel --signal=USR1` on a running job: the ranks agree to stop after a step, save a
 #   checkpoint and exit 0 (job COMPLETED 0:0); launching again continues from it (resume: auto)
 #   with the step count carried over;
+# - the time limit near (the batch script gets SIGUSR1, here from scancel --batch): the ranks stop
+#   and save, the job requeues itself and resumes from that checkpoint to the last step;
 # - a rank killed with SIGKILL mid-training: srun --kill-on-bad-exit=1 ends the job within 60 s,
 #   not COMPLETED, and the last committed checkpoint still verifies.
 # Skipped (77) where Slurm is not installed or the user is not root.
@@ -82,6 +84,25 @@ first=$(sed -n 's/^step *\([0-9]*\)\/.*/\1/p' "$out2" | head -1)
 [ "$first" = $((saved + 1)) ] || fail "the resumed job's first step is $first, expected $((saved + 1))"
 grep -q "^step $total/$total" "$out2" || fail "the resumed job did not reach step $total"
 step "job $job preempted after step $saved (exit 0, checkpoint verifies); job $job2 resumed at step $first and finished step $total"
+
+# ---- the time limit near (--signal=B:USR1@120; here scancel --batch --signal=USR1): the batch
+# script passes the signal to the ranks, they stop and save, and the job requeues itself and
+# resumes from that checkpoint to the end, under the same job id
+job=$(launch tl train.steps=40 checkpoint.every=0 log.every=1)
+out="$tmp/tl-$job.out"
+wait_for "$out" "^step " 120 || fail "job $job never logged a step"
+scancel --batch --signal=USR1 "$job"
+wait_for "$out" "^checkpoint: resumed from" 180 || { cat "$out"; fail "job $job was not requeued and resumed"; }
+state=$(slurm_wait_job "$job" 180) || fail "requeued job $job did not end"
+[ "$state" = "COMPLETED 0:0" ] || { cat "$out"; fail "requeued job $job ended $state"; }
+grep -q "^difftrain: SIGUSR1 (time limit near): stopping the ranks, then requeueing job $job" "$out" \
+  || { cat "$out"; fail "the batch script did not report the requeue"; }
+saved=$(sed -n 's/^checkpoint: saved step \([0-9]*\) .*/\1/p' "$out" | head -1)
+[ -n "$saved" ] && [ "$saved" -lt 40 ] || { cat "$out"; fail "no checkpoint saved before the requeue"; }
+grep -q "^checkpoint: resumed from .*step_$(printf %08d "$saved")" "$out" || { cat "$out"; fail "the requeued job did not resume from step $saved"; }
+grep -q "^step 40/40" "$out" || fail "the requeued job did not reach step 40"
+[ "$(cat "$tmp/tl/latest")" = step_00000040 ] || fail "latest is '$(cat "$tmp/tl/latest")' after the requeued run"
+step "job $job: time limit near after step $saved: saved, requeued itself, resumed and finished step 40"
 
 # ---- a rank killed mid-training
 job=$(launch kill train.steps=100000 checkpoint.every=5 log.every=1)
