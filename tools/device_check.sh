@@ -14,6 +14,10 @@
 #   train  tests/scripts/gpu_train.sh (GPU vs CPU training, bf16, determinism, recompute,
 #          checkpoints across devices, eval, peak memory vs plan)
 #   bench  bench/bench_gpu.sh 830m, and bench/bench_attn.sh where it exists
+#   bench3b  bench/bench_gpu.sh 3b in bf16, DIFF against its baseline, on one GPU (tp 1, dp 1:
+#          nothing to shard the AdamW state over, so `difftrain plan` sizes): sequence 2048 at
+#          micro-batch 1 (64.8 GiB), and 4096 at micro-batch 2 with recompute (58.5 GiB; 101.5
+#          without). Several minutes: the 3.5B parameters are initialised on the host per run.
 # Exit: 0 when every stage passed (a test reporting 77, skipped, counts as passed), else 1.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -78,6 +82,13 @@ stage_bench() {
   if [ -f "$root/bench/bench_attn.sh" ]; then
     bash "$root/bench/bench_attn.sh" "$dt/bin/bench_attn" || rc=1
   fi
+  return $rc
+}
+
+stage_bench3b() {
+  local rc=0
+  BENCH_PRECISIONS=bf16 BENCH_SEQ=2048 BENCH_MICRO=1 bash "$root/bench/bench_gpu.sh" "$BIN" 3b || rc=1
+  BENCH_PRECISIONS=bf16 BENCH_SEQ=4096 BENCH_RECOMPUTE=true bash "$root/bench/bench_gpu.sh" "$BIN" 3b || rc=1
   return $rc
 }
 
