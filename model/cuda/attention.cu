@@ -155,20 +155,6 @@ void attn_core_forward(float *o_a, float *o_b, float *lse, const float *q, const
 
 /* ---- the standard / GQA op (model/backend.h) ---- */
 
-static attn_map attn_map_standard(int B, int T, int Hq, int Hkv, int d, int dv) {
-    attn_map m;
-    m.B = B;
-    m.T = T;
-    m.nq = Hq;
-    m.nk = Hkv;
-    m.nv = Hkv;
-    m.n_rep = Hkv > 0 ? Hq / Hkv : 0;
-    m.d = d;
-    m.dv = dv;
-    m.diff = 0;
-    return m;
-}
-
 extern "C" void cuda_attention_forward(float *out, float *lse, const float *q, const float *k,
                                        const float *v, int B, int T, int Hq, int Hkv, int d,
                                        int dv) {

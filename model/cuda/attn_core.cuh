@@ -36,6 +36,33 @@ typedef struct attn_map {
     int diff;       /* 0: standard GQA, 1: DIFF V1 pairing (see above) */
 } attn_map;
 
+/* The maps of the two attention kinds, for the tiled (attention.cu, diffattn.cu) and the fused
+ * (flash_ops.cu) ops: standard causal attention with Hq q-heads over Hkv kv-heads, and DIFF V1
+ * with H heads (q-heads 2h, 2h+1; k-heads 2g, 2g+1; v-head g of width 2d). */
+static inline attn_map attn_map_standard(int B, int T, int Hq, int Hkv, int d, int dv) {
+    attn_map m;
+    m.B = B;
+    m.T = T;
+    m.nq = Hq;
+    m.nk = Hkv;
+    m.nv = Hkv;
+    m.n_rep = Hkv > 0 ? Hq / Hkv : 0;
+    m.d = d;
+    m.dv = dv;
+    m.diff = 0;
+    return m;
+}
+
+static inline attn_map attn_map_diff(int B, int T, int H, int Hkv, int d) {
+    attn_map m = attn_map_standard(B, T, 2 * H, Hkv, d, 2 * d);
+    m.nk = 2 * Hkv;
+    m.diff = 1;
+    return m;
+}
+
+/* Workspace carving: each piece rounded up to 256 bytes. */
+static inline size_t attn_ws_align(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
+
 /* Tiling shared by the kernels: tiles of 32 query rows x 32 keys; forward and dq blocks have 8
  * warps of 4 rows each (the dk/dv kernel has its own: attn_backward.cu); a lane holds DU
  * head-dim or DVU value columns of a row. */

@@ -23,20 +23,6 @@
 #define DIFF_MAX_D2 ATTN_CU_MAX_DV                             /* 2d <= 256 */
 #define DIFF_U (DIFF_MAX_D2 / 32)                              /* columns per lane: 8 */
 
-static attn_map diff_map(int B, int T, int H, int Hkv, int d) {
-    attn_map m;
-    m.B = B;
-    m.T = T;
-    m.nq = 2 * H;
-    m.nk = 2 * Hkv;
-    m.nv = Hkv;
-    m.n_rep = Hkv > 0 ? 2 * H / Hkv : 0;
-    m.d = d;
-    m.dv = 2 * d;
-    m.diff = 1;
-    return m;
-}
-
 /* One warp per row n = (b*T + t)*H + h of O (2d wide): out = (1 - lambda_init) * subln(O) * gamma
  * (rstd (n) = 1/rms(O), written when non-NULL), or (1 - lambda_init) * O without gamma. */
 __global__ void diff_combine_kernel(float *out, float *rstd, const float *o1, const float *o2,
@@ -71,7 +57,7 @@ extern "C" void cuda_diffattn_forward(float *out, float *o1, float *o2, float *l
                                       const float *q, const float *k, const float *v,
                                       const float *lambda, const float *gamma, float lambda_init,
                                       float eps, int B, int T, int H, int Hkv, int d) {
-    const attn_map m = diff_map(B, T, H, Hkv, d);
+    const attn_map m = attn_map_diff(B, T, H, Hkv, d);
     attn_core_forward(o1, o2, lse, q, k, v, m);
     const size_t n_rows = (size_t)B * T * H;
     if (n_rows == 0) return;
@@ -185,15 +171,13 @@ void diff_dgamma_dlambda_reduce(float *dgamma, float *dlambda, const double *par
     CUDA_LAUNCH_CHECK();
 }
 
-static size_t diff_align(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
-
 extern "C" void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma,
                                        float *dlambda, const float *dout, const float *q,
                                        const float *k, const float *v, const float *o1,
                                        const float *o2, const float *lse, const float *rstd,
                                        const float *lambda, const float *gamma,
                                        float lambda_init, int B, int T, int H, int Hkv, int d) {
-    const attn_map m = diff_map(B, T, H, Hkv, d);
+    const attn_map m = attn_map_diff(B, T, H, Hkv, d);
     attn_check(m);
     const int d2 = 2 * d;
     const size_t n_rows = (size_t)B * T * H;
@@ -201,8 +185,8 @@ extern "C" void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *d
     const size_t n_chunks = (n_rows + DIFF_ROWS_PER_CHUNK - 1) / DIFF_ROWS_PER_CHUNK;
 
     /* workspace: part (n_chunks, 2d + 1) doubles | dO (B, T, H*2d) | delta (B, 2H, T) */
-    const size_t part_bytes = diff_align(n_chunks * (size_t)(d2 + 1) * sizeof(double));
-    const size_t dO_bytes = diff_align(n_rows * (size_t)d2 * sizeof(float));
+    const size_t part_bytes = attn_ws_align(n_chunks * (size_t)(d2 + 1) * sizeof(double));
+    const size_t dO_bytes = attn_ws_align(n_rows * (size_t)d2 * sizeof(float));
     const size_t delta_bytes = (size_t)B * 2 * H * T * sizeof(float);
     char *ws = (char *)cuda_workspace(part_bytes + dO_bytes + delta_bytes);
     double *part = (double *)ws;

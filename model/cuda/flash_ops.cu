@@ -8,22 +8,6 @@
 #include "model/cuda/flash.h"
 #include "model/cuda/flash_core.cuh"
 
-static attn_map flash_map(int B, int T, int nq, int nk, int nv, int d, int dv, int diff) {
-    attn_map m;
-    m.B = B;
-    m.T = T;
-    m.nq = nq;
-    m.nk = nk;
-    m.nv = nv;
-    m.n_rep = nv > 0 ? nq / nv : 0;
-    m.d = d;
-    m.dv = dv;
-    m.diff = diff;
-    return m;
-}
-
-static size_t flash_align(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
-
 extern "C" int cuda_flash_usable(int d, int dv, int diff, const void *const *ptrs, int n) {
     if (!(d == 64 || d == 96 || d == 128) || dv != (diff ? 2 * d : d)) return 0;
     for (int i = 0; i < n; i++)
@@ -50,14 +34,14 @@ extern "C" void cuda_flash_attention_forward(float *out, float *lse, const float
     const void *ptrs[] = {out, q, k, v};
     flash_aligned(names, ptrs, 4);
     const flash_diff_epi none = {NULL, NULL, NULL, NULL, 0.0f, 0.0f};
-    flash_core_forward(out, NULL, lse, q, k, v, flash_map(B, T, Hq, Hkv, Hkv, d, dv, 0), none);
+    flash_core_forward(out, NULL, lse, q, k, v, attn_map_standard(B, T, Hq, Hkv, d, dv), none);
 }
 
 extern "C" void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                               const float *q, const float *k, const float *v,
                                               const float *out, const float *lse, int B, int T,
                                               int Hq, int Hkv, int d, int d_v) {
-    const attn_map m = flash_map(B, T, Hq, Hkv, Hkv, d, d_v, 0);
+    const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, d_v);
     flash_check(m);
     const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v"};
     const void *ptrs[] = {dq, dk, dv, dout, q, k, v};
@@ -76,7 +60,7 @@ extern "C" void cuda_flash_diffattn_forward(float *out, float *o1, float *o2, fl
     const void *ptrs[] = {out, o1, o2, q, k, v};
     flash_aligned(names, ptrs, 6);
     const flash_diff_epi epi = {out, rstd, lambda, gamma, 1.0f - lambda_init, eps};
-    flash_core_forward(o1, o2, lse, q, k, v, flash_map(B, T, 2 * H, 2 * Hkv, Hkv, d, 2 * d, 1),
+    flash_core_forward(o1, o2, lse, q, k, v, attn_map_diff(B, T, H, Hkv, d),
                        epi);
 }
 
@@ -87,7 +71,7 @@ extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, float *dv, fl
                                              const float *rstd, const float *lambda,
                                              const float *gamma, float lambda_init, int B, int T,
                                              int H, int Hkv, int d) {
-    const attn_map m = flash_map(B, T, 2 * H, 2 * Hkv, Hkv, d, 2 * d, 1);
+    const attn_map m = attn_map_diff(B, T, H, Hkv, d);
     flash_check(m);
     const char *names[] = {"dq", "dk", "dv", "q", "k", "v"};
     const void *ptrs[] = {dq, dk, dv, q, k, v};
@@ -96,8 +80,8 @@ extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, float *dv, fl
     if (n_rows == 0) return;
     /* workspace: part (chunks, 2d + 1) doubles | G (B, T, H*2d) | delta (B, 2H, T) */
     const size_t part_bytes =
-        flash_align(flash_diff_prep_chunks(n_rows) * (size_t)(2 * d + 1) * sizeof(double));
-    const size_t G_bytes = flash_align(n_rows * (size_t)(2 * d) * sizeof(float));
+        attn_ws_align(flash_diff_prep_chunks(n_rows) * (size_t)(2 * d + 1) * sizeof(double));
+    const size_t G_bytes = attn_ws_align(n_rows * (size_t)(2 * d) * sizeof(float));
     const size_t delta_bytes = (size_t)B * 2 * H * T * sizeof(float);
     char *ws = (char *)cuda_workspace(part_bytes + G_bytes + delta_bytes);
     double *part = (double *)ws;
