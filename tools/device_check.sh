@@ -6,7 +6,8 @@
 #   bash tools/device_check.sh STAGE...
 #
 # Environment: OUT (logs; default ./device-out), DT_PACK (the archive), DT_UNPACK (where it is
-# unpacked; default /tmp/difftrain-gpu), DT_PYTHON (python3 for the scripts' checks).
+# unpacked; default /tmp/difftrain-gpu), DT_PYTHON (python3 for the scripts' checks),
+# DT_TEST_TIMEOUT (seconds one GPU test program may run; default 300).
 # Stages (each writes STAGE.log into the log folder):
 #   smoke  the unpacked runtime works: 2 CPU steps of the tiny config with a checkpoint
 #          (Open MPI singleton, HDF5, libyaml, OpenBLAS), then nvidia-smi
@@ -18,6 +19,10 @@
 #          nothing to shard the AdamW state over, so `difftrain plan` sizes): sequence 2048 at
 #          micro-batch 1 (64.8 GiB), and 4096 at micro-batch 2 with recompute (58.5 GiB; 101.5
 #          without). Several minutes: the 3.5B parameters are initialised on the host per run.
+#   profile  Nsight Compute (ncu) over two training steps of DIFF and the baseline at 830M in
+#          bf16 (gpu__time_duration of every kernel, clocks as found): per-kernel-name totals in
+#          profile.log, the raw CSV in profile_ARCH.csv; then the sections that say why (speed of
+#          light, occupancy, warp stalls, memory) for the fused attention kernels of bench_attn.
 # Exit: 0 when every stage passed (a test reporting 77, skipped, counts as passed), else 1.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,11 +68,12 @@ stage_smoke() {
 stage_tests() {
   local rc=0 t r
   for t in "$dt"/bin/test_cuda_*; do
-    (cd "$root" && "$t") >"$out/$(basename "$t").log" 2>&1
+    (cd "$root" && timeout "${DT_TEST_TIMEOUT:-300}" "$t") >"$out/$(basename "$t").log" 2>&1
     r=$?
     case $r in
       0) echo "PASS $(basename "$t")" ;;
       77) echo "SKIP $(basename "$t")" ;;
+      124) echo "FAIL $(basename "$t") (timed out after ${DT_TEST_TIMEOUT:-300} s)"; tail -20 "$out/$(basename "$t").log"; rc=1 ;;
       *) echo "FAIL $(basename "$t") (exit $r)"; tail -20 "$out/$(basename "$t").log"; rc=1 ;;
     esac
   done
@@ -89,6 +95,30 @@ stage_bench3b() {
   local rc=0
   BENCH_PRECISIONS=bf16 BENCH_SEQ=2048 BENCH_MICRO=1 bash "$root/bench/bench_gpu.sh" "$BIN" 3b || rc=1
   BENCH_PRECISIONS=bf16 BENCH_SEQ=4096 BENCH_RECOMPUTE=true bash "$root/bench/bench_gpu.sh" "$BIN" 3b || rc=1
+  return $rc
+}
+
+stage_profile() {
+  command -v ncu >/dev/null || { echo "profile: no ncu on this machine"; return 77; }
+  local tmp arch rc=0
+  tmp=$(mktemp -d)
+  bash "$root/tests/scripts/make_corpus.sh" >"$tmp/corpus.txt"
+  "$BIN" data prepare --out "$tmp/data" --name p --val-fraction 0 "$tmp/corpus.txt" >/dev/null || return 1
+  for arch in diff transformer; do
+    # every kernel of the set-up and both steps; the summary halves the totals
+    ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+      --log-file "$out/profile_$arch.csv" "$BIN" train "$root/configs/paper/$arch-830m.yaml" \
+      "data.train=$tmp/data/p_train_*.bin" data.val= parallel.tp=1 parallel.dp=1 parallel.zero=0 \
+      train.device=cuda train.steps=2 train.global_batch=8 train.val_every=0 checkpoint.dir= \
+      checkpoint.every=0 log.every=1 log.metrics= >"$out/profile_$arch.out" 2>&1 || rc=1
+    "$DT_PYTHON" "$root/tools/ncu_summary.py" "$out/profile_$arch.csv" --steps 2 || rc=1
+  done
+  ncu --clock-control none -k regex:flash --launch-count 6 --section SpeedOfLight \
+    --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+    --section ComputeWorkloadAnalysis "$dt/bin/bench_attn" --iters=1 --warmup=0 --check=0 \
+    >"$out/profile_flash.log" 2>&1 || rc=1
+  grep -E "flash_|Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|Stall|Warp Cycles|L1/TEX Hit|Shared Memory Configuration|Dynamic Shared" "$out/profile_flash.log" | head -150
+  rm -rf "$tmp"
   return $rc
 }
 
