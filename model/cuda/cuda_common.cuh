@@ -30,6 +30,12 @@ cudaStream_t cuda_stream(void);
  * the old one, and the host does not wait. */
 void *cuda_workspace(size_t bytes);
 
+/* Independent workspaces of the same kind, so that a user of one never invalidates another's:
+ * CUDA_WS_OPS is cuda_workspace's (the ops' intermediates); CUDA_WS_GEMM holds the bf16 copies of
+ * a matrix product's operands (matmul.cu), which any op may run between its own workspace uses. */
+enum { CUDA_WS_OPS = 0, CUDA_WS_GEMM = 1, CUDA_WS_SLOTS = 2 };
+void *cuda_workspace_slot(int slot, size_t bytes);
+
 /* Blocks of `threads` threads covering n elements (at least 1, at most 2^31 - 1: kernels use a
  * grid-stride loop beyond that). */
 static inline unsigned cuda_blocks(size_t n, int threads) {

@@ -14,8 +14,8 @@
 #include "model/cuda/cuda_ops.h"
 
 static cudaStream_t g_stream;
-static void *g_workspace;
-static size_t g_workspace_bytes;
+static void *g_workspace[CUDA_WS_SLOTS];
+static size_t g_workspace_bytes[CUDA_WS_SLOTS];
 
 #define CUDA_MAX_ALLOCS 4096
 static struct {
@@ -104,13 +104,15 @@ static void untrack(void *p) {
 }
 
 void cuda_memory_shutdown(void) {
-    if (g_workspace) {
-        untrack(g_workspace);
-        (void)cudaFreeAsync(g_workspace, g_stream);
-        (void)cudaStreamSynchronize(g_stream);
+    for (int s = 0; s < CUDA_WS_SLOTS; s++) {
+        if (g_workspace[s]) {
+            untrack(g_workspace[s]);
+            (void)cudaFreeAsync(g_workspace[s], g_stream);
+            (void)cudaStreamSynchronize(g_stream);
+        }
+        g_workspace[s] = NULL;
+        g_workspace_bytes[s] = 0;
     }
-    g_workspace = NULL;
-    g_workspace_bytes = 0;
     if (g_stream) (void)cudaStreamDestroy(g_stream);
     g_stream = NULL;
 }
@@ -168,14 +170,18 @@ void cuda_synchronize(void) { CUDA_BLOCKING(cudaStreamSynchronize(g_stream)); }
 /* Stream-ordered: the old buffer is freed once the kernels queued so far (which may read it)
  * are done, and the new one is ready for the kernels queued after this call; the host does not
  * wait, so an op that grows the workspace inside a training step costs it no synchronisation. */
-void *cuda_workspace(size_t bytes) {
-    if (bytes <= g_workspace_bytes) return g_workspace;
-    if (g_workspace) {
-        untrack(g_workspace);
-        CUDA_CHECK(cudaFreeAsync(g_workspace, g_stream));
+void *cuda_workspace_slot(int slot, size_t bytes) {
+    if (slot < 0 || slot >= CUDA_WS_SLOTS) {
+        fprintf(stderr, "difftrain: error: CUDA: no workspace slot %d\n", slot);
+        abort();
     }
-    g_workspace = NULL;
-    g_workspace_bytes = 0;
+    if (bytes <= g_workspace_bytes[slot]) return g_workspace[slot];
+    if (g_workspace[slot]) {
+        untrack(g_workspace[slot]);
+        CUDA_CHECK(cudaFreeAsync(g_workspace[slot], g_stream));
+    }
+    g_workspace[slot] = NULL;
+    g_workspace_bytes[slot] = 0;
     size_t grow = bytes + bytes / 4; /* fewer regrowths when sizes creep up */
     void *p = NULL;
     if (cudaMallocAsync(&p, grow, g_stream) != cudaSuccess) {
@@ -185,10 +191,12 @@ void *cuda_workspace(size_t bytes) {
         abort();
     }
     track(p, grow);
-    g_workspace = p;
-    g_workspace_bytes = grow;
-    return g_workspace;
+    g_workspace[slot] = p;
+    g_workspace_bytes[slot] = grow;
+    return p;
 }
+
+void *cuda_workspace(size_t bytes) { return cuda_workspace_slot(CUDA_WS_OPS, bytes); }
 
 /* ---- host staging (model/backend.h) ---- */
 

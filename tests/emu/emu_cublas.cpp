@@ -65,13 +65,22 @@ static float round_bf16(float x) {
     return x;
 }
 
+/* Element i of X: fp32, or bf16 bits widened. */
+static float element(const void *X, cudaDataType type, size_t i) {
+    if (type == CUDA_R_32F) return ((const float *)X)[i];
+    const unsigned u = (unsigned)((const unsigned short *)X)[i] << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
 /* op(X) (rows x cols) of the column-major X (ld) copied row by row: out[r * cols + c]. */
-static void pack(std::vector<float> &out, const float *X, int ld, cublasOperation_t op, int rows,
-                 int cols, bool bf16) {
+static void pack(std::vector<float> &out, const void *X, cudaDataType type, int ld,
+                 cublasOperation_t op, int rows, int cols, bool bf16) {
     out.resize((size_t)rows * cols);
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < cols; c++) {
-            float v = op == CUBLAS_OP_N ? X[r + (size_t)c * ld] : X[c + (size_t)r * ld];
+            float v = element(X, type, op == CUBLAS_OP_N ? r + (size_t)c * ld : c + (size_t)r * ld);
             out[(size_t)r * cols + c] = bf16 ? round_bf16(v) : v;
         }
 }
@@ -91,9 +100,13 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
         return fail(CUBLAS_STATUS_NOT_INITIALIZED, "cublasGemmEx: no such handle");
     if (computeType != CUBLAS_COMPUTE_32F && computeType != CUBLAS_COMPUTE_32F_FAST_16BF)
         return fail(CUBLAS_STATUS_NOT_SUPPORTED, "cublasGemmEx: compute type not emulated");
-    if (Atype != CUDA_R_32F || Btype != CUDA_R_32F || Ctype != CUDA_R_32F ||
-        algo != CUBLAS_GEMM_DEFAULT)
-        return fail(CUBLAS_STATUS_NOT_SUPPORTED, "cublasGemmEx: only fp32 A, B, C, default algo");
+    const bool ab16 = Atype == CUDA_R_16BF && Btype == CUDA_R_16BF;
+    if (!(ab16 || (Atype == CUDA_R_32F && Btype == CUDA_R_32F)) || Ctype != CUDA_R_32F ||
+        algo != CUBLAS_GEMM_DEFAULT || (ab16 && computeType != CUBLAS_COMPUTE_32F))
+        return fail(CUBLAS_STATUS_NOT_SUPPORTED,
+                    "cublasGemmEx: only fp32 A, B (or bf16 A, B with CUBLAS_COMPUTE_32F), fp32 C, "
+                    "default algo");
+    const size_t ab_size = ab16 ? 2 : sizeof(float);
     if ((transa != CUBLAS_OP_N && transa != CUBLAS_OP_T) ||
         (transb != CUBLAS_OP_N && transb != CUBLAS_OP_T))
         return fail(CUBLAS_STATUS_INVALID_VALUE, "cublasGemmEx: bad operation");
@@ -106,8 +119,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     const float al = *(const float *)alpha, be = *(const float *)beta;
     if (!emu_device_range(C, span(m, n, ldc) * sizeof(float)) ||
-        (k > 0 && (!emu_device_range(A, span(a_rows, a_cols, lda) * sizeof(float)) ||
-                   !emu_device_range(B, span(b_rows, b_cols, ldb) * sizeof(float)))))
+        (k > 0 && (!emu_device_range(A, span(a_rows, a_cols, lda) * ab_size) ||
+                   !emu_device_range(B, span(b_rows, b_cols, ldb) * ab_size))))
         return fail(CUBLAS_STATUS_INVALID_VALUE,
                     "cublasGemmEx: a matrix is not inside one device allocation");
     /* one operation on the handle's stream: it reads A and B, writes C (checked against the
@@ -116,16 +129,15 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
         return fail(CUBLAS_STATUS_INVALID_VALUE,
                     "cublasGemmEx: the handle's stream does not exist");
     if (k > 0) {
-        (void)emu_stream_access(A, span(a_rows, a_cols, lda) * sizeof(float), 0);
-        (void)emu_stream_access(B, span(b_rows, b_cols, ldb) * sizeof(float), 0);
+        (void)emu_stream_access(A, span(a_rows, a_cols, lda) * ab_size, 0);
+        (void)emu_stream_access(B, span(b_rows, b_cols, ldb) * ab_size, 0);
     }
     (void)emu_stream_access(C, span(m, n, ldc) * sizeof(float), 1);
     const bool bf16 = computeType == CUBLAS_COMPUTE_32F_FAST_16BF;
     std::vector<float> a, bt; /* op(A) as m rows of k, op(B)^T as n rows of k */
     if (k > 0) {
-        pack(a, (const float *)A, lda, transa, m, k, bf16);
-        pack(bt, (const float *)B, ldb, transb == CUBLAS_OP_N ? CUBLAS_OP_T : CUBLAS_OP_N, n, k,
-             bf16);
+        pack(a, A, Atype, lda, transa, m, k, bf16);
+        pack(bt, B, Btype, ldb, transb == CUBLAS_OP_N ? CUBLAS_OP_T : CUBLAS_OP_N, n, k, bf16);
     }
     float *c = (float *)C;
     for (int j = 0; j < n; j++)

@@ -14,6 +14,7 @@
  *     2^-24 = 1e-4 (typically 1e-6): tolerance 2e-4 + 1e-4 |ref|;
  *   - the tensor-core instructions (mma, ldmatrix, bf16 packing): emu_selftest_mma.cu. */
 #include <math.h>
+#include <string.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,6 +243,63 @@ static void test_gemm(void) {
     cublasDestroy(h);
 }
 
+/* bf16 A and B (CUDA_R_16BF, CUBLAS_COMPUTE_32F) give exactly the FAST_16BF product of the fp32
+ * matrices they round; mixed operand types are refused */
+static void test_gemm_bf16_operands(void) {
+    cublasHandle_t h;
+    CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS, "cublasCreate");
+    enum { M = 6, N = 5, K = 19 };
+    float A[K * M], B[K * N], R1[M * N], R2[M * N];
+    unsigned short A16[K * M], B16[K * N];
+    unsigned s = 777u;
+    for (int i = 0; i < K * M; i++) A[i] = uniform(&s);
+    for (int i = 0; i < K * N; i++) B[i] = uniform(&s);
+    for (int i = 0; i < K * M; i++) {
+        const float r = (float)bf16_ref(A[i]);
+        unsigned u;
+        memcpy(&u, &r, sizeof u);
+        A16[i] = (unsigned short)(u >> 16);
+    }
+    for (int i = 0; i < K * N; i++) {
+        const float r = (float)bf16_ref(B[i]);
+        unsigned u;
+        memcpy(&u, &r, sizeof u);
+        B16[i] = (unsigned short)(u >> 16);
+    }
+    float *dA, *dB, *dC;
+    unsigned short *dA16, *dB16;
+    cudaMalloc(&dA, sizeof A);
+    cudaMalloc(&dB, sizeof B);
+    cudaMalloc(&dC, sizeof R1);
+    cudaMalloc(&dA16, sizeof A16);
+    cudaMalloc(&dB16, sizeof B16);
+    cudaMemcpy(dA, A, sizeof A, cudaMemcpyHostToDevice);
+    cudaMemcpy(dB, B, sizeof B, cudaMemcpyHostToDevice);
+    cudaMemcpy(dA16, A16, sizeof A16, cudaMemcpyHostToDevice);
+    cudaMemcpy(dB16, B16, sizeof B16, cudaMemcpyHostToDevice);
+    const float one = 1.0f, zero = 0.0f;
+    /* C (M x N) = A^T B with A stored K x M, B stored K x N */
+    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA, CUDA_R_32F, K, dB,
+                       CUDA_R_32F, K, &zero, dC, CUDA_R_32F, M, CUBLAS_COMPUTE_32F_FAST_16BF,
+                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "fp32 operands, FAST_16BF");
+    cudaMemcpy(R1, dC, sizeof R1, cudaMemcpyDeviceToHost);
+    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA16, CUDA_R_16BF, K, dB16,
+                       CUDA_R_16BF, K, &zero, dC, CUDA_R_32F, M, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "bf16 operands");
+    cudaMemcpy(R2, dC, sizeof R2, cudaMemcpyDeviceToHost);
+    CHECK(memcmp(R1, R2, sizeof R1) == 0, "bf16 operands differ from the FAST_16BF product");
+    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA16, CUDA_R_16BF, K, dB,
+                       CUDA_R_32F, K, &zero, dC, CUDA_R_32F, M, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED,
+          "bf16 A with fp32 B accepted");
+    cudaFree(dA);
+    cudaFree(dB);
+    cudaFree(dC);
+    cudaFree(dA16);
+    cudaFree(dB16);
+    cublasDestroy(h);
+}
+
 int emu_selftest_mma(void); /* emu_selftest_mma.cu: the tensor-core instructions */
 
 int main(void) {
@@ -254,6 +312,7 @@ int main(void) {
     expect_death("host pointer passed to a kernel", SIGABRT, run_host_pointer);
     expect_death("store past the end of a cudaMalloc buffer", SIGSEGV, run_overrun);
     test_gemm();
+    test_gemm_bf16_operands();
     g_fails += emu_selftest_mma();
     printf("%s: %d failed checks\n", g_fails ? "FAILED" : "PASSED", g_fails);
     return g_fails ? 1 : 0;

@@ -1,7 +1,8 @@
 /* cuBLAS shim of the CUDA host emulator (a test tool, see cuda_runtime.h): the calls that
  * model/cuda/matmul.cu makes. cublasGemmEx computes C = alpha op(A) op(B) + beta C column-major
  * in fp32 (each element summed over k in order); CUBLAS_COMPUTE_32F_FAST_16BF first rounds the
- * inputs to bf16 (round to nearest even), as the tensor cores see them. beta = 0 never reads C.
+ * inputs to bf16 (round to nearest even), as the tensor cores see them; A and B may also be bf16
+ * (CUDA_R_16BF, both, with CUBLAS_COMPUTE_32F and an fp32 C). beta = 0 never reads C.
  * Arguments are validated as cuBLAS does (and the matrices must lie in device memory). */
 #ifndef DT_EMU_CUBLAS_V2_H
 #define DT_EMU_CUBLAS_V2_H
@@ -21,7 +22,7 @@ typedef enum {
     CUBLAS_COMPUTE_32F = 68,
     CUBLAS_COMPUTE_32F_FAST_16BF = 75,
 } cublasComputeType_t;
-typedef enum { CUDA_R_32F = 0 } cudaDataType;
+typedef enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 } cudaDataType;
 typedef enum { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
 typedef struct emu_cublas *cublasHandle_t;
 

@@ -1,0 +1,143 @@
+/* The CUDA matrix products (model/cuda/matmul.cu: cuBLAS) against the CPU oracle, forward and
+ * backward, with and without accumulation, under both precisions:
+ *   - fp32 products: the CPU's fp32 products on the same inputs; only the summation order
+ *     differs (a few ulps of the sums);
+ *   - bf16 products: the CPU's fp32 products on the inputs rounded to bf16 here (to nearest even):
+ *     the GPU rounds both operands to bf16 and sums the exact products in fp32, so again only
+ *     the order differs. The same run checks that the rounding happened (the results move away
+ *     from the unrounded product by far more than the tolerance) and that an operand that is
+ *     not 16-byte aligned (the conversion's scalar path) gives the same answer.
+ * Shapes: 1 x 1 x 1, odd sizes, and a few hundred rows. Skipped (77) without a device. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cuda_ops_test_util.h"
+#include "model/cpu/cpu_ops.h"
+
+/* sums of up to ~100 products of values in [-1, 1): fp32 order effects stay below 1e-5 */
+#define MM_ATOL 1e-5
+#define MM_RTOL 1e-5
+
+static float bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static float *rounded(const float *x, size_t n, int bf16) {
+    float *r = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) r[i] = bf16 ? bf16_round(x[i]) : x[i];
+    return r;
+}
+
+/* Largest |a - b| over n host values. */
+static double max_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - (double)b[i]));
+    return m;
+}
+
+/* One case: out = inp w^T (accumulating onto `acc` when given), dinp = dout w (also accumulating
+ * in a second call), dw += dout^T inp. `shift` offsets every device operand by that many floats
+ * (1: not 16-byte aligned). */
+static void matmul_case(int N, int I, int O, int bf16, int shift) {
+    printf("-- matmul N=%d I=%d O=%d, %s products, operands shifted by %d floats\n", N, I, O,
+           bf16 ? "bf16" : "fp32", shift);
+    const size_t ni = (size_t)N * I, no = (size_t)N * O, nw = (size_t)O * I;
+    float *inp = malloc(ni * sizeof(float)), *w = malloc(nw * sizeof(float));
+    float *dout = malloc(no * sizeof(float)), *base = malloc(no * sizeof(float));
+    float *dw0 = malloc(nw * sizeof(float)), *dinp0 = malloc(ni * sizeof(float));
+    cut_fill(inp, ni, 11 + (unsigned)N, -1.0f, 1.0f);
+    cut_fill(w, nw, 12 + (unsigned)O, -1.0f, 1.0f);
+    cut_fill(dout, no, 13 + (unsigned)I, -1.0f, 1.0f);
+    cut_fill(base, no, 14, -1.0f, 1.0f);
+    cut_fill(dw0, nw, 15, -1.0f, 1.0f);
+    cut_fill(dinp0, ni, 16, -1.0f, 1.0f);
+
+    /* the CPU oracle on the operands as the GPU multiplies them */
+    float *ri = rounded(inp, ni, bf16), *rw = rounded(w, nw, bf16), *rd = rounded(dout, no, bf16);
+    float *out = cot_nan(no), *out_acc = malloc(no * sizeof(float));
+    float *dinp = cot_nan(ni), *dinp_acc = malloc(ni * sizeof(float));
+    float *dw = malloc(nw * sizeof(float));
+    memcpy(out_acc, base, no * sizeof(float));
+    memcpy(dinp_acc, dinp0, ni * sizeof(float));
+    memcpy(dw, dw0, nw * sizeof(float));
+    cpu_matmul_forward(out, ri, rw, N, I, O, 0);
+    cpu_matmul_forward(out_acc, ri, rw, N, I, O, 1);
+    cpu_matmul_backward(dinp, dw, rd, ri, rw, N, I, O, 0);
+    cpu_matmul_backward(dinp_acc, NULL, rd, ri, rw, N, I, O, 1);
+
+    /* device operands at `shift` floats into their buffers */
+    float *b_inp = cut_to_device(NULL, (ni + shift) * sizeof(float));
+    float *b_w = cut_to_device(NULL, (nw + shift) * sizeof(float));
+    float *b_dout = cut_to_device(NULL, (no + shift) * sizeof(float));
+    float *d_inp = b_inp + shift, *d_w = b_w + shift, *d_dout = b_dout + shift;
+    cuda_copy_from_host(d_inp, inp, ni * sizeof(float));
+    cuda_copy_from_host(d_w, w, nw * sizeof(float));
+    cuda_copy_from_host(d_dout, dout, no * sizeof(float));
+    float *d_out = cot_dev_nan(no), *d_out_acc = cot_dev(base, no);
+    float *d_dinp = cot_dev_nan(ni), *d_dinp_acc = cot_dev(dinp0, ni), *d_dw = cot_dev(dw0, nw);
+
+    cuda_matmul_forward(d_out, d_inp, d_w, N, I, O, 0);
+    cuda_matmul_forward(d_out_acc, d_inp, d_w, N, I, O, 1);
+    cuda_matmul_backward(d_dinp, d_dw, d_dout, d_inp, d_w, N, I, O, 0);
+    cuda_matmul_backward(d_dinp_acc, NULL, d_dout, d_inp, d_w, N, I, O, 1);
+    cot_check("out", d_out, out, no, MM_ATOL, MM_RTOL);
+    cot_check("out (accumulated)", d_out_acc, out_acc, no, MM_ATOL, MM_RTOL);
+    cot_check("dinp", d_dinp, dinp, ni, MM_ATOL, MM_RTOL);
+    cot_check("dinp (accumulated)", d_dinp_acc, dinp_acc, ni, MM_ATOL, MM_RTOL);
+    cot_check("dw (accumulated)", d_dw, dw, nw, MM_ATOL, MM_RTOL);
+
+    if (bf16 && I >= 16) { /* the rounding happened: the unrounded product is far off */
+        float *exact = cot_nan(no), *got = cut_to_host(d_out, no);
+        cpu_matmul_forward(exact, inp, w, N, I, O, 0);
+        const double moved = max_diff(got, exact, no);
+        printf("%-28s bf16 moved the product by up to %.3g\n", "out vs unrounded", moved);
+        if (!(moved > 100 * MM_ATOL)) fail_msg("bf16 products: the operands were not rounded");
+        free(exact), free(got);
+    }
+
+    cuda_free(b_inp), cuda_free(b_w), cuda_free(b_dout), cuda_free(d_out), cuda_free(d_out_acc);
+    cuda_free(d_dinp), cuda_free(d_dinp_acc), cuda_free(d_dw);
+    free(inp), free(w), free(dout), free(base), free(dw0), free(dinp0), free(ri), free(rw), free(rd);
+    free(out), free(out_acc), free(dinp), free(dinp_acc), free(dw);
+}
+
+static void run_cases(int bf16) {
+    if (cuda_backend_init(0, bf16) != 0) fail_msg("cuda_backend_init(0, %d) failed", bf16);
+    matmul_case(1, 1, 1, bf16, 0);
+    matmul_case(7, 5, 3, bf16, 0);
+    matmul_case(33, 64, 17, bf16, 0);
+    matmul_case(33, 64, 17, bf16, 1);
+    matmul_case(257, 96, 80, bf16, 0);
+    matmul_case(130, 35, 67, bf16, 3);
+}
+
+static void test_matmul_fp32(void **state) {
+    (void)state;
+    run_cases(0);
+}
+
+static void test_matmul_bf16(void **state) {
+    (void)state;
+    run_cases(1);
+}
+
+int main(void) {
+    cut_require_device();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul_fp32),
+        cmocka_unit_test(test_matmul_bf16),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
