@@ -23,6 +23,7 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
     -DDIFFTRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" >"$build.configure.log" 2>&1 \
     || { cat "$build.configure.log"; exit 1; }
 fi
+cmake "$build" >/dev/null  # a test file added since the last configure becomes a target
 all_targets=$(make -C "$build" help | sed -n 's/^\.\.\. //p')
 grep -qx dt_cuda <<<"$all_targets" ||
   { echo "device_pack: $build has no CUDA backend (configure with -DDIFFTRAIN_CUDA=ON)" >&2; exit 1; }
