@@ -52,27 +52,23 @@ void cuda_matmul_shutdown(void) {
     g_cublas = NULL;
 }
 
-/* dst[i] = bf16(src[i]) for i < n; four elements a thread where src is 16-byte aligned (dst, a
- * workspace offset of a multiple of 8 bytes, then is too). */
-__global__ void to_bf16_kernel(uint16_t *dst, const float *src, size_t n, int vec4) {
+/* dst[i] = bf16(src[i]) for i < n; eight elements a thread (two 16-byte loads, one 16-byte
+ * store) where src is 16-byte aligned (dst, at a 256-byte workspace offset, always is). */
+__global__ void to_bf16_kernel(uint16_t *dst, const float *src, size_t n, int vec8) {
     const size_t stride = (size_t)gridDim.x * blockDim.x;
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (vec4) {
-        for (; i < n / 4; i += stride) {
-            const float4 x = reinterpret_cast<const float4 *>(src)[i];
-            reinterpret_cast<uint2 *>(dst)[i] =
-                make_uint2(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w));
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t i = tid;
+    if (vec8) {
+        for (; i < n / 8; i += stride) {
+            const float4 x = reinterpret_cast<const float4 *>(src)[2 * i];
+            const float4 y = reinterpret_cast<const float4 *>(src)[2 * i + 1];
+            reinterpret_cast<uint4 *>(dst)[i] =
+                make_uint4(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w), pack_bf16x2(y.x, y.y),
+                           pack_bf16x2(y.z, y.w));
         }
-        i = 4 * (n / 4) + (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+        i = 8 * (n / 8) + tid;
     }
     for (; i < n; i += stride) dst[i] = (uint16_t)(pack_bf16x2(src[i], 0.0f) & 0xffffu);
-}
-
-static void to_bf16(uint16_t *dst, const float *src, size_t n) {
-    const int vec4 = (uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0;
-    to_bf16_kernel<<<cuda_blocks(vec4 ? n / 4 + 1 : n, 256), 256, 0, cuda_stream()>>>(dst, src, n,
-                                                                                     vec4);
-    CUDA_LAUNCH_CHECK();
 }
 
 /* Elements spanned by a column-major rows x cols matrix with leading dimension ld. */
@@ -80,8 +76,30 @@ static size_t span(int rows, int cols, int ld) {
     return rows && cols ? (size_t)(cols - 1) * (size_t)ld + (size_t)rows : 0;
 }
 
-static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *A,
-                 int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+/* bf16 copies of the n operands x[i] (counts[i] elements each; NULL or 0: none), side by side
+ * in the CUDA_WS_GEMM workspace at 256-byte offsets: out[i]. */
+static void to_bf16_operands(uint16_t **out, const float *const *x, const size_t *counts, int n) {
+    size_t off[3], total = 0;
+    for (int i = 0; i < n; i++) {
+        off[i] = total;
+        total += (counts[i] * sizeof(uint16_t) + 255) / 256 * 256;
+    }
+    char *ws = (char *)cuda_workspace_slot(CUDA_WS_GEMM, total);
+    for (int i = 0; i < n; i++) {
+        out[i] = (uint16_t *)(ws + off[i]);
+        if (!x[i] || !counts[i]) continue;
+        const int vec8 = (uintptr_t)x[i] % 16 == 0;
+        const size_t work = vec8 ? counts[i] / 8 + 8 : counts[i];
+        to_bf16_kernel<<<cuda_blocks(work, 256), 256, 0, cuda_stream()>>>(out[i], x[i], counts[i],
+                                                                           vec8);
+        CUDA_LAUNCH_CHECK();
+    }
+}
+
+/* C (m x n, ldc) = op(A) op(B) + beta C, column-major, A and B of element type `type` (fp32
+ * with fp32 products, or the bf16 copies) */
+static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A,
+                 int lda, const void *B, int ldb, float beta, float *C, int ldc) {
     const float one = 1.0f;
     if (m == 0 || n == 0) return;
     if (k == 0) { /* C = beta C: cuBLAS handles it, but keep the rule explicit */
@@ -90,34 +108,38 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                                                        cuda_stream()));
         return;
     }
-    if (!g_bf16) {
-        CUBLAS_CHECK(cublasGemmEx(g_cublas, ta, tb, m, n, k, &one, A, CUDA_R_32F, lda, B,
-                                  CUDA_R_32F, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
-                                  CUBLAS_GEMM_DEFAULT));
-        return;
-    }
-    /* stored shapes: A is m x k (N) or k x m (T), B is k x n (N) or n x k (T) */
-    const size_t na = ta == CUBLAS_OP_N ? span(m, k, lda) : span(k, m, lda);
-    const size_t nb = tb == CUBLAS_OP_N ? span(k, n, ldb) : span(n, k, ldb);
-    const size_t a_bytes = (na * sizeof(uint16_t) + 255) / 256 * 256;
-    char *ws = (char *)cuda_workspace_slot(CUDA_WS_GEMM, a_bytes + nb * sizeof(uint16_t));
-    uint16_t *A16 = (uint16_t *)ws, *B16 = (uint16_t *)(ws + a_bytes);
-    to_bf16(A16, A, na);
-    to_bf16(B16, B, nb);
-    CUBLAS_CHECK(cublasGemmEx(g_cublas, ta, tb, m, n, k, &one, A16, CUDA_R_16BF, lda, B16,
-                              CUDA_R_16BF, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
-                              CUBLAS_GEMM_DEFAULT));
+    const cudaDataType type = g_bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    CUBLAS_CHECK(cublasGemmEx(g_cublas, ta, tb, m, n, k, &one, A, type, lda, B, type, ldb, &beta,
+                              C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+/* The operands as the products read them: the fp32 buffers themselves, or (bf16 products) their
+ * bf16 copies, each operand converted once per call even when two products read it. */
 void cuda_matmul_forward(float *out, const float *inp, const float *w, int N, int I, int O,
                          int accumulate) {
-    gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, inp, I, accumulate ? 1.0f : 0.0f, out, O);
+    const void *W = w, *X = inp;
+    if (g_bf16 && N > 0 && O > 0 && I > 0) {
+        uint16_t *c[2];
+        const float *x[2] = {w, inp};
+        const size_t n[2] = {span(I, O, I), span(I, N, I)};
+        to_bf16_operands(c, x, n, 2);
+        W = c[0], X = c[1];
+    }
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, X, I, accumulate ? 1.0f : 0.0f, out, O);
 }
 
 void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
                           const float *w, int N, int I, int O, int accumulate_dinp) {
+    const void *W = w, *X = inp, *DY = dout;
+    if (g_bf16 && N > 0 && O > 0 && I > 0) {
+        uint16_t *c[3];
+        const float *x[3] = {dout, dinp ? w : NULL, dw ? inp : NULL};
+        const size_t n[3] = {span(O, N, O), span(I, O, I), span(I, N, I)};
+        to_bf16_operands(c, x, n, 3);
+        DY = c[0], W = c[1], X = c[2];
+    }
     if (dinp)
-        gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dout, O, accumulate_dinp ? 1.0f : 0.0f,
+        gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, DY, O, accumulate_dinp ? 1.0f : 0.0f,
              dinp, I);
-    if (dw) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, inp, I, dout, O, 1.0f, dw, I);
+    if (dw) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, X, I, DY, O, 1.0f, dw, I);
 }
