@@ -12,23 +12,28 @@
  * Both recompute P with the same expression from the same bf16 tiles. dq = scale dS K and
  * dK = scale dS^T Q with scale = 1/sqrt(d). The dq kernel recomputes S and dP that dk/dv also
  * compute (7 products per tile pair instead of FlashAttention-2's 5): the price of having no
- * atomics on dq. */
+ * atomics on dq.
+ * The streamed tiles (dq: K/V; dk/dv: Q/G) are staged by cp.async as in the forward: dk/dv
+ * double-buffers (the copies of tile n + 1 are issued right after the barrier that makes tile n
+ * visible, which also says every warp is done with tile n - 1, whose buffer they take, and land
+ * during tile n's products); dq has NS stages, two only where that keeps its blocks per SM (the
+ * launch says which; dk/dv runs one block of 8 warps per SM either way, by its registers). */
 #include <math.h>
 
 #include "model/cuda/flash_core.cuh"
 
 /* ---- dq: grid (query tiles, nq, B) ---- */
-template <typename Tin, int D, int DV>
+template <typename Tin, int D, int DV, int NS>
 __global__ void __launch_bounds__(FLASH_WARPS * 32)
 flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
                 const float *lse, const float *delta, const float *lambda, attn_map m,
                 float scale_log2, float scale) {
     extern __shared__ uint4 flash_smem[];
     constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD;
+    constexpr int STAGE = FLASH_BC * (LDQ + LDV); /* one K/V stage, elements */
     flash_bf16 *Qs = (flash_bf16 *)flash_smem; /* (BR, D) */
     flash_bf16 *Gs = Qs + FLASH_BR * LDQ;      /* (BR, DV) */
-    flash_bf16 *Ks = Gs + FLASH_BR * LDV;      /* (BC, D) */
-    flash_bf16 *Vs = Ks + FLASH_BC * LDQ;      /* (BC, DV) */
+    flash_bf16 *KV = Gs + FLASH_BR * LDV;      /* NS stages: (BC, D) K, then (BC, DV) V */
     const int tid = threadIdx.x, lane = tid & 31, rw = tid >> 5;
     const int g = lane >> 2, t4 = lane & 3;
     const int T = m.T, j = blockIdx.y, b = blockIdx.z;
@@ -41,6 +46,16 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
                         blockDim.x);
     flash_stage<Tin, DV>(Gs, G + (size_t)b * T * os + attn_o_col(m, j), os, i0, nr, FLASH_BR, tid,
                          blockDim.x);
+    const Tin *kh = k + (size_t)b * T * ks + (size_t)attn_k_head(m, j) * D;
+    const Tin *vh = v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * DV;
+    auto stage_kv = [&](int kt, int st) { /* K/V tile kt into stage st */
+        const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
+        flash_stage<Tin, D>(KV + st * STAGE, kh, ks, j0, nc, FLASH_BC, tid, blockDim.x);
+        flash_stage<Tin, DV>(KV + st * STAGE + FLASH_BC * LDQ, vh, vs, j0, nc, FLASH_BC, tid,
+                             blockDim.x);
+    };
+    stage_kv(0, 0);
+    cp_async_commit(); /* Q, G and tile 0 */
     float lse2[2], dlt[2]; /* rows g, g + 8: lse in the log2 domain, delta */
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -55,13 +70,14 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
 
     const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC;
     for (int kt = 0; kt < n_kt; kt++) {
-        const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
-        __syncthreads();
-        flash_stage<Tin, D>(Ks, k + (size_t)b * T * ks + (size_t)attn_k_head(m, j) * D, ks, j0, nc,
-                            FLASH_BC, tid, blockDim.x);
-        flash_stage<Tin, DV>(Vs, v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * DV, vs, j0,
-                             nc, FLASH_BC, tid, blockDim.x);
-        __syncthreads();
+        const int j0 = kt * FLASH_BC;
+        cp_async_wait<0>(); /* this thread's copies of tile kt (the only group in flight) */
+        __syncthreads();    /* everyone's; and every warp is done with tile kt - 1 */
+        if (NS == 2 && kt + 1 < n_kt) { /* block-uniform */
+            stage_kv(kt + 1, (kt + 1) & 1);
+            cp_async_commit();
+        }
+        const flash_bf16 *Ks = KV + (NS == 2 ? kt & 1 : 0) * STAGE, *Vs = Ks + FLASH_BC * LDQ;
 
         float s[FLASH_BC / 8][4], dp[FLASH_BC / 8][4];
 #pragma unroll
@@ -84,6 +100,11 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
             uint32_t a[4];
             flash_c_to_a(a, s, kk);
             flash_mma_b<D / 16>(acc, a, Ks, LDQ, 16 * kk, 0, lane);
+        }
+        if (NS == 1 && kt + 1 < n_kt) { /* one stage: reload it once every warp is done */
+            __syncthreads();
+            stage_kv(kt + 1, 0);
+            cp_async_commit();
         }
     }
 
@@ -108,14 +129,14 @@ flash_dkdv_kernel(float *dk, float *dv, const Tin *G, const Tin *q, const Tin *k
                   float scale_log2, float scale) {
     extern __shared__ uint4 flash_smem[];
     constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD, LDP = FLASH_BR + FLASH_PAD;
+    constexpr int STAGE = FLASH_BR * (LDQ + LDV); /* one Q/G stage, elements */
     flash_bf16 *Ks = (flash_bf16 *)flash_smem; /* (BC, D) */
     flash_bf16 *Vs = Ks + FLASH_BC * LDQ;      /* (BC, DV) */
-    flash_bf16 *Qs = Vs + FLASH_BC * LDV;      /* (BR, D) */
-    flash_bf16 *Gs = Qs + FLASH_BR * LDQ;      /* (BR, DV) */
-    flash_bf16 *Ps = Gs + FLASH_BR * LDV;      /* (BC, BR): dscale P^T */
+    flash_bf16 *QG = Vs + FLASH_BC * LDV;      /* 2 stages: (BR, D) Q, then (BR, DV) G */
+    flash_bf16 *Ps = QG + 2 * STAGE;           /* (BC, BR): dscale P^T */
     flash_bf16 *dSs = Ps + FLASH_BC * LDP;     /* (BC, BR): dS^T */
-    float *lse_s = (float *)(dSs + FLASH_BC * LDP); /* (BR), log2 domain */
-    float *dl_s = lse_s + FLASH_BR;                  /* (BR) */
+    float *lse_s = (float *)(dSs + FLASH_BC * LDP); /* 2 stages of (BR), log2 domain */
+    float *dl_s = lse_s + 2 * FLASH_BR;              /* 2 stages of (BR) */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wk = warp % FLASH_WARPS, wh = warp / FLASH_WARPS;
     const int g = lane >> 2, t4 = lane & 3;
@@ -124,6 +145,7 @@ flash_dkdv_kernel(float *dk, float *dv, const Tin *G, const Tin *q, const Tin *k
     const size_t qs = (size_t)m.nq * D, ks = (size_t)m.nk * D, vs = (size_t)m.nv * DV;
     const size_t os = attn_o_stride(m);
     const int n_slot = m.diff ? 2 : 1;
+    const int n_i = (T - j0 + FLASH_BR - 1) / FLASH_BR; /* query tiles from j0 on */
 
     flash_stage<Tin, DV>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, FLASH_BC, tid,
                          blockDim.x);
@@ -134,71 +156,85 @@ flash_dkdv_kernel(float *dk, float *dv, const Tin *G, const Tin *q, const Tin *k
 
     for (int slot = 0; slot < n_slot; slot++) {
         const int kh = attn_k_head(m, gv * m.n_rep + slot);
+        /* the slot's query tiles, in order: q-heads jq = gv*n_rep + t for t = slot, slot +
+         * n_slot, ... (those of k-head kh), and for each the rows from j0 on (rows before j0
+         * see none of the keys) */
+        const int n_it = (m.n_rep - slot + n_slot - 1) / n_slot * n_i;
+        auto tile_q = [&](int it) { return gv * m.n_rep + slot + n_slot * (it / n_i); };
+        auto tile_i0 = [&](int it) { return j0 + FLASH_BR * (it % n_i); };
+        auto stage_qg = [&](int it, int st) { /* Q, G, lse, delta of tile it into stage st */
+            const int jq = tile_q(it), i0 = tile_i0(it), nr = min(FLASH_BR, T - i0);
+            flash_stage<Tin, D>(QG + st * STAGE, q + (size_t)b * T * qs + (size_t)jq * D, qs, i0,
+                                nr, FLASH_BR, tid, blockDim.x);
+            flash_stage<Tin, DV>(QG + st * STAGE + FLASH_BR * LDQ,
+                                 G + (size_t)b * T * os + attn_o_col(m, jq), os, i0, nr, FLASH_BR,
+                                 tid, blockDim.x);
+            if (tid < FLASH_BR) {
+                const size_t at = ((size_t)b * m.nq + jq) * T + i0 + tid;
+                lse_s[st * FLASH_BR + tid] = tid < nr ? lse[at] * FLASH_LOG2E : 0.0f;
+                dl_s[st * FLASH_BR + tid] = tid < nr ? delta[at] : 0.0f;
+            }
+        };
         float acck[D / 16][4]; /* keys 16wk.., columns wh*D/2.. */
 #pragma unroll
         for (int nt = 0; nt < D / 16; nt++)
             acck[nt][0] = acck[nt][1] = acck[nt][2] = acck[nt][3] = 0.0f;
-        __syncthreads(); /* the previous slot's K tile is consumed */
+        __syncthreads(); /* the previous slot's K tile and query tiles are consumed */
         flash_stage<Tin, D>(Ks, k + (size_t)b * T * ks + (size_t)kh * D, ks, j0, nc, FLASH_BC, tid,
                             blockDim.x);
+        stage_qg(0, 0);
+        cp_async_commit(); /* K (and V on the first slot) and query tile 0 */
 
-        for (int t = slot; t < m.n_rep; t += n_slot) {
-            const int jq = gv * m.n_rep + t; /* a q-head of this k-head */
-            const float dscale = attn_dscale(m, jq, lambda);
-            const Tin *qh = q + (size_t)b * T * qs + (size_t)jq * D;
-            const Tin *gh = G + (size_t)b * T * os + attn_o_col(m, jq);
-            const float *lseh = lse + ((size_t)b * m.nq + jq) * T;
-            const float *deltah = delta + ((size_t)b * m.nq + jq) * T;
-            for (int i0 = j0; i0 < T; i0 += FLASH_BR) { /* rows before j0 see none of the keys */
-                const int nr = min(FLASH_BR, T - i0);
-                __syncthreads(); /* the previous query tile is consumed */
-                flash_stage<Tin, D>(Qs, qh, qs, i0, nr, FLASH_BR, tid, blockDim.x);
-                flash_stage<Tin, DV>(Gs, gh, os, i0, nr, FLASH_BR, tid, blockDim.x);
-                if (tid < FLASH_BR) {
-                    lse_s[tid] = tid < nr ? lseh[i0 + tid] * FLASH_LOG2E : 0.0f;
-                    dl_s[tid] = tid < nr ? deltah[i0 + tid] : 0.0f;
-                }
-                __syncthreads();
+        for (int it = 0; it < n_it; it++) {
+            cp_async_wait<0>(); /* this thread's copies of tile it (the only group in flight) */
+            __syncthreads();    /* everyone's; and every warp is done with tile it - 1 */
+            if (it + 1 < n_it) { /* block-uniform */
+                stage_qg(it + 1, (it + 1) & 1);
+                cp_async_commit();
+            }
+            const int st = it & 1, i0 = tile_i0(it), nr = min(FLASH_BR, T - i0);
+            const float dscale = attn_dscale(m, tile_q(it), lambda);
+            const flash_bf16 *Qs = QG + st * STAGE, *Gs = Qs + FLASH_BR * LDQ;
+            const float *lse_t = lse_s + st * FLASH_BR, *dl_t = dl_s + st * FLASH_BR;
 
-                /* phase 1: S^T, dP^T of keys 16wk.. x rows 32wh.. */
-                float s[4][4], dp[4][4];
+            /* phase 1: S^T, dP^T of keys 16wk.. x rows 32wh.. */
+            float s[4][4], dp[4][4];
 #pragma unroll
-                for (int nt = 0; nt < 4; nt++)
+            for (int nt = 0; nt < 4; nt++)
 #pragma unroll
-                    for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
-                flash_mma_abt<D / 16, 4>(s, Ks, LDQ, 16 * wk, Qs, LDQ, 32 * wh, lane);
-                flash_mma_abt<DV / 16, 4>(dp, Vs, LDV, 16 * wk, Gs, LDV, 32 * wh, lane);
+                for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
+            flash_mma_abt<D / 16, 4>(s, Ks, LDQ, 16 * wk, Qs, LDQ, 32 * wh, lane);
+            flash_mma_abt<DV / 16, 4>(dp, Vs, LDV, 16 * wk, Gs, LDV, 32 * wh, lane);
 #pragma unroll
-                for (int nt = 0; nt < 4; nt++) {
+            for (int nt = 0; nt < 4; nt++) {
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int key = j0 + 16 * wk + g + 8 * (e >> 1);
-                        const int rl = 32 * wh + 8 * nt + 2 * t4 + (e & 1), i = i0 + rl;
-                        const bool vis = rl < nr && key <= i; /* rows >= T: the tail mask */
-                        const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse_s[rl]) : 0.0f;
-                        s[nt][e] = dscale * p;
-                        dp[nt][e] = p * (dscale * dp[nt][e] - dl_s[rl]);
-                    }
-#pragma unroll
-                    for (int r = 0; r < 2; r++) {
-                        const int at = (16 * wk + g + 8 * r) * LDP + 32 * wh + 8 * nt + 2 * t4;
-                        *reinterpret_cast<uint32_t *>(Ps + at) =
-                            pack_bf16x2(s[nt][2 * r], s[nt][2 * r + 1]);
-                        *reinterpret_cast<uint32_t *>(dSs + at) =
-                            pack_bf16x2(dp[nt][2 * r], dp[nt][2 * r + 1]);
-                    }
+                for (int e = 0; e < 4; e++) {
+                    const int key = j0 + 16 * wk + g + 8 * (e >> 1);
+                    const int rl = 32 * wh + 8 * nt + 2 * t4 + (e & 1), i = i0 + rl;
+                    const bool vis = rl < nr && key <= i; /* rows >= T: the tail mask */
+                    const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse_t[rl]) : 0.0f;
+                    s[nt][e] = dscale * p;
+                    dp[nt][e] = p * (dscale * dp[nt][e] - dl_t[rl]);
                 }
-                __syncthreads();
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const int at = (16 * wk + g + 8 * r) * LDP + 32 * wh + 8 * nt + 2 * t4;
+                    *reinterpret_cast<uint32_t *>(Ps + at) =
+                        pack_bf16x2(s[nt][2 * r], s[nt][2 * r + 1]);
+                    *reinterpret_cast<uint32_t *>(dSs + at) =
+                        pack_bf16x2(dp[nt][2 * r], dp[nt][2 * r + 1]);
+                }
+            }
+            __syncthreads();
 
-                /* phase 2: dV += (dscale P^T) G, dK += dS^T Q over the tile's 64 rows */
+            /* phase 2: dV += (dscale P^T) G, dK += dS^T Q over the tile's 64 rows */
 #pragma unroll
-                for (int kk = 0; kk < FLASH_BR / 16; kk++) {
-                    uint32_t a[4];
-                    ldmatrix_x4(a, flash_a_row(Ps, LDP, 16 * wk, 16 * kk, lane));
-                    flash_mma_b<DV / 32>(accv, a, Gs, LDV, 16 * kk, wh * (DV / 2), lane);
-                    ldmatrix_x4(a, flash_a_row(dSs, LDP, 16 * wk, 16 * kk, lane));
-                    flash_mma_b<D / 32>(acck, a, Qs, LDQ, 16 * kk, wh * (D / 2), lane);
-                }
+            for (int kk = 0; kk < FLASH_BR / 16; kk++) {
+                uint32_t a[4];
+                ldmatrix_x4(a, flash_a_row(Ps, LDP, 16 * wk, 16 * kk, lane));
+                flash_mma_b<DV / 32>(accv, a, Gs, LDV, 16 * kk, wh * (DV / 2), lane);
+                ldmatrix_x4(a, flash_a_row(dSs, LDP, 16 * wk, 16 * kk, lane));
+                flash_mma_b<D / 32>(acck, a, Qs, LDQ, 16 * kk, wh * (D / 2), lane);
             }
         }
 
@@ -228,24 +264,24 @@ flash_dkdv_kernel(float *dk, float *dv, const Tin *G, const Tin *q, const Tin *k
 
 /* ---- host side ---- */
 
-/* Dynamic shared memory. d = 128 DIFF (dv = 256): dq 102,400 B, dk/dv 121,344 B. */
-template <int D, int DV> static size_t flash_dq_smem(void) {
-    return sizeof(flash_bf16) * (size_t)(FLASH_BR + FLASH_BC) * (D + DV + 2 * FLASH_PAD);
+/* Dynamic shared memory (dk/dv: the streamed tiles twice). d = 128 DIFF (dv = 256), one dq
+ * stage: dq 102,400 B, dk/dv 173,056 B. */
+template <int D, int DV, int NS> static size_t flash_dq_smem(void) {
+    return sizeof(flash_bf16) * (size_t)(FLASH_BR + NS * FLASH_BC) * (D + DV + 2 * FLASH_PAD);
 }
 template <int D, int DV> static size_t flash_dkdv_smem(void) {
-    return sizeof(flash_bf16) * ((size_t)(FLASH_BR + FLASH_BC) * (D + DV + 2 * FLASH_PAD) +
+    return sizeof(flash_bf16) * ((size_t)(FLASH_BC + 2 * FLASH_BR) * (D + DV + 2 * FLASH_PAD) +
                                  2 * (size_t)FLASH_BC * (FLASH_BR + FLASH_PAD)) +
-           sizeof(float) * 2 * FLASH_BR;
+           sizeof(float) * 4 * FLASH_BR;
 }
 
-template <int D, int DV>
-static void flash_backward_launch(float *dq, float *dk, float *dv, const float *G,
-                                  const float *delta, const float *q, const float *k,
-                                  const float *v, const float *lse, const float *lambda,
-                                  const attn_map &m) {
-    auto flash_dq = flash_dq_kernel<float, D, DV>;
-    auto flash_dkdv = flash_dkdv_kernel<float, D, DV>;
-    const size_t smem_dq = flash_dq_smem<D, DV>(), smem_kv = flash_dkdv_smem<D, DV>();
+template <typename Tin, int D, int DV, int NS>
+static void flash_backward_launch(float *dq, float *dk, float *dv, const Tin *G,
+                                  const float *delta, const Tin *q, const Tin *k, const Tin *v,
+                                  const float *lse, const float *lambda, const attn_map &m) {
+    auto flash_dq = flash_dq_kernel<Tin, D, DV, NS>;
+    auto flash_dkdv = flash_dkdv_kernel<Tin, D, DV>;
+    const size_t smem_dq = flash_dq_smem<D, DV, NS>(), smem_kv = flash_dkdv_smem<D, DV>();
     static bool opted_in = false; /* one per instantiation: the sizes never change */
     if (!opted_in) {
         flash_smem_optin((const void *)flash_dq, smem_dq);
@@ -262,17 +298,32 @@ static void flash_backward_launch(float *dq, float *dk, float *dv, const float *
     CUDA_LAUNCH_CHECK();
 }
 
-void flash_core_backward(float *dq, float *dk, float *dv, const float *G, const float *delta,
-                         const float *q, const float *k, const float *v, const float *lse,
+template <typename Tin>
+void flash_core_backward(float *dq, float *dk, float *dv, const Tin *G, const float *delta,
+                         const Tin *q, const Tin *k, const Tin *v, const float *lse,
                          const float *lambda, const attn_map &m) {
     flash_check(m);
     if (m.B == 0 || m.T <= 0) return;
+#define FLASH_BWD(D, DV, NS)                                                                      \
+    flash_backward_launch<Tin, D, DV, NS>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m)
+    /* dq's K/V stages (NS, last argument): two where that keeps the blocks per SM of one stage on
+     * H100 (228 KiB shared memory, 64 Ki registers per SM; registers from ptxas -v): d = 64 (4)
+     * and d = 128 standard (2, by registers); the others would drop (3 -> 2, 4 -> 2, 2 -> 1,
+     * 2 -> 1) and keep one stage. */
     switch (m.d * 2 + m.diff) {
-    case 128: flash_backward_launch<64, 64>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
-    case 192: flash_backward_launch<96, 96>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
-    case 256: flash_backward_launch<128, 128>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
-    case 129: flash_backward_launch<64, 128>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
-    case 193: flash_backward_launch<96, 192>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
-    case 257: flash_backward_launch<128, 256>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m); break;
+    case 128: FLASH_BWD(64, 64, 2); break;
+    case 192: FLASH_BWD(96, 96, 1); break;
+    case 256: FLASH_BWD(128, 128, 2); break;
+    case 129: FLASH_BWD(64, 128, 1); break;
+    case 193: FLASH_BWD(96, 192, 1); break;
+    case 257: FLASH_BWD(128, 256, 1); break;
     }
+#undef FLASH_BWD
 }
+template void flash_core_backward<flash_bf16>(float *, float *, float *, const flash_bf16 *,
+                                              const float *, const flash_bf16 *,
+                                              const flash_bf16 *, const flash_bf16 *,
+                                              const float *, const float *, const attn_map &);
+template void flash_core_backward<float>(float *, float *, float *, const float *, const float *,
+                                         const float *, const float *, const float *,
+                                         const float *, const float *, const attn_map &);

@@ -4,10 +4,13 @@
  *
  * Same math, head mapping (attn_map of attn_core.cuh: standard/GQA and DIFF V1) and contracts as
  * the tiled fp32 core, with the matrix products on bf16 tensor cores (mma.cuh):
- *   - q, k, v (and the output gradient G) are read from global memory in their element type
- *     Tin (float today: the backend's buffers are fp32; a bf16 specialisation of flash_in is all
- *     that bf16 storage needs) and rounded to bf16 as the tiles are staged into shared memory,
- *     as cuBLAS rounds its inputs under "bf16 products";
+ *   - q, k, v (and the output gradient G) are rounded to bf16 (to nearest even, as cuBLAS
+ *     rounds its inputs under "bf16 products") once per op into bf16 copies in the op's
+ *     workspace (flash_convert.cu; DIFF's G is written in bf16 by flash_diff_prep), which the
+ *     kernels stage into shared memory with cp.async, the next K/V (or Q/G) tile in flight
+ *     while the current one is multiplied (two stages). The kernels also exist for fp32 inputs
+ *     (Tin = float, rounded while staging; synchronous), the test path of flash_test.h: both
+ *     give the same bits;
  *   - the probabilities P and dS are rounded to bf16 as operands of the next product;
  *   - scores, the online-softmax statistics, lse, delta and every accumulator are fp32.
  *
@@ -33,6 +36,7 @@
 #include <stdint.h>
 
 #include "model/cuda/attn_core.cuh"
+#include "model/cuda/cp_async.cuh"
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/mma.cuh"
 
@@ -44,31 +48,51 @@
 #define FLASH_LOG2E 1.4426950408889634f
 #define FLASH_LN2 0.6931471805599453f
 
-typedef uint16_t flash_bf16; /* bf16 bits in shared memory */
+typedef uint16_t flash_bf16; /* bf16 bits (shared-memory tiles, the ops' bf16 copies) */
 
-/* Element type of the inputs in global memory: load8 reads 8 consecutive elements (16-byte
- * aligned for float) and returns them as 4 packed bf16 pairs. */
+/* Element type of the inputs in global memory, and how a 16-byte chunk of a shared-memory tile
+ * (8 bf16) is staged from it:
+ *   flash_bf16: the ops' bf16 copies (flash_convert.cu): an asynchronous 16-byte copy
+ *       (cp_async.cuh), zero-filled for a row past the tensor; the caller commits and waits;
+ *   float: the fp32 tensors themselves, read by plain loads and rounded to bf16 in registers
+ *       (the same round to nearest even as flash_convert, so the tiles hold the same bits);
+ *       synchronous, so the commits and waits around it have nothing to do. Used by the test
+ *       path that checks the bf16 copies change no bit (flash_test.h).
+ * src is 16-byte aligned; when !valid it is not read (but stays a valid address). */
 template <typename Tin> struct flash_in;
 template <> struct flash_in<float> {
-    static __device__ __forceinline__ uint4 load8(const float *p) {
-        const float4 a = *reinterpret_cast<const float4 *>(p);
-        const float4 b = *reinterpret_cast<const float4 *>(p + 4);
-        return make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y),
-                          pack_bf16x2(b.z, b.w));
+    static __device__ __forceinline__ void stage16(flash_bf16 *dst, const float *src,
+                                                   bool valid) {
+        uint4 val = make_uint4(0u, 0u, 0u, 0u);
+        if (valid) {
+            const float4 a = *reinterpret_cast<const float4 *>(src);
+            const float4 b = *reinterpret_cast<const float4 *>(src + 4);
+            val = make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w),
+                             pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w));
+        }
+        *reinterpret_cast<uint4 *>(dst) = val;
+    }
+};
+template <> struct flash_in<flash_bf16> {
+    static __device__ __forceinline__ void stage16(flash_bf16 *dst, const flash_bf16 *src,
+                                                   bool valid) {
+        cp_async16(dst, src, valid ? 16 : 0);
     }
 };
 
 /* Rows [r0, r0 + nrows) of a head view x (row stride xs elements, W columns) into dst (nrows
- * rows of W + FLASH_PAD bf16), rows at or past r0 + n_valid as zeros; by threads tid of n. */
+ * rows of W + FLASH_PAD bf16), rows at or past r0 + n_valid as zeros (their source address is
+ * x's row 0, never read); by threads tid of n. With Tin = flash_bf16 the copies are in flight
+ * until the caller's cp_async_commit and cp_async_wait (and a __syncthreads for the others'). */
 template <typename Tin, int W>
 __device__ __forceinline__ void flash_stage(flash_bf16 *dst, const Tin *x, size_t xs, int r0,
                                             int n_valid, int nrows, int tid, int n) {
     constexpr int CH = W / 8; /* 16-byte chunks per row */
     for (int idx = tid; idx < nrows * CH; idx += n) {
         const int r = idx / CH, c = idx % CH;
-        const uint4 val = r < n_valid ? flash_in<Tin>::load8(x + (size_t)(r0 + r) * xs + 8 * c)
-                                      : make_uint4(0u, 0u, 0u, 0u);
-        *reinterpret_cast<uint4 *>(dst + r * (W + FLASH_PAD) + 8 * c) = val;
+        const bool valid = r < n_valid;
+        flash_in<Tin>::stage16(dst + r * (W + FLASH_PAD) + 8 * c,
+                               x + (valid ? (size_t)(r0 + r) * xs : 0) + 8 * c, valid);
     }
 }
 
@@ -160,31 +184,41 @@ void flash_smem_optin(const void *kernel, size_t bytes);
  * (standard) or 2d (DIFF V1), head counts as attn_check. */
 void flash_check(const attn_map &m);
 
-/* o_a, o_b (DIFF only), lse from q, k, v (Tin = float), as attn_core_forward. For DIFF, when
- * epi.out is non-NULL, also the subln epilogue of diffattn_forward (out, rstd). */
+/* o_a, o_b (DIFF only), lse from q, k, v (Tin = flash_bf16: the op's bf16 copies; float:
+ * the fp32 tensors, rounded while staging), as attn_core_forward. For DIFF, when epi.out is
+ * non-NULL, also the subln epilogue of diffattn_forward (out, rstd). */
 struct flash_diff_epi {
     float *out, *rstd;          /* (B, T, H*2d), (B, T, H) */
     const float *lambda, *gamma; /* device scalar; (2d) or NULL (subln off) */
     float out_scale, eps;        /* 1 - lambda_init; the subln epsilon */
 };
-void flash_core_forward(float *o_a, float *o_b, float *lse, const float *q, const float *k,
-                        const float *v, const attn_map &m, const flash_diff_epi &epi);
+template <typename Tin>
+void flash_core_forward(float *o_a, float *o_b, float *lse, const Tin *q, const Tin *k,
+                        const Tin *v, const attn_map &m, const flash_diff_epi &epi);
+
+/* dst[i] (n[i] bf16) = src[i] (n[i] floats) rounded to nearest even, for i < count <= 4, in one
+ * launch (flash_convert.cu). Every n[i] is a multiple of 8 and every pointer 16-byte aligned. */
+void flash_to_bf16(flash_bf16 *const *dst, const float *const *src, const size_t *n, int count);
 
 /* Standard attention's delta (B, nq, T) = G_i . o_i (flash_prep.cu). */
 void flash_delta(float *delta, const float *G, const float *o, const attn_map &m);
-/* DIFF V1 (flash_prep.cu): G (B, T, H*2d) = dO from dout by the subln backward, delta (B, 2H, T)
- * per branch, and dgamma (2d, skipped when gamma is NULL) and *dlambda accumulated; part is
- * scratch of flash_diff_prep_chunks(B*T*H) * (2d + 1) doubles. */
+/* DIFF V1 (flash_prep.cu): G (B, T, H*2d) = dO from dout by the subln backward, rounded to bf16
+ * (TG = flash_bf16: the bits; float: the rounded values), delta (B, 2H, T) per branch, and
+ * dgamma (2d, skipped when gamma is NULL) and *dlambda accumulated; part is scratch of
+ * flash_diff_prep_chunks(B*T*H) * (2d + 1) doubles. */
 size_t flash_diff_prep_chunks(size_t n_rows);
-void flash_diff_prep(float *G, float *delta, double *part, float *dgamma, float *dlambda,
+template <typename TG>
+void flash_diff_prep(TG *G, float *delta, double *part, float *dgamma, float *dlambda,
                      const float *dout, const float *o1, const float *o2, const float *rstd,
                      const float *lambda, const float *gamma, float lambda_init,
                      const attn_map &m);
 
 /* dq, dk, dv (overwritten) from G (the output gradient in the output buffers' layout) and delta
- * (B, nq, T) = dscale_j * (G_i . o_i) per q-head (flash_prep.cu), as attn_core_backward. */
-void flash_core_backward(float *dq, float *dk, float *dv, const float *G, const float *delta,
-                         const float *q, const float *k, const float *v, const float *lse,
+ * (B, nq, T) = dscale_j * (G_i . o_i) per q-head (flash_prep.cu), as attn_core_backward; Tin as
+ * flash_core_forward, for G, q, k and v alike. */
+template <typename Tin>
+void flash_core_backward(float *dq, float *dk, float *dv, const Tin *G, const float *delta,
+                         const Tin *q, const Tin *k, const Tin *v, const float *lse,
                          const float *lambda, const attn_map &m);
 
 #endif

@@ -13,24 +13,28 @@
  * memory, updates the online softmax per row (each row sits on the 4 lanes of a quad: max and sum
  * over the quad by shuffles), rounds P to bf16 A fragments in registers and adds P V to its O
  * accumulator (16 x dv fp32). Query tiles run longest first (the causal work grows with the tile
- * index). Tiles are loaded with plain loads (fp32 -> bf16 needs a pass through registers, so
- * cp.async cannot stage them): one K/V tile in flight per block. */
+ * index). K/V tiles are staged by cp.async (flash_core.cuh) into NS stages. NS = 2 (double
+ * buffer): the copies of tile kt + 1 are issued right after the barrier that makes tile kt
+ * visible, and land while tile kt is multiplied; that barrier also says every warp is done with
+ * tile kt - 1, whose buffer tile kt + 1 takes: one __syncthreads per tile. NS = 1 (where two
+ * stages would cost blocks per SM: the launch says which): tile kt + 1 is issued after a second
+ * barrier at the end of tile kt. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "model/cuda/flash_core.cuh"
 
-template <typename Tin, int D, int DV, int NB>
+template <typename Tin, int D, int DV, int NB, int NS>
 __global__ void __launch_bounds__(NB *FLASH_WARPS * 32)
 flash_forward_kernel(float *o_a, float *o_b, float *lse, const Tin *q, const Tin *k, const Tin *v,
                      attn_map m, float scale_log2, flash_diff_epi epi) {
     extern __shared__ uint4 flash_smem[];
     constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD;
     constexpr int NTV = DV / 8; /* n8 tiles of the O accumulator */
+    constexpr int STAGE = NB * FLASH_BC * LDQ + FLASH_BC * LDV; /* one K/V stage, elements */
     flash_bf16 *Qs = (flash_bf16 *)flash_smem;  /* NB x (BR, D) */
-    flash_bf16 *Ks = Qs + NB * FLASH_BR * LDQ;  /* NB x (BC, D) */
-    flash_bf16 *Vs = Ks + NB * FLASH_BC * LDQ;  /* (BC, DV) */
+    flash_bf16 *KV = Qs + NB * FLASH_BR * LDQ;  /* NS stages: NB x (BC, D) K, then (BC, DV) V */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int c = warp / FLASH_WARPS, rw = warp % FLASH_WARPS; /* branch, row group */
     const int g = lane >> 2, t4 = lane & 3;
@@ -44,25 +48,42 @@ flash_forward_kernel(float *o_a, float *o_b, float *lse, const Tin *q, const Tin
         flash_stage<Tin, D>(Qs + cc * FLASH_BR * LDQ, q + (size_t)b * T * qs + (size_t)jc * D, qs,
                             i0, nr, FLASH_BR, tid, blockDim.x);
     }
+    const Tin *kh[NB];
+    for (int cc = 0; cc < NB; cc++) {
+        const int jc = NB == 2 ? 2 * unit + cc : unit;
+        kh[cc] = k + (size_t)b * T * ks + (size_t)attn_k_head(m, jc) * D;
+    }
+    const Tin *vh = v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * DV;
+    /* K/V tile kt into stage st (all threads issue, for both branches) */
+    auto stage_kv = [&](int kt, int st) {
+        const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
+        flash_bf16 *Ks = KV + st * STAGE;
+        for (int cc = 0; cc < NB; cc++)
+            flash_stage<Tin, D>(Ks + cc * FLASH_BC * LDQ, kh[cc], ks, j0, nc, FLASH_BC, tid,
+                                blockDim.x);
+        flash_stage<Tin, DV>(Ks + NB * FLASH_BC * LDQ, vh, vs, j0, nc, FLASH_BC, tid, blockDim.x);
+    };
+    stage_kv(0, 0);
+    cp_async_commit(); /* Q and tile 0 */
+
     float o[NTV][4];
 #pragma unroll
     for (int nt = 0; nt < NTV; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
     float mrow[2] = {FLASH_MASKED, FLASH_MASKED}, lrow[2] = {0.0f, 0.0f}; /* rows g, g + 8 */
-    const flash_bf16 *Qw = Qs + c * FLASH_BR * LDQ, *Kw = Ks + c * FLASH_BC * LDQ;
+    const flash_bf16 *Qw = Qs + c * FLASH_BR * LDQ;
 
     const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC; /* up to the diagonal tile */
     for (int kt = 0; kt < n_kt; kt++) {
-        const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
-        __syncthreads(); /* the previous tile is consumed */
-        for (int cc = 0; cc < NB; cc++) {
-            const int jc = NB == 2 ? 2 * unit + cc : unit;
-            flash_stage<Tin, D>(Ks + cc * FLASH_BC * LDQ,
-                                k + (size_t)b * T * ks + (size_t)attn_k_head(m, jc) * D, ks, j0,
-                                nc, FLASH_BC, tid, blockDim.x);
+        const int j0 = kt * FLASH_BC;
+        cp_async_wait<0>(); /* this thread's copies of tile kt (the only group in flight) */
+        __syncthreads();    /* everyone's; and every warp is done with tile kt - 1 */
+        if (NS == 2 && kt + 1 < n_kt) { /* block-uniform */
+            stage_kv(kt + 1, (kt + 1) & 1);
+            cp_async_commit();
         }
-        flash_stage<Tin, DV>(Vs, v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * DV, vs, j0,
-                             nc, FLASH_BC, tid, blockDim.x);
-        __syncthreads();
+        const int st = NS == 2 ? kt & 1 : 0;
+        const flash_bf16 *Kw = KV + st * STAGE + c * FLASH_BC * LDQ;
+        const flash_bf16 *Vs = KV + st * STAGE + NB * FLASH_BC * LDQ;
 
         float s[FLASH_BC / 8][4];
 #pragma unroll
@@ -108,6 +129,11 @@ flash_forward_kernel(float *o_a, float *o_b, float *lse, const Tin *q, const Tin
             uint32_t a[4];
             flash_c_to_a(a, s, kk);
             flash_mma_b<DV / 16>(o, a, Vs, LDV, 16 * kk, 0, lane);
+        }
+        if (NS == 1 && kt + 1 < n_kt) { /* one stage: reload it once every warp is done */
+            __syncthreads();
+            stage_kv(kt + 1, 0);
+            cp_async_commit();
         }
     }
 
@@ -196,20 +222,21 @@ void flash_check(const attn_map &m) {
     }
 }
 
-template <int D, int DV, int NB> static size_t flash_forward_smem(void) {
+template <int D, int DV, int NB, int NS> static size_t flash_forward_smem(void) {
+    /* Q, then NS K/V stages */
     const size_t tiles =
-        sizeof(flash_bf16) * ((size_t)NB * (FLASH_BR + FLASH_BC) * (D + FLASH_PAD) +
-                              (size_t)FLASH_BC * (DV + FLASH_PAD));
+        sizeof(flash_bf16) * ((size_t)NB * FLASH_BR * (D + FLASH_PAD) +
+                              NS * ((size_t)NB * FLASH_BC * (D + FLASH_PAD) +
+                                   (size_t)FLASH_BC * (DV + FLASH_PAD)));
     const size_t xch = NB == 2 ? sizeof(float) * FLASH_WARPS * 32 * (DV / 2) : 0;
-    return tiles > xch ? tiles : xch; /* d = 128 DIFF: 103,424 B */
+    return tiles > xch ? tiles : xch; /* d = 128 DIFF: 172,032 B */
 }
 
-template <int D, int DV, int NB>
-static void flash_forward_launch(float *o_a, float *o_b, float *lse, const float *q,
-                                 const float *k, const float *v, const attn_map &m,
-                                 const flash_diff_epi &epi) {
-    auto flash_forward = flash_forward_kernel<float, D, DV, NB>;
-    const size_t smem = flash_forward_smem<D, DV, NB>();
+template <typename Tin, int D, int DV, int NB, int NS>
+static void flash_forward_launch(float *o_a, float *o_b, float *lse, const Tin *q, const Tin *k,
+                                 const Tin *v, const attn_map &m, const flash_diff_epi &epi) {
+    auto flash_forward = flash_forward_kernel<Tin, D, DV, NB, NS>;
+    const size_t smem = flash_forward_smem<D, DV, NB, NS>();
     static bool opted_in = false; /* one per instantiation: its size never changes */
     if (!opted_in) {
         flash_smem_optin((const void *)flash_forward, smem);
@@ -223,16 +250,27 @@ static void flash_forward_launch(float *o_a, float *o_b, float *lse, const float
     CUDA_LAUNCH_CHECK();
 }
 
-void flash_core_forward(float *o_a, float *o_b, float *lse, const float *q, const float *k,
-                        const float *v, const attn_map &m, const flash_diff_epi &epi) {
+template <typename Tin>
+void flash_core_forward(float *o_a, float *o_b, float *lse, const Tin *q, const Tin *k,
+                        const Tin *v, const attn_map &m, const flash_diff_epi &epi) {
     flash_check(m);
     if (m.B == 0 || m.T <= 0) return;
+    /* K/V stages (NS, last argument) per instantiation: two (the next tile's copies overlap the
+     * current tile's products) where that keeps the blocks per SM the single stage allows on
+     * H100 (228 KiB of shared memory, 64 Ki registers per SM; registers from ptxas -v): standard
+     * d = 96 and 128 would drop from 4 to 3 and from 3 to 2 blocks, and keep one stage (their
+     * loads overlap other blocks' products). DIFF runs 1 block of 8 warps either way. */
     switch (m.d * 2 + m.diff) {
-    case 128: flash_forward_launch<64, 64, 1>(o_a, o_b, lse, q, k, v, m, epi); break;
-    case 192: flash_forward_launch<96, 96, 1>(o_a, o_b, lse, q, k, v, m, epi); break;
-    case 256: flash_forward_launch<128, 128, 1>(o_a, o_b, lse, q, k, v, m, epi); break;
-    case 129: flash_forward_launch<64, 128, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
-    case 193: flash_forward_launch<96, 192, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
-    case 257: flash_forward_launch<128, 256, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 128: flash_forward_launch<Tin, 64, 64, 1, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 192: flash_forward_launch<Tin, 96, 96, 1, 1>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 256: flash_forward_launch<Tin, 128, 128, 1, 1>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 129: flash_forward_launch<Tin, 64, 128, 2, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 193: flash_forward_launch<Tin, 96, 192, 2, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 257: flash_forward_launch<Tin, 128, 256, 2, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
     }
 }
+template void flash_core_forward<flash_bf16>(float *, float *, float *, const flash_bf16 *,
+                                             const flash_bf16 *, const flash_bf16 *,
+                                             const attn_map &, const flash_diff_epi &);
+template void flash_core_forward<float>(float *, float *, float *, const float *, const float *,
+                                        const float *, const attn_map &, const flash_diff_epi &);

@@ -7,6 +7,7 @@
 #include "model/cuda/cuda_ops.h"
 #include "model/cuda/flash.h"
 #include "model/cuda/flash_core.cuh"
+#include "model/cuda/flash_test.h"
 
 extern "C" int cuda_flash_usable(int d, int dv, int diff, const void *const *ptrs, int n) {
     if (!(d == 64 || d == 96 || d == 128) || dv != (diff ? 2 * d : d)) return 0;
@@ -27,14 +28,44 @@ static void flash_aligned(const char *const *names, const void *const *ptrs, int
         }
 }
 
+static int g_f32_staging; /* flash_test.h */
+
+extern "C" void cuda_flash_test_f32_staging(int on) { g_f32_staging = on != 0; }
+
+/* bf16 copies of n tensors (src[i], len[i] floats) carved in order from ws, each aligned
+ * (attn_ws_align); returns the bytes they take (ws NULL: only that). One conversion launch. */
+static size_t flash_copies(char *ws, flash_bf16 **dst, const float *const *src,
+                           const size_t *len, int n) {
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        if (ws) dst[i] = (flash_bf16 *)(ws + at);
+        at += attn_ws_align(len[i] * sizeof(flash_bf16));
+    }
+    if (ws) flash_to_bf16(dst, src, len, n);
+    return at;
+}
+
 extern "C" void cuda_flash_attention_forward(float *out, float *lse, const float *q,
                                              const float *k, const float *v, int B, int T, int Hq,
                                              int Hkv, int d, int dv) {
     const char *names[] = {"out", "q", "k", "v"};
     const void *ptrs[] = {out, q, k, v};
     flash_aligned(names, ptrs, 4);
+    const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, dv);
+    flash_check(m);
     const flash_diff_epi none = {NULL, NULL, NULL, NULL, 0.0f, 0.0f};
-    flash_core_forward(out, NULL, lse, q, k, v, attn_map_standard(B, T, Hq, Hkv, d, dv), none);
+    if (g_f32_staging) {
+        flash_core_forward(out, NULL, lse, q, k, v, m, none);
+        return;
+    }
+    /* workspace: bf16 q | k | v */
+    const float *src[] = {q, k, v};
+    const size_t len[] = {(size_t)B * T * Hq * d, (size_t)B * T * Hkv * d,
+                          (size_t)B * T * Hkv * dv};
+    flash_bf16 *cp[3];
+    char *ws = (char *)cuda_workspace(flash_copies(NULL, cp, src, len, 3));
+    flash_copies(ws, cp, src, len, 3);
+    flash_core_forward<flash_bf16>(out, NULL, lse, cp[0], cp[1], cp[2], m, none);
 }
 
 extern "C" void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
@@ -46,9 +77,22 @@ extern "C" void cuda_flash_attention_backward(float *dq, float *dk, float *dv, c
     const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v"};
     const void *ptrs[] = {dq, dk, dv, dout, q, k, v};
     flash_aligned(names, ptrs, 7);
-    float *delta = (float *)cuda_workspace(sizeof(float) * ((size_t)B * Hq * T + 1)); /* (B,Hq,T) */
+    /* workspace: delta (B, Hq, T) | bf16 q | k | v | dout */
+    const size_t delta_bytes = attn_ws_align(sizeof(float) * ((size_t)B * Hq * T + 1));
+    const float *src[] = {q, k, v, dout};
+    const size_t len[] = {(size_t)B * T * Hq * d, (size_t)B * T * Hkv * d,
+                          (size_t)B * T * Hkv * d_v, (size_t)B * T * Hq * d_v};
+    flash_bf16 *cp[4];
+    const int n_cp = g_f32_staging ? 0 : 4;
+    char *ws = (char *)cuda_workspace(delta_bytes + flash_copies(NULL, cp, src, len, n_cp));
+    float *delta = (float *)ws;
     flash_delta(delta, dout, out, m);
-    flash_core_backward(dq, dk, dv, dout, delta, q, k, v, lse, NULL, m);
+    if (g_f32_staging) {
+        flash_core_backward(dq, dk, dv, dout, delta, q, k, v, lse, NULL, m);
+        return;
+    }
+    flash_copies(ws + delta_bytes, cp, src, len, n_cp);
+    flash_core_backward<flash_bf16>(dq, dk, dv, cp[3], delta, cp[0], cp[1], cp[2], lse, NULL, m);
 }
 
 extern "C" void cuda_flash_diffattn_forward(float *out, float *o1, float *o2, float *lse,
@@ -59,9 +103,21 @@ extern "C" void cuda_flash_diffattn_forward(float *out, float *o1, float *o2, fl
     const char *names[] = {"out", "o1", "o2", "q", "k", "v"};
     const void *ptrs[] = {out, o1, o2, q, k, v};
     flash_aligned(names, ptrs, 6);
+    const attn_map m = attn_map_diff(B, T, H, Hkv, d);
+    flash_check(m);
     const flash_diff_epi epi = {out, rstd, lambda, gamma, 1.0f - lambda_init, eps};
-    flash_core_forward(o1, o2, lse, q, k, v, attn_map_diff(B, T, H, Hkv, d),
-                       epi);
+    if (g_f32_staging) {
+        flash_core_forward(o1, o2, lse, q, k, v, m, epi);
+        return;
+    }
+    /* workspace: bf16 q | k | v */
+    const float *src[] = {q, k, v};
+    const size_t len[] = {(size_t)B * T * 2 * H * d, (size_t)B * T * 2 * Hkv * d,
+                          (size_t)B * T * Hkv * 2 * d};
+    flash_bf16 *cp[3];
+    char *ws = (char *)cuda_workspace(flash_copies(NULL, cp, src, len, 3));
+    flash_copies(ws, cp, src, len, 3);
+    flash_core_forward<flash_bf16>(o1, o2, lse, cp[0], cp[1], cp[2], m, epi);
 }
 
 extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma,
@@ -78,16 +134,33 @@ extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, float *dv, fl
     flash_aligned(names, ptrs, 6);
     const size_t n_rows = (size_t)B * T * H;
     if (n_rows == 0) return;
-    /* workspace: part (chunks, 2d + 1) doubles | G (B, T, H*2d) | delta (B, 2H, T) */
+    /* workspace: part (chunks, 2d + 1) doubles | G (B, T, H*2d) in bf16 (fp32 on the test path)
+     * | delta (B, 2H, T) | bf16 q | k | v */
+    const bool f32 = g_f32_staging != 0;
     const size_t part_bytes =
         attn_ws_align(flash_diff_prep_chunks(n_rows) * (size_t)(2 * d + 1) * sizeof(double));
-    const size_t G_bytes = attn_ws_align(n_rows * (size_t)(2 * d) * sizeof(float));
-    const size_t delta_bytes = (size_t)B * 2 * H * T * sizeof(float);
-    char *ws = (char *)cuda_workspace(part_bytes + G_bytes + delta_bytes);
+    const size_t G_bytes =
+        attn_ws_align(n_rows * (size_t)(2 * d) * (f32 ? sizeof(float) : sizeof(flash_bf16)));
+    const size_t delta_bytes = attn_ws_align((size_t)B * 2 * H * T * sizeof(float));
+    const float *src[] = {q, k, v};
+    const size_t len[] = {(size_t)B * T * 2 * H * d, (size_t)B * T * 2 * Hkv * d,
+                          (size_t)B * T * Hkv * 2 * d};
+    flash_bf16 *cp[3];
+    const int n_cp = f32 ? 0 : 3;
+    char *ws = (char *)cuda_workspace(part_bytes + G_bytes + delta_bytes +
+                                      flash_copies(NULL, cp, src, len, n_cp));
     double *part = (double *)ws;
-    float *G = (float *)(ws + part_bytes);
     float *delta = (float *)(ws + part_bytes + G_bytes);
+    if (f32) {
+        float *G = (float *)(ws + part_bytes);
+        flash_diff_prep(G, delta, part, dgamma, dlambda, dout, o1, o2, rstd, lambda, gamma,
+                        lambda_init, m);
+        flash_core_backward(dq, dk, dv, (const float *)G, delta, q, k, v, lse, lambda, m);
+        return;
+    }
+    flash_bf16 *G = (flash_bf16 *)(ws + part_bytes);
     flash_diff_prep(G, delta, part, dgamma, dlambda, dout, o1, o2, rstd, lambda, gamma,
                     lambda_init, m);
-    flash_core_backward(dq, dk, dv, G, delta, q, k, v, lse, lambda, m);
+    flash_copies(ws + part_bytes + G_bytes + delta_bytes, cp, src, len, n_cp);
+    flash_core_backward<flash_bf16>(dq, dk, dv, G, delta, cp[0], cp[1], cp[2], lse, lambda, m);
 }

@@ -6,7 +6,8 @@
  *   standard / GQA: delta (B, nq, T) = bf16(G_i) . o_i per q-head and row;
  *   DIFF V1: the subln backward of diffattn_backward, fused with the per-branch delta: per row
  *       n = (b, t, h) of O (2d wide), G = dO (the gradient of O = o1 - lambda o2; stored rounded
- *       to bf16, as the later kernels would round it), then
+ *       to bf16, the later kernels' input: as bf16 bits, or as floats for their fp32 test
+ *       path), then
  *       delta_1 = G . o1 and delta_2 = -lambda (G . o2), each branch from its own output (SPEC
  *       trap: never from the combined O), and the partial sums of dgamma and of
  *       dlambda = -sum G . o2 (with the fp32 G: a sum over all rows, where cancellation is
@@ -47,8 +48,15 @@ __global__ void flash_delta_kernel(float *delta, const float *G, const float *o,
  *   (G = (1 - li) dY without gamma);
  * part[ch] (2d + 1 doubles) = {the chunk's sum of (1 - li) dY Ohat, -sum of G . o2}: each lane
  * sums its columns over its warp's rows in row order, then thread e sums the warps in order ---- */
+/* G's element: the bf16 bits, or the rounded value as a float */
+__device__ __forceinline__ void prep_store(flash_bf16 *p, float x) {
+    *p = (flash_bf16)(pack_bf16x2(x, 0.0f) & 0xffffu);
+}
+__device__ __forceinline__ void prep_store(float *p, float x) { *p = round_bf16(x); }
+
+template <typename TG>
 __global__ void __launch_bounds__(PREP_WARPS * 32)
-flash_diff_prep_kernel(float *G, float *delta, double *part, const float *dout, const float *o1,
+flash_diff_prep_kernel(TG *G, float *delta, double *part, const float *dout, const float *o1,
                        const float *o2, const float *rstd, const float *lambda,
                        const float *gamma, float out_scale, int T, int H, size_t n_rows, int d2) {
     __shared__ double sg[PREP_WARPS][PREP_MAX_D2];
@@ -101,7 +109,7 @@ flash_diff_prep_kernel(float *G, float *delta, double *part, const float *dout, 
             const int e = lane + 32 * u;
             if (e >= d2) continue;
             const float gr = round_bf16(go[u]);
-            G[n * d2 + e] = gr;
+            prep_store(G + n * d2 + e, go[u]);
             dot1 += (double)gr * a1[e];
             dot2 += (double)gr * a2[e];
             dlr += (double)go[u] * a2[e];
@@ -150,7 +158,8 @@ size_t flash_diff_prep_chunks(size_t n_rows) {
     return (n_rows + PREP_WARPS * PREP_ROWS_PER_WARP - 1) / (PREP_WARPS * PREP_ROWS_PER_WARP);
 }
 
-void flash_diff_prep(float *G, float *delta, double *part, float *dgamma, float *dlambda,
+template <typename TG>
+void flash_diff_prep(TG *G, float *delta, double *part, float *dgamma, float *dlambda,
                      const float *dout, const float *o1, const float *o2, const float *rstd,
                      const float *lambda, const float *gamma, float lambda_init,
                      const attn_map &m) {
@@ -158,9 +167,17 @@ void flash_diff_prep(float *G, float *delta, double *part, float *dgamma, float 
     const size_t n_rows = (size_t)m.B * m.T * H;
     if (n_rows == 0) return;
     const size_t n_chunks = flash_diff_prep_chunks(n_rows);
-    flash_diff_prep_kernel<<<(unsigned)n_chunks, PREP_WARPS * 32, 0, cuda_stream()>>>(
+    auto prep = flash_diff_prep_kernel<TG>;
+    prep<<<(unsigned)n_chunks, PREP_WARPS * 32, 0, cuda_stream()>>>(
         G, delta, part, dout, o1, o2, rstd, lambda, gamma, 1.0f - lambda_init, m.T, H, n_rows,
         d2);
     CUDA_LAUNCH_CHECK();
     diff_dgamma_dlambda_reduce(gamma ? dgamma : NULL, dlambda, part, n_chunks, d2);
 }
+template void flash_diff_prep<flash_bf16>(flash_bf16 *, float *, double *, float *, float *,
+                                          const float *, const float *, const float *,
+                                          const float *, const float *, const float *, float,
+                                          const attn_map &);
+template void flash_diff_prep<float>(float *, float *, double *, float *, float *, const float *,
+                                     const float *, const float *, const float *, const float *,
+                                     const float *, float, const attn_map &);

@@ -12,7 +12,8 @@
  *     reference on inputs rounded here by another method (frexp/nearbyint), and its ties. The
  *     fp32 sums of 33 products of |x| < 1 (times alpha 1.5) round by at most 1.5 * 33 * 33 *
  *     2^-24 = 1e-4 (typically 1e-6): tolerance 2e-4 + 1e-4 |ref|;
- *   - the tensor-core instructions (mma, ldmatrix, bf16 packing): emu_selftest_mma.cu. */
+ *   - the tensor-core instructions (mma, ldmatrix, bf16 packing): emu_selftest_mma.cu;
+ *   - the asynchronous copies (cp.async, commit, wait): emu_selftest_cp_async.cu. */
 #include <math.h>
 #include <string.h>
 #include <signal.h>
@@ -301,6 +302,7 @@ static void test_gemm_bf16_operands(void) {
 }
 
 int emu_selftest_mma(void); /* emu_selftest_mma.cu: the tensor-core instructions */
+int emu_selftest_cp_async(void); /* emu_selftest_cp_async.cu: the asynchronous copies */
 
 int main(void) {
     test_shuffles();
@@ -314,6 +316,7 @@ int main(void) {
     test_gemm();
     test_gemm_bf16_operands();
     g_fails += emu_selftest_mma();
+    g_fails += emu_selftest_cp_async();
     printf("%s: %d failed checks\n", g_fails ? "FAILED" : "PASSED", g_fails);
     return g_fails ? 1 : 0;
 }

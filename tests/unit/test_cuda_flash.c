@@ -8,8 +8,11 @@
  *       lse must agree to fp32 rounding;
  * for d in {64, 96, 128}, GQA (q-heads per kv-head 1, 2, 4; DIFF: H = Hkv and H = 2 Hkv), B = 2
  * and T in {1, 17, 64, 100, 130, 200, 257} (1 row; lengths that are not multiples of the 64-row
- * tile; up to five tiles). Outputs start as NaN (an element left unwritten fails), dgamma and
- * dlambda start nonzero (they accumulate), and a second run must give identical bits. Last, the
+ * tile; up to five tiles: the double-buffered tile loops with a partial last tile, one tile,
+ * one row). Outputs start as NaN (an element left unwritten fails), dgamma and dlambda start
+ * nonzero (they accumulate), a second run must give identical bits, and so must a run on the
+ * fp32-staging test path (flash_test.h: the kernels read the fp32 inputs and round each tile
+ * while staging it, synchronously, as before the ops' bf16 copies and cp.async). Last, the
  * backend table: under "bf16 products" the attention ops are the fused kernels where the head
  * dim is supported (bit-identical to calling them), the tiled ones elsewhere and in fp32 mode.
  *
@@ -51,6 +54,7 @@
 #include "model/backend.h"
 #include "model/cpu/cpu_ops.h"
 #include "model/cuda/flash.h"
+#include "model/cuda/flash_test.h"
 
 #define U_BF16 (1.0 / 512.0)
 /* (b) against the tiled kernels on bf16-rounded inputs */
@@ -67,6 +71,9 @@
  * the same inputs to the same per-row fp32 expressions, summed in double on both sides */
 #define RED_RTOL 1e-4
 #define RED_FLOOR 1e-4
+/* the run on the fp32 inputs rounded while staged (flash_test.h), as the kernels did before
+ * their bf16 copies: the copies must change no bit */
+#define F32_RUN "fp32-staging run"
 
 static float *host_alloc(size_t n) {
     float *p = calloc(n ? n : 1, sizeof(float));
@@ -119,14 +126,18 @@ static int check_grad(const char *what, const float *dev, const float *ref, size
                       double afrac, double rtol) {
     return check_floor(what, dev, ref, n, afrac, rtol, BWD_FLOOR);
 }
-/* 1 unless the two device tensors hold the same bits. */
-static int same_bits(const char *what, const float *a, const float *b, size_t n) {
+/* 1 unless the two device tensors hold the same bits (b: a rerun, or the fp32-staging run). */
+static int same_bits_as(const char *what, const char *b_is, const float *a, const float *b,
+                        size_t n) {
     float *ha = cut_to_host(a, n), *hb = cut_to_host(b, n);
     const int differ = memcmp(ha, hb, n * sizeof(float)) != 0;
-    if (differ) printf("%s: rerun differs\n", what);
+    if (differ) printf("%s: %s differs\n", what, b_is);
     free(ha);
     free(hb);
     return differ;
+}
+static int same_bits(const char *what, const float *a, const float *b, size_t n) {
+    return same_bits_as(what, "rerun", a, b, n);
 }
 static float *to_host(const float *dev, size_t n) { return cut_to_host(dev, n); }
 
@@ -164,11 +175,12 @@ static int run_standard(const std_case *c, unsigned seed) {
     float *t_out = to_host(tout, no), *t_lse = to_host(tlse, nl), *t_dq = to_host(tdq, nq);
     float *t_dk = to_host(tdk, nk), *t_dv = to_host(tdv, nv);
 
-    /* the fused kernels on the fp32 inputs, twice */
+    /* the fused kernels on the fp32 inputs, twice, then on the fp32-staging test path */
     float *q_d = dev_copy(q, nq), *k_d = dev_copy(k, nk), *v_d = dev_copy(v, nv);
     float *dout_d = dev_copy(dout, no);
-    float *o_d[2], *l_d[2], *dq_d[2], *dk_d[2], *dv_d[2];
-    for (int run = 0; run < 2; run++) {
+    float *o_d[3], *l_d[3], *dq_d[3], *dk_d[3], *dv_d[3];
+    for (int run = 0; run < 3; run++) {
+        cuda_flash_test_f32_staging(run == 2);
         o_d[run] = dev_nan(no);
         l_d[run] = dev_nan(nl);
         dq_d[run] = dev_nan(nq);
@@ -178,6 +190,7 @@ static int run_standard(const std_case *c, unsigned seed) {
         cuda_flash_attention_backward(dq_d[run], dk_d[run], dv_d[run], dout_d, q_d, k_d, v_d,
                                       o_d[run], l_d[run], B, T, Hq, Hkv, d, dv);
     }
+    cuda_flash_test_f32_staging(0);
     cuda_synchronize();
 
     printf("-- attention B=%d T=%d Hq=%d Hkv=%d d=%d\n", B, T, Hq, Hkv, d);
@@ -197,10 +210,15 @@ static int run_standard(const std_case *c, unsigned seed) {
     fails += same_bits("dq", dq_d[0], dq_d[1], nq);
     fails += same_bits("dk", dk_d[0], dk_d[1], nk);
     fails += same_bits("dv", dv_d[0], dv_d[1], nv);
+    fails += same_bits_as("out", F32_RUN, o_d[0], o_d[2], no);
+    fails += same_bits_as("lse", F32_RUN, l_d[0], l_d[2], nl);
+    fails += same_bits_as("dq", F32_RUN, dq_d[0], dq_d[2], nq);
+    fails += same_bits_as("dk", F32_RUN, dk_d[0], dk_d[2], nk);
+    fails += same_bits_as("dv", F32_RUN, dv_d[0], dv_d[2], nv);
 
     float *dev[] = {tq, tk, tv, tdout, tout, tlse, tdq, tdk, tdv, q_d, k_d, v_d, dout_d,
                     o_d[0], o_d[1], l_d[0], l_d[1], dq_d[0], dq_d[1], dk_d[0], dk_d[1],
-                    dv_d[0], dv_d[1]};
+                    dv_d[0], dv_d[1], o_d[2], l_d[2], dq_d[2], dk_d[2], dv_d[2]};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     float *host[] = {q, k, v, dout, out, lse, dq, dk, dvv, qr, kr, vr, doutr,
                      t_out, t_lse, t_dq, t_dk, t_dv};
@@ -298,12 +316,13 @@ static int run_diff(const diff_case *c, unsigned seed) {
     const size_t tn[10] = {no, no, no, nl, nr, nq, nk, nv, (size_t)d2, 1};
     for (int i = 0; i < 10; i++) th[i] = to_host(tdev[i], tn[i]);
 
-    /* the fused kernels, twice */
+    /* the fused kernels, twice, then on the fp32-staging test path */
     float *q_d = dev_copy(q, nq), *k_d = dev_copy(k, nk), *v_d = dev_copy(v, nv);
     float *dout_d = dev_copy(dout, no);
-    diff_out f[2];
-    for (int run = 0; run < 2; run++) {
+    diff_out f[3];
+    for (int run = 0; run < 3; run++) {
         diff_out *o = &f[run];
+        cuda_flash_test_f32_staging(run == 2);
         diff_out_alloc(o, no, nl, nr, nq, nk, nv, dgamma0, d2, dlambda0);
         cuda_flash_diffattn_forward(o->out, o->o1, o->o2, o->lse, o->rstd, q_d, k_d, v_d,
                                     lambda_d, gamma_d, lambda_init, eps, B, T, H, Hkv, d);
@@ -311,6 +330,7 @@ static int run_diff(const diff_case *c, unsigned seed) {
                                      v_d, o->o1, o->o2, o->lse, o->rstd, lambda_d, gamma_d,
                                      lambda_init, B, T, H, Hkv, d);
     }
+    cuda_flash_test_f32_staging(0);
     cuda_synchronize();
 
     printf("-- diffattn B=%d T=%d H=%d Hkv=%d d=%d subln=%d lambda=%g\n", B, T, H, Hkv, d,
@@ -357,12 +377,18 @@ static int run_diff(const diff_case *c, unsigned seed) {
                           f[1].dq,  f[1].dk, f[1].dv, f[1].dgamma, f[1].dlambda};
     static const char *names[10] = {"out", "o1", "o2", "lse", "rstd",
                                     "dq", "dk", "dv", "dgamma", "dlambda"};
+    const float *x[10] = {f[2].out, f[2].o1, f[2].o2, f[2].lse, f[2].rstd,
+                          f[2].dq,  f[2].dk, f[2].dv, f[2].dgamma, f[2].dlambda};
     for (int i = 0; i < 10; i++)
-        if (i != 4 || c->subln) fails += same_bits(names[i], a[i], b[i], tn[i]);
+        if (i != 4 || c->subln) {
+            fails += same_bits(names[i], a[i], b[i], tn[i]);
+            fails += same_bits_as(names[i], F32_RUN, a[i], x[i], tn[i]);
+        }
 
     diff_out_free(&t);
     diff_out_free(&f[0]);
     diff_out_free(&f[1]);
+    diff_out_free(&f[2]);
     float *dev[] = {tq, tk, tv, tdout, q_d, k_d, v_d, dout_d, lambda_d, gamma_d};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     for (int i = 0; i < 10; i++) free(th[i]);

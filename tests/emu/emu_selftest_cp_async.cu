@@ -1,0 +1,146 @@
+/* Self-test of the emulated asynchronous copies (model/cuda/cp_async.cuh, reached as the fused
+ * attention reaches them), part of emu_selftest:
+ *   - cp_async16 with src-size 16 copies the 16 bytes, with src-size 0 zero-fills them (over
+ *     shared memory first set to 0xff), after commit, wait and a barrier as a kernel uses them;
+ *   - a two-stage loop like the flash kernels' (the next stage issued after the barrier that
+ *     publishes the current one) moves every tile to the right place;
+ *   - misuse aborts: a destination in device memory, a destination or a source off 16 bytes, a
+ *     src-size other than 0 or 16. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cuda_runtime.h>
+
+#include "model/cuda/cp_async.cuh"
+
+static int g_cp_fails;
+#define CCHECK(cond, ...)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            g_cp_fails++;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* chunks [0, n_valid) of src to out through shared memory, the others as zero chunks */
+__global__ void copy_kernel(uint4 *out, const uint4 *src, int n_valid) {
+    __shared__ uint4 tile[64];
+    const int i = threadIdx.x;
+    tile[i] = make_uint4(~0u, ~0u, ~0u, ~0u);
+    __syncthreads();
+    cp_async16(&tile[i], i < n_valid ? src + i : src, i < n_valid ? 16 : 0);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    out[i] = tile[63 - i]; /* another thread's chunk: visible after the barrier */
+}
+
+/* n_tiles tiles of 32 chunks through two stages; out[t*32 + i] = tile t's chunk i */
+__global__ void stages_kernel(uint4 *out, const uint4 *src, int n_tiles) {
+    __shared__ uint4 st[2][32];
+    const int i = threadIdx.x;
+    cp_async16(&st[0][i], src + i, 16);
+    cp_async_commit();
+    for (int t = 0; t < n_tiles; t++) {
+        cp_async_wait<0>();
+        __syncthreads();
+        if (t + 1 < n_tiles) {
+            cp_async16(&st[(t + 1) & 1][i], src + 32 * (t + 1) + i, 16);
+            cp_async_commit();
+        }
+        out[32 * t + i] = st[t & 1][31 - i];
+    }
+}
+
+static void test_copy(void) {
+    uint4 h[64], got[64];
+    for (int i = 0; i < 64; i++) h[i] = make_uint4(4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4);
+    uint4 *src, *out;
+    cudaMalloc(&src, sizeof h);
+    cudaMalloc(&out, sizeof got);
+    cudaMemcpy(src, h, sizeof h, cudaMemcpyHostToDevice);
+    copy_kernel<<<1, 64>>>(out, src, 40);
+    cudaMemcpy(got, out, sizeof got, cudaMemcpyDeviceToHost);
+    int bad = 0;
+    for (int i = 0; i < 64; i++) {
+        const int c = 63 - i;
+        const uint4 want = c < 40 ? h[c] : make_uint4(0u, 0u, 0u, 0u);
+        bad += memcmp(&got[i], &want, sizeof want) != 0;
+    }
+    CCHECK(bad == 0, "cp_async16: %d of 64 chunks wrong (40 copied, 24 zero-filled)", bad);
+    cudaFree(src);
+    cudaFree(out);
+}
+
+static void test_stages(void) {
+    enum { TILES = 5, N = 32 * TILES };
+    uint4 h[N], got[N];
+    for (int i = 0; i < N; i++) h[i] = make_uint4(i, 7 * i, 13 * i, ~i);
+    uint4 *src, *out;
+    cudaMalloc(&src, sizeof h);
+    cudaMalloc(&out, sizeof got);
+    cudaMemcpy(src, h, sizeof h, cudaMemcpyHostToDevice);
+    stages_kernel<<<1, 32>>>(out, src, TILES);
+    cudaMemcpy(got, out, sizeof got, cudaMemcpyDeviceToHost);
+    int bad = 0;
+    for (int t = 0; t < TILES; t++)
+        for (int i = 0; i < 32; i++)
+            bad += memcmp(&got[32 * t + i], &h[32 * t + 31 - i], sizeof(uint4)) != 0;
+    CCHECK(bad == 0, "two-stage cp.async loop: %d of %d chunks wrong", bad, N);
+    cudaFree(src);
+    cudaFree(out);
+}
+
+/* ---- misuses: each must abort in a child process ---- */
+__global__ void cp_global_dst_kernel(uint4 *x) { cp_async16(x + 8, x, 16); }
+__global__ void cp_misaligned_dst_kernel(uint4 *x) {
+    __shared__ uint4 tile[4];
+    cp_async16((char *)tile + 8, x, 16);
+}
+__global__ void cp_misaligned_src_kernel(uint4 *x) {
+    __shared__ uint4 tile[4];
+    cp_async16(tile, (const char *)x + 4, 16);
+}
+__global__ void cp_bad_size_kernel(uint4 *x) {
+    __shared__ uint4 tile[4];
+    cp_async16(tile, x, 8);
+}
+static void run_global_dst(uint4 *x) { cp_global_dst_kernel<<<1, 1>>>(x); }
+static void run_misaligned_dst(uint4 *x) { cp_misaligned_dst_kernel<<<1, 1>>>(x); }
+static void run_misaligned_src(uint4 *x) { cp_misaligned_src_kernel<<<1, 1>>>(x); }
+static void run_bad_size(uint4 *x) { cp_bad_size_kernel<<<1, 1>>>(x); }
+
+static void expect_abort(const char *what, void (*bad)(uint4 *)) {
+    uint4 *x;
+    cudaMalloc(&x, 16 * sizeof(uint4));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        bad(x);
+        cudaDeviceSynchronize();
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CCHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "%s: expected SIGABRT, got %d",
+           what, status);
+    printf("caught as expected: %s\n", what);
+    cudaFree(x);
+}
+
+/* Runs the checks above; returns the number of failed checks. */
+int emu_selftest_cp_async(void) {
+    test_copy();
+    test_stages();
+    expect_abort("cp.async to device memory", run_global_dst);
+    expect_abort("cp.async destination not 16-byte aligned", run_misaligned_dst);
+    expect_abort("cp.async source not 16-byte aligned", run_misaligned_src);
+    expect_abort("cp.async src-size 8", run_bad_size);
+    return g_cp_fails;
+}
