@@ -23,6 +23,7 @@
 #          bf16 (gpu__time_duration of every kernel, clocks as found): per-kernel-name totals in
 #          profile.log, the raw CSV in profile_ARCH.csv; then the sections that say why (speed of
 #          light, occupancy, warp stalls, memory) for the fused attention kernels of bench_attn.
+#          DT_PROFILE_ARCHS (default "diff transformer"), DT_PROFILE_FLASH=0 (skip the sections).
 # Exit: 0 when every stage passed (a test reporting 77, skipped, counts as passed), else 1.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -104,7 +105,7 @@ stage_profile() {
   tmp=$(mktemp -d)
   bash "$root/tests/scripts/make_corpus.sh" >"$tmp/corpus.txt"
   "$BIN" data prepare --out "$tmp/data" --name p --val-fraction 0 "$tmp/corpus.txt" >/dev/null || return 1
-  for arch in diff transformer; do
+  for arch in ${DT_PROFILE_ARCHS:-diff transformer}; do
     # every kernel of the set-up and both steps; the summary halves the totals
     ncu --clock-control none --metrics gpu__time_duration.sum --csv \
       --log-file "$out/profile_$arch.csv" "$BIN" train "$root/configs/paper/$arch-830m.yaml" \
@@ -113,6 +114,7 @@ stage_profile() {
       checkpoint.every=0 log.every=1 log.metrics= >"$out/profile_$arch.out" 2>&1 || rc=1
     "$DT_PYTHON" "$root/tools/ncu_summary.py" "$out/profile_$arch.csv" --steps 2 || rc=1
   done
+  [ "${DT_PROFILE_FLASH:-1}" = 1 ] || { rm -rf "$tmp"; return $rc; }
   ncu --clock-control none -k regex:flash --launch-count 6 --section SpeedOfLight \
     --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
     --section ComputeWorkloadAnalysis "$dt/bin/bench_attn" --iters=1 --warmup=0 --check=0 \
