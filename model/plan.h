@@ -17,7 +17,9 @@
  * fp32 accumulation) with every buffer still stored in fp32, so its memory is fp32's. (Storing
  * weights and activations in bf16 would halve the activations and gradients; the backends do
  * not do that yet.)
- * Not counted: backend workspaces (cuBLAS, NCCL buffers), the data loader's host buffers,
+ * Not counted: backend workspaces (cuBLAS, NCCL buffers; under bf16 the CUDA backend's bf16
+ * copies of each product's operands and of the fused attention's inputs, about 1.2 GiB at 3B
+ * sequence 2048 on one GPU), the data loader's host buffers,
  * checkpoint staging and allocator fragmentation; keep a margin below the device's memory. */
 #ifndef DT_PLAN_H
 #define DT_PLAN_H

@@ -11,7 +11,7 @@
 #   on the GPU: the continued losses track the uninterrupted run of the other device (2e-3);
 # - eval on the GPU (fp32 and bf16) scores a checkpoint as eval on the CPU does;
 # - the trainer's report of peak device memory after the first step is within 10% of what
-#   `difftrain plan` predicts, for a model big enough that the buffers dominate.
+#   `difftrain plan` predicts, in fp32 and bf16, for a model big enough that the buffers dominate.
 #
 # usage: gpu_train.sh DIFFTRAIN_BIN CONFIG_DIR
 set -u
@@ -108,18 +108,22 @@ print(f"  eval loss cpu {c['loss']:.6f}, gpu {g['loss']:.6f} ({rg:.1e}), bf16 {b
 assert rg <= 1e-4 and rb <= 1e-2
 PY
 
-# peak device memory after the first step vs the plan (d_model 1024, 8 layers, 8 x 1024 tokens)
-run mem model.d_model=1024 model.n_heads=8 model.n_kv_heads=8 model.ffn_dim=2752 model.n_layers=8 \
-  model.max_seq_len=1024 train.seq_len=1024 train.micro_batch=8 train.global_batch=8 train.steps=2 \
-  train.device=cuda
-line=$(grep "^memory: peak device memory" "$tmp/mem.out") || { cat "$tmp/mem.out"; fail "no memory report"; }
-echo "  $line"
-pct=$(sed -E 's/.*\(([0-9.]+)% of the measured peak\).*/\1/' <<<"$line")
-"$PY" -c "import sys; p=float('$pct'); sys.exit(0 if 90 <= p <= 110 else 1)" \
-  || fail "plan predicts $pct% of the measured peak device memory (expected 90-110%)"
-# everything in use on the device (cudaMemGetInfo) holds at least the backend's buffers
-used=$(sed -nE 's/.*; ([0-9.]+) GiB in use on the device in all.*/\1/p' <<<"$line")
-peak=$(sed -E 's/^memory: peak device memory ([0-9.]+) GiB.*/\1/' <<<"$line")
-"$PY" -c "import sys; u, p = float('${used:-0}'), float('$peak'); sys.exit(0 if u >= 0.5 * p else 1)" \
-  || fail "device memory in use in all ($used GiB) is less than half the backend's peak ($peak GiB)"
+# peak device memory after the first step vs the plan (d_model 1024, 8 layers, 8 x 1024 tokens),
+# in fp32 and in bf16 (whose products add the bf16 copies of their operands and of the fused
+# attention's inputs to the workspaces)
+for prec in fp32 bf16; do
+  run mem_$prec model.d_model=1024 model.n_heads=8 model.n_kv_heads=8 model.ffn_dim=2752 \
+    model.n_layers=8 model.max_seq_len=1024 train.seq_len=1024 train.micro_batch=8 \
+    train.global_batch=8 train.steps=2 train.device=cuda train.precision=$prec
+  line=$(grep "^memory: peak device memory" "$tmp/mem_$prec.out") || { cat "$tmp/mem_$prec.out"; fail "no memory report ($prec)"; }
+  echo "  $prec $line"
+  pct=$(sed -E 's/.*\(([0-9.]+)% of the measured peak\).*/\1/' <<<"$line")
+  "$PY" -c "import sys; p=float('$pct'); sys.exit(0 if 90 <= p <= 110 else 1)" \
+    || fail "$prec: plan predicts $pct% of the measured peak device memory (expected 90-110%)"
+  # everything in use on the device (cudaMemGetInfo) holds at least the backend's buffers
+  used=$(sed -nE 's/.*; ([0-9.]+) GiB in use on the device in all.*/\1/p' <<<"$line")
+  peak=$(sed -E 's/^memory: peak device memory ([0-9.]+) GiB.*/\1/' <<<"$line")
+  "$PY" -c "import sys; u, p = float('${used:-0}'), float('$peak'); sys.exit(0 if u >= 0.5 * p else 1)" \
+    || fail "$prec: device memory in use in all ($used GiB) is less than half the backend's peak ($peak GiB)"
+done
 echo "gpu_train: ok"
