@@ -120,7 +120,7 @@ template <typename K> static inline void attn_smem_allow(K kernel, size_t bytes)
 
 /* DIFF's parameter gradients from per-chunk partial sums part (n_chunks, 2d + 1) doubles:
  * dgamma[e] += sum over chunks of part[ch][e] (skipped when dgamma is NULL), *dlambda += the same
- * of part[ch][2d]; chunks added in order (deterministic). For the tiled (diffattn.cu) and the
+ * of part[ch][2d]; a fixed order of additions (deterministic). For the tiled (diffattn.cu) and the
  * fused (flash_prep.cu) backward. */
 void diff_dgamma_dlambda_reduce(float *dgamma, float *dlambda, const double *part,
                                 size_t n_chunks, int d2);
