@@ -5,6 +5,7 @@
 #define DT_CUDA_TEST_UTIL_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,16 @@ static inline double cut_worst(const char *what, const float *gpu, const float *
     printf("%-28s n=%-8zu worst %.3g of tolerance (gpu %.8g cpu %.8g at %zu)\n", what, n, worst,
            n ? gpu[at] : 0.0, n ? cpu[at] : 0.0, at);
     return worst;
+}
+
+/* x rounded to bf16, to nearest even, as the kernels' cvt.rn and the products' operand copies
+ * (finite inputs). */
+static inline float cut_bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
 }
 
 /* Uniform values in [lo, hi) from a fixed linear congruential sequence (reproducible). */

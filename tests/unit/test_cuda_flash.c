@@ -91,17 +91,9 @@ static float *dev_nan(size_t n) {
     return d;
 }
 
-/* x rounded to bf16, to nearest even, as the kernels' cvt.rn (finite inputs). */
-static float bf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
 static float *rounded_copy(const float *x, size_t n) {
     float *r = host_alloc(n);
-    for (size_t i = 0; i < n; i++) r[i] = bf16_round(x[i]);
+    for (size_t i = 0; i < n; i++) r[i] = cut_bf16_round(x[i]);
     return r;
 }
 

@@ -26,17 +26,10 @@
 #define MM_ATOL 1e-5
 #define MM_RTOL 1e-5
 
-static float bf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
 
 static float *rounded(const float *x, size_t n, int bf16) {
     float *r = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) r[i] = bf16 ? bf16_round(x[i]) : x[i];
+    for (size_t i = 0; i < n; i++) r[i] = bf16 ? cut_bf16_round(x[i]) : x[i];
     return r;
 }
 
