@@ -8,7 +8,9 @@
  * CUDA_WS_GEMM workspace, and cuBLAS multiplies the bf16 copies on the tensor cores with fp32
  * accumulation and an fp32 result. (CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 buffers, which this
  * replaced, ran TF32 kernels on an H100: half the bf16 rate, and not the rounding it names.) The
- * copies cost a read of each operand and a write of half its size, small beside the product. */
+ * copies cost a read of each operand and a write of half its size, at memory bandwidth: 43 ms of
+ * a 359 ms 830M step on an H100, beside 125 ms of products (docs/gpu-performance.md); storing
+ * activations in bf16 would remove them. */
 #include <cublas_v2.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -76,10 +78,11 @@ static size_t span(int rows, int cols, int ld) {
     return rows && cols ? (size_t)(cols - 1) * (size_t)ld + (size_t)rows : 0;
 }
 
-/* bf16 copies of the n operands x[i] (counts[i] elements each; NULL or 0: none), side by side
- * in the CUDA_WS_GEMM workspace at 256-byte offsets: out[i]. */
+/* bf16 copies of the n <= MATMUL_MAX_OPERANDS operands x[i] (counts[i] elements each; NULL or 0:
+ * none), side by side in the CUDA_WS_GEMM workspace at 256-byte offsets: out[i]. */
+#define MATMUL_MAX_OPERANDS 3
 static void to_bf16_operands(uint16_t **out, const float *const *x, const size_t *counts, int n) {
-    size_t off[3], total = 0;
+    size_t off[MATMUL_MAX_OPERANDS], total = 0;
     for (int i = 0; i < n; i++) {
         off[i] = total;
         total += (counts[i] * sizeof(uint16_t) + 255) / 256 * 256;
