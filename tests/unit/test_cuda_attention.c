@@ -294,6 +294,9 @@ static void test_diffattn(void **state) {
                 fails += run_diff(2, g_T[it], &cases[c], g_d[id], seed);
                 seed += 10;
             }
+    /* many rows (B T H = 16,896: 264 chunks of 64), so that the dgamma/dlambda reduction's
+     * threads each add several chunks (it runs 256 threads per column) */
+    fails += run_diff(128, 33, &cases[4], 16, seed); /* H 4, Hkv 2, subln */
     assert_int_equal(fails, 0);
 }
 
