@@ -118,6 +118,86 @@ template <typename K> static inline void attn_smem_allow(K kernel, size_t bytes)
                                         (int)bytes));
 }
 
+/* ---- DIFF's subln backward, shared by the tiled (diffattn.cu) and the fused (flash_prep.cu)
+ * backward kernels: the B*T*H rows of O (2d wide) are cut into chunks of DIFF_ROWS_PER_CHUNK
+ * (by the sizes only), one block of DIFF_WARPS warps per chunk, DIFF_ROWS_PER_WARP consecutive
+ * rows per warp, lane columns e = lane + 32u (u < DIFF_U). ---- */
+#define DIFF_WARPS 8
+#define DIFF_ROWS_PER_WARP 8
+#define DIFF_ROWS_PER_CHUNK (DIFF_WARPS * DIFF_ROWS_PER_WARP) /* rows per block: 64 */
+#define DIFF_U (ATTN_CU_MAX_DV / 32)                           /* columns per lane: 8 */
+
+static inline size_t diff_chunks(size_t n_rows) {
+    return (n_rows + DIFF_ROWS_PER_CHUNK - 1) / DIFF_ROWS_PER_CHUNK;
+}
+
+/* Row n of the subln backward, per lane: with gamma (rs = rstd[n]),
+ *   Ohat = O rs, dOhat = (1 - li) dY gamma, go = dO = rs (dOhat - Ohat (Ohat . dOhat) / 2d),
+ * and gp[u] += (1 - li) dY Ohat (dgamma's terms); without gamma go = (1 - li) dY. a1, a2, dy:
+ * the row of o1, o2, dout; out_scale = 1 - lambda_init. go[u] is 0 for columns >= d2. */
+__device__ __forceinline__ void diff_subln_row_backward(float go[DIFF_U], double gp[DIFF_U],
+                                                        const float *a1, const float *a2,
+                                                        const float *dy, const float *rstd,
+                                                        size_t n, float lam, const float *gamma,
+                                                        float out_scale, int d2, int lane) {
+    if (gamma) {
+        const float rs = rstd[n];
+        double dot = 0.0;
+#pragma unroll
+        for (int u = 0; u < DIFF_U; u++) {
+            const int e = lane + 32 * u;
+            if (e >= d2) continue;
+            const float ohat = (a1[e] - lam * a2[e]) * rs;
+            const float dohat = out_scale * dy[e] * gamma[e];
+            gp[u] += (double)out_scale * dy[e] * ohat;
+            dot += (double)ohat * dohat;
+        }
+        const float coef = (float)(warp_sum(dot) / d2);
+#pragma unroll
+        for (int u = 0; u < DIFF_U; u++) {
+            const int e = lane + 32 * u;
+            go[u] = 0.0f;
+            if (e >= d2) continue;
+            const float ohat = (a1[e] - lam * a2[e]) * rs;
+            const float dohat = out_scale * dy[e] * gamma[e];
+            go[u] = rs * (dohat - ohat * coef);
+        }
+    } else {
+#pragma unroll
+        for (int u = 0; u < DIFF_U; u++) {
+            const int e = lane + 32 * u;
+            go[u] = e < d2 ? out_scale * dy[e] : 0.0f;
+        }
+    }
+}
+
+/* The block's row of partials part[ch] (2d + 1 doubles) = {each lane's gp summed over the warps,
+ * dl summed over the warps}, warps in order, through the block's shared sg, sdl. Every thread of
+ * the block calls it (one __syncthreads). */
+__device__ __forceinline__ void diff_chunk_partials(double *part, size_t ch,
+                                                    double (*sg)[ATTN_CU_MAX_DV], double *sdl,
+                                                    const double gp[DIFF_U], double dl, int d2) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int u = 0; u < DIFF_U; u++) {
+        const int e = lane + 32 * u;
+        if (e < d2) sg[warp][e] = gp[u];
+    }
+    if (lane == 0) sdl[warp] = dl;
+    __syncthreads();
+    double *pc = part + ch * (size_t)(d2 + 1); /* (2d + 1) */
+    for (int e = threadIdx.x; e < d2; e += blockDim.x) {
+        double s = 0.0;
+        for (int w = 0; w < DIFF_WARPS; w++) s += sg[w][e];
+        pc[e] = s;
+    }
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (int w = 0; w < DIFF_WARPS; w++) s += sdl[w];
+        pc[d2] = s;
+    }
+}
+
 /* DIFF's parameter gradients from per-chunk partial sums part (n_chunks, 2d + 1) doubles:
  * dgamma[e] += sum over chunks of part[ch][e] (skipped when dgamma is NULL), *dlambda += the same
  * of part[ch][2d]; a fixed order of additions (deterministic). For the tiled (diffattn.cu) and the

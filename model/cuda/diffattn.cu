@@ -9,19 +9,14 @@
  *
  * dgamma (2d) and dlambda sum over all B*T*H rows. Deterministically: the rows are cut into
  * fixed chunks of DIFF_ROWS_PER_CHUNK (the cut depends on the sizes only), each block sums its
- * chunk in double in a fixed order into a partial row of the workspace, and one final block
- * adds the partials chunk by chunk (in double, as the CPU oracle) to dgamma and dlambda. */
+ * chunk in double in a fixed order into a partial row of the workspace, and
+ * diff_dgamma_dlambda_reduce adds the partials in a fixed order (in double, as the CPU oracle) to
+ * dgamma and dlambda. */
 #include <math.h>
 
 #include "model/cuda/attn_core.cuh"
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
-
-#define DIFF_WARPS 8
-#define DIFF_ROWS_PER_WARP 8
-#define DIFF_ROWS_PER_CHUNK (DIFF_WARPS * DIFF_ROWS_PER_WARP) /* rows per block: 64 */
-#define DIFF_MAX_D2 ATTN_CU_MAX_DV                             /* 2d <= 256 */
-#define DIFF_U (DIFF_MAX_D2 / 32)                              /* columns per lane: 8 */
 
 /* One warp per row n = (b*T + t)*H + h of O (2d wide): out = (1 - lambda_init) * subln(O) * gamma
  * (rstd (n) = 1/rms(O), written when non-NULL), or (1 - lambda_init) * O without gamma. */
@@ -66,17 +61,16 @@ extern "C" void cuda_diffattn_forward(float *out, float *o1, float *o2, float *l
     CUDA_LAUNCH_CHECK();
 }
 
-/* Block ch handles rows [ch*64, (ch+1)*64), a warp DIFF_ROWS_PER_WARP consecutive ones; per row:
- *   Ohat = O r, dOhat = (1 - li) dY gamma, dO = r (dOhat - Ohat (Ohat . dOhat) / 2d)
- *   (dO = (1 - li) dY without gamma), written to dO (n, 2d);
- * part[ch] (2d + 1 doubles) = {sum over the chunk's rows of (1 - li) dY Ohat (dgamma),
- * -sum of dO . o2 (dlambda)}: each lane sums its columns over its warp's rows in row order, then
- * thread e sums the 8 warps in warp order. */
+/* Block ch handles rows [ch*64, (ch+1)*64), a warp DIFF_ROWS_PER_WARP consecutive ones; per row
+ * dO (diff_subln_row_backward, attn_core.cuh), written to dO (n, 2d); part[ch] (2d + 1 doubles)
+ * = {sum over the chunk's rows of (1 - li) dY Ohat (dgamma), -sum of dO . o2 (dlambda)}: each
+ * lane sums its columns over its warp's rows in row order, then thread e sums the 8 warps in warp
+ * order (diff_chunk_partials). */
 __global__ void __launch_bounds__(DIFF_WARPS * 32)
 diff_subln_backward_kernel(float *dO, double *part, const float *dout, const float *o1,
                            const float *o2, const float *rstd, const float *lambda,
                            const float *gamma, float out_scale, size_t n_rows, int d2) {
-    __shared__ double sg[DIFF_WARPS][DIFF_MAX_D2];
+    __shared__ double sg[DIFF_WARPS][ATTN_CU_MAX_DV];
     __shared__ double sdl[DIFF_WARPS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const size_t ch = blockIdx.x;
@@ -88,37 +82,10 @@ diff_subln_backward_kernel(float *dO, double *part, const float *dout, const flo
     for (int rr = 0; rr < DIFF_ROWS_PER_WARP; rr++) {
         const size_t n = ch * DIFF_ROWS_PER_CHUNK + (size_t)warp * DIFF_ROWS_PER_WARP + rr;
         if (n >= n_rows) break; /* warp-uniform */
-        const float *a1 = o1 + n * d2, *a2 = o2 + n * d2, *dy = dout + n * d2; /* (2d) */
-        float go[DIFF_U];                                                     /* dO of the row */
-        if (gamma) {
-            const float rs = rstd[n];
-            double dot = 0.0;
-#pragma unroll
-            for (int u = 0; u < DIFF_U; u++) {
-                const int e = lane + 32 * u;
-                if (e >= d2) continue;
-                const float ohat = (a1[e] - lam * a2[e]) * rs;
-                const float dohat = out_scale * dy[e] * gamma[e];
-                gp[u] += (double)out_scale * dy[e] * ohat;
-                dot += (double)ohat * dohat;
-            }
-            const float coef = (float)(warp_sum(dot) / d2);
-#pragma unroll
-            for (int u = 0; u < DIFF_U; u++) {
-                const int e = lane + 32 * u;
-                go[u] = 0.0f;
-                if (e >= d2) continue;
-                const float ohat = (a1[e] - lam * a2[e]) * rs;
-                const float dohat = out_scale * dy[e] * gamma[e];
-                go[u] = rs * (dohat - ohat * coef);
-            }
-        } else {
-#pragma unroll
-            for (int u = 0; u < DIFF_U; u++) {
-                const int e = lane + 32 * u;
-                go[u] = e < d2 ? out_scale * dy[e] : 0.0f;
-            }
-        }
+        const float *a2 = o2 + n * d2; /* (2d) */
+        float go[DIFF_U];              /* dO of the row */
+        diff_subln_row_backward(go, gp, o1 + n * d2, a2, dout + n * d2, rstd, n, lam, gamma,
+                                out_scale, d2, lane);
         double rowdl = 0.0;
 #pragma unroll
         for (int u = 0; u < DIFF_U; u++) {
@@ -129,25 +96,7 @@ diff_subln_backward_kernel(float *dO, double *part, const float *dout, const flo
         }
         dl -= warp_sum(rowdl);
     }
-
-#pragma unroll
-    for (int u = 0; u < DIFF_U; u++) {
-        const int e = lane + 32 * u;
-        if (e < d2) sg[warp][e] = gp[u];
-    }
-    if (lane == 0) sdl[warp] = dl;
-    __syncthreads();
-    double *pc = part + ch * (size_t)(d2 + 1); /* (2d + 1) */
-    for (int e = threadIdx.x; e < d2; e += blockDim.x) {
-        double s = 0.0;
-        for (int w = 0; w < DIFF_WARPS; w++) s += sg[w][e];
-        pc[e] = s;
-    }
-    if (threadIdx.x == 0) {
-        double s = 0.0;
-        for (int w = 0; w < DIFF_WARPS; w++) s += sdl[w];
-        pc[d2] = s;
-    }
+    diff_chunk_partials(part, ch, sg, sdl, gp, dl, d2);
 }
 
 /* dgamma[e] += sum over chunks of part[ch][e] (e < 2d, when dgamma is non-NULL); *dlambda +=
@@ -195,7 +144,7 @@ extern "C" void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *d
     const int d2 = 2 * d;
     const size_t n_rows = (size_t)B * T * H;
     if (n_rows == 0) return;
-    const size_t n_chunks = (n_rows + DIFF_ROWS_PER_CHUNK - 1) / DIFF_ROWS_PER_CHUNK;
+    const size_t n_chunks = diff_chunks(n_rows);
 
     /* workspace: part (n_chunks, 2d + 1) doubles | dO (B, T, H*2d) | delta (B, 2H, T) */
     const size_t part_bytes = attn_ws_align(n_chunks * (size_t)(d2 + 1) * sizeof(double));

@@ -205,8 +205,7 @@ void flash_delta(float *delta, const float *G, const float *o, const attn_map &m
 /* DIFF V1 (flash_prep.cu): G (B, T, H*2d) = dO from dout by the subln backward, rounded to bf16
  * (TG = flash_bf16: the bits; float: the rounded values), delta (B, 2H, T) per branch, and
  * dgamma (2d, skipped when gamma is NULL) and *dlambda accumulated; part is scratch of
- * flash_diff_prep_chunks(B*T*H) * (2d + 1) doubles. */
-size_t flash_diff_prep_chunks(size_t n_rows);
+ * diff_chunks(B*T*H) * (2d + 1) doubles (attn_core.cuh). */
 template <typename TG>
 void flash_diff_prep(TG *G, float *delta, double *part, float *dgamma, float *dlambda,
                      const float *dout, const float *o1, const float *o2, const float *rstd,

@@ -138,7 +138,7 @@ extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, float *dv, fl
      * | delta (B, 2H, T) | bf16 q | k | v */
     const bool f32 = g_f32_staging != 0;
     const size_t part_bytes =
-        attn_ws_align(flash_diff_prep_chunks(n_rows) * (size_t)(2 * d + 1) * sizeof(double));
+        attn_ws_align(diff_chunks(n_rows) * (size_t)(2 * d + 1) * sizeof(double));
     const size_t G_bytes =
         attn_ws_align(n_rows * (size_t)(2 * d) * (f32 ? sizeof(float) : sizeof(flash_bf16)));
     const size_t delta_bytes = attn_ws_align((size_t)B * 2 * H * T * sizeof(float));

@@ -14,15 +14,10 @@
  *       common).
  * dgamma and dlambda sum over all B*T*H rows deterministically: the rows are cut into fixed
  * chunks of 64 (by the sizes only), a block sums its chunk in double in a fixed order into a row
- * of partials, and one block then adds the partials chunk by chunk to dgamma and dlambda. */
+ * of partials, and diff_dgamma_dlambda_reduce adds the partials in a fixed order. */
 #include <math.h>
 
 #include "model/cuda/flash_core.cuh"
-
-#define PREP_WARPS 8
-#define PREP_ROWS_PER_WARP 8
-#define PREP_MAX_D2 256                /* 2d <= 256 */
-#define PREP_U (PREP_MAX_D2 / 32)      /* columns per lane */
 
 /* ---- standard: one warp per row n = (b*nq + j)*T + i, in double (delta is subtracted from dP,
  * where cancellation is common) ---- */
@@ -43,11 +38,10 @@ __global__ void flash_delta_kernel(float *delta, const float *G, const float *o,
     }
 }
 
-/* ---- DIFF: block ch handles rows [ch*64, (ch+1)*64), a warp 8 consecutive ones; per row
- *   Ohat = O r, dOhat = (1 - li) dY gamma, G = r (dOhat - Ohat (Ohat . dOhat) / 2d)
- *   (G = (1 - li) dY without gamma);
- * part[ch] (2d + 1 doubles) = {the chunk's sum of (1 - li) dY Ohat, -sum of G . o2}: each lane
- * sums its columns over its warp's rows in row order, then thread e sums the warps in order ---- */
+/* ---- DIFF: the chunks, rows and G = dO of the tiled backward's subln step
+ * (diff_subln_row_backward, attn_core.cuh); then per row G stored rounded, the per-branch deltas,
+ * and -G . o2 for dlambda; part[ch] (2d + 1 doubles) = {the chunk's sum of (1 - li) dY Ohat,
+ * -sum of G . o2} (diff_chunk_partials) ---- */
 /* G's element: the bf16 bits, or the rounded value as a float */
 __device__ __forceinline__ void prep_store(flash_bf16 *p, float x) {
     *p = (flash_bf16)(pack_bf16x2(x, 0.0f) & 0xffffu);
@@ -55,57 +49,29 @@ __device__ __forceinline__ void prep_store(flash_bf16 *p, float x) {
 __device__ __forceinline__ void prep_store(float *p, float x) { *p = round_bf16(x); }
 
 template <typename TG>
-__global__ void __launch_bounds__(PREP_WARPS * 32)
+__global__ void __launch_bounds__(DIFF_WARPS * 32)
 flash_diff_prep_kernel(TG *G, float *delta, double *part, const float *dout, const float *o1,
                        const float *o2, const float *rstd, const float *lambda,
                        const float *gamma, float out_scale, int T, int H, size_t n_rows, int d2) {
-    __shared__ double sg[PREP_WARPS][PREP_MAX_D2];
-    __shared__ double sdl[PREP_WARPS];
+    __shared__ double sg[DIFF_WARPS][ATTN_CU_MAX_DV];
+    __shared__ double sdl[DIFF_WARPS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const size_t ch = blockIdx.x;
     const float lam = *lambda;
-    double gp[PREP_U], dl = 0.0;
+    double gp[DIFF_U], dl = 0.0;
 #pragma unroll
-    for (int u = 0; u < PREP_U; u++) gp[u] = 0.0;
+    for (int u = 0; u < DIFF_U; u++) gp[u] = 0.0;
 
-    for (int rr = 0; rr < PREP_ROWS_PER_WARP; rr++) {
-        const size_t n =
-            (ch * PREP_WARPS + (size_t)warp) * PREP_ROWS_PER_WARP + (size_t)rr; /* the row */
+    for (int rr = 0; rr < DIFF_ROWS_PER_WARP; rr++) {
+        const size_t n = ch * DIFF_ROWS_PER_CHUNK + (size_t)warp * DIFF_ROWS_PER_WARP + rr;
         if (n >= n_rows) break; /* warp-uniform */
-        const float *a1 = o1 + n * d2, *a2 = o2 + n * d2, *dy = dout + n * d2; /* (2d) */
-        float go[PREP_U];
-        if (gamma) {
-            const float rs = rstd[n];
-            double dot = 0.0;
-#pragma unroll
-            for (int u = 0; u < PREP_U; u++) {
-                const int e = lane + 32 * u;
-                if (e >= d2) continue;
-                const float ohat = (a1[e] - lam * a2[e]) * rs;
-                const float dohat = out_scale * dy[e] * gamma[e];
-                gp[u] += (double)out_scale * dy[e] * ohat;
-                dot += (double)ohat * dohat;
-            }
-            const float coef = (float)(warp_sum(dot) / d2);
-#pragma unroll
-            for (int u = 0; u < PREP_U; u++) {
-                const int e = lane + 32 * u;
-                go[u] = 0.0f;
-                if (e >= d2) continue;
-                const float ohat = (a1[e] - lam * a2[e]) * rs;
-                const float dohat = out_scale * dy[e] * gamma[e];
-                go[u] = rs * (dohat - ohat * coef);
-            }
-        } else {
-#pragma unroll
-            for (int u = 0; u < PREP_U; u++) {
-                const int e = lane + 32 * u;
-                go[u] = e < d2 ? out_scale * dy[e] : 0.0f;
-            }
-        }
+        const float *a1 = o1 + n * d2, *a2 = o2 + n * d2; /* (2d) */
+        float go[DIFF_U];                                  /* G of the row */
+        diff_subln_row_backward(go, gp, a1, a2, dout + n * d2, rstd, n, lam, gamma, out_scale, d2,
+                                lane);
         double dot1 = 0.0, dot2 = 0.0, dlr = 0.0; /* G~ . o1, G~ . o2 (G~ = bf16(G)), G . o2 */
 #pragma unroll
-        for (int u = 0; u < PREP_U; u++) {
+        for (int u = 0; u < DIFF_U; u++) {
             const int e = lane + 32 * u;
             if (e >= d2) continue;
             const float gr = round_bf16(go[u]);
@@ -125,24 +91,7 @@ flash_diff_prep_kernel(TG *G, float *delta, double *part, const float *dout, con
         }
     }
 
-#pragma unroll
-    for (int u = 0; u < PREP_U; u++) {
-        const int e = lane + 32 * u;
-        if (e < d2) sg[warp][e] = gp[u];
-    }
-    if (lane == 0) sdl[warp] = dl;
-    __syncthreads();
-    double *pc = part + ch * (size_t)(d2 + 1); /* (2d + 1) */
-    for (int e = threadIdx.x; e < d2; e += blockDim.x) {
-        double s = 0.0;
-        for (int w = 0; w < PREP_WARPS; w++) s += sg[w][e];
-        pc[e] = s;
-    }
-    if (threadIdx.x == 0) {
-        double s = 0.0;
-        for (int w = 0; w < PREP_WARPS; w++) s += sdl[w];
-        pc[d2] = s;
-    }
+    diff_chunk_partials(part, ch, sg, sdl, gp, dl, d2);
 }
 
 /* ---- host side ---- */
@@ -154,10 +103,6 @@ void flash_delta(float *delta, const float *G, const float *o, const attn_map &m
     CUDA_LAUNCH_CHECK();
 }
 
-size_t flash_diff_prep_chunks(size_t n_rows) {
-    return (n_rows + PREP_WARPS * PREP_ROWS_PER_WARP - 1) / (PREP_WARPS * PREP_ROWS_PER_WARP);
-}
-
 template <typename TG>
 void flash_diff_prep(TG *G, float *delta, double *part, float *dgamma, float *dlambda,
                      const float *dout, const float *o1, const float *o2, const float *rstd,
@@ -166,9 +111,9 @@ void flash_diff_prep(TG *G, float *delta, double *part, float *dgamma, float *dl
     const int H = m.nq / 2, d2 = m.dv;
     const size_t n_rows = (size_t)m.B * m.T * H;
     if (n_rows == 0) return;
-    const size_t n_chunks = flash_diff_prep_chunks(n_rows);
+    const size_t n_chunks = diff_chunks(n_rows);
     auto prep = flash_diff_prep_kernel<TG>;
-    prep<<<(unsigned)n_chunks, PREP_WARPS * 32, 0, cuda_stream()>>>(
+    prep<<<(unsigned)n_chunks, DIFF_WARPS * 32, 0, cuda_stream()>>>(
         G, delta, part, dout, o1, o2, rstd, lambda, gamma, 1.0f - lambda_init, m.T, H, n_rows,
         d2);
     CUDA_LAUNCH_CHECK();
