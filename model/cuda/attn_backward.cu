@@ -11,9 +11,12 @@
 
 #include "model/cuda/attn_core.cuh"
 #include "model/cuda/cuda_common.cuh"
+#include "model/cuda/mma.cuh"
 
 /* ---- delta (B, nq, T) = dscale_j * (G_i . o_i), one warp per row, summed in double as the CPU
- * oracle does (it is subtracted from dP, where cancellation is common) ---- */
+ * oracle does (it is subtracted from dP, where cancellation is common); G_BF16: G rounded to bf16
+ * first (the fused kernels' delta, flash_prep.cu) ---- */
+template <bool G_BF16>
 __global__ void attn_delta_kernel(float *delta, const float *G, const float *o_a,
                                   const float *o_b, const float *lambda, attn_map m) {
     const size_t n_rows = (size_t)m.B * m.nq * m.T;
@@ -27,7 +30,8 @@ __global__ void attn_delta_kernel(float *delta, const float *G, const float *o_a
         const size_t row = ((size_t)b * m.T + i) * attn_o_stride(m) + attn_o_col(m, j);
         const float *g = G + row, *o = (attn_o_buf(m, j) ? o_b : o_a) + row; /* (dv) each */
         double acc = 0.0;
-        for (int e = lane; e < m.dv; e += 32) acc += (double)g[e] * o[e];
+        for (int e = lane; e < m.dv; e += 32)
+            acc += (double)(G_BF16 ? round_bf16(g[e]) : g[e]) * o[e];
         acc = warp_sum(acc);
         if (lane == 0) delta[n] = (float)((double)attn_dscale(m, j, lambda) * acc);
     }
@@ -277,16 +281,23 @@ static size_t attn_smem_dkdv(const attn_map &m) {
                             (size_t)ATTN_CU_BR * (m.dv + 1) + 2 * ATTN_CU_BR);
 }
 
+void attn_delta(float *delta, const float *G, const float *o_a, const float *o_b,
+                const float *lambda, const attn_map &m, bool g_bf16) {
+    const size_t n_rows = (size_t)m.B * m.nq * m.T;
+    if (n_rows == 0) return;
+    auto kernel = g_bf16 ? attn_delta_kernel<true> : attn_delta_kernel<false>;
+    kernel<<<cuda_blocks(n_rows * 32, 256), 256, 0, cuda_stream()>>>(delta, G, o_a, o_b, lambda,
+                                                                     m);
+    CUDA_LAUNCH_CHECK();
+}
+
 void attn_core_backward(float *dq, float *dk, float *dv, float *delta, const float *G,
                         const float *o_a, const float *o_b, const float *q, const float *k,
                         const float *v, const float *lse, const float *lambda, const attn_map &m) {
     attn_check(m);
     if (m.B == 0 || m.T <= 0) return;
     const float scale = 1.0f / sqrtf((float)m.d);
-    const size_t n_rows = (size_t)m.B * m.nq * m.T;
-    attn_delta_kernel<<<cuda_blocks(n_rows * 32, 256), 256, 0, cuda_stream()>>>(delta, G, o_a, o_b,
-                                                                                lambda, m);
-    CUDA_LAUNCH_CHECK();
+    attn_delta(delta, G, o_a, o_b, lambda, m, false);
 
     const size_t smem_dq = attn_smem_dq(m);
     const dim3 grid_q((unsigned)((m.T + ATTN_CU_BR - 1) / ATTN_CU_BR), (unsigned)m.nq,

@@ -214,6 +214,12 @@ void attn_check(const attn_map &m);
 void attn_core_forward(float *o_a, float *o_b, float *lse, const float *q, const float *k,
                        const float *v, const attn_map &m);
 
+/* delta (B, nq, T) = dscale_j * (G_i . o_i) per q-head j and row i (o from o_a, or o_b for DIFF's
+ * second branch; lambda NULL for standard attention), summed in double; g_bf16: G rounded to bf16
+ * first, as the fused kernels read it (flash_prep.cu). */
+void attn_delta(float *delta, const float *G, const float *o_a, const float *o_b,
+                const float *lambda, const attn_map &m, bool g_bf16);
+
 /* dq (B, T, nq*d), dk (B, T, nk*d), dv (B, T, nv*dv), all overwritten, from G (the output
  * gradient, in the layout of the output buffers), the forward's o_a, o_b and lse. lambda: device
  * pointer to DIFF's lambda (NULL for standard attention). delta: device scratch of B*nq*T

@@ -200,8 +200,6 @@ void flash_core_forward(float *o_a, float *o_b, float *lse, const Tin *q, const 
  * launch (flash_convert.cu). Every n[i] is a multiple of 8 and every pointer 16-byte aligned. */
 void flash_to_bf16(flash_bf16 *const *dst, const float *const *src, const size_t *n, int count);
 
-/* Standard attention's delta (B, nq, T) = G_i . o_i (flash_prep.cu). */
-void flash_delta(float *delta, const float *G, const float *o, const attn_map &m);
 /* DIFF V1 (flash_prep.cu): G (B, T, H*2d) = dO from dout by the subln backward, rounded to bf16
  * (TG = flash_bf16: the bits; float: the rounded values), delta (B, 2H, T) per branch, and
  * dgamma (2d, skipped when gamma is NULL) and *dlambda accumulated; part is scratch of

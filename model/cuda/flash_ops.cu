@@ -86,7 +86,7 @@ extern "C" void cuda_flash_attention_backward(float *dq, float *dk, float *dv, c
     const int n_cp = g_f32_staging ? 0 : 4;
     char *ws = (char *)cuda_workspace(delta_bytes + flash_copies(NULL, cp, src, len, n_cp));
     float *delta = (float *)ws;
-    flash_delta(delta, dout, out, m);
+    attn_delta(delta, dout, out, NULL, NULL, m, true); /* bf16(G_i) . o_i, as the kernels read G */
     if (g_f32_staging) {
         flash_core_backward(dq, dk, dv, dout, delta, q, k, v, lse, NULL, m);
         return;

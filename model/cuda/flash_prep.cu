@@ -3,7 +3,8 @@
  * from bf16 tiles: G is used rounded to bf16 here too (G . o_i = sum_j P_ij G . v_j then holds
  * up to the rounding of P; with fp32 G, a row of a single key, where dS = 0 exactly, would get
  * dS ~ u |G| |v|):
- *   standard / GQA: delta (B, nq, T) = bf16(G_i) . o_i per q-head and row;
+ *   standard / GQA: delta (B, nq, T) = bf16(G_i) . o_i per q-head and row (attn_delta of the
+ *       tiled backward, with g_bf16);
  *   DIFF V1: the subln backward of diffattn_backward, fused with the per-branch delta: per row
  *       n = (b, t, h) of O (2d wide), G = dO (the gradient of O = o1 - lambda o2; stored rounded
  *       to bf16, the later kernels' input: as bf16 bits, or as floats for their fp32 test
@@ -18,25 +19,6 @@
 #include <math.h>
 
 #include "model/cuda/flash_core.cuh"
-
-/* ---- standard: one warp per row n = (b*nq + j)*T + i, in double (delta is subtracted from dP,
- * where cancellation is common) ---- */
-__global__ void flash_delta_kernel(float *delta, const float *G, const float *o, attn_map m) {
-    const size_t n_rows = (size_t)m.B * m.nq * m.T;
-    const size_t n_warps = ((size_t)gridDim.x * blockDim.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    /* n is the same for the 32 lanes of a warp: the loop and the shuffles are warp-uniform */
-    for (size_t n = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; n < n_rows;
-         n += n_warps) {
-        const int i = (int)(n % m.T), j = (int)((n / m.T) % m.nq);
-        const int b = (int)(n / ((size_t)m.nq * m.T));
-        const size_t row = ((size_t)b * m.T + i) * attn_o_stride(m) + attn_o_col(m, j);
-        double acc = 0.0;
-        for (int e = lane; e < m.dv; e += 32) acc += (double)round_bf16(G[row + e]) * o[row + e];
-        acc = warp_sum(acc);
-        if (lane == 0) delta[n] = (float)acc;
-    }
-}
 
 /* ---- DIFF: the chunks, rows and G = dO of the tiled backward's subln step
  * (diff_subln_row_backward, attn_core.cuh); then per row G stored rounded, the per-branch deltas,
@@ -95,13 +77,6 @@ flash_diff_prep_kernel(TG *G, float *delta, double *part, const float *dout, con
 }
 
 /* ---- host side ---- */
-
-void flash_delta(float *delta, const float *G, const float *o, const attn_map &m) {
-    const size_t n_rows = (size_t)m.B * m.nq * m.T;
-    if (n_rows == 0) return;
-    flash_delta_kernel<<<cuda_blocks(n_rows * 32, 256), 256, 0, cuda_stream()>>>(delta, G, o, m);
-    CUDA_LAUNCH_CHECK();
-}
 
 template <typename TG>
 void flash_diff_prep(TG *G, float *delta, double *part, float *dgamma, float *dlambda,
