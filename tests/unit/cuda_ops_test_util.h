@@ -1,4 +1,4 @@
-/* Helpers of the CUDA op tests (tests/unit/test_cuda_{elementwise,norm,xent,misc}.c), on top of
+/* Helpers of the CUDA op tests (tests/unit/test_cuda_*.c), on top of
  * cuda_test_util.h: device buffers made from host arrays, and checks of a device result against
  * the CPU oracle's host result (within a tolerance, or bit for bit) that fail the running
  * cmocka test. Header-only; include after <cmocka.h>. */
@@ -48,6 +48,31 @@ static inline void cot_check(const char *what, const float *dev, const float *cp
     free(gpu);
     if (!(worst <= 1.0))
         fail_msg("%s: GPU and CPU differ by %.3g times the tolerance", what, worst);
+}
+
+/* 1 (0 when within) unless every element of the device tensor is within
+ * max(afrac * max|ref|, floor_) + rtol |ref| of the host tensor ref: an absolute tolerance scaled
+ * to the tensor's largest value. Prints the worst element (cut_worst); the caller counts. */
+static inline int cot_out_of_tol(const char *what, const float *dev, const float *ref, size_t n,
+                                 double afrac, double rtol, double floor_) {
+    float *got = cut_to_host(dev, n);
+    double mx = 0.0;
+    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)ref[i]));
+    const double worst = cut_worst(what, got, ref, n, fmax(afrac * mx, floor_), rtol);
+    free(got);
+    return worst <= 1.0 ? 0 : 1;
+}
+
+/* 1 (printing "WHAT: LABEL differs") unless the two device tensors hold the same bits; b is what
+ * `label` names (a rerun, another path). */
+static inline int cot_bits_differ(const char *what, const char *label, const float *a,
+                                  const float *b, size_t n) {
+    float *ha = cut_to_host(a, n), *hb = cut_to_host(b, n);
+    const int differ = memcmp(ha, hb, n * sizeof(float)) != 0;
+    if (differ) printf("%s: %s differs\n", what, label);
+    free(ha);
+    free(hb);
+    return differ;
 }
 
 /* Fails unless the n floats at `dev` are bit-for-bit those at `host`. */

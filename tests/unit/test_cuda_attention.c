@@ -22,7 +22,7 @@
 
 #include <cmocka.h>
 
-#include "cuda_test_util.h"
+#include "cuda_ops_test_util.h"
 #include "model/cpu/cpu_ops.h"
 
 /* Tolerances: |gpu - cpu| <= max(afrac * max|cpu|, floor) + rtol * |cpu| per tensor. Both sides
@@ -66,36 +66,15 @@ static float *host_alloc(size_t n) {
     return p;
 }
 
-/* A device buffer of n floats, every element NaN (so that an element never written is caught). */
-static float *dev_nan(size_t n) {
-    float *h = host_alloc(n);
-    for (size_t i = 0; i < n; i++) h[i] = NAN;
-    float *d = cut_to_device(h, n * sizeof(float));
-    free(h);
-    return d;
-}
-
-static float *dev_copy(const float *h, size_t n) { return cut_to_device(h, n * sizeof(float)); }
-
 /* Compares a device tensor with the CPU's; returns 1 when out of tolerance (0 otherwise). */
 static int check(const char *what, const float *dev, const float *cpu, size_t n, double rtol,
                  double afrac, double floor_) {
-    float *gpu = cut_to_host(dev, n);
-    double mx = 0.0;
-    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)cpu[i]));
-    double worst = cut_worst(what, gpu, cpu, n, fmax(afrac * mx, floor_), rtol);
-    free(gpu);
-    return worst <= 1.0 ? 0 : 1;
+    return cot_out_of_tol(what, dev, cpu, n, afrac, rtol, floor_);
 }
 
 /* Returns 1 unless two device tensors are bit-identical. */
 static int same_bits(const char *what, const float *a, const float *b, size_t n) {
-    float *ha = cut_to_host(a, n), *hb = cut_to_host(b, n);
-    int differ = memcmp(ha, hb, n * sizeof(float)) != 0;
-    if (differ) printf("%s: rerun differs\n", what);
-    free(ha);
-    free(hb);
-    return differ;
+    return cot_bits_differ(what, "rerun", a, b, n);
 }
 
 /* ---- standard / GQA attention ---- */
@@ -119,15 +98,15 @@ static int run_standard(int B, int T, int Hq, int Hkv, int d, int dv, unsigned s
     cpu_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, dv);
     cpu_attention_backward(dq, dk, dv_, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, dv);
 
-    float *q_d = dev_copy(q, nq), *k_d = dev_copy(k, nk), *v_d = dev_copy(v, nv);
-    float *dout_d = dev_copy(dout, no);
+    float *q_d = cot_dev(q, nq), *k_d = cot_dev(k, nk), *v_d = cot_dev(v, nv);
+    float *dout_d = cot_dev(dout, no);
     float *out_d[2], *lse_d[2], *dq_d[2], *dk_d[2], *dv_d[2];
     for (int run = 0; run < 2; run++) {
-        out_d[run] = dev_nan(no);
-        lse_d[run] = dev_nan(nl);
-        dq_d[run] = dev_nan(nq);
-        dk_d[run] = dev_nan(nk);
-        dv_d[run] = dev_nan(nv);
+        out_d[run] = cot_dev_nan(no);
+        lse_d[run] = cot_dev_nan(nl);
+        dq_d[run] = cot_dev_nan(nq);
+        dk_d[run] = cot_dev_nan(nk);
+        dv_d[run] = cot_dev_nan(nv);
         cuda_attention_forward(out_d[run], lse_d[run], q_d, k_d, v_d, B, T, Hq, Hkv, d, dv);
         cuda_attention_backward(dq_d[run], dk_d[run], dv_d[run], dout_d, q_d, k_d, v_d,
                                 out_d[run], lse_d[run], B, T, Hq, Hkv, d, dv);
@@ -215,22 +194,22 @@ static int run_diff(int B, int T, const diff_case *dc, int d, unsigned seed) {
     cpu_diffattn_backward(dq, dk, dv_, dgamma, &dlambda, dout, q, k, v, o1, o2, lse, rstd,
                           &lambda, gamma_h, lambda_init, B, T, H, Hkv, d);
 
-    float *q_d = dev_copy(q, nq), *k_d = dev_copy(k, nk), *v_d = dev_copy(v, nv);
-    float *dout_d = dev_copy(dout, no), *lambda_d = dev_copy(&lambda, 1);
-    float *gamma_d = dc->subln ? dev_copy(gamma, (size_t)d2) : NULL;
+    float *q_d = cot_dev(q, nq), *k_d = cot_dev(k, nk), *v_d = cot_dev(v, nv);
+    float *dout_d = cot_dev(dout, no), *lambda_d = cot_dev(&lambda, 1);
+    float *gamma_d = dc->subln ? cot_dev(gamma, (size_t)d2) : NULL;
     float *out_d[2], *o1_d[2], *o2_d[2], *lse_d[2], *rstd_d[2];
     float *dq_d[2], *dk_d[2], *dv_d[2], *dgamma_d[2], *dlambda_d[2];
     for (int run = 0; run < 2; run++) {
-        out_d[run] = dev_nan(no);
-        o1_d[run] = dev_nan(no);
-        o2_d[run] = dev_nan(no);
-        lse_d[run] = dev_nan(nl);
-        rstd_d[run] = dev_nan(nr);
-        dq_d[run] = dev_nan(nq);
-        dk_d[run] = dev_nan(nk);
-        dv_d[run] = dev_nan(nv);
-        dgamma_d[run] = dev_copy(dgamma0, (size_t)d2);
-        dlambda_d[run] = dev_copy(&dlambda0, 1);
+        out_d[run] = cot_dev_nan(no);
+        o1_d[run] = cot_dev_nan(no);
+        o2_d[run] = cot_dev_nan(no);
+        lse_d[run] = cot_dev_nan(nl);
+        rstd_d[run] = cot_dev_nan(nr);
+        dq_d[run] = cot_dev_nan(nq);
+        dk_d[run] = cot_dev_nan(nk);
+        dv_d[run] = cot_dev_nan(nv);
+        dgamma_d[run] = cot_dev(dgamma0, (size_t)d2);
+        dlambda_d[run] = cot_dev(&dlambda0, 1);
         cuda_diffattn_forward(out_d[run], o1_d[run], o2_d[run], lse_d[run], rstd_d[run], q_d, k_d,
                               v_d, lambda_d, gamma_d, lambda_init, eps, B, T, H, Hkv, d);
         cuda_diffattn_backward(dq_d[run], dk_d[run], dv_d[run], dgamma_d[run], dlambda_d[run],

@@ -50,7 +50,7 @@
 
 #include <cmocka.h>
 
-#include "cuda_test_util.h"
+#include "cuda_ops_test_util.h"
 #include "model/backend.h"
 #include "model/cpu/cpu_ops.h"
 #include "model/cuda/flash.h"
@@ -80,56 +80,25 @@ static float *host_alloc(size_t n) {
     assert_non_null(p);
     return p;
 }
-static float *dev_copy(const float *h, size_t n) {
-    return cut_to_device(h, (n ? n : 1) * sizeof(float));
-}
-static float *dev_nan(size_t n) {
-    float *h = host_alloc(n);
-    for (size_t i = 0; i < n; i++) h[i] = NAN;
-    float *d = dev_copy(h, n);
-    free(h);
-    return d;
-}
-
 static float *rounded_copy(const float *x, size_t n) {
     float *r = host_alloc(n);
     for (size_t i = 0; i < n; i++) r[i] = cut_bf16_round(x[i]);
     return r;
 }
 
-/* 1 when the device tensor is out of tolerance against ref:
- * max(afrac * max|ref|, floor) + rtol |ref|. */
-static int check_floor(const char *what, const float *dev, const float *ref, size_t n,
-                       double afrac, double rtol, double floor_) {
-    float *got = cut_to_host(dev, n);
-    double mx = 0.0;
-    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)ref[i]));
-    const double worst = cut_worst(what, got, ref, n, fmax(afrac * mx, floor_), rtol);
-    free(got);
-    return worst <= 1.0 ? 0 : 1;
-}
+/* 1 when the device tensor is out of tolerance against ref (cot_out_of_tol, no floor). */
 static int check(const char *what, const float *dev, const float *ref, size_t n, double afrac,
                  double rtol) {
-    return check_floor(what, dev, ref, n, afrac, rtol, 1e-30);
+    return cot_out_of_tol(what, dev, ref, n, afrac, rtol, 1e-30);
 }
 /* Gradients: the floor covers T = 1, where the softmax is constant and dq = dk = 0 exactly, and
  * both sides hold only the fp32 noise of dP - delta (~1e-7 |dP|). */
 static int check_grad(const char *what, const float *dev, const float *ref, size_t n,
                       double afrac, double rtol) {
-    return check_floor(what, dev, ref, n, afrac, rtol, BWD_FLOOR);
-}
-/* 1 unless the two device tensors hold the same bits (b: a rerun, or the fp32-staging run). */
-static int same_bits_as(const char *what, const char *b_is, const float *a, const float *b,
-                        size_t n) {
-    float *ha = cut_to_host(a, n), *hb = cut_to_host(b, n);
-    const int differ = memcmp(ha, hb, n * sizeof(float)) != 0;
-    if (differ) printf("%s: %s differs\n", what, b_is);
-    free(ha);
-    free(hb);
-    return differ;
+    return cot_out_of_tol(what, dev, ref, n, afrac, rtol, BWD_FLOOR);
 }
 static int same_bits(const char *what, const float *a, const float *b, size_t n) {
-    return same_bits_as(what, "rerun", a, b, n);
+    return cot_bits_differ(what, "rerun", a, b, n);
 }
 static float *to_host(const float *dev, size_t n) { return cut_to_host(dev, n); }
 
@@ -159,25 +128,25 @@ static int run_standard(const std_case *c, unsigned seed) {
     /* (b) the tiled kernels on the bf16-rounded inputs */
     float *qr = rounded_copy(q, nq), *kr = rounded_copy(k, nk), *vr = rounded_copy(v, nv);
     float *doutr = rounded_copy(dout, no);
-    float *tq = dev_copy(qr, nq), *tk = dev_copy(kr, nk), *tv = dev_copy(vr, nv);
-    float *tdout = dev_copy(doutr, no), *tout = dev_nan(no), *tlse = dev_nan(nl);
-    float *tdq = dev_nan(nq), *tdk = dev_nan(nk), *tdv = dev_nan(nv);
+    float *tq = cot_dev(qr, nq), *tk = cot_dev(kr, nk), *tv = cot_dev(vr, nv);
+    float *tdout = cot_dev(doutr, no), *tout = cot_dev_nan(no), *tlse = cot_dev_nan(nl);
+    float *tdq = cot_dev_nan(nq), *tdk = cot_dev_nan(nk), *tdv = cot_dev_nan(nv);
     cuda_attention_forward(tout, tlse, tq, tk, tv, B, T, Hq, Hkv, d, dv);
     cuda_attention_backward(tdq, tdk, tdv, tdout, tq, tk, tv, tout, tlse, B, T, Hq, Hkv, d, dv);
     float *t_out = to_host(tout, no), *t_lse = to_host(tlse, nl), *t_dq = to_host(tdq, nq);
     float *t_dk = to_host(tdk, nk), *t_dv = to_host(tdv, nv);
 
     /* the fused kernels on the fp32 inputs, twice, then on the fp32-staging test path */
-    float *q_d = dev_copy(q, nq), *k_d = dev_copy(k, nk), *v_d = dev_copy(v, nv);
-    float *dout_d = dev_copy(dout, no);
+    float *q_d = cot_dev(q, nq), *k_d = cot_dev(k, nk), *v_d = cot_dev(v, nv);
+    float *dout_d = cot_dev(dout, no);
     float *o_d[3], *l_d[3], *dq_d[3], *dk_d[3], *dv_d[3];
     for (int run = 0; run < 3; run++) {
         cuda_flash_test_f32_staging(run == 2);
-        o_d[run] = dev_nan(no);
-        l_d[run] = dev_nan(nl);
-        dq_d[run] = dev_nan(nq);
-        dk_d[run] = dev_nan(nk);
-        dv_d[run] = dev_nan(nv);
+        o_d[run] = cot_dev_nan(no);
+        l_d[run] = cot_dev_nan(nl);
+        dq_d[run] = cot_dev_nan(nq);
+        dk_d[run] = cot_dev_nan(nk);
+        dv_d[run] = cot_dev_nan(nv);
         cuda_flash_attention_forward(o_d[run], l_d[run], q_d, k_d, v_d, B, T, Hq, Hkv, d, dv);
         cuda_flash_attention_backward(dq_d[run], dk_d[run], dv_d[run], dout_d, q_d, k_d, v_d,
                                       o_d[run], l_d[run], B, T, Hq, Hkv, d, dv);
@@ -202,11 +171,11 @@ static int run_standard(const std_case *c, unsigned seed) {
     fails += same_bits("dq", dq_d[0], dq_d[1], nq);
     fails += same_bits("dk", dk_d[0], dk_d[1], nk);
     fails += same_bits("dv", dv_d[0], dv_d[1], nv);
-    fails += same_bits_as("out", F32_RUN, o_d[0], o_d[2], no);
-    fails += same_bits_as("lse", F32_RUN, l_d[0], l_d[2], nl);
-    fails += same_bits_as("dq", F32_RUN, dq_d[0], dq_d[2], nq);
-    fails += same_bits_as("dk", F32_RUN, dk_d[0], dk_d[2], nk);
-    fails += same_bits_as("dv", F32_RUN, dv_d[0], dv_d[2], nv);
+    fails += cot_bits_differ("out", F32_RUN, o_d[0], o_d[2], no);
+    fails += cot_bits_differ("lse", F32_RUN, l_d[0], l_d[2], nl);
+    fails += cot_bits_differ("dq", F32_RUN, dq_d[0], dq_d[2], nq);
+    fails += cot_bits_differ("dk", F32_RUN, dk_d[0], dk_d[2], nk);
+    fails += cot_bits_differ("dv", F32_RUN, dv_d[0], dv_d[2], nv);
 
     float *dev[] = {tq, tk, tv, tdout, tout, tlse, tdq, tdk, tdv, q_d, k_d, v_d, dout_d,
                     o_d[0], o_d[1], l_d[0], l_d[1], dq_d[0], dq_d[1], dk_d[0], dk_d[1],
@@ -245,16 +214,16 @@ typedef struct diff_out {
 
 static void diff_out_alloc(diff_out *o, size_t no, size_t nl, size_t nr, size_t nq, size_t nk,
                            size_t nv, const float *dgamma0, int d2, float dlambda0) {
-    o->out = dev_nan(no);
-    o->o1 = dev_nan(no);
-    o->o2 = dev_nan(no);
-    o->lse = dev_nan(nl);
-    o->rstd = dev_nan(nr);
-    o->dq = dev_nan(nq);
-    o->dk = dev_nan(nk);
-    o->dv = dev_nan(nv);
-    o->dgamma = dev_copy(dgamma0, (size_t)d2);
-    o->dlambda = dev_copy(&dlambda0, 1);
+    o->out = cot_dev_nan(no);
+    o->o1 = cot_dev_nan(no);
+    o->o2 = cot_dev_nan(no);
+    o->lse = cot_dev_nan(nl);
+    o->rstd = cot_dev_nan(nr);
+    o->dq = cot_dev_nan(nq);
+    o->dk = cot_dev_nan(nk);
+    o->dv = cot_dev_nan(nv);
+    o->dgamma = cot_dev(dgamma0, (size_t)d2);
+    o->dlambda = cot_dev(&dlambda0, 1);
 }
 static void diff_out_free(diff_out *o) {
     float *b[] = {o->out, o->o1, o->o2, o->lse, o->rstd, o->dq, o->dk, o->dv, o->dgamma,
@@ -289,13 +258,13 @@ static int run_diff(const diff_case *c, unsigned seed) {
     cpu_diffattn_backward(dq, dk, dvv, dgamma, &dlambda, dout, q, k, v, o1, o2, lse, rstd,
                           &lambda, gamma_h, lambda_init, B, T, H, Hkv, d);
 
-    float *lambda_d = dev_copy(&lambda, 1);
-    float *gamma_d = c->subln ? dev_copy(gamma, (size_t)d2) : NULL;
+    float *lambda_d = cot_dev(&lambda, 1);
+    float *gamma_d = c->subln ? cot_dev(gamma, (size_t)d2) : NULL;
     /* (b) the tiled kernels on bf16-rounded inputs */
     float *qr = rounded_copy(q, nq), *kr = rounded_copy(k, nk), *vr = rounded_copy(v, nv);
     float *doutr = rounded_copy(dout, no);
-    float *tq = dev_copy(qr, nq), *tk = dev_copy(kr, nk), *tv = dev_copy(vr, nv);
-    float *tdout = dev_copy(doutr, no);
+    float *tq = cot_dev(qr, nq), *tk = cot_dev(kr, nk), *tv = cot_dev(vr, nv);
+    float *tdout = cot_dev(doutr, no);
     diff_out t;
     diff_out_alloc(&t, no, nl, nr, nq, nk, nv, dgamma0, d2, dlambda0);
     cuda_diffattn_forward(t.out, t.o1, t.o2, t.lse, t.rstd, tq, tk, tv, lambda_d, gamma_d,
@@ -309,8 +278,8 @@ static int run_diff(const diff_case *c, unsigned seed) {
     for (int i = 0; i < 10; i++) th[i] = to_host(tdev[i], tn[i]);
 
     /* the fused kernels, twice, then on the fp32-staging test path */
-    float *q_d = dev_copy(q, nq), *k_d = dev_copy(k, nk), *v_d = dev_copy(v, nv);
-    float *dout_d = dev_copy(dout, no);
+    float *q_d = cot_dev(q, nq), *k_d = cot_dev(k, nk), *v_d = cot_dev(v, nv);
+    float *dout_d = cot_dev(dout, no);
     diff_out f[3];
     for (int run = 0; run < 3; run++) {
         diff_out *o = &f[run];
@@ -358,9 +327,10 @@ static int run_diff(const diff_case *c, unsigned seed) {
         cpu_diffattn_backward(xq, xk, xv, rg, &rl, dout, q, k, v, fo1, fo2, flse,
                               c->subln ? frstd : NULL, &lambda, gamma_h, lambda_init, B, T, H,
                               Hkv, d);
-        fails += check_floor("dgamma, same o1 o2", F->dgamma, rg, (size_t)d2, 0.0, RED_RTOL,
-                             RED_FLOOR);
-        fails += check_floor("dlambda, same o1 o2", F->dlambda, &rl, 1, 0.0, RED_RTOL, RED_FLOOR);
+        fails += cot_out_of_tol("dgamma, same o1 o2", F->dgamma, rg, (size_t)d2, 0.0, RED_RTOL,
+                                RED_FLOOR);
+        fails +=
+            cot_out_of_tol("dlambda, same o1 o2", F->dlambda, &rl, 1, 0.0, RED_RTOL, RED_FLOOR);
         free(fo1), free(fo2), free(flse), free(frstd), free(xq), free(xk), free(xv);
     }
     const float *a[10] = {f[0].out, f[0].o1, f[0].o2, f[0].lse, f[0].rstd,
@@ -374,7 +344,7 @@ static int run_diff(const diff_case *c, unsigned seed) {
     for (int i = 0; i < 10; i++)
         if (i != 4 || c->subln) {
             fails += same_bits(names[i], a[i], b[i], tn[i]);
-            fails += same_bits_as(names[i], F32_RUN, a[i], x[i], tn[i]);
+            fails += cot_bits_differ(names[i], F32_RUN, a[i], x[i], tn[i]);
         }
 
     diff_out_free(&t);
@@ -411,12 +381,12 @@ static int dispatch_standard(const dt_backend *be, int d, int fused) {
     const size_t nq = (size_t)B * T * Hq * d, nk = (size_t)B * T * Hkv * d, nl = (size_t)B * Hq * T;
     float *h = host_alloc(nq);
     cut_fill(h, nq, 11 + d, -1.0f, 1.0f);
-    float *q = dev_copy(h, nq), *k = dev_copy(h, nk), *v = dev_copy(h + nk, nk);
-    float *dout = dev_copy(h, nq);
+    float *q = cot_dev(h, nq), *k = cot_dev(h, nk), *v = cot_dev(h + nk, nk);
+    float *dout = cot_dev(h, nq);
     float *o[2], *l[2], *dq[2], *dk[2], *dv[2];
     for (int i = 0; i < 2; i++) {
-        o[i] = dev_nan(nq), l[i] = dev_nan(nl), dq[i] = dev_nan(nq), dk[i] = dev_nan(nk);
-        dv[i] = dev_nan(nk);
+        o[i] = cot_dev_nan(nq), l[i] = cot_dev_nan(nl), dq[i] = cot_dev_nan(nq);
+        dk[i] = cot_dev_nan(nk), dv[i] = cot_dev_nan(nk);
     }
     be->attention_forward(o[0], l[0], q, k, v, B, T, Hq, Hkv, d, d);
     be->attention_backward(dq[0], dk[0], dv[0], dout, q, k, v, o[0], l[0], B, T, Hq, Hkv, d, d);
@@ -448,8 +418,8 @@ static int dispatch_diff(const dt_backend *be, int d, int fused) {
     float *h = host_alloc(nq), gamma[256], lam = 0.3f;
     cut_fill(h, nq, 21 + d, -1.0f, 1.0f);
     cut_fill(gamma, (size_t)d2, 22, 0.5f, 1.5f);
-    float *q = dev_copy(h, nq), *k = dev_copy(h, nk), *v = dev_copy(h + nk, nk);
-    float *dout = dev_copy(h, no), *lam_d = dev_copy(&lam, 1), *gamma_d = dev_copy(gamma, d2);
+    float *q = cot_dev(h, nq), *k = cot_dev(h, nk), *v = cot_dev(h + nk, nk);
+    float *dout = cot_dev(h, no), *lam_d = cot_dev(&lam, 1), *gamma_d = cot_dev(gamma, d2);
     diff_out f[2];
     const float zeros[256] = {0.0f};
     for (int i = 0; i < 2; i++) diff_out_alloc(&f[i], no, nl, nr, nq, nk, nk, zeros, d2, 0.0f);
