@@ -113,4 +113,25 @@ static char *stu_capture_end(stu_capture *c) {
     return text;
 }
 
+/* The checks of a refused step on x (its status st and captured stderr msg, its loss and norm):
+ * DT_ERR_RUNTIME, a message naming step + 1 and the advice, a NaN norm for an injected NaN
+ * gradient (else a NaN loss) with the other finite, and params, m, v and the step count as they
+ * were before (`before`: stu_state taken then, freed here with msg; t_before). */
+static void stu_expect_refused(stu_side *x, int step, stu_inject inject, dt_status st, char *msg,
+                               double loss, double norm, float *before, int t_before) {
+    assert_int_equal(st, DT_ERR_RUNTIME);
+    char want[64];
+    snprintf(want, sizeof want, "step %d: the training loss is ", step + 1);
+    assert_non_null(strstr(msg, want));
+    assert_non_null(strstr(msg, "; stopping (lower optim.lr or check the data)"));
+    assert_true(inject == STU_INJECT_NAN_GRAD ? isnan(norm) && isfinite(loss)
+                                              : isnan(loss) && isfinite(norm));
+    assert_int_equal(x->o.t, t_before);
+    float *after = stu_state(x);
+    assert_memory_equal(after, before, 3 * x->m.layout.total * sizeof(float));
+    free(before);
+    free(after);
+    free(msg);
+}
+
 #endif
