@@ -15,26 +15,18 @@
  *   - the tensor-core instructions (mma, ldmatrix, bf16 packing): emu_selftest_mma.cu;
  *   - the asynchronous copies (cp.async, commit, wait): emu_selftest_cp_async.cu. */
 #include <math.h>
-#include <string.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <string.h>
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "emu_selftest_util.h"
+
 static int g_fails;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            g_fails++;                                                                             \
-        }                                                                                          \
-    } while (0)
+#define CHECK(cond, ...) EMU_CHECK(g_fails, cond, __VA_ARGS__)
 
 /* ---- indices, shared memory, shuffles: blocks of 96 threads (3 warps) on a 2 x 3 grid ---- */
 __global__ void shuffles_kernel(float *out, double *sums) {
@@ -130,32 +122,16 @@ __global__ void shfl_partial_kernel(float *x) {
 }
 __global__ void store_kernel(float *x, int offset) { x[offset + threadIdx.x] = 1.0f; }
 
-static void expect_death(const char *what, int sig, void (*bad)(float *)) {
-    float *x;
-    cudaMalloc(&x, 128 * sizeof(float));
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        bad(x);
-        _exit(0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == sig, "%s: expected signal %d, got status %d",
-          what, sig, status);
-    printf("caught as expected: %s\n", what);
-    cudaFree(x);
-}
-static void run_sync_divergent(float *x) { sync_divergent_kernel<<<1, 128>>>(x); }
-static void run_sync_two_sites(float *x) { sync_two_sites_kernel<<<1, 128>>>(x); }
-static void run_shfl_divergent(float *x) { shfl_divergent_kernel<<<1, 64>>>(x); }
-static void run_shfl_partial(float *x) { shfl_partial_kernel<<<1, 48>>>(x); }
-static void run_host_pointer(float *x) {
+static void run_sync_divergent(void *x) { sync_divergent_kernel<<<1, 128>>>((float *)x); }
+static void run_sync_two_sites(void *x) { sync_two_sites_kernel<<<1, 128>>>((float *)x); }
+static void run_shfl_divergent(void *x) { shfl_divergent_kernel<<<1, 64>>>((float *)x); }
+static void run_shfl_partial(void *x) { shfl_partial_kernel<<<1, 48>>>((float *)x); }
+static void run_host_pointer(void *x) {
     float host[128];
     (void)x;
     store_kernel<<<1, 32>>>(host, 0);
 }
-static void run_overrun(float *x) { store_kernel<<<1, 32>>>(x, 128); }
+static void run_overrun(void *x) { store_kernel<<<1, 32>>>((float *)x, 128); }
 
 /* ---- cuBLAS shim ---- */
 static double bf16_ref(double x) { /* round to 8 significant bits, ties to even */
@@ -307,12 +283,14 @@ int emu_selftest_cp_async(void); /* emu_selftest_cp_async.cu: the asynchronous c
 int main(void) {
     test_shuffles();
     test_smem();
-    expect_death("__syncthreads reached by half the block", SIGABRT, run_sync_divergent);
-    expect_death("__syncthreads at two call sites", SIGABRT, run_sync_two_sites);
-    expect_death("shuffle reached by half the warp", SIGABRT, run_shfl_divergent);
-    expect_death("full-mask shuffle in a warp of 16 threads", SIGABRT, run_shfl_partial);
-    expect_death("host pointer passed to a kernel", SIGABRT, run_host_pointer);
-    expect_death("store past the end of a cudaMalloc buffer", SIGSEGV, run_overrun);
+    g_fails +=
+        emu_expect_death("__syncthreads reached by half the block", SIGABRT, run_sync_divergent);
+    g_fails += emu_expect_death("__syncthreads at two call sites", SIGABRT, run_sync_two_sites);
+    g_fails += emu_expect_death("shuffle reached by half the warp", SIGABRT, run_shfl_divergent);
+    g_fails +=
+        emu_expect_death("full-mask shuffle in a warp of 16 threads", SIGABRT, run_shfl_partial);
+    g_fails += emu_expect_death("host pointer passed to a kernel", SIGABRT, run_host_pointer);
+    g_fails += emu_expect_death("store past the end of a cudaMalloc buffer", SIGSEGV, run_overrun);
     test_gemm();
     test_gemm_bf16_operands();
     g_fails += emu_selftest_mma();

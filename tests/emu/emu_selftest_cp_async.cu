@@ -10,23 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cuda_runtime.h>
 
+#include "emu_selftest_util.h"
 #include "model/cuda/cp_async.cuh"
 
 static int g_cp_fails;
-#define CCHECK(cond, ...)                                                                          \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            g_cp_fails++;                                                                          \
-        }                                                                                          \
-    } while (0)
+#define CCHECK(cond, ...) EMU_CHECK(g_cp_fails, cond, __VA_ARGS__)
 
 /* chunks [0, n_valid) of src to out through shared memory, the others as zero chunks */
 __global__ void copy_kernel(uint4 *out, const uint4 *src, int n_valid) {
@@ -111,36 +102,20 @@ __global__ void cp_bad_size_kernel(uint4 *x) {
     __shared__ uint4 tile[4];
     cp_async16(tile, x, 8);
 }
-static void run_global_dst(uint4 *x) { cp_global_dst_kernel<<<1, 1>>>(x); }
-static void run_misaligned_dst(uint4 *x) { cp_misaligned_dst_kernel<<<1, 1>>>(x); }
-static void run_misaligned_src(uint4 *x) { cp_misaligned_src_kernel<<<1, 1>>>(x); }
-static void run_bad_size(uint4 *x) { cp_bad_size_kernel<<<1, 1>>>(x); }
-
-static void expect_abort(const char *what, void (*bad)(uint4 *)) {
-    uint4 *x;
-    cudaMalloc(&x, 16 * sizeof(uint4));
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        bad(x);
-        cudaDeviceSynchronize();
-        _exit(0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    CCHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "%s: expected SIGABRT, got %d",
-           what, status);
-    printf("caught as expected: %s\n", what);
-    cudaFree(x);
-}
+static void run_global_dst(void *x) { cp_global_dst_kernel<<<1, 1>>>((uint4 *)x); }
+static void run_misaligned_dst(void *x) { cp_misaligned_dst_kernel<<<1, 1>>>((uint4 *)x); }
+static void run_misaligned_src(void *x) { cp_misaligned_src_kernel<<<1, 1>>>((uint4 *)x); }
+static void run_bad_size(void *x) { cp_bad_size_kernel<<<1, 1>>>((uint4 *)x); }
 
 /* Runs the checks above; returns the number of failed checks. */
 int emu_selftest_cp_async(void) {
     test_copy();
     test_stages();
-    expect_abort("cp.async to device memory", run_global_dst);
-    expect_abort("cp.async destination not 16-byte aligned", run_misaligned_dst);
-    expect_abort("cp.async source not 16-byte aligned", run_misaligned_src);
-    expect_abort("cp.async src-size 8", run_bad_size);
+    g_cp_fails += emu_expect_death("cp.async to device memory", SIGABRT, run_global_dst);
+    g_cp_fails +=
+        emu_expect_death("cp.async destination not 16-byte aligned", SIGABRT, run_misaligned_dst);
+    g_cp_fails +=
+        emu_expect_death("cp.async source not 16-byte aligned", SIGABRT, run_misaligned_src);
+    g_cp_fails += emu_expect_death("cp.async src-size 8", SIGABRT, run_bad_size);
     return g_cp_fails;
 }

@@ -16,23 +16,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cuda_runtime.h>
 
+#include "emu_selftest_util.h"
 #include "model/cuda/mma.cuh"
 
 static int g_mma_fails;
-#define MCHECK(cond, ...)                                                                          \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            g_mma_fails++;                                                                         \
-        }                                                                                          \
-    } while (0)
+#define MCHECK(cond, ...) EMU_CHECK(g_mma_fails, cond, __VA_ARGS__)
 
 static uint16_t bf16_of_int(int x) { /* small integers are exact in bf16 */
     float f = (float)x;
@@ -207,26 +198,9 @@ __global__ void ldmatrix_global_kernel(float *x) {
     ldmatrix_x4(r, x + 4 * threadIdx.x); /* device memory, not shared */
     x[threadIdx.x] = (float)r[0];
 }
-static void run_mma_half_warp(float *x) { mma_half_warp_kernel<<<1, 32>>>(x); }
-static void run_ldmatrix_misaligned(float *x) { ldmatrix_misaligned_kernel<<<1, 32>>>(x); }
-static void run_ldmatrix_global(float *x) { ldmatrix_global_kernel<<<1, 32>>>(x); }
-
-static void expect_abort(const char *what, void (*bad)(float *)) {
-    float *x;
-    cudaMalloc(&x, 128 * sizeof(float));
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        bad(x);
-        _exit(0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    MCHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "%s: expected SIGABRT, got %d",
-           what, status);
-    printf("caught as expected: %s\n", what);
-    cudaFree(x);
-}
+static void run_mma_half_warp(void *x) { mma_half_warp_kernel<<<1, 32>>>((float *)x); }
+static void run_ldmatrix_misaligned(void *x) { ldmatrix_misaligned_kernel<<<1, 32>>>((float *)x); }
+static void run_ldmatrix_global(void *x) { ldmatrix_global_kernel<<<1, 32>>>((float *)x); }
 
 /* Runs the checks above; returns the number of failed checks. */
 int emu_selftest_mma(void) {
@@ -240,8 +214,9 @@ int emu_selftest_mma(void) {
     printf("mma: wrong layouts give %d, %d, %d wrong elements of 128\n", a_swap, b_swap, b_rows);
     test_ldmatrix();
     test_pack();
-    expect_abort("mma reached by half the warp", run_mma_half_warp);
-    expect_abort("ldmatrix row address not 16-byte aligned", run_ldmatrix_misaligned);
-    expect_abort("ldmatrix from device memory", run_ldmatrix_global);
+    g_mma_fails += emu_expect_death("mma reached by half the warp", SIGABRT, run_mma_half_warp);
+    g_mma_fails += emu_expect_death("ldmatrix row address not 16-byte aligned", SIGABRT,
+                                    run_ldmatrix_misaligned);
+    g_mma_fails += emu_expect_death("ldmatrix from device memory", SIGABRT, run_ldmatrix_global);
     return g_mma_fails;
 }

@@ -1,0 +1,47 @@
+/* Checks shared by the emulator's self-tests (emu_selftest.cu, emu_selftest_mma.cu,
+ * emu_selftest_cp_async.cu; plain host code, included by their rewritten copies in gen/). */
+#ifndef DT_EMU_SELFTEST_UTIL_H
+#define DT_EMU_SELFTEST_UTIL_H
+
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cuda_runtime.h>
+
+/* A failed condition prints FAIL with its place and the message, and counts in `counter`. */
+#define EMU_CHECK(counter, cond, ...)                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            (counter)++;                                                                           \
+        }                                                                                          \
+    } while (0)
+
+/* A misuse the emulator must catch: bad(x), with x a fresh 512-byte cudaMalloc buffer (the work
+ * then synchronised), runs in a child process, which must die of signal sig. Returns 0 when it
+ * did (printing "caught as expected: WHAT"), 1 after printing a FAIL line otherwise. */
+static inline int emu_expect_death(const char *what, int sig, void (*bad)(void *)) {
+    void *x = NULL;
+    int fails = 0;
+    cudaMalloc(&x, 512);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        bad(x);
+        cudaDeviceSynchronize();
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EMU_CHECK(fails, WIFSIGNALED(status) && WTERMSIG(status) == sig,
+              "%s: expected signal %d, got status %d", what, sig, status);
+    if (!fails) printf("caught as expected: %s\n", what);
+    cudaFree(x);
+    return fails;
+}
+
+#endif
