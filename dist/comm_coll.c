@@ -7,6 +7,7 @@
 
 #include "dist/check.h"
 #include "dist/comm.h"
+#include "dist/partition.h"
 
 /* MPI counts and displacements are int. Beyond that, calls are chunked; the limit can be lowered
  * by tests so that small buffers take the same paths as huge ones. */
@@ -54,16 +55,6 @@ static dt_status allreduce(dt_comm *c, void *buf, size_t count, MPI_Datatype typ
     return DT_OK;
 }
 
-/* Total of the parts and the offset of part `which`. */
-static size_t parts_total(const size_t *counts, int p, int which, size_t *offset) {
-    size_t n = 0;
-    for (int j = 0; j < p; j++) {
-        if (j == which) *offset = n;
-        n += counts[j];
-    }
-    return n;
-}
-
 /* The single-call path: every count and displacement fits an int. */
 static int fits_one_call(int p, size_t n) {
     return p <= COMM_STACK_PARTS && n <= comm_chunk_elems;
@@ -74,7 +65,7 @@ static dt_status reduce_scatter(dt_comm *c, void *out, const void *in, const siz
     DT_TRY(comm_ready(c, "reduce-scatter"));
     const int p = c->size, r = c->rank;
     size_t my_off = 0;
-    const size_t n = parts_total(counts, p, r, &my_off), mine = counts[r];
+    const size_t n = dist_parts_total(counts, p, r, &my_off), mine = counts[r];
     const char *inb = in;
     char *outb = out;
     const int in_place = outb == inb + my_off * esize;
@@ -128,7 +119,7 @@ static dt_status allgather(dt_comm *c, void *buf, const size_t *counts, MPI_Data
     DT_TRY(comm_ready(c, "all-gather"));
     const int p = c->size;
     size_t my_off = 0;
-    const size_t n = parts_total(counts, p, c->rank, &my_off);
+    const size_t n = dist_parts_total(counts, p, c->rank, &my_off);
     char *b = buf;
     if (fits_one_call(p, n)) {
         int icounts[COMM_STACK_PARTS], idispls[COMM_STACK_PARTS];

@@ -14,3 +14,12 @@ void dist_partition_counts(size_t *counts, size_t n, int parts) {
         dist_partition(n, parts, i, &offset, &counts[i]);
     }
 }
+
+size_t dist_parts_total(const size_t *counts, int parts, int which, size_t *offset) {
+    size_t n = 0;
+    for (int j = 0; j < parts; j++) {
+        if (j == which) *offset = n;
+        n += counts[j];
+    }
+    return n;
+}

@@ -12,5 +12,8 @@
 void dist_partition(size_t n, int parts, int i, size_t *offset, size_t *count);
 /* counts[i] for every part i (counts has `parts` entries). */
 void dist_partition_counts(size_t *counts, size_t n, int parts);
+/* The total of any parts' counts (`parts` entries, balanced or not: a reduce-scatter's), and in
+ * *offset where part `which` starts (untouched when which is not in 0 .. parts - 1). */
+size_t dist_parts_total(const size_t *counts, int parts, int which, size_t *offset);
 
 #endif

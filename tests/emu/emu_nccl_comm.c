@@ -25,6 +25,7 @@
 #include <stdlib.h>
 
 #include "dist/check.h"
+#include "dist/partition.h"
 
 typedef struct emu_nccl {
     dt_comm dup; /* the group's ranks in the same order, on their own MPI communicator */
@@ -93,37 +94,28 @@ static dt_status check_op(dt_reduce_op op, const char *what) {
     return DT_ERR_INPUT;
 }
 
-static size_t parts_total(const size_t *counts, int p, int which, size_t *offset) {
-    size_t n = 0;
-    for (int j = 0; j < p; j++) {
-        if (j == which) *offset = n;
-        n += counts[j];
-    }
-    return n;
+/* The all-reduce of count elements of esize bytes (float or double) in buf. */
+static dt_status allreduce_dev(dt_comm *c, void *buf, size_t count, size_t esize,
+                               dt_reduce_op op, void *stream) {
+    const char *what = "all-reduce (device)";
+    dt_comm *dup;
+    DT_TRY(dev_begin(c, what, stream, &dup));
+    DT_TRY(check_op(op, what));
+    DT_TRY(dev_buffer(what, buf, count * esize, 1));
+    DT_TRY(esize == sizeof(float) ? comm_allreduce_f32(dup, (float *)buf, count, op)
+                                  : comm_allreduce_f64(dup, (double *)buf, count, op));
+    comm_count(c, DT_COLL_ALLREDUCE, count, esize);
+    return DT_OK;
 }
 
 dt_status comm_allreduce_f32_dev(dt_comm *c, float *buf, size_t count, dt_reduce_op op,
                                  void *stream) {
-    const char *what = "all-reduce (device)";
-    dt_comm *dup;
-    DT_TRY(dev_begin(c, what, stream, &dup));
-    DT_TRY(check_op(op, what));
-    DT_TRY(dev_buffer(what, buf, count * sizeof *buf, 1));
-    DT_TRY(comm_allreduce_f32(dup, buf, count, op));
-    comm_count(c, DT_COLL_ALLREDUCE, count, sizeof *buf);
-    return DT_OK;
+    return allreduce_dev(c, buf, count, sizeof *buf, op, stream);
 }
 
 dt_status comm_allreduce_f64_dev(dt_comm *c, double *buf, size_t count, dt_reduce_op op,
                                  void *stream) {
-    const char *what = "all-reduce (device)";
-    dt_comm *dup;
-    DT_TRY(dev_begin(c, what, stream, &dup));
-    DT_TRY(check_op(op, what));
-    DT_TRY(dev_buffer(what, buf, count * sizeof *buf, 1));
-    DT_TRY(comm_allreduce_f64(dup, buf, count, op));
-    comm_count(c, DT_COLL_ALLREDUCE, count, sizeof *buf);
-    return DT_OK;
+    return allreduce_dev(c, buf, count, sizeof *buf, op, stream);
 }
 
 dt_status comm_reduce_scatter_f32_dev(dt_comm *c, float *out, const float *in,
@@ -131,7 +123,7 @@ dt_status comm_reduce_scatter_f32_dev(dt_comm *c, float *out, const float *in,
     const char *what = "reduce-scatter (device)";
     dt_comm *dup;
     DT_TRY(dev_begin(c, what, stream, &dup));
-    size_t mine = 0, n = parts_total(counts, c->size, c->rank, &mine);
+    size_t mine = 0, n = dist_parts_total(counts, c->size, c->rank, &mine);
     DT_TRY(dev_buffer(what, in, n * sizeof *in, 0));
     DT_TRY(dev_buffer(what, out, counts[c->rank] * sizeof *out, 1));
     DT_TRY(comm_reduce_scatter_f32(dup, out, in, counts));
@@ -143,7 +135,7 @@ dt_status comm_allgather_f32_dev(dt_comm *c, float *buf, const size_t *counts, v
     const char *what = "all-gather (device)";
     dt_comm *dup;
     DT_TRY(dev_begin(c, what, stream, &dup));
-    size_t mine = 0, n = parts_total(counts, c->size, c->rank, &mine);
+    size_t mine = 0, n = dist_parts_total(counts, c->size, c->rank, &mine);
     DT_TRY(dev_buffer(what, buf, n * sizeof *buf, 1));
     DT_TRY(comm_allgather_f32(dup, buf, counts));
     comm_count(c, DT_COLL_ALLGATHER, n, sizeof *buf);
