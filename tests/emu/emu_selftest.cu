@@ -220,6 +220,14 @@ static void test_gemm(void) {
     cublasDestroy(h);
 }
 
+/* The bf16 bits of x rounded as bf16_ref rounds it. */
+static unsigned short bf16_bits(float x) {
+    const float r = (float)bf16_ref(x);
+    unsigned u;
+    memcpy(&u, &r, sizeof u);
+    return (unsigned short)(u >> 16);
+}
+
 /* bf16 A and B (CUDA_R_16BF, CUBLAS_COMPUTE_32F) give exactly the FAST_16BF product of the fp32
  * matrices they round; mixed operand types are refused */
 static void test_gemm_bf16_operands(void) {
@@ -231,18 +239,8 @@ static void test_gemm_bf16_operands(void) {
     unsigned s = 777u;
     for (int i = 0; i < K * M; i++) A[i] = uniform(&s);
     for (int i = 0; i < K * N; i++) B[i] = uniform(&s);
-    for (int i = 0; i < K * M; i++) {
-        const float r = (float)bf16_ref(A[i]);
-        unsigned u;
-        memcpy(&u, &r, sizeof u);
-        A16[i] = (unsigned short)(u >> 16);
-    }
-    for (int i = 0; i < K * N; i++) {
-        const float r = (float)bf16_ref(B[i]);
-        unsigned u;
-        memcpy(&u, &r, sizeof u);
-        B16[i] = (unsigned short)(u >> 16);
-    }
+    for (int i = 0; i < K * M; i++) A16[i] = bf16_bits(A[i]);
+    for (int i = 0; i < K * N; i++) B16[i] = bf16_bits(B[i]);
     float *dA, *dB, *dC;
     unsigned short *dA16, *dB16;
     cudaMalloc(&dA, sizeof A);
