@@ -8,6 +8,12 @@
  * - Argument order: outputs, then inputs, then weights, then sizes (STYLE: llm.c).
  * - All float pointers are fp32 buffers in the backend's memory; shapes are given in comments as
  *   (dim0, dim1, ...) row-major. N is the number of token rows (B*T).
+ * - A dt_operand pointer is an activation that a matrix product reads as its input: the norms'
+ *   outputs, the attention's output, the SwiGLU output. Its elements are operand_bytes wide:
+ *   fp32 (4), or bf16 (2: the high half of the fp32 value rounded to nearest even) where the
+ *   backend multiplies in bf16 and stores these activations so, which halves their memory and
+ *   traffic and spares the products a rounding copy. The type is opaque so that such a buffer
+ *   is never read as floats by mistake; dt_operand_at offsets into one.
  * - Weight gradients (d<weight>) are ACCUMULATED (+=), so micro-batches add up.
  * - Activation gradients are OVERWRITTEN unless the op says "accumulates" (the residual stream's
  *   gradient is accumulated by rmsnorm_backward and residual-adds).
@@ -21,9 +27,11 @@
 #include <stdint.h>
 
 typedef struct dt_backend dt_backend;
+typedef struct dt_operand dt_operand; /* never defined: see the conventions above */
 
 struct dt_backend {
     const char *name;
+    size_t operand_bytes; /* bytes per element of a dt_operand buffer: 4 (fp32) or 2 (bf16) */
 
     /* ---- memory ---- */
     void *(*alloc)(size_t bytes); /* zero-filled; NULL on failure */
@@ -56,11 +64,11 @@ struct dt_backend {
 
     /* ---- dense algebra ---- */
     /* out (N, O) = inp (N, I) @ w (O, I)^T; with accumulate != 0, out += instead. */
-    void (*matmul_forward)(float *out, const float *inp, const float *w, int N, int I, int O,
-                           int accumulate);
+    void (*matmul_forward)(float *out, const dt_operand *inp, const float *w, int N, int I,
+                           int O, int accumulate);
     /* dinp (N, I) = dout (N, O) @ w (O, I)  (skipped when dinp is NULL; accumulates when
      * accumulate_dinp != 0); dw (O, I) += dout^T @ inp (skipped when dw is NULL). */
-    void (*matmul_backward)(float *dinp, float *dw, const float *dout, const float *inp,
+    void (*matmul_backward)(float *dinp, float *dw, const float *dout, const dt_operand *inp,
                             const float *w, int N, int I, int O, int accumulate_dinp);
     /* out[i] = a[i] + b[i] (out may alias a or b). */
     void (*add)(float *out, const float *a, const float *b, size_t n);
@@ -95,11 +103,11 @@ struct dt_backend {
 
     /* ---- RMSNorm: out = inp / sqrt(mean(inp^2) + eps) * weight, per row of C ---- */
     /* rstd (N) receives 1/sqrt(mean + eps) for the backward. weight may be NULL (no gain). */
-    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *weight, int N,
-                            int C, float eps);
+    void (*rmsnorm_forward)(dt_operand *out, float *rstd, const float *inp, const float *weight,
+                            int N, int C, float eps);
     /* The residual add fused with the norm that follows it: y = a + b (y may alias a or b), then
      * out and rstd as rmsnorm_forward of y. The same bits as add() then rmsnorm_forward(). */
-    void (*residual_rmsnorm_forward)(float *y, float *out, float *rstd, const float *a,
+    void (*residual_rmsnorm_forward)(float *y, dt_operand *out, float *rstd, const float *a,
                                      const float *b, const float *weight, int N, int C, float eps);
     /* dinp (N, C) accumulates; dweight (C) accumulates (NULL when weight is NULL). */
     void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
@@ -114,7 +122,7 @@ struct dt_backend {
                           float theta, int pos0);
 
     /* ---- SwiGLU gate: h = silu(g) * u, elementwise over n ---- */
-    void (*swiglu_forward)(float *h, const float *g, const float *u, size_t n);
+    void (*swiglu_forward)(dt_operand *h, const float *g, const float *u, size_t n);
     void (*swiglu_backward)(float *dg, float *du, const float *dh, const float *g, const float *u,
                             size_t n);
 
@@ -148,13 +156,14 @@ struct dt_backend {
      * out (B, T, Hq*dv); lse (B, Hq, T) is the log-sum-exp of each row of scaled scores,
      * kept for the backward, which recomputes the probabilities. Scale s = 1/sqrt(d).
      * Memory is linear in T. */
-    void (*attention_forward)(float *out, float *lse, const float *q, const float *k,
+    void (*attention_forward)(dt_operand *out, float *lse, const float *q, const float *k,
                               const float *v, int B, int T, int Hq, int Hkv, int d, int dv);
     /* dq (B,T,Hq*d) overwritten; dk, dv overwritten (summed over the q-heads of a group);
      * d_v is the forward's dv (the v head width), renamed as dv names the gradient here. */
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
-                               const float *q, const float *k, const float *v, const float *out,
-                               const float *lse, int B, int T, int Hq, int Hkv, int d, int d_v);
+                               const float *q, const float *k, const float *v,
+                               const dt_operand *out, const float *lse, int B, int T, int Hq,
+                               int Hkv, int d, int d_v);
 
     /* ---- differential attention V1 (SPEC section 2), H DIFF heads, H_kv kv groups ----
      * q (B, T, 2H*d), k (B, T, 2H_kv*d), v (B, T, H_kv*2d). DIFF head h uses q-heads 2h, 2h+1,
@@ -167,7 +176,7 @@ struct dt_backend {
      *   out    (B, T, H*2d)  (1 - lambda_init) * subln(O) * gamma
      * lambda points at one float (the layer's lambda, in backend memory). gamma (2d) is the
      * subln gain; gamma == NULL means subln off: out = (1 - lambda_init) * O. */
-    void (*diffattn_forward)(float *out, float *o1, float *o2, float *lse, float *rstd,
+    void (*diffattn_forward)(dt_operand *out, float *o1, float *o2, float *lse, float *rstd,
                              const float *q, const float *k, const float *v, const float *lambda,
                              const float *gamma, float lambda_init, float eps, int B, int T, int H,
                              int Hkv, int d);
@@ -187,20 +196,21 @@ struct dt_backend {
 
     /* ---- per-head gain (model.subln: scalar): H heads of width w per token row ----
      * out (N, H*w): out[n, h*w + i] = inp[n, h*w + i] * s[h]. */
-    void (*head_scale_forward)(float *out, const float *inp, const float *s, int N, int H, int w);
+    void (*head_scale_forward)(dt_operand *out, const dt_operand *inp, const float *s, int N,
+                               int H, int w);
     /* dinp (N, H*w) = dout * s[h], overwritten (dinp may equal dout: in place);
      * ds (H) accumulates sum over n, i of dout[n, h*w + i] * inp[n, h*w + i]. */
-    void (*head_scale_backward)(float *dinp, float *ds, const float *dout, const float *inp,
+    void (*head_scale_backward)(float *dinp, float *ds, const float *dout, const dt_operand *inp,
                                 const float *s, int N, int H, int w);
 
     /* ---- differential attention V2 combine (SPEC section 4) ----
      * attn (N, 2H*d) standard attention over 2H q-heads; lam_logit (N, H) = x W_lambda^T.
      * out (N, H*d): out_h = attn_{2h} - sigmoid(lam_logit_h) * attn_{2h+1}. */
-    void (*diffv2_combine_forward)(float *out, const float *attn, const float *lam_logit, int N,
-                                   int H, int d);
+    void (*diffv2_combine_forward)(dt_operand *out, const dt_operand *attn,
+                                   const float *lam_logit, int N, int H, int d);
     /* dattn (N, 2H*d), dlam_logit (N, H) overwritten. */
     void (*diffv2_combine_backward)(float *dattn, float *dlam_logit, const float *dout,
-                                    const float *attn, const float *lam_logit, int N, int H,
+                                    const dt_operand *attn, const float *lam_logit, int N, int H,
                                     int d);
 
     /* ---- AdamW with decoupled weight decay, over n contiguous elements ----
@@ -213,6 +223,11 @@ struct dt_backend {
                          float lr, float beta1, float beta2, float eps, float weight_decay,
                          const float *grad_scale, int t);
 };
+
+/* The operand element i of buffer p (its address: i elements of be->operand_bytes further). */
+static inline dt_operand *dt_operand_at(const dt_backend *be, const dt_operand *p, size_t i) {
+    return (dt_operand *)((char *)(uintptr_t)p + i * be->operand_bytes);
+}
 
 /* The CPU backend (always available). */
 const dt_backend *dt_backend_cpu(void);
