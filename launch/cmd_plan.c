@@ -105,9 +105,9 @@ static void describe(notes *n, const dt_plan *p) {
     snprintf(n->optimizer, sizeof n->optimizer, "AdamW m, v: 8 B x %s",
              sharded ? "P/dp (ZeRO shard)" : "P");
     char count[32];
-    snprintf(n->activations, sizeof n->activations, "%s elements x 4 B (%s%s)",
-             with_commas(count, sizeof count, p->activation_floats),
-             p->precision == DT_PRECISION_BF16 ? "fp32 storage, bf16 products" : "fp32",
+    snprintf(n->activations, sizeof n->activations, "%s B (%s%s)",
+             with_commas(count, sizeof count, p->activation_bytes),
+             p->precision == DT_PRECISION_BF16 ? "products' inputs bf16, the rest fp32" : "fp32",
              p->recompute ? "; recompute: layer inputs + one layer" : "");
 }
 

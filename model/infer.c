@@ -296,8 +296,8 @@ dt_status infer_forward_logits(float *logits, dt_model *m, const int32_t *tokens
     model_forward(m, row, NULL);
     dt_free(row);
     /* the model's own LM head on the last real row; m->logits holds at least one row of V */
-    be->matmul_forward(m->logits, m->final_norm + (size_t)(n - 1) * D, m->params.output, 1, D, V,
-                       0);
+    be->matmul_forward(m->logits, dt_operand_at(be, m->final_norm, (size_t)(n - 1) * D),
+                       m->params.output, 1, D, V, 0);
     be->copy_to_host(logits, m->logits, (size_t)V * sizeof(float));
     return DT_OK;
 }

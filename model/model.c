@@ -50,17 +50,25 @@ static attn_dims dims_of(const dt_model_config *c, const dt_tp_shape *tp) {
     return a;
 }
 
-/* Carves named buffers out of one allocation: with base == NULL only counts. Each buffer is
- * rounded up to 16 floats so every one stays 64-byte aligned. */
+/* Carves named buffers out of one allocation: with base == NULL only counts (bytes). Each buffer
+ * is rounded up to 64 bytes so every one stays 64-byte aligned. Operand buffers (backend.h) hold
+ * elements of operand_bytes, every other buffer floats. */
 typedef struct carver {
-    float *base;
+    char *base;
     size_t used;
+    size_t operand_bytes;
 } carver;
 
-static float *carve(carver *c, size_t n) {
-    float *p = c->base ? c->base + c->used : NULL;
-    c->used += (n + 15) & ~(size_t)15;
+static void *carve_bytes(carver *c, size_t bytes) {
+    void *p = c->base ? c->base + c->used : NULL;
+    c->used += (bytes + 63) & ~(size_t)63;
     return p;
+}
+
+static float *carve(carver *c, size_t n) { return carve_bytes(c, n * sizeof(float)); }
+
+static dt_operand *carve_operand(carver *c, size_t n) {
+    return carve_bytes(c, n * c->operand_bytes);
 }
 
 /* Carves one layer's activations other than x_in. */
@@ -70,25 +78,25 @@ static void carve_layer(dt_layer_acts *x, carver *c, const dt_model *m) {
     size_t N = (size_t)m->B * m->T, D = cfg->d_model, F = m->tp.ffn_dim;
     int diff = cfg->arch == DT_ARCH_DIFF, v2 = cfg->arch == DT_ARCH_DIFF_V2;
     x->attn_rstd = carve(c, N);
-    x->attn_in = carve(c, N * D);
+    x->attn_in = carve_operand(c, N * D);
     x->q = carve(c, N * a.q);
     x->k = carve(c, N * a.k);
     x->v = carve(c, N * a.v);
-    x->attn_out = carve(c, N * a.A);
+    x->attn_out = carve_operand(c, N * a.A);
     x->o1 = diff ? carve(c, N * a.A) : NULL;
     x->o2 = diff ? carve(c, N * a.A) : NULL;
     x->attn_lse = carve(c, N * a.lse_heads);
     x->sub_rstd = diff ? carve(c, N * a.H) : NULL;
-    x->attn_pre = diff && cfg->subln == DT_SUBLN_SCALAR ? carve(c, N * a.A) : NULL;
+    x->attn_pre = diff && cfg->subln == DT_SUBLN_SCALAR ? carve_operand(c, N * a.A) : NULL;
     x->lambda = diff ? carve(c, 1) : NULL;
-    x->heads = v2 ? carve(c, N * a.q) : NULL;
+    x->heads = v2 ? carve_operand(c, N * a.q) : NULL;
     x->lam_logit = v2 ? carve(c, N * a.H) : NULL;
     x->y = carve(c, N * D);
     x->ffn_rstd = carve(c, N);
-    x->ffn_in = carve(c, N * D);
+    x->ffn_in = carve_operand(c, N * D);
     x->gate = carve(c, N * F);
     x->up = carve(c, N * F);
-    x->hidden = carve(c, N * F);
+    x->hidden = carve_operand(c, N * F);
 }
 
 static void carve_acts(dt_model *m, carver *c) {
@@ -113,7 +121,7 @@ static void carve_acts(dt_model *m, carver *c) {
     }
     m->x_final = carve(c, N * D);
     m->final_rstd = carve(c, N);
-    m->final_norm = carve(c, N * D);
+    m->final_norm = carve_operand(c, N * D);
     m->logits = carve(c, (size_t)m->logits_chunk * V);
     m->losses = carve(c, N);
     m->lse = carve(c, N);
@@ -129,9 +137,8 @@ static void carve_acts(dt_model *m, carver *c) {
     m->dv = carve(c, N * a.v);
     m->dheads = v2 ? carve(c, N * a.q) : NULL;
     m->dlam = carve(c, v2 ? N * a.H : 1);
-    /* token ids share the allocation: int32 and float have the same size */
-    m->inputs = (int32_t *)carve(c, N);
-    m->targets = (int32_t *)carve(c, N);
+    m->inputs = carve_bytes(c, N * sizeof(int32_t));
+    m->targets = carve_bytes(c, N * sizeof(int32_t));
 }
 
 /* Rows of logits the classifier materialises at once: bounds its buffer to 1 GiB of fp32 (the
@@ -151,8 +158,8 @@ static int logits_chunk_rows(const dt_tp_shape *tp, int B, int T) {
     return chunk < 1 ? 1 : (chunk > B * T ? B * T : chunk);
 }
 
-size_t model_activation_floats(const dt_model_config *cfg, const dt_tp_shape *tp, int B, int T,
-                               int recompute) {
+size_t model_activation_bytes(const dt_model_config *cfg, const dt_tp_shape *tp, int B, int T,
+                              int recompute, size_t operand_bytes) {
     dt_model m;
     memset(&m, 0, sizeof m);
     m.cfg = *cfg;
@@ -163,7 +170,7 @@ size_t model_activation_floats(const dt_model_config *cfg, const dt_tp_shape *tp
     m.logits_chunk = logits_chunk_rows(tp, B, T);
     m.acts = dt_calloc((size_t)cfg->n_layers, sizeof *m.acts);
     if (!m.acts) return 0;
-    carver counter = {NULL, 0};
+    carver counter = {NULL, 0, operand_bytes};
     carve_acts(&m, &counter);
     dt_free(m.acts);
     return counter.used;
@@ -215,17 +222,17 @@ dt_status model_init_opts(dt_model *m, const dt_model_config *cfg, const dt_back
     params_init_host(host, &m->layout, cfg, seed);
     be->copy_from_host(m->params_mem, host, P * sizeof(float));
 
-    carver counter = {NULL, 0};
+    carver counter = {NULL, 0, be->operand_bytes};
     carve_acts(m, &counter);
-    m->acts_floats = counter.used;
-    m->acts_mem = be->alloc(counter.used * sizeof(float));
+    m->acts_bytes = counter.used;
+    m->acts_mem = be->alloc(counter.used);
     if (!m->acts_mem) {
-        dt_error("out of memory for activations (%zu floats for micro-batch %d x %d)",
+        dt_error("out of memory for activations (%zu bytes for micro-batch %d x %d)",
                  counter.used, B, T);
         st = DT_ERR_RUNTIME;
         goto fail;
     }
-    carver c = {m->acts_mem, 0};
+    carver c = {m->acts_mem, 0, be->operand_bytes};
     carve_acts(m, &c);
     if (cfg->arch == DT_ARCH_DIFF && !cfg->lambda_learnable) {
         /* a frozen lambda is the same constant in every layer, and nothing else writes the
@@ -275,8 +282,8 @@ static void tp_max(dt_model *m, float *buf, size_t n) {
 /* out = x + allreduce(out), then normed, rstd = RMSNorm(out) * weight: a row-parallel
  * projection's partial sums completed over the TP group, the residual added once, and the norm
  * that reads the new residual stream fused with that add (one pass over it fewer). */
-static void residual_norm_from_partial(dt_model *m, float *out, const float *x, float *normed,
-                                       float *rstd, const float *weight) {
+static void residual_norm_from_partial(dt_model *m, float *out, const float *x,
+                                       dt_operand *normed, float *rstd, const float *weight) {
     const dt_model_config *c = &m->cfg;
     int N = m->B * m->T, D = c->d_model;
     tp_sum(m, out, (size_t)N * D);
@@ -313,7 +320,7 @@ static void attention_block_forward(dt_model *m, int l, int normed_in) {
                                    w->lambda_k2, li, a.d);
         /* subln scalar: the kernel runs without a gain (out = (1 - lambda_init) O, kept in
          * attn_pre for the backward) and head_scale applies s_h per DIFF head */
-        float *pre = c->subln == DT_SUBLN_SCALAR ? x->attn_pre : x->attn_out;
+        dt_operand *pre = c->subln == DT_SUBLN_SCALAR ? x->attn_pre : x->attn_out;
         be->diffattn_forward(pre, x->o1, x->o2, x->attn_lse, x->sub_rstd, x->q, x->k, x->v,
                              x->lambda, w->subln, li, (float)c->norm_eps, B, T, a.H, a.Hkv, a.d);
         if (c->subln == DT_SUBLN_SCALAR)
@@ -403,7 +410,8 @@ static int stage_tokens(dt_model *m, const int32_t *inputs, const int32_t *targe
 static void classifier_forward(dt_model *m, int r0, int n) {
     const dt_backend *be = m->be;
     int D = m->cfg.d_model, V = m->tp.vocab_size;
-    be->matmul_forward(m->logits, m->final_norm + (size_t)r0 * D, m->params.output, n, D, V, 0);
+    be->matmul_forward(m->logits, dt_operand_at(be, m->final_norm, (size_t)r0 * D), m->params.output,
+                       n, D, V, 0);
     be->xent_vp_max(m->rowmax + r0, m->logits, n, V);
     tp_max(m, m->rowmax + r0, (size_t)n);
     be->xent_vp_sums(m->xsums + 2 * (size_t)r0, m->logits, m->rowmax + r0, m->targets + r0, n, V);
@@ -485,7 +493,7 @@ dt_status model_argmax_rows(dt_model *m, int32_t *out, const int32_t *rows, int 
     for (int r0 = 0; r0 < n; r0 += chunk) {
         int k = n - r0 < chunk ? n - r0 : chunk;
         for (int j = 0; j < k; j++) {
-            be->matmul_forward(m->logits, m->final_norm + (size_t)rows[r0 + j] * D,
+            be->matmul_forward(m->logits, dt_operand_at(be, m->final_norm, (size_t)rows[r0 + j] * D),
                                m->params.output, 1, D, V, 0);
             be->copy_to_host(host, m->logits, (size_t)V * sizeof(float));
             /* strict > keeps the first of equal maxima; NaNs never win */
@@ -637,7 +645,7 @@ void model_backward(dt_model *m, float dloss_scale) {
     /* classifier: logits are recomputed chunk by chunk rather than kept for all rows */
     for (int r0 = 0; r0 < N; r0 += m->logits_chunk) {
         int n = N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk;
-        const float *xn = m->final_norm + (size_t)r0 * D;
+        const dt_operand *xn = dt_operand_at(be, m->final_norm, (size_t)r0 * D);
         be->matmul_forward(m->logits, xn, m->params.output, n, D, V, 0);
         be->xent_backward(m->logits, m->logits, m->lse + r0, m->targets + r0, dloss, n, V);
         be->matmul_backward(m->dnormed + (size_t)r0 * D, m->grads.output, m->logits, xn,

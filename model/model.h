@@ -51,23 +51,23 @@ typedef void (*dt_grad_ready_fn)(void *ctx, size_t first, size_t count);
 typedef struct dt_layer_acts {
     float *x_in;       /* (N, D) residual stream entering the layer */
     float *attn_rstd;  /* (N) */
-    float *attn_in;    /* (N, D) attention_norm output */
+    dt_operand *attn_in; /* (N, D) attention_norm output */
     float *q;          /* (N, Hq*d) after RoPE */
     float *k;          /* (N, Hk*d) after RoPE */
     float *v;          /* (N, Hkv*dv) */
-    float *attn_out;   /* (N, A) attention output before out_proj (A = out_proj's in_features) */
+    dt_operand *attn_out; /* (N, A) attention output before out_proj (A = out_proj's in_features) */
     float *o1, *o2;    /* diff: (N, H*2d) branch outputs */
     float *attn_lse;   /* (B, Hq or 2H, T) */
     float *sub_rstd;   /* diff: (N, H) */
-    float *attn_pre;   /* diff with subln scalar: (N, H*2d) (1 - lambda_init) O before s_h */
+    dt_operand *attn_pre; /* diff with subln scalar: (N, H*2d) (1 - lambda_init) O before s_h */
     float *lambda;     /* diff: (1) this layer's lambda */
-    float *heads;      /* diff_v2: (N, 2H*d) standard attention output before the combine */
+    dt_operand *heads; /* diff_v2: (N, 2H*d) standard attention output before the combine */
     float *lam_logit;  /* diff_v2: (N, H) */
     float *y;          /* (N, D) residual after attention */
     float *ffn_rstd;   /* (N) */
-    float *ffn_in;     /* (N, D) ffn_norm output */
+    dt_operand *ffn_in; /* (N, D) ffn_norm output */
     float *gate, *up;  /* (N, F) */
-    float *hidden;     /* (N, F) silu(gate) * up */
+    dt_operand *hidden; /* (N, F) silu(gate) * up */
 } dt_layer_acts;
 
 typedef struct dt_model {
@@ -84,12 +84,12 @@ typedef struct dt_model {
     float *grads_mem;  /* (layout.total) backend memory */
     dt_params params, grads;
 
-    float *acts_mem; /* one allocation, carved into the fields below */
-    size_t acts_floats;
+    char *acts_mem; /* one allocation, carved into the fields below */
+    size_t acts_bytes;
     dt_layer_acts *acts; /* (n_layers) host array of pointers */
     float *x_final;      /* (N, D) residual after the last layer */
     float *final_rstd;   /* (N) */
-    float *final_norm;   /* (N, D) */
+    dt_operand *final_norm; /* (N, D) */
     float *logits;       /* (chunk, V_local) classifier scratch, reused for dlogits */
     float *losses;       /* (N) */
     float *lse;          /* (N) log-sum-exp over the whole vocabulary */
@@ -192,16 +192,17 @@ void model_params_to_host(const dt_model *m, float *host);
 void model_params_from_host(dt_model *m, const float *host);
 void model_grads_to_host(const dt_model *m, float *host);
 
-/* Floats of the activation allocation (forward activations kept for the backward, gradient
+/* Bytes of the activation allocation (forward activations kept for the backward, gradient
  * scratch and the classifier's buffer) that model_init_opts makes for a rank's share `tp` at
- * micro-batch B x T, with or without recompute; 0 on allocation failure. The same carving code
- * sizes the real allocation. */
-size_t model_activation_floats(const dt_model_config *cfg, const dt_tp_shape *tp, int B, int T,
-                               int recompute);
+ * micro-batch B x T, with or without recompute, on a backend whose operands (backend.h) take
+ * operand_bytes an element; 0 on allocation failure. The same carving code sizes the real
+ * allocation. */
+size_t model_activation_bytes(const dt_model_config *cfg, const dt_tp_shape *tp, int B, int T,
+                              int recompute, size_t operand_bytes);
 
 /* The classifier materialises at most this many floats of logits at once (default 2^28, 1 GiB;
  * 0 restores it), in chunks of whole rows (at least one). Process-wide, read by model_init* and
- * model_activation_floats: tests lower it so that small models take the chunked paths. */
+ * model_activation_bytes: tests lower it so that small models take the chunked paths. */
 void model_set_logits_chunk_limit(size_t floats);
 
 /* Multiply-accumulate FLOPs of one forward+backward per token (6N + attention), for MFU. */

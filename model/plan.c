@@ -31,20 +31,21 @@ static dt_status count_global(dt_plan *p, const dt_model_config *m) {
  * slices of the first vocab % tp ranks hold one row more, which changes both. */
 static dt_status count_per_rank(dt_plan *p, const dt_config *c) {
     p->params_per_rank = 0;
-    p->activation_floats = 0;
+    p->activation_bytes = 0;
     for (int r = 0; r < c->parallel.tp; r++) {
         dt_param_layout L;
         DT_TRY(param_layout_init_tp(&L, &c->model, r, c->parallel.tp));
         if (L.total > p->params_per_rank) p->params_per_rank = L.total;
         param_layout_free(&L);
         dt_tp_shape shape = tp_shape_of(&c->model, r, c->parallel.tp);
-        size_t acts = model_activation_floats(&c->model, &shape, c->train.micro_batch,
-                                              c->train.seq_len, c->train.recompute);
+        size_t acts = model_activation_bytes(&c->model, &shape, c->train.micro_batch,
+                                             c->train.seq_len, c->train.recompute,
+                                             plan_operand_bytes(c->train.precision));
         if (acts == 0) {
             dt_error("out of memory sizing the activations of tensor-parallel rank %d", r);
             return DT_ERR_RUNTIME;
         }
-        if (acts > p->activation_floats) p->activation_floats = acts;
+        if (acts > p->activation_bytes) p->activation_bytes = acts;
     }
     return DT_OK;
 }
@@ -101,13 +102,13 @@ dt_status plan_compute(dt_plan *out, const dt_config *c, int world_size) {
     uint64_t S = out->zero >= 1 ? (P + dp - 1) / dp : P;
     out->shard_per_rank = S;
 
-    /* bf16 and fp32 store the same buffers: bf16 changes how products are computed (bf16
-     * tensor cores), not what is kept (see plan.h) */
+    /* weights, gradients and optimizer state are fp32 under bf16 too (the products round the
+     * weights as they read them); bf16 stores the products' input activations (plan.h) */
     dt_plan_memory *mem = &out->mem;
     mem->weights = 4 * P;
     mem->gradients = 4 * P + (out->zero == 2 ? 4 * S : 0);
     mem->optimizer = 8 * S;
-    mem->activations = out->activation_floats * 4u;
+    mem->activations = out->activation_bytes;
     mem->total = mem->weights + mem->gradients + mem->optimizer + mem->activations;
 
     out->flops_per_token = model_flops_per_token(&c->model, c->train.seq_len);

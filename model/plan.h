@@ -9,18 +9,19 @@
  *   gradients    4 P (fp32); zero 2 adds the fp32 shard accumulator 4 S: the full buffer still
  *                holds one micro-batch's gradients before its reduce-scatter.
  *   optimizer    AdamW m and v in fp32: 8 P, or 8 S when zero >= 1.
- *   activations  model_activation_floats() (the carving code of the real allocation: forward
+ *   activations  model_activation_bytes() (the carving code of the real allocation: forward
  *                activations kept for the backward, gradient scratch, the classifier's chunk,
- *                token ids) times 4 bytes; with train.recompute, each layer's input plus one
- *                layer's worth of the rest.
- * train.precision bf16 runs the matrix products on bf16 tensor cores (inputs rounded to bf16,
- * fp32 accumulation) with every buffer still stored in fp32, so its memory is fp32's. (Storing
- * weights and activations in bf16 would halve the activations and gradients; the backends do
- * not do that yet.)
+ *                token ids); with train.recompute, each layer's input plus one layer's worth of
+ *                the rest.
+ * train.precision bf16 runs the matrix products on bf16 tensor cores with fp32 accumulation, and
+ * stores the activations that products read as their input (model/backend.h: dt_operand: the
+ * norms', the attention's and SwiGLU's outputs) in bf16, 2 bytes an element; everything else,
+ * weights, gradients and optimizer state included, stays fp32 (the products round the weights and
+ * the output gradients to bf16 copies as they read them).
  * Not counted: backend workspaces (cuBLAS, NCCL buffers; under bf16 the CUDA backend's bf16
- * copies of each product's operands and of the fused attention's inputs, about 1.2 GiB at 3B
- * sequence 2048 on one GPU), the data loader's host buffers,
- * checkpoint staging and allocator fragmentation; keep a margin below the device's memory. */
+ * copies of each product's weight and output gradient and of the fused attention's inputs), the
+ * data loader's host buffers, checkpoint staging and allocator fragmentation; keep a margin
+ * below the device's memory. */
 #ifndef DT_PLAN_H
 #define DT_PLAN_H
 
@@ -46,10 +47,10 @@ typedef struct dt_plan {
     uint64_t params_embedding;     /* tok_embeddings, plus output when untied */
     uint64_t params_non_embedding; /* params_total - params_embedding */
     /* per rank: the largest tensor-parallel rank's local layout (vocab slices may differ by a
-     * row), the largest ZeRO shard of it, and its activation floats */
+     * row), the largest ZeRO shard of it, and its activation bytes */
     uint64_t params_per_rank;
     uint64_t shard_per_rank; /* ceil(params_per_rank / dp); params_per_rank when zero == 0 */
-    uint64_t activation_floats;
+    uint64_t activation_bytes;
 
     dt_plan_memory mem;
 
@@ -65,6 +66,10 @@ typedef struct dt_plan {
  * does not split into tp x dp, or train.global_batch is not a multiple of train.micro_batch x dp;
  * DT_ERR_RUNTIME when out of memory. out is unspecified on error. */
 dt_status plan_compute(dt_plan *out, const dt_config *c, int world_size);
+
+/* Bytes per element of the products' input activations (model/backend.h: operand_bytes) under
+ * train.precision p: 2 for bf16, 4 for fp32. */
+static inline unsigned plan_operand_bytes(dt_precision p) { return p == DT_PRECISION_BF16 ? 2 : 4; }
 
 /* Parses a memory size: a number (decimal, optional fraction and exponent: 80, 1.5, 8e10)
  * followed by an optional unit, case-insensitive: B; K, M, G, T and KiB, MiB, GiB, TiB (powers

@@ -3,8 +3,68 @@
 #include "model/backend.h"
 #include "model/cpu/cpu_ops.h"
 
+/* The CPU stores operands (backend.h) in fp32: the ops that write or read them are the fp32 ops,
+ * adapted to the dt_operand signatures by these casts. */
+#define F(p) ((float *)(p))
+#define CF(p) ((const float *)(p))
+
+static void matmul_forward(float *out, const dt_operand *inp, const float *w, int N, int I, int O,
+                           int accumulate) {
+    cpu_matmul_forward(out, CF(inp), w, N, I, O, accumulate);
+}
+static void matmul_backward(float *dinp, float *dw, const float *dout, const dt_operand *inp,
+                            const float *w, int N, int I, int O, int accumulate_dinp) {
+    cpu_matmul_backward(dinp, dw, dout, CF(inp), w, N, I, O, accumulate_dinp);
+}
+static void rmsnorm_forward(dt_operand *out, float *rstd, const float *inp, const float *weight,
+                            int N, int C, float eps) {
+    cpu_rmsnorm_forward(F(out), rstd, inp, weight, N, C, eps);
+}
+static void residual_rmsnorm_forward(float *y, dt_operand *out, float *rstd, const float *a,
+                                     const float *b, const float *weight, int N, int C,
+                                     float eps) {
+    cpu_residual_rmsnorm_forward(y, F(out), rstd, a, b, weight, N, C, eps);
+}
+static void swiglu_forward(dt_operand *h, const float *g, const float *u, size_t n) {
+    cpu_swiglu_forward(F(h), g, u, n);
+}
+static void attention_forward(dt_operand *out, float *lse, const float *q, const float *k,
+                              const float *v, int B, int T, int Hq, int Hkv, int d, int dv) {
+    cpu_attention_forward(F(out), lse, q, k, v, B, T, Hq, Hkv, d, dv);
+}
+static void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, const dt_operand *out,
+                               const float *lse, int B, int T, int Hq, int Hkv, int d, int d_v) {
+    cpu_attention_backward(dq, dk, dv, dout, q, k, v, CF(out), lse, B, T, Hq, Hkv, d, d_v);
+}
+static void diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, float *rstd,
+                             const float *q, const float *k, const float *v, const float *lambda,
+                             const float *gamma, float lambda_init, float eps, int B, int T, int H,
+                             int Hkv, int d) {
+    cpu_diffattn_forward(F(out), o1, o2, lse, rstd, q, k, v, lambda, gamma, lambda_init, eps, B,
+                         T, H, Hkv, d);
+}
+static void head_scale_forward(dt_operand *out, const dt_operand *inp, const float *s, int N,
+                               int H, int w) {
+    cpu_head_scale_forward(F(out), CF(inp), s, N, H, w);
+}
+static void head_scale_backward(float *dinp, float *ds, const float *dout, const dt_operand *inp,
+                                const float *s, int N, int H, int w) {
+    cpu_head_scale_backward(dinp, ds, dout, CF(inp), s, N, H, w);
+}
+static void diffv2_combine_forward(dt_operand *out, const dt_operand *attn,
+                                   const float *lam_logit, int N, int H, int d) {
+    cpu_diffv2_combine_forward(F(out), CF(attn), lam_logit, N, H, d);
+}
+static void diffv2_combine_backward(float *dattn, float *dlam_logit, const float *dout,
+                                    const dt_operand *attn, const float *lam_logit, int N, int H,
+                                    int d) {
+    cpu_diffv2_combine_backward(dattn, dlam_logit, dout, CF(attn), lam_logit, N, H, d);
+}
+
 static const dt_backend cpu_backend = {
     .name = "cpu",
+    .operand_bytes = sizeof(float),
 
     .alloc = cpu_alloc,
     .free = cpu_free,
@@ -18,8 +78,8 @@ static const dt_backend cpu_backend = {
     .copy_from_host_async = cpu_copy_from_host_async,
     .host_wait = cpu_host_wait,
 
-    .matmul_forward = cpu_matmul_forward,
-    .matmul_backward = cpu_matmul_backward,
+    .matmul_forward = matmul_forward,
+    .matmul_backward = matmul_backward,
     .add = cpu_add,
     .scale = cpu_scale,
     .sumsq = cpu_sumsq,
@@ -30,14 +90,14 @@ static const dt_backend cpu_backend = {
     .embedding_forward = cpu_embedding_forward,
     .embedding_backward = cpu_embedding_backward,
 
-    .rmsnorm_forward = cpu_rmsnorm_forward,
-    .residual_rmsnorm_forward = cpu_residual_rmsnorm_forward,
+    .rmsnorm_forward = rmsnorm_forward,
+    .residual_rmsnorm_forward = residual_rmsnorm_forward,
     .rmsnorm_backward = cpu_rmsnorm_backward,
 
     .rope_forward = cpu_rope_forward,
     .rope_backward = cpu_rope_backward,
 
-    .swiglu_forward = cpu_swiglu_forward,
+    .swiglu_forward = swiglu_forward,
     .swiglu_backward = cpu_swiglu_backward,
 
     .xent_forward = cpu_xent_forward,
@@ -46,16 +106,16 @@ static const dt_backend cpu_backend = {
     .xent_vp_sums = cpu_xent_vp_sums,
     .xent_vp_finish = cpu_xent_vp_finish,
 
-    .attention_forward = cpu_attention_forward,
-    .attention_backward = cpu_attention_backward,
-    .diffattn_forward = cpu_diffattn_forward,
+    .attention_forward = attention_forward,
+    .attention_backward = attention_backward,
+    .diffattn_forward = diffattn_forward,
     .diffattn_backward = cpu_diffattn_backward,
     .difflambda_forward = cpu_difflambda_forward,
     .difflambda_backward = cpu_difflambda_backward,
-    .head_scale_forward = cpu_head_scale_forward,
-    .head_scale_backward = cpu_head_scale_backward,
-    .diffv2_combine_forward = cpu_diffv2_combine_forward,
-    .diffv2_combine_backward = cpu_diffv2_combine_backward,
+    .head_scale_forward = head_scale_forward,
+    .head_scale_backward = head_scale_backward,
+    .diffv2_combine_forward = diffv2_combine_forward,
+    .diffv2_combine_backward = diffv2_combine_backward,
 
     .adamw_update = cpu_adamw_update,
 };

@@ -13,7 +13,7 @@
  *    element (only the grouping of the output weight's sum over rows changes, and with it the
  *    rounding of the rest);
  *  - model_argmax_rows of 11 rows (more than a chunk) gives the same predictions;
- *  - model_activation_floats equals the allocation, and shrinks with the limit. */
+ *  - model_activation_bytes equals the allocation, and shrinks with the limit. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,7 +34,7 @@ typedef struct run_result {
     float loss[N_MICRO];
     float *grads;
     int32_t pred[N_ROWS_ASKED];
-    size_t acts_floats;
+    size_t acts_bytes;
 } run_result;
 
 static void run(const dt_model_config *cfg, size_t limit_rows, run_result *r) {
@@ -44,8 +44,8 @@ static void run(const dt_model_config *cfg, size_t limit_rows, run_result *r) {
     int expect_chunk = limit_rows == 0 || limit_rows > N ? N : (int)limit_rows;
     assert_int_equal(m.logits_chunk, expect_chunk);
     dt_tp_shape whole = tp_shape_of(cfg, 0, 1);
-    r->acts_floats = model_activation_floats(cfg, &whole, B, T, 0);
-    assert_int_equal(r->acts_floats, m.acts_floats);
+    r->acts_bytes = model_activation_bytes(cfg, &whole, B, T, 0, sizeof(float));
+    assert_int_equal(r->acts_bytes, m.acts_bytes);
 
     int32_t x[N], y[N];
     model_zero_grad(&m);
@@ -92,7 +92,7 @@ static void check_case(const model_case *c) {
                          c->label, limits[li], t->name, worst, scale);
         }
         assert_memory_equal(got.pred, ref.pred, sizeof ref.pred);
-        assert_true(got.acts_floats < ref.acts_floats);
+        assert_true(got.acts_bytes < ref.acts_bytes);
         free(got.grads);
     }
     free(ref.grads);

@@ -186,16 +186,29 @@ static void test_zero_memory(void **state) {
         }
         assert_int_equal(z[1].mem.gradients, 4 * P);
         assert_int_equal(z[2].mem.gradients, 4 * P + 4 * S); /* + the fp32 shard accumulator */
-        /* bf16: products on bf16 tensor cores, every buffer still fp32: the same memory */
+        /* bf16: weights, gradients and optimizer state stay fp32; only the activations that
+         * products read shrink (test_matches_real_allocation counts them) */
         for (int stage = 0; stage <= 2; stage++) {
             assert_int_equal(zb[stage].mem.weights, z[stage].mem.weights);
             assert_int_equal(zb[stage].mem.gradients, z[stage].mem.gradients);
             assert_int_equal(zb[stage].mem.optimizer, z[stage].mem.optimizer);
-            assert_int_equal(zb[stage].mem.activations, z[stage].mem.activations);
-            const dt_plan_memory *m = &z[stage].mem;
+            assert_true(zb[stage].mem.activations < z[stage].mem.activations);
+            const dt_plan_memory *m = &zb[stage].mem;
             assert_int_equal(m->total, m->weights + m->gradients + m->optimizer + m->activations);
         }
     }
+}
+
+/* Elements of the activations that products read (model/backend.h: dt_operand) for a whole
+ * model without recompute at N rows, counted from the architecture: per layer the attention norm's
+ * output (D), the attention output (D; V2 D/2), the FFN norm's output (D) and the SwiGLU output
+ * (F), V2's 2H heads of width D/2H before the combine (D), a scalar subln's input (D); then the
+ * final norm's output (D). */
+static uint64_t operand_elements(const dt_model_config *m, uint64_t N) {
+    uint64_t D = m->d_model, F = m->ffn_dim;
+    uint64_t layer = D + D + F + (m->arch == DT_ARCH_DIFF_V2 ? D / 2 + D : D);
+    if (m->arch == DT_ARCH_DIFF && m->subln == DT_SUBLN_SCALAR) layer += D;
+    return N * (m->n_layers * layer + D);
 }
 
 static void test_matches_real_allocation(void **state) {
@@ -209,10 +222,19 @@ static void test_matches_real_allocation(void **state) {
         assert_int_equal(model_init(&m, &c.model, dt_backend_cpu(), 1, c.train.micro_batch,
                                     c.train.seq_len), DT_OK);
         assert_int_equal(p.params_per_rank, m.layout.total);
-        assert_int_equal(p.activation_floats, m.acts_floats);
-        assert_int_equal(p.mem.activations, 4 * m.acts_floats);
+        assert_int_equal(p.activation_bytes, m.acts_bytes);
+        assert_int_equal(p.mem.activations, m.acts_bytes);
         assert_int_equal(p.recompute, 0);
         model_free(&m);
+        /* bf16 stores those operands in 2 bytes instead of 4: here every one is a multiple of 64
+         * bytes either way, so the saving is exact */
+        dt_config cb = c;
+        cb.train.precision = DT_PRECISION_BF16;
+        dt_plan pb;
+        assert_int_equal(plan_compute(&pb, &cb, 0), DT_OK);
+        uint64_t N = (uint64_t)c.train.micro_batch * c.train.seq_len;
+        assert_int_equal(p.mem.activations - pb.mem.activations, 2 * operand_elements(&c.model, N));
+        assert_int_equal(pb.mem.total, p.mem.total - p.mem.activations + pb.mem.activations);
         /* train.recompute: the plan sizes the allocation model_init_opts makes with it */
         c.train.recompute = 1;
         dt_plan pr;
@@ -220,9 +242,9 @@ static void test_matches_real_allocation(void **state) {
         assert_int_equal(pr.recompute, 1);
         assert_int_equal(model_init_opts(&m, &c.model, dt_backend_cpu(), 1, c.train.micro_batch,
                                          c.train.seq_len, NULL, 1), DT_OK);
-        assert_int_equal(pr.activation_floats, m.acts_floats);
-        assert_int_equal(pr.mem.activations, 4 * m.acts_floats);
-        assert_true(pr.activation_floats < p.activation_floats);
+        assert_int_equal(pr.activation_bytes, m.acts_bytes);
+        assert_int_equal(pr.mem.activations, m.acts_bytes);
+        assert_true(pr.activation_bytes < p.activation_bytes);
         assert_int_equal(pr.mem.total, p.mem.total - p.mem.activations + pr.mem.activations);
         model_free(&m);
     }

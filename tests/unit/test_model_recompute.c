@@ -12,8 +12,8 @@
  *    all-reduces against a closed form: forward N D (1 + 2 L) + 3 N, backward N D (1 + 2 L), plus
  *    N D (L - 1) per micro-batch with recomputation (the layers re-run before their backward,
  *    each with the attention's out_proj all-reduce), plus the TP-partial gradients once.
- *  - Memory: the activation floats with recomputation are fewer, equal to a closed form written
- *    here for one small config, and model_activation_floats agrees with the real allocation. */
+ *  - Memory: the activation bytes with recomputation are fewer, equal to a closed form written
+ *    here for one small config, and model_activation_bytes agrees with the real allocation. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -105,8 +105,8 @@ static void test_bit_identical(void **state) {
                      (double)loss[0][1]);
         check_grads(&m[0].layout, g[0], g[1], c->label);
         print_message("%-36s loss %.6f %.6f, %zu gradients bit-identical; activations %zu -> %zu "
-                      "floats\n", c->label, (double)loss[1][0], (double)loss[1][1],
-                      m[0].layout.total, m[0].acts_floats, m[1].acts_floats);
+                      "bytes\n", c->label, (double)loss[1][0], (double)loss[1][1],
+                      m[0].layout.total, m[0].acts_bytes, m[1].acts_bytes);
         for (int rc = 0; rc < 2; rc++) {
             free(g[rc]);
             model_free(&m[rc]);
@@ -188,7 +188,7 @@ static void *tp_rank_main(void *arg) {
         run_step(&m, j->b, j->loss[rc]);
         j->floats[rc] = j->fr.floats - before;
         j->P = m.layout.total;
-        j->acts[rc] = m.acts_floats;
+        j->acts[rc] = m.acts_bytes;
         j->partial = 0;
         for (int i = 0; i < m.layout.n_tensors; i++)
             if (m.layout.tensors[i].tp_partial) j->partial += m.layout.tensors[i].numel;
@@ -262,27 +262,32 @@ static void test_tensor_parallel(void **state) {
 
 /* ---- memory ---- */
 
-static size_t r16(size_t n) { return (n + 15) & ~(size_t)15; }
+/* n elements of `bytes` each, rounded up to 64 bytes (the carver's alignment). */
+static size_t r64(size_t n, size_t bytes) { return (n * bytes + 63) & ~(size_t)63; }
+static size_t r16(size_t n) { return r64(n, sizeof(float)); }
 
-/* The activation floats of model_case "diff" (subln on, 2 heads of dim 4, 2 kv heads, D 16,
+/* The activation bytes of model_case "diff" (subln on, 2 heads of dim 4, 2 kv heads, D 16,
  * F 24, V 37) at N_LAYERS layers and B x T, written out buffer by buffer (model.h's shapes), each
- * rounded up to 16 floats (the carver's 64-byte alignment). */
-static size_t closed_form_diff(int recompute) {
+ * rounded up to 64 bytes (the carver's alignment); the products' inputs (attn_in, attn_out,
+ * ffn_in, hidden, final_norm) at ob bytes an element, the rest fp32. */
+static size_t closed_form_diff(int recompute, size_t ob) {
     size_t N = (size_t)B * T, D = 16, F = 24, V = 37, L = N_LAYERS, H = 2, Hkv = 2, d = 4;
     size_t A = 2 * H * d;
     /* one layer's activations other than x_in: attn_rstd, attn_in, q, k, v, attn_out, o1, o2,
      * attn_lse, sub_rstd, lambda, y, ffn_rstd, ffn_in, gate, up, hidden */
-    size_t rest = r16(N) + r16(N * D) + r16(N * 2 * H * d) + r16(N * 2 * Hkv * d) +
-                  r16(N * Hkv * 2 * d) + 3 * r16(N * A) + r16(N * 2 * H) + r16(N * H) + r16(1) +
-                  r16(N * D) + r16(N) + r16(N * D) + 3 * r16(N * F);
+    size_t rest = r16(N) + r64(N * D, ob) + r16(N * 2 * H * d) + r16(N * 2 * Hkv * d) +
+                  r16(N * Hkv * 2 * d) + r64(N * A, ob) + 2 * r16(N * A) + r16(N * 2 * H) +
+                  r16(N * H) + r16(1) + r16(N * D) + r16(N) + r64(N * D, ob) + 2 * r16(N * F) +
+                  r64(N * F, ob);
     size_t layers = L * r16(N * D) + (recompute ? 1 : L) * rest;
     size_t chunk = N; /* 2^22 / V rows cap the classifier's chunk: far above N here */
     /* x_final, final_rstd, final_norm, logits, losses, lse, rowmax, xsums */
-    size_t head = r16(N * D) + r16(N) + r16(N * D) + r16(chunk * V) + 3 * r16(N) + r16(2 * N);
+    size_t head = r16(N * D) + r16(N) + r64(N * D, ob) + r16(chunk * V) + 3 * r16(N) +
+                  r16(2 * N);
     /* dres, dnormed, dwide (max(F, A)), dgate, dup, dq, dk, dv, dlam (1), inputs, targets */
     size_t grads = 2 * r16(N * D) + r16(N * (F > A ? F : A)) + 2 * r16(N * F) +
                    r16(N * 2 * H * d) + r16(N * 2 * Hkv * d) + r16(N * Hkv * 2 * d) + r16(1) +
-                   2 * r16(N);
+                   2 * r64(N, sizeof(int32_t));
     return layers + head + grads;
 }
 
@@ -294,11 +299,11 @@ static void test_activation_memory(void **state) {
         dt_tp_shape whole = tp_shape_of(&cfg, 0, 1);
         size_t f[2];
         for (int rc = 0; rc < 2; rc++) {
-            f[rc] = model_activation_floats(&cfg, &whole, B, T, rc);
+            f[rc] = model_activation_bytes(&cfg, &whole, B, T, rc, sizeof(float));
             dt_model m;
             assert_int_equal(model_init_opts(&m, &cfg, dt_backend_cpu(), 7, B, T, NULL, rc),
                              DT_OK);
-            assert_int_equal(m.acts_floats, f[rc]);
+            assert_int_equal(m.acts_bytes, f[rc]);
             /* recompute: x_in per layer, everything else shared; without: nothing shared */
             for (int l = 1; l < cfg.n_layers; l++) {
                 assert_ptr_not_equal(m.acts[l].x_in, m.acts[0].x_in);
@@ -314,8 +319,12 @@ static void test_activation_memory(void **state) {
         assert_true(f[1] < f[0]);
         if (i == 0) {
             assert_string_equal(model_cases[i].label, "diff");
-            assert_int_equal(f[0], closed_form_diff(0));
-            assert_int_equal(f[1], closed_form_diff(1));
+            assert_int_equal(f[0], closed_form_diff(0, sizeof(float)));
+            assert_int_equal(f[1], closed_form_diff(1, sizeof(float)));
+            /* a backend storing operands in bf16 (the CUDA backend under bf16) */
+            for (int rc = 0; rc < 2; rc++)
+                assert_int_equal(model_activation_bytes(&cfg, &whole, B, T, rc, 2),
+                                 closed_form_diff(rc, 2));
         }
     }
 }
