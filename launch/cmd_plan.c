@@ -104,9 +104,7 @@ static void describe(notes *n, const dt_plan *p) {
              p->zero == 2 ? " (one micro-batch) + 4 B x P/dp fp32 shard accumulator" : "");
     snprintf(n->optimizer, sizeof n->optimizer, "AdamW m, v: 8 B x %s",
              sharded ? "P/dp (ZeRO shard)" : "P");
-    char count[32];
-    snprintf(n->activations, sizeof n->activations, "%s B (%s%s)",
-             with_commas(count, sizeof count, p->activation_bytes),
+    snprintf(n->activations, sizeof n->activations, "%s%s",
              p->precision == DT_PRECISION_BF16 ? "products' inputs bf16, the rest fp32" : "fp32",
              p->recompute ? "; recompute: layer inputs + one layer" : "");
 }
