@@ -19,7 +19,8 @@
  * same for SDPA, so TFLOP/s compare directly.
  *
  * With --check=1 (default) each forward is first compared with the tiled fp32 kernels on the
- * same inputs (max |fused - tiled| over out, which bf16 keeps near 1e-2 for these inputs).
+ * same inputs (max |fused - tiled| over out, which bf16 keeps near 1e-2 for these inputs). The
+ * backend runs in bf16 mode, so out (a dt_operand) is bf16 on both paths, widened to compare.
  *
  * Prints one line per case:
  *   RESULT kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
@@ -40,8 +41,9 @@ typedef struct shape {
 } shape;
 
 typedef struct bufs { /* device buffers, sized for the largest kind */
-    float *q, *k, *v, *dout, *out, *o1, *o2, *lse, *rstd, *dq, *dk, *dv, *gamma, *lambda,
-        *dgamma, *dlambda, *ref, *ref_lse;
+    float *q, *k, *v, *dout, *o1, *o2, *lse, *rstd, *dq, *dk, *dv, *gamma, *lambda, *dgamma,
+        *dlambda, *ref_lse;
+    dt_operand *out, *ref; /* bf16 (the backend's operand format) */
 } bufs;
 
 static double now_s(void) {
@@ -69,6 +71,14 @@ static float *dev_random(size_t n, uint64_t seed, float lo, float hi) {
     cuda_copy_from_host(d, h, n * sizeof(float));
     free(h);
     return d;
+}
+
+/* the fp32 value of bf16 bits */
+static float bf16_widen(uint16_t b) {
+    const uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
 }
 
 enum { KIND_DIFF, KIND_V2, KIND_BASE };
@@ -125,13 +135,13 @@ static double time_ms(int kind, const bufs *b, int B, int T, int H, int d, int b
 static double check_vs_tiled(int kind, const bufs *b, int B, int T, int H, int d, size_t n_out) {
     run(kind, b, B, T, H, d, 0, 0);
     run(kind, b, B, T, H, d, 0, 1);
-    float *x = malloc(n_out * sizeof(float)), *y = malloc(n_out * sizeof(float));
-    cuda_copy_to_host(x, b->out, n_out * sizeof(float));
-    cuda_copy_to_host(y, b->ref, n_out * sizeof(float));
+    uint16_t *x = malloc(n_out * sizeof(uint16_t)), *y = malloc(n_out * sizeof(uint16_t));
+    cuda_copy_to_host(x, b->out, n_out * sizeof(uint16_t));
+    cuda_copy_to_host(y, b->ref, n_out * sizeof(uint16_t));
     double worst = 0.0;
     for (size_t i = 0; i < n_out; i++) {
-        const double e = (double)x[i] - (double)y[i];
-        if (!(e == e) || x[i] - x[i] != 0.0f) {
+        const double e = (double)bf16_widen(x[i]) - (double)bf16_widen(y[i]);
+        if (!(e == e) || (x[i] & 0x7f80u) == 0x7f80u) { /* NaN, or an inf in out */
             worst = -1.0;
             break;
         }
@@ -160,7 +170,7 @@ int main(int argc, char **argv) {
         printf("bench_attn: no usable CUDA device: skipped\n");
         return 77;
     }
-    if (cuda_backend_init(0, 1) != 0) return 1;
+    if (cuda_backend_init(0, 1) != 0) return 1; /* bf16 mode: the fused kernels' */
     char name[256];
     if (cuda_probe_describe(0, name, sizeof name) == 0) printf("bench_attn: %s\n", name);
 
@@ -179,10 +189,10 @@ int main(int argc, char **argv) {
         b.dout = dev_random(N * w, 4, -1.0f, 1.0f);
         b.gamma = dev_random((size_t)2 * d, 5, 0.5f, 1.5f);
         b.lambda = dev_random(1, 6, 0.2f, 0.3f);
-        b.out = cuda_alloc(N * w * sizeof(float));
+        b.out = cuda_alloc(N * w * cuda_operand_bytes());
         b.o1 = cuda_alloc(N * w * sizeof(float));
         b.o2 = cuda_alloc(N * w * sizeof(float));
-        b.ref = cuda_alloc(N * w * sizeof(float));
+        b.ref = cuda_alloc(N * w * cuda_operand_bytes());
         b.lse = cuda_alloc(N * 2 * H * sizeof(float));
         b.ref_lse = cuda_alloc(N * 2 * H * sizeof(float));
         b.rstd = cuda_alloc(N * H * sizeof(float));
@@ -218,8 +228,8 @@ int main(int argc, char **argv) {
                 fflush(stdout);
             }
         }
-        float *all[] = {b.q, b.k, b.v, b.dout, b.gamma, b.lambda, b.out, b.o1, b.o2, b.ref, b.lse,
-                        b.ref_lse, b.rstd, b.dq, b.dk, b.dv, b.dgamma, b.dlambda};
+        void *all[] = {b.q, b.k, b.v, b.dout, b.gamma, b.lambda, b.out, b.o1, b.o2, b.ref,
+                       b.lse, b.ref_lse, b.rstd, b.dq, b.dk, b.dv, b.dgamma, b.dlambda};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) cuda_free(all[i]);
     }
     cuda_backend_shutdown();

@@ -13,7 +13,10 @@
  *
  * Causality: key j is visible to row i iff j <= i; masked entries get probability exactly 0, a
  * row's running max starts at the finite ATTN_CU_MASKED and is only updated by a tile in which
- * the row sees a key, so nothing is ever inf - inf or NaN. Every row i < T sees key 0. */
+ * the row sees a key, so nothing is ever inf - inf or NaN. Every row i < T sees key 0.
+ *
+ * The standard op's out is a dt_operand: written, and read back by the backward's delta, in the
+ * backend's format (operand.cuh), the kernels' TO. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +26,10 @@
 #include "model/cuda/cuda_ops.h"
 
 /* ---- forward: grid (query tiles, nq, B) ---- */
+template <typename TO>
 __global__ void __launch_bounds__(ATTN_CU_THREADS)
-attn_forward_kernel(float *o_a, float *o_b, float *lse, const float *q, const float *k,
-                    const float *v, attn_map m, float scale) {
+attn_forward_kernel(TO *o_a, TO *o_b, float *lse, const float *q, const float *k, const float *v,
+                    attn_map m, float scale) {
     extern __shared__ float smem[];
     const int d = m.d, dv = m.dv, T = m.T, kld = d + 1;
     float *Qs = smem;                     /* (BR, d): broadcast reads */
@@ -39,7 +43,7 @@ attn_forward_kernel(float *o_a, float *o_b, float *lse, const float *q, const fl
     const float *qh = q + (size_t)b * T * qs + (size_t)j * d;                   /* (T, d) */
     const float *kh = k + (size_t)b * T * ks + (size_t)attn_k_head(m, j) * d;   /* (T, d) */
     const float *vh = v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * dv;  /* (T, dv) */
-    float *oh = (attn_o_buf(m, j) ? o_b : o_a) + (size_t)b * T * os + attn_o_col(m, j);
+    TO *oh = (attn_o_buf(m, j) ? o_b : o_a) + (size_t)b * T * os + attn_o_col(m, j);
 
     attn_stage(Qs, d, qh, qs, i0, nr, ATTN_CU_BR, d);
     float mrow[ATTN_CU_RPW], lrow[ATTN_CU_RPW], acc[ATTN_CU_RPW][ATTN_CU_DVU];
@@ -106,7 +110,7 @@ attn_forward_kernel(float *o_a, float *o_b, float *lse, const float *q, const fl
 #pragma unroll
         for (int u = 0; u < ATTN_CU_DVU; u++) {
             const int e = lane + 32 * u;
-            if (e < dv) oh[(size_t)i * os + e] = acc[rr][u] * inv;
+            if (e < dv) operand_store(oh, (size_t)i * os + e, acc[rr][u] * inv);
         }
         if (lane == 0)
             lse[((size_t)b * m.nq + j) * T + i] =
@@ -140,32 +144,47 @@ static size_t attn_smem_forward(const attn_map &m) {
                             (size_t)ATTN_CU_BC * m.dv);
 }
 
-void attn_core_forward(float *o_a, float *o_b, float *lse, const float *q, const float *k,
+template <typename TO>
+void attn_core_forward(TO *o_a, TO *o_b, float *lse, const float *q, const float *k,
                        const float *v, const attn_map &m) {
     attn_check(m);
     if (m.B == 0 || m.T <= 0) return;
     const float scale = 1.0f / sqrtf((float)m.d);
     const size_t smem = attn_smem_forward(m);
     const dim3 grid((unsigned)((m.T + ATTN_CU_BR - 1) / ATTN_CU_BR), (unsigned)m.nq, (unsigned)m.B);
-    attn_smem_allow(attn_forward_kernel, smem);
-    attn_forward_kernel<<<grid, ATTN_CU_THREADS, smem, cuda_stream()>>>(o_a, o_b, lse, q, k, v, m,
-                                                                        scale);
+    auto kernel = attn_forward_kernel<TO>;
+    attn_smem_allow(kernel, smem);
+    kernel<<<grid, ATTN_CU_THREADS, smem, cuda_stream()>>>(o_a, o_b, lse, q, k, v, m, scale);
     CUDA_LAUNCH_CHECK();
 }
+template void attn_core_forward<float>(float *, float *, float *, const float *, const float *,
+                                       const float *, const attn_map &);
+template void attn_core_forward<operand_bf16>(operand_bf16 *, operand_bf16 *, float *,
+                                              const float *, const float *, const float *,
+                                              const attn_map &);
 
 /* ---- the standard / GQA op (model/backend.h) ---- */
 
-extern "C" void cuda_attention_forward(float *out, float *lse, const float *q, const float *k,
-                                       const float *v, int B, int T, int Hq, int Hkv, int d,
-                                       int dv) {
-    attn_core_forward(out, NULL, lse, q, k, v, attn_map_standard(B, T, Hq, Hkv, d, dv));
+extern "C" void cuda_attention_forward(dt_operand *out, float *lse, const float *q,
+                                       const float *k, const float *v, int B, int T, int Hq,
+                                       int Hkv, int d, int dv) {
+    const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, dv);
+    if (cuda_operand_bf16())
+        attn_core_forward<operand_bf16>((operand_bf16 *)out, NULL, lse, q, k, v, m);
+    else
+        attn_core_forward<float>((float *)out, NULL, lse, q, k, v, m);
 }
 
 extern "C" void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                         const float *q, const float *k, const float *v,
-                                        const float *out, const float *lse, int B, int T, int Hq,
-                                        int Hkv, int d, int d_v) {
+                                        const dt_operand *out, const float *lse, int B, int T,
+                                        int Hq, int Hkv, int d, int d_v) {
     const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, d_v);
     float *delta = (float *)cuda_workspace(sizeof(float) * ((size_t)B * Hq * T + 1)); /* (B,Hq,T) */
-    attn_core_backward(dq, dk, dv, delta, dout, out, NULL, q, k, v, lse, NULL, m);
+    if (cuda_operand_bf16())
+        attn_core_backward<operand_bf16>(dq, dk, dv, delta, dout, (const operand_bf16 *)out, NULL,
+                                         q, k, v, lse, NULL, m);
+    else
+        attn_core_backward<float>(dq, dk, dv, delta, dout, (const float *)out, NULL, q, k, v, lse,
+                                  NULL, m);
 }

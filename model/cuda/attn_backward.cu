@@ -16,9 +16,9 @@
 /* ---- delta (B, nq, T) = dscale_j * (G_i . o_i), one warp per row, summed in double as the CPU
  * oracle does (it is subtracted from dP, where cancellation is common); G_BF16: G rounded to bf16
  * first (the fused kernels' delta, flash_prep.cu) ---- */
-template <bool G_BF16>
-__global__ void attn_delta_kernel(float *delta, const float *G, const float *o_a,
-                                  const float *o_b, const float *lambda, attn_map m) {
+template <bool G_BF16, typename TO>
+__global__ void attn_delta_kernel(float *delta, const float *G, const TO *o_a, const TO *o_b,
+                                  const float *lambda, attn_map m) {
     const size_t n_rows = (size_t)m.B * m.nq * m.T;
     const size_t n_warps = ((size_t)gridDim.x * blockDim.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -28,10 +28,11 @@ __global__ void attn_delta_kernel(float *delta, const float *G, const float *o_a
         const int i = (int)(n % m.T), j = (int)((n / m.T) % m.nq);
         const int b = (int)(n / ((size_t)m.nq * m.T));
         const size_t row = ((size_t)b * m.T + i) * attn_o_stride(m) + attn_o_col(m, j);
-        const float *g = G + row, *o = (attn_o_buf(m, j) ? o_b : o_a) + row; /* (dv) each */
+        const float *g = G + row;                         /* (dv) */
+        const TO *o = (attn_o_buf(m, j) ? o_b : o_a) + row; /* (dv) */
         double acc = 0.0;
         for (int e = lane; e < m.dv; e += 32)
-            acc += (double)(G_BF16 ? round_bf16(g[e]) : g[e]) * o[e];
+            acc += (double)(G_BF16 ? round_bf16(g[e]) : g[e]) * operand_load(o, e);
         acc = warp_sum(acc);
         if (lane == 0) delta[n] = (float)((double)attn_dscale(m, j, lambda) * acc);
     }
@@ -281,18 +282,26 @@ static size_t attn_smem_dkdv(const attn_map &m) {
                             (size_t)ATTN_CU_BR * (m.dv + 1) + 2 * ATTN_CU_BR);
 }
 
-void attn_delta(float *delta, const float *G, const float *o_a, const float *o_b,
-                const float *lambda, const attn_map &m, bool g_bf16) {
+template <typename TO>
+void attn_delta(float *delta, const float *G, const TO *o_a, const TO *o_b, const float *lambda,
+                const attn_map &m, bool g_bf16) {
     const size_t n_rows = (size_t)m.B * m.nq * m.T;
     if (n_rows == 0) return;
-    auto kernel = g_bf16 ? attn_delta_kernel<true> : attn_delta_kernel<false>;
+    auto kernel = g_bf16 ? attn_delta_kernel<true, TO> : attn_delta_kernel<false, TO>;
     kernel<<<cuda_blocks(n_rows * 32, 256), 256, 0, cuda_stream()>>>(delta, G, o_a, o_b, lambda,
                                                                      m);
     CUDA_LAUNCH_CHECK();
 }
 
+template void attn_delta<float>(float *, const float *, const float *, const float *,
+                                const float *, const attn_map &, bool);
+template void attn_delta<operand_bf16>(float *, const float *, const operand_bf16 *,
+                                       const operand_bf16 *, const float *, const attn_map &,
+                                       bool);
+
+template <typename TO>
 void attn_core_backward(float *dq, float *dk, float *dv, float *delta, const float *G,
-                        const float *o_a, const float *o_b, const float *q, const float *k,
+                        const TO *o_a, const TO *o_b, const float *q, const float *k,
                         const float *v, const float *lse, const float *lambda, const attn_map &m) {
     attn_check(m);
     if (m.B == 0 || m.T <= 0) return;
@@ -315,4 +324,11 @@ void attn_core_backward(float *dq, float *dk, float *dv, float *delta, const flo
         dk, dv, G, q, k, v, lse, delta, lambda, m, scale);
     CUDA_LAUNCH_CHECK();
 }
-
+template void attn_core_backward<float>(float *, float *, float *, float *, const float *,
+                                        const float *, const float *, const float *,
+                                        const float *, const float *, const float *,
+                                        const float *, const attn_map &);
+template void attn_core_backward<operand_bf16>(float *, float *, float *, float *, const float *,
+                                               const operand_bf16 *, const operand_bf16 *,
+                                               const float *, const float *, const float *,
+                                               const float *, const float *, const attn_map &);

@@ -23,6 +23,7 @@
 #include <stddef.h>
 
 #include "model/cuda/cuda_common.cuh"
+#include "model/cuda/operand.cuh"
 
 /* Head dimension and value width the kernels' register tiles hold. */
 #define ATTN_CU_MAX_D 128
@@ -210,22 +211,29 @@ void diff_dgamma_dlambda_reduce(float *dgamma, float *dlambda, const double *par
 void attn_check(const attn_map &m);
 
 /* o_a, o_b (the output buffers, o_b only for DIFF), lse (B, nq, T) from q (B, T, nq*d),
- * k (B, T, nk*d), v (B, T, nv*dv). Scale 1/sqrt(d). Checks m with attn_check. */
-void attn_core_forward(float *o_a, float *o_b, float *lse, const float *q, const float *k,
+ * k (B, T, nk*d), v (B, T, nv*dv). Scale 1/sqrt(d). Checks m with attn_check. The outputs' element
+ * type TO is float or operand_bf16 (operand.cuh: the standard op's out is a dt_operand; DIFF's
+ * o1, o2 are fp32); the math is fp32 and only the store rounds. */
+template <typename TO>
+void attn_core_forward(TO *o_a, TO *o_b, float *lse, const float *q, const float *k,
                        const float *v, const attn_map &m);
 
 /* delta (B, nq, T) = dscale_j * (G_i . o_i) per q-head j and row i (o from o_a, or o_b for DIFF's
- * second branch; lambda NULL for standard attention), summed in double; g_bf16: G rounded to bf16
- * first, as the fused kernels read it (flash_prep.cu). */
-void attn_delta(float *delta, const float *G, const float *o_a, const float *o_b,
-                const float *lambda, const attn_map &m, bool g_bf16);
+ * second branch, elements TO as attn_core_forward writes them; lambda NULL for standard
+ * attention), summed in double; g_bf16: G rounded to bf16 first, as the fused kernels read it
+ * (flash_prep.cu). */
+template <typename TO>
+void attn_delta(float *delta, const float *G, const TO *o_a, const TO *o_b, const float *lambda,
+                const attn_map &m, bool g_bf16);
 
 /* dq (B, T, nq*d), dk (B, T, nk*d), dv (B, T, nv*dv), all overwritten, from G (the output
- * gradient, in the layout of the output buffers), the forward's o_a, o_b and lse. lambda: device
- * pointer to DIFF's lambda (NULL for standard attention). delta: device scratch of B*nq*T
- * floats (the caller carves it out of cuda_workspace). */
+ * gradient, in the layout of the output buffers), the forward's o_a, o_b (TO as
+ * attn_core_forward) and lse. lambda: device pointer to DIFF's lambda (NULL for standard
+ * attention). delta: device scratch of B*nq*T floats (the caller carves it out of
+ * cuda_workspace). */
+template <typename TO>
 void attn_core_backward(float *dq, float *dk, float *dv, float *delta, const float *G,
-                        const float *o_a, const float *o_b, const float *q, const float *k,
+                        const TO *o_a, const TO *o_b, const float *q, const float *k,
                         const float *v, const float *lse, const float *lambda, const attn_map &m);
 
 #endif

@@ -5,12 +5,16 @@
  * head dims and the buffers' alignment, else the tiled fp32 kernels (fp32 mode always keeps the
  * tiled ones). The model's buffers are carved 64-byte aligned, so a backward takes the path of
  * its forward; were it not to, it would still be right (both paths keep the same lse, o1, o2),
- * only with probabilities recomputed at the other precision. */
+ * only with probabilities recomputed at the other precision.
+ *
+ * The mode also sets the format of the dt_operand activations (operand.cuh): bf16 under "bf16
+ * products", fp32 otherwise; every op that writes or reads one follows cuda_operand_bf16(). */
 #include <stdio.h>
 
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
 #include "model/cuda/flash.h"
+#include "model/cuda/operand.cuh"
 
 extern "C" {
 #include "model/backend.h"
@@ -23,8 +27,15 @@ void cuda_matmul_shutdown(void);
 
 static dt_backend g_backend;
 static int g_device = -1;
+static bool g_operand_bf16; /* operand.cuh */
 
-static void bf16_attention_forward(float *out, float *lse, const float *q, const float *k,
+bool cuda_operand_bf16(void) { return g_operand_bf16; }
+
+extern "C" size_t cuda_operand_bytes(void) { return g_operand_bf16 ? 2 : 4; }
+
+/* The fused kernels move 16 bytes at a time: every tensor they touch, out (bf16 here) included,
+ * must be 16-byte aligned, else the tiled kernels run. */
+static void bf16_attention_forward(dt_operand *out, float *lse, const float *q, const float *k,
                                    const float *v, int B, int T, int Hq, int Hkv, int d, int dv) {
     const void *p[] = {out, q, k, v};
     if (cuda_flash_usable(d, dv, 0, p, 4))
@@ -35,8 +46,9 @@ static void bf16_attention_forward(float *out, float *lse, const float *q, const
 
 static void bf16_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                     const float *q, const float *k, const float *v,
-                                    const float *out, const float *lse, int B, int T, int Hq,
+                                    const dt_operand *out, const float *lse, int B, int T, int Hq,
                                     int Hkv, int d, int d_v) {
+    /* out is read by the delta (attn_delta), which has no alignment needs */
     const void *p[] = {q, k, v, dq, dk, dv, dout};
     if (cuda_flash_usable(d, d_v, 0, p, 7))
         cuda_flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v);
@@ -44,7 +56,7 @@ static void bf16_attention_backward(float *dq, float *dk, float *dv, const float
         cuda_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v);
 }
 
-static void bf16_diffattn_forward(float *out, float *o1, float *o2, float *lse, float *rstd,
+static void bf16_diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, float *rstd,
                                   const float *q, const float *k, const float *v,
                                   const float *lambda, const float *gamma, float lambda_init,
                                   float eps, int B, int T, int H, int Hkv, int d) {
@@ -74,6 +86,7 @@ static void bf16_diffattn_backward(float *dq, float *dk, float *dv, float *dgamm
 
 static void fill(dt_backend *b, int bf16) {
     b->name = bf16 ? "cuda (bf16 products)" : "cuda";
+    b->operand_bytes = bf16 ? 2 : 4;
     b->alloc = cuda_alloc;
     b->free = cuda_free;
     b->memset_zero = cuda_memset_zero;
@@ -135,6 +148,7 @@ extern "C" int cuda_backend_init(int device, int bf16) {
     }
     if (cuda_memory_init() != 0 || cuda_matmul_init(bf16) != 0) return -1;
     g_device = device;
+    g_operand_bf16 = bf16 != 0;
     fill(&g_backend, bf16);
     return 0;
 }

@@ -8,16 +8,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* An activation that a matrix product reads (model/backend.h): fp32 or bf16 elements, as the
+ * backend's mode says (cuda_operand_bytes). */
+typedef struct dt_operand dt_operand;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /* ---- lifecycle (backend_cuda.cu, memory.cu) ---- */
 /* Selects `device`, creates the compute stream and the cuBLAS handle. bf16 != 0: matrix
- * products run on bf16 tensor cores (inputs rounded to bf16, fp32 accumulation and storage);
- * 0: fp32 products (no TF32). Returns 0, or -1 after printing why (no device, out of memory,
- * cuBLAS failure). Idempotent for the same device. */
+ * products run on bf16 tensor cores (inputs rounded to bf16, fp32 accumulation and storage)
+ * and the dt_operand activations are stored in bf16; 0: fp32 products (no TF32) and fp32
+ * operands. Returns 0, or -1 after printing why (no device, out of memory, cuBLAS failure).
+ * Idempotent for the same device; calling it again with the other bf16 switches the mode (for
+ * the ops queued afterwards; buffers written before keep their format). */
 int cuda_backend_init(int device, int bf16);
+/* Bytes per dt_operand element in the current mode: 2 (bf16) or 4 (fp32; also before init). */
+size_t cuda_operand_bytes(void);
 void cuda_backend_shutdown(void);
 /* The most bytes of device memory ever in use by the backend's allocations (alloc and the
  * workspace): for the memory check against `difftrain plan`. */
@@ -51,8 +59,8 @@ unsigned long long cuda_sync_count(void);
 unsigned long long cuda_staging_wait_count(void);
 
 /* ---- dense algebra (matmul.cu: cuBLAS; elementwise.cu) ---- */
-void cuda_matmul_forward(float *out, const float *inp, const float *w, int N, int I, int O, int accumulate);
-void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int I, int O, int accumulate_dinp);
+void cuda_matmul_forward(float *out, const dt_operand *inp, const float *w, int N, int I, int O, int accumulate);
+void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const dt_operand *inp, const float *w, int N, int I, int O, int accumulate_dinp);
 void cuda_add(float *out, const float *a, const float *b, size_t n);
 void cuda_scale(float *x, float s, size_t n);
 double cuda_sumsq(const float *x, size_t n);
@@ -65,12 +73,12 @@ void cuda_clip_scale(float *grad_scale, const double *sumsq, const double *loss_
 /* ---- token and norm ops ---- */
 void cuda_embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int D, int v0, int nv);
 void cuda_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int D, int v0, int nv);
-void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
-void cuda_residual_rmsnorm_forward(float *y, float *out, float *rstd, const float *a, const float *b, const float *weight, int N, int C, float eps);
+void cuda_rmsnorm_forward(dt_operand *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
+void cuda_residual_rmsnorm_forward(float *y, dt_operand *out, float *rstd, const float *a, const float *b, const float *weight, int N, int C, float eps);
 void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C);
 void cuda_rope_forward(float *out, const float *inp, int B, int T, int n_heads, int d, float theta, int pos0);
 void cuda_rope_backward(float *dinp, const float *dout, int B, int T, int n_heads, int d, float theta, int pos0);
-void cuda_swiglu_forward(float *h, const float *g, const float *u, size_t n);
+void cuda_swiglu_forward(dt_operand *h, const float *g, const float *u, size_t n);
 void cuda_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
 
 /* ---- cross-entropy ---- */
@@ -81,16 +89,16 @@ void cuda_xent_vp_sums(float *sums, const float *logits, const float *rowmax, co
 void cuda_xent_vp_finish(float *losses, float *lse, const float *rowmax, const float *sums, const int32_t *targets, int N);
 
 /* ---- attention ---- */
-void cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int Hq, int Hkv, int d, int dv);
-void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const float *out, const float *lse, int B, int T, int Hq, int Hkv, int d, int d_v);
-void cuda_diffattn_forward(float *out, float *o1, float *o2, float *lse, float *rstd, const float *q, const float *k, const float *v, const float *lambda, const float *gamma, float lambda_init, float eps, int B, int T, int H, int Hkv, int d);
+void cuda_attention_forward(dt_operand *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int Hq, int Hkv, int d, int dv);
+void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const dt_operand *out, const float *lse, int B, int T, int Hq, int Hkv, int d, int d_v);
+void cuda_diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, float *rstd, const float *q, const float *k, const float *v, const float *lambda, const float *gamma, float lambda_init, float eps, int B, int T, int H, int Hkv, int d);
 void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma, float *dlambda, const float *dout, const float *q, const float *k, const float *v, const float *o1, const float *o2, const float *lse, const float *rstd, const float *lambda, const float *gamma, float lambda_init, int B, int T, int H, int Hkv, int d);
 void cuda_difflambda_forward(float *lambda, const float *lq1, const float *lk1, const float *lq2, const float *lk2, float lambda_init, int d);
 void cuda_difflambda_backward(float *dlq1, float *dlk1, float *dlq2, float *dlk2, const float *dlambda, const float *lq1, const float *lk1, const float *lq2, const float *lk2, int d);
-void cuda_head_scale_forward(float *out, const float *inp, const float *s, int N, int H, int w);
-void cuda_head_scale_backward(float *dinp, float *ds, const float *dout, const float *inp, const float *s, int N, int H, int w);
-void cuda_diffv2_combine_forward(float *out, const float *attn, const float *lam_logit, int N, int H, int d);
-void cuda_diffv2_combine_backward(float *dattn, float *dlam_logit, const float *dout, const float *attn, const float *lam_logit, int N, int H, int d);
+void cuda_head_scale_forward(dt_operand *out, const dt_operand *inp, const float *s, int N, int H, int w);
+void cuda_head_scale_backward(float *dinp, float *ds, const float *dout, const dt_operand *inp, const float *s, int N, int H, int w);
+void cuda_diffv2_combine_forward(dt_operand *out, const dt_operand *attn, const float *lam_logit, int N, int H, int d);
+void cuda_diffv2_combine_backward(float *dattn, float *dlam_logit, const float *dout, const dt_operand *attn, const float *lam_logit, int N, int H, int d);
 
 /* ---- optimizer ---- */
 void cuda_adamw_update(float *params, float *m, float *v, const float *grads, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, const float *grad_scale, int t);

@@ -11,7 +11,8 @@
  * fixed chunks of DIFF_ROWS_PER_CHUNK (the cut depends on the sizes only), each block sums its
  * chunk in double in a fixed order into a partial row of the workspace, and
  * diff_dgamma_dlambda_reduce adds the partials in a fixed order (in double, as the CPU oracle) to
- * dgamma and dlambda. */
+ * dgamma and dlambda. o1, o2 are fp32 (the backward's inputs); out is a dt_operand, written in
+ * the backend's format (operand.cuh) from the same fp32 values. */
 #include <math.h>
 
 #include "model/cuda/attn_core.cuh"
@@ -20,7 +21,8 @@
 
 /* One warp per row n = (b*T + t)*H + h of O (2d wide): out = (1 - lambda_init) * subln(O) * gamma
  * (rstd (n) = 1/rms(O), written when non-NULL), or (1 - lambda_init) * O without gamma. */
-__global__ void diff_combine_kernel(float *out, float *rstd, const float *o1, const float *o2,
+template <typename TO>
+__global__ void diff_combine_kernel(TO *out, float *rstd, const float *o1, const float *o2,
                                     const float *lambda, const float *gamma, float out_scale,
                                     float eps, size_t n_rows, int d2) {
     const size_t n_warps = ((size_t)gridDim.x * blockDim.x) >> 5;
@@ -30,7 +32,7 @@ __global__ void diff_combine_kernel(float *out, float *rstd, const float *o1, co
     for (size_t n = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; n < n_rows;
          n += n_warps) {
         const float *a1 = o1 + n * d2, *a2 = o2 + n * d2; /* (2d) */
-        float *y = out + n * d2;                          /* (2d) */
+        TO *y = out + n * d2;                             /* (2d) */
         if (gamma) {
             double ss = 0.0;
             for (int e = lane; e < d2; e += 32) {
@@ -41,24 +43,38 @@ __global__ void diff_combine_kernel(float *out, float *rstd, const float *o1, co
             const float rs = (float)(1.0 / sqrt(ss / d2 + (double)eps));
             if (rstd && lane == 0) rstd[n] = rs;
             for (int e = lane; e < d2; e += 32)
-                y[e] = out_scale * ((a1[e] - lam * a2[e]) * rs) * gamma[e];
+                operand_store(y, e, out_scale * ((a1[e] - lam * a2[e]) * rs) * gamma[e]);
         } else {
-            for (int e = lane; e < d2; e += 32) y[e] = out_scale * (a1[e] - lam * a2[e]);
+            for (int e = lane; e < d2; e += 32)
+                operand_store(y, e, out_scale * (a1[e] - lam * a2[e]));
         }
     }
 }
 
-extern "C" void cuda_diffattn_forward(float *out, float *o1, float *o2, float *lse, float *rstd,
-                                      const float *q, const float *k, const float *v,
+template <typename TO>
+static void diff_combine_launch(TO *out, float *rstd, const float *o1, const float *o2,
+                                const float *lambda, const float *gamma, float out_scale,
+                                float eps, size_t n_rows, int d2) {
+    auto kernel = diff_combine_kernel<TO>;
+    kernel<<<cuda_blocks(n_rows * 32, 256), 256, 0, cuda_stream()>>>(
+        out, rstd, o1, o2, lambda, gamma, out_scale, eps, n_rows, d2);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse,
+                                      float *rstd, const float *q, const float *k, const float *v,
                                       const float *lambda, const float *gamma, float lambda_init,
                                       float eps, int B, int T, int H, int Hkv, int d) {
     const attn_map m = attn_map_diff(B, T, H, Hkv, d);
-    attn_core_forward(o1, o2, lse, q, k, v, m);
+    attn_core_forward<float>(o1, o2, lse, q, k, v, m);
     const size_t n_rows = (size_t)B * T * H;
     if (n_rows == 0) return;
-    diff_combine_kernel<<<cuda_blocks(n_rows * 32, 256), 256, 0, cuda_stream()>>>(
-        out, rstd, o1, o2, lambda, gamma, 1.0f - lambda_init, eps, n_rows, 2 * d);
-    CUDA_LAUNCH_CHECK();
+    if (cuda_operand_bf16())
+        diff_combine_launch((operand_bf16 *)out, rstd, o1, o2, lambda, gamma, 1.0f - lambda_init,
+                            eps, n_rows, 2 * d);
+    else
+        diff_combine_launch((float *)out, rstd, o1, o2, lambda, gamma, 1.0f - lambda_init, eps,
+                            n_rows, 2 * d);
 }
 
 /* Block ch handles rows [ch*64, (ch+1)*64), a warp DIFF_ROWS_PER_WARP consecutive ones; per row
@@ -154,5 +170,5 @@ extern "C" void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *d
         dO, part, dout, o1, o2, rstd, lambda, gamma, 1.0f - lambda_init, n_rows, d2);
     CUDA_LAUNCH_CHECK();
     diff_dgamma_dlambda_reduce(gamma ? dgamma : NULL, dlambda, part, n_chunks, d2);
-    attn_core_backward(dq, dk, dv, delta, dO, o1, o2, q, k, v, lse, lambda, m);
+    attn_core_backward<float>(dq, dk, dv, delta, dO, o1, o2, q, k, v, lse, lambda, m);
 }

@@ -12,7 +12,9 @@
  *     (Tin = float, rounded while staging; synchronous), the test path of flash_test.h: both
  *     give the same bits;
  *   - the probabilities P and dS are rounded to bf16 as operands of the next product;
- *   - scores, the online-softmax statistics, lse, delta and every accumulator are fp32.
+ *   - scores, the online-softmax statistics, lse, delta and every accumulator are fp32;
+ *   - the ops' out (a dt_operand: the fused ops are the bf16 backend's, so it is bf16) is
+ *     rounded from the fp32 result as the epilogue stores it; DIFF's o1, o2 stay fp32.
  *
  * Tiles: FLASH_BR = 64 query rows x FLASH_BC = 64 keys. A warp owns 16 rows (or keys) of a
  * product, i.e. whole m16 fragments; the score accumulator of 16 rows x 64 keys is 8 n8 tiles.
@@ -39,6 +41,7 @@
 #include "model/cuda/cp_async.cuh"
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/mma.cuh"
+#include "model/cuda/operand.cuh"
 
 #define FLASH_BR 64    /* query rows per tile */
 #define FLASH_BC 64    /* keys per tile */
@@ -184,17 +187,19 @@ void flash_smem_optin(const void *kernel, size_t bytes);
  * (standard) or 2d (DIFF V1), head counts as attn_check. */
 void flash_check(const attn_map &m);
 
-/* o_a, o_b (DIFF only), lse from q, k, v (Tin = flash_bf16: the op's bf16 copies; float:
- * the fp32 tensors, rounded while staging), as attn_core_forward. For DIFF, when epi.out is
- * non-NULL, also the subln epilogue of diffattn_forward (out, rstd). */
+/* From q, k, v (Tin = flash_bf16: the op's bf16 copies; float: the fp32 tensors, rounded while
+ * staging), as attn_core_forward: lse, and for standard attention out (B, T, Hq*dv) in bf16; for
+ * DIFF the branch outputs o1, o2 (fp32) and, when out is non-NULL, the subln epilogue of
+ * diffattn_forward: out (B, T, H*2d) in bf16 and rstd (epi). */
 struct flash_diff_epi {
-    float *out, *rstd;          /* (B, T, H*2d), (B, T, H) */
+    float *rstd;                 /* (B, T, H) */
     const float *lambda, *gamma; /* device scalar; (2d) or NULL (subln off) */
     float out_scale, eps;        /* 1 - lambda_init; the subln epsilon */
 };
 template <typename Tin>
-void flash_core_forward(float *o_a, float *o_b, float *lse, const Tin *q, const Tin *k,
-                        const Tin *v, const attn_map &m, const flash_diff_epi &epi);
+void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, const Tin *q,
+                        const Tin *k, const Tin *v, const attn_map &m,
+                        const flash_diff_epi &epi);
 
 /* dst[i] (n[i] bf16) = src[i] (n[i] floats) rounded to nearest even, for i < count <= 4, in one
  * launch (flash_convert.cu). Every n[i] is a multiple of 8 and every pointer 16-byte aligned. */

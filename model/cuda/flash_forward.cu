@@ -7,7 +7,8 @@
  * Each branch keeps its own running max and sum, writes its o_c and lse, and the block finishes
  * with the subln epilogue of diffattn_forward: the branch-2 warps hand their O_2 fragments to the
  * branch-1 warps through shared memory, which form O = O_1 - lambda O_2, its rms per row (quad
- * shuffles), and out = (1 - lambda_init) * O / rms * gamma.
+ * shuffles), and out = (1 - lambda_init) * O / rms * gamma. out (either kind's) is stored in bf16,
+ * rounded from the fp32 values as they are written (operand.cuh).
  *
  * Per key tile a warp computes S (16 x 64) = Q K^T with its Q fragments and the K tile from shared
  * memory, updates the online softmax per row (each row sits on the 4 lanes of a quad: max and sum
@@ -27,8 +28,9 @@
 
 template <typename Tin, int D, int DV, int NB, int NS>
 __global__ void __launch_bounds__(NB *FLASH_WARPS * 32)
-flash_forward_kernel(float *o_a, float *o_b, float *lse, const Tin *q, const Tin *k, const Tin *v,
-                     attn_map m, float scale_log2, flash_diff_epi epi) {
+flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const Tin *q,
+                     const Tin *k, const Tin *v, attn_map m, float scale_log2,
+                     flash_diff_epi epi) {
     extern __shared__ uint4 flash_smem[];
     constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD;
     constexpr int NTV = DV / 8; /* n8 tiles of the O accumulator */
@@ -137,9 +139,9 @@ flash_forward_kernel(float *o_a, float *o_b, float *lse, const Tin *q, const Tin
         }
     }
 
-    /* normalise; write o_c and lse of the rows < T */
+    /* normalise; write out (standard) or o_c (DIFF), and lse, of the rows < T */
     const size_t os = attn_o_stride(m);
-    float *oh = (attn_o_buf(m, j) ? o_b : o_a) + (size_t)b * T * os + attn_o_col(m, j);
+    const size_t o_at = (size_t)b * T * os + attn_o_col(m, j); /* row 0 of this head's columns */
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int i = i0 + 16 * rw + g + 8 * r;
@@ -152,13 +154,17 @@ flash_forward_kernel(float *o_a, float *o_b, float *lse, const Tin *q, const Tin
         }
         if (i < T) {
 #pragma unroll
-            for (int nt = 0; nt < NTV; nt++)
-                *reinterpret_cast<float2 *>(oh + (size_t)i * os + 8 * nt + 2 * t4) =
-                    make_float2(o[nt][2 * r], o[nt][2 * r + 1]);
+            for (int nt = 0; nt < NTV; nt++) {
+                const size_t at = o_at + (size_t)i * os + 8 * nt + 2 * t4;
+                if (NB == 1)
+                    operand_store2(out, at, o[nt][2 * r], o[nt][2 * r + 1]);
+                else
+                    operand_store2(attn_o_buf(m, j) ? o2 : o1, at, o[nt][2 * r], o[nt][2 * r + 1]);
+            }
             if (t4 == 0) lse[((size_t)b * m.nq + j) * T + i] = (mrow[r] + log2f(l)) * FLASH_LN2;
         }
     }
-    if (NB == 1 || !epi.out) return; /* block-uniform */
+    if (NB == 1 || !out) return; /* block-uniform */
 
     /* DIFF epilogue: branch 2 hands O_2 over in fragment order (one float per lane and slot,
      * lanes consecutive: no bank conflicts), branch 1 combines */
@@ -182,7 +188,7 @@ flash_forward_kernel(float *o_a, float *o_b, float *lse, const Tin *q, const Tin
             o[nt][e] = x;
             ss[e >> 1] += x * x;
         }
-    float *outh = epi.out + (size_t)b * T * os + attn_o_col(m, j); /* same layout as o1 */
+    const size_t out_at = o_at; /* out has o1's layout */
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int i = i0 + 16 * rw + g + 8 * r;
@@ -195,9 +201,9 @@ flash_forward_kernel(float *o_a, float *o_b, float *lse, const Tin *q, const Tin
             const int col = 8 * nt + 2 * t4;
             const float g0 = epi.gamma ? epi.gamma[col] : 1.0f;
             const float g1 = epi.gamma ? epi.gamma[col + 1] : 1.0f;
-            *reinterpret_cast<float2 *>(outh + (size_t)i * os + col) =
-                make_float2(epi.out_scale * (o[nt][2 * r] * rs) * g0,
-                            epi.out_scale * (o[nt][2 * r + 1] * rs) * g1);
+            operand_store2(out, out_at + (size_t)i * os + col,
+                           epi.out_scale * (o[nt][2 * r] * rs) * g0,
+                           epi.out_scale * (o[nt][2 * r + 1] * rs) * g1);
         }
     }
 }
@@ -233,8 +239,9 @@ template <int D, int DV, int NB, int NS> static size_t flash_forward_smem(void) 
 }
 
 template <typename Tin, int D, int DV, int NB, int NS>
-static void flash_forward_launch(float *o_a, float *o_b, float *lse, const Tin *q, const Tin *k,
-                                 const Tin *v, const attn_map &m, const flash_diff_epi &epi) {
+static void flash_forward_launch(operand_bf16 *out, float *o1, float *o2, float *lse,
+                                 const Tin *q, const Tin *k, const Tin *v, const attn_map &m,
+                                 const flash_diff_epi &epi) {
     auto flash_forward = flash_forward_kernel<Tin, D, DV, NB, NS>;
     const size_t smem = flash_forward_smem<D, DV, NB, NS>();
     static bool opted_in = false; /* one per instantiation: its size never changes */
@@ -245,14 +252,15 @@ static void flash_forward_launch(float *o_a, float *o_b, float *lse, const Tin *
     const dim3 grid((unsigned)((m.T + FLASH_BR - 1) / FLASH_BR), (unsigned)(m.nq / NB),
                     (unsigned)m.B);
     const float scale_log2 = FLASH_LOG2E / sqrtf((float)D);
-    flash_forward<<<grid, NB * FLASH_WARPS * 32, smem, cuda_stream()>>>(o_a, o_b, lse, q, k, v, m,
-                                                                        scale_log2, epi);
+    flash_forward<<<grid, NB * FLASH_WARPS * 32, smem, cuda_stream()>>>(out, o1, o2, lse, q, k, v,
+                                                                        m, scale_log2, epi);
     CUDA_LAUNCH_CHECK();
 }
 
 template <typename Tin>
-void flash_core_forward(float *o_a, float *o_b, float *lse, const Tin *q, const Tin *k,
-                        const Tin *v, const attn_map &m, const flash_diff_epi &epi) {
+void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, const Tin *q,
+                        const Tin *k, const Tin *v, const attn_map &m,
+                        const flash_diff_epi &epi) {
     flash_check(m);
     if (m.B == 0 || m.T <= 0) return;
     /* K/V stages (NS, last argument) per instantiation: two (the next tile's copies overlap the
@@ -261,16 +269,18 @@ void flash_core_forward(float *o_a, float *o_b, float *lse, const Tin *q, const 
      * d = 96 and 128 would drop from 4 to 3 and from 3 to 2 blocks, and keep one stage (their
      * loads overlap other blocks' products). DIFF runs 1 block of 8 warps either way. */
     switch (m.d * 2 + m.diff) {
-    case 128: flash_forward_launch<Tin, 64, 64, 1, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
-    case 192: flash_forward_launch<Tin, 96, 96, 1, 1>(o_a, o_b, lse, q, k, v, m, epi); break;
-    case 256: flash_forward_launch<Tin, 128, 128, 1, 1>(o_a, o_b, lse, q, k, v, m, epi); break;
-    case 129: flash_forward_launch<Tin, 64, 128, 2, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
-    case 193: flash_forward_launch<Tin, 96, 192, 2, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
-    case 257: flash_forward_launch<Tin, 128, 256, 2, 2>(o_a, o_b, lse, q, k, v, m, epi); break;
+    case 128: flash_forward_launch<Tin, 64, 64, 1, 2>(out, o1, o2, lse, q, k, v, m, epi); break;
+    case 192: flash_forward_launch<Tin, 96, 96, 1, 1>(out, o1, o2, lse, q, k, v, m, epi); break;
+    case 256: flash_forward_launch<Tin, 128, 128, 1, 1>(out, o1, o2, lse, q, k, v, m, epi); break;
+    case 129: flash_forward_launch<Tin, 64, 128, 2, 2>(out, o1, o2, lse, q, k, v, m, epi); break;
+    case 193: flash_forward_launch<Tin, 96, 192, 2, 2>(out, o1, o2, lse, q, k, v, m, epi); break;
+    case 257: flash_forward_launch<Tin, 128, 256, 2, 2>(out, o1, o2, lse, q, k, v, m, epi); break;
     }
 }
-template void flash_core_forward<flash_bf16>(float *, float *, float *, const flash_bf16 *,
+template void flash_core_forward<flash_bf16>(operand_bf16 *, float *, float *, float *,
                                              const flash_bf16 *, const flash_bf16 *,
-                                             const attn_map &, const flash_diff_epi &);
-template void flash_core_forward<float>(float *, float *, float *, const float *, const float *,
-                                        const float *, const attn_map &, const flash_diff_epi &);
+                                             const flash_bf16 *, const attn_map &,
+                                             const flash_diff_epi &);
+template void flash_core_forward<float>(operand_bf16 *, float *, float *, float *, const float *,
+                                        const float *, const float *, const attn_map &,
+                                        const flash_diff_epi &);

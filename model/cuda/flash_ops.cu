@@ -28,6 +28,15 @@ static void flash_aligned(const char *const *names, const void *const *ptrs, int
         }
 }
 
+/* The ops' out is bf16: the bf16 backend's operand format (flash.h). */
+static void flash_require_bf16(void) {
+    if (cuda_operand_bf16()) return;
+    fprintf(stderr, "difftrain: error: CUDA fused attention called with fp32 operands (the "
+            "backend is not in bf16 mode)\n");
+    fflush(stderr);
+    abort();
+}
+
 static int g_f32_staging; /* flash_test.h */
 
 extern "C" void cuda_flash_test_f32_staging(int on) { g_f32_staging = on != 0; }
@@ -45,17 +54,19 @@ static size_t flash_copies(char *ws, flash_bf16 **dst, const float *const *src,
     return at;
 }
 
-extern "C" void cuda_flash_attention_forward(float *out, float *lse, const float *q,
+extern "C" void cuda_flash_attention_forward(dt_operand *out_, float *lse, const float *q,
                                              const float *k, const float *v, int B, int T, int Hq,
                                              int Hkv, int d, int dv) {
+    flash_require_bf16();
+    operand_bf16 *out = (operand_bf16 *)out_;
     const char *names[] = {"out", "q", "k", "v"};
     const void *ptrs[] = {out, q, k, v};
     flash_aligned(names, ptrs, 4);
     const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, dv);
     flash_check(m);
-    const flash_diff_epi none = {NULL, NULL, NULL, NULL, 0.0f, 0.0f};
+    const flash_diff_epi none = {NULL, NULL, NULL, 0.0f, 0.0f};
     if (g_f32_staging) {
-        flash_core_forward(out, NULL, lse, q, k, v, m, none);
+        flash_core_forward(out, NULL, NULL, lse, q, k, v, m, none);
         return;
     }
     /* workspace: bf16 q | k | v */
@@ -65,13 +76,14 @@ extern "C" void cuda_flash_attention_forward(float *out, float *lse, const float
     flash_bf16 *cp[3];
     char *ws = (char *)cuda_workspace(flash_copies(NULL, cp, src, len, 3));
     flash_copies(ws, cp, src, len, 3);
-    flash_core_forward<flash_bf16>(out, NULL, lse, cp[0], cp[1], cp[2], m, none);
+    flash_core_forward<flash_bf16>(out, NULL, NULL, lse, cp[0], cp[1], cp[2], m, none);
 }
 
 extern "C" void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                               const float *q, const float *k, const float *v,
-                                              const float *out, const float *lse, int B, int T,
-                                              int Hq, int Hkv, int d, int d_v) {
+                                              const dt_operand *out, const float *lse, int B,
+                                              int T, int Hq, int Hkv, int d, int d_v) {
+    flash_require_bf16();
     const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, d_v);
     flash_check(m);
     const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v"};
@@ -86,7 +98,8 @@ extern "C" void cuda_flash_attention_backward(float *dq, float *dk, float *dv, c
     const int n_cp = g_f32_staging ? 0 : 4;
     char *ws = (char *)cuda_workspace(delta_bytes + flash_copies(NULL, cp, src, len, n_cp));
     float *delta = (float *)ws;
-    attn_delta(delta, dout, out, NULL, NULL, m, true); /* bf16(G_i) . o_i, as the kernels read G */
+    /* bf16(G_i) . o_i, as the kernels read G; o (out) is bf16 */
+    attn_delta<operand_bf16>(delta, dout, (const operand_bf16 *)out, NULL, NULL, m, true);
     if (g_f32_staging) {
         flash_core_backward(dq, dk, dv, dout, delta, q, k, v, lse, NULL, m);
         return;
@@ -95,19 +108,21 @@ extern "C" void cuda_flash_attention_backward(float *dq, float *dk, float *dv, c
     flash_core_backward<flash_bf16>(dq, dk, dv, cp[3], delta, cp[0], cp[1], cp[2], lse, NULL, m);
 }
 
-extern "C" void cuda_flash_diffattn_forward(float *out, float *o1, float *o2, float *lse,
+extern "C" void cuda_flash_diffattn_forward(dt_operand *out_, float *o1, float *o2, float *lse,
                                             float *rstd, const float *q, const float *k,
                                             const float *v, const float *lambda,
                                             const float *gamma, float lambda_init, float eps,
                                             int B, int T, int H, int Hkv, int d) {
+    flash_require_bf16();
+    operand_bf16 *out = (operand_bf16 *)out_;
     const char *names[] = {"out", "o1", "o2", "q", "k", "v"};
     const void *ptrs[] = {out, o1, o2, q, k, v};
     flash_aligned(names, ptrs, 6);
     const attn_map m = attn_map_diff(B, T, H, Hkv, d);
     flash_check(m);
-    const flash_diff_epi epi = {out, rstd, lambda, gamma, 1.0f - lambda_init, eps};
+    const flash_diff_epi epi = {rstd, lambda, gamma, 1.0f - lambda_init, eps};
     if (g_f32_staging) {
-        flash_core_forward(o1, o2, lse, q, k, v, m, epi);
+        flash_core_forward(out, o1, o2, lse, q, k, v, m, epi);
         return;
     }
     /* workspace: bf16 q | k | v */
@@ -117,7 +132,7 @@ extern "C" void cuda_flash_diffattn_forward(float *out, float *o1, float *o2, fl
     flash_bf16 *cp[3];
     char *ws = (char *)cuda_workspace(flash_copies(NULL, cp, src, len, 3));
     flash_copies(ws, cp, src, len, 3);
-    flash_core_forward<flash_bf16>(o1, o2, lse, cp[0], cp[1], cp[2], m, epi);
+    flash_core_forward<flash_bf16>(out, o1, o2, lse, cp[0], cp[1], cp[2], m, epi);
 }
 
 extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma,

@@ -1,31 +1,43 @@
 /* Per-head gain of model.subln: scalar on the CUDA backend (out_h = s_h * inp_h; the CPU oracle
- * is model/cpu/headscale.c). */
+ * is model/cpu/headscale.c). out and inp are dt_operands (operand.cuh), read and written in the
+ * backend's format; the products are fp32. */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
+#include "model/cuda/operand.cuh"
 
 #define HEAD_SCALE_THREADS 256
 #define HEAD_SCALE_MAX_BLOCKS 65536u
 
 /* Elementwise, grid-stride over the N*H*w elements; out may equal inp. */
-static __global__ void head_scale_forward_kernel(float *out, const float *inp, const float *s,
-                                                 size_t n, int H, int w) {
+template <typename TO>
+__global__ void head_scale_forward_kernel(TO *out, const TO *inp, const float *s, size_t n, int H,
+                                          int w) {
     size_t C = (size_t)H * w;
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         size_t h = (i % C) / (size_t)w;
-        out[i] = inp[i] * s[h];
+        operand_store(out, i, operand_load(inp, i) * s[h]);
     }
 }
 
-extern "C" void cuda_head_scale_forward(float *out, const float *inp, const float *s, int N, int H,
-                                        int w) {
-    size_t n = (size_t)(N > 0 ? N : 0) * (size_t)(H > 0 ? H : 0) * (size_t)(w > 0 ? w : 0);
-    if (n == 0) return;
+template <typename TO>
+static void head_scale_forward_launch(TO *out, const TO *inp, const float *s, size_t n, int H,
+                                      int w) {
     unsigned blocks = cuda_blocks(n, HEAD_SCALE_THREADS);
     if (blocks > HEAD_SCALE_MAX_BLOCKS) blocks = HEAD_SCALE_MAX_BLOCKS;
-    head_scale_forward_kernel<<<blocks, HEAD_SCALE_THREADS, 0, cuda_stream()>>>(out, inp, s, n, H,
-                                                                                w);
+    auto kernel = head_scale_forward_kernel<TO>;
+    kernel<<<blocks, HEAD_SCALE_THREADS, 0, cuda_stream()>>>(out, inp, s, n, H, w);
     CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_head_scale_forward(dt_operand *out, const dt_operand *inp, const float *s,
+                                        int N, int H, int w) {
+    size_t n = (size_t)(N > 0 ? N : 0) * (size_t)(H > 0 ? H : 0) * (size_t)(w > 0 ? w : 0);
+    if (n == 0) return;
+    if (cuda_operand_bf16())
+        head_scale_forward_launch((operand_bf16 *)out, (const operand_bf16 *)inp, s, n, H, w);
+    else
+        head_scale_forward_launch((float *)out, (const float *)inp, s, n, H, w);
 }
 
 /* Backward: dinp = dout * s[h] (overwritten; dinp may equal dout, each element is read before
@@ -36,10 +48,10 @@ extern "C" void cuda_head_scale_forward(float *out, const float *inp, const floa
  * total to ds[h] once. */
 #define HEAD_SCALE_MAX_CHUNKS 64
 
-static __global__ void head_scale_backward_partial_kernel(double *partial, float *dinp,
-                                                          const float *dout, const float *inp,
-                                                          const float *s, int N, int H, int w,
-                                                          int rows_per_chunk, int nchunks) {
+template <typename TI>
+__global__ void head_scale_backward_partial_kernel(double *partial, float *dinp, const float *dout,
+                                                   const TI *inp, const float *s, int N, int H,
+                                                   int w, int rows_per_chunk, int nchunks) {
     __shared__ double scratch[32];
     size_t C = (size_t)H * w;
     int chunk = blockIdx.x;
@@ -53,7 +65,7 @@ static __global__ void head_scale_backward_partial_kernel(double *partial, float
             size_t n = (size_t)n0 + e / (size_t)w, i = e % (size_t)w;
             size_t at = n * C + (size_t)h * w + i;
             float g = dout[at];
-            acc += (double)g * inp[at];
+            acc += (double)g * operand_load(inp, at);
             dinp[at] = g * sh;
         }
         acc = block_sum(acc, scratch);
@@ -71,17 +83,32 @@ static __global__ void head_scale_backward_final_kernel(float *ds, const double 
     }
 }
 
+template <typename TI>
+static void head_scale_backward_partial_launch(dim3 grid, double *partial, float *dinp,
+                                               const float *dout, const TI *inp, const float *s,
+                                               int N, int H, int w, int rows_per_chunk,
+                                               int nchunks) {
+    auto kernel = head_scale_backward_partial_kernel<TI>;
+    kernel<<<grid, HEAD_SCALE_THREADS, 0, cuda_stream()>>>(partial, dinp, dout, inp, s, N, H, w,
+                                                           rows_per_chunk, nchunks);
+    CUDA_LAUNCH_CHECK();
+}
+
 extern "C" void cuda_head_scale_backward(float *dinp, float *ds, const float *dout,
-                                         const float *inp, const float *s, int N, int H, int w) {
+                                         const dt_operand *inp, const float *s, int N, int H,
+                                         int w) {
     if (N <= 0 || H <= 0 || w <= 0) return;
     int rows_per_chunk = (N + HEAD_SCALE_MAX_CHUNKS - 1) / HEAD_SCALE_MAX_CHUNKS;
     int nchunks = (N + rows_per_chunk - 1) / rows_per_chunk; /* <= HEAD_SCALE_MAX_CHUNKS */
     double *partial =
         (double *)cuda_workspace((size_t)H * nchunks * sizeof(double)); /* (H, nchunks) */
     dim3 grid((unsigned)nchunks, (unsigned)(H < 65535 ? H : 65535));
-    head_scale_backward_partial_kernel<<<grid, HEAD_SCALE_THREADS, 0, cuda_stream()>>>(
-        partial, dinp, dout, inp, s, N, H, w, rows_per_chunk, nchunks);
-    CUDA_LAUNCH_CHECK();
+    if (cuda_operand_bf16())
+        head_scale_backward_partial_launch(grid, partial, dinp, dout, (const operand_bf16 *)inp, s,
+                                           N, H, w, rows_per_chunk, nchunks);
+    else
+        head_scale_backward_partial_launch(grid, partial, dinp, dout, (const float *)inp, s, N, H,
+                                           w, rows_per_chunk, nchunks);
     head_scale_backward_final_kernel<<<cuda_blocks((size_t)H, HEAD_SCALE_THREADS),
                                        HEAD_SCALE_THREADS, 0, cuda_stream()>>>(ds, partial, H,
                                                                                nchunks);

@@ -3,14 +3,16 @@
  *   out (N, O) = inp (N, I) @ w (O, I)^T   is   out_cm (O x N) = w_cm^T (O x I) . inp_cm (I x N)
  *   dinp (N, I) = dout (N, O) @ w (O, I)    is   dinp_cm (I x N) = w_cm (I x O) . dout_cm (O x N)
  *   dw (O, I) += dout^T @ inp               is   dw_cm (I x O) += inp_cm (I x N) . dout_cm^T
- * Storage is fp32 throughout. fp32 products use CUBLAS_COMPUTE_32F (no TF32). Under
- * train.precision bf16 both operands are first rounded to bf16 (round to nearest even) into the
- * CUDA_WS_GEMM workspace, and cuBLAS multiplies the bf16 copies on the tensor cores with fp32
- * accumulation and an fp32 result. (CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 buffers, which this
- * replaced, ran TF32 kernels on an H100: half the bf16 rate, and not the rounding it names.) The
- * copies cost a read of each operand and a write of half its size, at memory bandwidth: 43 ms of
- * a 359 ms 830M step on an H100, beside 125 ms of products (docs/gpu-performance.md); storing
- * activations in bf16 would remove them. */
+ * Outputs are fp32. fp32 products use CUBLAS_COMPUTE_32F (no TF32). Under train.precision bf16
+ * cuBLAS multiplies bf16 operands on the tensor cores with fp32 accumulation and an fp32 result:
+ * the activation input `inp` is a dt_operand, already stored in bf16 in that mode
+ * (operand.cuh), and is read as it is; the weights w and the output gradient dout are fp32 and
+ * are rounded to bf16 (round to nearest even) into the CUDA_WS_GEMM workspace first.
+ * (CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 buffers, which this replaced, ran TF32 kernels on an
+ * H100: half the bf16 rate, and not the rounding it names.) Those copies cost a read of each
+ * operand and a write of half its size, at memory bandwidth; with the activations' copies they
+ * took 43 ms of a 359 ms 830M step on an H100, beside 125 ms of products
+ * (docs/gpu-performance.md). */
 #include <cublas_v2.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,7 +23,7 @@
 #include "model/cuda/mma.cuh"
 
 static cublasHandle_t g_cublas;
-static int g_bf16; /* products of bf16 copies of the operands */
+static int g_bf16; /* bf16 products: bf16 operands (inp), bf16 copies of w and dout */
 
 static void cublas_check(cublasStatus_t s, const char *what, const char *file, int line) {
     if (s == CUBLAS_STATUS_SUCCESS) return;
@@ -80,7 +82,7 @@ static size_t span(int rows, int cols, int ld) {
 
 /* bf16 copies of the n <= MATMUL_MAX_OPERANDS operands x[i] (counts[i] elements each; NULL or 0:
  * none), side by side in the CUDA_WS_GEMM workspace at 256-byte offsets: out[i]. */
-#define MATMUL_MAX_OPERANDS 3
+#define MATMUL_MAX_OPERANDS 2
 static void to_bf16_operands(uint16_t **out, const float *const *x, const size_t *counts, int n) {
     size_t off[MATMUL_MAX_OPERANDS], total = 0;
     for (int i = 0; i < n; i++) {
@@ -116,30 +118,31 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                               C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-/* The operands as the products read them: the fp32 buffers themselves, or (bf16 products) their
- * bf16 copies, each operand converted once per call even when two products read it. */
-void cuda_matmul_forward(float *out, const float *inp, const float *w, int N, int I, int O,
+/* The operands as the products read them: the fp32 buffers themselves, or (bf16 products) inp
+ * as it is (a bf16 operand) and bf16 copies of w and dout, each converted once per call even
+ * when two products read it. */
+void cuda_matmul_forward(float *out, const dt_operand *inp, const float *w, int N, int I, int O,
                          int accumulate) {
     const void *W = w, *X = inp;
     if (g_bf16 && N > 0 && O > 0 && I > 0) {
-        uint16_t *c[2];
-        const float *x[2] = {w, inp};
-        const size_t n[2] = {span(I, O, I), span(I, N, I)};
-        to_bf16_operands(c, x, n, 2);
-        W = c[0], X = c[1];
+        uint16_t *c[1];
+        const float *x[1] = {w};
+        const size_t n[1] = {span(I, O, I)};
+        to_bf16_operands(c, x, n, 1);
+        W = c[0];
     }
     gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, X, I, accumulate ? 1.0f : 0.0f, out, O);
 }
 
-void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
+void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const dt_operand *inp,
                           const float *w, int N, int I, int O, int accumulate_dinp) {
     const void *W = w, *X = inp, *DY = dout;
     if (g_bf16 && N > 0 && O > 0 && I > 0) {
-        uint16_t *c[3];
-        const float *x[3] = {dout, dinp ? w : NULL, dw ? inp : NULL};
-        const size_t n[3] = {span(O, N, O), span(I, O, I), span(I, N, I)};
-        to_bf16_operands(c, x, n, 3);
-        DY = c[0], W = c[1], X = c[2];
+        uint16_t *c[2];
+        const float *x[2] = {dout, dinp ? w : NULL};
+        const size_t n[2] = {span(O, N, O), span(I, O, I)};
+        to_bf16_operands(c, x, n, 2);
+        DY = c[0], W = c[1];
     }
     if (dinp)
         gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, DY, O, accumulate_dinp ? 1.0f : 0.0f,

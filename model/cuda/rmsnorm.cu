@@ -1,23 +1,26 @@
 /* RMSNorm on the CUDA backend: out = inp * rstd * weight, rstd = 1 / sqrt(mean(inp^2) + eps),
  * per row of C (the CPU oracle is model/cpu/rmsnorm.c). Row reductions are accumulated in
- * double as on the CPU, so rstd and out agree with it to the last bit in all but rare ties. */
+ * double as on the CPU, so rstd and out agree with it to the last bit in all but rare ties.
+ * out is a dt_operand (operand.cuh): in bf16 mode the same fp32 values, rounded as stored. */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
+#include "model/cuda/operand.cuh"
 
 #define RMSNORM_THREADS 256
 
 /* One block per row (grid-stride over rows); the sum of squares is reduced over the block
- * before any thread writes, so out may even equal inp. With a != NULL (the fused residual), each
+ * before any thread writes, so out may even equal inp (fp32 mode). With a != NULL (the fused residual), each
  * thread first writes x[i] = a[i] + b[i] for its own columns and reads back only those, so
  * x (= y) may alias a or b; the sums and products then see the same floats, in the same order,
  * as the unfused add and norm. */
-static __global__ void rmsnorm_forward_kernel(float *out, float *rstd, float *y, const float *inp,
-                                              const float *a, const float *b,
-                                              const float *weight, int N, int C, float eps) {
+template <typename TO>
+__global__ void rmsnorm_forward_kernel(TO *out, float *rstd, float *y, const float *inp,
+                                       const float *a, const float *b, const float *weight, int N,
+                                       int C, float eps) {
     __shared__ double scratch[32];
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
         const float *x = a ? y + (size_t)n * C : inp + (size_t)n * C; /* (C) */
-        float *o = out + (size_t)n * C;                               /* (C) */
+        TO *o = out + (size_t)n * C;                                  /* (C) */
         if (a)
             for (int i = threadIdx.x; i < C; i += blockDim.x)
                 y[(size_t)n * C + i] = a[(size_t)n * C + i] + b[(size_t)n * C + i];
@@ -27,27 +30,43 @@ static __global__ void rmsnorm_forward_kernel(float *out, float *rstd, float *y,
         float r = (float)(1.0 / sqrt(ss / C + (double)eps));
         if (threadIdx.x == 0) rstd[n] = r;
         if (weight)
-            for (int i = threadIdx.x; i < C; i += blockDim.x) o[i] = x[i] * r * weight[i];
+            for (int i = threadIdx.x; i < C; i += blockDim.x)
+                operand_store(o, i, x[i] * r * weight[i]);
         else
-            for (int i = threadIdx.x; i < C; i += blockDim.x) o[i] = x[i] * r;
+            for (int i = threadIdx.x; i < C; i += blockDim.x) operand_store(o, i, x[i] * r);
     }
 }
 
-extern "C" void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
-                                     int N, int C, float eps) {
-    if (N <= 0 || C <= 0) return;
-    rmsnorm_forward_kernel<<<cuda_blocks((size_t)N, 1), RMSNORM_THREADS, 0, cuda_stream()>>>(
-        out, rstd, NULL, inp, NULL, NULL, weight, N, C, eps);
+template <typename TO>
+static void rmsnorm_forward_launch(TO *out, float *rstd, float *y, const float *inp,
+                                   const float *a, const float *b, const float *weight, int N,
+                                   int C, float eps) {
+    auto kernel = rmsnorm_forward_kernel<TO>;
+    kernel<<<cuda_blocks((size_t)N, 1), RMSNORM_THREADS, 0, cuda_stream()>>>(out, rstd, y, inp, a,
+                                                                              b, weight, N, C, eps);
     CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void cuda_residual_rmsnorm_forward(float *y, float *out, float *rstd, const float *a,
-                                              const float *b, const float *weight, int N, int C,
-                                              float eps) {
+/* The fused residual when a != NULL (then y, b too), the plain norm of inp otherwise. */
+static void rmsnorm_forward_any(dt_operand *out, float *rstd, float *y, const float *inp,
+                                const float *a, const float *b, const float *weight, int N, int C,
+                                float eps) {
     if (N <= 0 || C <= 0) return;
-    rmsnorm_forward_kernel<<<cuda_blocks((size_t)N, 1), RMSNORM_THREADS, 0, cuda_stream()>>>(
-        out, rstd, y, NULL, a, b, weight, N, C, eps);
-    CUDA_LAUNCH_CHECK();
+    if (cuda_operand_bf16())
+        rmsnorm_forward_launch((operand_bf16 *)out, rstd, y, inp, a, b, weight, N, C, eps);
+    else
+        rmsnorm_forward_launch((float *)out, rstd, y, inp, a, b, weight, N, C, eps);
+}
+
+extern "C" void cuda_rmsnorm_forward(dt_operand *out, float *rstd, const float *inp,
+                                     const float *weight, int N, int C, float eps) {
+    rmsnorm_forward_any(out, rstd, NULL, inp, NULL, NULL, weight, N, C, eps);
+}
+
+extern "C" void cuda_residual_rmsnorm_forward(float *y, dt_operand *out, float *rstd,
+                                              const float *a, const float *b, const float *weight,
+                                              int N, int C, float eps) {
+    rmsnorm_forward_any(out, rstd, y, NULL, a, b, weight, N, C, eps);
 }
 
 /* dinp: with xhat = x * r and g = dout * weight, dx = r * (g - xhat * mean(g * xhat)), i.e.

@@ -1,7 +1,9 @@
 /* SwiGLU gate on the CUDA backend: h = silu(g) * u = g * sigmoid(g) * u, elementwise (the CPU
- * oracle is model/cpu/swiglu.c, whose expressions are mirrored term by term). */
+ * oracle is model/cpu/swiglu.c, whose expressions are mirrored term by term). h is a dt_operand
+ * (operand.cuh): in bf16 mode the same fp32 value, rounded as stored. */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
+#include "model/cuda/operand.cuh"
 
 #define SWIGLU_THREADS 256
 #define SWIGLU_MAX_BLOCKS 65536u
@@ -16,12 +18,20 @@ static unsigned swiglu_blocks(size_t n) {
     return b < SWIGLU_MAX_BLOCKS ? b : SWIGLU_MAX_BLOCKS;
 }
 
-static __global__ void swiglu_forward_kernel(float *h, const float *g, const float *u, size_t n) {
+template <typename TO>
+__global__ void swiglu_forward_kernel(TO *h, const float *g, const float *u, size_t n) {
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         float x = g[i];
-        h[i] = x * swiglu_sigmoid(x) * u[i];
+        operand_store(h, i, x * swiglu_sigmoid(x) * u[i]);
     }
+}
+
+template <typename TO> static void swiglu_forward_launch(TO *h, const float *g, const float *u,
+                                                         size_t n) {
+    auto kernel = swiglu_forward_kernel<TO>;
+    kernel<<<swiglu_blocks(n), SWIGLU_THREADS, 0, cuda_stream()>>>(h, g, u, n);
+    CUDA_LAUNCH_CHECK();
 }
 
 /* d silu(x)/dx = s (1 + x (1 - s)), s = sigmoid(x). Inputs are read into locals before any
@@ -37,10 +47,12 @@ static __global__ void swiglu_backward_kernel(float *dg, float *du, const float 
     }
 }
 
-extern "C" void cuda_swiglu_forward(float *h, const float *g, const float *u, size_t n) {
+extern "C" void cuda_swiglu_forward(dt_operand *h, const float *g, const float *u, size_t n) {
     if (n == 0) return;
-    swiglu_forward_kernel<<<swiglu_blocks(n), SWIGLU_THREADS, 0, cuda_stream()>>>(h, g, u, n);
-    CUDA_LAUNCH_CHECK();
+    if (cuda_operand_bf16())
+        swiglu_forward_launch((operand_bf16 *)h, g, u, n);
+    else
+        swiglu_forward_launch((float *)h, g, u, n);
 }
 
 extern "C" void cuda_swiglu_backward(float *dg, float *du, const float *dh, const float *g,

@@ -72,6 +72,22 @@ static inline float cut_bf16_round(float x) {
     return x;
 }
 
+/* The bits of x rounded to bf16 (cut_bf16_round's value): a bf16 operand element. */
+static inline uint16_t cut_bf16_bits(float x) {
+    uint32_t u;
+    x = cut_bf16_round(x);
+    memcpy(&u, &x, sizeof u);
+    return (uint16_t)(u >> 16);
+}
+
+/* The fp32 value of bf16 bits (exact). */
+static inline float cut_bf16_widen(uint16_t b) {
+    const uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
 /* Uniform values in [lo, hi) from a fixed linear congruential sequence (reproducible). */
 static inline void cut_fill(float *x, size_t n, unsigned seed, float lo, float hi) {
     unsigned long long s = 0x9E3779B97F4A7C15ull ^ seed;

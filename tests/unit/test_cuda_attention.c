@@ -107,9 +107,11 @@ static int run_standard(int B, int T, int Hq, int Hkv, int d, int dv, unsigned s
         dq_d[run] = cot_dev_nan(nq);
         dk_d[run] = cot_dev_nan(nk);
         dv_d[run] = cot_dev_nan(nv);
-        cuda_attention_forward(out_d[run], lse_d[run], q_d, k_d, v_d, B, T, Hq, Hkv, d, dv);
+        /* fp32 mode: out, a dt_operand, is fp32 (bf16: test_cuda_operand) */
+        cuda_attention_forward((dt_operand *)out_d[run], lse_d[run], q_d, k_d, v_d, B, T, Hq, Hkv,
+                               d, dv);
         cuda_attention_backward(dq_d[run], dk_d[run], dv_d[run], dout_d, q_d, k_d, v_d,
-                                out_d[run], lse_d[run], B, T, Hq, Hkv, d, dv);
+                                (const dt_operand *)out_d[run], lse_d[run], B, T, Hq, Hkv, d, dv);
     }
     cuda_synchronize();
 
@@ -210,8 +212,9 @@ static int run_diff(int B, int T, const diff_case *dc, int d, unsigned seed) {
         dv_d[run] = cot_dev_nan(nv);
         dgamma_d[run] = cot_dev(dgamma0, (size_t)d2);
         dlambda_d[run] = cot_dev(&dlambda0, 1);
-        cuda_diffattn_forward(out_d[run], o1_d[run], o2_d[run], lse_d[run], rstd_d[run], q_d, k_d,
-                              v_d, lambda_d, gamma_d, lambda_init, eps, B, T, H, Hkv, d);
+        cuda_diffattn_forward((dt_operand *)out_d[run], o1_d[run], o2_d[run], lse_d[run],
+                              rstd_d[run], q_d, k_d, v_d, lambda_d, gamma_d, lambda_init, eps, B,
+                              T, H, Hkv, d);
         cuda_diffattn_backward(dq_d[run], dk_d[run], dv_d[run], dgamma_d[run], dlambda_d[run],
                                dout_d, q_d, k_d, v_d, o1_d[run], o2_d[run], lse_d[run],
                                rstd_d[run], lambda_d, gamma_d, lambda_init, B, T, H, Hkv, d);

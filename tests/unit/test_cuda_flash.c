@@ -16,6 +16,12 @@
  * backend table: under "bf16 products" the attention ops are the fused kernels where the head
  * dim is supported (bit-identical to calling them), the tiled ones elsewhere and in fp32 mode.
  *
+ * The fused ops are the bf16 mode's: they run with the backend in that mode, and their out (a
+ * dt_operand) is bf16, rounded from the fp32 value as stored; the tiled references run in fp32
+ * mode (fp32 out). So out's checks add that rounding, at most half a bf16 ulp of the value:
+ * OUT_RTOL = 2^-8 relative on top of each tolerance; o1, o2, lse and the gradients are fp32 as
+ * before. The standard backward reads the bf16 out for its delta.
+ *
  * Tolerances, with u = 2^-9 the unit roundoff of bf16 (round to nearest even), per tensor:
  * |got - ref| <= max(afrac * max|ref|, floor) + rtol * |ref|.
  *   vs the tiled kernels (b): forward o (and o1, o2): each P_j is rounded by at most u P_j, so
@@ -74,6 +80,8 @@
 /* the run on the fp32 inputs rounded while staged (flash_test.h), as the kernels did before
  * their bf16 copies: the copies must change no bit */
 #define F32_RUN "fp32-staging run"
+/* out, stored in bf16: its own rounding, relative (|bf16(x) - x| <= 2^-8 |x|) */
+#define OUT_RTOL (1.0 / 256.0)
 
 static float *host_alloc(size_t n) {
     float *p = calloc(n ? n : 1, sizeof(float));
@@ -101,6 +109,17 @@ static int same_bits(const char *what, const float *a, const float *b, size_t n)
     return cot_bits_differ(what, "rerun", a, b, n);
 }
 static float *to_host(const float *dev, size_t n) { return cut_to_host(dev, n); }
+
+/* The backend in bf16 (the fused ops', bf16 operands) or fp32 mode (the tiled references). */
+static void set_mode(int bf16) {
+    assert_int_equal(cuda_backend_init(0, bf16), 0);
+    assert_int_equal(cuda_operand_bytes(), bf16 ? 2 : 4);
+}
+/* out, an operand buffer in bf16 mode, against a host reference */
+static int check_out(const char *what, const dt_operand *dev, const float *ref, size_t n,
+                     double afrac, double rtol) {
+    return cot_operand_out_of_tol(what, dev, ref, n, afrac, rtol + OUT_RTOL, 1e-30);
+}
 
 /* ---- standard / GQA attention (baseline; DIFF V2 over 2H q-heads) ---- */
 
@@ -131,18 +150,22 @@ static int run_standard(const std_case *c, unsigned seed) {
     float *tq = cot_dev(qr, nq), *tk = cot_dev(kr, nk), *tv = cot_dev(vr, nv);
     float *tdout = cot_dev(doutr, no), *tout = cot_dev_nan(no), *tlse = cot_dev_nan(nl);
     float *tdq = cot_dev_nan(nq), *tdk = cot_dev_nan(nk), *tdv = cot_dev_nan(nv);
-    cuda_attention_forward(tout, tlse, tq, tk, tv, B, T, Hq, Hkv, d, dv);
-    cuda_attention_backward(tdq, tdk, tdv, tdout, tq, tk, tv, tout, tlse, B, T, Hq, Hkv, d, dv);
+    set_mode(0); /* fp32 out */
+    cuda_attention_forward((dt_operand *)tout, tlse, tq, tk, tv, B, T, Hq, Hkv, d, dv);
+    cuda_attention_backward(tdq, tdk, tdv, tdout, tq, tk, tv, (const dt_operand *)tout, tlse, B,
+                            T, Hq, Hkv, d, dv);
     float *t_out = to_host(tout, no), *t_lse = to_host(tlse, nl), *t_dq = to_host(tdq, nq);
     float *t_dk = to_host(tdk, nk), *t_dv = to_host(tdv, nv);
 
     /* the fused kernels on the fp32 inputs, twice, then on the fp32-staging test path */
     float *q_d = cot_dev(q, nq), *k_d = cot_dev(k, nk), *v_d = cot_dev(v, nv);
     float *dout_d = cot_dev(dout, no);
-    float *o_d[3], *l_d[3], *dq_d[3], *dk_d[3], *dv_d[3];
+    dt_operand *o_d[3];
+    float *l_d[3], *dq_d[3], *dk_d[3], *dv_d[3];
+    set_mode(1); /* bf16 out */
     for (int run = 0; run < 3; run++) {
         cuda_flash_test_f32_staging(run == 2);
-        o_d[run] = cot_dev_nan(no);
+        o_d[run] = cot_operand_nan(no);
         l_d[run] = cot_dev_nan(nl);
         dq_d[run] = cot_dev_nan(nq);
         dk_d[run] = cot_dev_nan(nk);
@@ -156,30 +179,30 @@ static int run_standard(const std_case *c, unsigned seed) {
 
     printf("-- attention B=%d T=%d Hq=%d Hkv=%d d=%d\n", B, T, Hq, Hkv, d);
     int fails = 0;
-    fails += check("out vs cpu", o_d[0], out, no, CPU_FWD_AFRAC, CPU_RTOL);
+    fails += check_out("out vs cpu", o_d[0], out, no, CPU_FWD_AFRAC, CPU_RTOL);
     fails += check("lse vs cpu", l_d[0], lse, nl, CPU_FWD_AFRAC, 0.0);
     fails += check_grad("dq vs cpu", dq_d[0], dq, nq, CPU_BWD_AFRAC, CPU_RTOL);
     fails += check_grad("dk vs cpu", dk_d[0], dk, nk, CPU_BWD_AFRAC, CPU_RTOL);
     fails += check_grad("dv vs cpu", dv_d[0], dvv, nv, CPU_BWD_AFRAC, CPU_RTOL);
-    fails += check("out vs tiled", o_d[0], t_out, no, TILED_O_AFRAC, 0.0);
+    fails += check_out("out vs tiled", o_d[0], t_out, no, TILED_O_AFRAC, 0.0);
     fails += check("lse vs tiled", l_d[0], t_lse, nl, 1e-6, TILED_LSE_RTOL);
     fails += check_grad("dq vs tiled", dq_d[0], t_dq, nq, TILED_AFRAC, TILED_RTOL);
     fails += check_grad("dk vs tiled", dk_d[0], t_dk, nk, TILED_AFRAC, TILED_RTOL);
     fails += check_grad("dv vs tiled", dv_d[0], t_dv, nv, TILED_AFRAC, TILED_RTOL);
-    fails += same_bits("out", o_d[0], o_d[1], no);
+    fails += cot_operand_bits_differ("out", "rerun", o_d[0], o_d[1], no);
     fails += same_bits("lse", l_d[0], l_d[1], nl);
     fails += same_bits("dq", dq_d[0], dq_d[1], nq);
     fails += same_bits("dk", dk_d[0], dk_d[1], nk);
     fails += same_bits("dv", dv_d[0], dv_d[1], nv);
-    fails += cot_bits_differ("out", F32_RUN, o_d[0], o_d[2], no);
+    fails += cot_operand_bits_differ("out", F32_RUN, o_d[0], o_d[2], no);
     fails += cot_bits_differ("lse", F32_RUN, l_d[0], l_d[2], nl);
     fails += cot_bits_differ("dq", F32_RUN, dq_d[0], dq_d[2], nq);
     fails += cot_bits_differ("dk", F32_RUN, dk_d[0], dk_d[2], nk);
     fails += cot_bits_differ("dv", F32_RUN, dv_d[0], dv_d[2], nv);
 
-    float *dev[] = {tq, tk, tv, tdout, tout, tlse, tdq, tdk, tdv, q_d, k_d, v_d, dout_d,
-                    o_d[0], o_d[1], l_d[0], l_d[1], dq_d[0], dq_d[1], dk_d[0], dk_d[1],
-                    dv_d[0], dv_d[1], o_d[2], l_d[2], dq_d[2], dk_d[2], dv_d[2]};
+    void *dev[] = {tq, tk, tv, tdout, tout, tlse, tdq, tdk, tdv, q_d, k_d, v_d, dout_d,
+                   o_d[0], o_d[1], l_d[0], l_d[1], dq_d[0], dq_d[1], dk_d[0], dk_d[1],
+                   dv_d[0], dv_d[1], o_d[2], l_d[2], dq_d[2], dk_d[2], dv_d[2]};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     float *host[] = {q, k, v, dout, out, lse, dq, dk, dvv, qr, kr, vr, doutr,
                      t_out, t_lse, t_dq, t_dk, t_dv};
@@ -207,14 +230,16 @@ typedef struct diff_case {
     float lambda;
 } diff_case;
 
-/* The outputs of one diffattn forward + backward (device buffers). */
+/* The outputs of one diffattn forward + backward (device buffers; out in the operand format of
+ * the mode diff_out_alloc ran in). */
 typedef struct diff_out {
-    float *out, *o1, *o2, *lse, *rstd, *dq, *dk, *dv, *dgamma, *dlambda;
+    dt_operand *out;
+    float *o1, *o2, *lse, *rstd, *dq, *dk, *dv, *dgamma, *dlambda;
 } diff_out;
 
 static void diff_out_alloc(diff_out *o, size_t no, size_t nl, size_t nr, size_t nq, size_t nk,
                            size_t nv, const float *dgamma0, int d2, float dlambda0) {
-    o->out = cot_dev_nan(no);
+    o->out = cot_operand_nan(no);
     o->o1 = cot_dev_nan(no);
     o->o2 = cot_dev_nan(no);
     o->lse = cot_dev_nan(nl);
@@ -226,8 +251,8 @@ static void diff_out_alloc(diff_out *o, size_t no, size_t nl, size_t nr, size_t 
     o->dlambda = cot_dev(&dlambda0, 1);
 }
 static void diff_out_free(diff_out *o) {
-    float *b[] = {o->out, o->o1, o->o2, o->lse, o->rstd, o->dq, o->dk, o->dv, o->dgamma,
-                  o->dlambda};
+    void *b[] = {o->out, o->o1, o->o2, o->lse, o->rstd, o->dq, o->dk, o->dv, o->dgamma,
+                 o->dlambda};
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) cuda_free(b[i]);
 }
 
@@ -266,21 +291,24 @@ static int run_diff(const diff_case *c, unsigned seed) {
     float *tq = cot_dev(qr, nq), *tk = cot_dev(kr, nk), *tv = cot_dev(vr, nv);
     float *tdout = cot_dev(doutr, no);
     diff_out t;
+    set_mode(0); /* fp32 out */
     diff_out_alloc(&t, no, nl, nr, nq, nk, nv, dgamma0, d2, dlambda0);
     cuda_diffattn_forward(t.out, t.o1, t.o2, t.lse, t.rstd, tq, tk, tv, lambda_d, gamma_d,
                           lambda_init, eps, B, T, H, Hkv, d);
     cuda_diffattn_backward(t.dq, t.dk, t.dv, t.dgamma, t.dlambda, tdout, tq, tk, tv, t.o1, t.o2,
                            t.lse, t.rstd, lambda_d, gamma_d, lambda_init, B, T, H, Hkv, d);
     float *th[10];
-    const float *tdev[10] = {t.out, t.o1, t.o2, t.lse, t.rstd, t.dq, t.dk, t.dv, t.dgamma,
+    const float *tdev[10] = {NULL, t.o1, t.o2, t.lse, t.rstd, t.dq, t.dk, t.dv, t.dgamma,
                              t.dlambda};
     const size_t tn[10] = {no, no, no, nl, nr, nq, nk, nv, (size_t)d2, 1};
-    for (int i = 0; i < 10; i++) th[i] = to_host(tdev[i], tn[i]);
+    th[0] = cot_operand_to_host(t.out, no);
+    for (int i = 1; i < 10; i++) th[i] = to_host(tdev[i], tn[i]);
 
     /* the fused kernels, twice, then on the fp32-staging test path */
     float *q_d = cot_dev(q, nq), *k_d = cot_dev(k, nk), *v_d = cot_dev(v, nv);
     float *dout_d = cot_dev(dout, no);
     diff_out f[3];
+    set_mode(1); /* bf16 out */
     for (int run = 0; run < 3; run++) {
         diff_out *o = &f[run];
         cuda_flash_test_f32_staging(run == 2);
@@ -298,7 +326,7 @@ static int run_diff(const diff_case *c, unsigned seed) {
            c->subln, (double)lambda);
     const diff_out *F = &f[0];
     int fails = 0;
-    fails += check("out vs cpu", F->out, out, no, CPU_FWD_AFRAC, CPU_RTOL);
+    fails += check_out("out vs cpu", F->out, out, no, CPU_FWD_AFRAC, CPU_RTOL);
     fails += check("o1 vs cpu", F->o1, o1, no, CPU_FWD_AFRAC, CPU_RTOL);
     fails += check("o2 vs cpu", F->o2, o2, no, CPU_FWD_AFRAC, CPU_RTOL);
     fails += check("lse vs cpu", F->lse, lse, nl, CPU_FWD_AFRAC, 0.0);
@@ -310,7 +338,7 @@ static int run_diff(const diff_case *c, unsigned seed) {
      * over all rows with much cancellation, so its forward's bf16 error (in o2, rstd) does not
      * shrink with the sum: checked on the same forward outputs as the oracle (below) */
     fails += check("dgamma vs cpu", F->dgamma, dgamma, (size_t)d2, CPU_BWD_AFRAC, CPU_RTOL);
-    fails += check("out vs tiled", F->out, th[0], no, TILED_AFRAC, TILED_RTOL);
+    fails += check_out("out vs tiled", F->out, th[0], no, TILED_AFRAC, TILED_RTOL);
     fails += check("o1 vs tiled", F->o1, th[1], no, TILED_O_AFRAC, 0.0);
     fails += check("o2 vs tiled", F->o2, th[2], no, TILED_O_AFRAC, 0.0);
     fails += check("lse vs tiled", F->lse, th[3], nl, 1e-6, TILED_LSE_RTOL);
@@ -333,15 +361,17 @@ static int run_diff(const diff_case *c, unsigned seed) {
             cot_out_of_tol("dlambda, same o1 o2", F->dlambda, &rl, 1, 0.0, RED_RTOL, RED_FLOOR);
         free(fo1), free(fo2), free(flse), free(frstd), free(xq), free(xk), free(xv);
     }
-    const float *a[10] = {f[0].out, f[0].o1, f[0].o2, f[0].lse, f[0].rstd,
+    fails += cot_operand_bits_differ("out", "rerun", f[0].out, f[1].out, no);
+    fails += cot_operand_bits_differ("out", F32_RUN, f[0].out, f[2].out, no);
+    const float *a[10] = {NULL, f[0].o1, f[0].o2, f[0].lse, f[0].rstd,
                           f[0].dq,  f[0].dk, f[0].dv, f[0].dgamma, f[0].dlambda};
-    const float *b[10] = {f[1].out, f[1].o1, f[1].o2, f[1].lse, f[1].rstd,
+    const float *b[10] = {NULL, f[1].o1, f[1].o2, f[1].lse, f[1].rstd,
                           f[1].dq,  f[1].dk, f[1].dv, f[1].dgamma, f[1].dlambda};
     static const char *names[10] = {"out", "o1", "o2", "lse", "rstd",
                                     "dq", "dk", "dv", "dgamma", "dlambda"};
-    const float *x[10] = {f[2].out, f[2].o1, f[2].o2, f[2].lse, f[2].rstd,
+    const float *x[10] = {NULL, f[2].o1, f[2].o2, f[2].lse, f[2].rstd,
                           f[2].dq,  f[2].dk, f[2].dv, f[2].dgamma, f[2].dlambda};
-    for (int i = 0; i < 10; i++)
+    for (int i = 1; i < 10; i++) /* out (i = 0): above */
         if (i != 4 || c->subln) {
             fails += same_bits(names[i], a[i], b[i], tn[i]);
             fails += cot_bits_differ(names[i], F32_RUN, a[i], x[i], tn[i]);
@@ -383,9 +413,10 @@ static int dispatch_standard(const dt_backend *be, int d, int fused) {
     cut_fill(h, nq, 11 + d, -1.0f, 1.0f);
     float *q = cot_dev(h, nq), *k = cot_dev(h, nk), *v = cot_dev(h + nk, nk);
     float *dout = cot_dev(h, nq);
-    float *o[2], *l[2], *dq[2], *dk[2], *dv[2];
+    dt_operand *o[2];
+    float *l[2], *dq[2], *dk[2], *dv[2];
     for (int i = 0; i < 2; i++) {
-        o[i] = cot_dev_nan(nq), l[i] = cot_dev_nan(nl), dq[i] = cot_dev_nan(nq);
+        o[i] = cot_operand_nan(nq), l[i] = cot_dev_nan(nl), dq[i] = cot_dev_nan(nq);
         dk[i] = cot_dev_nan(nk), dv[i] = cot_dev_nan(nk);
     }
     be->attention_forward(o[0], l[0], q, k, v, B, T, Hq, Hkv, d, d);
@@ -400,11 +431,12 @@ static int dispatch_standard(const dt_backend *be, int d, int fused) {
                                 d);
     }
     printf("-- bf16 products, attention d=%d: the %s kernels\n", d, fused ? "fused" : "tiled");
-    int fails = same_bits("out", o[0], o[1], nq) + same_bits("lse", l[0], l[1], nl);
+    int fails = cot_operand_bits_differ("out", "the direct call", o[0], o[1], nq);
+    fails += same_bits("lse", l[0], l[1], nl);
     fails += same_bits("dq", dq[0], dq[1], nq) + same_bits("dk", dk[0], dk[1], nk);
     fails += same_bits("dv", dv[0], dv[1], nk);
-    float *dev[] = {q,     k,     v,     dout,  o[0],  o[1],  l[0],
-                    l[1],  dq[0], dq[1], dk[0], dk[1], dv[0], dv[1]};
+    void *dev[] = {q,     k,     v,     dout,  o[0],  o[1],  l[0],
+                   l[1],  dq[0], dq[1], dk[0], dk[1], dv[0], dv[1]};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     free(h);
     return fails;
@@ -428,7 +460,7 @@ static int dispatch_diff(const dt_backend *be, int d, int fused) {
     be->diffattn_backward(f[0].dq, f[0].dk, f[0].dv, f[0].dgamma, f[0].dlambda, dout, q, k, v,
                           f[0].o1, f[0].o2, f[0].lse, f[0].rstd, lam_d, gamma_d, 0.2f, B, T, H,
                           Hkv, d);
-    void (*fwd)(float *, float *, float *, float *, float *, const float *, const float *,
+    void (*fwd)(dt_operand *, float *, float *, float *, float *, const float *, const float *,
                 const float *, const float *, const float *, float, float, int, int, int, int,
                 int) = fused ? cuda_flash_diffattn_forward : cuda_diffattn_forward;
     void (*bwd)(float *, float *, float *, float *, float *, const float *, const float *,
@@ -440,7 +472,8 @@ static int dispatch_diff(const dt_backend *be, int d, int fused) {
     bwd(f[1].dq, f[1].dk, f[1].dv, f[1].dgamma, f[1].dlambda, dout, q, k, v, f[1].o1, f[1].o2,
         f[1].lse, f[1].rstd, lam_d, gamma_d, 0.2f, B, T, H, Hkv, d);
     printf("-- bf16 products, diffattn d=%d: the %s kernels\n", d, fused ? "fused" : "tiled");
-    int fails = same_bits("out", f[0].out, f[1].out, no) + same_bits("lse", f[0].lse, f[1].lse, nl);
+    int fails = cot_operand_bits_differ("out", "the direct call", f[0].out, f[1].out, no);
+    fails += same_bits("lse", f[0].lse, f[1].lse, nl);
     fails += same_bits("dq", f[0].dq, f[1].dq, nq) + same_bits("dv", f[0].dv, f[1].dv, nk);
     fails += same_bits("dgamma", f[0].dgamma, f[1].dgamma, d2);
     fails += same_bits("dlambda", f[0].dlambda, f[1].dlambda, 1);
@@ -463,12 +496,14 @@ static void test_backend_dispatch(void **state) {
     assert_int_equal(cuda_flash_usable(64, 64, 1, ok, 2), 0);
     assert_int_equal(cuda_flash_usable(80, 80, 0, ok, 2), 0);
     cuda_free(buf);
-    assert_int_equal(cuda_backend_init(0, 1), 0);
+    set_mode(1);
     const dt_backend *be = dt_backend_cuda();
+    assert_int_equal(be->operand_bytes, 2);
     int fails = dispatch_standard(be, 64, 1) + dispatch_diff(be, 64, 1);
     fails += dispatch_standard(be, 32, 0) + dispatch_diff(be, 32, 0); /* no fused kernel: tiled */
-    assert_int_equal(cuda_backend_init(0, 0), 0); /* fp32 products: the exact tiled path */
+    set_mode(0); /* fp32 products: the exact tiled path */
     be = dt_backend_cuda();
+    assert_int_equal(be->operand_bytes, 4);
     assert_true(be->attention_forward == cuda_attention_forward);
     assert_true(be->attention_backward == cuda_attention_backward);
     assert_true(be->diffattn_forward == cuda_diffattn_forward);

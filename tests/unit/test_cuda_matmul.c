@@ -3,10 +3,13 @@
  *   - fp32 products: the CPU's fp32 products on the same inputs; only the summation order
  *     differs (a few ulps of the sums);
  *   - bf16 products: the CPU's fp32 products on the inputs rounded to bf16 here (to nearest even):
- *     the GPU rounds both operands to bf16 and sums the exact products in fp32, so again only
- *     the order differs. The same run checks that the rounding happened (the results move away
- *     from the unrounded product by far more than the tolerance) and that an operand that is
- *     not 16-byte aligned (the conversion's scalar path) gives the same answer.
+ *     the activation input inp is a dt_operand, which in that mode the test hands over in bf16
+ *     (2 bytes an element: read as 4, every product would be wrong) and the GPU multiplies as
+ *     it is; w and dout are fp32, which the GPU rounds to bf16; it sums the exact products in
+ *     fp32, so again only the order differs. The same run checks that the rounding happened
+ *     (the results move away from the unrounded product by far more than the tolerance) and
+ *     that operands that are not 16-byte aligned (the conversion's scalar path; inp at an odd
+ *     bf16 offset) give the same answer.
  * Shapes: 1 x 1 x 1, odd sizes, and a few hundred rows. Skipped (77) without a device. */
 #include <math.h>
 #include <setjmp.h>
@@ -41,8 +44,8 @@ static double max_diff(const float *a, const float *b, size_t n) {
 }
 
 /* One case: out = inp w^T (accumulating onto `acc` when given), dinp = dout w (also accumulating
- * in a second call), dw += dout^T inp. `shift` offsets every device operand by that many floats
- * (1: not 16-byte aligned). */
+ * in a second call), dw += dout^T inp. `shift` offsets every device operand by that many
+ * elements (1: not 16-byte aligned). */
 static void matmul_case(int N, int I, int O, int bf16, int shift) {
     printf("-- matmul N=%d I=%d O=%d, %s products, operands shifted by %d floats\n", N, I, O,
            bf16 ? "bf16" : "fp32", shift);
@@ -70,12 +73,17 @@ static void matmul_case(int N, int I, int O, int bf16, int shift) {
     cpu_matmul_backward(dinp, dw, rd, ri, rw, N, I, O, 0);
     cpu_matmul_backward(dinp_acc, NULL, rd, ri, rw, N, I, O, 1);
 
-    /* device operands at `shift` floats into their buffers */
-    float *b_inp = cut_to_device(NULL, (ni + shift) * sizeof(float));
+    /* device operands at `shift` elements into their buffers; inp in the operand format */
+    const size_t eb = cuda_operand_bytes();
+    assert_int_equal(eb, bf16 ? 2 : 4);
+    dt_operand *b_inp = cot_operand_dev(NULL, ni + shift);
     float *b_w = cut_to_device(NULL, (nw + shift) * sizeof(float));
     float *b_dout = cut_to_device(NULL, (no + shift) * sizeof(float));
-    float *d_inp = b_inp + shift, *d_w = b_w + shift, *d_dout = b_dout + shift;
-    cuda_copy_from_host(d_inp, inp, ni * sizeof(float));
+    dt_operand *d_inp = (dt_operand *)((char *)b_inp + shift * eb);
+    float *d_w = b_w + shift, *d_dout = b_dout + shift;
+    dt_operand *h_inp = cot_operand_dev(inp, ni); /* the format's bytes, via the device */
+    cuda_copy(d_inp, h_inp, ni * eb);
+    cuda_free(h_inp);
     cuda_copy_from_host(d_w, w, nw * sizeof(float));
     cuda_copy_from_host(d_dout, dout, no * sizeof(float));
     float *d_out = cot_dev_nan(no), *d_out_acc = cot_dev(base, no);

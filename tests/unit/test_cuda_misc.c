@@ -149,14 +149,17 @@ static void diffv2_case(int N, int H, int d) {
     float *d_dattn2 = cot_dev_nan(n_attn), *d_dlam2 = cot_dev_nan(n_lam);
 
     cpu_diffv2_combine_forward(out, attn, lam, N, H, d);
-    cuda_diffv2_combine_forward(d_out, d_attn, d_lam, N, H, d);
+    /* fp32 mode: the dt_operand buffers are fp32 (bf16: test_cuda_operand) */
+    cuda_diffv2_combine_forward((dt_operand *)d_out, (const dt_operand *)d_attn, d_lam, N, H, d);
     cot_check("diffv2 out", d_out, out, n_out, V2_ATOL, V2_RTOL);
 
     cpu_diffv2_combine_backward(dattn, dlam, dout, attn, lam, N, H, d);
-    cuda_diffv2_combine_backward(d_dattn, d_dlam, d_dout, d_attn, d_lam, N, H, d);
+    cuda_diffv2_combine_backward(d_dattn, d_dlam, d_dout, (const dt_operand *)d_attn, d_lam, N, H,
+                                 d);
     cot_check("diffv2 dattn", d_dattn, dattn, n_attn, V2_ATOL, V2_RTOL);
     cot_check("diffv2 dlam_logit", d_dlam, dlam, n_lam, V2_DLAM_ATOL, V2_DLAM_RTOL);
-    cuda_diffv2_combine_backward(d_dattn2, d_dlam2, d_dout, d_attn, d_lam, N, H, d);
+    cuda_diffv2_combine_backward(d_dattn2, d_dlam2, d_dout, (const dt_operand *)d_attn, d_lam, N,
+                                 H, d);
     cot_check_bits_dev("diffv2 dattn rerun", d_dattn2, d_dattn, n_attn);
     cot_check_bits_dev("diffv2 dlam_logit rerun", d_dlam2, d_dlam, n_lam);
 

@@ -2,7 +2,9 @@
  * backward: rmsnorm (with and without weight), rope (odd head width, pos0 of a 64K context,
  * in place), swiglu (saturated sigmoid, in place), embedding (vocabulary slices, repeated
  * tokens, int32 extremes) and head_scale (in place). Accumulating outputs start nonzero,
- * overwritten ones start NaN; reruns must give the same bits. Skipped (77) without a device. */
+ * overwritten ones start NaN; reruns must give the same bits. The backend is in fp32 mode, so
+ * the dt_operand buffers are fp32 (test_cuda_operand checks the bf16 mode). Skipped (77) without
+ * a device. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -59,7 +61,7 @@ static void rmsnorm_case(int N, int C, int with_weight) {
     float *d_dinp2 = cot_dev(dinp, NC), *d_dw2 = cot_dev(dw, C);
 
     cpu_rmsnorm_forward(out, rstd, x, wp, N, C, 1e-5f);
-    cuda_rmsnorm_forward(d_out, d_rstd, d_x, with_weight ? d_w : NULL, N, C, 1e-5f);
+    cuda_rmsnorm_forward((dt_operand *)d_out, d_rstd, d_x, with_weight ? d_w : NULL, N, C, 1e-5f);
     cot_check("rmsnorm out", d_out, out, NC, RMS_FWD_ATOL, RMS_FWD_RTOL);
     cot_check("rmsnorm rstd", d_rstd, rstd, N, 0.0, RMS_FWD_RTOL);
 
@@ -69,13 +71,14 @@ static void rmsnorm_case(int N, int C, int with_weight) {
     float *d_y = cot_dev(x, NC), *d_fout = cot_dev_nan(NC), *d_frstd = cot_dev_nan(N);
     float *d_y2 = cot_dev_nan(NC), *d_out2 = cot_dev_nan(NC), *d_rstd2 = cot_dev_nan(N);
     cpu_residual_rmsnorm_forward(y, fout, frstd, x, dout, wp, N, C, 1e-5f);
-    cuda_residual_rmsnorm_forward(d_y, d_fout, d_frstd, d_y, d_dout, with_weight ? d_w : NULL, N,
-                                  C, 1e-5f);
+    cuda_residual_rmsnorm_forward(d_y, (dt_operand *)d_fout, d_frstd, d_y, d_dout,
+                                  with_weight ? d_w : NULL, N, C, 1e-5f);
     cot_check("residual rmsnorm y", d_y, y, NC, 1e-30, 0.0); /* one float add: exact */
     cot_check("residual rmsnorm out", d_fout, fout, NC, RMS_FWD_ATOL, RMS_FWD_RTOL);
     cot_check("residual rmsnorm rstd", d_frstd, frstd, N, 0.0, RMS_FWD_RTOL);
     cuda_add(d_y2, d_x, d_dout, NC);
-    cuda_rmsnorm_forward(d_out2, d_rstd2, d_y2, with_weight ? d_w : NULL, N, C, 1e-5f);
+    cuda_rmsnorm_forward((dt_operand *)d_out2, d_rstd2, d_y2, with_weight ? d_w : NULL, N, C,
+                         1e-5f);
     cot_check_bits_dev("residual rmsnorm y = add", d_y, d_y2, NC);
     cot_check_bits_dev("residual rmsnorm out = add + norm", d_fout, d_out2, NC);
     cot_check_bits_dev("residual rmsnorm rstd = add + norm", d_frstd, d_rstd2, N);
@@ -181,7 +184,7 @@ static void test_swiglu(void **state) {
         float *d_h = cot_dev_nan(n), *d_dg = cot_dev_nan(n), *d_du = cot_dev_nan(n);
 
         cpu_swiglu_forward(h, g, u, n);
-        cuda_swiglu_forward(d_h, d_g, d_u, n);
+        cuda_swiglu_forward((dt_operand *)d_h, d_g, d_u, n);
         cot_check("swiglu h", d_h, h, n, SWIGLU_ATOL, SWIGLU_RTOL);
 
         cpu_swiglu_backward(dg, du, dh, g, u, n);
@@ -273,16 +276,16 @@ static void head_scale_case(int N, int H, int w) {
     float *d_ds = cot_dev(ds, H), *d_ds2 = cot_dev(ds, H);
 
     cpu_head_scale_forward(out, x, s, N, H, w);
-    cuda_head_scale_forward(d_out, d_x, d_s, N, H, w);
+    cuda_head_scale_forward((dt_operand *)d_out, (const dt_operand *)d_x, d_s, N, H, w);
     cot_check_bits("head_scale forward", d_out, out, n);
 
     cpu_head_scale_backward(dinp, ds, dout, x, s, N, H, w);
-    cuda_head_scale_backward(d_dinp, d_ds, d_dout, d_x, d_s, N, H, w);
+    cuda_head_scale_backward(d_dinp, d_ds, d_dout, (const dt_operand *)d_x, d_s, N, H, w);
     cot_check_bits("head_scale dinp", d_dinp, dinp, n);
     cot_check("head_scale ds (+=)", d_ds, ds, H, HS_ATOL, HS_RTOL);
 
     /* in place (dinp == dout): same dinp bits, same ds bits as the out-of-place run */
-    cuda_head_scale_backward(d_dout, d_ds2, d_dout, d_x, d_s, N, H, w);
+    cuda_head_scale_backward(d_dout, d_ds2, d_dout, (const dt_operand *)d_x, d_s, N, H, w);
     cot_check_bits_dev("head_scale dinp in place", d_dout, d_dinp, n);
     cot_check_bits_dev("head_scale ds rerun", d_ds2, d_ds, H);
 

@@ -1,0 +1,52 @@
+/* The CUDA backend's dt_operand buffers (model/backend.h): the activations that a matrix product
+ * reads as its input, stored in the backend's mode (cuda_backend_init): fp32 elements, or bf16
+ * (the high half of the fp32 value rounded to nearest even, as pack_bf16x2 and cuBLAS's bf16
+ * inputs) under "bf16 products", so the products read them as they are and the producers write
+ * half the bytes. Internal to model/cuda.
+ *
+ * A kernel that writes or reads an operand is a template on its element type, float or
+ * operand_bf16, and does its math in fp32 either way: it computes the very fp32 value that fp32
+ * mode stores and only the store rounds it (operand_store), so a bf16-mode result is the
+ * rounding of the fp32-mode one, bit for bit; operand_load widens exactly. The host side picks
+ * the instance by cuda_operand_bf16(). */
+#ifndef DT_CUDA_OPERAND_CUH
+#define DT_CUDA_OPERAND_CUH
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "model/cuda/cuda_common.cuh"
+#include "model/cuda/mma.cuh"
+
+typedef uint16_t operand_bf16; /* the bits of a bf16 operand element */
+
+/* 1 when the backend stores operands in bf16 (cuda_backend_init(.., bf16 != 0)), else 0 (fp32;
+ * also before any init). backend_cuda.cu. */
+bool cuda_operand_bf16(void);
+
+/* x rounded to bf16 (round to nearest even), its bits */
+__device__ __forceinline__ operand_bf16 operand_bf16_bits(float x) {
+    return (operand_bf16)(pack_bf16x2(x, 0.0f) & 0xffffu);
+}
+
+__device__ __forceinline__ float operand_load(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float operand_load(const operand_bf16 *p, size_t i) {
+    const uint32_t u = (uint32_t)p[i] << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+__device__ __forceinline__ void operand_store(float *p, size_t i, float x) { p[i] = x; }
+__device__ __forceinline__ void operand_store(operand_bf16 *p, size_t i, float x) {
+    p[i] = operand_bf16_bits(x);
+}
+/* p[i], p[i + 1] = x, y (i even, p 8-byte aligned: one 8- or 4-byte store) */
+__device__ __forceinline__ void operand_store2(float *p, size_t i, float x, float y) {
+    *reinterpret_cast<float2 *>(p + i) = make_float2(x, y);
+}
+__device__ __forceinline__ void operand_store2(operand_bf16 *p, size_t i, float x, float y) {
+    *reinterpret_cast<uint32_t *>(p + i) = pack_bf16x2(x, y);
+}
+
+#endif

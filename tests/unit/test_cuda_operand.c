@@ -1,0 +1,309 @@
+/* The CUDA backend's dt_operand format (model/backend.h, model/cuda/operand.cuh): in bf16 mode
+ * (cuda_backend_init(0, 1)) every op that writes an operand must store exactly the bf16
+ * rounding (to nearest even) of what fp32 mode stores, and every op that reads one must give in
+ * bf16 mode, on bf16 operands, the bits fp32 mode gives on the same values widened to fp32. The
+ * same kernels compute both (templated on the element type, fp32 math), so both checks are bit
+ * for bit:
+ *   writers: rmsnorm, residual rmsnorm (y and rstd too), swiglu, head_scale, the diffv2 combine,
+ *     the tiled attention and DIFF V1 forward (their fp32 outputs lse, o1, o2, rstd too);
+ *   readers: head_scale_forward (its inp), head_scale_backward, the diffv2 combine forward and
+ *     backward, the tiled attention backward (out, read by the delta).
+ * The matrix products read a bf16 inp but also round w and dout, so fp32 and bf16 products
+ * differ; test_cuda_matmul checks them against the CPU oracle on rounded inputs.
+ * A bf16 output is 2 bytes an element: it sits in a buffer of n + GUARD elements whose last
+ * GUARD carry a pattern that must survive (an op storing 4-byte elements overwrites it), and
+ * its n elements start as NaN. Inputs that an op reads as operands are rounded to bf16 first,
+ * so both modes see the same values. The backend's operand_bytes follows the mode, back and
+ * forth. Skipped (77) without a device. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cuda_ops_test_util.h"
+#include "model/backend.h"
+
+#define GUARD 64
+#define GUARD_BITS 0xa5a5u /* a finite bf16 (-2.9e-16): no op writes it by chance */
+
+static void set_mode(int bf16) {
+    assert_int_equal(cuda_backend_init(0, bf16), 0);
+    assert_int_equal(cuda_operand_bytes(), bf16 ? 2 : 4);
+    assert_int_equal(dt_backend_cuda()->operand_bytes, bf16 ? 2 : 4);
+}
+
+static float *host_rounded(size_t n, unsigned seed, float lo, float hi) {
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    cut_fill(x, n, seed, lo, hi);
+    for (size_t i = 0; i < n; i++) x[i] = cut_bf16_round(x[i]);
+    return x;
+}
+
+/* A bf16 output buffer (bf16 mode) of n NaN elements followed by GUARD guard elements. */
+static dt_operand *bf16_out(size_t n) {
+    uint16_t *h = malloc((n + GUARD) * sizeof(uint16_t));
+    for (size_t i = 0; i < n + GUARD; i++) h[i] = i < n ? 0x7fc0u : GUARD_BITS;
+    dt_operand *d = (dt_operand *)cut_to_device(h, (n + GUARD) * sizeof(uint16_t));
+    free(h);
+    return d;
+}
+
+/* Fails unless the n bf16 elements at dev_bf16 are the rounding of the n floats at dev_f32 and
+ * the GUARD elements after them are untouched. */
+static void check_rounded(const char *what, const dt_operand *dev_bf16, const float *dev_f32,
+                          size_t n) {
+    uint16_t *b = malloc((n + GUARD) * sizeof(uint16_t));
+    float *f = cut_to_host(dev_f32, n);
+    cuda_copy_to_host(b, dev_bf16, (n + GUARD) * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != cut_bf16_bits(f[i])) {
+            const double got = cut_bf16_widen(b[i]), want = f[i];
+            const unsigned bits = b[i];
+            free(b), free(f);
+            fail_msg("%s: element %zu is %.9g (bf16 0x%04x), fp32 mode wrote %.9g", what, i, got,
+                     bits, want);
+        }
+    for (size_t i = n; i < n + GUARD; i++)
+        if (b[i] != GUARD_BITS) {
+            free(b), free(f);
+            fail_msg("%s: wrote past its %zu bf16 elements (guard element %zu)", what, n, i - n);
+        }
+    printf("%-36s n=%-7zu bf16 = rounded fp32, guard intact\n", what, n);
+    free(b), free(f);
+}
+
+/* ---- writers ---- */
+
+static void rmsnorm_case(int N, int C, int with_weight) {
+    const size_t n = (size_t)N * C;
+    printf("-- rmsnorm N=%d C=%d weight=%d\n", N, C, with_weight);
+    float *x = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float)), w[300];
+    cut_fill(x, n, 1 + (unsigned)C, -3.0f, 3.0f);
+    cut_fill(b, n, 2, -1.0f, 1.0f);
+    cut_fill(w, (size_t)C, 3, 0.5f, 1.5f);
+    float *d_x = cot_dev(x, n), *d_b = cot_dev(b, n), *d_w = with_weight ? cot_dev(w, C) : NULL;
+    float *f_out = cot_dev_nan(n), *f_rstd = cot_dev_nan(N), *f_y = cot_dev_nan(n);
+    float *f_rout = cot_dev_nan(n), *f_rrstd = cot_dev_nan(N);
+    float *h_rstd = cot_dev_nan(N), *h_y = cot_dev_nan(n), *h_rrstd = cot_dev_nan(N);
+
+    set_mode(0);
+    cuda_rmsnorm_forward((dt_operand *)f_out, f_rstd, d_x, d_w, N, C, 1e-5f);
+    cuda_residual_rmsnorm_forward(f_y, (dt_operand *)f_rout, f_rrstd, d_x, d_b, d_w, N, C, 1e-5f);
+    set_mode(1);
+    dt_operand *h_out = bf16_out(n), *h_rout = bf16_out(n);
+    cuda_rmsnorm_forward(h_out, h_rstd, d_x, d_w, N, C, 1e-5f);
+    cuda_residual_rmsnorm_forward(h_y, h_rout, h_rrstd, d_x, d_b, d_w, N, C, 1e-5f);
+
+    check_rounded("rmsnorm out", h_out, f_out, n);
+    cot_check_bits_dev("rmsnorm rstd (fp32)", h_rstd, f_rstd, N);
+    check_rounded("residual rmsnorm out", h_rout, f_rout, n);
+    cot_check_bits_dev("residual rmsnorm y (fp32)", h_y, f_y, n);
+    cot_check_bits_dev("residual rmsnorm rstd (fp32)", h_rrstd, f_rrstd, N);
+
+    void *dev[] = {d_x, d_b, d_w, f_out, f_rstd, f_y, f_rout, f_rrstd, h_rstd, h_y, h_rrstd,
+                   h_out, h_rout};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(x), free(b);
+}
+
+static void test_rmsnorm(void **state) {
+    (void)state;
+    rmsnorm_case(1, 1, 1);
+    rmsnorm_case(37, 100, 1);
+    rmsnorm_case(37, 100, 0);
+    rmsnorm_case(5, 257, 1); /* odd row length: odd bf16 offsets */
+}
+
+static void test_swiglu(void **state) {
+    (void)state;
+    const size_t sizes[] = {1, 1001};
+    for (size_t k = 0; k < 2; k++) {
+        const size_t n = sizes[k];
+        printf("-- swiglu n=%zu\n", n);
+        float *g = malloc(n * sizeof(float)), *u = malloc(n * sizeof(float));
+        cut_fill(g, n, 10, -8.0f, 8.0f);
+        cut_fill(u, n, 11, -2.0f, 2.0f);
+        float *d_g = cot_dev(g, n), *d_u = cot_dev(u, n), *f_h = cot_dev_nan(n);
+        set_mode(0);
+        cuda_swiglu_forward((dt_operand *)f_h, d_g, d_u, n);
+        set_mode(1);
+        dt_operand *h_h = bf16_out(n);
+        cuda_swiglu_forward(h_h, d_g, d_u, n);
+        check_rounded("swiglu h", h_h, f_h, n);
+        cuda_free(d_g), cuda_free(d_u), cuda_free(f_h), cuda_free(h_h);
+        free(g), free(u);
+    }
+}
+
+/* head_scale forward and backward: inp an operand (rounded values in both modes) */
+static void test_head_scale(void **state) {
+    (void)state;
+    const int N = 41, H = 3, w = 33;
+    const size_t n = (size_t)N * H * w;
+    float *x = host_rounded(n, 20, -2.0f, 2.0f), s[3] = {0.75f, 1.3f, -0.6f};
+    float *dout = malloc(n * sizeof(float)), ds0[3] = {0.5f, -0.25f, 1.0f};
+    cut_fill(dout, n, 21, -1.0f, 1.0f);
+    float *d_s = cot_dev(s, H), *d_dout = cot_dev(dout, n);
+    float *f_x = cot_dev(x, n), *f_out = cot_dev_nan(n), *f_dinp = cot_dev_nan(n);
+    float *f_ds = cot_dev(ds0, H), *h_dinp = cot_dev_nan(n), *h_ds = cot_dev(ds0, H);
+
+    set_mode(0);
+    cuda_head_scale_forward((dt_operand *)f_out, (const dt_operand *)f_x, d_s, N, H, w);
+    cuda_head_scale_backward(f_dinp, f_ds, d_dout, (const dt_operand *)f_x, d_s, N, H, w);
+    set_mode(1);
+    dt_operand *h_x = cot_operand_dev(x, n), *h_out = bf16_out(n);
+    cuda_head_scale_forward(h_out, h_x, d_s, N, H, w);
+    cuda_head_scale_backward(h_dinp, h_ds, d_dout, h_x, d_s, N, H, w);
+
+    printf("-- head_scale N=%d H=%d w=%d\n", N, H, w);
+    check_rounded("head_scale out", h_out, f_out, n);
+    cot_check_bits_dev("head_scale dinp (reads inp)", h_dinp, f_dinp, n);
+    cot_check_bits_dev("head_scale ds (reads inp)", h_ds, f_ds, H);
+
+    void *dev[] = {d_s, d_dout, f_x, f_out, f_dinp, f_ds, h_dinp, h_ds, h_x, h_out};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(x), free(dout);
+}
+
+/* the DIFF V2 combine forward and backward: attn an operand */
+static void test_diffv2(void **state) {
+    (void)state;
+    const int N = 29, H = 3, d = 37;
+    const size_t na = (size_t)N * 2 * H * d, no = (size_t)N * H * d, nl = (size_t)N * H;
+    float *attn = host_rounded(na, 30, -2.0f, 2.0f), *lam = malloc(nl * sizeof(float));
+    float *dout = malloc(no * sizeof(float));
+    cut_fill(lam, nl, 31, -6.0f, 6.0f);
+    cut_fill(dout, no, 32, -1.0f, 1.0f);
+    float *d_lam = cot_dev(lam, nl), *d_dout = cot_dev(dout, no), *f_attn = cot_dev(attn, na);
+    float *f_out = cot_dev_nan(no), *f_dattn = cot_dev_nan(na), *f_dl = cot_dev_nan(nl);
+    float *h_dattn = cot_dev_nan(na), *h_dl = cot_dev_nan(nl);
+
+    set_mode(0);
+    cuda_diffv2_combine_forward((dt_operand *)f_out, (const dt_operand *)f_attn, d_lam, N, H, d);
+    cuda_diffv2_combine_backward(f_dattn, f_dl, d_dout, (const dt_operand *)f_attn, d_lam, N, H,
+                                 d);
+    set_mode(1);
+    dt_operand *h_attn = cot_operand_dev(attn, na), *h_out = bf16_out(no);
+    cuda_diffv2_combine_forward(h_out, h_attn, d_lam, N, H, d);
+    cuda_diffv2_combine_backward(h_dattn, h_dl, d_dout, h_attn, d_lam, N, H, d);
+
+    printf("-- diffv2 combine N=%d H=%d d=%d\n", N, H, d);
+    check_rounded("diffv2 out", h_out, f_out, no);
+    cot_check_bits_dev("diffv2 dattn (reads attn)", h_dattn, f_dattn, na);
+    cot_check_bits_dev("diffv2 dlam_logit (reads attn)", h_dl, f_dl, nl);
+
+    void *dev[] = {d_lam, d_dout, f_attn, f_out, f_dattn, f_dl, h_dattn, h_dl, h_attn, h_out};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(attn), free(lam), free(dout);
+}
+
+/* ---- the tiled attention kernels (cuda_attention_*, cuda_diffattn_*: the fp32 mode's and the
+ * bf16 mode's fallback; the fused ones have no fp32 twin: test_cuda_flash) ---- */
+
+static void test_attention(void **state) {
+    (void)state;
+    const int B = 2, T = 45, Hq = 4, Hkv = 2, d = 24;
+    const size_t nq = (size_t)B * T * Hq * d, nk = (size_t)B * T * Hkv * d;
+    const size_t nl = (size_t)B * Hq * T;
+    float *q = malloc(nq * sizeof(float)), *k = malloc(nk * sizeof(float));
+    float *v = malloc(nk * sizeof(float)), *dout = malloc(nq * sizeof(float));
+    cut_fill(q, nq, 40, -1.5f, 1.5f);
+    cut_fill(k, nk, 41, -1.5f, 1.5f);
+    cut_fill(v, nk, 42, -1.0f, 1.0f);
+    cut_fill(dout, nq, 43, -1.0f, 1.0f);
+    float *d_q = cot_dev(q, nq), *d_k = cot_dev(k, nk), *d_v = cot_dev(v, nk);
+    float *d_dout = cot_dev(dout, nq), *f_out = cot_dev_nan(nq), *f_lse = cot_dev_nan(nl);
+    float *h_lse = cot_dev_nan(nl);
+    float *grads[2][3]; /* [mode][dq, dk, dv] */
+    for (int m = 0; m < 2; m++)
+        grads[m][0] = cot_dev_nan(nq), grads[m][1] = cot_dev_nan(nk), grads[m][2] = cot_dev_nan(nk);
+
+    set_mode(0);
+    cuda_attention_forward((dt_operand *)f_out, f_lse, d_q, d_k, d_v, B, T, Hq, Hkv, d, d);
+    /* the backward reads out: both modes get the forward's out rounded to bf16 */
+    float *out_r = cut_to_host(f_out, nq);
+    for (size_t i = 0; i < nq; i++) out_r[i] = cut_bf16_round(out_r[i]);
+    float *f_out_r = cot_dev(out_r, nq);
+    cuda_attention_backward(grads[0][0], grads[0][1], grads[0][2], d_dout, d_q, d_k, d_v,
+                            (const dt_operand *)f_out_r, f_lse, B, T, Hq, Hkv, d, d);
+    set_mode(1);
+    dt_operand *h_out = bf16_out(nq), *h_out_r = cot_operand_dev(out_r, nq);
+    cuda_attention_forward(h_out, h_lse, d_q, d_k, d_v, B, T, Hq, Hkv, d, d);
+    cuda_attention_backward(grads[1][0], grads[1][1], grads[1][2], d_dout, d_q, d_k, d_v, h_out_r,
+                            f_lse, B, T, Hq, Hkv, d, d);
+
+    printf("-- attention (tiled) B=%d T=%d Hq=%d Hkv=%d d=%d\n", B, T, Hq, Hkv, d);
+    check_rounded("attention out", h_out, f_out, nq);
+    cot_check_bits_dev("attention lse (fp32)", h_lse, f_lse, nl);
+    cot_check_bits_dev("attention dq (reads out)", grads[1][0], grads[0][0], nq);
+    cot_check_bits_dev("attention dk (reads out)", grads[1][1], grads[0][1], nk);
+    cot_check_bits_dev("attention dv (reads out)", grads[1][2], grads[0][2], nk);
+
+    void *dev[] = {d_q, d_k, d_v, d_dout, f_out, f_lse, h_lse, f_out_r, h_out, h_out_r};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    for (int m = 0; m < 2; m++)
+        for (int i = 0; i < 3; i++) cuda_free(grads[m][i]);
+    free(q), free(k), free(v), free(dout), free(out_r);
+}
+
+static void diffattn_case(int subln) {
+    const int B = 2, T = 37, H = 2, Hkv = 1, d = 16, d2 = 2 * d;
+    const size_t nq = (size_t)B * T * 2 * H * d, nk = (size_t)B * T * 2 * Hkv * d;
+    const size_t nv = (size_t)B * T * Hkv * d2, no = (size_t)B * T * H * d2;
+    const size_t nl = (size_t)B * 2 * H * T, nr = (size_t)B * T * H;
+    float *q = malloc(nq * sizeof(float)), *k = malloc(nk * sizeof(float));
+    float *v = malloc(nv * sizeof(float)), gamma[32], lam = 0.4f;
+    cut_fill(q, nq, 50, -1.5f, 1.5f);
+    cut_fill(k, nk, 51, -1.5f, 1.5f);
+    cut_fill(v, nv, 52, -1.0f, 1.0f);
+    cut_fill(gamma, (size_t)d2, 53, 0.5f, 1.5f);
+    float *d_q = cot_dev(q, nq), *d_k = cot_dev(k, nk), *d_v = cot_dev(v, nv);
+    float *d_lam = cot_dev(&lam, 1), *d_gamma = subln ? cot_dev(gamma, d2) : NULL;
+    float *f_out = cot_dev_nan(no), *fp[2][4]; /* [mode][o1, o2, lse, rstd] */
+    for (int m = 0; m < 2; m++)
+        fp[m][0] = cot_dev_nan(no), fp[m][1] = cot_dev_nan(no), fp[m][2] = cot_dev_nan(nl),
+        fp[m][3] = cot_dev_nan(nr);
+
+    set_mode(0);
+    cuda_diffattn_forward((dt_operand *)f_out, fp[0][0], fp[0][1], fp[0][2], fp[0][3], d_q, d_k,
+                          d_v, d_lam, d_gamma, 0.2f, 1e-5f, B, T, H, Hkv, d);
+    set_mode(1);
+    dt_operand *h_out = bf16_out(no);
+    cuda_diffattn_forward(h_out, fp[1][0], fp[1][1], fp[1][2], fp[1][3], d_q, d_k, d_v, d_lam,
+                          d_gamma, 0.2f, 1e-5f, B, T, H, Hkv, d);
+
+    printf("-- diffattn (tiled) B=%d T=%d H=%d Hkv=%d d=%d subln=%d\n", B, T, H, Hkv, d, subln);
+    check_rounded("diffattn out", h_out, f_out, no);
+    cot_check_bits_dev("diffattn o1 (fp32)", fp[1][0], fp[0][0], no);
+    cot_check_bits_dev("diffattn o2 (fp32)", fp[1][1], fp[0][1], no);
+    cot_check_bits_dev("diffattn lse (fp32)", fp[1][2], fp[0][2], nl);
+    if (subln) cot_check_bits_dev("diffattn rstd (fp32)", fp[1][3], fp[0][3], nr);
+
+    void *dev[] = {d_q, d_k, d_v, d_lam, d_gamma, f_out, h_out};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    for (int m = 0; m < 2; m++)
+        for (int i = 0; i < 4; i++) cuda_free(fp[m][i]);
+    free(q), free(k), free(v);
+}
+
+static void test_diffattn(void **state) {
+    (void)state;
+    diffattn_case(1);
+    diffattn_case(0);
+}
+
+int main(void) {
+    cut_require_device();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rmsnorm),   cmocka_unit_test(test_swiglu),
+        cmocka_unit_test(test_head_scale), cmocka_unit_test(test_diffv2),
+        cmocka_unit_test(test_attention), cmocka_unit_test(test_diffattn),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
