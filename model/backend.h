@@ -8,12 +8,15 @@
  * - Argument order: outputs, then inputs, then weights, then sizes (STYLE: llm.c).
  * - All float pointers are fp32 buffers in the backend's memory; shapes are given in comments as
  *   (dim0, dim1, ...) row-major. N is the number of token rows (B*T).
- * - A dt_operand pointer is an activation that a matrix product reads as its input: the norms'
- *   outputs, the attention's output, the SwiGLU output. Its elements are operand_bytes wide:
- *   fp32 (4), or bf16 (2: the high half of the fp32 value rounded to nearest even) where the
- *   backend multiplies in bf16 and stores these activations so, which halves their memory and
- *   traffic and spares the products a rounding copy. The type is opaque so that such a buffer
- *   is never read as floats by mistake; dt_operand_at offsets into one.
+ * - A dt_operand pointer is an activation of the forward that feeds the tensor-core ops: a
+ *   matrix product's input (the norms' outputs, the attention's output, the SwiGLU output), the
+ *   attention's q, k and v, and the products' outputs that only element-wise ops read (SwiGLU's
+ *   gate and up). Its elements are operand_bytes wide: fp32 (4), or bf16 (2: the high half of
+ *   the fp32 value rounded to nearest even) where the backend computes in bf16 and stores these
+ *   activations so, which halves their memory and traffic and spares the products and the fused
+ *   attention a rounding copy. Ops read them into fp32 and compute in fp32; gradients, the
+ *   residual stream, norms' statistics, logits and lse stay fp32. The type is opaque so that
+ *   such a buffer is never read as floats by mistake; dt_operand_at offsets into one.
  * - Weight gradients (d<weight>) are ACCUMULATED (+=), so micro-batches add up.
  * - Activation gradients are OVERWRITTEN unless the op says "accumulates" (the residual stream's
  *   gradient is accumulated by rmsnorm_backward and residual-adds).
@@ -66,6 +69,9 @@ struct dt_backend {
     /* out (N, O) = inp (N, I) @ w (O, I)^T; with accumulate != 0, out += instead. */
     void (*matmul_forward)(float *out, const dt_operand *inp, const float *w, int N, int I,
                            int O, int accumulate);
+    /* The same product written as an operand (rounded once from the fp32 accumulation). */
+    void (*matmul_forward_operand)(dt_operand *out, const dt_operand *inp, const float *w, int N,
+                                   int I, int O);
     /* dinp (N, I) = dout (N, O) @ w (O, I)  (skipped when dinp is NULL; accumulates when
      * accumulate_dinp != 0); dw (O, I) += dout^T @ inp (skipped when dw is NULL). */
     void (*matmul_backward)(float *dinp, float *dw, const float *dout, const dt_operand *inp,
@@ -116,15 +122,15 @@ struct dt_backend {
     /* ---- rotary embedding, GPT-J interleaved pairs, in place allowed (out may equal inp) ----
      * x (B, T, n_heads*d); token t of each sequence has position pos0 + t;
      * angle = pos * theta^(-2i/d) for pair i. The backward rotates by the negative angle. */
-    void (*rope_forward)(float *out, const float *inp, int B, int T, int n_heads, int d,
-                         float theta, int pos0);
+    void (*rope_forward)(dt_operand *out, const dt_operand *inp, int B, int T, int n_heads,
+                         int d, float theta, int pos0);
     void (*rope_backward)(float *dinp, const float *dout, int B, int T, int n_heads, int d,
                           float theta, int pos0);
 
     /* ---- SwiGLU gate: h = silu(g) * u, elementwise over n ---- */
-    void (*swiglu_forward)(dt_operand *h, const float *g, const float *u, size_t n);
-    void (*swiglu_backward)(float *dg, float *du, const float *dh, const float *g, const float *u,
-                            size_t n);
+    void (*swiglu_forward)(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t n);
+    void (*swiglu_backward)(float *dg, float *du, const float *dh, const dt_operand *g,
+                            const dt_operand *u, size_t n);
 
     /* ---- cross-entropy over rows of V logits ----
      * losses (N) = logsumexp(logits[n]) - logits[n][targets[n]]; targets < 0 are ignored
@@ -156,12 +162,13 @@ struct dt_backend {
      * out (B, T, Hq*dv); lse (B, Hq, T) is the log-sum-exp of each row of scaled scores,
      * kept for the backward, which recomputes the probabilities. Scale s = 1/sqrt(d).
      * Memory is linear in T. */
-    void (*attention_forward)(dt_operand *out, float *lse, const float *q, const float *k,
-                              const float *v, int B, int T, int Hq, int Hkv, int d, int dv);
+    void (*attention_forward)(dt_operand *out, float *lse, const dt_operand *q,
+                              const dt_operand *k, const dt_operand *v, int B, int T, int Hq,
+                              int Hkv, int d, int dv);
     /* dq (B,T,Hq*d) overwritten; dk, dv overwritten (summed over the q-heads of a group);
      * d_v is the forward's dv (the v head width), renamed as dv names the gradient here. */
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
-                               const float *q, const float *k, const float *v,
+                               const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                const dt_operand *out, const float *lse, int B, int T, int Hq,
                                int Hkv, int d, int d_v);
 
@@ -177,15 +184,16 @@ struct dt_backend {
      * lambda points at one float (the layer's lambda, in backend memory). gamma (2d) is the
      * subln gain; gamma == NULL means subln off: out = (1 - lambda_init) * O. */
     void (*diffattn_forward)(dt_operand *out, float *o1, float *o2, float *lse, float *rstd,
-                             const float *q, const float *k, const float *v, const float *lambda,
-                             const float *gamma, float lambda_init, float eps, int B, int T, int H,
-                             int Hkv, int d);
+                             const dt_operand *q, const dt_operand *k, const dt_operand *v,
+                             const float *lambda, const float *gamma, float lambda_init, float eps,
+                             int B, int T, int H, int Hkv, int d);
     /* dq, dk, dv overwritten; dgamma (2d) and dlambda (1 float) accumulate. */
     void (*diffattn_backward)(float *dq, float *dk, float *dv, float *dgamma, float *dlambda,
-                              const float *dout, const float *q, const float *k, const float *v,
-                              const float *o1, const float *o2, const float *lse,
-                              const float *rstd, const float *lambda, const float *gamma,
-                              float lambda_init, int B, int T, int H, int Hkv, int d);
+                              const float *dout, const dt_operand *q, const dt_operand *k,
+                              const dt_operand *v, const float *o1, const float *o2,
+                              const float *lse, const float *rstd, const float *lambda,
+                              const float *gamma, float lambda_init, int B, int T, int H, int Hkv,
+                              int d);
     /* lambda = exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init, each vector of length d. */
     void (*difflambda_forward)(float *lambda, const float *lq1, const float *lk1,
                                const float *lq2, const float *lk2, float lambda_init, int d);
