@@ -137,12 +137,13 @@ static int kv_head_of(const analyzer *z, int j) {
     return j / (c->n_heads / c->n_kv_heads);
 }
 
-/* s * q[t, j] . k[u, kv_head_of(j)] in double */
+/* s * q[t, j] . k[u, kv_head_of(j)] in double; q and k are the CPU backend's operands (model/
+ * backend.h), which are fp32 */
 static double score(const analyzer *z, const dt_layer_acts *x, int j, int t, int u) {
     int d = z->d, kh = kv_head_of(z, j);
-    const float *q = x->q + (size_t)t * z->Hq * d + (size_t)j * d;
+    const float *q = (const float *)x->q + (size_t)t * z->Hq * d + (size_t)j * d;
     int k_heads = z->diff ? 2 * z->cfg.model.n_kv_heads : z->cfg.model.n_kv_heads;
-    const float *kr = x->k + (size_t)u * k_heads * d + (size_t)kh * d;
+    const float *kr = (const float *)x->k + (size_t)u * k_heads * d + (size_t)kh * d;
     double s = 0;
     for (int i = 0; i < d; i++) s += (double)q[i] * (double)kr[i];
     return s / sqrt((double)d);

@@ -105,7 +105,7 @@ static void describe(notes *n, const dt_plan *p) {
     snprintf(n->optimizer, sizeof n->optimizer, "AdamW m, v: 8 B x %s",
              sharded ? "P/dp (ZeRO shard)" : "P");
     snprintf(n->activations, sizeof n->activations, "%s%s",
-             p->precision == DT_PRECISION_BF16 ? "products' inputs bf16, the rest fp32" : "fp32",
+             p->precision == DT_PRECISION_BF16 ? "operands bf16, the rest fp32" : "fp32",
              p->recompute ? "; recompute: layer inputs + one layer" : "");
 }
 

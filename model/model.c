@@ -79,9 +79,9 @@ static void carve_layer(dt_layer_acts *x, carver *c, const dt_model *m) {
     int diff = cfg->arch == DT_ARCH_DIFF, v2 = cfg->arch == DT_ARCH_DIFF_V2;
     x->attn_rstd = carve(c, N);
     x->attn_in = carve_operand(c, N * D);
-    x->q = carve(c, N * a.q);
-    x->k = carve(c, N * a.k);
-    x->v = carve(c, N * a.v);
+    x->q = carve_operand(c, N * a.q);
+    x->k = carve_operand(c, N * a.k);
+    x->v = carve_operand(c, N * a.v);
     x->attn_out = carve_operand(c, N * a.A);
     x->o1 = diff ? carve(c, N * a.A) : NULL;
     x->o2 = diff ? carve(c, N * a.A) : NULL;
@@ -94,8 +94,8 @@ static void carve_layer(dt_layer_acts *x, carver *c, const dt_model *m) {
     x->y = carve(c, N * D);
     x->ffn_rstd = carve(c, N);
     x->ffn_in = carve_operand(c, N * D);
-    x->gate = carve(c, N * F);
-    x->up = carve(c, N * F);
+    x->gate = carve_operand(c, N * F);
+    x->up = carve_operand(c, N * F);
     x->hidden = carve_operand(c, N * F);
 }
 
@@ -307,9 +307,9 @@ static void attention_block_forward(dt_model *m, int l, int normed_in) {
     if (!normed_in)
         be->rmsnorm_forward(x->attn_in, x->attn_rstd, x->x_in, w->attention_norm, N, D,
                             (float)c->norm_eps);
-    be->matmul_forward(x->q, x->attn_in, w->q_proj, N, D, a.q, 0);
-    be->matmul_forward(x->k, x->attn_in, w->k_proj, N, D, a.k, 0);
-    be->matmul_forward(x->v, x->attn_in, w->v_proj, N, D, a.v, 0);
+    be->matmul_forward_operand(x->q, x->attn_in, w->q_proj, N, D, a.q);
+    be->matmul_forward_operand(x->k, x->attn_in, w->k_proj, N, D, a.k);
+    be->matmul_forward_operand(x->v, x->attn_in, w->v_proj, N, D, a.v);
     be->rope_forward(x->q, x->q, B, T, a.q_heads, a.d, theta, 0);
     be->rope_forward(x->k, x->k, B, T, a.k_heads, a.d, theta, 0);
     switch (c->arch) {
@@ -351,8 +351,8 @@ static void ffn_hidden_forward(dt_model *m, int l) {
     const dt_layer_params *w = &m->params.layers[l];
     dt_layer_acts *x = &m->acts[l];
     int N = m->B * m->T, D = c->d_model, F = m->tp.ffn_dim;
-    be->matmul_forward(x->gate, x->ffn_in, w->w_gate, N, D, F, 0);
-    be->matmul_forward(x->up, x->ffn_in, w->w_up, N, D, F, 0);
+    be->matmul_forward_operand(x->gate, x->ffn_in, w->w_gate, N, D, F);
+    be->matmul_forward_operand(x->up, x->ffn_in, w->w_up, N, D, F);
     be->swiglu_forward(x->hidden, x->gate, x->up, (size_t)N * F);
 }
 

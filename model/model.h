@@ -47,27 +47,29 @@ typedef void (*dt_grad_ready_fn)(void *ctx, size_t first, size_t count);
  * tensor-parallel rank's: its heads, its share of the FFN.
  * With activation recomputation (model_init_opts, recompute = 1) only x_in is per layer: every
  * other pointer of every layer aliases ONE shared set, which holds the layer that ran last (after
- * model_forward: the last layer; during model_backward: the layer being differentiated). */
+ * model_forward: the last layer; during model_backward: the layer being differentiated).
+ * dt_operand buffers hold the backend's operand elements (model/backend.h: bf16 on a GPU under
+ * train.precision bf16), the rest fp32. */
 typedef struct dt_layer_acts {
-    float *x_in;       /* (N, D) residual stream entering the layer */
-    float *attn_rstd;  /* (N) */
-    dt_operand *attn_in; /* (N, D) attention_norm output */
-    float *q;          /* (N, Hq*d) after RoPE */
-    float *k;          /* (N, Hk*d) after RoPE */
-    float *v;          /* (N, Hkv*dv) */
-    dt_operand *attn_out; /* (N, A) attention output before out_proj (A = out_proj's in_features) */
-    float *o1, *o2;    /* diff: (N, H*2d) branch outputs */
-    float *attn_lse;   /* (B, Hq or 2H, T) */
-    float *sub_rstd;   /* diff: (N, H) */
-    dt_operand *attn_pre; /* diff with subln scalar: (N, H*2d) (1 - lambda_init) O before s_h */
-    float *lambda;     /* diff: (1) this layer's lambda */
-    dt_operand *heads; /* diff_v2: (N, 2H*d) standard attention output before the combine */
-    float *lam_logit;  /* diff_v2: (N, H) */
-    float *y;          /* (N, D) residual after attention */
-    float *ffn_rstd;   /* (N) */
-    dt_operand *ffn_in; /* (N, D) ffn_norm output */
-    float *gate, *up;  /* (N, F) */
-    dt_operand *hidden; /* (N, F) silu(gate) * up */
+    float *x_in;          /* (N, D) residual stream entering the layer */
+    float *attn_rstd;     /* (N) */
+    dt_operand *attn_in;  /* (N, D) attention_norm output */
+    dt_operand *q;        /* (N, Hq*d) after RoPE */
+    dt_operand *k;        /* (N, Hk*d) after RoPE */
+    dt_operand *v;        /* (N, Hkv*dv) */
+    dt_operand *attn_out; /* (N, A) attention output before out_proj (A: its in_features) */
+    float *o1, *o2;       /* diff: (N, H*2d) branch outputs */
+    float *attn_lse;      /* (B, Hq or 2H, T) */
+    float *sub_rstd;      /* diff: (N, H) */
+    dt_operand *attn_pre; /* diff, subln scalar: (N, H*2d) (1 - lambda_init) O before s_h */
+    float *lambda;        /* diff: (1) this layer's lambda */
+    dt_operand *heads;    /* diff_v2: (N, 2H*d) standard attention output before the combine */
+    float *lam_logit;     /* diff_v2: (N, H) */
+    float *y;             /* (N, D) residual after attention */
+    float *ffn_rstd;      /* (N) */
+    dt_operand *ffn_in;   /* (N, D) ffn_norm output */
+    dt_operand *gate, *up; /* (N, F) */
+    dt_operand *hidden;   /* (N, F) silu(gate) * up */
 } dt_layer_acts;
 
 typedef struct dt_model {

@@ -14,10 +14,11 @@
  *                token ids); with train.recompute, each layer's input plus one layer's worth of
  *                the rest.
  * train.precision bf16 runs the matrix products on bf16 tensor cores with fp32 accumulation, and
- * stores the activations that products read as their input (model/backend.h: dt_operand: the
- * norms', the attention's and SwiGLU's outputs) in bf16, 2 bytes an element; everything else,
- * weights, gradients and optimizer state included, stays fp32 (the products round the weights and
- * the output gradients to bf16 copies as they read them).
+ * stores the forward's operand activations (model/backend.h: dt_operand: the norms' outputs, q,
+ * k, v, the attention's output, gate, up and the SwiGLU output) in bf16, 2 bytes an element;
+ * everything else, the residual stream, gradients, weights and optimizer state included, stays
+ * fp32 (the products round the weights and the output gradients to bf16 copies as they read
+ * them).
  * Not counted: backend workspaces (cuBLAS, NCCL buffers; under bf16 the CUDA backend's bf16
  * copies of each product's weight and output gradient and of the fused attention's inputs), the
  * data loader's host buffers, checkpoint staging and allocator fragmentation; keep a margin

@@ -87,8 +87,9 @@ expect_rc 0 "$BIN" plan "$CFG" parallel.tp=2 parallel.zero=1 --world 4 --json
 check_json "$tmp/out" 2 2 1 fp32 null null
 expect_rc 0 "$BIN" plan "$CFG" parallel.dp=2 parallel.zero=2 train.precision=bf16 --json
 check_json "$tmp/out" 1 2 2 bf16 null null
-# bf16 keeps the products' inputs (norm, attention and SwiGLU outputs) in 2 bytes: the same
-# tp 1 micro-batch needs fewer activation bytes than in fp32 (dp and zero do not change them)
+# bf16 keeps the operands (norm outputs, q, k, v, attention output, gate, up, SwiGLU output) in 2
+# bytes: the same tp 1 micro-batch needs fewer activation bytes than in fp32 (dp and zero do not
+# change them)
 if [ -x "$PY" ]; then
     "$PY" - "$tmp/base.json" "$tmp/out" <<'EOF2' || fail "bf16 activations are not below fp32's"
 import json, sys

@@ -38,6 +38,7 @@ static void test_backend_cpu_complete(void **state) {
     CHECK_MEMBER(host_wait, cpu_host_wait);
     assert_non_null(be->matmul_forward); /* through casts */
     assert_non_null(be->matmul_backward); /* through casts */
+    assert_non_null(be->matmul_forward_operand); /* through casts */
     CHECK_MEMBER(add, cpu_add);
     CHECK_MEMBER(scale, cpu_scale);
     CHECK_MEMBER(sumsq, cpu_sumsq);
@@ -49,16 +50,16 @@ static void test_backend_cpu_complete(void **state) {
     assert_non_null(be->rmsnorm_forward); /* through casts */
     assert_non_null(be->residual_rmsnorm_forward); /* through casts */
     CHECK_MEMBER(rmsnorm_backward, cpu_rmsnorm_backward);
-    CHECK_MEMBER(rope_forward, cpu_rope_forward);
+    assert_non_null(be->rope_forward); /* through casts */
     CHECK_MEMBER(rope_backward, cpu_rope_backward);
     assert_non_null(be->swiglu_forward); /* through casts */
-    CHECK_MEMBER(swiglu_backward, cpu_swiglu_backward);
+    assert_non_null(be->swiglu_backward); /* through casts */
     CHECK_MEMBER(xent_forward, cpu_xent_forward);
     CHECK_MEMBER(xent_backward, cpu_xent_backward);
     assert_non_null(be->attention_forward); /* through casts */
     assert_non_null(be->attention_backward); /* through casts */
     assert_non_null(be->diffattn_forward); /* through casts */
-    CHECK_MEMBER(diffattn_backward, cpu_diffattn_backward);
+    assert_non_null(be->diffattn_backward); /* through casts */
     CHECK_MEMBER(difflambda_forward, cpu_difflambda_forward);
     CHECK_MEMBER(difflambda_backward, cpu_difflambda_backward);
     assert_non_null(be->head_scale_forward); /* through casts */
@@ -73,9 +74,9 @@ static void test_backend_cpu_complete(void **state) {
 }
 
 /* A member added to dt_backend but forgotten above would go unchecked; this counts the struct's
- * pointer-sized slots (name, operand_bytes + 44 functions) so that the test fails when the struct
+ * pointer-sized slots (name, operand_bytes + 45 functions) so that the test fails when the struct
  * grows. */
-enum { DT_BACKEND_SLOTS = 46 };
+enum { DT_BACKEND_SLOTS = 47 };
 static void test_backend_cpu_member_count(void **state) {
     (void)state;
     assert_int_equal(sizeof(dt_backend), DT_BACKEND_SLOTS * sizeof(void *));

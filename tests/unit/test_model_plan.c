@@ -186,8 +186,8 @@ static void test_zero_memory(void **state) {
         }
         assert_int_equal(z[1].mem.gradients, 4 * P);
         assert_int_equal(z[2].mem.gradients, 4 * P + 4 * S); /* + the fp32 shard accumulator */
-        /* bf16: weights, gradients and optimizer state stay fp32; only the activations that
-         * products read shrink (test_matches_real_allocation counts them) */
+        /* bf16: weights, gradients and optimizer state stay fp32; only the operand activations
+         * shrink (test_matches_real_allocation counts them) */
         for (int stage = 0; stage <= 2; stage++) {
             assert_int_equal(zb[stage].mem.weights, z[stage].mem.weights);
             assert_int_equal(zb[stage].mem.gradients, z[stage].mem.gradients);
@@ -199,14 +199,16 @@ static void test_zero_memory(void **state) {
     }
 }
 
-/* Elements of the activations that products read (model/backend.h: dt_operand) for a whole
- * model without recompute at N rows, counted from the architecture: per layer the attention norm's
- * output (D), the attention output (D; V2 D/2), the FFN norm's output (D) and the SwiGLU output
- * (F), V2's 2H heads of width D/2H before the combine (D), a scalar subln's input (D); then the
- * final norm's output (D). */
+/* Elements of the operand activations (model/backend.h: dt_operand) of a whole model without
+ * recompute at N rows, counted from the architecture: per layer the attention norm's output (D),
+ * q (D), k and v (D Hkv/H each; V2's single-width kv heads: half that), the attention output (D;
+ * V2 D/2), V2's 2H heads of width D/2H before the combine (D), a scalar subln's input (D), the
+ * FFN norm's output (D), gate, up and the SwiGLU output (F each); then the final norm's output. */
 static uint64_t operand_elements(const dt_model_config *m, uint64_t N) {
-    uint64_t D = m->d_model, F = m->ffn_dim;
-    uint64_t layer = D + D + F + (m->arch == DT_ARCH_DIFF_V2 ? D / 2 + D : D);
+    uint64_t D = m->d_model, F = m->ffn_dim, H = m->n_heads, Hkv = m->n_kv_heads;
+    int v2 = m->arch == DT_ARCH_DIFF_V2;
+    uint64_t kv = (v2 ? D / 2 : D) * Hkv / H;
+    uint64_t layer = D + D + 2 * kv + (v2 ? D / 2 + D : D) + D + 3 * F;
     if (m->arch == DT_ARCH_DIFF && m->subln == DT_SUBLN_SCALAR) layer += D;
     return N * (m->n_layers * layer + D);
 }

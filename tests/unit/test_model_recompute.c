@@ -268,17 +268,16 @@ static size_t r16(size_t n) { return r64(n, sizeof(float)); }
 
 /* The activation bytes of model_case "diff" (subln on, 2 heads of dim 4, 2 kv heads, D 16,
  * F 24, V 37) at N_LAYERS layers and B x T, written out buffer by buffer (model.h's shapes), each
- * rounded up to 64 bytes (the carver's alignment); the products' inputs (attn_in, attn_out,
- * ffn_in, hidden, final_norm) at ob bytes an element, the rest fp32. */
+ * rounded up to 64 bytes (the carver's alignment); the operands (attn_in, q, k, v, attn_out,
+ * ffn_in, gate, up, hidden, final_norm) at ob bytes an element, the rest fp32. */
 static size_t closed_form_diff(int recompute, size_t ob) {
     size_t N = (size_t)B * T, D = 16, F = 24, V = 37, L = N_LAYERS, H = 2, Hkv = 2, d = 4;
     size_t A = 2 * H * d;
     /* one layer's activations other than x_in: attn_rstd, attn_in, q, k, v, attn_out, o1, o2,
      * attn_lse, sub_rstd, lambda, y, ffn_rstd, ffn_in, gate, up, hidden */
-    size_t rest = r16(N) + r64(N * D, ob) + r16(N * 2 * H * d) + r16(N * 2 * Hkv * d) +
-                  r16(N * Hkv * 2 * d) + r64(N * A, ob) + 2 * r16(N * A) + r16(N * 2 * H) +
-                  r16(N * H) + r16(1) + r16(N * D) + r16(N) + r64(N * D, ob) + 2 * r16(N * F) +
-                  r64(N * F, ob);
+    size_t rest = r16(N) + r64(N * D, ob) + r64(N * 2 * H * d, ob) + r64(N * 2 * Hkv * d, ob) +
+                  r64(N * Hkv * 2 * d, ob) + r64(N * A, ob) + 2 * r16(N * A) + r16(N * 2 * H) +
+                  r16(N * H) + r16(1) + r16(N * D) + r16(N) + r64(N * D, ob) + 3 * r64(N * F, ob);
     size_t layers = L * r16(N * D) + (recompute ? 1 : L) * rest;
     size_t chunk = N; /* 2^22 / V rows cap the classifier's chunk: far above N here */
     /* x_final, final_rstd, final_norm, logits, losses, lse, rowmax, xsums */
