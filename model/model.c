@@ -5,6 +5,10 @@
 
 #include "util/alloc.h"
 
+/* TEMP (CUDA-side branch): q, k, v, gate, up are operands; the model side's own change replaces
+ * these casts */
+#define OP(p) ((dt_operand *)(p))
+
 /* Widths of the attention tensors of one layer, per token row. */
 typedef struct attn_dims {
     int H, Hkv, d;
@@ -307,11 +311,11 @@ static void attention_block_forward(dt_model *m, int l, int normed_in) {
     if (!normed_in)
         be->rmsnorm_forward(x->attn_in, x->attn_rstd, x->x_in, w->attention_norm, N, D,
                             (float)c->norm_eps);
-    be->matmul_forward(x->q, x->attn_in, w->q_proj, N, D, a.q, 0);
-    be->matmul_forward(x->k, x->attn_in, w->k_proj, N, D, a.k, 0);
-    be->matmul_forward(x->v, x->attn_in, w->v_proj, N, D, a.v, 0);
-    be->rope_forward(x->q, x->q, B, T, a.q_heads, a.d, theta, 0);
-    be->rope_forward(x->k, x->k, B, T, a.k_heads, a.d, theta, 0);
+    be->matmul_forward_operand(OP(x->q), x->attn_in, w->q_proj, N, D, a.q);
+    be->matmul_forward_operand(OP(x->k), x->attn_in, w->k_proj, N, D, a.k);
+    be->matmul_forward_operand(OP(x->v), x->attn_in, w->v_proj, N, D, a.v);
+    be->rope_forward(OP(x->q), OP(x->q), B, T, a.q_heads, a.d, theta, 0);
+    be->rope_forward(OP(x->k), OP(x->k), B, T, a.k_heads, a.d, theta, 0);
     switch (c->arch) {
     case DT_ARCH_DIFF: {
         float li = (float)config_lambda_init(c, l);
@@ -321,20 +325,20 @@ static void attention_block_forward(dt_model *m, int l, int normed_in) {
         /* subln scalar: the kernel runs without a gain (out = (1 - lambda_init) O, kept in
          * attn_pre for the backward) and head_scale applies s_h per DIFF head */
         dt_operand *pre = c->subln == DT_SUBLN_SCALAR ? x->attn_pre : x->attn_out;
-        be->diffattn_forward(pre, x->o1, x->o2, x->attn_lse, x->sub_rstd, x->q, x->k, x->v,
+        be->diffattn_forward(pre, x->o1, x->o2, x->attn_lse, x->sub_rstd, OP(x->q), OP(x->k), OP(x->v),
                              x->lambda, w->subln, li, (float)c->norm_eps, B, T, a.H, a.Hkv, a.d);
         if (c->subln == DT_SUBLN_SCALAR)
             be->head_scale_forward(x->attn_out, x->attn_pre, w->subln_scale, N, a.H, 2 * a.d);
         break;
     }
     case DT_ARCH_DIFF_V2:
-        be->attention_forward(x->heads, x->attn_lse, x->q, x->k, x->v, B, T, a.q_heads, a.Hkv,
+        be->attention_forward(x->heads, x->attn_lse, OP(x->q), OP(x->k), OP(x->v), B, T, a.q_heads, a.Hkv,
                               a.d, a.dv);
         be->matmul_forward(x->lam_logit, x->attn_in, w->lambda_proj, N, D, a.H, 0);
         be->diffv2_combine_forward(x->attn_out, x->heads, x->lam_logit, N, a.H, a.d);
         break;
     case DT_ARCH_TRANSFORMER:
-        be->attention_forward(x->attn_out, x->attn_lse, x->q, x->k, x->v, B, T, a.q_heads, a.Hkv,
+        be->attention_forward(x->attn_out, x->attn_lse, OP(x->q), OP(x->k), OP(x->v), B, T, a.q_heads, a.Hkv,
                               a.d, a.dv);
         break;
     }
@@ -351,9 +355,9 @@ static void ffn_hidden_forward(dt_model *m, int l) {
     const dt_layer_params *w = &m->params.layers[l];
     dt_layer_acts *x = &m->acts[l];
     int N = m->B * m->T, D = c->d_model, F = m->tp.ffn_dim;
-    be->matmul_forward(x->gate, x->ffn_in, w->w_gate, N, D, F, 0);
-    be->matmul_forward(x->up, x->ffn_in, w->w_up, N, D, F, 0);
-    be->swiglu_forward(x->hidden, x->gate, x->up, (size_t)N * F);
+    be->matmul_forward_operand(OP(x->gate), x->ffn_in, w->w_gate, N, D, F);
+    be->matmul_forward_operand(OP(x->up), x->ffn_in, w->w_up, N, D, F);
+    be->swiglu_forward(x->hidden, OP(x->gate), OP(x->up), (size_t)N * F);
 }
 
 /* Layer l's FFN block: x_out = y + ffn(y), and the norm that reads x_out next: the next
@@ -534,7 +538,7 @@ static void ffn_block_backward(dt_model *m, int l) {
     int N = m->B * m->T, D = c->d_model, F = m->tp.ffn_dim;
     /* dres holds the gradient of this layer's output x_out = y + ffn(y), whole on every rank */
     be->matmul_backward(m->dwide, g->w_down, m->dres, x->hidden, w->w_down, N, F, D, 0);
-    be->swiglu_backward(m->dgate, m->dup, m->dwide, x->gate, x->up, (size_t)N * F);
+    be->swiglu_backward(m->dgate, m->dup, m->dwide, OP(x->gate), OP(x->up), (size_t)N * F);
     be->matmul_backward(m->dnormed, g->w_gate, m->dgate, x->ffn_in, w->w_gate, N, D, F, 0);
     be->matmul_backward(m->dnormed, g->w_up, m->dup, x->ffn_in, w->w_up, N, D, F, 1);
     /* each rank's share of the FFN contributes part of the norm output's gradient; once it is
@@ -564,7 +568,7 @@ static void attention_block_backward(dt_model *m, int l) {
         if (c->subln == DT_SUBLN_SCALAR) /* in place: dwide becomes d(attn_pre) */
             be->head_scale_backward(m->dwide, g->subln_scale, m->dwide, x->attn_pre,
                                     w->subln_scale, N, a.H, 2 * a.d);
-        be->diffattn_backward(m->dq, m->dk, m->dv, g->subln, m->dlam, m->dwide, x->q, x->k, x->v,
+        be->diffattn_backward(m->dq, m->dk, m->dv, g->subln, m->dlam, m->dwide, OP(x->q), OP(x->k), OP(x->v),
                               x->o1, x->o2, x->attn_lse, x->sub_rstd, x->lambda, w->subln, li, B,
                               T, a.H, a.Hkv, a.d);
         if (c->lambda_learnable) /* a frozen lambda's gradient in dlam is dropped */
@@ -579,11 +583,11 @@ static void attention_block_backward(dt_model *m, int l) {
         be->matmul_backward(m->dnormed, g->lambda_proj, m->dlam, x->attn_in, w->lambda_proj, N, D,
                             a.H, 0);
         dinp_accumulated = 1;
-        be->attention_backward(m->dq, m->dk, m->dv, m->dheads, x->q, x->k, x->v, x->heads,
+        be->attention_backward(m->dq, m->dk, m->dv, m->dheads, OP(x->q), OP(x->k), OP(x->v), x->heads,
                                x->attn_lse, B, T, a.q_heads, a.Hkv, a.d, a.dv);
         break;
     case DT_ARCH_TRANSFORMER:
-        be->attention_backward(m->dq, m->dk, m->dv, m->dwide, x->q, x->k, x->v, x->attn_out,
+        be->attention_backward(m->dq, m->dk, m->dv, m->dwide, OP(x->q), OP(x->k), OP(x->v), x->attn_out,
                                x->attn_lse, B, T, a.q_heads, a.Hkv, a.d, a.dv);
         break;
     }

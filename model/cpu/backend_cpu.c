@@ -12,6 +12,28 @@ static void matmul_forward(float *out, const dt_operand *inp, const float *w, in
                            int accumulate) {
     cpu_matmul_forward(out, CF(inp), w, N, I, O, accumulate);
 }
+/* TEMP (CUDA-side branch): the operand signatures of the last backend.h change, by casts */
+static void matmul_forward_operand(dt_operand *out, const dt_operand *inp, const float *w, int N,
+                                   int I, int O) {
+    cpu_matmul_forward(F(out), CF(inp), w, N, I, O, 0);
+}
+static void rope_forward(dt_operand *out, const dt_operand *inp, int B, int T, int n_heads,
+                         int d, float theta, int pos0) {
+    cpu_rope_forward(F(out), CF(inp), B, T, n_heads, d, theta, pos0);
+}
+static void swiglu_backward(float *dg, float *du, const float *dh, const dt_operand *g,
+                            const dt_operand *u, size_t n) {
+    cpu_swiglu_backward(dg, du, dh, CF(g), CF(u), n);
+}
+static void diffattn_backward(float *dq, float *dk, float *dv, float *dgamma, float *dlambda,
+                              const float *dout, const dt_operand *q, const dt_operand *k,
+                              const dt_operand *v, const float *o1, const float *o2,
+                              const float *lse, const float *rstd, const float *lambda,
+                              const float *gamma, float lambda_init, int B, int T, int H, int Hkv,
+                              int d) {
+    cpu_diffattn_backward(dq, dk, dv, dgamma, dlambda, dout, CF(q), CF(k), CF(v), o1, o2, lse,
+                          rstd, lambda, gamma, lambda_init, B, T, H, Hkv, d);
+}
 static void matmul_backward(float *dinp, float *dw, const float *dout, const dt_operand *inp,
                             const float *w, int N, int I, int O, int accumulate_dinp) {
     cpu_matmul_backward(dinp, dw, dout, CF(inp), w, N, I, O, accumulate_dinp);
@@ -25,24 +47,27 @@ static void residual_rmsnorm_forward(float *y, dt_operand *out, float *rstd, con
                                      float eps) {
     cpu_residual_rmsnorm_forward(y, F(out), rstd, a, b, weight, N, C, eps);
 }
-static void swiglu_forward(dt_operand *h, const float *g, const float *u, size_t n) {
-    cpu_swiglu_forward(F(h), g, u, n);
+static void swiglu_forward(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t n) {
+    cpu_swiglu_forward(F(h), CF(g), CF(u), n);
 }
-static void attention_forward(dt_operand *out, float *lse, const float *q, const float *k,
-                              const float *v, int B, int T, int Hq, int Hkv, int d, int dv) {
-    cpu_attention_forward(F(out), lse, q, k, v, B, T, Hq, Hkv, d, dv);
+static void attention_forward(dt_operand *out, float *lse, const dt_operand *q,
+                              const dt_operand *k, const dt_operand *v, int B, int T, int Hq,
+                              int Hkv, int d, int dv) {
+    cpu_attention_forward(F(out), lse, CF(q), CF(k), CF(v), B, T, Hq, Hkv, d, dv);
 }
-static void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                               const float *k, const float *v, const dt_operand *out,
-                               const float *lse, int B, int T, int Hq, int Hkv, int d, int d_v) {
-    cpu_attention_backward(dq, dk, dv, dout, q, k, v, CF(out), lse, B, T, Hq, Hkv, d, d_v);
+static void attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                               const dt_operand *q, const dt_operand *k, const dt_operand *v,
+                               const dt_operand *out, const float *lse, int B, int T, int Hq,
+                               int Hkv, int d, int d_v) {
+    cpu_attention_backward(dq, dk, dv, dout, CF(q), CF(k), CF(v), CF(out), lse, B, T, Hq, Hkv, d,
+                           d_v);
 }
 static void diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, float *rstd,
-                             const float *q, const float *k, const float *v, const float *lambda,
-                             const float *gamma, float lambda_init, float eps, int B, int T, int H,
-                             int Hkv, int d) {
-    cpu_diffattn_forward(F(out), o1, o2, lse, rstd, q, k, v, lambda, gamma, lambda_init, eps, B,
-                         T, H, Hkv, d);
+                             const dt_operand *q, const dt_operand *k, const dt_operand *v,
+                             const float *lambda, const float *gamma, float lambda_init, float eps,
+                             int B, int T, int H, int Hkv, int d) {
+    cpu_diffattn_forward(F(out), o1, o2, lse, rstd, CF(q), CF(k), CF(v), lambda, gamma,
+                         lambda_init, eps, B, T, H, Hkv, d);
 }
 static void head_scale_forward(dt_operand *out, const dt_operand *inp, const float *s, int N,
                                int H, int w) {
@@ -79,6 +104,7 @@ static const dt_backend cpu_backend = {
     .host_wait = cpu_host_wait,
 
     .matmul_forward = matmul_forward,
+    .matmul_forward_operand = matmul_forward_operand,
     .matmul_backward = matmul_backward,
     .add = cpu_add,
     .scale = cpu_scale,
@@ -94,11 +120,11 @@ static const dt_backend cpu_backend = {
     .residual_rmsnorm_forward = residual_rmsnorm_forward,
     .rmsnorm_backward = cpu_rmsnorm_backward,
 
-    .rope_forward = cpu_rope_forward,
+    .rope_forward = rope_forward,
     .rope_backward = cpu_rope_backward,
 
     .swiglu_forward = swiglu_forward,
-    .swiglu_backward = cpu_swiglu_backward,
+    .swiglu_backward = swiglu_backward,
 
     .xent_forward = cpu_xent_forward,
     .xent_backward = cpu_xent_backward,
@@ -109,7 +135,7 @@ static const dt_backend cpu_backend = {
     .attention_forward = attention_forward,
     .attention_backward = attention_backward,
     .diffattn_forward = diffattn_forward,
-    .diffattn_backward = cpu_diffattn_backward,
+    .diffattn_backward = diffattn_backward,
     .difflambda_forward = cpu_difflambda_forward,
     .difflambda_backward = cpu_difflambda_backward,
     .head_scale_forward = head_scale_forward,
