@@ -18,9 +18,10 @@
  * recomputes S and dP, and whole diagonal tiles are multiplied before masking); the count is the
  * same for SDPA, so TFLOP/s compare directly.
  *
- * With --check=1 (default) each forward is first compared with the tiled fp32 kernels on the
- * same inputs (max |fused - tiled| over out, which bf16 keeps near 1e-2 for these inputs). The
- * backend runs in bf16 mode, so out (a dt_operand) is bf16 on both paths, widened to compare.
+ * With --check=1 (default) each forward is first compared with the tiled kernels (fp32 math) on
+ * the same inputs (max |fused - tiled| over out, which bf16 keeps near 1e-2 for these inputs).
+ * The backend runs in bf16 mode, so q, k, v and out (dt_operands) are bf16 on both paths (out
+ * widened to compare).
  *
  * Prints one line per case:
  *   RESULT kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
@@ -41,9 +42,9 @@ typedef struct shape {
 } shape;
 
 typedef struct bufs { /* device buffers, sized for the largest kind */
-    float *q, *k, *v, *dout, *o1, *o2, *lse, *rstd, *dq, *dk, *dv, *gamma, *lambda, *dgamma,
-        *dlambda, *ref_lse;
-    dt_operand *out, *ref; /* bf16 (the backend's operand format) */
+    float *dout, *o1, *o2, *lse, *rstd, *dq, *dk, *dv, *gamma, *lambda, *dgamma, *dlambda,
+        *ref_lse;
+    dt_operand *q, *k, *v, *out, *ref; /* bf16 (the backend's operand format) */
 } bufs;
 
 static double now_s(void) {
@@ -57,9 +58,10 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static float *dev_random(size_t n, uint64_t seed, float lo, float hi) {
-    float *h = malloc(n * sizeof(float)), *d = cuda_alloc(n * sizeof(float));
-    if (!h || !d) {
+/* n uniform values in [lo, hi) on the host (malloc'd) */
+static float *host_random(size_t n, uint64_t seed, float lo, float hi) {
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    if (!h) {
         fprintf(stderr, "bench_attn: out of memory (%zu floats)\n", n);
         exit(1);
     }
@@ -68,8 +70,41 @@ static float *dev_random(size_t n, uint64_t seed, float lo, float hi) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         h[i] = lo + (hi - lo) * (float)((s >> 40) * (1.0 / 16777216.0));
     }
-    cuda_copy_from_host(d, h, n * sizeof(float));
+    return h;
+}
+
+static void *dev_upload(const void *h, size_t bytes) {
+    void *d = cuda_alloc(bytes);
+    if (!d) {
+        fprintf(stderr, "bench_attn: out of device memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    cuda_copy_from_host(d, h, bytes);
+    return d;
+}
+
+static float *dev_random(size_t n, uint64_t seed, float lo, float hi) {
+    float *h = host_random(n, seed, lo, hi), *d = dev_upload(h, n * sizeof(float));
     free(h);
+    return d;
+}
+
+/* the same values as a bf16 operand (rounded to nearest even; the values are finite) */
+static dt_operand *dev_random_bf16(size_t n, uint64_t seed, float lo, float hi) {
+    float *h = host_random(n, seed, lo, hi);
+    uint16_t *b = malloc((n ? n : 1) * sizeof(uint16_t));
+    if (!b) {
+        fprintf(stderr, "bench_attn: out of memory (%zu bf16)\n", n);
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &h[i], sizeof u);
+        b[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+    dt_operand *d = dev_upload(b, n * sizeof(uint16_t));
+    free(h);
+    free(b);
     return d;
 }
 
@@ -183,9 +218,9 @@ int main(int argc, char **argv) {
         /* per token: q 2H d, k 2H d, v 2H d (every kind's largest), out/o1/o2 2H d */
         const size_t w = (size_t)2 * H * d, N = (size_t)tokens;
         bufs b;
-        b.q = dev_random(N * w, 1, -1.0f, 1.0f);
-        b.k = dev_random(N * w, 2, -1.0f, 1.0f);
-        b.v = dev_random(N * w, 3, -1.0f, 1.0f);
+        b.q = dev_random_bf16(N * w, 1, -1.0f, 1.0f);
+        b.k = dev_random_bf16(N * w, 2, -1.0f, 1.0f);
+        b.v = dev_random_bf16(N * w, 3, -1.0f, 1.0f);
         b.dout = dev_random(N * w, 4, -1.0f, 1.0f);
         b.gamma = dev_random((size_t)2 * d, 5, 0.5f, 1.5f);
         b.lambda = dev_random(1, 6, 0.2f, 0.3f);
@@ -211,7 +246,7 @@ int main(int argc, char **argv) {
             for (int kind = 0; kind < 3; kind++) {
                 if (check) { /* out is N x 2Hd for every kind */
                     const double e = check_vs_tiled(kind, &b, B, T, H, d, N * w);
-                    printf("CHECK %s %s T=%d: max |fused - tiled fp32| of out = %.3g\n",
+                    printf("CHECK %s %s T=%d: max |fused - tiled| of out = %.3g\n",
                            kind_name[kind], shapes[si].size, T, e);
                     if (e < 0.0 || e > 0.1) {
                         fprintf(stderr,

@@ -16,7 +16,8 @@
  * the row sees a key, so nothing is ever inf - inf or NaN. Every row i < T sees key 0.
  *
  * The standard op's out is a dt_operand: written, and read back by the backward's delta, in the
- * backend's format (operand.cuh), the kernels' TO. */
+ * backend's format (operand.cuh), the kernels' TO; q, k and v are dt_operands too, the kernels'
+ * TI, widened to fp32 as they are staged into shared memory. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,9 +27,9 @@
 #include "model/cuda/cuda_ops.h"
 
 /* ---- forward: grid (query tiles, nq, B) ---- */
-template <typename TO>
+template <typename TO, typename TI>
 __global__ void __launch_bounds__(ATTN_CU_THREADS)
-attn_forward_kernel(TO *o_a, TO *o_b, float *lse, const float *q, const float *k, const float *v,
+attn_forward_kernel(TO *o_a, TO *o_b, float *lse, const TI *q, const TI *k, const TI *v,
                     attn_map m, float scale) {
     extern __shared__ float smem[];
     const int d = m.d, dv = m.dv, T = m.T, kld = d + 1;
@@ -40,9 +41,9 @@ attn_forward_kernel(TO *o_a, TO *o_b, float *lse, const float *q, const float *k
     const int i0 = blockIdx.x * ATTN_CU_BR, nr = min(ATTN_CU_BR, T - i0);
     const size_t qs = (size_t)m.nq * d, ks = (size_t)m.nk * d, vs = (size_t)m.nv * dv;
     const size_t os = attn_o_stride(m);
-    const float *qh = q + (size_t)b * T * qs + (size_t)j * d;                   /* (T, d) */
-    const float *kh = k + (size_t)b * T * ks + (size_t)attn_k_head(m, j) * d;   /* (T, d) */
-    const float *vh = v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * dv;  /* (T, dv) */
+    const TI *qh = q + (size_t)b * T * qs + (size_t)j * d;                   /* (T, d) */
+    const TI *kh = k + (size_t)b * T * ks + (size_t)attn_k_head(m, j) * d;   /* (T, d) */
+    const TI *vh = v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * dv;  /* (T, dv) */
     TO *oh = (attn_o_buf(m, j) ? o_b : o_a) + (size_t)b * T * os + attn_o_col(m, j);
 
     attn_stage(Qs, d, qh, qs, i0, nr, ATTN_CU_BR, d);
@@ -144,47 +145,57 @@ static size_t attn_smem_forward(const attn_map &m) {
                             (size_t)ATTN_CU_BC * m.dv);
 }
 
-template <typename TO>
-void attn_core_forward(TO *o_a, TO *o_b, float *lse, const float *q, const float *k,
-                       const float *v, const attn_map &m) {
+template <typename TO, typename TI>
+void attn_core_forward(TO *o_a, TO *o_b, float *lse, const TI *q, const TI *k, const TI *v,
+                       const attn_map &m) {
     attn_check(m);
     if (m.B == 0 || m.T <= 0) return;
     const float scale = 1.0f / sqrtf((float)m.d);
     const size_t smem = attn_smem_forward(m);
     const dim3 grid((unsigned)((m.T + ATTN_CU_BR - 1) / ATTN_CU_BR), (unsigned)m.nq, (unsigned)m.B);
-    auto kernel = attn_forward_kernel<TO>;
+    auto kernel = attn_forward_kernel<TO, TI>;
     attn_smem_allow(kernel, smem);
     kernel<<<grid, ATTN_CU_THREADS, smem, cuda_stream()>>>(o_a, o_b, lse, q, k, v, m, scale);
     CUDA_LAUNCH_CHECK();
 }
-template void attn_core_forward<float>(float *, float *, float *, const float *, const float *,
-                                       const float *, const attn_map &);
-template void attn_core_forward<operand_bf16>(operand_bf16 *, operand_bf16 *, float *,
-                                              const float *, const float *, const float *,
-                                              const attn_map &);
+template void attn_core_forward<float, float>(float *, float *, float *, const float *,
+                                              const float *, const float *, const attn_map &);
+template void attn_core_forward<operand_bf16, operand_bf16>(operand_bf16 *, operand_bf16 *,
+                                                            float *, const operand_bf16 *,
+                                                            const operand_bf16 *,
+                                                            const operand_bf16 *,
+                                                            const attn_map &);
+template void attn_core_forward<float, operand_bf16>(float *, float *, float *,
+                                                     const operand_bf16 *, const operand_bf16 *,
+                                                     const operand_bf16 *, const attn_map &);
 
 /* ---- the standard / GQA op (model/backend.h) ---- */
 
-extern "C" void cuda_attention_forward(dt_operand *out, float *lse, const float *q,
-                                       const float *k, const float *v, int B, int T, int Hq,
-                                       int Hkv, int d, int dv) {
+extern "C" void cuda_attention_forward(dt_operand *out, float *lse, const dt_operand *q,
+                                       const dt_operand *k, const dt_operand *v, int B, int T,
+                                       int Hq, int Hkv, int d, int dv) {
     const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, dv);
+    typedef operand_bf16 bf;
     if (cuda_operand_bf16())
-        attn_core_forward<operand_bf16>((operand_bf16 *)out, NULL, lse, q, k, v, m);
+        attn_core_forward((bf *)out, (bf *)NULL, lse, (const bf *)q, (const bf *)k,
+                          (const bf *)v, m);
     else
-        attn_core_forward<float>((float *)out, NULL, lse, q, k, v, m);
+        attn_core_forward((float *)out, (float *)NULL, lse, (const float *)q, (const float *)k,
+                          (const float *)v, m);
 }
 
 extern "C" void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                                        const float *q, const float *k, const float *v,
-                                        const dt_operand *out, const float *lse, int B, int T,
-                                        int Hq, int Hkv, int d, int d_v) {
+                                        const dt_operand *q, const dt_operand *k,
+                                        const dt_operand *v, const dt_operand *out,
+                                        const float *lse, int B, int T, int Hq, int Hkv, int d,
+                                        int d_v) {
     const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, d_v);
     float *delta = (float *)cuda_workspace(sizeof(float) * ((size_t)B * Hq * T + 1)); /* (B,Hq,T) */
+    typedef operand_bf16 bf;
     if (cuda_operand_bf16())
-        attn_core_backward<operand_bf16>(dq, dk, dv, delta, dout, (const operand_bf16 *)out, NULL,
-                                         q, k, v, lse, NULL, m);
+        attn_core_backward(dq, dk, dv, delta, dout, (const bf *)out, (const bf *)NULL,
+                           (const bf *)q, (const bf *)k, (const bf *)v, lse, NULL, m);
     else
-        attn_core_backward<float>(dq, dk, dv, delta, dout, (const float *)out, NULL, q, k, v, lse,
-                                  NULL, m);
+        attn_core_backward(dq, dk, dv, delta, dout, (const float *)out, (const float *)NULL,
+                           (const float *)q, (const float *)k, (const float *)v, lse, NULL, m);
 }

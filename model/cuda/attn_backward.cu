@@ -39,10 +39,10 @@ __global__ void attn_delta_kernel(float *delta, const float *G, const TO *o_a, c
 }
 
 /* ---- dq: grid (query tiles, nq, B); dq_i = scale sum_j dS_ij k_j over the visible keys ---- */
+template <typename TI>
 __global__ void __launch_bounds__(ATTN_CU_THREADS)
-attn_dq_kernel(float *dq, const float *G, const float *q, const float *k, const float *v,
-               const float *lse, const float *delta, const float *lambda, attn_map m,
-               float scale) {
+attn_dq_kernel(float *dq, const float *G, const TI *q, const TI *k, const TI *v, const float *lse,
+               const float *delta, const float *lambda, attn_map m, float scale) {
     extern __shared__ float smem[];
     const int d = m.d, dv = m.dv, T = m.T, kld = d + 1, vld = dv + 1;
     float *Qs = smem;                  /* (BR, d): broadcast reads */
@@ -54,9 +54,9 @@ attn_dq_kernel(float *dq, const float *G, const float *q, const float *k, const 
     const int i0 = blockIdx.x * ATTN_CU_BR, nr = min(ATTN_CU_BR, T - i0);
     const size_t qs = (size_t)m.nq * d, ks = (size_t)m.nk * d, vs = (size_t)m.nv * dv;
     const size_t os = attn_o_stride(m);
-    const float *qh = q + (size_t)b * T * qs + (size_t)j * d;
-    const float *kh = k + (size_t)b * T * ks + (size_t)attn_k_head(m, j) * d;
-    const float *vh = v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * dv;
+    const TI *qh = q + (size_t)b * T * qs + (size_t)j * d;
+    const TI *kh = k + (size_t)b * T * ks + (size_t)attn_k_head(m, j) * d;
+    const TI *vh = v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * dv;
     const float *gh = G + (size_t)b * T * os + attn_o_col(m, j); /* (T, dv) */
     const float *lseh = lse + ((size_t)b * m.nq + j) * T;     /* (T) */
     const float *deltah = delta + ((size_t)b * m.nq + j) * T; /* (T) */
@@ -141,10 +141,11 @@ attn_dq_kernel(float *dq, const float *G, const float *q, const float *k, const 
  * over every q-head of the group (both branches for DIFF), dk over the q-heads of one k-head
  * (slot c: k-head attn_k_head(first q-head of the slot)); per q-head the query tiles at or past
  * the diagonal, rows in increasing order. ---- */
+template <typename TI>
 __global__ void __launch_bounds__(ATTN_CU_DKDV_THREADS)
-attn_dkdv_kernel(float *dk, float *dv, const float *G, const float *q, const float *k,
-                 const float *v, const float *lse, const float *delta, const float *lambda,
-                 attn_map m, float scale) {
+attn_dkdv_kernel(float *dk, float *dv, const float *G, const TI *q, const TI *k, const TI *v,
+                 const float *lse, const float *delta, const float *lambda, attn_map m,
+                 float scale) {
     extern __shared__ float smem[];
     const int d = m.d, dvw = m.dv, T = m.T, qld = d + 1, gld = dvw + 1;
     float *Ks = smem;                        /* (BC, d): broadcast reads */
@@ -180,7 +181,7 @@ attn_dkdv_kernel(float *dk, float *dv, const float *G, const float *q, const flo
         for (int t = slot; t < m.n_rep; t += n_slot) {
             const int j = g * m.n_rep + t; /* a q-head of this slot */
             const float dscale = attn_dscale(m, j, lambda);
-            const float *qh = q + (size_t)b * T * qs + (size_t)j * d;
+            const TI *qh = q + (size_t)b * T * qs + (size_t)j * d;
             const float *gh = G + (size_t)b * T * os + attn_o_col(m, j);
             const float *lseh = lse + ((size_t)b * m.nq + j) * T;
             const float *deltah = delta + ((size_t)b * m.nq + j) * T;
@@ -299,10 +300,10 @@ template void attn_delta<operand_bf16>(float *, const float *, const operand_bf1
                                        const operand_bf16 *, const float *, const attn_map &,
                                        bool);
 
-template <typename TO>
+template <typename TO, typename TI>
 void attn_core_backward(float *dq, float *dk, float *dv, float *delta, const float *G,
-                        const TO *o_a, const TO *o_b, const float *q, const float *k,
-                        const float *v, const float *lse, const float *lambda, const attn_map &m) {
+                        const TO *o_a, const TO *o_b, const TI *q, const TI *k, const TI *v,
+                        const float *lse, const float *lambda, const attn_map &m) {
     attn_check(m);
     if (m.B == 0 || m.T <= 0) return;
     const float scale = 1.0f / sqrtf((float)m.d);
@@ -311,24 +312,27 @@ void attn_core_backward(float *dq, float *dk, float *dv, float *delta, const flo
     const size_t smem_dq = attn_smem_dq(m);
     const dim3 grid_q((unsigned)((m.T + ATTN_CU_BR - 1) / ATTN_CU_BR), (unsigned)m.nq,
                       (unsigned)m.B);
-    attn_smem_allow(attn_dq_kernel, smem_dq);
-    attn_dq_kernel<<<grid_q, ATTN_CU_THREADS, smem_dq, cuda_stream()>>>(dq, G, q, k, v, lse, delta,
-                                                                        lambda, m, scale);
+    auto dq_kernel = attn_dq_kernel<TI>;
+    attn_smem_allow(dq_kernel, smem_dq);
+    dq_kernel<<<grid_q, ATTN_CU_THREADS, smem_dq, cuda_stream()>>>(dq, G, q, k, v, lse, delta,
+                                                                   lambda, m, scale);
     CUDA_LAUNCH_CHECK();
 
     const size_t smem_kv = attn_smem_dkdv(m);
     const dim3 grid_k((unsigned)((m.T + ATTN_CU_BC - 1) / ATTN_CU_BC), (unsigned)m.nv,
                       (unsigned)m.B);
-    attn_smem_allow(attn_dkdv_kernel, smem_kv);
-    attn_dkdv_kernel<<<grid_k, ATTN_CU_DKDV_THREADS, smem_kv, cuda_stream()>>>(
+    auto dkdv_kernel = attn_dkdv_kernel<TI>;
+    attn_smem_allow(dkdv_kernel, smem_kv);
+    dkdv_kernel<<<grid_k, ATTN_CU_DKDV_THREADS, smem_kv, cuda_stream()>>>(
         dk, dv, G, q, k, v, lse, delta, lambda, m, scale);
     CUDA_LAUNCH_CHECK();
 }
-template void attn_core_backward<float>(float *, float *, float *, float *, const float *,
-                                        const float *, const float *, const float *,
-                                        const float *, const float *, const float *,
-                                        const float *, const attn_map &);
-template void attn_core_backward<operand_bf16>(float *, float *, float *, float *, const float *,
-                                               const operand_bf16 *, const operand_bf16 *,
-                                               const float *, const float *, const float *,
-                                               const float *, const float *, const attn_map &);
+#define ATTN_CORE_BACKWARD(TO, TI)                                                                 \
+    template void attn_core_backward<TO, TI>(float *, float *, float *, float *, const float *,   \
+                                             const TO *, const TO *, const TI *, const TI *,      \
+                                             const TI *, const float *, const float *,            \
+                                             const attn_map &)
+ATTN_CORE_BACKWARD(float, float);
+ATTN_CORE_BACKWARD(operand_bf16, operand_bf16);
+ATTN_CORE_BACKWARD(float, operand_bf16);
+#undef ATTN_CORE_BACKWARD

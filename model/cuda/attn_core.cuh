@@ -102,13 +102,15 @@ __device__ __forceinline__ float attn_dscale(const attn_map &m, int j, const flo
     return (m.diff && (j & 1)) ? -lambda[0] : 1.0f;
 }
 
-/* Rows [r0, r0 + nrows) of a head view x (row stride xs) into dst (ATTN_CU_BR or _BC rows of
- * w floats, row stride ld); rows at or past n_valid are zero. */
-__device__ __forceinline__ void attn_stage(float *dst, int ld, const float *x, size_t xs, int r0,
+/* Rows [r0, r0 + nrows) of a head view x (row stride xs elements of TX: float, or for q, k, v
+ * their operand element operand_bf16, widened) into dst (ATTN_CU_BR or _BC rows of w floats,
+ * row stride ld); rows at or past n_valid are zero. */
+template <typename TX>
+__device__ __forceinline__ void attn_stage(float *dst, int ld, const TX *x, size_t xs, int r0,
                                            int n_valid, int nrows, int w) {
     for (int idx = threadIdx.x; idx < nrows * w; idx += blockDim.x) {
         const int r = idx / w, e = idx % w;
-        dst[r * ld + e] = r < n_valid ? x[(size_t)(r0 + r) * xs + e] : 0.0f;
+        dst[r * ld + e] = r < n_valid ? operand_load(x, (size_t)(r0 + r) * xs + e) : 0.0f;
     }
 }
 
@@ -213,10 +215,12 @@ void attn_check(const attn_map &m);
 /* o_a, o_b (the output buffers, o_b only for DIFF), lse (B, nq, T) from q (B, T, nq*d),
  * k (B, T, nk*d), v (B, T, nv*dv). Scale 1/sqrt(d). Checks m with attn_check. The outputs' element
  * type TO is float or operand_bf16 (operand.cuh: the standard op's out is a dt_operand; DIFF's
- * o1, o2 are fp32); the math is fp32 and only the store rounds. */
-template <typename TO>
-void attn_core_forward(TO *o_a, TO *o_b, float *lse, const float *q, const float *k,
-                       const float *v, const attn_map &m);
+ * o1, o2 are fp32); q, k, v are dt_operands, of element type TI (float or operand_bf16, widened
+ * as staged); the math is fp32 and only the store rounds. Instances: <float, float> (fp32 mode),
+ * <operand_bf16, operand_bf16> (standard, bf16 mode), <float, operand_bf16> (DIFF, bf16 mode). */
+template <typename TO, typename TI>
+void attn_core_forward(TO *o_a, TO *o_b, float *lse, const TI *q, const TI *k, const TI *v,
+                       const attn_map &m);
 
 /* delta (B, nq, T) = dscale_j * (G_i . o_i) per q-head j and row i (o from o_a, or o_b for DIFF's
  * second branch, elements TO as attn_core_forward writes them; lambda NULL for standard
@@ -227,13 +231,13 @@ void attn_delta(float *delta, const float *G, const TO *o_a, const TO *o_b, cons
                 const attn_map &m, bool g_bf16);
 
 /* dq (B, T, nq*d), dk (B, T, nk*d), dv (B, T, nv*dv), all overwritten, from G (the output
- * gradient, in the layout of the output buffers), the forward's o_a, o_b (TO as
- * attn_core_forward) and lse. lambda: device pointer to DIFF's lambda (NULL for standard
- * attention). delta: device scratch of B*nq*T floats (the caller carves it out of
- * cuda_workspace). */
-template <typename TO>
+ * gradient, in the layout of the output buffers), the forward's o_a, o_b and q, k, v (TO and TI
+ * as attn_core_forward, the same three instances) and lse. lambda: device pointer to DIFF's
+ * lambda (NULL for standard attention). delta: device scratch of B*nq*T floats (the caller
+ * carves it out of cuda_workspace). */
+template <typename TO, typename TI>
 void attn_core_backward(float *dq, float *dk, float *dv, float *delta, const float *G,
-                        const TO *o_a, const TO *o_b, const float *q, const float *k,
-                        const float *v, const float *lse, const float *lambda, const attn_map &m);
+                        const TO *o_a, const TO *o_b, const TI *q, const TI *k, const TI *v,
+                        const float *lse, const float *lambda, const attn_map &m);
 
 #endif

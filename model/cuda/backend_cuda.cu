@@ -8,7 +8,8 @@
  * only with probabilities recomputed at the other precision.
  *
  * The mode also sets the format of the dt_operand activations (operand.cuh): bf16 under "bf16
- * products", fp32 otherwise; every op that writes or reads one follows cuda_operand_bf16(). */
+ * products", fp32 otherwise; every op that writes or reads one follows cuda_operand_bf16(). The
+ * fused attention stages the bf16 q, k, v as they are (no rounding copy). */
 #include <stdio.h>
 
 #include "model/cuda/cuda_common.cuh"
@@ -33,10 +34,12 @@ bool cuda_operand_bf16(void) { return g_operand_bf16; }
 
 extern "C" size_t cuda_operand_bytes(void) { return g_operand_bf16 ? 2 : 4; }
 
-/* The fused kernels move 16 bytes at a time: every tensor they touch, out (bf16 here) included,
- * must be 16-byte aligned, else the tiled kernels run. */
-static void bf16_attention_forward(dt_operand *out, float *lse, const float *q, const float *k,
-                                   const float *v, int B, int T, int Hq, int Hkv, int d, int dv) {
+/* The fused kernels move 16 bytes at a time: every tensor they stage or store (q, k, v and out
+ * in bf16, the fp32 gradients) must be 16-byte aligned, else the tiled kernels run
+ * (cuda_flash_usable). */
+static void bf16_attention_forward(dt_operand *out, float *lse, const dt_operand *q,
+                                   const dt_operand *k, const dt_operand *v, int B, int T, int Hq,
+                                   int Hkv, int d, int dv) {
     const void *p[] = {out, q, k, v};
     if (cuda_flash_usable(d, dv, 0, p, 4))
         cuda_flash_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, dv);
@@ -45,7 +48,7 @@ static void bf16_attention_forward(dt_operand *out, float *lse, const float *q, 
 }
 
 static void bf16_attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                                    const float *q, const float *k, const float *v,
+                                    const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                     const dt_operand *out, const float *lse, int B, int T, int Hq,
                                     int Hkv, int d, int d_v) {
     /* out is read by the delta (attn_delta), which has no alignment needs */
@@ -57,7 +60,7 @@ static void bf16_attention_backward(float *dq, float *dk, float *dv, const float
 }
 
 static void bf16_diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, float *rstd,
-                                  const float *q, const float *k, const float *v,
+                                  const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                   const float *lambda, const float *gamma, float lambda_init,
                                   float eps, int B, int T, int H, int Hkv, int d) {
     const void *p[] = {o1, o2, q, k, v, out};
@@ -70,8 +73,8 @@ static void bf16_diffattn_forward(dt_operand *out, float *o1, float *o2, float *
 }
 
 static void bf16_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma,
-                                   float *dlambda, const float *dout, const float *q,
-                                   const float *k, const float *v, const float *o1,
+                                   float *dlambda, const float *dout, const dt_operand *q,
+                                   const dt_operand *k, const dt_operand *v, const float *o1,
                                    const float *o2, const float *lse, const float *rstd,
                                    const float *lambda, const float *gamma, float lambda_init,
                                    int B, int T, int H, int Hkv, int d) {
@@ -99,6 +102,7 @@ static void fill(dt_backend *b, int bf16) {
     b->copy_from_host_async = cuda_copy_from_host_async;
     b->host_wait = cuda_host_wait;
     b->matmul_forward = cuda_matmul_forward;
+    b->matmul_forward_operand = cuda_matmul_forward_operand;
     b->matmul_backward = cuda_matmul_backward;
     b->add = cuda_add;
     b->scale = cuda_scale;

@@ -12,7 +12,8 @@
  * chunk in double in a fixed order into a partial row of the workspace, and
  * diff_dgamma_dlambda_reduce adds the partials in a fixed order (in double, as the CPU oracle) to
  * dgamma and dlambda. o1, o2 are fp32 (the backward's inputs); out is a dt_operand, written in
- * the backend's format (operand.cuh) from the same fp32 values. */
+ * the backend's format (operand.cuh) from the same fp32 values; q, k, v are dt_operands, read
+ * in that format by the core (attn_core_forward / _backward's TI). */
 #include <math.h>
 
 #include "model/cuda/attn_core.cuh"
@@ -62,11 +63,16 @@ static void diff_combine_launch(TO *out, float *rstd, const float *o1, const flo
 }
 
 extern "C" void cuda_diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse,
-                                      float *rstd, const float *q, const float *k, const float *v,
-                                      const float *lambda, const float *gamma, float lambda_init,
-                                      float eps, int B, int T, int H, int Hkv, int d) {
+                                      float *rstd, const dt_operand *q, const dt_operand *k,
+                                      const dt_operand *v, const float *lambda,
+                                      const float *gamma, float lambda_init, float eps, int B,
+                                      int T, int H, int Hkv, int d) {
     const attn_map m = attn_map_diff(B, T, H, Hkv, d);
-    attn_core_forward<float>(o1, o2, lse, q, k, v, m);
+    typedef operand_bf16 bf;
+    if (cuda_operand_bf16())
+        attn_core_forward(o1, o2, lse, (const bf *)q, (const bf *)k, (const bf *)v, m);
+    else
+        attn_core_forward(o1, o2, lse, (const float *)q, (const float *)k, (const float *)v, m);
     const size_t n_rows = (size_t)B * T * H;
     if (n_rows == 0) return;
     if (cuda_operand_bf16())
@@ -145,8 +151,8 @@ void diff_dgamma_dlambda_reduce(float *dgamma, float *dlambda, const double *par
 }
 
 extern "C" void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma,
-                                       float *dlambda, const float *dout, const float *q,
-                                       const float *k, const float *v, const float *o1,
+                                       float *dlambda, const float *dout, const dt_operand *q,
+                                       const dt_operand *k, const dt_operand *v, const float *o1,
                                        const float *o2, const float *lse, const float *rstd,
                                        const float *lambda, const float *gamma,
                                        float lambda_init, int B, int T, int H, int Hkv, int d) {
@@ -170,5 +176,11 @@ extern "C" void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *d
         dO, part, dout, o1, o2, rstd, lambda, gamma, 1.0f - lambda_init, n_rows, d2);
     CUDA_LAUNCH_CHECK();
     diff_dgamma_dlambda_reduce(gamma ? dgamma : NULL, dlambda, part, n_chunks, d2);
-    attn_core_backward<float>(dq, dk, dv, delta, dO, o1, o2, q, k, v, lse, lambda, m);
+    typedef operand_bf16 bf;
+    if (cuda_operand_bf16())
+        attn_core_backward(dq, dk, dv, delta, dO, o1, o2, (const bf *)q, (const bf *)k,
+                           (const bf *)v, lse, lambda, m);
+    else
+        attn_core_backward(dq, dk, dv, delta, dO, o1, o2, (const float *)q, (const float *)k,
+                           (const float *)v, lse, lambda, m);
 }

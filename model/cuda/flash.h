@@ -1,12 +1,12 @@
 /* The fused (flash) attention ops on bf16 tensor cores (flash_*.cu, flash_core.cuh): the same
- * contracts as cuda_attention_* and cuda_diffattn_* (model/backend.h; fp32 buffers, lse per row
- * and branch, o1/o2 kept, subln, lambda from device memory, dgamma/dlambda accumulated), with
- * the matrix products in bf16 (inputs and probabilities rounded to bf16, fp32 accumulation and
- * softmax statistics). The CUDA backend uses them under "bf16 products" where
- * cuda_flash_usable says so, and the tiled fp32 kernels otherwise. They are that mode's: out, a
- * dt_operand, is bf16 (written by the forward, read by the standard backward's delta), and each
- * op aborts unless the backend is in bf16 mode (cuda_operand_bytes() == 2). Deterministic:
- * reruns are bit-identical. */
+ * contracts as cuda_attention_* and cuda_diffattn_* (model/backend.h; lse per row and branch,
+ * o1/o2 kept in fp32, subln, lambda from device memory, dgamma/dlambda accumulated, fp32
+ * gradients), with the matrix products in bf16 (bf16 inputs and probabilities, fp32
+ * accumulation and softmax statistics). The CUDA backend uses them under "bf16 products" where
+ * cuda_flash_usable says so, and the tiled kernels otherwise. They are that mode's: q, k, v and
+ * out are dt_operands in bf16 (q, k, v staged by the kernels as they are; out written by the
+ * forward and read by the standard backward's delta), and each op aborts unless the backend is
+ * in bf16 mode (cuda_operand_bytes() == 2). Deterministic: reruns are bit-identical. */
 #ifndef DT_CUDA_FLASH_H
 #define DT_CUDA_FLASH_H
 
@@ -18,22 +18,25 @@ extern "C" {
 
 /* 1 when the fused kernels handle head dim d with value width dv (d in 64, 96, 128; dv = d for
  * standard attention, 2d for DIFF V1 when diff != 0) and each of the n pointers (NULL allowed)
- * is 16-byte aligned (the kernels move 16 bytes at a time); 0 otherwise. */
+ * is 16-byte aligned; 0 otherwise. The kernels move 16 bytes at a time from the start of every
+ * row of a head they stage: with d a multiple of 8, every such start of a bf16 q, k, v (and of
+ * the fp32 tensors) is 16-byte aligned exactly when the tensor's base is. */
 int cuda_flash_usable(int d, int dv, int diff, const void *const *ptrs, int n);
 
-void cuda_flash_attention_forward(dt_operand *out, float *lse, const float *q, const float *k,
-                                  const float *v, int B, int T, int Hq, int Hkv, int d, int dv);
+void cuda_flash_attention_forward(dt_operand *out, float *lse, const dt_operand *q,
+                                  const dt_operand *k, const dt_operand *v, int B, int T, int Hq,
+                                  int Hkv, int d, int dv);
 void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                                   const float *q, const float *k, const float *v,
+                                   const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                    const dt_operand *out, const float *lse, int B, int T, int Hq,
                                    int Hkv, int d, int d_v);
 void cuda_flash_diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, float *rstd,
-                                 const float *q, const float *k, const float *v,
+                                 const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                  const float *lambda, const float *gamma, float lambda_init,
                                  float eps, int B, int T, int H, int Hkv, int d);
 void cuda_flash_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma, float *dlambda,
-                                  const float *dout, const float *q, const float *k,
-                                  const float *v, const float *o1, const float *o2,
+                                  const float *dout, const dt_operand *q, const dt_operand *k,
+                                  const dt_operand *v, const float *o1, const float *o2,
                                   const float *lse, const float *rstd, const float *lambda,
                                   const float *gamma, float lambda_init, int B, int T, int H,
                                   int Hkv, int d);

@@ -1,8 +1,10 @@
-/* The fused attention's one rounding pass per op (flash_core.cuh): its fp32 inputs to bf16 copies
- * in the op's workspace, which the kernels then stage with cp.async. Each element is rounded
- * once here instead of once per block that stages it (every query tile of a head stages every
- * K/V tile below the diagonal), with pack_bf16x2, the rounding the kernels used while staging:
- * the copies hold the same bits. */
+/* The fused attention's one rounding pass per op (flash_core.cuh): its fp32 inputs (today only
+ * the standard backward's output gradient dout: q, k, v are bf16 operands already, and DIFF's G
+ * is written in bf16 by flash_prep.cu) to bf16 copies in the op's workspace, which the kernels
+ * then stage with cp.async. Each element is rounded once here instead of once per block that
+ * stages it (every key tile stages every query tile at or past the diagonal), with pack_bf16x2,
+ * the rounding the kernels' fp32 staging uses: the copies hold the same bits.
+ * Also the widening of bf16 tensors to fp32, for the fp32-staging test path (flash_test.h). */
 #include "model/cuda/flash_core.cuh"
 
 #define CONVERT_MAX 4
@@ -54,4 +56,20 @@ void flash_to_bf16(flash_bf16 *const *dst, const float *const *src, const size_t
     const dim3 grid(cuda_blocks(most, 256), (unsigned)count);
     flash_convert_kernel<<<grid, 256, 0, cuda_stream()>>>(a);
     CUDA_LAUNCH_CHECK();
+}
+
+/* dst[i] = src[i] widened (exact); grid-stride. Test path only (flash_test.h). */
+__global__ void flash_widen_kernel(float *dst, const flash_bf16 *src, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = operand_load(src, i);
+}
+
+void flash_to_f32(float *const *dst, const flash_bf16 *const *src, const size_t *n, int count) {
+    for (int i = 0; i < count; i++) {
+        if (n[i] == 0) continue;
+        flash_widen_kernel<<<cuda_blocks(n[i], 256), 256, 0, cuda_stream()>>>(dst[i], src[i],
+                                                                             n[i]);
+        CUDA_LAUNCH_CHECK();
+    }
 }

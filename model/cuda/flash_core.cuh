@@ -4,13 +4,13 @@
  *
  * Same math, head mapping (attn_map of attn_core.cuh: standard/GQA and DIFF V1) and contracts as
  * the tiled fp32 core, with the matrix products on bf16 tensor cores (mma.cuh):
- *   - q, k, v (and the output gradient G) are rounded to bf16 (to nearest even, as cuBLAS
- *     rounds its inputs under "bf16 products") once per op into bf16 copies in the op's
- *     workspace (flash_convert.cu; DIFF's G is written in bf16 by flash_diff_prep), which the
- *     kernels stage into shared memory with cp.async, the next K/V (or Q/G) tile in flight
- *     while the current one is multiplied (two stages). The kernels also exist for fp32 inputs
- *     (Tin = float, rounded while staging; synchronous), the test path of flash_test.h: both
- *     give the same bits;
+ *   - q, k, v are bf16 dt_operands (the bf16 backend stores them so: written rounded to nearest
+ *     even by the products and rope), and the output gradient G is rounded to bf16 once per op
+ *     into a copy in the op's workspace (flash_convert.cu; DIFF's G is written in bf16 by
+ *     flash_diff_prep); the kernels stage these bf16 tensors into shared memory with cp.async,
+ *     the next K/V (or Q/G) tile in flight while the current one is multiplied (two stages).
+ *     The kernels also exist for fp32 inputs (Tin = float, rounded while staging; synchronous),
+ *     the test path of flash_test.h (on q, k, v widened): both give the same bits;
  *   - the probabilities P and dS are rounded to bf16 as operands of the next product;
  *   - scores, the online-softmax statistics, lse, delta and every accumulator are fp32;
  *   - the ops' out (a dt_operand: the fused ops are the bf16 backend's, so it is bf16) is
@@ -55,12 +55,12 @@ typedef uint16_t flash_bf16; /* bf16 bits (shared-memory tiles, the ops' bf16 co
 
 /* Element type of the inputs in global memory, and how a 16-byte chunk of a shared-memory tile
  * (8 bf16) is staged from it:
- *   flash_bf16: the ops' bf16 copies (flash_convert.cu): an asynchronous 16-byte copy
+ *   flash_bf16: bf16 tensors (q, k, v operands, the bf16 G): an asynchronous 16-byte copy
  *       (cp_async.cuh), zero-filled for a row past the tensor; the caller commits and waits;
- *   float: the fp32 tensors themselves, read by plain loads and rounded to bf16 in registers
- *       (the same round to nearest even as flash_convert, so the tiles hold the same bits);
+ *   float: fp32 tensors, read by plain loads and rounded to bf16 in registers (the same round to
+ *       nearest even as flash_convert and the operands' stores, so the tiles hold the same bits);
  *       synchronous, so the commits and waits around it have nothing to do. Used by the test
- *       path that checks the bf16 copies change no bit (flash_test.h).
+ *       path that checks the asynchronous staging against plain loads (flash_test.h).
  * src is 16-byte aligned; when !valid it is not read (but stays a valid address). */
 template <typename Tin> struct flash_in;
 template <> struct flash_in<float> {
@@ -187,7 +187,7 @@ void flash_smem_optin(const void *kernel, size_t bytes);
  * (standard) or 2d (DIFF V1), head counts as attn_check. */
 void flash_check(const attn_map &m);
 
-/* From q, k, v (Tin = flash_bf16: the op's bf16 copies; float: the fp32 tensors, rounded while
+/* From q, k, v (Tin = flash_bf16: the bf16 operands; float: fp32 tensors, rounded while
  * staging), as attn_core_forward: lse, and for standard attention out (B, T, Hq*dv) in bf16; for
  * DIFF the branch outputs o1, o2 (fp32) and, when out is non-NULL, the subln epilogue of
  * diffattn_forward: out (B, T, H*2d) in bf16 and rstd (epi). */
@@ -204,6 +204,10 @@ void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, con
 /* dst[i] (n[i] bf16) = src[i] (n[i] floats) rounded to nearest even, for i < count <= 4, in one
  * launch (flash_convert.cu). Every n[i] is a multiple of 8 and every pointer 16-byte aligned. */
 void flash_to_bf16(flash_bf16 *const *dst, const float *const *src, const size_t *n, int count);
+
+/* dst[i] (n[i] floats) = src[i] (n[i] bf16) widened, for i < count (flash_convert.cu): the
+ * fp32 copies of q, k, v for the test path (flash_test.h). */
+void flash_to_f32(float *const *dst, const flash_bf16 *const *src, const size_t *n, int count);
 
 /* DIFF V1 (flash_prep.cu): G (B, T, H*2d) = dO from dout by the subln backward, rounded to bf16
  * (TG = flash_bf16: the bits; float: the rounded values), delta (B, 2H, T) per branch, and

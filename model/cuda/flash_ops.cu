@@ -41,7 +41,7 @@ static int g_f32_staging; /* flash_test.h */
 
 extern "C" void cuda_flash_test_f32_staging(int on) { g_f32_staging = on != 0; }
 
-/* bf16 copies of n tensors (src[i], len[i] floats) carved in order from ws, each aligned
+/* bf16 copies of n fp32 tensors (src[i], len[i] floats) carved in order from ws, each aligned
  * (attn_ws_align); returns the bytes they take (ws NULL: only that). One conversion launch. */
 static size_t flash_copies(char *ws, flash_bf16 **dst, const float *const *src,
                            const size_t *len, int n) {
@@ -54,128 +54,150 @@ static size_t flash_copies(char *ws, flash_bf16 **dst, const float *const *src,
     return at;
 }
 
-extern "C" void cuda_flash_attention_forward(dt_operand *out_, float *lse, const float *q,
-                                             const float *k, const float *v, int B, int T, int Hq,
-                                             int Hkv, int d, int dv) {
+/* The test path's (flash_test.h) fp32 copies of the bf16 q, k, v (src, len elements each),
+ * widened, carved in order from ws as flash_copies carves; returns the bytes (ws NULL: only
+ * that). */
+static size_t flash_widened(char *ws, float **dst, const flash_bf16 *const *src,
+                            const size_t *len) {
+    size_t at = 0;
+    for (int i = 0; i < 3; i++) {
+        if (ws) dst[i] = (float *)(ws + at);
+        at += attn_ws_align(len[i] * sizeof(float));
+    }
+    if (ws) flash_to_f32(dst, src, len, 3);
+    return at;
+}
+
+extern "C" void cuda_flash_attention_forward(dt_operand *out_, float *lse, const dt_operand *q_,
+                                             const dt_operand *k_, const dt_operand *v_, int B,
+                                             int T, int Hq, int Hkv, int d, int dv) {
     flash_require_bf16();
     operand_bf16 *out = (operand_bf16 *)out_;
+    const flash_bf16 *qkv[] = {(const flash_bf16 *)q_, (const flash_bf16 *)k_,
+                               (const flash_bf16 *)v_};
     const char *names[] = {"out", "q", "k", "v"};
-    const void *ptrs[] = {out, q, k, v};
+    const void *ptrs[] = {out, qkv[0], qkv[1], qkv[2]};
     flash_aligned(names, ptrs, 4);
     const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, dv);
     flash_check(m);
     const flash_diff_epi none = {NULL, NULL, NULL, 0.0f, 0.0f};
-    if (g_f32_staging) {
-        flash_core_forward(out, NULL, NULL, lse, q, k, v, m, none);
+    if (g_f32_staging) { /* workspace: fp32 q | k | v */
+        const size_t len[] = {(size_t)B * T * Hq * d, (size_t)B * T * Hkv * d,
+                              (size_t)B * T * Hkv * dv};
+        float *f[3];
+        flash_widened((char *)cuda_workspace(flash_widened(NULL, f, qkv, len)), f, qkv, len);
+        flash_core_forward<float>(out, NULL, NULL, lse, f[0], f[1], f[2], m, none);
         return;
     }
-    /* workspace: bf16 q | k | v */
-    const float *src[] = {q, k, v};
-    const size_t len[] = {(size_t)B * T * Hq * d, (size_t)B * T * Hkv * d,
-                          (size_t)B * T * Hkv * dv};
-    flash_bf16 *cp[3];
-    char *ws = (char *)cuda_workspace(flash_copies(NULL, cp, src, len, 3));
-    flash_copies(ws, cp, src, len, 3);
-    flash_core_forward<flash_bf16>(out, NULL, NULL, lse, cp[0], cp[1], cp[2], m, none);
+    flash_core_forward<flash_bf16>(out, NULL, NULL, lse, qkv[0], qkv[1], qkv[2], m, none);
 }
 
 extern "C" void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                                              const float *q, const float *k, const float *v,
-                                              const dt_operand *out, const float *lse, int B,
-                                              int T, int Hq, int Hkv, int d, int d_v) {
+                                              const dt_operand *q_, const dt_operand *k_,
+                                              const dt_operand *v_, const dt_operand *out,
+                                              const float *lse, int B, int T, int Hq, int Hkv,
+                                              int d, int d_v) {
     flash_require_bf16();
     const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, d_v);
     flash_check(m);
+    const flash_bf16 *qkv[] = {(const flash_bf16 *)q_, (const flash_bf16 *)k_,
+                               (const flash_bf16 *)v_};
     const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v"};
-    const void *ptrs[] = {dq, dk, dv, dout, q, k, v};
+    const void *ptrs[] = {dq, dk, dv, dout, qkv[0], qkv[1], qkv[2]};
     flash_aligned(names, ptrs, 7);
-    /* workspace: delta (B, Hq, T) | bf16 q | k | v | dout */
+    /* workspace: delta (B, Hq, T) | bf16 dout (the test path: fp32 q | k | v instead) */
     const size_t delta_bytes = attn_ws_align(sizeof(float) * ((size_t)B * Hq * T + 1));
-    const float *src[] = {q, k, v, dout};
     const size_t len[] = {(size_t)B * T * Hq * d, (size_t)B * T * Hkv * d,
-                          (size_t)B * T * Hkv * d_v, (size_t)B * T * Hq * d_v};
-    flash_bf16 *cp[4];
-    const int n_cp = g_f32_staging ? 0 : 4;
-    char *ws = (char *)cuda_workspace(delta_bytes + flash_copies(NULL, cp, src, len, n_cp));
+                          (size_t)B * T * Hkv * d_v};
+    const size_t dout_len = (size_t)B * T * Hq * d_v;
+    flash_bf16 *g16;
+    float *f[3];
+    const size_t rest = g_f32_staging ? flash_widened(NULL, f, qkv, len)
+                                      : flash_copies(NULL, &g16, &dout, &dout_len, 1);
+    char *ws = (char *)cuda_workspace(delta_bytes + rest);
     float *delta = (float *)ws;
     /* bf16(G_i) . o_i, as the kernels read G; o (out) is bf16 */
     attn_delta<operand_bf16>(delta, dout, (const operand_bf16 *)out, NULL, NULL, m, true);
     if (g_f32_staging) {
-        flash_core_backward(dq, dk, dv, dout, delta, q, k, v, lse, NULL, m);
+        flash_widened(ws + delta_bytes, f, qkv, len);
+        flash_core_backward<float>(dq, dk, dv, dout, delta, f[0], f[1], f[2], lse, NULL, m);
         return;
     }
-    flash_copies(ws + delta_bytes, cp, src, len, n_cp);
-    flash_core_backward<flash_bf16>(dq, dk, dv, cp[3], delta, cp[0], cp[1], cp[2], lse, NULL, m);
+    flash_copies(ws + delta_bytes, &g16, &dout, &dout_len, 1);
+    flash_core_backward<flash_bf16>(dq, dk, dv, g16, delta, qkv[0], qkv[1], qkv[2], lse, NULL, m);
 }
 
 extern "C" void cuda_flash_diffattn_forward(dt_operand *out_, float *o1, float *o2, float *lse,
-                                            float *rstd, const float *q, const float *k,
-                                            const float *v, const float *lambda,
-                                            const float *gamma, float lambda_init, float eps,
-                                            int B, int T, int H, int Hkv, int d) {
+                                            float *rstd, const dt_operand *q_,
+                                            const dt_operand *k_, const dt_operand *v_,
+                                            const float *lambda, const float *gamma,
+                                            float lambda_init, float eps, int B, int T, int H,
+                                            int Hkv, int d) {
     flash_require_bf16();
     operand_bf16 *out = (operand_bf16 *)out_;
+    const flash_bf16 *qkv[] = {(const flash_bf16 *)q_, (const flash_bf16 *)k_,
+                               (const flash_bf16 *)v_};
     const char *names[] = {"out", "o1", "o2", "q", "k", "v"};
-    const void *ptrs[] = {out, o1, o2, q, k, v};
+    const void *ptrs[] = {out, o1, o2, qkv[0], qkv[1], qkv[2]};
     flash_aligned(names, ptrs, 6);
     const attn_map m = attn_map_diff(B, T, H, Hkv, d);
     flash_check(m);
     const flash_diff_epi epi = {rstd, lambda, gamma, 1.0f - lambda_init, eps};
-    if (g_f32_staging) {
-        flash_core_forward(out, o1, o2, lse, q, k, v, m, epi);
+    if (g_f32_staging) { /* workspace: fp32 q | k | v */
+        const size_t len[] = {(size_t)B * T * 2 * H * d, (size_t)B * T * 2 * Hkv * d,
+                              (size_t)B * T * Hkv * 2 * d};
+        float *f[3];
+        flash_widened((char *)cuda_workspace(flash_widened(NULL, f, qkv, len)), f, qkv, len);
+        flash_core_forward<float>(out, o1, o2, lse, f[0], f[1], f[2], m, epi);
         return;
     }
-    /* workspace: bf16 q | k | v */
-    const float *src[] = {q, k, v};
-    const size_t len[] = {(size_t)B * T * 2 * H * d, (size_t)B * T * 2 * Hkv * d,
-                          (size_t)B * T * Hkv * 2 * d};
-    flash_bf16 *cp[3];
-    char *ws = (char *)cuda_workspace(flash_copies(NULL, cp, src, len, 3));
-    flash_copies(ws, cp, src, len, 3);
-    flash_core_forward<flash_bf16>(out, o1, o2, lse, cp[0], cp[1], cp[2], m, epi);
+    flash_core_forward<flash_bf16>(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
 }
 
 extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma,
-                                             float *dlambda, const float *dout, const float *q,
-                                             const float *k, const float *v, const float *o1,
+                                             float *dlambda, const float *dout,
+                                             const dt_operand *q_, const dt_operand *k_,
+                                             const dt_operand *v_, const float *o1,
                                              const float *o2, const float *lse,
                                              const float *rstd, const float *lambda,
                                              const float *gamma, float lambda_init, int B, int T,
                                              int H, int Hkv, int d) {
+    flash_require_bf16();
     const attn_map m = attn_map_diff(B, T, H, Hkv, d);
     flash_check(m);
+    const flash_bf16 *qkv[] = {(const flash_bf16 *)q_, (const flash_bf16 *)k_,
+                               (const flash_bf16 *)v_};
     const char *names[] = {"dq", "dk", "dv", "q", "k", "v"};
-    const void *ptrs[] = {dq, dk, dv, q, k, v};
+    const void *ptrs[] = {dq, dk, dv, qkv[0], qkv[1], qkv[2]};
     flash_aligned(names, ptrs, 6);
     const size_t n_rows = (size_t)B * T * H;
     if (n_rows == 0) return;
-    /* workspace: part (chunks, 2d + 1) doubles | G (B, T, H*2d) in bf16 (fp32 on the test path)
-     * | delta (B, 2H, T) | bf16 q | k | v */
+    /* workspace: part (chunks, 2d + 1) doubles | G (B, T, H*2d) in bf16 | delta (B, 2H, T); the
+     * test path: G as rounded floats, then fp32 q | k | v */
     const bool f32 = g_f32_staging != 0;
     const size_t part_bytes =
         attn_ws_align(diff_chunks(n_rows) * (size_t)(2 * d + 1) * sizeof(double));
     const size_t G_bytes =
         attn_ws_align(n_rows * (size_t)(2 * d) * (f32 ? sizeof(float) : sizeof(flash_bf16)));
     const size_t delta_bytes = attn_ws_align((size_t)B * 2 * H * T * sizeof(float));
-    const float *src[] = {q, k, v};
     const size_t len[] = {(size_t)B * T * 2 * H * d, (size_t)B * T * 2 * Hkv * d,
                           (size_t)B * T * Hkv * 2 * d};
-    flash_bf16 *cp[3];
-    const int n_cp = f32 ? 0 : 3;
+    float *f[3];
     char *ws = (char *)cuda_workspace(part_bytes + G_bytes + delta_bytes +
-                                      flash_copies(NULL, cp, src, len, n_cp));
+                                      (f32 ? flash_widened(NULL, f, qkv, len) : 0));
     double *part = (double *)ws;
     float *delta = (float *)(ws + part_bytes + G_bytes);
     if (f32) {
         float *G = (float *)(ws + part_bytes);
         flash_diff_prep(G, delta, part, dgamma, dlambda, dout, o1, o2, rstd, lambda, gamma,
                         lambda_init, m);
-        flash_core_backward(dq, dk, dv, (const float *)G, delta, q, k, v, lse, lambda, m);
+        flash_widened(ws + part_bytes + G_bytes + delta_bytes, f, qkv, len);
+        flash_core_backward<float>(dq, dk, dv, (const float *)G, delta, f[0], f[1], f[2], lse,
+                                   lambda, m);
         return;
     }
     flash_bf16 *G = (flash_bf16 *)(ws + part_bytes);
     flash_diff_prep(G, delta, part, dgamma, dlambda, dout, o1, o2, rstd, lambda, gamma,
                     lambda_init, m);
-    flash_copies(ws + part_bytes + G_bytes + delta_bytes, cp, src, len, n_cp);
-    flash_core_backward<flash_bf16>(dq, dk, dv, G, delta, cp[0], cp[1], cp[2], lse, lambda, m);
+    flash_core_backward<flash_bf16>(dq, dk, dv, G, delta, qkv[0], qkv[1], qkv[2], lse, lambda, m);
 }

@@ -6,10 +6,14 @@
 extern "C" {
 #endif
 
-/* on != 0: the ops run their kernels on the fp32 inputs themselves, rounding each tile to bf16
- * as it is staged (synchronous loads; the kernels' only path before the bf16 copies), instead of
- * on the bf16 copies of their workspace; 0 (the default): the copies. The two must give the
- * same bits (test_cuda_flash). Not thread safe; set it between ops. */
+/* on != 0: the ops run the kernels' fp32-input instances (Tin = float: plain loads, each tile
+ * rounded to bf16 in registers as it is staged, synchronously) on fp32 tensors: the bf16 q, k, v
+ * widened (exactly) into fp32 copies, and the fp32 output gradient (dout, or DIFF's G stored as
+ * rounded floats) as it is; 0 (the default): the production path, whose kernels stage bf16
+ * tensors with cp.async (q, k, v as they are, the bf16 copy of dout, DIFF's bf16 G). The widened
+ * values round back to the same bf16, so the two must give the same bits (test_cuda_flash): a
+ * check of the asynchronous staging pipeline against plain loads. Not thread safe; set it
+ * between ops. */
 void cuda_flash_test_f32_staging(int on);
 
 #ifdef __cplusplus

@@ -3,7 +3,9 @@
  *   out (N, O) = inp (N, I) @ w (O, I)^T   is   out_cm (O x N) = w_cm^T (O x I) . inp_cm (I x N)
  *   dinp (N, I) = dout (N, O) @ w (O, I)    is   dinp_cm (I x N) = w_cm (I x O) . dout_cm (O x N)
  *   dw (O, I) += dout^T @ inp               is   dw_cm (I x O) += inp_cm (I x N) . dout_cm^T
- * Outputs are fp32. fp32 products use CUBLAS_COMPUTE_32F (no TF32). Under train.precision bf16
+ * Outputs are fp32, except cuda_matmul_forward_operand's, a dt_operand: in bf16 mode cuBLAS
+ * writes it in bf16 itself (a CUDA_R_16BF C: the fp32 accumulation rounded once to nearest even,
+ * no fp32 round trip through memory). fp32 products use CUBLAS_COMPUTE_32F (no TF32). Under train.precision bf16
  * cuBLAS multiplies bf16 operands on the tensor cores with fp32 accumulation and an fp32 result:
  * the activation input `inp` is a dt_operand, already stored in bf16 in that mode
  * (operand.cuh), and is read as it is; the weights w and the output gradient dout are fp32 and
@@ -102,36 +104,55 @@ static void to_bf16_operands(uint16_t **out, const float *const *x, const size_t
 }
 
 /* C (m x n, ldc) = op(A) op(B) + beta C, column-major, A and B of element type `type` (fp32
- * with fp32 products, or the bf16 copies) */
-static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A,
-                 int lda, const void *B, int ldb, float beta, float *C, int ldc) {
+ * with fp32 products, or the bf16 copies), C of element type ctype (CUDA_R_32F, or CUDA_R_16BF
+ * for a bf16 operand: only with bf16 A and B, and beta 0) */
+static void gemm_c(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A,
+                   int lda, const void *B, int ldb, float beta, void *C, cudaDataType ctype,
+                   int ldc) {
     const float one = 1.0f;
     if (m == 0 || n == 0) return;
+    const size_t c_bytes = ctype == CUDA_R_16BF ? sizeof(uint16_t) : sizeof(float);
     if (k == 0) { /* C = beta C: cuBLAS handles it, but keep the rule explicit */
-        if (beta == 0.0f) CUDA_CHECK(cudaMemset2DAsync(C, (size_t)ldc * sizeof(float), 0,
-                                                       (size_t)m * sizeof(float), (size_t)n,
+        if (beta == 0.0f) CUDA_CHECK(cudaMemset2DAsync(C, (size_t)ldc * c_bytes, 0,
+                                                       (size_t)m * c_bytes, (size_t)n,
                                                        cuda_stream()));
         return;
     }
     const cudaDataType type = g_bf16 ? CUDA_R_16BF : CUDA_R_32F;
     CUBLAS_CHECK(cublasGemmEx(g_cublas, ta, tb, m, n, k, &one, A, type, lda, B, type, ldb, &beta,
-                              C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                              C, ctype, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A,
+                 int lda, const void *B, int ldb, float beta, float *C, int ldc) {
+    gemm_c(ta, tb, m, n, k, A, lda, B, ldb, beta, C, CUDA_R_32F, ldc);
 }
 
 /* The operands as the products read them: the fp32 buffers themselves, or (bf16 products) inp
  * as it is (a bf16 operand) and bf16 copies of w and dout, each converted once per call even
- * when two products read it. */
+ * when two products read it. forward_weight: w as a forward product reads it. */
+static const void *forward_weight(const float *w, int N, int I, int O) {
+    if (!g_bf16 || N <= 0 || O <= 0 || I <= 0) return w;
+    uint16_t *c[1];
+    const float *x[1] = {w};
+    const size_t n[1] = {span(I, O, I)};
+    to_bf16_operands(c, x, n, 1);
+    return c[0];
+}
+
 void cuda_matmul_forward(float *out, const dt_operand *inp, const float *w, int N, int I, int O,
                          int accumulate) {
-    const void *W = w, *X = inp;
-    if (g_bf16 && N > 0 && O > 0 && I > 0) {
-        uint16_t *c[1];
-        const float *x[1] = {w};
-        const size_t n[1] = {span(I, O, I)};
-        to_bf16_operands(c, x, n, 1);
-        W = c[0];
-    }
-    gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, X, I, accumulate ? 1.0f : 0.0f, out, O);
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, forward_weight(w, N, I, O), I, inp, I,
+         accumulate ? 1.0f : 0.0f, out, O);
+}
+
+/* The same product stored as an operand: fp32 mode, the fp32 product; bf16 mode, C in bf16
+ * (cuBLAS rounds the fp32 accumulation once, to nearest even): no fp32 copy of the product is
+ * written or read back. */
+void cuda_matmul_forward_operand(dt_operand *out, const dt_operand *inp, const float *w, int N,
+                                 int I, int O) {
+    gemm_c(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, forward_weight(w, N, I, O), I, inp, I, 0.0f, out,
+           g_bf16 ? CUDA_R_16BF : CUDA_R_32F, O);
 }
 
 void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const dt_operand *inp,

@@ -1,8 +1,9 @@
-/* The CUDA backend's dt_operand buffers (model/backend.h): the activations that a matrix product
- * reads as its input, stored in the backend's mode (cuda_backend_init): fp32 elements, or bf16
- * (the high half of the fp32 value rounded to nearest even, as pack_bf16x2 and cuBLAS's bf16
- * inputs) under "bf16 products", so the products read them as they are and the producers write
- * half the bytes. Internal to model/cuda.
+/* The CUDA backend's dt_operand buffers (model/backend.h): the forward's activations that feed
+ * the tensor-core ops (the products' inputs, the attention's q, k, v, SwiGLU's gate and up),
+ * stored in the backend's mode (cuda_backend_init): fp32 elements, or bf16 (the high half of the
+ * fp32 value rounded to nearest even, as pack_bf16x2, cuBLAS's bf16 inputs and its bf16 C)
+ * under "bf16 products", so the products and the fused attention read them as they are and the
+ * producers write half the bytes. Internal to model/cuda.
  *
  * A kernel that writes or reads an operand is a template on its element type, float or
  * operand_bf16, and does its math in fp32 either way: it computes the very fp32 value that fp32

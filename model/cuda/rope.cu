@@ -6,9 +6,14 @@
  * a = pos * freq, then cos and sin in double, rounded to float once. CUDA's double pow, cos and
  * sin are within 2 ulp of glibc's, an error of ~1e-11 radians at pos 1e5, so the float cos and
  * sin equal the CPU's except where a double value lies within that distance of a float rounding
- * tie (about one in a thousand), and then differ by 1 ulp. */
+ * tie (about one in a thousand), and then differ by 1 ulp.
+ *
+ * The forward rotates q and k, dt_operands (operand.cuh): read widened, rotated in fp32 and
+ * stored rounded in bf16 mode, so that mode's result is the rounding of fp32 mode's on the same
+ * (widened) values. The backward's gradients are fp32. */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
+#include "model/cuda/operand.cuh"
 
 #define ROPE_THREADS 128
 
@@ -17,8 +22,9 @@
  * Slot p of a row covers head p / npair, pair p % npair; for an odd head width the last slot of
  * each head is the unpaired last channel, which is copied. Each slot is read before it is
  * written by the same thread, so out may equal inp. */
-static __global__ void rope_kernel(float *out, const float *inp, int B, int T, int n_heads, int d,
-                                   float theta, int pos0, double sign) {
+template <typename TX>
+__global__ void rope_kernel(TX *out, const TX *inp, int B, int T, int n_heads, int d, float theta,
+                            int pos0, double sign) {
     extern __shared__ float rope_table[]; /* cs (half), sn (half) */
     int half = d / 2;
     int npair = (d + 1) / 2;
@@ -40,35 +46,41 @@ static __global__ void rope_kernel(float *out, const float *inp, int B, int T, i
             sn[i] = (float)(sign * s);
         }
         __syncthreads();
-        const float *x = inp + (size_t)r * C; /* (n_heads*d) */
-        float *o = out + (size_t)r * C;       /* (n_heads*d) */
+        const TX *x = inp + (size_t)r * C; /* (n_heads*d) */
+        TX *o = out + (size_t)r * C;       /* (n_heads*d) */
         for (int p = threadIdx.x; p < slots; p += blockDim.x) {
             int h = p / npair, i = p % npair;
             size_t at = (size_t)h * d + 2 * (size_t)i;
             if (2 * i + 1 < d) {
-                float x0 = x[at], x1 = x[at + 1];
-                o[at] = x0 * cs[i] - x1 * sn[i];
-                o[at + 1] = x1 * cs[i] + x0 * sn[i];
-            } else {
-                o[at] = x[at]; /* an odd head width leaves its last channel */
+                float x0 = operand_load(x, at), x1 = operand_load(x, at + 1);
+                operand_store(o, at, x0 * cs[i] - x1 * sn[i]);
+                operand_store(o, at + 1, x1 * cs[i] + x0 * sn[i]);
+            } else { /* an odd head width leaves its last channel (bf16: exact) */
+                operand_store(o, at, operand_load(x, at));
             }
         }
     }
 }
 
-static void rope_launch(float *out, const float *inp, int B, int T, int n_heads, int d, float theta,
+template <typename TX>
+static void rope_launch(TX *out, const TX *inp, int B, int T, int n_heads, int d, float theta,
                         int pos0, double sign) {
     if (B <= 0 || T <= 0 || n_heads <= 0 || d <= 0) return;
     int half = d / 2;
     size_t smem = 2 * (size_t)(half > 0 ? half : 1) * sizeof(float);
-    rope_kernel<<<cuda_blocks((size_t)B * T, 1), ROPE_THREADS, smem, cuda_stream()>>>(
+    auto kernel = rope_kernel<TX>;
+    kernel<<<cuda_blocks((size_t)B * T, 1), ROPE_THREADS, smem, cuda_stream()>>>(
         out, inp, B, T, n_heads, d, theta, pos0, sign);
     CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void cuda_rope_forward(float *out, const float *inp, int B, int T, int n_heads, int d,
-                                  float theta, int pos0) {
-    rope_launch(out, inp, B, T, n_heads, d, theta, pos0, 1.0);
+extern "C" void cuda_rope_forward(dt_operand *out, const dt_operand *inp, int B, int T,
+                                  int n_heads, int d, float theta, int pos0) {
+    if (cuda_operand_bf16())
+        rope_launch((operand_bf16 *)out, (const operand_bf16 *)inp, B, T, n_heads, d, theta, pos0,
+                    1.0);
+    else
+        rope_launch((float *)out, (const float *)inp, B, T, n_heads, d, theta, pos0, 1.0);
 }
 
 /* The backward rotates by the negative angle (the transpose, and inverse, of a rotation). */

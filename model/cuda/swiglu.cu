@@ -1,6 +1,7 @@
 /* SwiGLU gate on the CUDA backend: h = silu(g) * u = g * sigmoid(g) * u, elementwise (the CPU
- * oracle is model/cpu/swiglu.c, whose expressions are mirrored term by term). h is a dt_operand
- * (operand.cuh): in bf16 mode the same fp32 value, rounded as stored. */
+ * oracle is model/cpu/swiglu.c, whose expressions are mirrored term by term). h, g and u are
+ * dt_operands (operand.cuh): g and u are read widened, the math is fp32, and h is in bf16 mode
+ * the same fp32 value rounded as stored; the gradients dg, du, dh are fp32. */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
 #include "model/cuda/operand.cuh"
@@ -18,47 +19,59 @@ static unsigned swiglu_blocks(size_t n) {
     return b < SWIGLU_MAX_BLOCKS ? b : SWIGLU_MAX_BLOCKS;
 }
 
-template <typename TO>
-__global__ void swiglu_forward_kernel(TO *h, const float *g, const float *u, size_t n) {
+template <typename TX>
+__global__ void swiglu_forward_kernel(TX *h, const TX *g, const TX *u, size_t n) {
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        float x = g[i];
-        operand_store(h, i, x * swiglu_sigmoid(x) * u[i]);
+        float x = operand_load(g, i);
+        operand_store(h, i, x * swiglu_sigmoid(x) * operand_load(u, i));
     }
 }
 
-template <typename TO> static void swiglu_forward_launch(TO *h, const float *g, const float *u,
+template <typename TX> static void swiglu_forward_launch(TX *h, const TX *g, const TX *u,
                                                          size_t n) {
-    auto kernel = swiglu_forward_kernel<TO>;
+    auto kernel = swiglu_forward_kernel<TX>;
     kernel<<<swiglu_blocks(n), SWIGLU_THREADS, 0, cuda_stream()>>>(h, g, u, n);
     CUDA_LAUNCH_CHECK();
 }
 
 /* d silu(x)/dx = s (1 + x (1 - s)), s = sigmoid(x). Inputs are read into locals before any
- * write, so dg or du may alias g, u or dh elementwise (no __restrict__). */
-static __global__ void swiglu_backward_kernel(float *dg, float *du, const float *dh, const float *g,
-                                              const float *u, size_t n) {
+ * write, so dg or du may alias dh (or, in fp32 mode, g or u) elementwise (no __restrict__). */
+template <typename TX>
+__global__ void swiglu_backward_kernel(float *dg, float *du, const float *dh, const TX *g,
+                                       const TX *u, size_t n) {
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        float x = g[i], up = u[i], d = dh[i];
+        float x = operand_load(g, i), up = operand_load(u, i), d = dh[i];
         float s = swiglu_sigmoid(x);
         dg[i] = d * up * s * (1.0f + x * (1.0f - s));
         du[i] = d * x * s;
     }
 }
 
-extern "C" void cuda_swiglu_forward(dt_operand *h, const float *g, const float *u, size_t n) {
-    if (n == 0) return;
-    if (cuda_operand_bf16())
-        swiglu_forward_launch((operand_bf16 *)h, g, u, n);
-    else
-        swiglu_forward_launch((float *)h, g, u, n);
+template <typename TX>
+static void swiglu_backward_launch(float *dg, float *du, const float *dh, const TX *g,
+                                   const TX *u, size_t n) {
+    auto kernel = swiglu_backward_kernel<TX>;
+    kernel<<<swiglu_blocks(n), SWIGLU_THREADS, 0, cuda_stream()>>>(dg, du, dh, g, u, n);
+    CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void cuda_swiglu_backward(float *dg, float *du, const float *dh, const float *g,
-                                     const float *u, size_t n) {
+extern "C" void cuda_swiglu_forward(dt_operand *h, const dt_operand *g, const dt_operand *u,
+                                    size_t n) {
     if (n == 0) return;
-    swiglu_backward_kernel<<<swiglu_blocks(n), SWIGLU_THREADS, 0, cuda_stream()>>>(dg, du, dh, g, u,
-                                                                                   n);
-    CUDA_LAUNCH_CHECK();
+    if (cuda_operand_bf16())
+        swiglu_forward_launch((operand_bf16 *)h, (const operand_bf16 *)g,
+                              (const operand_bf16 *)u, n);
+    else
+        swiglu_forward_launch((float *)h, (const float *)g, (const float *)u, n);
+}
+
+extern "C" void cuda_swiglu_backward(float *dg, float *du, const float *dh, const dt_operand *g,
+                                     const dt_operand *u, size_t n) {
+    if (n == 0) return;
+    if (cuda_operand_bf16())
+        swiglu_backward_launch(dg, du, dh, (const operand_bf16 *)g, (const operand_bf16 *)u, n);
+    else
+        swiglu_backward_launch(dg, du, dh, (const float *)g, (const float *)u, n);
 }

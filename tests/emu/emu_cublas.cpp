@@ -101,12 +101,14 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
     if (computeType != CUBLAS_COMPUTE_32F && computeType != CUBLAS_COMPUTE_32F_FAST_16BF)
         return fail(CUBLAS_STATUS_NOT_SUPPORTED, "cublasGemmEx: compute type not emulated");
     const bool ab16 = Atype == CUDA_R_16BF && Btype == CUDA_R_16BF;
-    if (!(ab16 || (Atype == CUDA_R_32F && Btype == CUDA_R_32F)) || Ctype != CUDA_R_32F ||
-        algo != CUBLAS_GEMM_DEFAULT || (ab16 && computeType != CUBLAS_COMPUTE_32F))
+    const bool c16 = Ctype == CUDA_R_16BF;
+    if (!(ab16 || (Atype == CUDA_R_32F && Btype == CUDA_R_32F)) ||
+        !(Ctype == CUDA_R_32F || (c16 && ab16)) || algo != CUBLAS_GEMM_DEFAULT ||
+        (ab16 && computeType != CUBLAS_COMPUTE_32F))
         return fail(CUBLAS_STATUS_NOT_SUPPORTED,
-                    "cublasGemmEx: only fp32 A, B (or bf16 A, B with CUBLAS_COMPUTE_32F), fp32 C, "
-                    "default algo");
-    const size_t ab_size = ab16 ? 2 : sizeof(float);
+                    "cublasGemmEx: only fp32 A, B, C (or bf16 A, B with CUBLAS_COMPUTE_32F and an "
+                    "fp32 or bf16 C), default algo");
+    const size_t ab_size = ab16 ? 2 : sizeof(float), c_size = c16 ? 2 : sizeof(float);
     if ((transa != CUBLAS_OP_N && transa != CUBLAS_OP_T) ||
         (transb != CUBLAS_OP_N && transb != CUBLAS_OP_T))
         return fail(CUBLAS_STATUS_INVALID_VALUE, "cublasGemmEx: bad operation");
@@ -118,7 +120,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
         return fail(CUBLAS_STATUS_INVALID_VALUE, "cublasGemmEx: bad sizes or leading dimensions");
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     const float al = *(const float *)alpha, be = *(const float *)beta;
-    if (!emu_device_range(C, span(m, n, ldc) * sizeof(float)) ||
+    if (!emu_device_range(C, span(m, n, ldc) * c_size) ||
         (k > 0 && (!emu_device_range(A, span(a_rows, a_cols, lda) * ab_size) ||
                    !emu_device_range(B, span(b_rows, b_cols, ldb) * ab_size))))
         return fail(CUBLAS_STATUS_INVALID_VALUE,
@@ -132,21 +134,29 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
         (void)emu_stream_access(A, span(a_rows, a_cols, lda) * ab_size, 0);
         (void)emu_stream_access(B, span(b_rows, b_cols, ldb) * ab_size, 0);
     }
-    (void)emu_stream_access(C, span(m, n, ldc) * sizeof(float), 1);
+    (void)emu_stream_access(C, span(m, n, ldc) * c_size, 1);
     const bool bf16 = computeType == CUBLAS_COMPUTE_32F_FAST_16BF;
     std::vector<float> a, bt; /* op(A) as m rows of k, op(B)^T as n rows of k */
     if (k > 0) {
         pack(a, A, Atype, lda, transa, m, k, bf16);
         pack(bt, B, Btype, ldb, transb == CUBLAS_OP_N ? CUBLAS_OP_T : CUBLAS_OP_N, n, k, bf16);
     }
-    float *c = (float *)C;
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             float acc = 0.0f; /* fp32, over k in order */
             const float *ar = a.data() + (size_t)i * k, *br = bt.data() + (size_t)j * k;
             for (int l = 0; l < k; l++) acc += ar[l] * br[l];
-            float *cij = c + i + (size_t)j * ldc;
-            *cij = be == 0.0f ? al * acc : al * acc + be * *cij; /* beta 0: C is not read */
+            const size_t at = i + (size_t)j * ldc;
+            /* beta 0: C is not read */
+            const float r = be == 0.0f ? al * acc : al * acc + be * element(C, Ctype, at);
+            if (c16) { /* stored rounded; a NaN stays a (quiet) NaN, not its high half */
+                const float rr = round_bf16(r);
+                unsigned u;
+                memcpy(&u, &rr, sizeof u);
+                ((unsigned short *)C)[at] = (unsigned short)((u >> 16) | (r != r ? 0x40u : 0u));
+            } else {
+                ((float *)C)[at] = r;
+            }
         }
     return CUBLAS_STATUS_SUCCESS;
 }

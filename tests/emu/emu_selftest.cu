@@ -9,7 +9,8 @@
  *     store past the end of a cudaMalloc buffer;
  *   - cublasGemmEx: all four transpose combinations with padded leading dimensions, beta 0 on a
  *     NaN-filled C and beta 1, against a double reference; with bf16 products, against a double
- *     reference on inputs rounded here by another method (frexp/nearbyint), and its ties. The
+ *     reference on inputs rounded here by another method (frexp/nearbyint), and its ties; a bf16
+ *     C (bf16 A, B): beta 0 on a NaN-filled C, beta 1 reading it, and the rounding's ties. The
  *     fp32 sums of 33 products of |x| < 1 (times alpha 1.5) round by at most 1.5 * 33 * 33 *
  *     2^-24 = 1e-4 (typically 1e-6): tolerance 2e-4 + 1e-4 |ref|;
  *   - the tensor-core instructions (mma, ldmatrix, bf16 packing): emu_selftest_mma.cu;
@@ -275,6 +276,77 @@ static void test_gemm_bf16_operands(void) {
     cublasDestroy(h);
 }
 
+/* bf16 C (with bf16 A and B): the fp32 result alpha A B + beta C (C widened) stored rounded to
+ * nearest even, as bf16_ref rounds it; ties go to the even bf16; a bf16 C with fp32 A, B is
+ * refused */
+static void test_gemm_bf16_c(void) {
+    cublasHandle_t h;
+    CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS, "cublasCreate");
+    enum { M = 6, N = 5, K = 19 };
+    unsigned short A16[K * M], B16[K * N], C0[M * N], C16[M * N];
+    float R[M * N];
+    unsigned s = 4242u;
+    for (int i = 0; i < K * M; i++) A16[i] = bf16_bits(uniform(&s));
+    for (int i = 0; i < K * N; i++) B16[i] = bf16_bits(uniform(&s));
+    for (int i = 0; i < M * N; i++) C0[i] = bf16_bits(uniform(&s));
+    float *dC;
+    unsigned short *dA16, *dB16, *dC16;
+    cudaMalloc(&dC, sizeof R);
+    cudaMalloc(&dA16, sizeof A16);
+    cudaMalloc(&dB16, sizeof B16);
+    cudaMalloc(&dC16, sizeof C16); /* NaN-filled: beta 0 must not read it */
+    cudaMemcpy(dA16, A16, sizeof A16, cudaMemcpyHostToDevice);
+    cudaMemcpy(dB16, B16, sizeof B16, cudaMemcpyHostToDevice);
+    const float one = 1.0f, zero = 0.0f;
+    /* the fp32 C of the same product: what the bf16 C must be the rounding of */
+    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA16, CUDA_R_16BF, K, dB16,
+                       CUDA_R_16BF, K, &zero, dC, CUDA_R_32F, M, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "bf16 A, B, fp32 C");
+    cudaMemcpy(R, dC, sizeof R, cudaMemcpyDeviceToHost);
+    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA16, CUDA_R_16BF, K, dB16,
+                       CUDA_R_16BF, K, &zero, dC16, CUDA_R_16BF, M, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "bf16 C, beta 0");
+    cudaMemcpy(C16, dC16, sizeof C16, cudaMemcpyDeviceToHost);
+    int bad = 0;
+    for (int i = 0; i < M * N; i++) bad += C16[i] != bf16_bits(R[i]);
+    CHECK(bad == 0, "bf16 C, beta 0: %d of %d elements are not the rounded fp32 C", bad, M * N);
+    cudaMemcpy(dC16, C0, sizeof C0, cudaMemcpyHostToDevice);
+    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA16, CUDA_R_16BF, K, dB16,
+                       CUDA_R_16BF, K, &one, dC16, CUDA_R_16BF, M, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "bf16 C, beta 1");
+    cudaMemcpy(C16, dC16, sizeof C16, cudaMemcpyDeviceToHost);
+    bad = 0;
+    for (int i = 0; i < M * N; i++) {
+        const unsigned u = (unsigned)C0[i] << 16;
+        float c;
+        memcpy(&c, &u, sizeof c);
+        bad += C16[i] != bf16_bits(R[i] + c);
+    }
+    CHECK(bad == 0, "bf16 C, beta 1: %d of %d elements are not the rounded fp32 R + C", bad,
+          M * N);
+    /* ties: C (1 x 2) = [1 1] . [[1, 1], [2^-8, 3 * 2^-8]] = 1 + 2^-8 and 1 + 3 * 2^-8, each
+     * halfway between two bf16: to the even ones, 1 (0x3f80) and 1 + 2^-6 (0x3f82); truncation
+     * would give 0x3f81 for the second, rounding half up 0x3f81 for the first */
+    const unsigned short tA[2] = {0x3f80, 0x3f80}, tB[4] = {0x3f80, 0x3b80, 0x3f80, 0x3c40};
+    cudaMemcpy(dA16, tA, sizeof tA, cudaMemcpyHostToDevice);
+    cudaMemcpy(dB16, tB, sizeof tB, cudaMemcpyHostToDevice);
+    CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 2, 2, &one, dA16, CUDA_R_16BF, 1, dB16,
+                       CUDA_R_16BF, 2, &zero, dC16, CUDA_R_16BF, 1, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "bf16 C ties");
+    cudaMemcpy(C16, dC16, 2 * sizeof C16[0], cudaMemcpyDeviceToHost);
+    CHECK(C16[0] == 0x3f80 && C16[1] == 0x3f82, "bf16 C ties: 0x%04x 0x%04x, want 0x3f80 0x3f82",
+          C16[0], C16[1]);
+    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dC, CUDA_R_32F, K, dC,
+                       CUDA_R_32F, K, &zero, dC16, CUDA_R_16BF, M, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED,
+          "bf16 C with fp32 A, B accepted");
+    cudaFree(dC);
+    cudaFree(dA16);
+    cudaFree(dB16);
+    cudaFree(dC16);
+    cublasDestroy(h);
+}
+
 int emu_selftest_mma(void); /* emu_selftest_mma.cu: the tensor-core instructions */
 int emu_selftest_cp_async(void); /* emu_selftest_cp_async.cu: the asynchronous copies */
 
@@ -291,6 +363,7 @@ int main(void) {
     g_fails += emu_expect_death("store past the end of a cudaMalloc buffer", SIGSEGV, run_overrun);
     test_gemm();
     test_gemm_bf16_operands();
+    test_gemm_bf16_c();
     g_fails += emu_selftest_mma();
     g_fails += emu_selftest_cp_async();
     printf("%s: %d failed checks\n", g_fails ? "FAILED" : "PASSED", g_fails);

@@ -98,7 +98,9 @@ static int run_standard(int B, int T, int Hq, int Hkv, int d, int dv, unsigned s
     cpu_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, dv);
     cpu_attention_backward(dq, dk, dv_, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, dv);
 
-    float *q_d = cot_dev(q, nq), *k_d = cot_dev(k, nk), *v_d = cot_dev(v, nv);
+    /* fp32 mode: the operands q, k, v are fp32 (bf16: test_cuda_operand, test_cuda_flash) */
+    dt_operand *q_d = cot_operand_dev(q, nq), *k_d = cot_operand_dev(k, nk);
+    dt_operand *v_d = cot_operand_dev(v, nv);
     float *dout_d = cot_dev(dout, no);
     float *out_d[2], *lse_d[2], *dq_d[2], *dk_d[2], *dv_d[2];
     for (int run = 0; run < 2; run++) {
@@ -196,7 +198,9 @@ static int run_diff(int B, int T, const diff_case *dc, int d, unsigned seed) {
     cpu_diffattn_backward(dq, dk, dv_, dgamma, &dlambda, dout, q, k, v, o1, o2, lse, rstd,
                           &lambda, gamma_h, lambda_init, B, T, H, Hkv, d);
 
-    float *q_d = cot_dev(q, nq), *k_d = cot_dev(k, nk), *v_d = cot_dev(v, nv);
+    /* fp32 mode: the operands q, k, v are fp32 (bf16: test_cuda_operand, test_cuda_flash) */
+    dt_operand *q_d = cot_operand_dev(q, nq), *k_d = cot_operand_dev(k, nk);
+    dt_operand *v_d = cot_operand_dev(v, nv);
     float *dout_d = cot_dev(dout, no), *lambda_d = cot_dev(&lambda, 1);
     float *gamma_d = dc->subln ? cot_dev(gamma, (size_t)d2) : NULL;
     float *out_d[2], *o1_d[2], *o2_d[2], *lse_d[2], *rstd_d[2];

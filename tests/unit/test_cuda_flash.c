@@ -11,16 +11,19 @@
  * tile; up to five tiles: the double-buffered tile loops with a partial last tile, one tile,
  * one row). Outputs start as NaN (an element left unwritten fails), dgamma and dlambda start
  * nonzero (they accumulate), a second run must give identical bits, and so must a run on the
- * fp32-staging test path (flash_test.h: the kernels read the fp32 inputs and round each tile
- * while staging it, synchronously, as before the ops' bf16 copies and cp.async). Last, the
- * backend table: under "bf16 products" the attention ops are the fused kernels where the head
- * dim is supported (bit-identical to calling them), the tiled ones elsewhere and in fp32 mode.
+ * fp32-staging test path (flash_test.h: the kernels read fp32 tensors, q, k, v widened from
+ * their bf16 operands and the fp32 output gradient, with plain loads, and round each tile while
+ * staging it, synchronously, instead of the cp.async copies of bf16 tensors). Last, the backend
+ * table: under "bf16 products" the attention ops are the fused kernels where the head dim and
+ * the alignment of q, k, v (bf16) allow (bit-identical to calling them), the tiled ones
+ * elsewhere and in fp32 mode.
  *
- * The fused ops are the bf16 mode's: they run with the backend in that mode, and their out (a
- * dt_operand) is bf16, rounded from the fp32 value as stored; the tiled references run in fp32
- * mode (fp32 out). So out's checks add that rounding, at most half a bf16 ulp of the value:
- * OUT_RTOL = 2^-8 relative on top of each tolerance; o1, o2, lse and the gradients are fp32 as
- * before. The standard backward reads the bf16 out for its delta.
+ * The fused ops are the bf16 mode's: they run with the backend in that mode, q, k, v are bf16
+ * operands (the fp32 inputs rounded here, the values (b) gives the tiled kernels), and their
+ * out (a dt_operand) is bf16, rounded from the fp32 value as stored; the tiled references run in
+ * fp32 mode (fp32 operands, out). So out's checks add that rounding, at most half a bf16 ulp of
+ * the value: OUT_RTOL = 2^-8 relative on top of each tolerance; o1, o2, lse and the gradients
+ * are fp32 as before. The standard backward reads the bf16 out for its delta.
  *
  * Tolerances, with u = 2^-9 the unit roundoff of bf16 (round to nearest even), per tensor:
  * |got - ref| <= max(afrac * max|ref|, floor) + rtol * |ref|.
@@ -77,8 +80,8 @@
  * the same inputs to the same per-row fp32 expressions, summed in double on both sides */
 #define RED_RTOL 1e-4
 #define RED_FLOOR 1e-4
-/* the run on the fp32 inputs rounded while staged (flash_test.h), as the kernels did before
- * their bf16 copies: the copies must change no bit */
+/* the run on fp32 tensors rounded while staged by plain loads (flash_test.h): the asynchronous
+ * staging of the bf16 tensors must change no bit */
 #define F32_RUN "fp32-staging run"
 /* out, stored in bf16: its own rounding, relative (|bf16(x) - x| <= 2^-8 |x|) */
 #define OUT_RTOL (1.0 / 256.0)
@@ -147,22 +150,25 @@ static int run_standard(const std_case *c, unsigned seed) {
     /* (b) the tiled kernels on the bf16-rounded inputs */
     float *qr = rounded_copy(q, nq), *kr = rounded_copy(k, nk), *vr = rounded_copy(v, nv);
     float *doutr = rounded_copy(dout, no);
-    float *tq = cot_dev(qr, nq), *tk = cot_dev(kr, nk), *tv = cot_dev(vr, nv);
     float *tdout = cot_dev(doutr, no), *tout = cot_dev_nan(no), *tlse = cot_dev_nan(nl);
     float *tdq = cot_dev_nan(nq), *tdk = cot_dev_nan(nk), *tdv = cot_dev_nan(nv);
-    set_mode(0); /* fp32 out */
+    set_mode(0); /* fp32 operands and out */
+    dt_operand *tq = cot_operand_dev(qr, nq), *tk = cot_operand_dev(kr, nk);
+    dt_operand *tv = cot_operand_dev(vr, nv);
     cuda_attention_forward((dt_operand *)tout, tlse, tq, tk, tv, B, T, Hq, Hkv, d, dv);
     cuda_attention_backward(tdq, tdk, tdv, tdout, tq, tk, tv, (const dt_operand *)tout, tlse, B,
                             T, Hq, Hkv, d, dv);
     float *t_out = to_host(tout, no), *t_lse = to_host(tlse, nl), *t_dq = to_host(tdq, nq);
     float *t_dk = to_host(tdk, nk), *t_dv = to_host(tdv, nv);
 
-    /* the fused kernels on the fp32 inputs, twice, then on the fp32-staging test path */
-    float *q_d = cot_dev(q, nq), *k_d = cot_dev(k, nk), *v_d = cot_dev(v, nv);
+    /* the fused kernels on the bf16 operands of the inputs, twice, then on the fp32-staging test
+     * path */
     float *dout_d = cot_dev(dout, no);
     dt_operand *o_d[3];
     float *l_d[3], *dq_d[3], *dk_d[3], *dv_d[3];
-    set_mode(1); /* bf16 out */
+    set_mode(1); /* bf16 operands: q, k, v rounded, out */
+    dt_operand *q_d = cot_operand_dev(q, nq), *k_d = cot_operand_dev(k, nk);
+    dt_operand *v_d = cot_operand_dev(v, nv);
     for (int run = 0; run < 3; run++) {
         cuda_flash_test_f32_staging(run == 2);
         o_d[run] = cot_operand_nan(no);
@@ -288,10 +294,11 @@ static int run_diff(const diff_case *c, unsigned seed) {
     /* (b) the tiled kernels on bf16-rounded inputs */
     float *qr = rounded_copy(q, nq), *kr = rounded_copy(k, nk), *vr = rounded_copy(v, nv);
     float *doutr = rounded_copy(dout, no);
-    float *tq = cot_dev(qr, nq), *tk = cot_dev(kr, nk), *tv = cot_dev(vr, nv);
     float *tdout = cot_dev(doutr, no);
     diff_out t;
-    set_mode(0); /* fp32 out */
+    set_mode(0); /* fp32 operands and out */
+    dt_operand *tq = cot_operand_dev(qr, nq), *tk = cot_operand_dev(kr, nk);
+    dt_operand *tv = cot_operand_dev(vr, nv);
     diff_out_alloc(&t, no, nl, nr, nq, nk, nv, dgamma0, d2, dlambda0);
     cuda_diffattn_forward(t.out, t.o1, t.o2, t.lse, t.rstd, tq, tk, tv, lambda_d, gamma_d,
                           lambda_init, eps, B, T, H, Hkv, d);
@@ -304,11 +311,13 @@ static int run_diff(const diff_case *c, unsigned seed) {
     th[0] = cot_operand_to_host(t.out, no);
     for (int i = 1; i < 10; i++) th[i] = to_host(tdev[i], tn[i]);
 
-    /* the fused kernels, twice, then on the fp32-staging test path */
-    float *q_d = cot_dev(q, nq), *k_d = cot_dev(k, nk), *v_d = cot_dev(v, nv);
+    /* the fused kernels on the bf16 operands of the inputs, twice, then on the fp32-staging test
+     * path */
     float *dout_d = cot_dev(dout, no);
     diff_out f[3];
-    set_mode(1); /* bf16 out */
+    set_mode(1); /* bf16 operands: q, k, v rounded, out */
+    dt_operand *q_d = cot_operand_dev(q, nq), *k_d = cot_operand_dev(k, nk);
+    dt_operand *v_d = cot_operand_dev(v, nv);
     for (int run = 0; run < 3; run++) {
         diff_out *o = &f[run];
         cuda_flash_test_f32_staging(run == 2);
@@ -381,7 +390,7 @@ static int run_diff(const diff_case *c, unsigned seed) {
     diff_out_free(&f[0]);
     diff_out_free(&f[1]);
     diff_out_free(&f[2]);
-    float *dev[] = {tq, tk, tv, tdout, q_d, k_d, v_d, dout_d, lambda_d, gamma_d};
+    void *dev[] = {tq, tk, tv, tdout, q_d, k_d, v_d, dout_d, lambda_d, gamma_d};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     for (int i = 0; i < 10; i++) free(th[i]);
     float *host[] = {q, k, v, dout, out, o1, o2, lse, rstd, dq, dk, dvv, qr, kr, vr, doutr};
@@ -405,13 +414,17 @@ static void test_diffattn(void **state) {
 /* ---- the backend table under bf16 and fp32 products ---- */
 
 /* 1 unless the backend's standard attention forward and backward (bf16 products) give the bits
- * of the fused kernels (fused != 0) or of the tiled ones. */
-static int dispatch_standard(const dt_backend *be, int d, int fused) {
+ * of the fused kernels (fused != 0) or of the tiled ones. q_off: q starts that many bf16
+ * elements into its buffer (4: 8 bytes, not the 16-byte alignment the fused kernels need). */
+static int dispatch_standard(const dt_backend *be, int d, int fused, int q_off) {
     const int B = 1, T = 33, Hq = 2, Hkv = 1;
     const size_t nq = (size_t)B * T * Hq * d, nk = (size_t)B * T * Hkv * d, nl = (size_t)B * Hq * T;
-    float *h = host_alloc(nq);
+    float *h = host_alloc(nq), *hq = host_alloc(nq + (size_t)q_off);
     cut_fill(h, nq, 11 + d, -1.0f, 1.0f);
-    float *q = cot_dev(h, nq), *k = cot_dev(h, nk), *v = cot_dev(h + nk, nk);
+    memcpy(hq + q_off, h, nq * sizeof(float));
+    dt_operand *q_buf = cot_operand_dev(hq, nq + (size_t)q_off), *k = cot_operand_dev(h, nk);
+    const dt_operand *q = dt_operand_at(be, q_buf, (size_t)q_off);
+    dt_operand *v = cot_operand_dev(h + nk, nk);
     float *dout = cot_dev(h, nq);
     dt_operand *o[2];
     float *l[2], *dq[2], *dk[2], *dv[2];
@@ -430,15 +443,16 @@ static int dispatch_standard(const dt_backend *be, int d, int fused) {
         cuda_attention_backward(dq[1], dk[1], dv[1], dout, q, k, v, o[1], l[1], B, T, Hq, Hkv, d,
                                 d);
     }
-    printf("-- bf16 products, attention d=%d: the %s kernels\n", d, fused ? "fused" : "tiled");
+    printf("-- bf16 products, attention d=%d, q %d bytes into its buffer: the %s kernels\n", d,
+           2 * q_off, fused ? "fused" : "tiled");
     int fails = cot_operand_bits_differ("out", "the direct call", o[0], o[1], nq);
     fails += same_bits("lse", l[0], l[1], nl);
     fails += same_bits("dq", dq[0], dq[1], nq) + same_bits("dk", dk[0], dk[1], nk);
     fails += same_bits("dv", dv[0], dv[1], nk);
-    void *dev[] = {q,     k,     v,     dout,  o[0],  o[1],  l[0],
+    void *dev[] = {q_buf, k,     v,     dout,  o[0],  o[1],  l[0],
                    l[1],  dq[0], dq[1], dk[0], dk[1], dv[0], dv[1]};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
-    free(h);
+    free(h), free(hq);
     return fails;
 }
 
@@ -450,7 +464,8 @@ static int dispatch_diff(const dt_backend *be, int d, int fused) {
     float *h = host_alloc(nq), gamma[256], lam = 0.3f;
     cut_fill(h, nq, 21 + d, -1.0f, 1.0f);
     cut_fill(gamma, (size_t)d2, 22, 0.5f, 1.5f);
-    float *q = cot_dev(h, nq), *k = cot_dev(h, nk), *v = cot_dev(h + nk, nk);
+    dt_operand *q = cot_operand_dev(h, nq), *k = cot_operand_dev(h, nk);
+    dt_operand *v = cot_operand_dev(h + nk, nk);
     float *dout = cot_dev(h, no), *lam_d = cot_dev(&lam, 1), *gamma_d = cot_dev(gamma, d2);
     diff_out f[2];
     const float zeros[256] = {0.0f};
@@ -460,13 +475,14 @@ static int dispatch_diff(const dt_backend *be, int d, int fused) {
     be->diffattn_backward(f[0].dq, f[0].dk, f[0].dv, f[0].dgamma, f[0].dlambda, dout, q, k, v,
                           f[0].o1, f[0].o2, f[0].lse, f[0].rstd, lam_d, gamma_d, 0.2f, B, T, H,
                           Hkv, d);
-    void (*fwd)(dt_operand *, float *, float *, float *, float *, const float *, const float *,
-                const float *, const float *, const float *, float, float, int, int, int, int,
-                int) = fused ? cuda_flash_diffattn_forward : cuda_diffattn_forward;
-    void (*bwd)(float *, float *, float *, float *, float *, const float *, const float *,
-                const float *, const float *, const float *, const float *, const float *,
-                const float *, const float *, const float *, float, int, int, int, int, int) =
-        fused ? cuda_flash_diffattn_backward : cuda_diffattn_backward;
+    void (*fwd)(dt_operand *, float *, float *, float *, float *, const dt_operand *,
+                const dt_operand *, const dt_operand *, const float *, const float *, float, float,
+                int, int, int, int, int) =
+        fused ? cuda_flash_diffattn_forward : cuda_diffattn_forward;
+    void (*bwd)(float *, float *, float *, float *, float *, const float *, const dt_operand *,
+                const dt_operand *, const dt_operand *, const float *, const float *,
+                const float *, const float *, const float *, const float *, float, int, int, int,
+                int, int) = fused ? cuda_flash_diffattn_backward : cuda_diffattn_backward;
     fwd(f[1].out, f[1].o1, f[1].o2, f[1].lse, f[1].rstd, q, k, v, lam_d, gamma_d, 0.2f, 1e-5f, B,
         T, H, Hkv, d);
     bwd(f[1].dq, f[1].dk, f[1].dv, f[1].dgamma, f[1].dlambda, dout, q, k, v, f[1].o1, f[1].o2,
@@ -479,7 +495,7 @@ static int dispatch_diff(const dt_backend *be, int d, int fused) {
     fails += same_bits("dlambda", f[0].dlambda, f[1].dlambda, 1);
     diff_out_free(&f[0]);
     diff_out_free(&f[1]);
-    float *dev[] = {q, k, v, dout, lam_d, gamma_d};
+    void *dev[] = {q, k, v, dout, lam_d, gamma_d};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     free(h);
     return fails;
@@ -496,11 +512,17 @@ static void test_backend_dispatch(void **state) {
     assert_int_equal(cuda_flash_usable(64, 64, 1, ok, 2), 0);
     assert_int_equal(cuda_flash_usable(80, 80, 0, ok, 2), 0);
     cuda_free(buf);
+    uint16_t *b16 = cut_to_device(NULL, 64 * sizeof(uint16_t)); /* bf16 q, k, v */
+    const void *ok16[] = {b16, b16 + 8}, *off16[] = {b16, b16 + 4}; /* 16 and 8 bytes in */
+    assert_int_equal(cuda_flash_usable(64, 64, 0, ok16, 2), 1);
+    assert_int_equal(cuda_flash_usable(64, 64, 0, off16, 2), 0);
+    cuda_free(b16);
     set_mode(1);
     const dt_backend *be = dt_backend_cuda();
     assert_int_equal(be->operand_bytes, 2);
-    int fails = dispatch_standard(be, 64, 1) + dispatch_diff(be, 64, 1);
-    fails += dispatch_standard(be, 32, 0) + dispatch_diff(be, 32, 0); /* no fused kernel: tiled */
+    int fails = dispatch_standard(be, 64, 1, 0) + dispatch_diff(be, 64, 1);
+    fails += dispatch_standard(be, 32, 0, 0) + dispatch_diff(be, 32, 0); /* no fused kernel */
+    fails += dispatch_standard(be, 64, 0, 4); /* a bf16 q 8 bytes off 16-byte alignment */
     set_mode(0); /* fp32 products: the exact tiled path */
     be = dt_backend_cuda();
     assert_int_equal(be->operand_bytes, 4);

@@ -10,6 +10,9 @@
  *     (the results move away from the unrounded product by far more than the tolerance) and
  *     that operands that are not 16-byte aligned (the conversion's scalar path; inp at an odd
  *     bf16 offset) give the same answer.
+ * matmul_forward_operand (the product stored as an operand: bf16 in bf16 mode, written so by
+ * cuBLAS) is checked against the same oracle, with its own rounding (2^-8 relative) added in
+ * bf16 mode; test_cuda_operand checks it bit for bit against matmul_forward.
  * Shapes: 1 x 1 x 1, odd sizes, and a few hundred rows. Skipped (77) without a device. */
 #include <math.h>
 #include <setjmp.h>
@@ -98,6 +101,17 @@ static void matmul_case(int N, int I, int O, int bf16, int shift) {
     cot_check("dinp", d_dinp, dinp, ni, MM_ATOL, MM_RTOL);
     cot_check("dinp (accumulated)", d_dinp_acc, dinp_acc, ni, MM_ATOL, MM_RTOL);
     cot_check("dw (accumulated)", d_dw, dw, nw, MM_ATOL, MM_RTOL);
+    { /* the product as an operand */
+        dt_operand *d_oout = cot_operand_nan(no);
+        cuda_matmul_forward_operand(d_oout, d_inp, d_w, N, I, O);
+        float *oout = cot_operand_to_host(d_oout, no);
+        const double worst = cut_worst("out (operand)", oout, out, no, MM_ATOL,
+                                       MM_RTOL + (bf16 ? 1.0 / 256.0 : 0.0));
+        if (!(worst <= 1.0))
+            fail_msg("out (operand): GPU and CPU differ by %.3g times the tolerance", worst);
+        cuda_free(d_oout);
+        free(oout);
+    }
 
     if (bf16 && I >= 16) { /* the rounding happened: the unrounded product is far off */
         float *exact = cot_nan(no), *got = cut_to_host(d_out, no);

@@ -133,7 +133,7 @@ static void rope_case(int B, int T, int H, int d, float theta, int pos0) {
     float *d_x = cot_dev(x, n), *d_out = cot_dev_nan(n), *d_back = cot_dev_nan(n);
 
     cpu_rope_forward(out, x, B, T, H, d, theta, pos0);
-    cuda_rope_forward(d_out, d_x, B, T, H, d, theta, pos0);
+    cuda_rope_forward((dt_operand *)d_out, (const dt_operand *)d_x, B, T, H, d, theta, pos0);
     cot_check("rope forward", d_out, out, n, ROPE_ATOL, ROPE_RTOL);
 
     cpu_rope_backward(back, x, B, T, H, d, theta, pos0);
@@ -141,7 +141,7 @@ static void rope_case(int B, int T, int H, int d, float theta, int pos0) {
     cot_check("rope backward", d_back, back, n, ROPE_ATOL, ROPE_RTOL);
 
     /* in place (out == inp) gives the out-of-place bits */
-    cuda_rope_forward(d_x, d_x, B, T, H, d, theta, pos0);
+    cuda_rope_forward((dt_operand *)d_x, (const dt_operand *)d_x, B, T, H, d, theta, pos0);
     cot_check_bits_dev("rope forward in place", d_x, d_out, n);
 
     cuda_free(d_x), cuda_free(d_out), cuda_free(d_back);
@@ -184,16 +184,18 @@ static void test_swiglu(void **state) {
         float *d_h = cot_dev_nan(n), *d_dg = cot_dev_nan(n), *d_du = cot_dev_nan(n);
 
         cpu_swiglu_forward(h, g, u, n);
-        cuda_swiglu_forward((dt_operand *)d_h, d_g, d_u, n);
+        cuda_swiglu_forward((dt_operand *)d_h, (const dt_operand *)d_g, (const dt_operand *)d_u,
+                            n);
         cot_check("swiglu h", d_h, h, n, SWIGLU_ATOL, SWIGLU_RTOL);
 
         cpu_swiglu_backward(dg, du, dh, g, u, n);
-        cuda_swiglu_backward(d_dg, d_du, d_dh, d_g, d_u, n);
+        cuda_swiglu_backward(d_dg, d_du, d_dh, (const dt_operand *)d_g, (const dt_operand *)d_u,
+                             n);
         cot_check("swiglu dg", d_dg, dg, n, SWIGLU_ATOL, SWIGLU_RTOL);
         cot_check("swiglu du", d_du, du, n, SWIGLU_ATOL, SWIGLU_RTOL);
 
         /* in place: dg over g, du over u (elementwise read-before-write) */
-        cuda_swiglu_backward(d_g, d_u, d_dh, d_g, d_u, n);
+        cuda_swiglu_backward(d_g, d_u, d_dh, (const dt_operand *)d_g, (const dt_operand *)d_u, n);
         cot_check_bits_dev("swiglu dg in place", d_g, d_dg, n);
         cot_check_bits_dev("swiglu du in place", d_u, d_du, n);
 

@@ -5,11 +5,17 @@
  * same kernels compute both (templated on the element type, fp32 math), so both checks are bit
  * for bit:
  *   writers: rmsnorm, residual rmsnorm (y and rstd too), swiglu, head_scale, the diffv2 combine,
- *     the tiled attention and DIFF V1 forward (their fp32 outputs lse, o1, o2, rstd too);
- *   readers: head_scale_forward (its inp), head_scale_backward, the diffv2 combine forward and
- *     backward, the tiled attention backward (out, read by the delta).
+ *     rope (in place, as the model rotates q and k, and out of place), the tiled attention and
+ *     DIFF V1 forward (their fp32 outputs lse, o1, o2, rstd too);
+ *   readers: swiglu forward and backward (g, u), rope (its inp), head_scale_forward (its inp),
+ *     head_scale_backward, the diffv2 combine forward and backward, the tiled attention forward
+ *     and backward (q, k, v; out, read by the delta) and the tiled DIFF V1 forward and backward
+ *     (q, k, v).
  * The matrix products read a bf16 inp but also round w and dout, so fp32 and bf16 products
- * differ; test_cuda_matmul checks them against the CPU oracle on rounded inputs.
+ * differ; test_cuda_matmul checks them against the CPU oracle on rounded inputs. What is checked
+ * here is matmul_forward_operand: in fp32 mode the bits of matmul_forward; in bf16 mode, where
+ * cuBLAS writes C in bf16 from its fp32 accumulation, the rounding of matmul_forward's fp32
+ * result in the same mode (the same bf16 inputs and accumulation).
  * A bf16 output is 2 bytes an element: it sits in a buffer of n + GUARD elements whose last
  * GUARD carry a pattern that must survive (an op storing 4-byte elements overwrites it), and
  * its n elements start as NaN. Inputs that an op reads as operands are rounded to bf16 first,
@@ -49,6 +55,16 @@ static float *host_rounded(size_t n, unsigned seed, float lo, float hi) {
 static dt_operand *bf16_out(size_t n) {
     uint16_t *h = malloc((n + GUARD) * sizeof(uint16_t));
     for (size_t i = 0; i < n + GUARD; i++) h[i] = i < n ? 0x7fc0u : GUARD_BITS;
+    dt_operand *d = (dt_operand *)cut_to_device(h, (n + GUARD) * sizeof(uint16_t));
+    free(h);
+    return d;
+}
+
+/* A bf16 operand buffer (bf16 mode) holding x rounded (n elements), then GUARD guard elements:
+ * an input that an op also writes (rope in place). */
+static dt_operand *bf16_in(const float *x, size_t n) {
+    uint16_t *h = malloc((n + GUARD) * sizeof(uint16_t));
+    for (size_t i = 0; i < n + GUARD; i++) h[i] = i < n ? cut_bf16_bits(x[i]) : GUARD_BITS;
     dt_operand *d = (dt_operand *)cut_to_device(h, (n + GUARD) * sizeof(uint16_t));
     free(h);
     return d;
@@ -120,25 +136,95 @@ static void test_rmsnorm(void **state) {
     rmsnorm_case(5, 257, 1); /* odd row length: odd bf16 offsets */
 }
 
+/* swiglu forward (writes h, reads g and u) and backward (reads g and u): g, u operands */
 static void test_swiglu(void **state) {
     (void)state;
     const size_t sizes[] = {1, 1001};
     for (size_t k = 0; k < 2; k++) {
         const size_t n = sizes[k];
         printf("-- swiglu n=%zu\n", n);
-        float *g = malloc(n * sizeof(float)), *u = malloc(n * sizeof(float));
-        cut_fill(g, n, 10, -8.0f, 8.0f);
-        cut_fill(u, n, 11, -2.0f, 2.0f);
-        float *d_g = cot_dev(g, n), *d_u = cot_dev(u, n), *f_h = cot_dev_nan(n);
+        float *g = host_rounded(n, 10, -8.0f, 8.0f), *u = host_rounded(n, 11, -2.0f, 2.0f);
+        float *dh = malloc(n * sizeof(float));
+        cut_fill(dh, n, 12, -1.0f, 1.0f);
+        if (n >= 4) /* saturated sigmoid at both ends, and dg's cancellation near -1.28 */
+            g[0] = -100.0f, g[1] = 100.0f, g[2] = 0.0f, g[3] = cut_bf16_round(-1.2785f);
+        float *d_dh = cot_dev(dh, n), *f_g = cot_dev(g, n), *f_u = cot_dev(u, n);
+        float *f_h = cot_dev_nan(n), *f_dg = cot_dev_nan(n), *f_du = cot_dev_nan(n);
+        float *h_dg = cot_dev_nan(n), *h_du = cot_dev_nan(n);
         set_mode(0);
-        cuda_swiglu_forward((dt_operand *)f_h, d_g, d_u, n);
+        cuda_swiglu_forward((dt_operand *)f_h, (const dt_operand *)f_g, (const dt_operand *)f_u,
+                            n);
+        cuda_swiglu_backward(f_dg, f_du, d_dh, (const dt_operand *)f_g, (const dt_operand *)f_u,
+                             n);
         set_mode(1);
-        dt_operand *h_h = bf16_out(n);
-        cuda_swiglu_forward(h_h, d_g, d_u, n);
+        dt_operand *h_g = cot_operand_dev(g, n), *h_u = cot_operand_dev(u, n), *h_h = bf16_out(n);
+        cuda_swiglu_forward(h_h, h_g, h_u, n);
+        cuda_swiglu_backward(h_dg, h_du, d_dh, h_g, h_u, n);
         check_rounded("swiglu h", h_h, f_h, n);
-        cuda_free(d_g), cuda_free(d_u), cuda_free(f_h), cuda_free(h_h);
-        free(g), free(u);
+        cot_check_bits_dev("swiglu dg (reads g, u)", h_dg, f_dg, n);
+        cot_check_bits_dev("swiglu du (reads g, u)", h_du, f_du, n);
+        void *dev[] = {d_dh, f_g, f_u, f_h, f_dg, f_du, h_dg, h_du, h_g, h_u, h_h};
+        for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+        free(g), free(u), free(dh);
     }
+}
+
+/* rope forward on q- or k-like operands: in place (as the model calls it) and out of place;
+ * theta and positions as a long context's */
+static void rope_case(int B, int T, int H, int d, int pos0) {
+    const size_t n = (size_t)B * T * H * d;
+    const float theta = 500000.0f;
+    printf("-- rope B=%d T=%d H=%d d=%d pos0=%d\n", B, T, H, d, pos0);
+    float *x = host_rounded(n, 70 + (unsigned)d, -2.0f, 2.0f);
+    float *f_x = cot_dev(x, n);
+    set_mode(0);
+    cuda_rope_forward((dt_operand *)f_x, (const dt_operand *)f_x, B, T, H, d, theta, pos0);
+    set_mode(1);
+    dt_operand *h_x = bf16_in(x, n), *h_src = cot_operand_dev(x, n), *h_y = bf16_out(n);
+    cuda_rope_forward(h_x, h_x, B, T, H, d, theta, pos0);
+    cuda_rope_forward(h_y, h_src, B, T, H, d, theta, pos0);
+    check_rounded("rope in place", h_x, f_x, n);
+    check_rounded("rope out of place", h_y, f_x, n);
+    void *dev[] = {f_x, h_x, h_src, h_y};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(x);
+}
+
+static void test_rope(void **state) {
+    (void)state;
+    rope_case(2, 9, 3, 16, 0);
+    rope_case(1, 5, 2, 9, 7); /* odd head width: the last channel copied, odd bf16 offsets */
+    rope_case(1, 4, 2, 128, 60000);
+}
+
+/* matmul_forward_operand against matmul_forward in the same mode (inp an operand, rounded) */
+static void matmul_operand_case(int N, int I, int O) {
+    const size_t ni = (size_t)N * I, no = (size_t)N * O, nw = (size_t)O * I;
+    printf("-- matmul_forward_operand N=%d I=%d O=%d\n", N, I, O);
+    float *x = host_rounded(ni, 80 + (unsigned)I, -1.0f, 1.0f), *w = malloc((nw + 1) * sizeof(float));
+    cut_fill(w, nw, 81, -1.0f, 1.0f);
+    float *d_w = cot_dev(w, nw), *f_x = cot_dev(x, ni), *f_ref = cot_dev_nan(no);
+    float *f_op = cot_dev_nan(no), *h_ref = cot_dev_nan(no);
+    set_mode(0); /* the operand is fp32: the product itself */
+    cuda_matmul_forward(f_ref, (const dt_operand *)f_x, d_w, N, I, O, 0);
+    cuda_matmul_forward_operand((dt_operand *)f_op, (const dt_operand *)f_x, d_w, N, I, O);
+    cot_check_bits_dev("matmul operand, fp32 mode", f_op, f_ref, no);
+    set_mode(1); /* bf16 inp and w copy; C in bf16 */
+    dt_operand *h_x = cot_operand_dev(x, ni), *h_op = bf16_out(no);
+    cuda_matmul_forward(h_ref, h_x, d_w, N, I, O, 0);
+    cuda_matmul_forward_operand(h_op, h_x, d_w, N, I, O);
+    check_rounded("matmul operand, bf16 mode", h_op, h_ref, no);
+    void *dev[] = {d_w, f_x, f_ref, f_op, h_ref, h_x, h_op};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(x), free(w);
+}
+
+static void test_matmul_operand(void **state) {
+    (void)state;
+    matmul_operand_case(1, 1, 1);
+    matmul_operand_case(37, 64, 51); /* odd O: bf16 rows at odd offsets */
+    matmul_operand_case(130, 96, 192);
+    matmul_operand_case(3, 0, 5); /* no inner dimension: zeros, 2 bytes an element */
 }
 
 /* head_scale forward and backward: inp an operand (rounded values in both modes) */
@@ -204,20 +290,18 @@ static void test_diffv2(void **state) {
 }
 
 /* ---- the tiled attention kernels (cuda_attention_*, cuda_diffattn_*: the fp32 mode's and the
- * bf16 mode's fallback; the fused ones have no fp32 twin: test_cuda_flash) ---- */
+ * bf16 mode's fallback; the fused ones have no fp32 twin: test_cuda_flash). q, k, v are operands,
+ * rounded, in each mode's format ---- */
 
 static void test_attention(void **state) {
     (void)state;
     const int B = 2, T = 45, Hq = 4, Hkv = 2, d = 24;
     const size_t nq = (size_t)B * T * Hq * d, nk = (size_t)B * T * Hkv * d;
     const size_t nl = (size_t)B * Hq * T;
-    float *q = malloc(nq * sizeof(float)), *k = malloc(nk * sizeof(float));
-    float *v = malloc(nk * sizeof(float)), *dout = malloc(nq * sizeof(float));
-    cut_fill(q, nq, 40, -1.5f, 1.5f);
-    cut_fill(k, nk, 41, -1.5f, 1.5f);
-    cut_fill(v, nk, 42, -1.0f, 1.0f);
+    float *q = host_rounded(nq, 40, -1.5f, 1.5f), *k = host_rounded(nk, 41, -1.5f, 1.5f);
+    float *v = host_rounded(nk, 42, -1.0f, 1.0f), *dout = malloc(nq * sizeof(float));
     cut_fill(dout, nq, 43, -1.0f, 1.0f);
-    float *d_q = cot_dev(q, nq), *d_k = cot_dev(k, nk), *d_v = cot_dev(v, nk);
+    float *f_q = cot_dev(q, nq), *f_k = cot_dev(k, nk), *f_v = cot_dev(v, nk);
     float *d_dout = cot_dev(dout, nq), *f_out = cot_dev_nan(nq), *f_lse = cot_dev_nan(nl);
     float *h_lse = cot_dev_nan(nl);
     float *grads[2][3]; /* [mode][dq, dk, dv] */
@@ -225,27 +309,32 @@ static void test_attention(void **state) {
         grads[m][0] = cot_dev_nan(nq), grads[m][1] = cot_dev_nan(nk), grads[m][2] = cot_dev_nan(nk);
 
     set_mode(0);
-    cuda_attention_forward((dt_operand *)f_out, f_lse, d_q, d_k, d_v, B, T, Hq, Hkv, d, d);
+    const dt_operand *fq = (const dt_operand *)f_q, *fk = (const dt_operand *)f_k;
+    const dt_operand *fv = (const dt_operand *)f_v;
+    cuda_attention_forward((dt_operand *)f_out, f_lse, fq, fk, fv, B, T, Hq, Hkv, d, d);
     /* the backward reads out: both modes get the forward's out rounded to bf16 */
     float *out_r = cut_to_host(f_out, nq);
     for (size_t i = 0; i < nq; i++) out_r[i] = cut_bf16_round(out_r[i]);
     float *f_out_r = cot_dev(out_r, nq);
-    cuda_attention_backward(grads[0][0], grads[0][1], grads[0][2], d_dout, d_q, d_k, d_v,
+    cuda_attention_backward(grads[0][0], grads[0][1], grads[0][2], d_dout, fq, fk, fv,
                             (const dt_operand *)f_out_r, f_lse, B, T, Hq, Hkv, d, d);
     set_mode(1);
+    dt_operand *h_q = cot_operand_dev(q, nq), *h_k = cot_operand_dev(k, nk);
+    dt_operand *h_v = cot_operand_dev(v, nk);
     dt_operand *h_out = bf16_out(nq), *h_out_r = cot_operand_dev(out_r, nq);
-    cuda_attention_forward(h_out, h_lse, d_q, d_k, d_v, B, T, Hq, Hkv, d, d);
-    cuda_attention_backward(grads[1][0], grads[1][1], grads[1][2], d_dout, d_q, d_k, d_v, h_out_r,
+    cuda_attention_forward(h_out, h_lse, h_q, h_k, h_v, B, T, Hq, Hkv, d, d);
+    cuda_attention_backward(grads[1][0], grads[1][1], grads[1][2], d_dout, h_q, h_k, h_v, h_out_r,
                             f_lse, B, T, Hq, Hkv, d, d);
 
     printf("-- attention (tiled) B=%d T=%d Hq=%d Hkv=%d d=%d\n", B, T, Hq, Hkv, d);
-    check_rounded("attention out", h_out, f_out, nq);
+    check_rounded("attention out (reads q, k, v)", h_out, f_out, nq);
     cot_check_bits_dev("attention lse (fp32)", h_lse, f_lse, nl);
-    cot_check_bits_dev("attention dq (reads out)", grads[1][0], grads[0][0], nq);
-    cot_check_bits_dev("attention dk (reads out)", grads[1][1], grads[0][1], nk);
-    cot_check_bits_dev("attention dv (reads out)", grads[1][2], grads[0][2], nk);
+    cot_check_bits_dev("attention dq (reads q k v out)", grads[1][0], grads[0][0], nq);
+    cot_check_bits_dev("attention dk (reads q k v out)", grads[1][1], grads[0][1], nk);
+    cot_check_bits_dev("attention dv (reads q k v out)", grads[1][2], grads[0][2], nk);
 
-    void *dev[] = {d_q, d_k, d_v, d_dout, f_out, f_lse, h_lse, f_out_r, h_out, h_out_r};
+    void *dev[] = {f_q, f_k, f_v, d_dout, f_out, f_lse, h_lse, f_out_r,
+                   h_q, h_k, h_v, h_out, h_out_r};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     for (int m = 0; m < 2; m++)
         for (int i = 0; i < 3; i++) cuda_free(grads[m][i]);
@@ -257,39 +346,60 @@ static void diffattn_case(int subln) {
     const size_t nq = (size_t)B * T * 2 * H * d, nk = (size_t)B * T * 2 * Hkv * d;
     const size_t nv = (size_t)B * T * Hkv * d2, no = (size_t)B * T * H * d2;
     const size_t nl = (size_t)B * 2 * H * T, nr = (size_t)B * T * H;
-    float *q = malloc(nq * sizeof(float)), *k = malloc(nk * sizeof(float));
-    float *v = malloc(nv * sizeof(float)), gamma[32], lam = 0.4f;
-    cut_fill(q, nq, 50, -1.5f, 1.5f);
-    cut_fill(k, nk, 51, -1.5f, 1.5f);
-    cut_fill(v, nv, 52, -1.0f, 1.0f);
-    cut_fill(gamma, (size_t)d2, 53, 0.5f, 1.5f);
-    float *d_q = cot_dev(q, nq), *d_k = cot_dev(k, nk), *d_v = cot_dev(v, nv);
+    float *q = host_rounded(nq, 50, -1.5f, 1.5f), *k = host_rounded(nk, 51, -1.5f, 1.5f);
+    float *v = host_rounded(nv, 52, -1.0f, 1.0f), *dout = malloc(no * sizeof(float));
+    float gamma[32], dgamma0[32], lam = 0.4f, dlam0 = 0.75f;
+    cut_fill(dout, no, 53, -1.0f, 1.0f);
+    cut_fill(gamma, (size_t)d2, 54, 0.5f, 1.5f);
+    cut_fill(dgamma0, (size_t)d2, 55, -1.0f, 1.0f); /* nonzero: dgamma accumulates */
+    float *f_q = cot_dev(q, nq), *f_k = cot_dev(k, nk), *f_v = cot_dev(v, nv);
     float *d_lam = cot_dev(&lam, 1), *d_gamma = subln ? cot_dev(gamma, d2) : NULL;
-    float *f_out = cot_dev_nan(no), *fp[2][4]; /* [mode][o1, o2, lse, rstd] */
-    for (int m = 0; m < 2; m++)
+    float *d_dout = cot_dev(dout, no), *f_out = cot_dev_nan(no);
+    float *fp[2][4]; /* [mode][o1, o2, lse, rstd] */
+    float *gr[2][5]; /* [mode][dq, dk, dv, dgamma, dlambda] */
+    for (int m = 0; m < 2; m++) {
         fp[m][0] = cot_dev_nan(no), fp[m][1] = cot_dev_nan(no), fp[m][2] = cot_dev_nan(nl),
         fp[m][3] = cot_dev_nan(nr);
+        gr[m][0] = cot_dev_nan(nq), gr[m][1] = cot_dev_nan(nk), gr[m][2] = cot_dev_nan(nv);
+        gr[m][3] = cot_dev(dgamma0, d2), gr[m][4] = cot_dev(&dlam0, 1);
+    }
 
     set_mode(0);
-    cuda_diffattn_forward((dt_operand *)f_out, fp[0][0], fp[0][1], fp[0][2], fp[0][3], d_q, d_k,
-                          d_v, d_lam, d_gamma, 0.2f, 1e-5f, B, T, H, Hkv, d);
+    const dt_operand *fq = (const dt_operand *)f_q, *fk = (const dt_operand *)f_k;
+    const dt_operand *fv = (const dt_operand *)f_v;
+    cuda_diffattn_forward((dt_operand *)f_out, fp[0][0], fp[0][1], fp[0][2], fp[0][3], fq, fk, fv,
+                          d_lam, d_gamma, 0.2f, 1e-5f, B, T, H, Hkv, d);
+    cuda_diffattn_backward(gr[0][0], gr[0][1], gr[0][2], gr[0][3], gr[0][4], d_dout, fq, fk, fv,
+                           fp[0][0], fp[0][1], fp[0][2], fp[0][3], d_lam, d_gamma, 0.2f, B, T, H,
+                           Hkv, d);
     set_mode(1);
-    dt_operand *h_out = bf16_out(no);
-    cuda_diffattn_forward(h_out, fp[1][0], fp[1][1], fp[1][2], fp[1][3], d_q, d_k, d_v, d_lam,
+    dt_operand *h_q = cot_operand_dev(q, nq), *h_k = cot_operand_dev(k, nk);
+    dt_operand *h_v = cot_operand_dev(v, nv), *h_out = bf16_out(no);
+    cuda_diffattn_forward(h_out, fp[1][0], fp[1][1], fp[1][2], fp[1][3], h_q, h_k, h_v, d_lam,
                           d_gamma, 0.2f, 1e-5f, B, T, H, Hkv, d);
+    cuda_diffattn_backward(gr[1][0], gr[1][1], gr[1][2], gr[1][3], gr[1][4], d_dout, h_q, h_k,
+                           h_v, fp[1][0], fp[1][1], fp[1][2], fp[1][3], d_lam, d_gamma, 0.2f, B,
+                           T, H, Hkv, d);
 
     printf("-- diffattn (tiled) B=%d T=%d H=%d Hkv=%d d=%d subln=%d\n", B, T, H, Hkv, d, subln);
-    check_rounded("diffattn out", h_out, f_out, no);
+    check_rounded("diffattn out (reads q, k, v)", h_out, f_out, no);
     cot_check_bits_dev("diffattn o1 (fp32)", fp[1][0], fp[0][0], no);
     cot_check_bits_dev("diffattn o2 (fp32)", fp[1][1], fp[0][1], no);
     cot_check_bits_dev("diffattn lse (fp32)", fp[1][2], fp[0][2], nl);
     if (subln) cot_check_bits_dev("diffattn rstd (fp32)", fp[1][3], fp[0][3], nr);
+    cot_check_bits_dev("diffattn dq (reads q, k, v)", gr[1][0], gr[0][0], nq);
+    cot_check_bits_dev("diffattn dk (reads q, k, v)", gr[1][1], gr[0][1], nk);
+    cot_check_bits_dev("diffattn dv (reads q, k, v)", gr[1][2], gr[0][2], nv);
+    cot_check_bits_dev("diffattn dgamma", gr[1][3], gr[0][3], d2);
+    cot_check_bits_dev("diffattn dlambda", gr[1][4], gr[0][4], 1);
 
-    void *dev[] = {d_q, d_k, d_v, d_lam, d_gamma, f_out, h_out};
+    void *dev[] = {f_q, f_k, f_v, d_lam, d_gamma, d_dout, f_out, h_q, h_k, h_v, h_out};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
-    for (int m = 0; m < 2; m++)
+    for (int m = 0; m < 2; m++) {
         for (int i = 0; i < 4; i++) cuda_free(fp[m][i]);
-    free(q), free(k), free(v);
+        for (int i = 0; i < 5; i++) cuda_free(gr[m][i]);
+    }
+    free(q), free(k), free(v), free(dout);
 }
 
 static void test_diffattn(void **state) {
@@ -301,9 +411,10 @@ static void test_diffattn(void **state) {
 int main(void) {
     cut_require_device();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm),   cmocka_unit_test(test_swiglu),
+        cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_swiglu),
+        cmocka_unit_test(test_rope),       cmocka_unit_test(test_matmul_operand),
         cmocka_unit_test(test_head_scale), cmocka_unit_test(test_diffv2),
-        cmocka_unit_test(test_attention), cmocka_unit_test(test_diffattn),
+        cmocka_unit_test(test_attention),  cmocka_unit_test(test_diffattn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,8 @@
  * model/cuda/matmul.cu makes. cublasGemmEx computes C = alpha op(A) op(B) + beta C column-major
  * in fp32 (each element summed over k in order); CUBLAS_COMPUTE_32F_FAST_16BF first rounds the
  * inputs to bf16 (round to nearest even), as the tensor cores see them; A and B may also be bf16
- * (CUDA_R_16BF, both, with CUBLAS_COMPUTE_32F and an fp32 C). beta = 0 never reads C.
+ * (CUDA_R_16BF, both, with CUBLAS_COMPUTE_32F), and then C too: alpha op(A) op(B) + beta C is
+ * formed in fp32 (C widened) and stored rounded to bf16 (nearest even). beta = 0 never reads C.
  * Arguments are validated as cuBLAS does (and the matrices must lie in device memory). */
 #ifndef DT_EMU_CUBLAS_V2_H
 #define DT_EMU_CUBLAS_V2_H
