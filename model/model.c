@@ -410,8 +410,8 @@ static int stage_tokens(dt_model *m, const int32_t *inputs, const int32_t *targe
 static void classifier_forward(dt_model *m, int r0, int n) {
     const dt_backend *be = m->be;
     int D = m->cfg.d_model, V = m->tp.vocab_size;
-    be->matmul_forward(m->logits, dt_operand_at(be, m->final_norm, (size_t)r0 * D), m->params.output,
-                       n, D, V, 0);
+    const dt_operand *xn = dt_operand_at(be, m->final_norm, (size_t)r0 * D);
+    be->matmul_forward(m->logits, xn, m->params.output, n, D, V, 0);
     be->xent_vp_max(m->rowmax + r0, m->logits, n, V);
     tp_max(m, m->rowmax + r0, (size_t)n);
     be->xent_vp_sums(m->xsums + 2 * (size_t)r0, m->logits, m->rowmax + r0, m->targets + r0, n, V);
@@ -493,8 +493,8 @@ dt_status model_argmax_rows(dt_model *m, int32_t *out, const int32_t *rows, int 
     for (int r0 = 0; r0 < n; r0 += chunk) {
         int k = n - r0 < chunk ? n - r0 : chunk;
         for (int j = 0; j < k; j++) {
-            be->matmul_forward(m->logits, dt_operand_at(be, m->final_norm, (size_t)rows[r0 + j] * D),
-                               m->params.output, 1, D, V, 0);
+            const dt_operand *xn = dt_operand_at(be, m->final_norm, (size_t)rows[r0 + j] * D);
+            be->matmul_forward(m->logits, xn, m->params.output, 1, D, V, 0);
             be->copy_to_host(host, m->logits, (size_t)V * sizeof(float));
             /* strict > keeps the first of equal maxima; NaNs never win */
             int arg = -1;

@@ -5,9 +5,9 @@
  *   dw (O, I) += dout^T @ inp               is   dw_cm (I x O) += inp_cm (I x N) . dout_cm^T
  * Outputs are fp32, except cuda_matmul_forward_operand's, a dt_operand: in bf16 mode cuBLAS
  * writes it in bf16 itself (a CUDA_R_16BF C: the fp32 accumulation rounded once to nearest even,
- * no fp32 round trip through memory). fp32 products use CUBLAS_COMPUTE_32F (no TF32). Under train.precision bf16
- * cuBLAS multiplies bf16 operands on the tensor cores with fp32 accumulation and an fp32 result:
- * the activation input `inp` is a dt_operand, already stored in bf16 in that mode
+ * no fp32 round trip through memory). fp32 products use CUBLAS_COMPUTE_32F (no TF32). Under
+ * train.precision bf16 cuBLAS multiplies bf16 operands on the tensor cores with fp32
+ * accumulation: the activation input `inp` is a dt_operand, already stored in bf16 in that mode
  * (operand.cuh), and is read as it is; the weights w and the output gradient dout are fp32 and
  * are rounded to bf16 (round to nearest even) into the CUDA_WS_GEMM workspace first.
  * (CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 buffers, which this replaced, ran TF32 kernels on an

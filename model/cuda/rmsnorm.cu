@@ -9,10 +9,10 @@
 #define RMSNORM_THREADS 256
 
 /* One block per row (grid-stride over rows); the sum of squares is reduced over the block
- * before any thread writes, so out may even equal inp (fp32 mode). With a != NULL (the fused residual), each
- * thread first writes x[i] = a[i] + b[i] for its own columns and reads back only those, so
- * x (= y) may alias a or b; the sums and products then see the same floats, in the same order,
- * as the unfused add and norm. */
+ * before any thread writes, so out may even equal inp (fp32 mode). With a != NULL (the fused
+ * residual), each thread first writes x[i] = a[i] + b[i] for its own columns and reads back
+ * only those, so x (= y) may alias a or b; the sums and products then see the same floats, in
+ * the same order, as the unfused add and norm. */
 template <typename TO>
 __global__ void rmsnorm_forward_kernel(TO *out, float *rstd, float *y, const float *inp,
                                        const float *a, const float *b, const float *weight, int N,

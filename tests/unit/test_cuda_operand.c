@@ -201,7 +201,8 @@ static void test_rope(void **state) {
 static void matmul_operand_case(int N, int I, int O) {
     const size_t ni = (size_t)N * I, no = (size_t)N * O, nw = (size_t)O * I;
     printf("-- matmul_forward_operand N=%d I=%d O=%d\n", N, I, O);
-    float *x = host_rounded(ni, 80 + (unsigned)I, -1.0f, 1.0f), *w = malloc((nw + 1) * sizeof(float));
+    float *x = host_rounded(ni, 80 + (unsigned)I, -1.0f, 1.0f);
+    float *w = malloc((nw + 1) * sizeof(float));
     cut_fill(w, nw, 81, -1.0f, 1.0f);
     float *d_w = cot_dev(w, nw), *f_x = cot_dev(x, ni), *f_ref = cot_dev_nan(no);
     float *f_op = cot_dev_nan(no), *h_ref = cot_dev_nan(no);
