@@ -11,12 +11,14 @@
  * - A dt_operand pointer is an activation of the forward that feeds the tensor-core ops: a
  *   matrix product's input (the norms' outputs, the attention's output, the SwiGLU output), the
  *   attention's q, k and v, and the products' outputs that only element-wise ops read (SwiGLU's
- *   gate and up). Its elements are operand_bytes wide: fp32 (4), or bf16 (2: the high half of
- *   the fp32 value rounded to nearest even) where the backend computes in bf16 and stores these
- *   activations so, which halves their memory and traffic and spares the products and the fused
- *   attention a rounding copy. Ops read them into fp32 and compute in fp32; gradients, the
- *   residual stream, norms' statistics, logits and lse stay fp32. The type is opaque so that
- *   such a buffer is never read as floats by mistake; dt_operand_at offsets into one.
+ *   gate and up); or a gradient that only products read (SwiGLU's dg and du, the output
+ *   gradients of the gate and up products: matmul_backward_operand). Its elements are
+ *   operand_bytes wide: fp32 (4), or bf16 (2: the high half of the fp32 value rounded to
+ *   nearest even) where the backend computes in bf16 and stores these activations so, which
+ *   halves their memory and traffic and spares the products and the fused attention a rounding
+ *   copy. Ops read them into fp32 and compute in fp32; the other gradients, the residual
+ *   stream, norms' statistics, logits and lse stay fp32. The type is opaque so that such a
+ *   buffer is never read as floats by mistake; dt_operand_at offsets into one.
  * - Weight gradients (d<weight>) are ACCUMULATED (+=), so micro-batches add up.
  * - Activation gradients are OVERWRITTEN unless the op says "accumulates" (the residual stream's
  *   gradient is accumulated by rmsnorm_backward and residual-adds).
@@ -76,6 +78,11 @@ struct dt_backend {
      * accumulate_dinp != 0); dw (O, I) += dout^T @ inp (skipped when dw is NULL). */
     void (*matmul_backward)(float *dinp, float *dw, const float *dout, const dt_operand *inp,
                             const float *w, int N, int I, int O, int accumulate_dinp);
+    /* The same with dout (N, O) an operand (an output gradient stored as one: SwiGLU's dg, du),
+     * read as it is: in bf16 mode the products read dout in bf16 anyway, so no rounding copy. */
+    void (*matmul_backward_operand)(float *dinp, float *dw, const dt_operand *dout,
+                                    const dt_operand *inp, const float *w, int N, int I, int O,
+                                    int accumulate_dinp);
     /* out[i] = a[i] + b[i] (out may alias a or b). */
     void (*add)(float *out, const float *a, const float *b, size_t n);
     /* x[i] *= s */
@@ -129,7 +136,9 @@ struct dt_backend {
 
     /* ---- SwiGLU gate: h = silu(g) * u, elementwise over n ---- */
     void (*swiglu_forward)(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t n);
-    void (*swiglu_backward)(float *dg, float *du, const float *dh, const dt_operand *g,
+    /* dg, du (n) are operands (read only by the gate and up products' backwards): fp32 math,
+     * each gradient rounded once as it is stored, as a product writing an operand rounds. */
+    void (*swiglu_backward)(dt_operand *dg, dt_operand *du, const float *dh, const dt_operand *g,
                             const dt_operand *u, size_t n);
 
     /* ---- cross-entropy over rows of V logits ----

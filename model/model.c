@@ -130,8 +130,8 @@ static void carve_acts(dt_model *m, carver *c) {
     m->dres = carve(c, N * D);
     m->dnormed = carve(c, N * D);
     m->dwide = carve(c, N * (F > (size_t)a.A ? F : (size_t)a.A));
-    m->dgate = carve(c, N * F);
-    m->dup = carve(c, N * F);
+    m->dgate = carve_operand(c, N * F);
+    m->dup = carve_operand(c, N * F);
     m->dq = carve(c, N * a.q);
     m->dk = carve(c, N * a.k);
     m->dv = carve(c, N * a.v);
@@ -535,8 +535,11 @@ static void ffn_block_backward(dt_model *m, int l) {
     /* dres holds the gradient of this layer's output x_out = y + ffn(y), whole on every rank */
     be->matmul_backward(m->dwide, g->w_down, m->dres, x->hidden, w->w_down, N, F, D, 0);
     be->swiglu_backward(m->dgate, m->dup, m->dwide, x->gate, x->up, (size_t)N * F);
-    be->matmul_backward(m->dnormed, g->w_gate, m->dgate, x->ffn_in, w->w_gate, N, D, F, 0);
-    be->matmul_backward(m->dnormed, g->w_up, m->dup, x->ffn_in, w->w_up, N, D, F, 1);
+    /* dgate and dup are operands: in bf16 mode stored rounded once by the SwiGLU backward and
+     * read by the products as they are (no fp32 write, no rounding copy) */
+    be->matmul_backward_operand(m->dnormed, g->w_gate, m->dgate, x->ffn_in, w->w_gate, N, D, F,
+                                0);
+    be->matmul_backward_operand(m->dnormed, g->w_up, m->dup, x->ffn_in, w->w_up, N, D, F, 1);
     /* each rank's share of the FFN contributes part of the norm output's gradient; once it is
      * summed, the norm's backward (and its weight gradient) is the same on every rank */
     tp_sum(m, m->dnormed, (size_t)N * D);

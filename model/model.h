@@ -101,8 +101,8 @@ typedef struct dt_model {
     float *dres;      /* (N, D) gradient of the residual stream */
     float *dnormed;   /* (N, D) gradient of a norm's output (final, ffn or attention norm) */
     float *dwide;     /* (N, max(F, A)) gradient of hidden or of the attention output */
-    float *dgate;     /* (N, F) */
-    float *dup;       /* (N, F) */
+    dt_operand *dgate; /* (N, F) operand: SwiGLU's backward writes it, the gate product reads it */
+    dt_operand *dup;   /* (N, F) operand: as dgate, for the up product */
     float *dq;        /* (N, Hq*d) */
     float *dk;        /* (N, Hk*d) */
     float *dv;        /* (N, Hkv*dv) */

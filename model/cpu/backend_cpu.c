@@ -16,6 +16,11 @@ static void matmul_backward(float *dinp, float *dw, const float *dout, const dt_
                             const float *w, int N, int I, int O, int accumulate_dinp) {
     cpu_matmul_backward(dinp, dw, dout, CF(inp), w, N, I, O, accumulate_dinp);
 }
+static void matmul_backward_operand(float *dinp, float *dw, const dt_operand *dout,
+                                    const dt_operand *inp, const float *w, int N, int I, int O,
+                                    int accumulate_dinp) {
+    cpu_matmul_backward(dinp, dw, CF(dout), CF(inp), w, N, I, O, accumulate_dinp);
+}
 static void matmul_forward_operand(dt_operand *out, const dt_operand *inp, const float *w, int N,
                                    int I, int O) {
     cpu_matmul_forward(F(out), CF(inp), w, N, I, O, 0);
@@ -36,9 +41,9 @@ static void residual_rmsnorm_forward(float *y, dt_operand *out, float *rstd, con
 static void swiglu_forward(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t n) {
     cpu_swiglu_forward(F(h), CF(g), CF(u), n);
 }
-static void swiglu_backward(float *dg, float *du, const float *dh, const dt_operand *g,
+static void swiglu_backward(dt_operand *dg, dt_operand *du, const float *dh, const dt_operand *g,
                             const dt_operand *u, size_t n) {
-    cpu_swiglu_backward(dg, du, dh, CF(g), CF(u), n);
+    cpu_swiglu_backward(F(dg), F(du), dh, CF(g), CF(u), n);
 }
 static void attention_forward(dt_operand *out, float *lse, const dt_operand *q,
                               const dt_operand *k, const dt_operand *v, int B, int T, int Hq,
@@ -104,6 +109,7 @@ static const dt_backend cpu_backend = {
 
     .matmul_forward = matmul_forward,
     .matmul_backward = matmul_backward,
+    .matmul_backward_operand = matmul_backward_operand,
     .matmul_forward_operand = matmul_forward_operand,
     .add = cpu_add,
     .scale = cpu_scale,

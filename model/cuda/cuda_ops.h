@@ -63,6 +63,7 @@ unsigned long long cuda_staging_wait_count(void);
 void cuda_matmul_forward(float *out, const dt_operand *inp, const float *w, int N, int I, int O, int accumulate);
 void cuda_matmul_forward_operand(dt_operand *out, const dt_operand *inp, const float *w, int N, int I, int O);
 void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const dt_operand *inp, const float *w, int N, int I, int O, int accumulate_dinp);
+void cuda_matmul_backward_operand(float *dinp, float *dw, const dt_operand *dout, const dt_operand *inp, const float *w, int N, int I, int O, int accumulate_dinp);
 void cuda_add(float *out, const float *a, const float *b, size_t n);
 void cuda_scale(float *x, float s, size_t n);
 double cuda_sumsq(const float *x, size_t n);
@@ -81,7 +82,7 @@ void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const
 void cuda_rope_forward(dt_operand *out, const dt_operand *inp, int B, int T, int n_heads, int d, float theta, int pos0);
 void cuda_rope_backward(float *dinp, const float *dout, int B, int T, int n_heads, int d, float theta, int pos0);
 void cuda_swiglu_forward(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t n);
-void cuda_swiglu_backward(float *dg, float *du, const float *dh, const dt_operand *g, const dt_operand *u, size_t n);
+void cuda_swiglu_backward(dt_operand *dg, dt_operand *du, const float *dh, const dt_operand *g, const dt_operand *u, size_t n);
 
 /* ---- cross-entropy ---- */
 void cuda_xent_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);

@@ -9,7 +9,8 @@
  * train.precision bf16 cuBLAS multiplies bf16 operands on the tensor cores with fp32
  * accumulation: the activation input `inp` is a dt_operand, already stored in bf16 in that mode
  * (operand.cuh), and is read as it is; the weights w and the output gradient dout are fp32 and
- * are rounded to bf16 (round to nearest even) into the CUDA_WS_GEMM workspace first.
+ * are rounded to bf16 (round to nearest even) into the CUDA_WS_GEMM workspace first, except
+ * cuda_matmul_backward_operand's dout, an operand (SwiGLU's dg, du) read as it is too.
  * (CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 buffers, which this replaced, ran TF32 kernels on an
  * H100: half the bf16 rate, and not the rounding it names.) Those copies cost a read of each
  * operand and a write of half its size, at memory bandwidth; with the activations' copies they
@@ -155,18 +156,38 @@ void cuda_matmul_forward_operand(dt_operand *out, const dt_operand *inp, const f
            g_bf16 ? CUDA_R_16BF : CUDA_R_32F, O);
 }
 
-void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const dt_operand *inp,
-                          const float *w, int N, int I, int O, int accumulate_dinp) {
-    const void *W = w, *X = inp, *DY = dout;
+/* The backward's two products. dout is DY as the products read it (fp32, or a bf16 operand in
+ * bf16 mode), or, when dout_f32 is not NULL, that fp32 dout's bf16 copy in bf16 mode. In bf16
+ * mode the dinp product also reads a bf16 copy of w; both copies come from one
+ * to_bf16_operands call, as they share its workspace. */
+static void backward_products(float *dinp, float *dw, const float *dout_f32, const void *DY,
+                              const dt_operand *inp, const float *w, int N, int I, int O,
+                              int accumulate_dinp) {
+    const void *W = w;
     if (g_bf16 && N > 0 && O > 0 && I > 0) {
         uint16_t *c[2];
-        const float *x[2] = {dout, dinp ? w : NULL};
-        const size_t n[2] = {span(O, N, O), span(I, O, I)};
+        const float *x[2] = {dout_f32, dinp ? w : NULL};
+        const size_t n[2] = {dout_f32 ? span(O, N, O) : 0, dinp ? span(I, O, I) : 0};
         to_bf16_operands(c, x, n, 2);
-        DY = c[0], W = c[1];
+        if (dout_f32) DY = c[0];
+        if (dinp) W = c[1];
     }
     if (dinp)
         gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, DY, O, accumulate_dinp ? 1.0f : 0.0f,
              dinp, I);
-    if (dw) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, X, I, DY, O, 1.0f, dw, I);
+    if (dw) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, inp, I, DY, O, 1.0f, dw, I);
+}
+
+void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const dt_operand *inp,
+                          const float *w, int N, int I, int O, int accumulate_dinp) {
+    backward_products(dinp, dw, dout, dout, inp, w, N, I, O, accumulate_dinp);
+}
+
+/* The same with dout an operand: in bf16 mode it is already the bf16 that the products read
+ * (the rounding cuda_matmul_backward makes of an fp32 dout), so no copy of it is made; in fp32
+ * mode it is the fp32 dout itself. */
+void cuda_matmul_backward_operand(float *dinp, float *dw, const dt_operand *dout,
+                                  const dt_operand *inp, const float *w, int N, int I, int O,
+                                  int accumulate_dinp) {
+    backward_products(dinp, dw, NULL, dout, inp, w, N, I, O, accumulate_dinp);
 }

@@ -1,7 +1,8 @@
 /* SwiGLU gate on the CUDA backend: h = silu(g) * u = g * sigmoid(g) * u, elementwise (the CPU
  * oracle is model/cpu/swiglu.c, whose expressions are mirrored term by term). h, g and u are
  * dt_operands (operand.cuh): g and u are read widened, the math is fp32, and h is in bf16 mode
- * the same fp32 value rounded as stored; the gradients dg, du, dh are fp32. */
+ * the same fp32 value rounded as stored. Of the gradients, dh is fp32 and dg, du are operands
+ * too (only the gate and up products' backwards read them), rounded the same way as stored. */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
 #include "model/cuda/operand.cuh"
@@ -36,22 +37,24 @@ template <typename TX> static void swiglu_forward_launch(TX *h, const TX *g, con
 }
 
 /* d silu(x)/dx = s (1 + x (1 - s)), s = sigmoid(x). Inputs are read into locals before any
- * write, so dg or du may alias dh (or, in fp32 mode, g or u) elementwise (no __restrict__). */
+ * write, so dg or du may alias g or u elementwise (same element type; no __restrict__), or in
+ * fp32 mode dh. dg and du are of the operand type TX: the fp32 values fp32 mode stores, rounded
+ * by the store in bf16 mode. */
 template <typename TX>
-__global__ void swiglu_backward_kernel(float *dg, float *du, const float *dh, const TX *g,
-                                       const TX *u, size_t n) {
+__global__ void swiglu_backward_kernel(TX *dg, TX *du, const float *dh, const TX *g, const TX *u,
+                                       size_t n) {
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         float x = operand_load(g, i), up = operand_load(u, i), d = dh[i];
         float s = swiglu_sigmoid(x);
-        dg[i] = d * up * s * (1.0f + x * (1.0f - s));
-        du[i] = d * x * s;
+        operand_store(dg, i, d * up * s * (1.0f + x * (1.0f - s)));
+        operand_store(du, i, d * x * s);
     }
 }
 
 template <typename TX>
-static void swiglu_backward_launch(float *dg, float *du, const float *dh, const TX *g,
-                                   const TX *u, size_t n) {
+static void swiglu_backward_launch(TX *dg, TX *du, const float *dh, const TX *g, const TX *u,
+                                   size_t n) {
     auto kernel = swiglu_backward_kernel<TX>;
     kernel<<<swiglu_blocks(n), SWIGLU_THREADS, 0, cuda_stream()>>>(dg, du, dh, g, u, n);
     CUDA_LAUNCH_CHECK();
@@ -67,11 +70,13 @@ extern "C" void cuda_swiglu_forward(dt_operand *h, const dt_operand *g, const dt
         swiglu_forward_launch((float *)h, (const float *)g, (const float *)u, n);
 }
 
-extern "C" void cuda_swiglu_backward(float *dg, float *du, const float *dh, const dt_operand *g,
-                                     const dt_operand *u, size_t n) {
+extern "C" void cuda_swiglu_backward(dt_operand *dg, dt_operand *du, const float *dh,
+                                     const dt_operand *g, const dt_operand *u, size_t n) {
     if (n == 0) return;
     if (cuda_operand_bf16())
-        swiglu_backward_launch(dg, du, dh, (const operand_bf16 *)g, (const operand_bf16 *)u, n);
+        swiglu_backward_launch((operand_bf16 *)dg, (operand_bf16 *)du, dh,
+                               (const operand_bf16 *)g, (const operand_bf16 *)u, n);
     else
-        swiglu_backward_launch(dg, du, dh, (const float *)g, (const float *)u, n);
+        swiglu_backward_launch((float *)dg, (float *)du, dh, (const float *)g, (const float *)u,
+                               n);
 }

@@ -189,13 +189,14 @@ static void test_swiglu(void **state) {
         cot_check("swiglu h", d_h, h, n, SWIGLU_ATOL, SWIGLU_RTOL);
 
         cpu_swiglu_backward(dg, du, dh, g, u, n);
-        cuda_swiglu_backward(d_dg, d_du, d_dh, (const dt_operand *)d_g, (const dt_operand *)d_u,
-                             n);
+        cuda_swiglu_backward((dt_operand *)d_dg, (dt_operand *)d_du, d_dh, (const dt_operand *)d_g,
+                             (const dt_operand *)d_u, n);
         cot_check("swiglu dg", d_dg, dg, n, SWIGLU_ATOL, SWIGLU_RTOL);
         cot_check("swiglu du", d_du, du, n, SWIGLU_ATOL, SWIGLU_RTOL);
 
         /* in place: dg over g, du over u (elementwise read-before-write) */
-        cuda_swiglu_backward(d_g, d_u, d_dh, (const dt_operand *)d_g, (const dt_operand *)d_u, n);
+        cuda_swiglu_backward((dt_operand *)d_g, (dt_operand *)d_u, d_dh, (const dt_operand *)d_g,
+                             (const dt_operand *)d_u, n);
         cot_check_bits_dev("swiglu dg in place", d_g, d_dg, n);
         cot_check_bits_dev("swiglu du in place", d_u, d_du, n);
 

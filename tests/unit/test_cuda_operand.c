@@ -4,9 +4,10 @@
  * bf16 mode, on bf16 operands, the bits fp32 mode gives on the same values widened to fp32. The
  * same kernels compute both (templated on the element type, fp32 math), so both checks are bit
  * for bit:
- *   writers: rmsnorm, residual rmsnorm (y and rstd too), swiglu, head_scale, the diffv2 combine,
- *     rope (in place, as the model rotates q and k, and out of place), the tiled attention and
- *     DIFF V1 forward (their fp32 outputs lse, o1, o2, rstd too);
+ *   writers: rmsnorm, residual rmsnorm (y and rstd too), swiglu forward (h) and backward (dg,
+ *     du; also in place over g and u), head_scale, the diffv2 combine, rope (in place, as the
+ *     model rotates q and k, and out of place), the tiled attention and DIFF V1 forward (their
+ *     fp32 outputs lse, o1, o2, rstd too);
  *   readers: swiglu forward and backward (g, u), rope (its inp), head_scale_forward (its inp),
  *     head_scale_backward, the diffv2 combine forward and backward, the tiled attention forward
  *     and backward (q, k, v; out, read by the delta) and the tiled DIFF V1 forward and backward
@@ -15,7 +16,9 @@
  * differ; test_cuda_matmul checks them against the CPU oracle on rounded inputs. What is checked
  * here is matmul_forward_operand: in fp32 mode the bits of matmul_forward; in bf16 mode, where
  * cuBLAS writes C in bf16 from its fp32 accumulation, the rounding of matmul_forward's fp32
- * result in the same mode (the same bf16 inputs and accumulation).
+ * result in the same mode (the same bf16 inputs and accumulation); and matmul_backward_operand
+ * (dout an operand): in fp32 mode the bits of matmul_backward; in bf16 mode, on a bf16 dout, the
+ * bits of matmul_backward given that dout widened, which it rounds back to the same bf16.
  * A bf16 output is 2 bytes an element: it sits in a buffer of n + GUARD elements whose last
  * GUARD carry a pattern that must survive (an op storing 4-byte elements overwrites it), and
  * its n elements start as NaN. Inputs that an op reads as operands are rounded to bf16 first,
@@ -136,7 +139,8 @@ static void test_rmsnorm(void **state) {
     rmsnorm_case(5, 257, 1); /* odd row length: odd bf16 offsets */
 }
 
-/* swiglu forward (writes h, reads g and u) and backward (reads g and u): g, u operands */
+/* swiglu forward (writes h, reads g and u) and backward (writes dg and du, reads g and u): all
+ * operands but dh; the backward also in place, dg over g and du over u */
 static void test_swiglu(void **state) {
     (void)state;
     const size_t sizes[] = {1, 1001};
@@ -150,20 +154,24 @@ static void test_swiglu(void **state) {
             g[0] = -100.0f, g[1] = 100.0f, g[2] = 0.0f, g[3] = cut_bf16_round(-1.2785f);
         float *d_dh = cot_dev(dh, n), *f_g = cot_dev(g, n), *f_u = cot_dev(u, n);
         float *f_h = cot_dev_nan(n), *f_dg = cot_dev_nan(n), *f_du = cot_dev_nan(n);
-        float *h_dg = cot_dev_nan(n), *h_du = cot_dev_nan(n);
         set_mode(0);
         cuda_swiglu_forward((dt_operand *)f_h, (const dt_operand *)f_g, (const dt_operand *)f_u,
                             n);
-        cuda_swiglu_backward(f_dg, f_du, d_dh, (const dt_operand *)f_g, (const dt_operand *)f_u,
-                             n);
+        cuda_swiglu_backward((dt_operand *)f_dg, (dt_operand *)f_du, d_dh,
+                             (const dt_operand *)f_g, (const dt_operand *)f_u, n);
         set_mode(1);
         dt_operand *h_g = cot_operand_dev(g, n), *h_u = cot_operand_dev(u, n), *h_h = bf16_out(n);
+        dt_operand *h_dg = bf16_out(n), *h_du = bf16_out(n);
+        dt_operand *h_gi = bf16_in(g, n), *h_ui = bf16_in(u, n); /* overwritten in place */
         cuda_swiglu_forward(h_h, h_g, h_u, n);
         cuda_swiglu_backward(h_dg, h_du, d_dh, h_g, h_u, n);
+        cuda_swiglu_backward(h_gi, h_ui, d_dh, h_gi, h_ui, n);
         check_rounded("swiglu h", h_h, f_h, n);
-        cot_check_bits_dev("swiglu dg (reads g, u)", h_dg, f_dg, n);
-        cot_check_bits_dev("swiglu du (reads g, u)", h_du, f_du, n);
-        void *dev[] = {d_dh, f_g, f_u, f_h, f_dg, f_du, h_dg, h_du, h_g, h_u, h_h};
+        check_rounded("swiglu dg (reads g, u)", h_dg, f_dg, n);
+        check_rounded("swiglu du (reads g, u)", h_du, f_du, n);
+        check_rounded("swiglu dg in place over g", h_gi, f_dg, n);
+        check_rounded("swiglu du in place over u", h_ui, f_du, n);
+        void *dev[] = {d_dh, f_g, f_u, f_h, f_dg, f_du, h_dg, h_du, h_g, h_u, h_h, h_gi, h_ui};
         for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
         free(g), free(u), free(dh);
     }
@@ -226,6 +234,68 @@ static void test_matmul_operand(void **state) {
     matmul_operand_case(37, 64, 51); /* odd O: bf16 rows at odd offsets */
     matmul_operand_case(130, 96, 192);
     matmul_operand_case(3, 0, 5); /* no inner dimension: zeros, 2 bytes an element */
+}
+
+/* One mode's matmul_backward (fp32 dout d_dout) and matmul_backward_operand (operand dout o_dout,
+ * the same values) on the same inp and w, each into its own dinp and dw: overwriting dinp with
+ * dw accumulating from dw0, accumulating dinp from dinp0, and dw alone (no dinp, so in bf16 mode
+ * no copy of w either); the two results compared bit for bit. */
+static void matmul_backward_pair(const char *mode, const float *d_dout, const dt_operand *o_dout,
+                                 const dt_operand *inp, const float *d_w, const float *dinp0,
+                                 const float *dw0, int N, int I, int O) {
+    const size_t ni = (size_t)N * I, nw = (size_t)O * I;
+    float *r[4], *o[4]; /* [dinp, dw, dinp accumulated, dw alone] of the reference, the operand */
+    for (int k = 0; k < 2; k++) {
+        float **b = k ? o : r;
+        b[0] = cot_dev_nan(ni), b[1] = cot_dev(dw0, nw), b[2] = cot_dev(dinp0, ni);
+        b[3] = cot_dev(dw0, nw);
+    }
+    cuda_matmul_backward(r[0], r[1], d_dout, inp, d_w, N, I, O, 0);
+    cuda_matmul_backward(r[2], NULL, d_dout, inp, d_w, N, I, O, 1);
+    cuda_matmul_backward(NULL, r[3], d_dout, inp, d_w, N, I, O, 0);
+    cuda_matmul_backward_operand(o[0], o[1], o_dout, inp, d_w, N, I, O, 0);
+    cuda_matmul_backward_operand(o[2], NULL, o_dout, inp, d_w, N, I, O, 1);
+    cuda_matmul_backward_operand(NULL, o[3], o_dout, inp, d_w, N, I, O, 0);
+    const char *what[4] = {"dinp", "dw (accumulated)", "dinp (accumulated)", "dw (no dinp)"};
+    const size_t n[4] = {ni, nw, ni, nw};
+    for (int i = 0; i < 4; i++) {
+        char label[80];
+        snprintf(label, sizeof label, "bwd operand %s, %s", what[i], mode);
+        cot_check_bits_dev(label, o[i], r[i], n[i]);
+        cuda_free(r[i]), cuda_free(o[i]);
+    }
+}
+
+/* matmul_backward_operand against matmul_backward in the same mode: dout rounded to bf16, so
+ * that matmul_backward's own bf16 copy of it (bf16 mode) holds the operand's very bits */
+static void matmul_backward_operand_case(int N, int I, int O) {
+    const size_t ni = (size_t)N * I, no = (size_t)N * O, nw = (size_t)O * I;
+    printf("-- matmul_backward_operand N=%d I=%d O=%d\n", N, I, O);
+    float *x = host_rounded(ni, 90 + (unsigned)I, -1.0f, 1.0f);
+    float *dout = host_rounded(no, 91 + (unsigned)O, -1.0f, 1.0f);
+    float *w = malloc((nw + 1) * sizeof(float)), *dinp0 = malloc((ni + 1) * sizeof(float));
+    float *dw0 = malloc((nw + 1) * sizeof(float));
+    cut_fill(w, nw, 92, -1.0f, 1.0f);
+    cut_fill(dinp0, ni, 93, -1.0f, 1.0f); /* nonzero: dinp accumulates */
+    cut_fill(dw0, nw, 94, -1.0f, 1.0f);   /* nonzero: dw accumulates */
+    float *d_w = cot_dev(w, nw), *f_x = cot_dev(x, ni), *f_dout = cot_dev(dout, no);
+    set_mode(0); /* the operand dout is the fp32 dout itself */
+    matmul_backward_pair("fp32", f_dout, (const dt_operand *)f_dout,
+                         (const dt_operand *)f_x, d_w, dinp0, dw0, N, I, O);
+    set_mode(1); /* a bf16 dout (2 bytes an element) against the widened one, rounded back */
+    dt_operand *h_x = cot_operand_dev(x, ni), *h_dout = cot_operand_dev(dout, no);
+    matmul_backward_pair("bf16", f_dout, h_dout, h_x, d_w, dinp0, dw0, N, I, O);
+    void *dev[] = {d_w, f_x, f_dout, h_x, h_dout};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(x), free(dout), free(w), free(dinp0), free(dw0);
+}
+
+static void test_matmul_backward_operand(void **state) {
+    (void)state;
+    matmul_backward_operand_case(1, 1, 1);
+    matmul_backward_operand_case(37, 64, 51); /* odd O: dout's bf16 rows at odd offsets */
+    matmul_backward_operand_case(130, 96, 192);
+    matmul_backward_operand_case(3, 5, 0); /* no inner dimension for dinp: zeros, or kept */
 }
 
 /* head_scale forward and backward: inp an operand (rounded values in both modes) */
@@ -416,6 +486,7 @@ int main(void) {
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_matmul_operand),
         cmocka_unit_test(test_head_scale), cmocka_unit_test(test_diffv2),
         cmocka_unit_test(test_attention),  cmocka_unit_test(test_diffattn),
+        cmocka_unit_test(test_matmul_backward_operand),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
