@@ -16,11 +16,13 @@
  * train.precision bf16 runs the matrix products on bf16 tensor cores with fp32 accumulation, and
  * stores the forward's operand activations (model/backend.h: dt_operand: the norms' outputs, q,
  * k, v, the attention's output, gate, up and the SwiGLU output) in bf16, 2 bytes an element;
- * everything else, the residual stream, gradients, weights and optimizer state included, stays
- * fp32 (the products round the weights and the output gradients to bf16 copies as they read
+ * so are the gate and up gradients of the FFN's backward (read only by products); everything
+ * else, the residual stream, the other gradients, weights and optimizer state included, stays
+ * fp32 (the products round the weights and those output gradients to bf16 copies as they read
  * them).
  * Not counted: backend workspaces (cuBLAS, NCCL buffers; under bf16 the CUDA backend's bf16
- * copies of each product's weight and output gradient and of the fused attention's inputs), the
+ * copies of each product's weight and fp32 output gradient and of the baseline attention's
+ * output gradient), the
  * data loader's host buffers, checkpoint staging and allocator fragmentation; keep a margin
  * below the device's memory. */
 #ifndef DT_PLAN_H
