@@ -22,9 +22,8 @@
  * them).
  * Not counted: backend workspaces (cuBLAS, NCCL buffers; under bf16 the CUDA backend's bf16
  * copies of each product's weight and fp32 output gradient and of the baseline attention's
- * output gradient), the
- * data loader's host buffers, checkpoint staging and allocator fragmentation; keep a margin
- * below the device's memory. */
+ * output gradient), the data loader's host buffers, checkpoint staging and allocator
+ * fragmentation; keep a margin below the device's memory. */
 #ifndef DT_PLAN_H
 #define DT_PLAN_H
 
