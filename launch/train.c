@@ -143,7 +143,7 @@ static dt_status train_step(trainer *t, int step, dt_step_metrics *out) {
     zero_begin_step(&t->zero);
     for (int k = 0; k < t->grad_accum; k++) {
         DT_TRY(load_micro_batch(t, &t->train_data, first + (uint64_t)k * tc->micro_batch));
-        step_forward(&t->step, m, t->inputs, t->targets);
+        step_forward(&t->step, m, t->inputs, t->targets, dloss);
         /* ZeRO 2 reduces every micro-batch's gradients into its shard, 0 and 1 the step's sum */
         DT_TRY(backward_and_reduce(t, dloss, t->zero.stage == 2 || k + 1 == t->grad_accum));
     }

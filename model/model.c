@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/alloc.h"
@@ -420,9 +421,26 @@ static void classifier_forward(dt_model *m, int r0, int n) {
                        m->targets + r0, n);
 }
 
+/* The classifier's backward of rows [r0, r0 + n): dlogits = dloss (softmax - onehot) in place of
+ * the logits, then the rows of dnormed (overwritten; their sum over the TP group comes later) and
+ * the output weight's gradient (accumulated). logits_ready: m->logits holds those rows' logits
+ * (the training forward's chunk, just computed), else they are recomputed from final_norm. */
+static void classifier_backward(dt_model *m, int r0, int n, float dloss, int logits_ready) {
+    const dt_backend *be = m->be;
+    int D = m->cfg.d_model, V = m->tp.vocab_size;
+    const dt_operand *xn = dt_operand_at(be, m->final_norm, (size_t)r0 * D);
+    if (!logits_ready) be->matmul_forward(m->logits, xn, m->params.output, n, D, V, 0);
+    be->xent_backward(m->logits, m->logits, m->lse + r0, m->targets + r0, dloss, n, V);
+    be->matmul_backward(m->dnormed + (size_t)r0 * D, m->grads.output, m->logits, xn,
+                        m->params.output, n, D, V, 0);
+}
+
 /* The forward from the uploaded inputs to the final norm, then with targets the per-row losses:
- * everything both forwards queue on the backend. */
-static void forward_queue(dt_model *m, const int32_t *inputs, const int32_t *targets) {
+ * everything both forwards queue on the backend. With dloss_scale (the training forward), each
+ * chunk of logits also gets its backward at once (classifier_backward), so the logits are
+ * computed once per step rather than again by model_backward. */
+static void forward_queue(dt_model *m, const int32_t *inputs, const int32_t *targets,
+                          const float *dloss_scale) {
     const dt_backend *be = m->be;
     const dt_model_config *c = &m->cfg;
     int N = m->B * m->T, D = c->d_model;
@@ -440,14 +458,23 @@ static void forward_queue(dt_model *m, const int32_t *inputs, const int32_t *tar
     if (c->n_layers == 0)
         be->rmsnorm_forward(m->final_norm, m->final_rstd, m->x_final, m->params.norm, N, D,
                             (float)c->norm_eps);
+    m->classifier_done = 0;
     if (!targets) return;
-    for (int r0 = 0; r0 < N; r0 += m->logits_chunk)
-        classifier_forward(m, r0, N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk);
+    for (int r0 = 0; r0 < N; r0 += m->logits_chunk) {
+        int n = N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk;
+        classifier_forward(m, r0, n);
+        if (dloss_scale && m->n_targets > 0)
+            classifier_backward(m, r0, n, *dloss_scale / (float)m->n_targets, 1);
+    }
+    if (dloss_scale) {
+        m->classifier_done = 1;
+        m->classifier_dloss_scale = *dloss_scale;
+    }
 }
 
 float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) {
     int N = m->B * m->T;
-    forward_queue(m, inputs, targets);
+    forward_queue(m, inputs, targets, NULL);
     m->last_loss = 0;
     if (!targets) return 0;
     /* the mean is taken on the host in double, in row order, so it does not depend on threads */
@@ -462,8 +489,8 @@ float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) 
 }
 
 void model_forward_train(dt_model *m, const int32_t *inputs, const int32_t *targets,
-                         double *loss_acc) {
-    forward_queue(m, inputs, targets);
+                         double *loss_acc, float dloss_scale) {
+    forward_queue(m, inputs, targets, &dloss_scale);
     m->last_loss = NAN;
     if (targets) m->be->loss_accumulate(loss_acc, m->losses, m->B * m->T, m->n_targets);
 }
@@ -633,7 +660,15 @@ void model_set_grad_ready_hook(dt_model *m, dt_grad_ready_fn fn, void *ctx) {
 void model_backward(dt_model *m, float dloss_scale) {
     const dt_backend *be = m->be;
     const dt_model_config *c = &m->cfg;
-    int N = m->B * m->T, D = c->d_model, V = m->tp.vocab_size;
+    int N = m->B * m->T, D = c->d_model;
+    const int classifier_done = m->classifier_done;
+    m->classifier_done = 0;
+    if (classifier_done && dloss_scale != m->classifier_dloss_scale) {
+        /* the training forward already added the classifier's gradients at its scale */
+        dt_error("model_backward: dloss_scale %g, but model_forward_train was given %g",
+                 (double)dloss_scale, (double)m->classifier_dloss_scale);
+        abort();
+    }
     if (m->n_targets == 0) {
         /* no targets: the loss is a constant 0 and the gradients are already complete; the hook
          * still hears of every range, since other data-parallel ranks may have targets and wait
@@ -645,15 +680,10 @@ void model_backward(dt_model *m, float dloss_scale) {
     }
     float dloss = dloss_scale / (float)m->n_targets;
 
-    /* classifier: logits are recomputed chunk by chunk rather than kept for all rows */
-    for (int r0 = 0; r0 < N; r0 += m->logits_chunk) {
-        int n = N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk;
-        const dt_operand *xn = dt_operand_at(be, m->final_norm, (size_t)r0 * D);
-        be->matmul_forward(m->logits, xn, m->params.output, n, D, V, 0);
-        be->xent_backward(m->logits, m->logits, m->lse + r0, m->targets + r0, dloss, n, V);
-        be->matmul_backward(m->dnormed + (size_t)r0 * D, m->grads.output, m->logits, xn,
-                            m->params.output, n, D, V, 0);
-    }
+    /* classifier: after model_forward, logits are recomputed chunk by chunk rather than kept
+     * for all rows; model_forward_train did this part already */
+    for (int r0 = 0; !classifier_done && r0 < N; r0 += m->logits_chunk)
+        classifier_backward(m, r0, N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk, dloss, 0);
     tp_sum(m, m->dnormed, (size_t)N * D); /* each vocabulary slice's share of the gradient */
     be->memset_zero(m->dres, (size_t)N * D * sizeof(float));
     be->rmsnorm_backward(m->dres, m->grads.norm, m->dnormed, m->x_final, m->params.norm,

@@ -121,6 +121,8 @@ typedef struct dt_model {
     float last_loss; /* mean loss of the last model_forward over non-ignored targets (NaN after
                         model_forward_train: its loss stays in backend memory) */
     int n_targets;   /* targets >= 0 in the last forward */
+    int classifier_done;          /* the last forward was model_forward_train: */
+    float classifier_dloss_scale; /* it ran the classifier's backward at this scale */
 
     dt_grad_ready_fn grad_ready; /* NULL: no hook (model_set_grad_ready_hook) */
     void *grad_ready_ctx;
@@ -158,9 +160,13 @@ float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets);
  * into *loss_acc (one double in backend memory, backend op loss_accumulate: the same value
  * model_forward would return, as a double) instead of being returned, and nothing waits for
  * the backend: the token ids go up through the staging buffers, whose reuse waits only for
- * their own earlier upload. The caller reads *loss_acc once, after the last micro-batch. */
+ * their own earlier upload. The caller reads *loss_acc once, after the last micro-batch.
+ * It also runs the classifier's part of the backward of dloss_scale times the loss, chunk by
+ * chunk as each chunk's logits are made (the output weight's gradient accumulates here), so
+ * that the logits are computed once; model_backward(m, dloss_scale), with the same scale, must
+ * follow and does the rest, with the same gradients, bit for bit, as after model_forward. */
 void model_forward_train(dt_model *m, const int32_t *inputs, const int32_t *targets,
-                         double *loss_acc);
+                         double *loss_acc, float dloss_scale);
 /* The greedy prediction at chosen rows of the last forward: out[i] = the (global) vocabulary id
  * of the largest logit of row rows[i] (a row b * T + t of the (B, T) micro-batch, whose logits
  * predict the token after position t), the smallest id among equal maxima. Call after

@@ -28,13 +28,14 @@ void step_free(dt_step *s) {
 
 void step_begin(dt_step *s) { s->be->memset_zero(s->sums, STEP_N_SUMS * sizeof(double)); }
 
-void step_forward(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t *targets) {
-    model_forward_train(m, inputs, targets, s->sums + STEP_LOSS_SUM);
+void step_forward(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t *targets,
+                  float dloss_scale) {
+    model_forward_train(m, inputs, targets, s->sums + STEP_LOSS_SUM, dloss_scale);
 }
 
 void step_micro_batch(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t *targets,
                       float dloss_scale) {
-    step_forward(s, m, inputs, targets);
+    step_forward(s, m, inputs, targets, dloss_scale);
     model_backward(m, dloss_scale);
 }
 

@@ -54,8 +54,11 @@ void step_free(dt_step *s);
 
 /* At the start of a step: clears the sums. */
 void step_begin(dt_step *s);
-/* The training forward over host token ids: its mean loss added to the step's loss sum. */
-void step_forward(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t *targets);
+/* The training forward over host token ids: its mean loss added to the step's loss sum (and the
+ * classifier's backward at dloss_scale: model_forward_train; model_backward(m, dloss_scale)
+ * follows). */
+void step_forward(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t *targets,
+                  float dloss_scale);
 /* One micro-batch: step_forward, then the backward of dloss_scale times that loss
  * (model_backward). The trainer runs the backward itself, with its gradient reduction. */
 void step_micro_batch(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t *targets,

@@ -13,7 +13,11 @@
  *    element (only the grouping of the output weight's sum over rows changes, and with it the
  *    rounding of the rest);
  *  - model_argmax_rows of 11 rows (more than a chunk) gives the same predictions;
- *  - model_activation_bytes equals the allocation, and shrinks with the limit. */
+ *  - model_activation_bytes equals the allocation, and shrinks with the limit;
+ *  - at every limit, the training forward (model_forward_train, which runs the classifier's
+ *    backward chunk by chunk as it makes the logits) gives the same loss sum and the same
+ *    gradients, bit for bit, as model_forward followed by model_backward (which recomputes the
+ *    logits). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,13 +35,16 @@
 enum { B = 2, T = 9, N = B * T, N_MICRO = 2, N_ROWS_ASKED = 11 };
 
 typedef struct run_result {
-    float loss[N_MICRO];
+    float loss[N_MICRO]; /* model_forward's; the training forward's sum in loss_sum */
+    double loss_sum;
     float *grads;
     int32_t pred[N_ROWS_ASKED];
     size_t acts_bytes;
 } run_result;
 
-static void run(const dt_model_config *cfg, size_t limit_rows, run_result *r) {
+/* Two micro-batches of forward and backward at a classifier chunk of limit_rows rows (0: the
+ * default); train: through model_forward_train. */
+static void run(const dt_model_config *cfg, size_t limit_rows, int train, run_result *r) {
     model_set_logits_chunk_limit(limit_rows * (size_t)cfg->vocab_size);
     dt_model m;
     assert_int_equal(model_init(&m, cfg, dt_backend_cpu(), 7, B, T), DT_OK);
@@ -48,14 +55,19 @@ static void run(const dt_model_config *cfg, size_t limit_rows, run_result *r) {
     assert_int_equal(r->acts_bytes, m.acts_bytes);
 
     int32_t x[N], y[N];
+    double *loss_acc = m.be->alloc(sizeof(double));
+    assert_non_null(loss_acc);
     model_zero_grad(&m);
     for (int k = 0; k < N_MICRO; k++) {
         model_case_tokens(x, N, cfg->vocab_size, 11 + 2 * (uint64_t)k);
         model_case_tokens(y, N, cfg->vocab_size, 12 + 2 * (uint64_t)k);
         y[5] = -1; /* an ignored target inside a chunk */
-        r->loss[k] = model_forward(&m, x, y);
+        if (train) model_forward_train(&m, x, y, loss_acc, 1.0f / N_MICRO);
+        else r->loss[k] = model_forward(&m, x, y);
         model_backward(&m, 1.0f / N_MICRO);
     }
+    m.be->copy_to_host(&r->loss_sum, loss_acc, sizeof(double));
+    m.be->free(loss_acc);
     int32_t rows[N_ROWS_ASKED];
     for (int i = 0; i < N_ROWS_ASKED; i++) rows[i] = (int32_t)((i * 5 + 3) % N);
     assert_int_equal(model_argmax_rows(&m, r->pred, rows, N_ROWS_ASKED), DT_OK);
@@ -71,11 +83,23 @@ static void check_case(const model_case *c) {
     model_case_config(&cfg, c);
     dt_param_layout L;
     assert_int_equal(param_layout_init_tp(&L, &cfg, 0, 1), DT_OK);
-    run_result ref, got;
-    run(&cfg, 0, &ref);
-    static const size_t limits[] = {1, 4, 7};
+    run_result ref, got, tr;
+    run(&cfg, 0, 0, &ref);
+    static const size_t limits[] = {0, 1, 4, 7};
     for (size_t li = 0; li < sizeof limits / sizeof limits[0]; li++) {
-        run(&cfg, limits[li], &got);
+        /* the training forward against model_forward + model_backward, at this limit */
+        run_result *base = limits[li] ? &got : &ref;
+        if (limits[li]) run(&cfg, limits[li], 0, &got);
+        run(&cfg, limits[li], 1, &tr);
+        if (tr.loss_sum != (double)base->loss[0] + (double)base->loss[1])
+            fail_msg("%s, %zu rows per chunk: training forward's loss sum %.17g, model_forward's "
+                     "%.9g + %.9g", c->label, limits[li], tr.loss_sum, base->loss[0],
+                     base->loss[1]);
+        if (memcmp(tr.grads, base->grads, L.total * sizeof(float)) != 0)
+            fail_msg("%s, %zu rows per chunk: the training forward's gradients differ",
+                     c->label, limits[li]);
+        free(tr.grads);
+        if (!limits[li]) continue;
         for (int k = 0; k < N_MICRO; k++)
             if (fabs(got.loss[k] - ref.loss[k]) > 1e-6 * fabs(ref.loss[k]))
                 fail_msg("%s, %zu rows per chunk: micro-batch %d loss %.9g, unchunked %.9g",
