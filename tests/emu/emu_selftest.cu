@@ -229,6 +229,16 @@ static unsigned short bf16_bits(float x) {
     return (unsigned short)(u >> 16);
 }
 
+/* C (M x N, column-major) = A^T B + beta C with A stored K x M and B stored K x N, of the given
+ * element types: the shape of every product these self-tests ask cuBLAS for */
+static cublasStatus_t gemm_at_b(cublasHandle_t h, int M, int N, int K, const void *A,
+                                cudaDataType ta, const void *B, cudaDataType tb, float beta,
+                                void *C, cudaDataType tc, cublasComputeType_t ct) {
+    const float one = 1.0f;
+    return cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, A, ta, K, B, tb, K, &beta, C,
+                        tc, M, ct, CUBLAS_GEMM_DEFAULT);
+}
+
 /* bf16 A and B (CUDA_R_16BF, CUBLAS_COMPUTE_32F) give exactly the FAST_16BF product of the fp32
  * matrices they round; mixed operand types are refused */
 static void test_gemm_bf16_operands(void) {
@@ -253,20 +263,17 @@ static void test_gemm_bf16_operands(void) {
     cudaMemcpy(dB, B, sizeof B, cudaMemcpyHostToDevice);
     cudaMemcpy(dA16, A16, sizeof A16, cudaMemcpyHostToDevice);
     cudaMemcpy(dB16, B16, sizeof B16, cudaMemcpyHostToDevice);
-    const float one = 1.0f, zero = 0.0f;
-    /* C (M x N) = A^T B with A stored K x M, B stored K x N */
-    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA, CUDA_R_32F, K, dB,
-                       CUDA_R_32F, K, &zero, dC, CUDA_R_32F, M, CUBLAS_COMPUTE_32F_FAST_16BF,
-                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "fp32 operands, FAST_16BF");
+    CHECK(gemm_at_b(h, M, N, K, dA, CUDA_R_32F, dB, CUDA_R_32F, 0.0f, dC, CUDA_R_32F,
+                    CUBLAS_COMPUTE_32F_FAST_16BF) == CUBLAS_STATUS_SUCCESS,
+          "fp32 operands, FAST_16BF");
     cudaMemcpy(R1, dC, sizeof R1, cudaMemcpyDeviceToHost);
-    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA16, CUDA_R_16BF, K, dB16,
-                       CUDA_R_16BF, K, &zero, dC, CUDA_R_32F, M, CUBLAS_COMPUTE_32F,
-                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "bf16 operands");
+    CHECK(gemm_at_b(h, M, N, K, dA16, CUDA_R_16BF, dB16, CUDA_R_16BF, 0.0f, dC, CUDA_R_32F,
+                    CUBLAS_COMPUTE_32F) == CUBLAS_STATUS_SUCCESS,
+          "bf16 operands");
     cudaMemcpy(R2, dC, sizeof R2, cudaMemcpyDeviceToHost);
     CHECK(memcmp(R1, R2, sizeof R1) == 0, "bf16 operands differ from the FAST_16BF product");
-    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA16, CUDA_R_16BF, K, dB,
-                       CUDA_R_32F, K, &zero, dC, CUDA_R_32F, M, CUBLAS_COMPUTE_32F,
-                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED,
+    CHECK(gemm_at_b(h, M, N, K, dA16, CUDA_R_16BF, dB, CUDA_R_32F, 0.0f, dC, CUDA_R_32F,
+                    CUBLAS_COMPUTE_32F) == CUBLAS_STATUS_NOT_SUPPORTED,
           "bf16 A with fp32 B accepted");
     cudaFree(dA);
     cudaFree(dB);
@@ -299,21 +306,21 @@ static void test_gemm_bf16_c(void) {
     cudaMemcpy(dB16, B16, sizeof B16, cudaMemcpyHostToDevice);
     const float one = 1.0f, zero = 0.0f;
     /* the fp32 C of the same product: what the bf16 C must be the rounding of */
-    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA16, CUDA_R_16BF, K, dB16,
-                       CUDA_R_16BF, K, &zero, dC, CUDA_R_32F, M, CUBLAS_COMPUTE_32F,
-                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "bf16 A, B, fp32 C");
+    CHECK(gemm_at_b(h, M, N, K, dA16, CUDA_R_16BF, dB16, CUDA_R_16BF, 0.0f, dC, CUDA_R_32F,
+                    CUBLAS_COMPUTE_32F) == CUBLAS_STATUS_SUCCESS,
+          "bf16 A, B, fp32 C");
     cudaMemcpy(R, dC, sizeof R, cudaMemcpyDeviceToHost);
-    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA16, CUDA_R_16BF, K, dB16,
-                       CUDA_R_16BF, K, &zero, dC16, CUDA_R_16BF, M, CUBLAS_COMPUTE_32F,
-                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "bf16 C, beta 0");
+    CHECK(gemm_at_b(h, M, N, K, dA16, CUDA_R_16BF, dB16, CUDA_R_16BF, 0.0f, dC16, CUDA_R_16BF,
+                    CUBLAS_COMPUTE_32F) == CUBLAS_STATUS_SUCCESS,
+          "bf16 C, beta 0");
     cudaMemcpy(C16, dC16, sizeof C16, cudaMemcpyDeviceToHost);
     int bad = 0;
     for (int i = 0; i < M * N; i++) bad += C16[i] != bf16_bits(R[i]);
     CHECK(bad == 0, "bf16 C, beta 0: %d of %d elements are not the rounded fp32 C", bad, M * N);
     cudaMemcpy(dC16, C0, sizeof C0, cudaMemcpyHostToDevice);
-    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dA16, CUDA_R_16BF, K, dB16,
-                       CUDA_R_16BF, K, &one, dC16, CUDA_R_16BF, M, CUBLAS_COMPUTE_32F,
-                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "bf16 C, beta 1");
+    CHECK(gemm_at_b(h, M, N, K, dA16, CUDA_R_16BF, dB16, CUDA_R_16BF, 1.0f, dC16, CUDA_R_16BF,
+                    CUBLAS_COMPUTE_32F) == CUBLAS_STATUS_SUCCESS,
+          "bf16 C, beta 1");
     cudaMemcpy(C16, dC16, sizeof C16, cudaMemcpyDeviceToHost);
     bad = 0;
     for (int i = 0; i < M * N; i++) {
@@ -336,9 +343,8 @@ static void test_gemm_bf16_c(void) {
     cudaMemcpy(C16, dC16, 2 * sizeof C16[0], cudaMemcpyDeviceToHost);
     CHECK(C16[0] == 0x3f80 && C16[1] == 0x3f82, "bf16 C ties: 0x%04x 0x%04x, want 0x3f80 0x3f82",
           C16[0], C16[1]);
-    CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, dC, CUDA_R_32F, K, dC,
-                       CUDA_R_32F, K, &zero, dC16, CUDA_R_16BF, M, CUBLAS_COMPUTE_32F,
-                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED,
+    CHECK(gemm_at_b(h, M, N, K, dC, CUDA_R_32F, dC, CUDA_R_32F, 0.0f, dC16, CUDA_R_16BF,
+                    CUBLAS_COMPUTE_32F) == CUBLAS_STATUS_NOT_SUPPORTED,
           "bf16 C with fp32 A, B accepted");
     cudaFree(dC);
     cudaFree(dA16);
