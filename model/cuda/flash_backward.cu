@@ -71,13 +71,8 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
     const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC;
     for (int kt = 0; kt < n_kt; kt++) {
         const int j0 = kt * FLASH_BC;
-        cp_async_wait<0>(); /* this thread's copies of tile kt (the only group in flight) */
-        __syncthreads();    /* everyone's; and every warp is done with tile kt - 1 */
-        if (NS == 2 && kt + 1 < n_kt) { /* block-uniform */
-            stage_kv(kt + 1, (kt + 1) & 1);
-            cp_async_commit();
-        }
-        const flash_bf16 *Ks = KV + (NS == 2 ? kt & 1 : 0) * STAGE, *Vs = Ks + FLASH_BC * LDQ;
+        const int st = flash_pipeline_acquire<NS>(kt, n_kt, stage_kv);
+        const flash_bf16 *Ks = KV + st * STAGE, *Vs = Ks + FLASH_BC * LDQ;
 
         float s[FLASH_BC / 8][4], dp[FLASH_BC / 8][4];
 #pragma unroll
@@ -101,11 +96,7 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
             flash_c_to_a(a, s, kk);
             flash_mma_b<D / 16>(acc, a, Ks, LDQ, 16 * kk, 0, lane);
         }
-        if (NS == 1 && kt + 1 < n_kt) { /* one stage: reload it once every warp is done */
-            __syncthreads();
-            stage_kv(kt + 1, 0);
-            cp_async_commit();
-        }
+        flash_pipeline_release<NS>(kt, n_kt, stage_kv);
     }
 
     float *dqh = dq + (size_t)b * T * qs + (size_t)j * D;
@@ -186,13 +177,8 @@ flash_dkdv_kernel(float *dk, float *dv, const Tin *G, const Tin *q, const Tin *k
         cp_async_commit(); /* K (and V on the first slot) and query tile 0 */
 
         for (int it = 0; it < n_it; it++) {
-            cp_async_wait<0>(); /* this thread's copies of tile it (the only group in flight) */
-            __syncthreads();    /* everyone's; and every warp is done with tile it - 1 */
-            if (it + 1 < n_it) { /* block-uniform */
-                stage_qg(it + 1, (it + 1) & 1);
-                cp_async_commit();
-            }
-            const int st = it & 1, i0 = tile_i0(it), nr = min(FLASH_BR, T - i0);
+            const int st = flash_pipeline_acquire<2>(it, n_it, stage_qg);
+            const int i0 = tile_i0(it), nr = min(FLASH_BR, T - i0);
             const float dscale = attn_dscale(m, tile_q(it), lambda);
             const flash_bf16 *Qs = QG + st * STAGE, *Gs = Qs + FLASH_BR * LDQ;
             const float *lse_t = lse_s + st * FLASH_BR, *dl_t = dl_s + st * FLASH_BR;

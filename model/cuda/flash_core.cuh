@@ -99,6 +99,35 @@ __device__ __forceinline__ void flash_stage(flash_bf16 *dst, const Tin *x, size_
     }
 }
 
+/* ---- the streamed-tile pipeline of the kernels: NS (1 or 2) stages of the tiles a block streams,
+ * stage(t, st) issuing tile t's cp.async copies into stage st ---- */
+
+/* At the top of iteration t of n: waits for tile t (this thread's copies, the only group in
+ * flight, then the barrier for everyone's, which also says every warp is done with tile t - 1);
+ * with two stages, issues tile t + 1's copies into the stage tile t - 1 held, to land during
+ * tile t's products. Returns tile t's stage. Block-uniform. */
+template <int NS, typename StageFn>
+__device__ __forceinline__ int flash_pipeline_acquire(int t, int n, StageFn stage) {
+    cp_async_wait<0>();
+    __syncthreads();
+    if (NS == 2 && t + 1 < n) {
+        stage(t + 1, (t + 1) & 1);
+        cp_async_commit();
+    }
+    return NS == 2 ? t & 1 : 0;
+}
+
+/* At the end of iteration t of n with one stage: once every warp is done with it, reloads it
+ * with tile t + 1. Block-uniform. */
+template <int NS, typename StageFn>
+__device__ __forceinline__ void flash_pipeline_release(int t, int n, StageFn stage) {
+    if (NS == 1 && t + 1 < n) {
+        __syncthreads();
+        stage(t + 1, 0);
+        cp_async_commit();
+    }
+}
+
 /* ---- fragment addresses: the row this lane gives to an ldmatrix.x4 ---- */
 
 /* A fragment (16 x 16) at rows m0.., columns k0.. of a row-major [m][k] tile (ld elements) */

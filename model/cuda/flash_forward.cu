@@ -77,13 +77,7 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
     const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC; /* up to the diagonal tile */
     for (int kt = 0; kt < n_kt; kt++) {
         const int j0 = kt * FLASH_BC;
-        cp_async_wait<0>(); /* this thread's copies of tile kt (the only group in flight) */
-        __syncthreads();    /* everyone's; and every warp is done with tile kt - 1 */
-        if (NS == 2 && kt + 1 < n_kt) { /* block-uniform */
-            stage_kv(kt + 1, (kt + 1) & 1);
-            cp_async_commit();
-        }
-        const int st = NS == 2 ? kt & 1 : 0;
+        const int st = flash_pipeline_acquire<NS>(kt, n_kt, stage_kv);
         const flash_bf16 *Kw = KV + st * STAGE + c * FLASH_BC * LDQ;
         const flash_bf16 *Vs = KV + st * STAGE + NB * FLASH_BC * LDQ;
 
@@ -132,11 +126,7 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
             flash_c_to_a(a, s, kk);
             flash_mma_b<DV / 16>(o, a, Vs, LDV, 16 * kk, 0, lane);
         }
-        if (NS == 1 && kt + 1 < n_kt) { /* one stage: reload it once every warp is done */
-            __syncthreads();
-            stage_kv(kt + 1, 0);
-            cp_async_commit();
-        }
+        flash_pipeline_release<NS>(kt, n_kt, stage_kv);
     }
 
     /* normalise; write out (standard) or o_c (DIFF), and lse, of the rows < T */
