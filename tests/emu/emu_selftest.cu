@@ -157,12 +157,10 @@ static void gemm_case(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t 
     for (int i = 0; i < lda * ac; i++) A[i] = uniform(&s);
     for (int i = 0; i < ldb * bc; i++) B[i] = uniform(&s);
     for (int i = 0; i < ldc * n; i++) C[i] = 0.25f * (float)(i % 7);
-    float *dA, *dB, *dC;
-    cudaMalloc(&dA, sizeof(float) * lda * ac);
-    cudaMalloc(&dB, sizeof(float) * ldb * bc);
+    float *dA = emu_upload(A, sizeof(float) * lda * ac);
+    float *dB = emu_upload(B, sizeof(float) * ldb * bc);
+    float *dC;
     cudaMalloc(&dC, sizeof(float) * ldc * n); /* NaN-filled: beta 0 must not read it */
-    cudaMemcpy(dA, A, sizeof(float) * lda * ac, cudaMemcpyHostToDevice);
-    cudaMemcpy(dB, B, sizeof(float) * ldb * bc, cudaMemcpyHostToDevice);
     if (beta != 0.0f) cudaMemcpy(dC, C, sizeof(float) * ldc * n, cudaMemcpyHostToDevice);
     const float alpha = 1.5f;
     cublasStatus_t st = cublasGemmEx(h, ta, tb, m, n, k, &alpha, dA, CUDA_R_32F, lda, dB,
@@ -252,17 +250,9 @@ static void test_gemm_bf16_operands(void) {
     for (int i = 0; i < K * N; i++) B[i] = uniform(&s);
     for (int i = 0; i < K * M; i++) A16[i] = bf16_bits(A[i]);
     for (int i = 0; i < K * N; i++) B16[i] = bf16_bits(B[i]);
-    float *dA, *dB, *dC;
-    unsigned short *dA16, *dB16;
-    cudaMalloc(&dA, sizeof A);
-    cudaMalloc(&dB, sizeof B);
+    float *dA = emu_upload(A, sizeof A), *dB = emu_upload(B, sizeof B), *dC;
+    unsigned short *dA16 = emu_upload(A16, sizeof A16), *dB16 = emu_upload(B16, sizeof B16);
     cudaMalloc(&dC, sizeof R1);
-    cudaMalloc(&dA16, sizeof A16);
-    cudaMalloc(&dB16, sizeof B16);
-    cudaMemcpy(dA, A, sizeof A, cudaMemcpyHostToDevice);
-    cudaMemcpy(dB, B, sizeof B, cudaMemcpyHostToDevice);
-    cudaMemcpy(dA16, A16, sizeof A16, cudaMemcpyHostToDevice);
-    cudaMemcpy(dB16, B16, sizeof B16, cudaMemcpyHostToDevice);
     CHECK(gemm_at_b(h, M, N, K, dA, CUDA_R_32F, dB, CUDA_R_32F, 0.0f, dC, CUDA_R_32F,
                     CUBLAS_COMPUTE_32F_FAST_16BF) == CUBLAS_STATUS_SUCCESS,
           "fp32 operands, FAST_16BF");
@@ -297,13 +287,9 @@ static void test_gemm_bf16_c(void) {
     for (int i = 0; i < K * N; i++) B16[i] = bf16_bits(uniform(&s));
     for (int i = 0; i < M * N; i++) C0[i] = bf16_bits(uniform(&s));
     float *dC;
-    unsigned short *dA16, *dB16, *dC16;
+    unsigned short *dA16 = emu_upload(A16, sizeof A16), *dB16 = emu_upload(B16, sizeof B16), *dC16;
     cudaMalloc(&dC, sizeof R);
-    cudaMalloc(&dA16, sizeof A16);
-    cudaMalloc(&dB16, sizeof B16);
     cudaMalloc(&dC16, sizeof C16); /* NaN-filled: beta 0 must not read it */
-    cudaMemcpy(dA16, A16, sizeof A16, cudaMemcpyHostToDevice);
-    cudaMemcpy(dB16, B16, sizeof B16, cudaMemcpyHostToDevice);
     const float one = 1.0f, zero = 0.0f;
     /* the fp32 C of the same product: what the bf16 C must be the rounding of */
     CHECK(gemm_at_b(h, M, N, K, dA16, CUDA_R_16BF, dB16, CUDA_R_16BF, 0.0f, dC, CUDA_R_32F,

@@ -52,10 +52,8 @@ __global__ void stages_kernel(uint4 *out, const uint4 *src, int n_tiles) {
 static void test_copy(void) {
     uint4 h[64], got[64];
     for (int i = 0; i < 64; i++) h[i] = make_uint4(4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4);
-    uint4 *src, *out;
-    cudaMalloc(&src, sizeof h);
+    uint4 *src = emu_upload(h, sizeof h), *out;
     cudaMalloc(&out, sizeof got);
-    cudaMemcpy(src, h, sizeof h, cudaMemcpyHostToDevice);
     copy_kernel<<<1, 64>>>(out, src, 40);
     cudaMemcpy(got, out, sizeof got, cudaMemcpyDeviceToHost);
     int bad = 0;
@@ -73,10 +71,8 @@ static void test_stages(void) {
     enum { TILES = 5, N = 32 * TILES };
     uint4 h[N], got[N];
     for (int i = 0; i < N; i++) h[i] = make_uint4(i, 7 * i, 13 * i, ~i);
-    uint4 *src, *out;
-    cudaMalloc(&src, sizeof h);
+    uint4 *src = emu_upload(h, sizeof h), *out;
     cudaMalloc(&out, sizeof got);
-    cudaMemcpy(src, h, sizeof h, cudaMemcpyHostToDevice);
     stages_kernel<<<1, 32>>>(out, src, TILES);
     cudaMemcpy(got, out, sizeof got, cudaMemcpyDeviceToHost);
     int bad = 0;

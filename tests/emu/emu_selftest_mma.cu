@@ -86,15 +86,9 @@ static int mma_case(int layout) {
         B[i] = bf16_of_int(Bi[i]);
         C[i] = (float)(i % 11) - 5.0f;
     }
-    uint16_t *dA, *dB;
-    float *dC, *dD;
-    cudaMalloc(&dA, sizeof A);
-    cudaMalloc(&dB, sizeof B);
-    cudaMalloc(&dC, sizeof C);
+    uint16_t *dA = emu_upload(A, sizeof A), *dB = emu_upload(B, sizeof B);
+    float *dC = emu_upload(C, sizeof C), *dD;
     cudaMalloc(&dD, sizeof D);
-    cudaMemcpy(dA, A, sizeof A, cudaMemcpyHostToDevice);
-    cudaMemcpy(dB, B, sizeof B, cudaMemcpyHostToDevice);
-    cudaMemcpy(dC, C, sizeof C, cudaMemcpyHostToDevice);
     mma_kernel<<<1, 32>>>(dD, dA, dB, dC, layout);
     cudaMemcpy(D, dD, sizeof D, cudaMemcpyDeviceToHost);
     int bad = 0;
@@ -163,11 +157,9 @@ static void test_pack(void) {
     const float in[6] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -(1.0f + 0x1p-8f + 0x1p-20f),
                          0.5f, 3.0e38f, -0.0f};
     const uint32_t want[3] = {0x3f823f80u, 0x3f00bf81u, 0x80007f62u};
-    float *din;
+    float *din = emu_upload(in, sizeof in);
     uint32_t *dout, got[3];
-    cudaMalloc(&din, sizeof in);
     cudaMalloc(&dout, sizeof got);
-    cudaMemcpy(din, in, sizeof in, cudaMemcpyHostToDevice);
     pack_kernel<<<1, 32>>>(dout, din, 6);
     cudaMemcpy(got, dout, sizeof got, cudaMemcpyDeviceToHost);
     for (int i = 0; i < 3; i++)

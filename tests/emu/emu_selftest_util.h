@@ -21,6 +21,14 @@
         }                                                                                          \
     } while (0)
 
+/* A device copy of `bytes` of host memory (a fresh cudaMalloc buffer). */
+template <typename T> static inline T *emu_upload(const T *host, size_t bytes) {
+    T *d = NULL;
+    cudaMalloc(&d, bytes);
+    cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice);
+    return d;
+}
+
 /* A misuse the emulator must catch: bad(x), with x a fresh 512-byte cudaMalloc buffer (the work
  * then synchronised), runs in a child process, which must die of signal sig. Returns 0 when it
  * did (printing "caught as expected: WHAT"), 1 after printing a FAIL line otherwise. */
