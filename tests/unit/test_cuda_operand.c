@@ -54,24 +54,19 @@ static float *host_rounded(size_t n, unsigned seed, float lo, float hi) {
     return x;
 }
 
-/* A bf16 output buffer (bf16 mode) of n NaN elements followed by GUARD guard elements. */
-static dt_operand *bf16_out(size_t n) {
+/* A bf16 operand buffer (bf16 mode) of n elements followed by GUARD guard elements: x rounded
+ * (an input that an op also writes: rope in place), or with x NULL n NaNs (an output). */
+static dt_operand *bf16_guarded(const float *x, size_t n) {
     uint16_t *h = malloc((n + GUARD) * sizeof(uint16_t));
-    for (size_t i = 0; i < n + GUARD; i++) h[i] = i < n ? 0x7fc0u : GUARD_BITS;
+    for (size_t i = 0; i < n + GUARD; i++)
+        h[i] = i >= n ? GUARD_BITS : x ? cut_bf16_bits(x[i]) : 0x7fc0u;
     dt_operand *d = (dt_operand *)cut_to_device(h, (n + GUARD) * sizeof(uint16_t));
     free(h);
     return d;
 }
 
-/* A bf16 operand buffer (bf16 mode) holding x rounded (n elements), then GUARD guard elements:
- * an input that an op also writes (rope in place). */
-static dt_operand *bf16_in(const float *x, size_t n) {
-    uint16_t *h = malloc((n + GUARD) * sizeof(uint16_t));
-    for (size_t i = 0; i < n + GUARD; i++) h[i] = i < n ? cut_bf16_bits(x[i]) : GUARD_BITS;
-    dt_operand *d = (dt_operand *)cut_to_device(h, (n + GUARD) * sizeof(uint16_t));
-    free(h);
-    return d;
-}
+/* A bf16 output buffer (bf16 mode) of n NaN elements followed by GUARD guard elements. */
+static dt_operand *bf16_out(size_t n) { return bf16_guarded(NULL, n); }
 
 /* Fails unless the n bf16 elements at dev_bf16 are the rounding of the n floats at dev_f32 and
  * the GUARD elements after them are untouched. */
@@ -162,7 +157,8 @@ static void test_swiglu(void **state) {
         set_mode(1);
         dt_operand *h_g = cot_operand_dev(g, n), *h_u = cot_operand_dev(u, n), *h_h = bf16_out(n);
         dt_operand *h_dg = bf16_out(n), *h_du = bf16_out(n);
-        dt_operand *h_gi = bf16_in(g, n), *h_ui = bf16_in(u, n); /* overwritten in place */
+        /* overwritten in place */
+        dt_operand *h_gi = bf16_guarded(g, n), *h_ui = bf16_guarded(u, n);
         cuda_swiglu_forward(h_h, h_g, h_u, n);
         cuda_swiglu_backward(h_dg, h_du, d_dh, h_g, h_u, n);
         cuda_swiglu_backward(h_gi, h_ui, d_dh, h_gi, h_ui, n);
@@ -188,7 +184,7 @@ static void rope_case(int B, int T, int H, int d, int pos0) {
     set_mode(0);
     cuda_rope_forward((dt_operand *)f_x, (const dt_operand *)f_x, B, T, H, d, theta, pos0);
     set_mode(1);
-    dt_operand *h_x = bf16_in(x, n), *h_src = cot_operand_dev(x, n), *h_y = bf16_out(n);
+    dt_operand *h_x = bf16_guarded(x, n), *h_src = cot_operand_dev(x, n), *h_y = bf16_out(n);
     cuda_rope_forward(h_x, h_x, B, T, H, d, theta, pos0);
     cuda_rope_forward(h_y, h_src, B, T, H, d, theta, pos0);
     check_rounded("rope in place", h_x, f_x, n);
