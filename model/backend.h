@@ -78,9 +78,10 @@ struct dt_backend {
      * accumulate_dinp != 0); dw (O, I) += dout^T @ inp (skipped when dw is NULL). */
     void (*matmul_backward)(float *dinp, float *dw, const float *dout, const dt_operand *inp,
                             const float *w, int N, int I, int O, int accumulate_dinp);
-    /* The same with dout (N, O) an operand (an output gradient stored as one: SwiGLU's dg, du),
-     * read as it is: in bf16 mode the products read dout in bf16 anyway, so no rounding copy. */
-    void (*matmul_backward_operand)(float *dinp, float *dw, const dt_operand *dout,
+    /* The same with dout an operand (an output gradient stored as one: SwiGLU's dg, du; the
+     * classifier's dlogits), N rows of O elements whose starts lie ldd >= O elements apart, read
+     * as it is: in bf16 mode the products read dout in bf16 anyway, so no rounding copy. */
+    void (*matmul_backward_operand)(float *dinp, float *dw, const dt_operand *dout, int ldd,
                                     const dt_operand *inp, const float *w, int N, int I, int O,
                                     int accumulate_dinp);
     /* out[i] = a[i] + b[i] (out may alias a or b). */

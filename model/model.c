@@ -564,9 +564,9 @@ static void ffn_block_backward(dt_model *m, int l) {
     be->swiglu_backward(m->dgate, m->dup, m->dwide, x->gate, x->up, (size_t)N * F);
     /* dgate and dup are operands: in bf16 mode stored rounded once by the SwiGLU backward and
      * read by the products as they are (no fp32 write, no rounding copy) */
-    be->matmul_backward_operand(m->dnormed, g->w_gate, m->dgate, x->ffn_in, w->w_gate, N, D, F,
-                                0);
-    be->matmul_backward_operand(m->dnormed, g->w_up, m->dup, x->ffn_in, w->w_up, N, D, F, 1);
+    be->matmul_backward_operand(m->dnormed, g->w_gate, m->dgate, F, x->ffn_in, w->w_gate, N, D,
+                                F, 0);
+    be->matmul_backward_operand(m->dnormed, g->w_up, m->dup, F, x->ffn_in, w->w_up, N, D, F, 1);
     /* each rank's share of the FFN contributes part of the norm output's gradient; once it is
      * summed, the norm's backward (and its weight gradient) is the same on every rank */
     tp_sum(m, m->dnormed, (size_t)N * D);

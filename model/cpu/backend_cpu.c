@@ -16,10 +16,10 @@ static void matmul_backward(float *dinp, float *dw, const float *dout, const dt_
                             const float *w, int N, int I, int O, int accumulate_dinp) {
     cpu_matmul_backward(dinp, dw, dout, CF(inp), w, N, I, O, accumulate_dinp);
 }
-static void matmul_backward_operand(float *dinp, float *dw, const dt_operand *dout,
+static void matmul_backward_operand(float *dinp, float *dw, const dt_operand *dout, int ldd,
                                     const dt_operand *inp, const float *w, int N, int I, int O,
                                     int accumulate_dinp) {
-    cpu_matmul_backward(dinp, dw, CF(dout), CF(inp), w, N, I, O, accumulate_dinp);
+    cpu_matmul_backward_ld(dinp, dw, CF(dout), ldd, CF(inp), w, N, I, O, accumulate_dinp);
 }
 static void matmul_forward_operand(dt_operand *out, const dt_operand *inp, const float *w, int N,
                                    int I, int O) {

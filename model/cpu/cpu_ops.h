@@ -20,6 +20,7 @@ void cpu_copy_from_host_async(void *dst, const void *src_host, size_t bytes);
 void cpu_host_wait(const void *p);
 void cpu_matmul_forward(float *out, const float *inp, const float *w, int N, int I, int O, int accumulate);
 void cpu_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int I, int O, int accumulate_dinp);
+void cpu_matmul_backward_ld(float *dinp, float *dw, const float *dout, int ldd, const float *inp, const float *w, int N, int I, int O, int accumulate_dinp);
 void cpu_add(float *out, const float *a, const float *b, size_t n);
 void cpu_scale(float *x, float s, size_t n);
 double cpu_sumsq(const float *x, size_t n);

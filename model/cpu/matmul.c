@@ -22,22 +22,28 @@ void cpu_matmul_forward(float *out, const float *inp, const float *w, int N, int
                 accumulate ? 1.0f : 0.0f, out, O);
 }
 
-void cpu_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
-                         const float *w, int N, int I, int O, int accumulate_dinp) {
+/* dout's rows lie ldd >= O floats apart (the classifier's dlogits keep their logits' stride). */
+void cpu_matmul_backward_ld(float *dinp, float *dw, const float *dout, int ldd, const float *inp,
+                            const float *w, int N, int I, int O, int accumulate_dinp) {
     if (N <= 0 || I <= 0) return; /* dinp and dw are empty, or receive a zero sum (+= 0) */
     if (dinp) {
         if (O <= 0) {
             if (!accumulate_dinp) memset(dinp, 0, (size_t)N * (size_t)I * sizeof(float));
         } else {
             /* dinp (N, I) = dout (N, O) @ w (O, I) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dout, O, w, I,
-                        accumulate_dinp ? 1.0f : 0.0f, dinp, I);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dout, ldd, w,
+                        I, accumulate_dinp ? 1.0f : 0.0f, dinp, I);
         }
     }
     if (dw && O > 0) {
         /* dw (O, I) += dout^T (O, N) @ inp (N, I); weight gradients always accumulate so that
          * micro-batches add up. */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, dout, O, inp, I,
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, dout, ldd, inp, I,
                     1.0f, dw, I);
     }
+}
+
+void cpu_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                         const float *w, int N, int I, int O, int accumulate_dinp) {
+    cpu_matmul_backward_ld(dinp, dw, dout, O, inp, w, N, I, O, accumulate_dinp);
 }

@@ -63,7 +63,7 @@ unsigned long long cuda_staging_wait_count(void);
 void cuda_matmul_forward(float *out, const dt_operand *inp, const float *w, int N, int I, int O, int accumulate);
 void cuda_matmul_forward_operand(dt_operand *out, const dt_operand *inp, const float *w, int N, int I, int O);
 void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const dt_operand *inp, const float *w, int N, int I, int O, int accumulate_dinp);
-void cuda_matmul_backward_operand(float *dinp, float *dw, const dt_operand *dout, const dt_operand *inp, const float *w, int N, int I, int O, int accumulate_dinp);
+void cuda_matmul_backward_operand(float *dinp, float *dw, const dt_operand *dout, int ldd, const dt_operand *inp, const float *w, int N, int I, int O, int accumulate_dinp);
 void cuda_add(float *out, const float *a, const float *b, size_t n);
 void cuda_scale(float *x, float s, size_t n);
 double cuda_sumsq(const float *x, size_t n);

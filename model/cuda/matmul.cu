@@ -157,11 +157,11 @@ void cuda_matmul_forward_operand(dt_operand *out, const dt_operand *inp, const f
 }
 
 /* The backward's two products. dout is DY as the products read it (fp32, or a bf16 operand in
- * bf16 mode), or, when dout_f32 is not NULL, that fp32 dout's bf16 copy in bf16 mode. In bf16
- * mode the dinp product also reads a bf16 copy of w; both copies come from one
- * to_bf16_operands call, as they share its workspace. */
+ * bf16 mode; its rows ldy elements apart), or, when dout_f32 is not NULL (dense, ldy = O), that
+ * fp32 dout's bf16 copy in bf16 mode. In bf16 mode the dinp product also reads a bf16 copy of w;
+ * both copies come from one to_bf16_operands call, as they share its workspace. */
 static void backward_products(float *dinp, float *dw, const float *dout_f32, const void *DY,
-                              const dt_operand *inp, const float *w, int N, int I, int O,
+                              int ldy, const dt_operand *inp, const float *w, int N, int I, int O,
                               int accumulate_dinp) {
     const void *W = w;
     if (g_bf16 && N > 0 && O > 0 && I > 0) {
@@ -173,21 +173,21 @@ static void backward_products(float *dinp, float *dw, const float *dout_f32, con
         if (dinp) W = c[1];
     }
     if (dinp)
-        gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, DY, O, accumulate_dinp ? 1.0f : 0.0f,
+        gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, DY, ldy, accumulate_dinp ? 1.0f : 0.0f,
              dinp, I);
-    if (dw) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, inp, I, DY, O, 1.0f, dw, I);
+    if (dw) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, inp, I, DY, ldy, 1.0f, dw, I);
 }
 
 void cuda_matmul_backward(float *dinp, float *dw, const float *dout, const dt_operand *inp,
                           const float *w, int N, int I, int O, int accumulate_dinp) {
-    backward_products(dinp, dw, dout, dout, inp, w, N, I, O, accumulate_dinp);
+    backward_products(dinp, dw, dout, dout, O, inp, w, N, I, O, accumulate_dinp);
 }
 
-/* The same with dout an operand: in bf16 mode it is already the bf16 that the products read
- * (the rounding cuda_matmul_backward makes of an fp32 dout), so no copy of it is made; in fp32
- * mode it is the fp32 dout itself. */
-void cuda_matmul_backward_operand(float *dinp, float *dw, const dt_operand *dout,
+/* The same with dout an operand (rows ldd elements apart): in bf16 mode it is already the bf16
+ * that the products read (the rounding cuda_matmul_backward makes of an fp32 dout), so no copy
+ * of it is made; in fp32 mode it is the fp32 dout itself. */
+void cuda_matmul_backward_operand(float *dinp, float *dw, const dt_operand *dout, int ldd,
                                   const dt_operand *inp, const float *w, int N, int I, int O,
                                   int accumulate_dinp) {
-    backward_products(dinp, dw, NULL, dout, inp, w, N, I, O, accumulate_dinp);
+    backward_products(dinp, dw, NULL, dout, ldd, inp, w, N, I, O, accumulate_dinp);
 }

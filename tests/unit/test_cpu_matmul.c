@@ -105,6 +105,20 @@ static void check_shape(int N, int I, int O) {
     cpu_matmul_backward(dinp, NULL, R, inp, w, N, I, O, 0);
     assert_close_f(dinp, g_inp, nI, MM_ATOL, MM_RTOL, "matmul dinp (dw NULL)");
 
+    /* dout with its rows ldd = O + 5 floats apart, NaN between them (the classifier's dlogits
+     * keep the stride of the logits they overwrite): the same gradients */
+    const int ldd = O + 5;
+    float *Rs = malloc((size_t)N * ldd * sizeof(float));
+    for (size_t k = 0; k < (size_t)N * ldd; k++)
+        Rs[k] = (int)(k % ldd) < O ? R[k / ldd * O + k % ldd] : NAN;
+    for (size_t k = 0; k < nI; k++) dinp[k] = NAN;
+    memcpy(dw, dw0, oI * sizeof(float));
+    cpu_matmul_backward_ld(dinp, dw, Rs, ldd, inp, w, N, I, O, 0);
+    assert_close_f(dinp, g_inp, nI, MM_ATOL, MM_RTOL, "matmul dinp (strided dout)");
+    ctu_axpy_ref(ref, dw0, 1.0, g_w, oI);
+    assert_close_f(dw, ref, oI, MM_ATOL, MM_RTOL, "matmul dw (strided dout)");
+    free(Rs);
+
     free(inp), free(w), free(out), free(R), free(c0), free(dinp), free(dinp0), free(dw);
     free(dw0), free(inp_d), free(w_d), free(R_d), free(out_d), free(ref), free(g_inp), free(g_w);
 }

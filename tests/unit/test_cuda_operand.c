@@ -233,12 +233,12 @@ static void test_matmul_operand(void **state) {
 }
 
 /* One mode's matmul_backward (fp32 dout d_dout) and matmul_backward_operand (operand dout o_dout,
- * the same values) on the same inp and w, each into its own dinp and dw: overwriting dinp with
- * dw accumulating from dw0, accumulating dinp from dinp0, and dw alone (no dinp, so in bf16 mode
- * no copy of w either); the two results compared bit for bit. */
+ * the same values, rows ldd elements apart) on the same inp and w, each into its own dinp and dw:
+ * overwriting dinp with dw accumulating from dw0, accumulating dinp from dinp0, and dw alone (no
+ * dinp, so in bf16 mode no copy of w either); the two results compared bit for bit. */
 static void matmul_backward_pair(const char *mode, const float *d_dout, const dt_operand *o_dout,
-                                 const dt_operand *inp, const float *d_w, const float *dinp0,
-                                 const float *dw0, int N, int I, int O) {
+                                 int ldd, const dt_operand *inp, const float *d_w,
+                                 const float *dinp0, const float *dw0, int N, int I, int O) {
     const size_t ni = (size_t)N * I, nw = (size_t)O * I;
     float *r[4], *o[4]; /* [dinp, dw, dinp accumulated, dw alone] of the reference, the operand */
     for (int k = 0; k < 2; k++) {
@@ -249,14 +249,14 @@ static void matmul_backward_pair(const char *mode, const float *d_dout, const dt
     cuda_matmul_backward(r[0], r[1], d_dout, inp, d_w, N, I, O, 0);
     cuda_matmul_backward(r[2], NULL, d_dout, inp, d_w, N, I, O, 1);
     cuda_matmul_backward(NULL, r[3], d_dout, inp, d_w, N, I, O, 0);
-    cuda_matmul_backward_operand(o[0], o[1], o_dout, inp, d_w, N, I, O, 0);
-    cuda_matmul_backward_operand(o[2], NULL, o_dout, inp, d_w, N, I, O, 1);
-    cuda_matmul_backward_operand(NULL, o[3], o_dout, inp, d_w, N, I, O, 0);
+    cuda_matmul_backward_operand(o[0], o[1], o_dout, ldd, inp, d_w, N, I, O, 0);
+    cuda_matmul_backward_operand(o[2], NULL, o_dout, ldd, inp, d_w, N, I, O, 1);
+    cuda_matmul_backward_operand(NULL, o[3], o_dout, ldd, inp, d_w, N, I, O, 0);
     const char *what[4] = {"dinp", "dw (accumulated)", "dinp (accumulated)", "dw (no dinp)"};
     const size_t n[4] = {ni, nw, ni, nw};
     for (int i = 0; i < 4; i++) {
-        char label[80];
-        snprintf(label, sizeof label, "bwd operand %s, %s", what[i], mode);
+        char label[96];
+        snprintf(label, sizeof label, "bwd operand %s, %s, ldd %d", what[i], mode, ldd);
         cot_check_bits_dev(label, o[i], r[i], n[i]);
         cuda_free(r[i]), cuda_free(o[i]);
     }
@@ -275,15 +275,27 @@ static void matmul_backward_operand_case(int N, int I, int O) {
     cut_fill(dinp0, ni, 93, -1.0f, 1.0f); /* nonzero: dinp accumulates */
     cut_fill(dw0, nw, 94, -1.0f, 1.0f);   /* nonzero: dw accumulates */
     float *d_w = cot_dev(w, nw), *f_x = cot_dev(x, ni), *f_dout = cot_dev(dout, no);
+    /* the same dout with its rows ldd = 2 O + 3 elements apart, NaN between them: a product
+     * that read the gaps would turn NaN */
+    const int ldd = 2 * O + 3;
+    float *strided = malloc(((size_t)N * ldd + 1) * sizeof(float));
+    for (size_t i = 0; i < (size_t)N * ldd; i++)
+        strided[i] = (int)(i % ldd) < O ? dout[i / ldd * O + i % ldd] : NAN;
+    float *f_strided = cot_dev(strided, (size_t)N * ldd);
     set_mode(0); /* the operand dout is the fp32 dout itself */
-    matmul_backward_pair("fp32", f_dout, (const dt_operand *)f_dout,
-                         (const dt_operand *)f_x, d_w, dinp0, dw0, N, I, O);
+    const dt_operand *f_op = (const dt_operand *)f_x;
+    matmul_backward_pair("fp32", f_dout, (const dt_operand *)f_dout, O, f_op, d_w, dinp0, dw0, N,
+                         I, O);
+    matmul_backward_pair("fp32", f_dout, (const dt_operand *)f_strided, ldd, f_op, d_w, dinp0,
+                         dw0, N, I, O);
     set_mode(1); /* a bf16 dout (2 bytes an element) against the widened one, rounded back */
     dt_operand *h_x = cot_operand_dev(x, ni), *h_dout = cot_operand_dev(dout, no);
-    matmul_backward_pair("bf16", f_dout, h_dout, h_x, d_w, dinp0, dw0, N, I, O);
-    void *dev[] = {d_w, f_x, f_dout, h_x, h_dout};
+    dt_operand *h_strided = cot_operand_dev(strided, (size_t)N * ldd);
+    matmul_backward_pair("bf16", f_dout, h_dout, O, h_x, d_w, dinp0, dw0, N, I, O);
+    matmul_backward_pair("bf16", f_dout, h_strided, ldd, h_x, d_w, dinp0, dw0, N, I, O);
+    void *dev[] = {d_w, f_x, f_dout, f_strided, h_x, h_dout, h_strided};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
-    free(x), free(dout), free(w), free(dinp0), free(dw0);
+    free(x), free(dout), free(strided), free(w), free(dinp0), free(dw0);
 }
 
 static void test_matmul_backward_operand(void **state) {
