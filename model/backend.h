@@ -147,21 +147,26 @@ struct dt_backend {
      * (loss 0). lse (N) keeps the logsumexp for the backward. */
     void (*xent_forward)(float *losses, float *lse, const float *logits, const int32_t *targets,
                          int N, int V);
-    /* dlogits (N, V) = dloss * (softmax(logits) - onehot(target)), rows with target < 0 zero.
-     * dlogits may alias logits. */
-    void (*xent_backward)(float *dlogits, const float *logits, const float *lse,
+    /* dlogits (N rows of V, ldd >= V elements apart) = dloss * (softmax(logits) -
+     * onehot(target)), rows with target < 0 zero. An operand read only by the classifier's
+     * product (matmul_backward_operand with the same ldd). dlogits may be the logits buffer
+     * itself with ldd = V * sizeof(float) / operand_bytes: each row's gradient then overwrites
+     * the front of that row's own logits (in bf16 its first half), so the classifier needs no
+     * second buffer and writes half the bytes. */
+    void (*xent_backward)(dt_operand *dlogits, int ldd, const float *logits, const float *lse,
                           const int32_t *targets, float dloss, int N, int V);
 
     /* ---- vocab-parallel cross-entropy: each rank holds V logits of its vocabulary slice ----
      * Targets are LOCAL: an index in [0, V) when the target is in this slice, V when it is in
-     * another rank's slice, -1 when ignored. A row's log-sum-exp over the whole vocabulary is
-     * assembled from the slices by an all-reduce MAX of rowmax and an all-reduce SUM of sums.
-     * rowmax (N) = max of each row's logits. */
-    void (*xent_vp_max)(float *rowmax, const float *logits, int N, int V);
-    /* sums (N, 2) = {sum exp(logit - rowmax), the target's logit when it is local else 0},
-     * with rowmax the global row maxima. */
-    void (*xent_vp_sums)(float *sums, const float *logits, const float *rowmax,
-                         const int32_t *targets, int N, int V);
+     * another rank's slice, -1 when ignored. One pass over the slice's logits gives its row
+     * maxima and sums; with several slices, an all-reduce MAX of rowmax gives the global maxima,
+     * xent_vp_rescale moves each slice's sums to them, and an all-reduce SUM adds the slices.
+     * rowmax (N) = max of each row's logits; sums (N, 2) = {sum exp(logit - rowmax), the target's
+     * logit when it is local else 0}. */
+    void (*xent_vp_stats)(float *rowmax, float *sums, const float *logits,
+                          const int32_t *targets, int N, int V);
+    /* sums[n][0] *= exp(rowmax[n] - gmax[n]), gmax (N) the global row maxima (>= rowmax). */
+    void (*xent_vp_rescale)(float *sums, const float *rowmax, const float *gmax, int N);
     /* lse (N) = rowmax + log(sums[.,0]); losses (N) = lse - sums[.,1] (0 for targets < 0),
      * from the globally reduced rowmax and sums. */
     void (*xent_vp_finish)(float *losses, float *lse, const float *rowmax, const float *sums,

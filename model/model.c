@@ -127,6 +127,7 @@ static void carve_acts(dt_model *m, carver *c) {
     m->losses = carve(c, N);
     m->lse = carve(c, N);
     m->rowmax = carve(c, N);
+    m->gmax = carve(c, N);
     m->xsums = carve(c, 2 * N);
     m->dres = carve(c, N * D);
     m->dnormed = carve(c, N * D);
@@ -406,33 +407,42 @@ static int stage_tokens(dt_model *m, const int32_t *inputs, const int32_t *targe
     return count;
 }
 
-/* Vocab-parallel cross-entropy of rows [r0, r0 + n): no rank holds the full-vocabulary logits;
- * the row maxima and the sums of exponentials are reduced over the TP group. */
+/* Vocab-parallel cross-entropy of rows [r0, r0 + n): no rank holds the full-vocabulary logits.
+ * One pass over the logits gives each row's maximum and sum of exponentials on this slice; over
+ * a TP group the maxima are reduced (MAX), each slice's sums moved to the global maximum, then
+ * reduced (SUM). */
 static void classifier_forward(dt_model *m, int r0, int n) {
     const dt_backend *be = m->be;
     int D = m->cfg.d_model, V = m->tp.vocab_size;
     const dt_operand *xn = dt_operand_at(be, m->final_norm, (size_t)r0 * D);
+    float *rowmax = m->rowmax + r0, *sums = m->xsums + 2 * (size_t)r0, *gmax = rowmax;
     be->matmul_forward(m->logits, xn, m->params.output, n, D, V, 0);
-    be->xent_vp_max(m->rowmax + r0, m->logits, n, V);
-    tp_max(m, m->rowmax + r0, (size_t)n);
-    be->xent_vp_sums(m->xsums + 2 * (size_t)r0, m->logits, m->rowmax + r0, m->targets + r0, n, V);
-    tp_sum(m, m->xsums + 2 * (size_t)r0, 2 * (size_t)n);
-    be->xent_vp_finish(m->losses + r0, m->lse + r0, m->rowmax + r0, m->xsums + 2 * (size_t)r0,
-                       m->targets + r0, n);
+    be->xent_vp_stats(rowmax, sums, m->logits, m->targets + r0, n, V);
+    if (m->comm) {
+        gmax = m->gmax + r0;
+        be->copy(gmax, rowmax, (size_t)n * sizeof(float));
+        tp_max(m, gmax, (size_t)n);
+        be->xent_vp_rescale(sums, rowmax, gmax, n);
+        tp_sum(m, sums, 2 * (size_t)n);
+    }
+    be->xent_vp_finish(m->losses + r0, m->lse + r0, gmax, sums, m->targets + r0, n);
 }
 
-/* The classifier's backward of rows [r0, r0 + n): dlogits = dloss (softmax - onehot) in place of
- * the logits, then the rows of dnormed (overwritten; their sum over the TP group comes later) and
+/* The classifier's backward of rows [r0, r0 + n): dlogits = dloss (softmax - onehot) as operands
+ * over the logits' own rows (in bf16 the front half of each: the rows keep the logits' stride of
+ * V floats), then the rows of dnormed (overwritten; their sum over the TP group comes later) and
  * the output weight's gradient (accumulated). logits_ready: m->logits holds those rows' logits
  * (the training forward's chunk, just computed), else they are recomputed from final_norm. */
 static void classifier_backward(dt_model *m, int r0, int n, float dloss, int logits_ready) {
     const dt_backend *be = m->be;
     int D = m->cfg.d_model, V = m->tp.vocab_size;
     const dt_operand *xn = dt_operand_at(be, m->final_norm, (size_t)r0 * D);
+    dt_operand *dlogits = (dt_operand *)m->logits;
+    const int ldd = (int)((size_t)V * sizeof(float) / be->operand_bytes);
     if (!logits_ready) be->matmul_forward(m->logits, xn, m->params.output, n, D, V, 0);
-    be->xent_backward(m->logits, m->logits, m->lse + r0, m->targets + r0, dloss, n, V);
-    be->matmul_backward(m->dnormed + (size_t)r0 * D, m->grads.output, m->logits, xn,
-                        m->params.output, n, D, V, 0);
+    be->xent_backward(dlogits, ldd, m->logits, m->lse + r0, m->targets + r0, dloss, n, V);
+    be->matmul_backward_operand(m->dnormed + (size_t)r0 * D, m->grads.output, dlogits, ldd, xn,
+                                m->params.output, n, D, V, 0);
 }
 
 /* The forward from the uploaded inputs to the final norm, then with targets the per-row losses:

@@ -95,7 +95,8 @@ typedef struct dt_model {
     float *logits;       /* (chunk, V_local) classifier scratch, reused for dlogits */
     float *losses;       /* (N) */
     float *lse;          /* (N) log-sum-exp over the whole vocabulary */
-    float *rowmax;       /* (N) */
+    float *rowmax;       /* (N) row maxima of this rank's vocabulary slice */
+    float *gmax;         /* (N) row maxima over all slices (tensor parallelism) */
     float *xsums;        /* (N, 2) sum of exp and target logit (vocab-parallel reduction) */
     /* gradient scratch, reused by every layer */
     float *dres;      /* (N, D) gradient of the residual stream */

@@ -25,6 +25,10 @@ static void matmul_forward_operand(dt_operand *out, const dt_operand *inp, const
                                    int I, int O) {
     cpu_matmul_forward(F(out), CF(inp), w, N, I, O, 0);
 }
+static void xent_backward(dt_operand *dlogits, int ldd, const float *logits, const float *lse,
+                          const int32_t *targets, float dloss, int N, int V) {
+    cpu_xent_backward(F(dlogits), ldd, logits, lse, targets, dloss, N, V);
+}
 static void rope_forward(dt_operand *out, const dt_operand *inp, int B, int T, int n_heads, int d,
                          float theta, int pos0) {
     cpu_rope_forward(F(out), CF(inp), B, T, n_heads, d, theta, pos0);
@@ -132,9 +136,9 @@ static const dt_backend cpu_backend = {
     .swiglu_backward = swiglu_backward,
 
     .xent_forward = cpu_xent_forward,
-    .xent_backward = cpu_xent_backward,
-    .xent_vp_max = cpu_xent_vp_max,
-    .xent_vp_sums = cpu_xent_vp_sums,
+    .xent_backward = xent_backward,
+    .xent_vp_stats = cpu_xent_vp_stats,
+    .xent_vp_rescale = cpu_xent_vp_rescale,
     .xent_vp_finish = cpu_xent_vp_finish,
 
     .attention_forward = attention_forward,

@@ -37,9 +37,9 @@ void cpu_rope_backward(float *dinp, const float *dout, int B, int T, int n_heads
 void cpu_swiglu_forward(float *h, const float *g, const float *u, size_t n);
 void cpu_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
 void cpu_xent_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
-void cpu_xent_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets, float dloss, int N, int V);
-void cpu_xent_vp_max(float *rowmax, const float *logits, int N, int V);
-void cpu_xent_vp_sums(float *sums, const float *logits, const float *rowmax, const int32_t *targets, int N, int V);
+void cpu_xent_backward(float *dlogits, int ldd, const float *logits, const float *lse, const int32_t *targets, float dloss, int N, int V);
+void cpu_xent_vp_stats(float *rowmax, float *sums, const float *logits, const int32_t *targets, int N, int V);
+void cpu_xent_vp_rescale(float *sums, const float *rowmax, const float *gmax, int N);
 void cpu_xent_vp_finish(float *losses, float *lse, const float *rowmax, const float *sums, const int32_t *targets, int N);
 void cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int Hq, int Hkv, int d, int dv);
 void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const float *out, const float *lse, int B, int T, int Hq, int Hkv, int d, int d_v);

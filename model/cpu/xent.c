@@ -34,11 +34,11 @@ void cpu_xent_forward(float *losses, float *lse, const float *logits, const int3
     }
 }
 
-void cpu_xent_backward(float *dlogits, const float *logits, const float *lse,
+void cpu_xent_backward(float *dlogits, int ldd, const float *logits, const float *lse,
                        const int32_t *targets, float dloss, int N, int V) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        float *dx = dlogits + (size_t)n * V;      /* (V), may be the same memory as x */
+        float *dx = dlogits + (size_t)n * ldd;   /* (V), may be the same memory as x */
         const float *x = logits + (size_t)n * V; /* (V) */
         int32_t t = targets[n];
         if (t < 0) {
@@ -52,28 +52,31 @@ void cpu_xent_backward(float *dlogits, const float *logits, const float *lse,
     }
 }
 
-void cpu_xent_vp_max(float *rowmax, const float *logits, int N, int V) {
+void cpu_xent_vp_stats(float *rowmax, float *sums, const float *logits, const int32_t *targets,
+                       int N, int V) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = logits + (size_t)n * V; /* (V) */
+        /* the slice's row, hot in cache, is read twice: its exact maximum, then the sum; the
+         * GPU forms the same sum in one pass of online rescaling (model/cuda/xent.cu) */
         float mx = -INFINITY;
         for (int i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
-        rowmax[n] = mx;
-    }
-}
-
-void cpu_xent_vp_sums(float *sums, const float *logits, const float *rowmax,
-                      const int32_t *targets, int N, int V) {
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *x = logits + (size_t)n * V; /* (V) */
-        float mx = rowmax[n];
         /* the slice's partial sum is accumulated in double; the cross-rank sum is fp32 */
         double sum = 0;
         for (int i = 0; i < V; i++) sum += expf(x[i] - mx);
         int32_t t = targets[n];
+        rowmax[n] = mx;
         sums[2 * n] = (float)sum;
         sums[2 * n + 1] = t >= 0 && t < V ? x[t] : 0.0f;
+    }
+}
+
+void cpu_xent_vp_rescale(float *sums, const float *rowmax, const float *gmax, int N) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        /* a separate rounding of expf and of the product, as the GPU's __fmul_rn */
+        float f = expf(rowmax[n] - gmax[n]);
+        sums[2 * n] = sums[2 * n] * f;
     }
 }
 

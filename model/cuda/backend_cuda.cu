@@ -122,8 +122,8 @@ static void fill(dt_backend *b, int bf16) {
     b->swiglu_backward = cuda_swiglu_backward;
     b->xent_forward = cuda_xent_forward;
     b->xent_backward = cuda_xent_backward;
-    b->xent_vp_max = cuda_xent_vp_max;
-    b->xent_vp_sums = cuda_xent_vp_sums;
+    b->xent_vp_stats = cuda_xent_vp_stats;
+    b->xent_vp_rescale = cuda_xent_vp_rescale;
     b->xent_vp_finish = cuda_xent_vp_finish;
     b->attention_forward = bf16 ? bf16_attention_forward : cuda_attention_forward;
     b->attention_backward = bf16 ? bf16_attention_backward : cuda_attention_backward;

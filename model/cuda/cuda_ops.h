@@ -86,9 +86,9 @@ void cuda_swiglu_backward(dt_operand *dg, dt_operand *du, const float *dh, const
 
 /* ---- cross-entropy ---- */
 void cuda_xent_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
-void cuda_xent_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets, float dloss, int N, int V);
-void cuda_xent_vp_max(float *rowmax, const float *logits, int N, int V);
-void cuda_xent_vp_sums(float *sums, const float *logits, const float *rowmax, const int32_t *targets, int N, int V);
+void cuda_xent_backward(dt_operand *dlogits, int ldd, const float *logits, const float *lse, const int32_t *targets, float dloss, int N, int V);
+void cuda_xent_vp_stats(float *rowmax, float *sums, const float *logits, const int32_t *targets, int N, int V);
+void cuda_xent_vp_rescale(float *sums, const float *rowmax, const float *gmax, int N);
 void cuda_xent_vp_finish(float *losses, float *lse, const float *rowmax, const float *sums, const int32_t *targets, int N);
 
 /* ---- attention ---- */

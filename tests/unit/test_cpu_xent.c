@@ -70,14 +70,24 @@ static void test_xent_forward_backward(void **state) {
     xe_ctx ctx = {logits_d, targets, N, V, n_valid};
     ctu_fd_grad(g, logits_d, N * V, 1e-5, NULL, xe_mean_loss, &ctx);
     for (int k = 0; k < N * V; k++) dl[k] = NAN; /* overwritten, ignored rows included */
-    cpu_xent_backward(dl, logits, lse, targets, 1.0f / n_valid, N, V);
+    cpu_xent_backward(dl, V, logits, lse, targets, 1.0f / n_valid, N, V);
     assert_close_f(dl, g, N * V, XE_ATOL, XE_RTOL, "xent dlogits");
     for (int v = 0; v < V; v++) assert_true(dl[1 * V + v] == 0.0f && dl[5 * V + v] == 0.0f);
 
     /* in place: dlogits aliases logits, same bits as out of place */
     memcpy(inpl, logits, sizeof logits);
-    cpu_xent_backward(inpl, inpl, lse, targets, 1.0f / n_valid, N, V);
+    cpu_xent_backward(inpl, V, inpl, lse, targets, 1.0f / n_valid, N, V);
     assert_true(ctu_same_bits(inpl, dl, N * V));
+
+    /* rows ldd = V + 3 apart: the same rows, and the 3 floats between them untouched */
+    enum { LDD = V + 3 };
+    float wide[N * LDD];
+    for (int k = 0; k < N * LDD; k++) wide[k] = -7.0f;
+    cpu_xent_backward(wide, LDD, logits, lse, targets, 1.0f / n_valid, N, V);
+    for (int n = 0; n < N; n++) {
+        assert_true(ctu_same_bits(wide + n * LDD, dl + n * V, V));
+        for (int k = V; k < LDD; k++) assert_true(wide[n * LDD + k] == -7.0f);
+    }
 }
 
 /* Logits of +-1e4 must not overflow: every exponent is shifted by the row maximum. */
@@ -105,7 +115,7 @@ static void test_xent_huge_logits(void **state) {
     assert_close_f(lse, ref_l, N, 1e-3, 1e-6, "xent lse (huge)");
     assert_close_f(losses, ref_loss, N, XE_ATOL, XE_RTOL, "xent losses (huge)");
 
-    cpu_xent_backward(dl, logits, lse, targets, 1.0f, N, V);
+    cpu_xent_backward(dl, V, logits, lse, targets, 1.0f, N, V);
     for (int k = 0; k < N * V; k++) assert_true(isfinite(dl[k]));
     /* reference gradient softmax - onehot in double; the backward sees the fp32 lse (error up
      * to 4.9e-4 at 1e4), which scales each probability by up to exp(4.9e-4) - 1 = 4.9e-4:
@@ -129,14 +139,15 @@ static void test_xent_target_outside_slice(void **state) {
     cpu_xent_forward(losses, lse, logits, targets, 1, V);
     double l = ref_lse(logits_d, V);
     assert_close_f(losses, &l, 1, XE_ATOL, XE_RTOL, "xent loss (target outside)");
-    cpu_xent_backward(dl, logits, lse, targets, 0.5f, 1, V);
+    cpu_xent_backward(dl, V, logits, lse, targets, 0.5f, 1, V);
     for (int v = 0; v < V; v++) ref[v] = 0.5 * exp(logits_d[v] - l);
     assert_close_f(dl, ref, V, XE_ATOL, XE_RTOL, "xent dlogits (target outside)");
 }
 
-/* The vocab-parallel ops over 3 uneven slices, combined as the all-reduces do (MAX of rowmax,
- * SUM of sums), give the loss and lse of the whole row; the backward of each slice with the
- * combined lse gives that slice of the whole row's gradient. */
+/* The vocab-parallel ops over 3 uneven slices, combined as the model does (MAX of the slices'
+ * rowmax, each slice's sums rescaled to it, SUM of sums), give the loss and lse of the whole
+ * row; the backward of each slice with the combined lse gives that slice of the whole row's
+ * gradient. Each slice's stats are its own exact maximum and its sum relative to it. */
 static void test_xent_vocab_parallel(void **state) {
     (void)state;
     enum { N = 5, V = 23, P = 3 };
@@ -146,9 +157,9 @@ static void test_xent_vocab_parallel(void **state) {
     double logits_d[N * V];
     tu_fill_normal_f(logits, N * V, 64, 3.0);
     ctu_to_double(logits_d, logits, N * V);
-    float rowmax[N], sums[2 * N] = {0}, part[2 * N], losses[N], lse[N];
+    float rowmax[N], sums[2 * N] = {0}, losses[N], lse[N];
     for (int n = 0; n < N; n++) rowmax[n] = -INFINITY;
-    float slice[N * V], local_max[N];
+    float slice[N * V], local_max[P][N], part[P][2 * N];
     int32_t local_t[P][N];
     for (int p = 0; p < P; p++) {
         int nv = start[p + 1] - start[p];
@@ -157,15 +168,21 @@ static void test_xent_vocab_parallel(void **state) {
             int32_t t = targets[n];
             local_t[p][n] = t < 0 ? -1 : (t >= start[p] && t < start[p + 1] ? t - start[p] : nv);
         }
-        cpu_xent_vp_max(local_max, slice, N, nv);
-        for (int n = 0; n < N; n++) rowmax[n] = fmaxf(rowmax[n], local_max[n]);
+        cpu_xent_vp_stats(local_max[p], part[p], slice, local_t[p], N, nv);
+        for (int n = 0; n < N; n++) {
+            double mx = -INFINITY, s = 0;
+            for (int i = 0; i < nv; i++) mx = fmax(mx, logits_d[(size_t)n * V + start[p] + i]);
+            for (int i = 0; i < nv; i++) s += exp(logits_d[(size_t)n * V + start[p] + i] - mx);
+            assert_true(local_max[p][n] == (float)mx); /* a maximum is exact */
+            assert_close_f(&part[p][2 * n], &s, 1, XE_ATOL, XE_RTOL, "slice sum");
+            int32_t t = local_t[p][n];
+            assert_true(part[p][2 * n + 1] == (t >= 0 && t < nv ? slice[(size_t)n * nv + t] : 0));
+            rowmax[n] = fmaxf(rowmax[n], local_max[p][n]);
+        }
     }
     for (int p = 0; p < P; p++) {
-        int nv = start[p + 1] - start[p];
-        for (int n = 0; n < N; n++)
-            memcpy(slice + (size_t)n * nv, logits + (size_t)n * V + start[p], nv * sizeof(float));
-        cpu_xent_vp_sums(part, slice, rowmax, local_t[p], N, nv);
-        for (int i = 0; i < 2 * N; i++) sums[i] += part[i];
+        cpu_xent_vp_rescale(part[p], local_max[p], rowmax, N);
+        for (int i = 0; i < 2 * N; i++) sums[i] += part[p][i];
     }
     cpu_xent_vp_finish(losses, lse, rowmax, sums, targets, N);
     double ref_l[N], ref_loss[N];
@@ -189,7 +206,7 @@ static void test_xent_vocab_parallel(void **state) {
                 ref[(size_t)n * nv + i] = g;
             }
         }
-        cpu_xent_backward(dl, slice, lse, local_t[p], 0.5f, N, nv);
+        cpu_xent_backward(dl, nv, slice, lse, local_t[p], 0.5f, N, nv);
         assert_close_f(dl, ref, (size_t)N * nv, XE_ATOL, 4 * XE_RTOL, "vocab-parallel dlogits");
     }
 }

@@ -7,7 +7,8 @@
  *   writers: rmsnorm, residual rmsnorm (y and rstd too), swiglu forward (h) and backward (dg,
  *     du; also in place over g and u), head_scale, the diffv2 combine, rope (in place, as the
  *     model rotates q and k, and out of place), the tiled attention and DIFF V1 forward (their
- *     fp32 outputs lse, o1, o2, rstd too);
+ *     fp32 outputs lse, o1, o2, rstd too), xent_backward's dlogits (in place over the logits'
+ *     rows, and rows ldd apart);
  *   readers: swiglu forward and backward (g, u), rope (its inp), head_scale_forward (its inp),
  *     head_scale_backward, the diffv2 combine forward and backward, the tiled attention forward
  *     and backward (q, k, v; out, read by the delta) and the tiled DIFF V1 forward and backward
@@ -487,6 +488,76 @@ static void test_diffattn(void **state) {
     diffattn_case(0);
 }
 
+/* xent_backward writes dlogits as operands: in place over the logits with ldd = 2V in bf16 mode
+ * (each row's gradients in the front half of its own logits; the back half keeps the logits'
+ * bytes), and out of place into rows ldd = V + 3 apart (bf16 NaN between the rows survives); both
+ * the rounding of fp32 mode's in-place gradients. V = 257 and 5001 take the scalar path, 4100 and
+ * 50260 the float4 one; V > 2048 makes one thread store over logits a later thread loads, so a
+ * store before the whole tile is loaded fails here (the emulator runs lanes in order). */
+static void xent_backward_case(int N, int V) {
+    const size_t NV = (size_t)N * V, bytes = NV * sizeof(float);
+    printf("-- xent_backward N=%d V=%d\n", N, V);
+    float *x = malloc(bytes), *lse = malloc(N * sizeof(float));
+    int32_t *t = malloc(N * sizeof(int32_t));
+    cut_fill(x, NV, 120 + (unsigned)V, -4.0f, 4.0f);
+    for (int n = 0; n < N; n++) {
+        t[n] = n % 4 == 1 ? -1 : n % 4 == 2 ? V : (int32_t)((n * 7919u) % (unsigned)V);
+        lse[n] = 2.0f + 0.25f * (float)n; /* any lse: the ops compared read the same one */
+    }
+    float *d_lse = cot_dev(lse, N);
+    int32_t *d_t = cot_dev_i32(t, N);
+    set_mode(0);
+    float *f_dl = cot_dev(x, NV);
+    cuda_xent_backward((dt_operand *)f_dl, V, f_dl, d_lse, d_t, 0.5f, N, V);
+    set_mode(1);
+    float *h_x = cot_dev(x, NV); /* in place: row n's 2V bf16 bytes over its own 4V */
+    cuda_xent_backward((dt_operand *)h_x, 2 * V, h_x, d_lse, d_t, 0.5f, N, V);
+    unsigned char *got = malloc(bytes);
+    float *want = cut_to_host(f_dl, NV);
+    cuda_copy_to_host(got, h_x, bytes);
+    for (int n = 0; n < N; n++) {
+        const unsigned char *row = got + (size_t)n * V * sizeof(float);
+        for (int i = 0; i < V; i++) {
+            uint16_t b;
+            memcpy(&b, row + 2 * (size_t)i, sizeof b);
+            if (b != cut_bf16_bits(want[(size_t)n * V + i]))
+                fail_msg("xent_backward in place: row %d element %d is bf16 0x%04x, fp32 mode "
+                         "wrote %.9g", n, i, (unsigned)b, (double)want[(size_t)n * V + i]);
+        }
+        const unsigned char *orig = (const unsigned char *)(x + (size_t)n * V);
+        if (memcmp(row + 2 * (size_t)V, orig + 2 * (size_t)V, 2 * (size_t)V) != 0)
+            fail_msg("xent_backward in place: row %d's back half is not its logits' bytes", n);
+    }
+    printf("%-36s n=%-7zu bf16 = rounded fp32, back halves intact\n", "xent_backward in place",
+           NV);
+    /* out of place, rows ldd = V + 3 apart: the gaps (NaN) survive; a dense copy to check */
+    const int ldd = V + 3;
+    float *d_x = cot_dev(x, NV);
+    dt_operand *h_wide = bf16_out((size_t)N * ldd);
+    cuda_xent_backward(h_wide, ldd, d_x, d_lse, d_t, 0.5f, N, V);
+    uint16_t *wide = malloc((size_t)N * ldd * sizeof(uint16_t));
+    cuda_copy_to_host(wide, h_wide, (size_t)N * ldd * sizeof(uint16_t));
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < ldd; i++) {
+            const uint16_t b = wide[(size_t)n * ldd + i];
+            if (i < V ? b != cut_bf16_bits(want[(size_t)n * V + i]) : b != 0x7fc0u)
+                fail_msg("xent_backward ldd %d: row %d element %d is bf16 0x%04x", ldd, n, i,
+                         (unsigned)b);
+        }
+    printf("%-36s n=%-7zu bf16 = rounded fp32, gaps intact\n", "xent_backward ldd V + 3", NV);
+    void *dev[] = {d_lse, d_t, f_dl, h_x, d_x, h_wide};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(x), free(lse), free(t), free(got), free(want), free(wide);
+}
+
+static void test_xent_backward(void **state) {
+    (void)state;
+    xent_backward_case(5, 257);
+    xent_backward_case(4, 4100);
+    xent_backward_case(4, 5001);
+    xent_backward_case(2, 50260);
+}
+
 int main(void) {
     cut_require_device();
     const struct CMUnitTest tests[] = {
@@ -494,7 +565,7 @@ int main(void) {
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_matmul_operand),
         cmocka_unit_test(test_head_scale), cmocka_unit_test(test_diffv2),
         cmocka_unit_test(test_attention),  cmocka_unit_test(test_diffattn),
-        cmocka_unit_test(test_matmul_backward_operand),
+        cmocka_unit_test(test_matmul_backward_operand), cmocka_unit_test(test_xent_backward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

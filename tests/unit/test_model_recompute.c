@@ -281,8 +281,8 @@ static size_t closed_form_diff(int recompute, size_t ob) {
                   r16(N * H) + r16(1) + r16(N * D) + r16(N) + r64(N * D, ob) + 3 * r64(N * F, ob);
     size_t layers = L * r16(N * D) + (recompute ? 1 : L) * rest;
     size_t chunk = N; /* 2^22 / V rows cap the classifier's chunk: far above N here */
-    /* x_final, final_rstd, final_norm, logits, losses, lse, rowmax, xsums */
-    size_t head = r16(N * D) + r16(N) + r64(N * D, ob) + r16(chunk * V) + 3 * r16(N) +
+    /* x_final, final_rstd, final_norm, logits, losses, lse, rowmax, gmax, xsums */
+    size_t head = r16(N * D) + r16(N) + r64(N * D, ob) + r16(chunk * V) + 4 * r16(N) +
                   r16(2 * N);
     /* dres, dnormed, dwide (max(F, A)), dgate, dup (operands), dq, dk, dv, dlam (1), inputs,
      * targets */
