@@ -21,7 +21,7 @@
  * With --check=1 (default) each forward is first compared with the tiled kernels (fp32 math) on
  * the same inputs (max |fused - tiled| over out, which bf16 keeps near 1e-2 for these inputs).
  * The backend runs in bf16 mode, so q, k, v and out (dt_operands) are bf16 on both paths (out
- * widened to compare).
+ * widened to compare), and so is the backward's dv.
  *
  * Prints one line per case:
  *   RESULT kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
@@ -42,9 +42,8 @@ typedef struct shape {
 } shape;
 
 typedef struct bufs { /* device buffers, sized for the largest kind */
-    float *dout, *o1, *o2, *lse, *rstd, *dq, *dk, *dv, *gamma, *lambda, *dgamma, *dlambda,
-        *ref_lse;
-    dt_operand *q, *k, *v, *out, *ref; /* bf16 (the backend's operand format) */
+    float *dout, *o1, *o2, *lse, *rstd, *dq, *dk, *gamma, *lambda, *dgamma, *dlambda, *ref_lse;
+    dt_operand *q, *k, *v, *out, *ref, *dv; /* bf16 (the backend's operand format) */
 } bufs;
 
 static double now_s(void) {
@@ -233,7 +232,7 @@ int main(int argc, char **argv) {
         b.rstd = cuda_alloc(N * H * sizeof(float));
         b.dq = cuda_alloc(N * w * sizeof(float));
         b.dk = cuda_alloc(N * w * sizeof(float));
-        b.dv = cuda_alloc(N * w * sizeof(float));
+        b.dv = cuda_alloc(N * w * cuda_operand_bytes());
         b.dgamma = cuda_alloc((size_t)2 * d * sizeof(float));
         b.dlambda = cuda_alloc(sizeof(float));
         if (!b.out || !b.o1 || !b.o2 || !b.ref || !b.lse || !b.ref_lse || !b.rstd || !b.dq ||

@@ -12,7 +12,8 @@
  *   matrix product's input (the norms' outputs, the attention's output, the SwiGLU output), the
  *   attention's q, k and v, and the products' outputs that only element-wise ops read (SwiGLU's
  *   gate and up); or a gradient that only products read (SwiGLU's dg and du, the output
- *   gradients of the gate and up products: matmul_backward_operand). Its elements are
+ *   gradients of the gate and up products; the attention's dv and rope_backward's dinp, the
+ *   output gradients of the v, q and k products: matmul_backward_operand). Its elements are
  *   operand_bytes wide: fp32 (4), or bf16 (2: the high half of the fp32 value rounded to
  *   nearest even) where the backend computes in bf16 and stores these activations so, which
  *   halves their memory and traffic and spares the products and the fused attention a rounding
@@ -79,8 +80,9 @@ struct dt_backend {
     void (*matmul_backward)(float *dinp, float *dw, const float *dout, const dt_operand *inp,
                             const float *w, int N, int I, int O, int accumulate_dinp);
     /* The same with dout an operand (an output gradient stored as one: SwiGLU's dg, du; the
-     * classifier's dlogits), N rows of O elements whose starts lie ldd >= O elements apart, read
-     * as it is: in bf16 mode the products read dout in bf16 anyway, so no rounding copy. */
+     * attention's dv and rope_backward's dq, dk; the classifier's dlogits), N rows of O elements
+     * whose starts lie ldd >= O elements apart, read as it is: in bf16 mode the products read
+     * dout in bf16 anyway, so no rounding copy. */
     void (*matmul_backward_operand)(float *dinp, float *dw, const dt_operand *dout, int ldd,
                                     const dt_operand *inp, const float *w, int N, int I, int O,
                                     int accumulate_dinp);
@@ -132,7 +134,10 @@ struct dt_backend {
      * angle = pos * theta^(-2i/d) for pair i. The backward rotates by the negative angle. */
     void (*rope_forward)(dt_operand *out, const dt_operand *inp, int B, int T, int n_heads,
                          int d, float theta, int pos0);
-    void (*rope_backward)(float *dinp, const float *dout, int B, int T, int n_heads, int d,
+    /* dinp is an operand (the q or k product's output gradient, read only by its backward):
+     * rotated in fp32 from the fp32 dout and rounded once as stored. It may equal dout only
+     * where operands are fp32 (operand_bytes 4): a bf16 dinp must not alias dout. */
+    void (*rope_backward)(dt_operand *dinp, const float *dout, int B, int T, int n_heads, int d,
                           float theta, int pos0);
 
     /* ---- SwiGLU gate: h = silu(g) * u, elementwise over n ---- */
@@ -181,8 +186,9 @@ struct dt_backend {
                               const dt_operand *k, const dt_operand *v, int B, int T, int Hq,
                               int Hkv, int d, int dv);
     /* dq (B,T,Hq*d) overwritten; dk, dv overwritten (summed over the q-heads of a group);
-     * d_v is the forward's dv (the v head width), renamed as dv names the gradient here. */
-    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
+     * d_v is the forward's dv (the v head width), renamed as dv names the gradient here. dv is
+     * an operand (read only by the v product's backward): fp32 math, rounded once as stored. */
+    void (*attention_backward)(float *dq, float *dk, dt_operand *dv, const float *dout,
                                const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                const dt_operand *out, const float *lse, int B, int T, int Hq,
                                int Hkv, int d, int d_v);
@@ -202,8 +208,9 @@ struct dt_backend {
                              const dt_operand *q, const dt_operand *k, const dt_operand *v,
                              const float *lambda, const float *gamma, float lambda_init, float eps,
                              int B, int T, int H, int Hkv, int d);
-    /* dq, dk, dv overwritten; dgamma (2d) and dlambda (1 float) accumulate. */
-    void (*diffattn_backward)(float *dq, float *dk, float *dv, float *dgamma, float *dlambda,
+    /* dq, dk, dv overwritten (dv an operand, as attention_backward's); dgamma (2d) and
+     * dlambda (1 float) accumulate. */
+    void (*diffattn_backward)(float *dq, float *dk, dt_operand *dv, float *dgamma, float *dlambda,
                               const float *dout, const dt_operand *q, const dt_operand *k,
                               const dt_operand *v, const float *o1, const float *o2,
                               const float *lse, const float *rstd, const float *lambda,

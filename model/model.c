@@ -132,11 +132,15 @@ static void carve_acts(dt_model *m, carver *c) {
     m->dres = carve(c, N * D);
     m->dnormed = carve(c, N * D);
     m->dwide = carve(c, N * (F > (size_t)a.A ? F : (size_t)a.A));
-    m->dgate = carve_operand(c, N * F);
-    m->dup = carve_operand(c, N * F);
+    /* the FFN's backward and the attention's never overlap: dq_rot and dk_rot take the space of
+     * dgate and dup */
+    m->dgate = carve_operand(c, N * (F > (size_t)a.q ? F : (size_t)a.q));
+    m->dup = carve_operand(c, N * (F > (size_t)a.k ? F : (size_t)a.k));
+    m->dq_rot = m->dgate;
+    m->dk_rot = m->dup;
     m->dq = carve(c, N * a.q);
     m->dk = carve(c, N * a.k);
-    m->dv = carve(c, N * a.v);
+    m->dv = carve_operand(c, N * a.v);
     m->dheads = v2 ? carve(c, N * a.q) : NULL;
     m->dlam = carve(c, v2 ? N * a.H : 1);
     m->inputs = carve_bytes(c, N * sizeof(int32_t));
@@ -627,12 +631,17 @@ static void attention_block_backward(dt_model *m, int l) {
                                x->attn_lse, B, T, a.q_heads, a.Hkv, a.d, a.dv);
         break;
     }
-    be->rope_backward(m->dq, m->dq, B, T, a.q_heads, a.d, theta, 0);
-    be->rope_backward(m->dk, m->dk, B, T, a.k_heads, a.d, theta, 0);
-    be->matmul_backward(m->dnormed, g->q_proj, m->dq, x->attn_in, w->q_proj, N, D, a.q,
-                        dinp_accumulated);
-    be->matmul_backward(m->dnormed, g->k_proj, m->dk, x->attn_in, w->k_proj, N, D, a.k, 1);
-    be->matmul_backward(m->dnormed, g->v_proj, m->dv, x->attn_in, w->v_proj, N, D, a.v, 1);
+    /* the products' output gradients are operands, stored once by their producers (dv by the
+     * attention's backward, dq and dk rotated out of place by rope's backward; in bf16 mode
+     * rounded as stored) and read by the products as they are: no rounding copies */
+    be->rope_backward(m->dq_rot, m->dq, B, T, a.q_heads, a.d, theta, 0);
+    be->rope_backward(m->dk_rot, m->dk, B, T, a.k_heads, a.d, theta, 0);
+    be->matmul_backward_operand(m->dnormed, g->q_proj, m->dq_rot, a.q, x->attn_in, w->q_proj, N,
+                                D, a.q, dinp_accumulated);
+    be->matmul_backward_operand(m->dnormed, g->k_proj, m->dk_rot, a.k, x->attn_in, w->k_proj, N,
+                                D, a.k, 1);
+    be->matmul_backward_operand(m->dnormed, g->v_proj, m->dv, a.v, x->attn_in, w->v_proj, N, D,
+                                a.v, 1);
     tp_sum(m, m->dnormed, (size_t)N * D);
     be->rmsnorm_backward(m->dres, g->attention_norm, m->dnormed, x->x_in, w->attention_norm,
                          x->attn_rstd, N, D);

@@ -102,11 +102,16 @@ typedef struct dt_model {
     float *dres;      /* (N, D) gradient of the residual stream */
     float *dnormed;   /* (N, D) gradient of a norm's output (final, ffn or attention norm) */
     float *dwide;     /* (N, max(F, A)) gradient of hidden or of the attention output */
-    dt_operand *dgate; /* (N, F) operand: SwiGLU's backward writes it, the gate product reads it */
-    dt_operand *dup;   /* (N, F) operand: as dgate, for the up product */
-    float *dq;        /* (N, Hq*d) */
-    float *dk;        /* (N, Hk*d) */
-    float *dv;        /* (N, Hkv*dv) */
+    dt_operand *dgate; /* (N, F) operand: SwiGLU's backward writes it, the gate product reads it
+                          (room for max(F, Hq*d): dq_rot shares it) */
+    dt_operand *dup;   /* (N, F) operand: as dgate, for the up product (max(F, Hk*d): dk_rot) */
+    float *dq;        /* (N, Hq*d) the attention's backward writes it, rope_backward reads it */
+    float *dk;        /* (N, Hk*d) as dq */
+    dt_operand *dv;   /* (N, Hkv*dv) operand: the attention's backward writes it, the v product
+                         reads it */
+    dt_operand *dq_rot; /* (N, Hq*d) operand: rope_backward's rotated dq, for the q product
+                           (in dgate's space: the FFN's backward is done with it) */
+    dt_operand *dk_rot; /* (N, Hk*d) operand: the same of dk, for the k product (dup's space) */
     float *dheads;    /* diff_v2: (N, 2H*d) */
     float *dlam;      /* diff_v2: (N, H); diff: (1) dlambda of the current layer */
     int32_t *inputs;     /* (N) backend copy of the inputs */

@@ -33,6 +33,10 @@ static void rope_forward(dt_operand *out, const dt_operand *inp, int B, int T, i
                          float theta, int pos0) {
     cpu_rope_forward(F(out), CF(inp), B, T, n_heads, d, theta, pos0);
 }
+static void rope_backward(dt_operand *dinp, const float *dout, int B, int T, int n_heads, int d,
+                          float theta, int pos0) {
+    cpu_rope_backward(F(dinp), dout, B, T, n_heads, d, theta, pos0);
+}
 static void rmsnorm_forward(dt_operand *out, float *rstd, const float *inp, const float *weight,
                             int N, int C, float eps) {
     cpu_rmsnorm_forward(F(out), rstd, inp, weight, N, C, eps);
@@ -54,12 +58,12 @@ static void attention_forward(dt_operand *out, float *lse, const dt_operand *q,
                               int Hkv, int d, int dv) {
     cpu_attention_forward(F(out), lse, CF(q), CF(k), CF(v), B, T, Hq, Hkv, d, dv);
 }
-static void attention_backward(float *dq, float *dk, float *dv, const float *dout,
+static void attention_backward(float *dq, float *dk, dt_operand *dv, const float *dout,
                                const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                const dt_operand *out, const float *lse, int B, int T, int Hq,
                                int Hkv, int d, int d_v) {
-    cpu_attention_backward(dq, dk, dv, dout, CF(q), CF(k), CF(v), CF(out), lse, B, T, Hq, Hkv, d,
-                           d_v);
+    cpu_attention_backward(dq, dk, F(dv), dout, CF(q), CF(k), CF(v), CF(out), lse, B, T, Hq,
+                           Hkv, d, d_v);
 }
 static void diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, float *rstd,
                              const dt_operand *q, const dt_operand *k, const dt_operand *v,
@@ -68,13 +72,13 @@ static void diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, 
     cpu_diffattn_forward(F(out), o1, o2, lse, rstd, CF(q), CF(k), CF(v), lambda, gamma,
                          lambda_init, eps, B, T, H, Hkv, d);
 }
-static void diffattn_backward(float *dq, float *dk, float *dv, float *dgamma, float *dlambda,
-                              const float *dout, const dt_operand *q, const dt_operand *k,
-                              const dt_operand *v, const float *o1, const float *o2,
-                              const float *lse, const float *rstd, const float *lambda,
-                              const float *gamma, float lambda_init, int B, int T, int H, int Hkv,
-                              int d) {
-    cpu_diffattn_backward(dq, dk, dv, dgamma, dlambda, dout, CF(q), CF(k), CF(v), o1, o2, lse,
+static void diffattn_backward(float *dq, float *dk, dt_operand *dv, float *dgamma,
+                              float *dlambda, const float *dout, const dt_operand *q,
+                              const dt_operand *k, const dt_operand *v, const float *o1,
+                              const float *o2, const float *lse, const float *rstd,
+                              const float *lambda, const float *gamma, float lambda_init, int B,
+                              int T, int H, int Hkv, int d) {
+    cpu_diffattn_backward(dq, dk, F(dv), dgamma, dlambda, dout, CF(q), CF(k), CF(v), o1, o2, lse,
                           rstd, lambda, gamma, lambda_init, B, T, H, Hkv, d);
 }
 static void head_scale_forward(dt_operand *out, const dt_operand *inp, const float *s, int N,
@@ -130,7 +134,7 @@ static const dt_backend cpu_backend = {
     .rmsnorm_backward = cpu_rmsnorm_backward,
 
     .rope_forward = rope_forward,
-    .rope_backward = cpu_rope_backward,
+    .rope_backward = rope_backward,
 
     .swiglu_forward = swiglu_forward,
     .swiglu_backward = swiglu_backward,

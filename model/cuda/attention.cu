@@ -17,7 +17,8 @@
  *
  * The standard op's out is a dt_operand: written, and read back by the backward's delta, in the
  * backend's format (operand.cuh), the kernels' TO; q, k and v are dt_operands too, the kernels'
- * TI, widened to fp32 as they are staged into shared memory. */
+ * TI, widened to fp32 as they are staged into shared memory; so is the backward's dv, stored in
+ * that format. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,7 +185,7 @@ extern "C" void cuda_attention_forward(dt_operand *out, float *lse, const dt_ope
                           (const float *)v, m);
 }
 
-extern "C" void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+extern "C" void cuda_attention_backward(float *dq, float *dk, dt_operand *dv, const float *dout,
                                         const dt_operand *q, const dt_operand *k,
                                         const dt_operand *v, const dt_operand *out,
                                         const float *lse, int B, int T, int Hq, int Hkv, int d,
@@ -193,9 +194,10 @@ extern "C" void cuda_attention_backward(float *dq, float *dk, float *dv, const f
     float *delta = (float *)cuda_workspace(sizeof(float) * ((size_t)B * Hq * T + 1)); /* (B,Hq,T) */
     typedef operand_bf16 bf;
     if (cuda_operand_bf16())
-        attn_core_backward(dq, dk, dv, delta, dout, (const bf *)out, (const bf *)NULL,
+        attn_core_backward(dq, dk, (bf *)dv, delta, dout, (const bf *)out, (const bf *)NULL,
                            (const bf *)q, (const bf *)k, (const bf *)v, lse, NULL, m);
     else
-        attn_core_backward(dq, dk, dv, delta, dout, (const float *)out, (const float *)NULL,
-                           (const float *)q, (const float *)k, (const float *)v, lse, NULL, m);
+        attn_core_backward(dq, dk, (float *)dv, delta, dout, (const float *)out,
+                           (const float *)NULL, (const float *)q, (const float *)k,
+                           (const float *)v, lse, NULL, m);
 }

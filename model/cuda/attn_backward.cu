@@ -6,7 +6,8 @@
  *       on, for every q-head that reads the v-head.
  * Both recompute P = exp(scale q.k - lse) with the same expression, and dS = P (dscale G.v -
  * delta). Every gradient element is accumulated by one thread in a fixed order and written once
- * (overwrite contract; no atomics: bit-identical reruns). */
+ * (overwrite contract; no atomics: bit-identical reruns). dq and dk are fp32; dv is an operand
+ * (operand.cuh) of q, k and v's element type TI, accumulated in fp32 and rounded only as stored. */
 #include <math.h>
 
 #include "model/cuda/attn_core.cuh"
@@ -143,7 +144,7 @@ attn_dq_kernel(float *dq, const float *G, const TI *q, const TI *k, const TI *v,
  * the diagonal, rows in increasing order. ---- */
 template <typename TI>
 __global__ void __launch_bounds__(ATTN_CU_DKDV_THREADS)
-attn_dkdv_kernel(float *dk, float *dv, const float *G, const TI *q, const TI *k, const TI *v,
+attn_dkdv_kernel(float *dk, TI *dv, const float *G, const TI *q, const TI *k, const TI *v,
                  const float *lse, const float *delta, const float *lambda, attn_map m,
                  float scale) {
     extern __shared__ float smem[];
@@ -257,7 +258,7 @@ attn_dkdv_kernel(float *dk, float *dv, const float *G, const TI *q, const TI *k,
         }
     }
 
-    float *dvh = dv + (size_t)b * T * vs + (size_t)g * dvw;
+    TI *dvh = dv + (size_t)b * T * vs + (size_t)g * dvw;
 #pragma unroll
     for (int kk = 0; kk < ATTN_CU_KPW; kk++) {
         const int c = warp * ATTN_CU_KPW + kk;
@@ -265,7 +266,7 @@ attn_dkdv_kernel(float *dk, float *dv, const float *G, const TI *q, const TI *k,
 #pragma unroll
         for (int u = 0; u < ATTN_CU_DVU; u++) {
             const int e = lane + 32 * u;
-            if (e < dvw) dvh[(size_t)(j0 + c) * vs + e] = accv[kk][u];
+            if (e < dvw) operand_store(dvh, (size_t)(j0 + c) * vs + e, accv[kk][u]);
         }
     }
 }
@@ -301,7 +302,7 @@ template void attn_delta<operand_bf16>(float *, const float *, const operand_bf1
                                        bool);
 
 template <typename TO, typename TI>
-void attn_core_backward(float *dq, float *dk, float *dv, float *delta, const float *G,
+void attn_core_backward(float *dq, float *dk, TI *dv, float *delta, const float *G,
                         const TO *o_a, const TO *o_b, const TI *q, const TI *k, const TI *v,
                         const float *lse, const float *lambda, const attn_map &m) {
     attn_check(m);
@@ -328,7 +329,7 @@ void attn_core_backward(float *dq, float *dk, float *dv, float *delta, const flo
     CUDA_LAUNCH_CHECK();
 }
 #define ATTN_CORE_BACKWARD(TO, TI)                                                                 \
-    template void attn_core_backward<TO, TI>(float *, float *, float *, float *, const float *,   \
+    template void attn_core_backward<TO, TI>(float *, float *, TI *, float *, const float *,      \
                                              const TO *, const TO *, const TI *, const TI *,      \
                                              const TI *, const float *, const float *,            \
                                              const attn_map &)

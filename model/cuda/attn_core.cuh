@@ -232,11 +232,12 @@ void attn_delta(float *delta, const float *G, const TO *o_a, const TO *o_b, cons
 
 /* dq (B, T, nq*d), dk (B, T, nk*d), dv (B, T, nv*dv), all overwritten, from G (the output
  * gradient, in the layout of the output buffers), the forward's o_a, o_b and q, k, v (TO and TI
- * as attn_core_forward, the same three instances) and lse. lambda: device pointer to DIFF's
- * lambda (NULL for standard attention). delta: device scratch of B*nq*T floats (the caller
- * carves it out of cuda_workspace). */
+ * as attn_core_forward, the same three instances) and lse. dq and dk are fp32; dv is an operand
+ * of the mode, as q, k and v are (elements TI: rounded from the fp32 sums as stored). lambda:
+ * device pointer to DIFF's lambda (NULL for standard attention). delta: device scratch of
+ * B*nq*T floats (the caller carves it out of cuda_workspace). */
 template <typename TO, typename TI>
-void attn_core_backward(float *dq, float *dk, float *dv, float *delta, const float *G,
+void attn_core_backward(float *dq, float *dk, TI *dv, float *delta, const float *G,
                         const TO *o_a, const TO *o_b, const TI *q, const TI *k, const TI *v,
                         const float *lse, const float *lambda, const attn_map &m);
 

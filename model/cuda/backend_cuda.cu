@@ -34,8 +34,8 @@ bool cuda_operand_bf16(void) { return g_operand_bf16; }
 
 extern "C" size_t cuda_operand_bytes(void) { return g_operand_bf16 ? 2 : 4; }
 
-/* The fused kernels move 16 bytes at a time: every tensor they stage or store (q, k, v and out
- * in bf16, the fp32 gradients) must be 16-byte aligned, else the tiled kernels run
+/* The fused kernels move 16 bytes at a time: every tensor they stage or store (q, k, v, out and
+ * dv in bf16, the fp32 gradients) must be 16-byte aligned, else the tiled kernels run
  * (cuda_flash_usable). */
 static void bf16_attention_forward(dt_operand *out, float *lse, const dt_operand *q,
                                    const dt_operand *k, const dt_operand *v, int B, int T, int Hq,
@@ -47,7 +47,7 @@ static void bf16_attention_forward(dt_operand *out, float *lse, const dt_operand
         cuda_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, dv);
 }
 
-static void bf16_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+static void bf16_attention_backward(float *dq, float *dk, dt_operand *dv, const float *dout,
                                     const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                     const dt_operand *out, const float *lse, int B, int T, int Hq,
                                     int Hkv, int d, int d_v) {
@@ -72,7 +72,7 @@ static void bf16_diffattn_forward(dt_operand *out, float *o1, float *o2, float *
                               T, H, Hkv, d);
 }
 
-static void bf16_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma,
+static void bf16_diffattn_backward(float *dq, float *dk, dt_operand *dv, float *dgamma,
                                    float *dlambda, const float *dout, const dt_operand *q,
                                    const dt_operand *k, const dt_operand *v, const float *o1,
                                    const float *o2, const float *lse, const float *rstd,

@@ -9,8 +9,9 @@
 #include <stdint.h>
 
 /* An activation of the forward that feeds the tensor-core ops (model/backend.h): a product's
- * input, the attention's q, k, v, SwiGLU's gate and up; fp32 or bf16 elements, as the backend's
- * mode says (cuda_operand_bytes). */
+ * input, the attention's q, k, v, SwiGLU's gate and up; or a gradient only products read
+ * (SwiGLU's dg, du, the attention's dv, rope_backward's dinp); fp32 or bf16 elements, as the
+ * backend's mode says (cuda_operand_bytes). */
 typedef struct dt_operand dt_operand;
 
 #ifdef __cplusplus
@@ -80,7 +81,7 @@ void cuda_rmsnorm_forward(dt_operand *out, float *rstd, const float *inp, const 
 void cuda_residual_rmsnorm_forward(float *y, dt_operand *out, float *rstd, const float *a, const float *b, const float *weight, int N, int C, float eps);
 void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C);
 void cuda_rope_forward(dt_operand *out, const dt_operand *inp, int B, int T, int n_heads, int d, float theta, int pos0);
-void cuda_rope_backward(float *dinp, const float *dout, int B, int T, int n_heads, int d, float theta, int pos0);
+void cuda_rope_backward(dt_operand *dinp, const float *dout, int B, int T, int n_heads, int d, float theta, int pos0);
 void cuda_swiglu_forward(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t n);
 void cuda_swiglu_backward(dt_operand *dg, dt_operand *du, const float *dh, const dt_operand *g, const dt_operand *u, size_t n);
 
@@ -93,9 +94,9 @@ void cuda_xent_vp_finish(float *losses, float *lse, const float *rowmax, const f
 
 /* ---- attention ---- */
 void cuda_attention_forward(dt_operand *out, float *lse, const dt_operand *q, const dt_operand *k, const dt_operand *v, int B, int T, int Hq, int Hkv, int d, int dv);
-void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const dt_operand *q, const dt_operand *k, const dt_operand *v, const dt_operand *out, const float *lse, int B, int T, int Hq, int Hkv, int d, int d_v);
+void cuda_attention_backward(float *dq, float *dk, dt_operand *dv, const float *dout, const dt_operand *q, const dt_operand *k, const dt_operand *v, const dt_operand *out, const float *lse, int B, int T, int Hq, int Hkv, int d, int d_v);
 void cuda_diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, float *rstd, const dt_operand *q, const dt_operand *k, const dt_operand *v, const float *lambda, const float *gamma, float lambda_init, float eps, int B, int T, int H, int Hkv, int d);
-void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma, float *dlambda, const float *dout, const dt_operand *q, const dt_operand *k, const dt_operand *v, const float *o1, const float *o2, const float *lse, const float *rstd, const float *lambda, const float *gamma, float lambda_init, int B, int T, int H, int Hkv, int d);
+void cuda_diffattn_backward(float *dq, float *dk, dt_operand *dv, float *dgamma, float *dlambda, const float *dout, const dt_operand *q, const dt_operand *k, const dt_operand *v, const float *o1, const float *o2, const float *lse, const float *rstd, const float *lambda, const float *gamma, float lambda_init, int B, int T, int H, int Hkv, int d);
 void cuda_difflambda_forward(float *lambda, const float *lq1, const float *lk1, const float *lq2, const float *lk2, float lambda_init, int d);
 void cuda_difflambda_backward(float *dlq1, float *dlk1, float *dlq2, float *dlk2, const float *dlambda, const float *lq1, const float *lk1, const float *lq2, const float *lk2, int d);
 void cuda_head_scale_forward(dt_operand *out, const dt_operand *inp, const float *s, int N, int H, int w);

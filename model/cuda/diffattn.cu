@@ -13,7 +13,8 @@
  * diff_dgamma_dlambda_reduce adds the partials in a fixed order (in double, as the CPU oracle) to
  * dgamma and dlambda. o1, o2 are fp32 (the backward's inputs); out is a dt_operand, written in
  * the backend's format (operand.cuh) from the same fp32 values; q, k, v are dt_operands, read
- * in that format by the core (attn_core_forward / _backward's TI). */
+ * in that format by the core (attn_core_forward / _backward's TI), and so is the backward's dv,
+ * stored in it. */
 #include <math.h>
 
 #include "model/cuda/attn_core.cuh"
@@ -150,7 +151,7 @@ void diff_dgamma_dlambda_reduce(float *dgamma, float *dlambda, const double *par
     CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma,
+extern "C" void cuda_diffattn_backward(float *dq, float *dk, dt_operand *dv, float *dgamma,
                                        float *dlambda, const float *dout, const dt_operand *q,
                                        const dt_operand *k, const dt_operand *v, const float *o1,
                                        const float *o2, const float *lse, const float *rstd,
@@ -178,9 +179,9 @@ extern "C" void cuda_diffattn_backward(float *dq, float *dk, float *dv, float *d
     diff_dgamma_dlambda_reduce(gamma ? dgamma : NULL, dlambda, part, n_chunks, d2);
     typedef operand_bf16 bf;
     if (cuda_operand_bf16())
-        attn_core_backward(dq, dk, dv, delta, dO, o1, o2, (const bf *)q, (const bf *)k,
+        attn_core_backward(dq, dk, (bf *)dv, delta, dO, o1, o2, (const bf *)q, (const bf *)k,
                            (const bf *)v, lse, lambda, m);
     else
-        attn_core_backward(dq, dk, dv, delta, dO, o1, o2, (const float *)q, (const float *)k,
-                           (const float *)v, lse, lambda, m);
+        attn_core_backward(dq, dk, (float *)dv, delta, dO, o1, o2, (const float *)q,
+                           (const float *)k, (const float *)v, lse, lambda, m);
 }

@@ -8,7 +8,8 @@
  *       diagonal on: phase 1 computes S^T = K Q^T and dP^T = V G^T (warp: 16 keys x 32 rows) and
  *       stores dscale P^T and dS^T as bf16 in shared memory; phase 2 adds dV += (dscale P^T) G and
  *       dK += dS^T Q (warp: 16 keys x half of the columns). dV sums both DIFF branches (dO_2 =
- *       -lambda G: dscale), dK one branch.
+ *       -lambda G: dscale), dK one branch. dq and dk are stored fp32; dv is an operand (the
+ *       fused ops are the bf16 mode's: bf16), accumulated in fp32 and rounded as stored.
  * Both recompute P with the same expression from the same bf16 tiles. dq = scale dS K and
  * dK = scale dS^T Q with scale = 1/sqrt(d). The dq kernel recomputes S and dP that dk/dv also
  * compute (7 products per tile pair instead of FlashAttention-2's 5): the price of having no
@@ -115,9 +116,9 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
  * wh = warp / 4 the rows 32wh..32wh+31 of phase 1 and the column half wh of phase 2 ---- */
 template <typename Tin, int D, int DV>
 __global__ void __launch_bounds__(2 * FLASH_WARPS * 32)
-flash_dkdv_kernel(float *dk, float *dv, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
-                  const float *lse, const float *delta, const float *lambda, attn_map m,
-                  float scale_log2, float scale) {
+flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const Tin *k,
+                  const Tin *v, const float *lse, const float *delta, const float *lambda,
+                  attn_map m, float scale_log2, float scale) {
     extern __shared__ uint4 flash_smem[];
     constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD, LDP = FLASH_BR + FLASH_PAD;
     constexpr int STAGE = FLASH_BR * (LDQ + LDV); /* one Q/G stage, elements */
@@ -236,15 +237,17 @@ flash_dkdv_kernel(float *dk, float *dv, const Tin *G, const Tin *q, const Tin *k
         }
     }
 
-    float *dvh = dv + (size_t)b * T * vs + (size_t)gv * DV + wh * (DV / 2);
+    /* dv, an operand: each fp32 pair rounded to bf16 as stored (an even element offset from a
+     * 16-byte aligned base: one 4-byte store) */
+    operand_bf16 *dvh = dv + (size_t)b * T * vs + (size_t)gv * DV + wh * (DV / 2);
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int key = j0 + 16 * wk + g + 8 * r;
         if (key >= T) continue;
 #pragma unroll
         for (int nt = 0; nt < DV / 16; nt++)
-            *reinterpret_cast<float2 *>(dvh + (size_t)key * vs + 8 * nt + 2 * t4) =
-                make_float2(accv[nt][2 * r], accv[nt][2 * r + 1]);
+            operand_store2(dvh, (size_t)key * vs + 8 * nt + 2 * t4, accv[nt][2 * r],
+                           accv[nt][2 * r + 1]);
     }
 }
 
@@ -262,7 +265,7 @@ template <int D, int DV> static size_t flash_dkdv_smem(void) {
 }
 
 template <typename Tin, int D, int DV, int NS>
-static void flash_backward_launch(float *dq, float *dk, float *dv, const Tin *G,
+static void flash_backward_launch(float *dq, float *dk, operand_bf16 *dv, const Tin *G,
                                   const float *delta, const Tin *q, const Tin *k, const Tin *v,
                                   const float *lse, const float *lambda, const attn_map &m) {
     auto flash_dq = flash_dq_kernel<Tin, D, DV, NS>;
@@ -285,9 +288,9 @@ static void flash_backward_launch(float *dq, float *dk, float *dv, const Tin *G,
 }
 
 template <typename Tin>
-void flash_core_backward(float *dq, float *dk, float *dv, const Tin *G, const float *delta,
-                         const Tin *q, const Tin *k, const Tin *v, const float *lse,
-                         const float *lambda, const attn_map &m) {
+void flash_core_backward(float *dq, float *dk, operand_bf16 *dv, const Tin *G,
+                         const float *delta, const Tin *q, const Tin *k, const Tin *v,
+                         const float *lse, const float *lambda, const attn_map &m) {
     flash_check(m);
     if (m.B == 0 || m.T <= 0) return;
 #define FLASH_BWD(D, DV, NS)                                                                      \
@@ -306,10 +309,12 @@ void flash_core_backward(float *dq, float *dk, float *dv, const Tin *G, const fl
     }
 #undef FLASH_BWD
 }
-template void flash_core_backward<flash_bf16>(float *, float *, float *, const flash_bf16 *,
-                                              const float *, const flash_bf16 *,
+template void flash_core_backward<flash_bf16>(float *, float *, operand_bf16 *,
+                                              const flash_bf16 *, const float *,
                                               const flash_bf16 *, const flash_bf16 *,
-                                              const float *, const float *, const attn_map &);
-template void flash_core_backward<float>(float *, float *, float *, const float *, const float *,
+                                              const flash_bf16 *, const float *, const float *,
+                                              const attn_map &);
+template void flash_core_backward<float>(float *, float *, operand_bf16 *, const float *,
                                          const float *, const float *, const float *,
-                                         const float *, const float *, const attn_map &);
+                                         const float *, const float *, const float *,
+                                         const attn_map &);

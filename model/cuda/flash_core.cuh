@@ -250,10 +250,11 @@ void flash_diff_prep(TG *G, float *delta, double *part, float *dgamma, float *dl
 
 /* dq, dk, dv (overwritten) from G (the output gradient in the output buffers' layout) and delta
  * (B, nq, T) = dscale_j * (G_i . o_i) per q-head (flash_prep.cu), as attn_core_backward; Tin as
- * flash_core_forward, for G, q, k and v alike. */
+ * flash_core_forward, for G, q, k and v alike. dq, dk fp32; dv an operand, so bf16 (rounded
+ * from the fp32 sums as stored), whatever Tin. */
 template <typename Tin>
-void flash_core_backward(float *dq, float *dk, float *dv, const Tin *G, const float *delta,
-                         const Tin *q, const Tin *k, const Tin *v, const float *lse,
-                         const float *lambda, const attn_map &m);
+void flash_core_backward(float *dq, float *dk, operand_bf16 *dv, const Tin *G,
+                         const float *delta, const Tin *q, const Tin *k, const Tin *v,
+                         const float *lse, const float *lambda, const attn_map &m);
 
 #endif

@@ -92,12 +92,13 @@ extern "C" void cuda_flash_attention_forward(dt_operand *out_, float *lse, const
     flash_core_forward<flash_bf16>(out, NULL, NULL, lse, qkv[0], qkv[1], qkv[2], m, none);
 }
 
-extern "C" void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                                              const dt_operand *q_, const dt_operand *k_,
-                                              const dt_operand *v_, const dt_operand *out,
-                                              const float *lse, int B, int T, int Hq, int Hkv,
-                                              int d, int d_v) {
+extern "C" void cuda_flash_attention_backward(float *dq, float *dk, dt_operand *dv_,
+                                              const float *dout, const dt_operand *q_,
+                                              const dt_operand *k_, const dt_operand *v_,
+                                              const dt_operand *out, const float *lse, int B,
+                                              int T, int Hq, int Hkv, int d, int d_v) {
     flash_require_bf16();
+    operand_bf16 *dv = (operand_bf16 *)dv_;
     const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, d_v);
     flash_check(m);
     const flash_bf16 *qkv[] = {(const flash_bf16 *)q_, (const flash_bf16 *)k_,
@@ -154,8 +155,8 @@ extern "C" void cuda_flash_diffattn_forward(dt_operand *out_, float *o1, float *
     flash_core_forward<flash_bf16>(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
 }
 
-extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, float *dv, float *dgamma,
-                                             float *dlambda, const float *dout,
+extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, dt_operand *dv_,
+                                             float *dgamma, float *dlambda, const float *dout,
                                              const dt_operand *q_, const dt_operand *k_,
                                              const dt_operand *v_, const float *o1,
                                              const float *o2, const float *lse,
@@ -163,6 +164,7 @@ extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, float *dv, fl
                                              const float *gamma, float lambda_init, int B, int T,
                                              int H, int Hkv, int d) {
     flash_require_bf16();
+    operand_bf16 *dv = (operand_bf16 *)dv_;
     const attn_map m = attn_map_diff(B, T, H, Hkv, d);
     flash_check(m);
     const flash_bf16 *qkv[] = {(const flash_bf16 *)q_, (const flash_bf16 *)k_,

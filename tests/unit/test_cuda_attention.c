@@ -112,8 +112,10 @@ static int run_standard(int B, int T, int Hq, int Hkv, int d, int dv, unsigned s
         /* fp32 mode: out, a dt_operand, is fp32 (bf16: test_cuda_operand) */
         cuda_attention_forward((dt_operand *)out_d[run], lse_d[run], q_d, k_d, v_d, B, T, Hq, Hkv,
                                d, dv);
-        cuda_attention_backward(dq_d[run], dk_d[run], dv_d[run], dout_d, q_d, k_d, v_d,
-                                (const dt_operand *)out_d[run], lse_d[run], B, T, Hq, Hkv, d, dv);
+        /* fp32 mode: dv, an operand, is fp32 too */
+        cuda_attention_backward(dq_d[run], dk_d[run], (dt_operand *)dv_d[run], dout_d, q_d, k_d,
+                                v_d, (const dt_operand *)out_d[run], lse_d[run], B, T, Hq, Hkv, d,
+                                dv);
     }
     cuda_synchronize();
 
@@ -219,9 +221,10 @@ static int run_diff(int B, int T, const diff_case *dc, int d, unsigned seed) {
         cuda_diffattn_forward((dt_operand *)out_d[run], o1_d[run], o2_d[run], lse_d[run],
                               rstd_d[run], q_d, k_d, v_d, lambda_d, gamma_d, lambda_init, eps, B,
                               T, H, Hkv, d);
-        cuda_diffattn_backward(dq_d[run], dk_d[run], dv_d[run], dgamma_d[run], dlambda_d[run],
-                               dout_d, q_d, k_d, v_d, o1_d[run], o2_d[run], lse_d[run],
-                               rstd_d[run], lambda_d, gamma_d, lambda_init, B, T, H, Hkv, d);
+        cuda_diffattn_backward(dq_d[run], dk_d[run], (dt_operand *)dv_d[run], dgamma_d[run],
+                               dlambda_d[run], dout_d, q_d, k_d, v_d, o1_d[run], o2_d[run],
+                               lse_d[run], rstd_d[run], lambda_d, gamma_d, lambda_init, B, T, H,
+                               Hkv, d);
     }
     cuda_synchronize();
 

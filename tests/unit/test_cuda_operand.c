@@ -5,10 +5,11 @@
  * same kernels compute both (templated on the element type, fp32 math), so both checks are bit
  * for bit:
  *   writers: rmsnorm, residual rmsnorm (y and rstd too), swiglu forward (h) and backward (dg,
- *     du; also in place over g and u), head_scale, the diffv2 combine, rope (in place, as the
- *     model rotates q and k, and out of place), the tiled attention and DIFF V1 forward (their
- *     fp32 outputs lse, o1, o2, rstd too), xent_backward's dlogits (in place over the logits'
- *     rows, and rows ldd apart);
+ *     du; also in place over g and u), head_scale, the diffv2 combine, rope forward (in place,
+ *     as the model rotates q and k, and out of place) and backward (dinp from an fp32 dout; in
+ *     fp32 mode also in place), the tiled attention and DIFF V1 forward (their fp32 outputs lse,
+ *     o1, o2, rstd too) and backward (dv; dq, dk and DIFF's dgamma, dlambda are fp32),
+ *     xent_backward's dlogits (in place over the logits' rows, and rows ldd apart);
  *   readers: swiglu forward and backward (g, u), rope (its inp), head_scale_forward (its inp),
  *     head_scale_backward, the diffv2 combine forward and backward, the tiled attention forward
  *     and backward (q, k, v; out, read by the delta) and the tiled DIFF V1 forward and backward
@@ -175,24 +176,34 @@ static void test_swiglu(void **state) {
 }
 
 /* rope forward on q- or k-like operands: in place (as the model calls it) and out of place;
- * theta and positions as a long context's */
+ * rope backward from an fp32 gradient into an operand (out of place, as the model calls it; in
+ * fp32 mode also in place, which that mode allows); theta and positions as a long context's */
 static void rope_case(int B, int T, int H, int d, int pos0) {
     const size_t n = (size_t)B * T * H * d;
     const float theta = 500000.0f;
     printf("-- rope B=%d T=%d H=%d d=%d pos0=%d\n", B, T, H, d, pos0);
     float *x = host_rounded(n, 70 + (unsigned)d, -2.0f, 2.0f);
-    float *f_x = cot_dev(x, n);
+    float *dout = malloc(n * sizeof(float)); /* fp32: not rounded */
+    cut_fill(dout, n, 71 + (unsigned)d, -2.0f, 2.0f);
+    float *f_x = cot_dev(x, n), *d_dout = cot_dev(dout, n), *f_dinp = cot_dev_nan(n);
+    float *f_inpl = cot_dev(dout, n);
     set_mode(0);
     cuda_rope_forward((dt_operand *)f_x, (const dt_operand *)f_x, B, T, H, d, theta, pos0);
+    cuda_rope_backward((dt_operand *)f_dinp, d_dout, B, T, H, d, theta, pos0);
+    cuda_rope_backward((dt_operand *)f_inpl, f_inpl, B, T, H, d, theta, pos0);
+    cot_check_bits_dev("rope backward in place, fp32 mode", f_inpl, f_dinp, n);
     set_mode(1);
     dt_operand *h_x = bf16_guarded(x, n), *h_src = cot_operand_dev(x, n), *h_y = bf16_out(n);
+    dt_operand *h_dinp = bf16_out(n);
     cuda_rope_forward(h_x, h_x, B, T, H, d, theta, pos0);
     cuda_rope_forward(h_y, h_src, B, T, H, d, theta, pos0);
+    cuda_rope_backward(h_dinp, d_dout, B, T, H, d, theta, pos0);
     check_rounded("rope in place", h_x, f_x, n);
     check_rounded("rope out of place", h_y, f_x, n);
-    void *dev[] = {f_x, h_x, h_src, h_y};
+    check_rounded("rope backward dinp (fp32 dout)", h_dinp, f_dinp, n);
+    void *dev[] = {f_x, d_dout, f_dinp, f_inpl, h_x, h_src, h_y, h_dinp};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
-    free(x);
+    free(x), free(dout);
 }
 
 static void test_rope(void **state) {
@@ -383,10 +394,9 @@ static void test_attention(void **state) {
     cut_fill(dout, nq, 43, -1.0f, 1.0f);
     float *f_q = cot_dev(q, nq), *f_k = cot_dev(k, nk), *f_v = cot_dev(v, nk);
     float *d_dout = cot_dev(dout, nq), *f_out = cot_dev_nan(nq), *f_lse = cot_dev_nan(nl);
-    float *h_lse = cot_dev_nan(nl);
-    float *grads[2][3]; /* [mode][dq, dk, dv] */
-    for (int m = 0; m < 2; m++)
-        grads[m][0] = cot_dev_nan(nq), grads[m][1] = cot_dev_nan(nk), grads[m][2] = cot_dev_nan(nk);
+    float *h_lse = cot_dev_nan(nl), *f_dv = cot_dev_nan(nk);
+    float *grads[2][2]; /* [mode][dq, dk]: fp32 */
+    for (int m = 0; m < 2; m++) grads[m][0] = cot_dev_nan(nq), grads[m][1] = cot_dev_nan(nk);
 
     set_mode(0);
     const dt_operand *fq = (const dt_operand *)f_q, *fk = (const dt_operand *)f_k;
@@ -396,28 +406,28 @@ static void test_attention(void **state) {
     float *out_r = cut_to_host(f_out, nq);
     for (size_t i = 0; i < nq; i++) out_r[i] = cut_bf16_round(out_r[i]);
     float *f_out_r = cot_dev(out_r, nq);
-    cuda_attention_backward(grads[0][0], grads[0][1], grads[0][2], d_dout, fq, fk, fv,
+    cuda_attention_backward(grads[0][0], grads[0][1], (dt_operand *)f_dv, d_dout, fq, fk, fv,
                             (const dt_operand *)f_out_r, f_lse, B, T, Hq, Hkv, d, d);
     set_mode(1);
     dt_operand *h_q = cot_operand_dev(q, nq), *h_k = cot_operand_dev(k, nk);
-    dt_operand *h_v = cot_operand_dev(v, nk);
+    dt_operand *h_v = cot_operand_dev(v, nk), *h_dv = bf16_out(nk);
     dt_operand *h_out = bf16_out(nq), *h_out_r = cot_operand_dev(out_r, nq);
     cuda_attention_forward(h_out, h_lse, h_q, h_k, h_v, B, T, Hq, Hkv, d, d);
-    cuda_attention_backward(grads[1][0], grads[1][1], grads[1][2], d_dout, h_q, h_k, h_v, h_out_r,
-                            f_lse, B, T, Hq, Hkv, d, d);
+    cuda_attention_backward(grads[1][0], grads[1][1], h_dv, d_dout, h_q, h_k, h_v, h_out_r, f_lse,
+                            B, T, Hq, Hkv, d, d);
 
     printf("-- attention (tiled) B=%d T=%d Hq=%d Hkv=%d d=%d\n", B, T, Hq, Hkv, d);
     check_rounded("attention out (reads q, k, v)", h_out, f_out, nq);
     cot_check_bits_dev("attention lse (fp32)", h_lse, f_lse, nl);
     cot_check_bits_dev("attention dq (reads q k v out)", grads[1][0], grads[0][0], nq);
     cot_check_bits_dev("attention dk (reads q k v out)", grads[1][1], grads[0][1], nk);
-    cot_check_bits_dev("attention dv (reads q k v out)", grads[1][2], grads[0][2], nk);
+    check_rounded("attention dv (reads q k v out)", h_dv, f_dv, nk);
 
-    void *dev[] = {f_q, f_k, f_v, d_dout, f_out, f_lse, h_lse, f_out_r,
-                   h_q, h_k, h_v, h_out, h_out_r};
+    void *dev[] = {f_q, f_k, f_v, d_dout, f_out, f_lse, h_lse, f_out_r, f_dv,
+                   h_q, h_k, h_v, h_out, h_out_r, h_dv};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     for (int m = 0; m < 2; m++)
-        for (int i = 0; i < 3; i++) cuda_free(grads[m][i]);
+        for (int i = 0; i < 2; i++) cuda_free(grads[m][i]);
     free(q), free(k), free(v), free(dout), free(out_r);
 }
 
@@ -436,30 +446,31 @@ static void diffattn_case(int subln) {
     float *d_lam = cot_dev(&lam, 1), *d_gamma = subln ? cot_dev(gamma, d2) : NULL;
     float *d_dout = cot_dev(dout, no), *f_out = cot_dev_nan(no);
     float *fp[2][4]; /* [mode][o1, o2, lse, rstd] */
-    float *gr[2][5]; /* [mode][dq, dk, dv, dgamma, dlambda] */
+    float *gr[2][4]; /* [mode][dq, dk, dgamma, dlambda]: fp32 */
     for (int m = 0; m < 2; m++) {
         fp[m][0] = cot_dev_nan(no), fp[m][1] = cot_dev_nan(no), fp[m][2] = cot_dev_nan(nl),
         fp[m][3] = cot_dev_nan(nr);
-        gr[m][0] = cot_dev_nan(nq), gr[m][1] = cot_dev_nan(nk), gr[m][2] = cot_dev_nan(nv);
-        gr[m][3] = cot_dev(dgamma0, d2), gr[m][4] = cot_dev(&dlam0, 1);
+        gr[m][0] = cot_dev_nan(nq), gr[m][1] = cot_dev_nan(nk);
+        gr[m][2] = cot_dev(dgamma0, d2), gr[m][3] = cot_dev(&dlam0, 1);
     }
+    float *f_dv = cot_dev_nan(nv); /* dv, an operand: fp32 mode's */
 
     set_mode(0);
     const dt_operand *fq = (const dt_operand *)f_q, *fk = (const dt_operand *)f_k;
     const dt_operand *fv = (const dt_operand *)f_v;
     cuda_diffattn_forward((dt_operand *)f_out, fp[0][0], fp[0][1], fp[0][2], fp[0][3], fq, fk, fv,
                           d_lam, d_gamma, 0.2f, 1e-5f, B, T, H, Hkv, d);
-    cuda_diffattn_backward(gr[0][0], gr[0][1], gr[0][2], gr[0][3], gr[0][4], d_dout, fq, fk, fv,
-                           fp[0][0], fp[0][1], fp[0][2], fp[0][3], d_lam, d_gamma, 0.2f, B, T, H,
-                           Hkv, d);
+    cuda_diffattn_backward(gr[0][0], gr[0][1], (dt_operand *)f_dv, gr[0][2], gr[0][3], d_dout,
+                           fq, fk, fv, fp[0][0], fp[0][1], fp[0][2], fp[0][3], d_lam, d_gamma,
+                           0.2f, B, T, H, Hkv, d);
     set_mode(1);
     dt_operand *h_q = cot_operand_dev(q, nq), *h_k = cot_operand_dev(k, nk);
-    dt_operand *h_v = cot_operand_dev(v, nv), *h_out = bf16_out(no);
+    dt_operand *h_v = cot_operand_dev(v, nv), *h_out = bf16_out(no), *h_dv = bf16_out(nv);
     cuda_diffattn_forward(h_out, fp[1][0], fp[1][1], fp[1][2], fp[1][3], h_q, h_k, h_v, d_lam,
                           d_gamma, 0.2f, 1e-5f, B, T, H, Hkv, d);
-    cuda_diffattn_backward(gr[1][0], gr[1][1], gr[1][2], gr[1][3], gr[1][4], d_dout, h_q, h_k,
-                           h_v, fp[1][0], fp[1][1], fp[1][2], fp[1][3], d_lam, d_gamma, 0.2f, B,
-                           T, H, Hkv, d);
+    cuda_diffattn_backward(gr[1][0], gr[1][1], h_dv, gr[1][2], gr[1][3], d_dout, h_q, h_k, h_v,
+                           fp[1][0], fp[1][1], fp[1][2], fp[1][3], d_lam, d_gamma, 0.2f, B, T, H,
+                           Hkv, d);
 
     printf("-- diffattn (tiled) B=%d T=%d H=%d Hkv=%d d=%d subln=%d\n", B, T, H, Hkv, d, subln);
     check_rounded("diffattn out (reads q, k, v)", h_out, f_out, no);
@@ -469,16 +480,15 @@ static void diffattn_case(int subln) {
     if (subln) cot_check_bits_dev("diffattn rstd (fp32)", fp[1][3], fp[0][3], nr);
     cot_check_bits_dev("diffattn dq (reads q, k, v)", gr[1][0], gr[0][0], nq);
     cot_check_bits_dev("diffattn dk (reads q, k, v)", gr[1][1], gr[0][1], nk);
-    cot_check_bits_dev("diffattn dv (reads q, k, v)", gr[1][2], gr[0][2], nv);
-    cot_check_bits_dev("diffattn dgamma", gr[1][3], gr[0][3], d2);
-    cot_check_bits_dev("diffattn dlambda", gr[1][4], gr[0][4], 1);
+    check_rounded("diffattn dv (reads q, k, v)", h_dv, f_dv, nv);
+    cot_check_bits_dev("diffattn dgamma", gr[1][2], gr[0][2], d2);
+    cot_check_bits_dev("diffattn dlambda", gr[1][3], gr[0][3], 1);
 
-    void *dev[] = {f_q, f_k, f_v, d_lam, d_gamma, d_dout, f_out, h_q, h_k, h_v, h_out};
+    void *dev[] = {f_q, f_k, f_v, d_lam, d_gamma, d_dout, f_out, f_dv, h_q, h_k, h_v, h_out,
+                   h_dv};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
-    for (int m = 0; m < 2; m++) {
-        for (int i = 0; i < 4; i++) cuda_free(fp[m][i]);
-        for (int i = 0; i < 5; i++) cuda_free(gr[m][i]);
-    }
+    for (int m = 0; m < 2; m++)
+        for (int i = 0; i < 4; i++) cuda_free(fp[m][i]), cuda_free(gr[m][i]);
     free(q), free(k), free(v), free(dout);
 }
 

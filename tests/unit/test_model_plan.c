@@ -204,14 +204,17 @@ static void test_zero_memory(void **state) {
  * q (D), k and v (D Hkv/H each; V2's single-width kv heads: half that), the attention output (D;
  * V2 D/2), V2's 2H heads of width D/2H before the combine (D), a scalar subln's input (D), the
  * FFN norm's output (D), gate, up and the SwiGLU output (F each); then, once for the model, the
- * final norm's output (D) and the gradient scratch of gate and up (F each). */
+ * final norm's output (D), the gradient scratch of gate and up (F each, or q's and k's width
+ * where wider: the rotated gradients of q and k share it) and of v (as v). */
 static uint64_t operand_elements(const dt_model_config *m, uint64_t N) {
     uint64_t D = m->d_model, F = m->ffn_dim, H = m->n_heads, Hkv = m->n_kv_heads;
     int v2 = m->arch == DT_ARCH_DIFF_V2;
     uint64_t kv = (v2 ? D / 2 : D) * Hkv / H;
     uint64_t layer = D + D + 2 * kv + (v2 ? D / 2 + D : D) + D + 3 * F;
     if (m->arch == DT_ARCH_DIFF && m->subln == DT_SUBLN_SCALAR) layer += D;
-    return N * (m->n_layers * layer + D + 2 * F);
+    /* final_norm, dgate | dq_rot, dup | dk_rot, dv */
+    uint64_t once = D + (F > D ? F : D) + (F > kv ? F : kv) + kv;
+    return N * (m->n_layers * layer + once);
 }
 
 static void test_matches_real_allocation(void **state) {
