@@ -13,13 +13,15 @@
  *   attention's q, k and v, and the products' outputs that only element-wise ops read (SwiGLU's
  *   gate and up); or a gradient that only products read (SwiGLU's dg and du, the output
  *   gradients of the gate and up products; the attention's dv and rope_backward's dinp, the
- *   output gradients of the v, q and k products: matmul_backward_operand). Its elements are
- *   operand_bytes wide: fp32 (4), or bf16 (2: the high half of the fp32 value rounded to
- *   nearest even) where the backend computes in bf16 and stores these activations so, which
- *   halves their memory and traffic and spares the products and the fused attention a rounding
- *   copy. Ops read them into fp32 and compute in fp32; the other gradients, the residual
- *   stream, norms' statistics, logits and lse stay fp32. The type is opaque so that such a
- *   buffer is never read as floats by mistake; dt_operand_at offsets into one.
+ *   output gradients of the v, q and k products: matmul_backward_operand), or the operand copy
+ *   of one that other ops need in fp32 (the residual stream's gradient, which rmsnorm_backward
+ *   accumulates in fp32 and writes as an operand too). Its elements are operand_bytes wide:
+ *   fp32 (4), or bf16 (2: the high half of the fp32 value rounded to nearest even) where the
+ *   backend computes in bf16 and stores these activations so, which halves their memory and
+ *   traffic and spares the products and the fused attention a rounding copy. Ops read them
+ *   into fp32 and compute in fp32; the other gradients, the residual stream, norms'
+ *   statistics, logits and lse stay fp32. The type is opaque so that such a buffer is never
+ *   read as floats by mistake; dt_operand_at offsets into one.
  * - Weight gradients (d<weight>) are ACCUMULATED (+=), so micro-batches add up.
  * - Activation gradients are OVERWRITTEN unless the op says "accumulates" (the residual stream's
  *   gradient is accumulated by rmsnorm_backward and residual-adds).
@@ -125,9 +127,14 @@ struct dt_backend {
      * out and rstd as rmsnorm_forward of y. The same bits as add() then rmsnorm_forward(). */
     void (*residual_rmsnorm_forward)(float *y, dt_operand *out, float *rstd, const float *a,
                                      const float *b, const float *weight, int N, int C, float eps);
-    /* dinp (N, C) accumulates; dweight (C) accumulates (NULL when weight is NULL). */
-    void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
-                             const float *weight, const float *rstd, int N, int C);
+    /* dinp (N, C) accumulates; dweight (C) accumulates (NULL when weight is NULL).
+     * dinp_operand (N, C), unless NULL, receives as an operand the value dinp holds after the call
+     * (the accumulated gradient; in bf16 mode rounded once, to nearest even): the residual
+     * stream's gradient that the next products' backwards read (matmul_backward_operand), written
+     * as it is produced rather than rounded by a copy before each product. */
+    void (*rmsnorm_backward)(float *dinp, dt_operand *dinp_operand, float *dweight,
+                             const float *dout, const float *inp, const float *weight,
+                             const float *rstd, int N, int C);
 
     /* ---- rotary embedding, GPT-J interleaved pairs, in place allowed (out may equal inp) ----
      * x (B, T, n_heads*d); token t of each sequence has position pos0 + t;

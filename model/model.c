@@ -130,6 +130,8 @@ static void carve_acts(dt_model *m, carver *c) {
     m->gmax = carve(c, N);
     m->xsums = carve(c, 2 * N);
     m->dres = carve(c, N * D);
+    /* an fp32 operand is a float buffer: only a narrower operand needs a copy of dres */
+    m->dres_op = c->operand_bytes < sizeof(float) ? carve_operand(c, N * D) : NULL;
     m->dnormed = carve(c, N * D);
     m->dwide = carve(c, N * (F > (size_t)a.A ? F : (size_t)a.A));
     /* the FFN's backward and the attention's never overlap: dq_rot and dk_rot take the space of
@@ -566,6 +568,14 @@ dt_status model_argmax_rows(dt_model *m, int32_t *out, const int32_t *rows, int 
 
 /* ---- backward ---- */
 
+/* dres as the operand that the w_down and out_proj backward products read. In bf16 mode that is
+ * dres_op, the rounding the norms' backwards store beside each accumulation of dres (so no
+ * product rounds dres itself); in fp32 mode an operand is an fp32 buffer, so dres IS its own
+ * operand and no copy exists (dres_op NULL: the norms' backwards are given none to write). */
+static const dt_operand *dres_operand(const dt_model *m) {
+    return m->dres_op ? m->dres_op : (const dt_operand *)m->dres;
+}
+
 static void ffn_block_backward(dt_model *m, int l) {
     const dt_backend *be = m->be;
     const dt_model_config *c = &m->cfg;
@@ -574,7 +584,8 @@ static void ffn_block_backward(dt_model *m, int l) {
     dt_layer_acts *x = &m->acts[l];
     int N = m->B * m->T, D = c->d_model, F = m->tp.ffn_dim;
     /* dres holds the gradient of this layer's output x_out = y + ffn(y), whole on every rank */
-    be->matmul_backward(m->dwide, g->w_down, m->dres, x->hidden, w->w_down, N, F, D, 0);
+    be->matmul_backward_operand(m->dwide, g->w_down, dres_operand(m), D, x->hidden, w->w_down, N,
+                                F, D, 0);
     be->swiglu_backward(m->dgate, m->dup, m->dwide, x->gate, x->up, (size_t)N * F);
     /* dgate and dup are operands: in bf16 mode stored rounded once by the SwiGLU backward and
      * read by the products as they are (no fp32 write, no rounding copy) */
@@ -585,7 +596,8 @@ static void ffn_block_backward(dt_model *m, int l) {
      * summed, the norm's backward (and its weight gradient) is the same on every rank */
     tp_sum(m, m->dnormed, (size_t)N * D);
     /* dres becomes dy: the residual path plus the norm path */
-    be->rmsnorm_backward(m->dres, g->ffn_norm, m->dnormed, x->y, w->ffn_norm, x->ffn_rstd, N, D);
+    be->rmsnorm_backward(m->dres, m->dres_op, g->ffn_norm, m->dnormed, x->y, w->ffn_norm,
+                         x->ffn_rstd, N, D);
 }
 
 static void attention_block_backward(dt_model *m, int l) {
@@ -599,7 +611,8 @@ static void attention_block_backward(dt_model *m, int l) {
     float theta = (float)c->rope_theta;
     int dinp_accumulated = 0;
 
-    be->matmul_backward(m->dwide, g->out_proj, m->dres, x->attn_out, w->out_proj, N, a.A, D, 0);
+    be->matmul_backward_operand(m->dwide, g->out_proj, dres_operand(m), D, x->attn_out,
+                                w->out_proj, N, a.A, D, 0);
     switch (c->arch) {
     case DT_ARCH_DIFF: {
         float li = (float)config_lambda_init(c, l);
@@ -643,8 +656,8 @@ static void attention_block_backward(dt_model *m, int l) {
     be->matmul_backward_operand(m->dnormed, g->v_proj, m->dv, a.v, x->attn_in, w->v_proj, N, D,
                                 a.v, 1);
     tp_sum(m, m->dnormed, (size_t)N * D);
-    be->rmsnorm_backward(m->dres, g->attention_norm, m->dnormed, x->x_in, w->attention_norm,
-                         x->attn_rstd, N, D);
+    be->rmsnorm_backward(m->dres, m->dres_op, g->attention_norm, m->dnormed, x->x_in,
+                         w->attention_norm, x->attn_rstd, N, D);
 }
 
 /* ---- gradient ranges ---- */
@@ -705,8 +718,8 @@ void model_backward(dt_model *m, float dloss_scale) {
         classifier_backward(m, r0, N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk, dloss, 0);
     tp_sum(m, m->dnormed, (size_t)N * D); /* each vocabulary slice's share of the gradient */
     be->memset_zero(m->dres, (size_t)N * D * sizeof(float));
-    be->rmsnorm_backward(m->dres, m->grads.norm, m->dnormed, m->x_final, m->params.norm,
-                         m->final_rstd, N, D);
+    be->rmsnorm_backward(m->dres, m->dres_op, m->grads.norm, m->dnormed, m->x_final,
+                         m->params.norm, m->final_rstd, N, D);
     head_grads_ready(m);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         /* the shared set still holds the last layer from the forward */

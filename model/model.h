@@ -100,6 +100,10 @@ typedef struct dt_model {
     float *xsums;        /* (N, 2) sum of exp and target logit (vocab-parallel reduction) */
     /* gradient scratch, reused by every layer */
     float *dres;      /* (N, D) gradient of the residual stream */
+    /* (N, D) bf16 mode: dres as an operand, written by the norms' backwards as they accumulate
+     * dres, read by the w_down and out_proj backward products; NULL in fp32 mode, where dres is
+     * its own operand (model.c: dres_operand) */
+    dt_operand *dres_op;
     float *dnormed;   /* (N, D) gradient of a norm's output (final, ffn or attention norm) */
     float *dwide;     /* (N, max(F, A)) gradient of hidden or of the attention output */
     dt_operand *dgate; /* (N, F) operand: SwiGLU's backward writes it, the gate product reads it

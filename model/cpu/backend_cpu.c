@@ -46,6 +46,11 @@ static void residual_rmsnorm_forward(float *y, dt_operand *out, float *rstd, con
                                      float eps) {
     cpu_residual_rmsnorm_forward(y, F(out), rstd, a, b, weight, N, C, eps);
 }
+static void rmsnorm_backward(float *dinp, dt_operand *dinp_operand, float *dweight,
+                             const float *dout, const float *inp, const float *weight,
+                             const float *rstd, int N, int C) {
+    cpu_rmsnorm_backward(dinp, F(dinp_operand), dweight, dout, inp, weight, rstd, N, C);
+}
 static void swiglu_forward(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t n) {
     cpu_swiglu_forward(F(h), CF(g), CF(u), n);
 }
@@ -131,7 +136,7 @@ static const dt_backend cpu_backend = {
 
     .rmsnorm_forward = rmsnorm_forward,
     .residual_rmsnorm_forward = residual_rmsnorm_forward,
-    .rmsnorm_backward = cpu_rmsnorm_backward,
+    .rmsnorm_backward = rmsnorm_backward,
 
     .rope_forward = rope_forward,
     .rope_backward = rope_backward,

@@ -31,7 +31,7 @@ void cpu_embedding_forward(float *out, const int32_t *tokens, const float *wte, 
 void cpu_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int D, int v0, int nv);
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
 void cpu_residual_rmsnorm_forward(float *y, float *out, float *rstd, const float *a, const float *b, const float *weight, int N, int C, float eps);
-void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C);
+void cpu_rmsnorm_backward(float *dinp, float *dinp_copy, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C);
 void cpu_rope_forward(float *out, const float *inp, int B, int T, int n_heads, int d, float theta, int pos0);
 void cpu_rope_backward(float *dinp, const float *dout, int B, int T, int n_heads, int d, float theta, int pos0);
 void cpu_swiglu_forward(float *h, const float *g, const float *u, size_t n);

@@ -2,6 +2,7 @@
  * Row reductions are accumulated in double: the CPU backend is the oracle that the CUDA backend
  * is checked against, so it should carry as little rounding error as is cheap. */
 #include <math.h>
+#include <stddef.h>
 
 #include "model/cpu/cpu_ops.h"
 
@@ -41,14 +42,15 @@ void cpu_residual_rmsnorm_forward(float *y, float *out, float *rstd, const float
  * race-free and bit-identical for any thread count. */
 #define CPU_RMSNORM_COLS 64
 
-void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                          const float *weight, const float *rstd, int N, int C) {
+void cpu_rmsnorm_backward(float *dinp, float *dinp_copy, float *dweight, const float *dout,
+                          const float *inp, const float *weight, const float *rstd, int N, int C) {
     /* With xhat = x * r and g = dout * weight:  dx = r * (g - xhat * mean(g * xhat)). */
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;  /* (C) */
         const float *dy = dout + (size_t)n * C; /* (C) */
         float *dx = dinp + (size_t)n * C;       /* (C) */
+        float *copy = dinp_copy ? dinp_copy + (size_t)n * C : NULL; /* (C) */
         double r = rstd[n];
         double dot = 0; /* sum_i g_i * x_i */
         for (int i = 0; i < C; i++) dot += (double)dy[i] * (weight ? weight[i] : 1.0f) * x[i];
@@ -57,6 +59,7 @@ void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const 
         for (int i = 0; i < C; i++) {
             double g = (double)dy[i] * (weight ? weight[i] : 1.0f);
             dx[i] += (float)(r * (g - x[i] * coef));
+            if (copy) copy[i] = dx[i];
         }
     }
     if (!dweight) return;

@@ -79,7 +79,7 @@ void cuda_embedding_forward(float *out, const int32_t *tokens, const float *wte,
 void cuda_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int D, int v0, int nv);
 void cuda_rmsnorm_forward(dt_operand *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
 void cuda_residual_rmsnorm_forward(float *y, dt_operand *out, float *rstd, const float *a, const float *b, const float *weight, int N, int C, float eps);
-void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C);
+void cuda_rmsnorm_backward(float *dinp, dt_operand *dinp_operand, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C);
 void cuda_rope_forward(dt_operand *out, const dt_operand *inp, int B, int T, int n_heads, int d, float theta, int pos0);
 void cuda_rope_backward(dt_operand *dinp, const float *dout, int B, int T, int n_heads, int d, float theta, int pos0);
 void cuda_swiglu_forward(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t n);

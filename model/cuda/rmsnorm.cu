@@ -1,7 +1,8 @@
 /* RMSNorm on the CUDA backend: out = inp * rstd * weight, rstd = 1 / sqrt(mean(inp^2) + eps),
  * per row of C (the CPU oracle is model/cpu/rmsnorm.c). Row reductions are accumulated in
  * double as on the CPU, so rstd and out agree with it to the last bit in all but rare ties.
- * out is a dt_operand (operand.cuh): in bf16 mode the same fp32 values, rounded as stored. */
+ * out is a dt_operand (operand.cuh): in bf16 mode the same fp32 values, rounded as stored; so is
+ * the backward's copy of the accumulated dinp (dinp_operand), which the products read. */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
 #include "model/cuda/operand.cuh"
@@ -70,26 +71,62 @@ extern "C" void cuda_residual_rmsnorm_forward(float *y, dt_operand *out, float *
 }
 
 /* dinp: with xhat = x * r and g = dout * weight, dx = r * (g - xhat * mean(g * xhat)), i.e.
- * dx += r * (g - x * coef) with coef = (sum_i g_i x_i) * r^2 / C. One block per row. */
-static __global__ void rmsnorm_backward_dinp_kernel(float *dinp, const float *dout,
-                                                    const float *inp, const float *weight,
-                                                    const float *rstd, int N, int C) {
+ * dx += r * (g - x * coef) with coef = (sum_i g_i x_i) * r^2 / C. One block per row.
+ * rmsnorm_dinp_term is that addend for column i, in double, rounded once. */
+static __device__ __forceinline__ float rmsnorm_dinp_term(const float *dy, const float *x,
+                                                          const float *weight, int i, double r,
+                                                          double coef) {
+    double g = (double)dy[i] * (weight ? weight[i] : 1.0f);
+    return (float)(r * (g - x[i] * coef));
+}
+
+/* dinp_operand (unless NULL) gets the accumulated dinp as an operand of type TD: the very float
+ * stored in dinp, rounded by the store in bf16 mode. With pairs != 0 (C even, dinp and
+ * dinp_operand 8-byte aligned) each thread takes two adjacent columns: one 8-byte load and store
+ * of dinp and one operand_store2 (4 bytes in bf16) instead of two of each. */
+template <typename TD>
+__global__ void rmsnorm_backward_dinp_kernel(float *dinp, TD *dinp_operand, const float *dout,
+                                             const float *inp, const float *weight,
+                                             const float *rstd, int N, int C, int pairs) {
     __shared__ double scratch[32];
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-        const float *x = inp + (size_t)n * C;   /* (C) */
-        const float *dy = dout + (size_t)n * C; /* (C) */
-        float *dx = dinp + (size_t)n * C;       /* (C) */
+        const size_t row = (size_t)n * C;
+        const float *x = inp + row;   /* (C) */
+        const float *dy = dout + row; /* (C) */
+        float *dx = dinp + row;       /* (C) */
         double r = rstd[n];
         double dot = 0.0;
         for (int i = threadIdx.x; i < C; i += blockDim.x)
             dot += (double)dy[i] * (weight ? weight[i] : 1.0f) * x[i];
         dot = block_sum(dot, scratch);
         double coef = dot * r * r / C;
-        for (int i = threadIdx.x; i < C; i += blockDim.x) {
-            double g = (double)dy[i] * (weight ? weight[i] : 1.0f);
-            dx[i] += (float)(r * (g - x[i] * coef));
+        if (pairs) {
+            for (int i = 2 * threadIdx.x; i < C; i += 2 * blockDim.x) {
+                float2 v = *reinterpret_cast<const float2 *>(dx + i);
+                v.x += rmsnorm_dinp_term(dy, x, weight, i, r, coef);
+                v.y += rmsnorm_dinp_term(dy, x, weight, i + 1, r, coef);
+                *reinterpret_cast<float2 *>(dx + i) = v;
+                if (dinp_operand) operand_store2(dinp_operand, row + i, v.x, v.y);
+            }
+        } else {
+            for (int i = threadIdx.x; i < C; i += blockDim.x) {
+                const float v = dx[i] + rmsnorm_dinp_term(dy, x, weight, i, r, coef);
+                dx[i] = v;
+                if (dinp_operand) operand_store(dinp_operand, row + i, v);
+            }
         }
     }
+}
+
+template <typename TD>
+static void rmsnorm_backward_dinp_launch(float *dinp, TD *dinp_operand, const float *dout,
+                                         const float *inp, const float *weight, const float *rstd,
+                                         int N, int C) {
+    const int pairs = C % 2 == 0 && (uintptr_t)dinp % 8 == 0 && (uintptr_t)dinp_operand % 8 == 0;
+    auto kernel = rmsnorm_backward_dinp_kernel<TD>;
+    kernel<<<cuda_blocks((size_t)N, 1), RMSNORM_THREADS, 0, cuda_stream()>>>(
+        dinp, dinp_operand, dout, inp, weight, rstd, N, C, pairs);
+    CUDA_LAUNCH_CHECK();
 }
 
 /* dweight (C) += sum over rows of dout * x * r, reduced deterministically without atomics:
@@ -126,9 +163,9 @@ static __global__ void rmsnorm_backward_dweight_final_kernel(float *dweight, con
     dweight[j] += (float)acc;
 }
 
-extern "C" void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
-                                      const float *inp, const float *weight, const float *rstd,
-                                      int N, int C) {
+extern "C" void cuda_rmsnorm_backward(float *dinp, dt_operand *dinp_operand, float *dweight,
+                                      const float *dout, const float *inp, const float *weight,
+                                      const float *rstd, int N, int C) {
     if (N <= 0 || C <= 0) return;
     /* dweight first: it reads only dout, inp and rstd, so the order cannot matter unless dinp
      * aliases dout, and then this order is the one that reads dout unmodified */
@@ -147,7 +184,9 @@ extern "C" void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *
             dweight, partial, nchunks, C);
         CUDA_LAUNCH_CHECK();
     }
-    rmsnorm_backward_dinp_kernel<<<cuda_blocks((size_t)N, 1), RMSNORM_THREADS, 0, cuda_stream()>>>(
-        dinp, dout, inp, weight, rstd, N, C);
-    CUDA_LAUNCH_CHECK();
+    if (cuda_operand_bf16())
+        rmsnorm_backward_dinp_launch(dinp, (operand_bf16 *)dinp_operand, dout, inp, weight, rstd,
+                                     N, C);
+    else
+        rmsnorm_backward_dinp_launch(dinp, (float *)dinp_operand, dout, inp, weight, rstd, N, C);
 }

@@ -50,7 +50,7 @@ static void test_backend_cpu_complete(void **state) {
     CHECK_MEMBER(embedding_backward, cpu_embedding_backward);
     assert_non_null(be->rmsnorm_forward); /* through casts */
     assert_non_null(be->residual_rmsnorm_forward); /* through casts */
-    CHECK_MEMBER(rmsnorm_backward, cpu_rmsnorm_backward);
+    assert_non_null(be->rmsnorm_backward); /* through casts */
     assert_non_null(be->rope_forward); /* through casts */
     assert_non_null(be->rope_backward); /* through casts */
     assert_non_null(be->swiglu_forward); /* through casts */

@@ -1,5 +1,6 @@
 /* cpu_rmsnorm_forward / cpu_rmsnorm_backward against a double reference and central finite
- * differences; accumulation of dinp and dweight; weight == NULL; thread-count independence. */
+ * differences; accumulation of dinp and dweight; the backward's copy of the accumulated dinp
+ * (the fp32 operand); weight == NULL; thread-count independence. */
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
@@ -64,6 +65,7 @@ static void check_rmsnorm(int N, int C, int with_weight) {
     float *x = ctu_falloc(nc), *w = ctu_falloc(C), *R = ctu_falloc(nc), *out = ctu_falloc(nc);
     float *rstd = ctu_falloc(N), *dinp = ctu_falloc(nc), *dinp0 = ctu_falloc(nc);
     float *dw = ctu_falloc(C), *dw0 = ctu_falloc(C);
+    float *copy = ctu_falloc(nc), *dinp_alone = ctu_falloc(nc);
     double *x_d = ctu_dalloc(nc), *w_d = ctu_dalloc(C), *R_d = ctu_dalloc(nc);
     double *out_d = ctu_dalloc(nc), *rstd_d = ctu_dalloc(N), *ref = ctu_dalloc(nc);
     double *g_x = ctu_dalloc(nc), *g_w = ctu_dalloc(C), *hs = ctu_dalloc(nc);
@@ -94,25 +96,33 @@ static void check_rmsnorm(int N, int C, int with_weight) {
     /* dinp and dweight both accumulate: one call adds the gradient to dinp0 / dw0 ... */
     memcpy(dinp, dinp0, nc * sizeof(float));
     memcpy(dw, dw0, C * sizeof(float));
-    cpu_rmsnorm_backward(dinp, with_weight ? dw : NULL, R, x, wp, rstd, N, C);
+    for (size_t k = 0; k < nc; k++) copy[k] = NAN;
+    cpu_rmsnorm_backward(dinp, copy, with_weight ? dw : NULL, R, x, wp, rstd, N, C);
     ctu_axpy_ref(ref, dinp0, 1.0, g_x, nc);
     assert_close_f(dinp, ref, nc, BWD_ATOL, BWD_RTOL, "rmsnorm dinp (one call)");
     if (with_weight) {
         ctu_axpy_ref(ref, dw0, 1.0, g_w, C);
         assert_close_f(dw, ref, C, BWD_ATOL, BWD_RTOL, "rmsnorm dweight (one call)");
     }
-    /* ... and a second call adds it again */
-    cpu_rmsnorm_backward(dinp, with_weight ? dw : NULL, R, x, wp, rstd, N, C);
+    /* the copy (the fp32 operand) is dinp after the call: the accumulated gradient; without a
+     * copy (NULL) dinp is the same */
+    assert_true(ctu_same_bits(copy, dinp, nc));
+    memcpy(dinp_alone, dinp0, nc * sizeof(float));
+    cpu_rmsnorm_backward(dinp_alone, NULL, NULL, R, x, wp, rstd, N, C);
+    assert_true(ctu_same_bits(dinp_alone, dinp, nc));
+    /* ... and a second call adds it again (the copy follows) */
+    cpu_rmsnorm_backward(dinp, copy, with_weight ? dw : NULL, R, x, wp, rstd, N, C);
     ctu_axpy_ref(ref, dinp0, 2.0, g_x, nc);
     assert_close_f(dinp, ref, nc, BWD_ATOL, BWD_RTOL, "rmsnorm dinp (two calls)");
     if (with_weight) {
         ctu_axpy_ref(ref, dw0, 2.0, g_w, C);
         assert_close_f(dw, ref, C, BWD_ATOL, BWD_RTOL, "rmsnorm dweight (two calls)");
     }
+    assert_true(ctu_same_bits(copy, dinp, nc));
 
     free(x), free(w), free(R), free(out), free(rstd), free(dinp), free(dinp0), free(dw);
     free(dw0), free(x_d), free(w_d), free(R_d), free(out_d), free(rstd_d), free(ref), free(g_x);
-    free(g_w), free(hs);
+    free(g_w), free(hs), free(copy), free(dinp_alone);
 }
 
 static void test_rmsnorm_weight(void **state) {
@@ -144,7 +154,7 @@ static void test_rmsnorm_thread_independent(void **state) {
         omp_set_num_threads(threads[k]);
         dx[k] = ctu_falloc(nc);
         dw[k] = ctu_falloc(C);
-        cpu_rmsnorm_backward(dx[k], dw[k], dy, x, w, rstd, N, C);
+        cpu_rmsnorm_backward(dx[k], NULL, dw[k], dy, x, w, rstd, N, C);
     }
     omp_set_num_threads(saved);
     for (int k = 1; k < 3; k++) {

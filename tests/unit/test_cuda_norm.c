@@ -88,18 +88,22 @@ static void rmsnorm_case(int N, int C, int with_weight) {
 
     /* the backward of both sides gets the CPU's rstd, so only the op itself is compared */
     cuda_copy_from_host(d_rstd, rstd, N * sizeof(float));
-    cpu_rmsnorm_backward(dinp, with_weight ? dw : NULL, dout, x, wp, rstd, N, C);
-    cuda_rmsnorm_backward(d_dinp, with_weight ? d_dw : NULL, d_dout, d_x, with_weight ? d_w : NULL,
-                          d_rstd, N, C);
+    cpu_rmsnorm_backward(dinp, NULL, with_weight ? dw : NULL, dout, x, wp, rstd, N, C);
+    cuda_rmsnorm_backward(d_dinp, NULL, with_weight ? d_dw : NULL, d_dout, d_x,
+                          with_weight ? d_w : NULL, d_rstd, N, C);
     cot_check("rmsnorm dinp (+=)", d_dinp, dinp, NC, RMS_BWD_ATOL, RMS_BWD_RTOL);
     /* dweight: a sum over N rows in double on both sides, rounded once */
     cot_check("rmsnorm dweight (+=)", d_dw, dw, C, RMS_BWD_ATOL, RMS_BWD_RTOL);
 
-    /* determinism: the same op on the same inputs gives the same bits */
-    cuda_rmsnorm_backward(d_dinp2, with_weight ? d_dw2 : NULL, d_dout, d_x,
+    /* determinism: the same op on the same inputs gives the same bits, also when it writes the
+     * operand copy of dinp, which (an fp32 operand) holds dinp's bits after the call */
+    float *d_copy = cot_dev_nan(NC);
+    cuda_rmsnorm_backward(d_dinp2, (dt_operand *)d_copy, with_weight ? d_dw2 : NULL, d_dout, d_x,
                           with_weight ? d_w : NULL, d_rstd, N, C);
-    cot_check_bits_dev("rmsnorm dinp rerun", d_dinp2, d_dinp, NC);
+    cot_check_bits_dev("rmsnorm dinp rerun (+ copy)", d_dinp2, d_dinp, NC);
     cot_check_bits_dev("rmsnorm dweight rerun", d_dw2, d_dw, C);
+    cot_check_bits_dev("rmsnorm dinp copy (fp32 operand)", d_copy, d_dinp, NC);
+    cuda_free(d_copy);
 
     cuda_free(d_x), cuda_free(d_w), cuda_free(d_dout), cuda_free(d_out), cuda_free(d_rstd);
     cuda_free(d_dinp), cuda_free(d_dw), cuda_free(d_dinp2), cuda_free(d_dw2);

@@ -4,7 +4,8 @@
  * bf16 mode, on bf16 operands, the bits fp32 mode gives on the same values widened to fp32. The
  * same kernels compute both (templated on the element type, fp32 math), so both checks are bit
  * for bit:
- *   writers: rmsnorm, residual rmsnorm (y and rstd too), swiglu forward (h) and backward (dg,
+ *   writers: rmsnorm, residual rmsnorm (y and rstd too), the rmsnorm backward's copy of the
+ *     accumulated dinp (dinp_operand; dinp itself too), swiglu forward (h) and backward (dg,
  *     du; also in place over g and u), head_scale, the diffv2 combine, rope forward (in place,
  *     as the model rotates q and k, and out of place) and backward (dinp from an fp32 dout; in
  *     fp32 mode also in place), the tiled attention and DIFF V1 forward (their fp32 outputs lse,
@@ -134,6 +135,59 @@ static void test_rmsnorm(void **state) {
     rmsnorm_case(37, 100, 1);
     rmsnorm_case(37, 100, 0);
     rmsnorm_case(5, 257, 1); /* odd row length: odd bf16 offsets */
+}
+
+/* rmsnorm backward's dinp_operand: in bf16 mode the rounding of the fp32 dinp as accumulated by
+ * the call (dinp starts nonzero, so the value before the call differs), 2 bytes an element;
+ * passing it, or NULL, leaves dinp as fp32 mode computes it without one; in fp32 mode the
+ * operand holds dinp's bits. at (0 or 1): the operand starts that many elements into its buffer
+ * (1: not 4-byte aligned in bf16 mode, nor 8-byte aligned in fp32 mode, so an even row is
+ * stored element by element rather than in pairs). */
+static void rmsnorm_backward_case(int N, int C, int with_weight, int at) {
+    const size_t n = (size_t)N * C;
+    printf("-- rmsnorm backward N=%d C=%d weight=%d operand at +%d\n", N, C, with_weight, at);
+    float *x = malloc(n * sizeof(float)), *dout = malloc(n * sizeof(float));
+    float *dinp0 = malloc(n * sizeof(float)), w[300];
+    cut_fill(x, n, 4 + (unsigned)C, -3.0f, 3.0f);
+    cut_fill(dout, n, 5, -1.0f, 1.0f);
+    cut_fill(dinp0, n, 6, -0.5f, 0.5f); /* nonzero: dinp accumulates */
+    cut_fill(w, (size_t)C, 7, 0.5f, 1.5f);
+    float *d_x = cot_dev(x, n), *d_dout = cot_dev(dout, n);
+    float *d_w = with_weight ? cot_dev(w, C) : NULL, *d_rstd = cot_dev_nan(N);
+    float *f_norm = cot_dev_nan(n), *f_dinp = cot_dev(dinp0, n), *f_dinp_op = cot_dev(dinp0, n);
+    float *f_op = cot_dev_nan(n + (size_t)at);
+    float *h_dinp = cot_dev(dinp0, n), *h_dinp_alone = cot_dev(dinp0, n);
+
+    set_mode(0);
+    cuda_rmsnorm_forward((dt_operand *)f_norm, d_rstd, d_x, d_w, N, C, 1e-5f); /* rstd */
+    cuda_rmsnorm_backward(f_dinp, NULL, NULL, d_dout, d_x, d_w, d_rstd, N, C);
+    cuda_rmsnorm_backward(f_dinp_op, (dt_operand *)(f_op + at), NULL, d_dout, d_x, d_w, d_rstd,
+                          N, C);
+    set_mode(1);
+    dt_operand *h_buf = bf16_out(n + (size_t)at);
+    dt_operand *h_op = (dt_operand *)((uint16_t *)h_buf + at);
+    cuda_rmsnorm_backward(h_dinp, h_op, NULL, d_dout, d_x, d_w, d_rstd, N, C);
+    cuda_rmsnorm_backward(h_dinp_alone, NULL, NULL, d_dout, d_x, d_w, d_rstd, N, C);
+
+    cot_check_bits_dev("rmsnorm bwd dinp (fp32 op)", f_dinp_op, f_dinp, n);
+    cot_check_bits_dev("rmsnorm bwd fp32 op = dinp", f_op + at, f_dinp, n);
+    check_rounded("rmsnorm bwd dinp_operand", h_op, h_dinp, n);
+    cot_check_bits_dev("rmsnorm bwd dinp (bf16 op)", h_dinp, f_dinp, n);
+    cot_check_bits_dev("rmsnorm bwd dinp (bf16, NULL)", h_dinp_alone, f_dinp, n);
+
+    void *dev[] = {d_x, d_dout, d_w, d_rstd, f_norm, f_dinp, f_dinp_op, f_op, h_dinp,
+                   h_dinp_alone, h_buf};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(x), free(dout), free(dinp0);
+}
+
+static void test_rmsnorm_backward(void **state) {
+    (void)state;
+    rmsnorm_backward_case(1, 1, 1, 0);
+    rmsnorm_backward_case(37, 100, 1, 0); /* even rows: stored in pairs */
+    rmsnorm_backward_case(37, 100, 0, 1); /* even rows, misaligned operand: one by one */
+    rmsnorm_backward_case(5, 257, 1, 0);  /* odd row length: odd bf16 offsets */
+    rmsnorm_backward_case(5, 257, 0, 1);
 }
 
 /* swiglu forward (writes h, reads g and u) and backward (writes dg and du, reads g and u): all
@@ -571,11 +625,12 @@ static void test_xent_backward(void **state) {
 int main(void) {
     cut_require_device();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_swiglu),
-        cmocka_unit_test(test_rope),       cmocka_unit_test(test_matmul_operand),
-        cmocka_unit_test(test_head_scale), cmocka_unit_test(test_diffv2),
-        cmocka_unit_test(test_attention),  cmocka_unit_test(test_diffattn),
-        cmocka_unit_test(test_matmul_backward_operand), cmocka_unit_test(test_xent_backward),
+        cmocka_unit_test(test_rmsnorm),         cmocka_unit_test(test_rmsnorm_backward),
+        cmocka_unit_test(test_swiglu),          cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_matmul_operand),  cmocka_unit_test(test_head_scale),
+        cmocka_unit_test(test_diffv2),          cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_diffattn),        cmocka_unit_test(test_matmul_backward_operand),
+        cmocka_unit_test(test_xent_backward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

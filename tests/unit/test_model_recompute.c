@@ -270,7 +270,7 @@ static size_t r16(size_t n) { return r64(n, sizeof(float)); }
  * F 24, V 37) at N_LAYERS layers and B x T, written out buffer by buffer (model.h's shapes), each
  * rounded up to 64 bytes (the carver's alignment); the operands (attn_in, q, k, v, attn_out,
  * ffn_in, gate, up, hidden, final_norm, and the gradient scratch dgate, dup (which dq_rot and
- * dk_rot share) and dv) at ob bytes an element, the rest fp32. */
+ * dk_rot share), dv and, in bf16 only, dres_op) at ob bytes an element, the rest fp32. */
 static size_t closed_form_diff(int recompute, size_t ob) {
     size_t N = (size_t)B * T, D = 16, F = 24, V = 37, L = N_LAYERS, H = 2, Hkv = 2, d = 4;
     size_t A = 2 * H * d;
@@ -284,9 +284,11 @@ static size_t closed_form_diff(int recompute, size_t ob) {
     /* x_final, final_rstd, final_norm, logits, losses, lse, rowmax, gmax, xsums */
     size_t head = r16(N * D) + r16(N) + r64(N * D, ob) + r16(chunk * V) + 4 * r16(N) +
                   r16(2 * N);
-    /* dres, dnormed, dwide (max(F, A)), dgate and dup (operands, max(F, q) and max(F, k): F
-     * here), dq, dk, dv (an operand), dlam (1), inputs, targets */
-    size_t grads = 2 * r16(N * D) + r16(N * (F > A ? F : A)) + 2 * r64(N * F, ob) +
+    /* dres, its operand copy (only where an operand is narrower than fp32: bf16), dnormed,
+     * dwide (max(F, A)), dgate and dup (operands, max(F, q) and max(F, k): F here), dq, dk, dv
+     * (an operand), dlam (1), inputs, targets */
+    size_t grads = 2 * r16(N * D) + (ob < sizeof(float) ? r64(N * D, ob) : 0) +
+                   r16(N * (F > A ? F : A)) + 2 * r64(N * F, ob) +
                    r16(N * 2 * H * d) + r16(N * 2 * Hkv * d) + r64(N * Hkv * 2 * d, ob) + r16(1) +
                    2 * r64(N, sizeof(int32_t));
     return layers + head + grads;
