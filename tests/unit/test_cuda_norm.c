@@ -112,8 +112,11 @@ static void rmsnorm_case(int N, int C, int with_weight) {
 
 static void test_rmsnorm(void **state) {
     (void)state;
-    /* N = 300 and 5000 give 19 and 125 row chunks of the dweight reduction (uneven last) */
-    const int shapes[][2] = {{1, 1}, {3, 7}, {5, 33}, {17, 1000}, {300, 257}, {5000, 96}};
+    /* dweight's sums: up to C = 6112 (48 KiB of shared doubles in all) in the dinp kernel, whose
+     * 1024 blocks take 4 or 5 of N = 5000 rows each; wider rows (6200, 6113) in a pass of their
+     * own */
+    const int shapes[][2] = {{1, 1},     {3, 7},    {5, 33},   {17, 1000}, {300, 257},
+                             {5000, 96}, {4, 6112}, {9, 6200}, {3, 6113}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int ww = 0; ww <= 1; ww++) rmsnorm_case(shapes[s][0], shapes[s][1], ww);
 }
