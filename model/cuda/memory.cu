@@ -16,6 +16,7 @@
 static cudaStream_t g_stream;
 static void *g_workspace[CUDA_WS_SLOTS];
 static size_t g_workspace_bytes[CUDA_WS_SLOTS];
+static unsigned long long g_workspace_allocs[CUDA_WS_SLOTS]; /* allocations made, per slot */
 
 #define CUDA_MAX_ALLOCS 4096
 static struct {
@@ -193,10 +194,21 @@ void *cuda_workspace_slot(int slot, size_t bytes) {
     track(p, grow);
     g_workspace[slot] = p;
     g_workspace_bytes[slot] = grow;
+    g_workspace_allocs[slot]++;
     return p;
 }
 
 void *cuda_workspace(size_t bytes) { return cuda_workspace_slot(CUDA_WS_OPS, bytes); }
+
+/* A new buffer may have the old one's address (freed and allocated again, stream-ordered), so
+ * the allocations are counted rather than the pointers compared. */
+void *cuda_workspace_slot_kept(int slot, size_t bytes, bool *fresh) {
+    const unsigned long long before =
+        slot >= 0 && slot < CUDA_WS_SLOTS ? g_workspace_allocs[slot] : 0;
+    void *p = cuda_workspace_slot(slot, bytes); /* aborts on a slot that does not exist */
+    *fresh = g_workspace_allocs[slot] != before;
+    return p;
+}
 
 /* ---- host staging (model/backend.h) ---- */
 

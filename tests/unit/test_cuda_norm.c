@@ -165,6 +165,22 @@ static void test_rope(void **state) {
     rope_case(1, 40, 3, 128, 640000.0f, 60000); /* positions of a 64K context */
 }
 
+/* The backend keeps one cos/sin table (rope.cu) for one (theta, d), grown as later positions
+ * are asked: generation's one position a step, a jump past what its workspace holds (after
+ * test_rope's 64K positions of d = 128: new memory, whose old entries must be rebuilt), the
+ * first positions again, another theta, another head width, and back; each call against the
+ * CPU (a stale or unbuilt entry is off by far more than ROPE_ATOL, or NaN). */
+static void test_rope_table_cache(void **state) {
+    (void)state;
+    rope_case(1, 4, 2, 128, 10000.0f, 0);
+    for (int pos0 = 4; pos0 < 12; pos0++) rope_case(1, 1, 2, 128, 10000.0f, pos0);
+    rope_case(1, 3, 2, 128, 10000.0f, 80000); /* 41 MB of table: past the workspace */
+    rope_case(1, 8, 2, 128, 10000.0f, 0);     /* the first positions, from the grown table */
+    rope_case(1, 5, 2, 128, 500000.0f, 7);    /* another theta */
+    rope_case(1, 5, 2, 64, 500000.0f, 7);     /* another head width */
+    rope_case(1, 5, 2, 128, 10000.0f, 500);   /* the first again */
+}
+
 /* ---- swiglu ---- */
 
 /* CUDA's expf is within 2 ulp of glibc's, so sigmoid and every product may differ by a few
@@ -316,6 +332,7 @@ int main(void) {
     cut_require_device();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_rope_table_cache),
         cmocka_unit_test(test_swiglu),     cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_head_scale),
     };
