@@ -50,4 +50,30 @@ __device__ __forceinline__ void operand_store2(operand_bf16 *p, size_t i, float 
     *reinterpret_cast<uint32_t *>(p + i) = pack_bf16x2(x, y);
 }
 
+/* p[i .. i + 8) into v (i a multiple of 8, p + i 16-byte aligned: one 16-byte load in bf16,
+ * two in fp32), widened exactly as operand_load does */
+__device__ __forceinline__ void operand_load8(const float *p, size_t i, float v[8]) {
+    const float4 a = reinterpret_cast<const float4 *>(p + i)[0];
+    const float4 b = reinterpret_cast<const float4 *>(p + i)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void operand_load8(const operand_bf16 *p, size_t i, float v[8]) {
+    const uint4 q = *reinterpret_cast<const uint4 *>(p + i);
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+    for (int k = 0; k < 4; k++) { /* element 2k in the low half of word k */
+        const uint32_t lo = w[k] << 16, hi = w[k] & 0xffff0000u;
+        memcpy(&v[2 * k], &lo, sizeof lo);
+        memcpy(&v[2 * k + 1], &hi, sizeof hi);
+    }
+}
+/* v into p[i .. i + 8) (alignment as operand_load8), each element rounded as operand_store does */
+__device__ __forceinline__ void operand_store8(float *p, size_t i, const float v[8]) {
+    reinterpret_cast<float4 *>(p + i)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4 *>(p + i)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void operand_store8(operand_bf16 *p, size_t i, const float v[8]) {
+    *reinterpret_cast<uint4 *>(p + i) = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
+                                                   pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
+}
+
 #endif

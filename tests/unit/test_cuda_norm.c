@@ -190,6 +190,18 @@ static void test_rope_table_cache(void **state) {
 #define SWIGLU_ATOL 1e-6
 #define SWIGLU_RTOL 1e-6
 
+/* A device copy of x (n) one float past a 16-byte boundary (free the result - 1): the ops then
+ * take their element-by-element loops instead of the 8-wide ones. */
+static float *dev_misaligned(const float *x, size_t n) {
+    float *pad = malloc((n + 1) * sizeof(float));
+    pad[0] = 0.0f;
+    if (x) memcpy(pad + 1, x, n * sizeof(float));
+    else for (size_t i = 1; i <= n; i++) pad[i] = NAN;
+    float *d = cot_dev(pad, n + 1);
+    free(pad);
+    return d + 1;
+}
+
 static void test_swiglu(void **state) {
     (void)state;
     const size_t sizes[] = {1, 1000, 100003};
@@ -222,6 +234,20 @@ static void test_swiglu(void **state) {
                              (const dt_operand *)d_u, n);
         cot_check_bits_dev("swiglu dg in place", d_g, d_dg, n);
         cot_check_bits_dev("swiglu du in place", d_u, d_du, n);
+
+        /* off 16-byte alignment, element by element: the 8-wide loop's bits */
+        float *m_g = dev_misaligned(g, n), *m_u = dev_misaligned(u, n);
+        float *m_dh = dev_misaligned(dh, n), *m_h = dev_misaligned(NULL, n);
+        float *m_dg = dev_misaligned(NULL, n), *m_du = dev_misaligned(NULL, n);
+        cuda_swiglu_forward((dt_operand *)m_h, (const dt_operand *)m_g, (const dt_operand *)m_u,
+                            n);
+        cuda_swiglu_backward((dt_operand *)m_dg, (dt_operand *)m_du, m_dh,
+                             (const dt_operand *)m_g, (const dt_operand *)m_u, n);
+        cot_check_bits_dev("swiglu h, misaligned", m_h, d_h, n);
+        cot_check_bits_dev("swiglu dg, misaligned", m_dg, d_dg, n);
+        cot_check_bits_dev("swiglu du, misaligned", m_du, d_du, n);
+        float *m[] = {m_g, m_u, m_dh, m_h, m_dg, m_du};
+        for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) cuda_free(m[i] - 1);
 
         cuda_free(d_g), cuda_free(d_u), cuda_free(d_dh), cuda_free(d_h), cuda_free(d_dg);
         cuda_free(d_du);
