@@ -18,7 +18,7 @@
 #          bench/bench_attn.sh where it exists
 #   bench3b  bench/bench_gpu.sh 3b in bf16, DIFF against its baseline, on one GPU (tp 1, dp 1:
 #          nothing to shard the AdamW state over, so `difftrain plan` sizes): sequence 2048 at
-#          micro-batch 1 (64.8 GiB), and 4096 at micro-batch 2 with recompute (58.5 GiB; 101.5
+#          micro-batch 1 (60.1 GiB), and 4096 at micro-batch 2 with recompute (57.5 GiB; 82.8
 #          without). Several minutes: the 3.5B parameters are initialised on the host per run.
 #   profile  Nsight Compute (ncu) over two training steps of DIFF and the baseline at 830M in
 #          bf16 (gpu__time_duration of every kernel, clocks as found): per-kernel-name totals in
