@@ -10,7 +10,9 @@
  * accumulation: the activation input `inp` is a dt_operand, already stored in bf16 in that mode
  * (operand.cuh), and is read as it is; the weights w and the output gradient dout are fp32 and
  * are rounded to bf16 (round to nearest even) into the CUDA_WS_GEMM workspace first, except
- * cuda_matmul_backward_operand's dout, an operand (SwiGLU's dg, du) read as it is too.
+ * cuda_matmul_backward_operand's dout, an operand that its producer stored (the classifier's
+ * dlogits, the residual gradient's copy, SwiGLU's dg and du, RoPE's dq and dk, the attention's
+ * dv), read as it is too.
  * (CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 buffers, which this replaced, ran TF32 kernels on an
  * H100: half the bf16 rate, and not the rounding it names.) Those copies cost a read of each
  * operand and a write of half its size, at memory bandwidth; with the activations' copies they

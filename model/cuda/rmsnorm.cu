@@ -114,15 +114,14 @@ __global__ void rmsnorm_backward_dinp_kernel(float *dinp, TD *dinp_operand, doub
             dot += (double)dy[i] * (weight ? weight[i] : 1.0f) * x[i];
         dot = block_sum(dot, scratch);
         double coef = dot * r * r / C;
-        /* each element's dout is read before its dinp is written, by the same thread: dweight
-         * sees the unmodified dout even where dinp aliases it */
-        if (dw_partial)
-            for (int i = first; i < C; i += step) {
-                dw_sum[i] += (double)dy[i] * x[i] * r;
-                if (pairs) dw_sum[i + 1] += (double)dy[i + 1] * x[i + 1] * r;
-            }
+        /* dweight's terms in the same loops as dinp's, each element's before its dinp is written
+         * (by the same thread): dweight sees the unmodified dout even where dinp aliases it */
         if (pairs) {
             for (int i = first; i < C; i += step) {
+                if (dw_partial) {
+                    dw_sum[i] += (double)dy[i] * x[i] * r;
+                    dw_sum[i + 1] += (double)dy[i + 1] * x[i + 1] * r;
+                }
                 float2 v = *reinterpret_cast<const float2 *>(dx + i);
                 v.x += rmsnorm_dinp_term(dy, x, weight, i, r, coef);
                 v.y += rmsnorm_dinp_term(dy, x, weight, i + 1, r, coef);
@@ -131,6 +130,7 @@ __global__ void rmsnorm_backward_dinp_kernel(float *dinp, TD *dinp_operand, doub
             }
         } else {
             for (int i = first; i < C; i += step) {
+                if (dw_partial) dw_sum[i] += (double)dy[i] * x[i] * r;
                 const float v = dx[i] + rmsnorm_dinp_term(dy, x, weight, i, r, coef);
                 dx[i] = v;
                 if (dinp_operand) operand_store(dinp_operand, row + i, v);
