@@ -17,6 +17,22 @@ cudaError_t emu_api_error(cudaError_t e, const char *fmt, ...)
 /* The start of the live allocation holding [p, p + bytes) (bytes 0: p may be its end), or 0. */
 uintptr_t emu_alloc_start(const void *p, size_t bytes);
 
+/* A warpgroup-collective instruction (emu_wgmma.cpp): the running thread waits at it until
+ * the 128 threads of its warpgroup (warps 4w..4w+3 of the block) all do, at this call site;
+ * then op(w, lanes) runs once with their operands (lanes[i]: `mine` of the group's thread i)
+ * and they go on. `what` names the instruction in reports. Aborts (emu_fail) in a block that
+ * is not whole warpgroups, when the warpgroup's threads wait at different call sites, and when
+ * some of them wait at __syncthreads or have exited instead (a deadlock on a GPU). */
+void emu_group_collective(void (*op)(unsigned group, void *const *lanes), void *mine,
+                          const char *what, const char *file, int line);
+/* The running block's shared memory at shared-window address addr (emu_shared_address's
+ * inverse) when [addr, addr + bytes) lies in its static or dynamic shared memory; else NULL. */
+void *emu_shared_pointer(uint32_t addr, size_t bytes);
+/* The wgmma state of a block (emu_wgmma.cpp): reset when a block of nthreads threads starts;
+ * checked when it ends (products still queued or pending abort). */
+void emu_wgmma_block_start(unsigned nthreads);
+void emu_wgmma_block_end(void);
+
 /* 1 for a stream that may be used: 0 (the legacy default stream), the cudaStreamLegacy and
  * cudaStreamPerThread handles, or one created and not destroyed. */
 bool emu_stream_valid(cudaStream_t s);

@@ -1,6 +1,7 @@
 /* The host emulator's runtime (a test tool; see include/cuda_runtime.h for what it checks):
- * fibers and their scheduler, barriers, shuffles, shared memory, device memory, copies, the
- * devices. Streams and events are in emu_streams.cpp. */
+ * fibers and their scheduler, barriers, shuffles, warp and warpgroup collectives, shared memory
+ * and its shared-window addresses, device memory, copies, the devices. Streams and events are
+ * in emu_streams.cpp; the tensor-core instructions in emu_mma.cpp and emu_wgmma.cpp. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,9 @@ __asm__(".text\n"
         "  ret\n"
         ".size emu_switch, .-emu_switch\n");
 
-enum { ST_RUN, ST_WARP, ST_BLOCK, ST_DONE };
+/* A thread runs (ST_RUN) or waits: at a shuffle or warp collective (ST_WARP), at a warpgroup
+ * collective (ST_GROUP), at __syncthreads (ST_BLOCK); or it has exited (ST_DONE). */
+enum { ST_RUN, ST_WARP, ST_GROUP, ST_BLOCK, ST_DONE };
 struct emu_thread {
     void *sp;
     int state;
@@ -49,7 +52,9 @@ struct emu_thread {
     unsigned long long bits, result; /* shuffle: its value, the value it receives */
     unsigned mask;
     int kind, arg, width;
-    void (*op)(void *const *); /* a collective: its operation and this lane's operands */
+    void (*op)(void *const *); /* a warp collective: its operation and this lane's operands */
+    void (*group_op)(unsigned, void *const *); /* a warpgroup collective's operation */
+    const char *what;                          /* and its name, for reports */
     void *operands;
 };
 static emu_thread g_t[EMU_MAX_THREADS];
@@ -105,11 +110,17 @@ static bool same_site(const emu_thread &a, const emu_thread &b) {
 
 /* ---- scheduling. The scheduler starts a warp at its first lane; each lane runs until its
  * next barrier (or its end) and then switches straight to the next lane of its warp (pass_on).
- * The last lane checks the warp: if all 32 lanes wait at the same shuffle, it performs the
- * shuffle and the warp goes on from its first lane; otherwise every lane waits at
- * __syncthreads or has exited, and the scheduler moves to the next warp. Once all warps are
- * there, the scheduler releases the __syncthreads (all threads at the same one) or ends the
- * block (all exited). ---- */
+ * The last lane checks the warp: if all 32 lanes wait at the same shuffle or warp collective,
+ * it performs it and the warp goes on from its first lane; otherwise all 32 lanes wait at the
+ * same warpgroup collective, or every lane waits at __syncthreads or has exited, and the
+ * scheduler takes the warp back. When the last of the 4 warps of a warpgroup (warps 4w..4w+3)
+ * comes to wait at the collective where the other three wait, the scheduler performs it and
+ * those warps can run again. The scheduler sweeps over the warps, running every warp that can
+ * run, until none can; then every thread waits at __syncthreads or has exited (a warpgroup
+ * still waiting at its collective is a deadlock), and it releases the __syncthreads (all
+ * threads at the same one) or ends the block (all exited). The lanes of a warp are set running
+ * together (a performed shuffle or collective, a released barrier), so a warp can run exactly
+ * when its first lane can. ---- */
 
 static unsigned g_warp_begin, g_warp_end; /* the running warp's threads */
 
@@ -120,19 +131,44 @@ static inline void switch_to(unsigned t) {
     emu_switch(&me.sp, g_t[t].sp);
 }
 
+/* The warp's lanes stopped with at_group of them (the first is `first`) at a warpgroup
+ * collective and none at a shuffle: all 32 must wait there, at the same call site. */
+static void warp_at_group(unsigned at_group, unsigned at_sync, unsigned first) {
+    const unsigned t0 = g_warp_begin, t1 = g_warp_end, w = t0 / 32;
+    const emu_thread &f = g_t[first];
+    if (at_group != t1 - t0)
+        emu_fail("warpgroup-collective %s at %s:%d reached by %u of the 32 lanes of warp %u (%u "
+                 "wait at __syncthreads, %u exited): every thread of the warpgroup must reach it",
+                 f.what, f.file, f.line, at_group, w, at_sync, t1 - t0 - at_group - at_sync);
+    for (unsigned t = t0 + 1; t < t1; t++) {
+        const emu_thread &l = g_t[t];
+        if (!same_site(l, f) || l.group_op != f.group_op)
+            emu_fail("lanes 0 and %u of warp %u wait at different warpgroup collectives (%s at "
+                     "%s:%d, %s at %s:%d)", t - t0, w, f.what, f.file, f.line, l.what, l.file,
+                     l.line);
+    }
+}
+
 /* The last lane of the warp has stopped: performs the shuffle all lanes wait at (true), or
- * finds none waiting at a shuffle (false); aborts on a shuffle that not all lanes reached. */
+ * finds none waiting at a shuffle (false); aborts on a shuffle that not all lanes reached, and
+ * on a warpgroup collective that not all lanes reached. */
 static bool warp_shuffle(void) {
     const unsigned t0 = g_warp_begin, t1 = g_warp_end, w = t0 / 32;
-    unsigned at_shfl = 0, at_sync = 0, first = t1;
+    unsigned at_shfl = 0, at_sync = 0, at_group = 0, first = t1, first_group = t1;
     for (unsigned t = t0; t < t1; t++) {
         if (g_t[t].state == ST_WARP) {
             at_shfl++;
             if (first == t1) first = t;
+        } else if (g_t[t].state == ST_GROUP) {
+            at_group++;
+            if (first_group == t1) first_group = t;
         }
         at_sync += g_t[t].state == ST_BLOCK;
     }
-    if (at_shfl == 0) return false;
+    if (at_shfl == 0) {
+        if (at_group) warp_at_group(at_group, at_sync, first_group);
+        return false;
+    }
     const emu_thread &f = g_t[first];
     const char *what = f.kind == EMU_COLLECTIVE ? "warp-collective instruction" : "shuffle";
     if (t1 - t0 != 32)
@@ -140,8 +176,10 @@ static bool warp_shuffle(void) {
                  f.line, w, t1 - t0);
     if (at_shfl != 32)
         emu_fail("%s at %s:%d reached by %u of the 32 lanes of warp %u (%u wait at "
-                 "__syncthreads, %u exited): every lane of the mask must reach it",
-                 what, f.file, f.line, at_shfl, w, at_sync, 32 - at_shfl - at_sync);
+                 "__syncthreads, %u at a warpgroup collective, %u exited): every lane of the "
+                 "mask must reach it",
+                 what, f.file, f.line, at_shfl, w, at_sync, at_group,
+                 32 - at_shfl - at_sync - at_group);
     for (unsigned t = t0 + 1; t < t1; t++) {
         const emu_thread &l = g_t[t];
         if (!same_site(l, f) || l.kind != f.kind || l.mask != f.mask || l.width != f.width ||
@@ -188,7 +226,7 @@ static void pass_on(void) {
         emu_switch(&g_t[g_cur].sp, g_sched_sp);
 }
 
-/* ---- barriers and shuffles, called by the running fiber ---- */
+/* ---- barriers, shuffles and collectives, called by the running fiber ---- */
 
 void emu_syncthreads(const char *file, int line) {
     if (!g_cfg) emu_fail("__syncthreads outside a kernel (%s:%d)", file, line);
@@ -231,17 +269,93 @@ void emu_warp_collective(void (*op)(void *const *), void *mine, const char *file
     pass_on();
 }
 
+void emu_group_collective(void (*op)(unsigned, void *const *), void *mine, const char *what,
+                          const char *file, int line) {
+    if (!g_cfg) emu_fail("%s outside a kernel (%s:%d)", what, file, line);
+    if (g_nthreads % 128 != 0)
+        emu_fail("%s at %s:%d in a block of %u threads: warpgroup instructions need whole "
+                 "warpgroups (a multiple of 128 threads)", what, file, line, g_nthreads);
+    emu_thread &me = g_t[g_cur];
+    me.group_op = op;
+    me.what = what;
+    me.operands = mine;
+    me.file = file;
+    me.line = line;
+    me.state = ST_GROUP;
+    pass_on();
+}
+
+/* Runs warp w from its first lane until all its lanes have stopped (none at a shuffle). */
+static void run_warp(unsigned w) {
+    g_warp_begin = w * 32;
+    g_warp_end = g_warp_begin + 32 < g_nthreads ? g_warp_begin + 32 : g_nthreads;
+    g_cur = g_warp_begin;
+    threadIdx = g_tid[g_cur];
+    emu_switch(&g_sched_sp, g_t[g_cur].sp);
+}
+
+/* Warp w has stopped with its 32 lanes at one warpgroup collective: once all 4 warps of its
+ * warpgroup wait there, performs it (on the 128 lanes' operands) and lets them run again. */
+static void group_arrived(unsigned w) {
+    const unsigned g = w / 4;
+    const emu_thread &me = g_t[w * 32];
+    bool all = true;
+    for (unsigned v = 4 * g; v < 4 * g + 4; v++) {
+        const emu_thread &o = g_t[v * 32];
+        if (o.state != ST_GROUP) {
+            all = false; /* still running, or at __syncthreads: the sweep's end reports that */
+        } else if (!same_site(o, me) || o.group_op != me.group_op) {
+            emu_fail("warps %u and %u of warpgroup %u wait at different warpgroup collectives "
+                     "(%s at %s:%d, %s at %s:%d)", v, w, g, o.what, o.file, o.line, me.what,
+                     me.file, me.line);
+        }
+    }
+    if (!all) return;
+    emu_thread *l = g_t + 128 * g;
+    void *lanes[128];
+    for (int i = 0; i < 128; i++) lanes[i] = l[i].operands;
+    me.group_op(g, lanes);
+    for (int i = 0; i < 128; i++) l[i].state = ST_RUN;
+}
+
+/* No warp can run: a warpgroup collective that some warps wait at is never reached by the
+ * others of their warpgroup (they wait at __syncthreads or have exited): a GPU hangs there. */
+static void check_group_deadlock(void) {
+    for (unsigned w = 0; w * 32 < g_nthreads; w++) {
+        const emu_thread &f = g_t[w * 32];
+        if (f.state != ST_GROUP) continue;
+        const unsigned g = w / 4;
+        for (unsigned v = 4 * g; v < 4 * g + 4; v++) {
+            if (g_t[v * 32].state == ST_GROUP) continue;
+            const emu_thread *b = NULL; /* a lane of warp v at __syncthreads */
+            for (unsigned t = v * 32; t < v * 32 + 32 && !b; t++)
+                if (g_t[t].state == ST_BLOCK) b = &g_t[t];
+            if (b)
+                emu_fail("warpgroup-collective %s at %s:%d: warp %u of warpgroup %u waits there, "
+                         "while warp %u of the warpgroup waits at __syncthreads at %s:%d (a "
+                         "deadlock)", f.what, f.file, f.line, w, g, v, b->file, b->line);
+            emu_fail("warpgroup-collective %s at %s:%d: warp %u of warpgroup %u waits there, "
+                     "but warp %u of the warpgroup has exited", f.what, f.file, f.line, w, g, v);
+        }
+    }
+}
+
 static void run_block(void) {
     const unsigned n = g_nthreads, nwarps = (n + 31) / 32;
     for (unsigned t = 0; t < n; t++) fiber_init(t);
+    emu_wgmma_block_start(n);
     for (;;) {
-        for (unsigned w = 0; w < nwarps; w++) { /* every thread of the block is ST_RUN */
-            g_warp_begin = w * 32;
-            g_warp_end = g_warp_begin + 32 < n ? g_warp_begin + 32 : n;
-            g_cur = g_warp_begin;
-            threadIdx = g_tid[g_cur];
-            emu_switch(&g_sched_sp, g_t[g_cur].sp);
-        }
+        bool ran;
+        do { /* every warp that can run runs, until none can */
+            ran = false;
+            for (unsigned w = 0; w < nwarps; w++) {
+                if (g_t[w * 32].state != ST_RUN) continue;
+                run_warp(w);
+                ran = true;
+                if (g_t[w * 32].state == ST_GROUP) group_arrived(w);
+            }
+        } while (ran);
+        check_group_deadlock();
         unsigned done = 0, first = n;
         for (unsigned t = 0; t < n; t++) {
             if (g_t[t].state == ST_DONE) {
@@ -253,13 +367,14 @@ static void run_block(void) {
                          t, g_t[first].file, g_t[first].line, g_t[t].file, g_t[t].line);
             }
         }
-        if (done == n) return;
+        if (done == n) break;
         if (done)
             emu_fail("__syncthreads at %s:%d reached by %u of the %u threads (%u exited): every "
                      "thread of the block must reach it",
                      g_t[first].file, g_t[first].line, n - done, n, done);
         for (unsigned t = 0; t < n; t++) g_t[t].state = ST_RUN;
     }
+    emu_wgmma_block_end();
 }
 
 /* ---- shared memory: a static arena (48 KiB) and a dynamic one (227 KiB), each between guard
@@ -308,6 +423,36 @@ int emu_shared_range(const void *p, size_t bytes) {
     if (a >= g_dyn_end - dyn && a <= g_dyn_end && bytes <= (size_t)(g_dyn_end - a)) return 1;
     return a >= g_static_end - g_static_used && a <= g_static_end &&
            bytes <= (size_t)(g_static_end - a);
+}
+
+/* ---- the shared window: the 32-bit addresses that __cvta_generic_to_shared gives and wgmma
+ * descriptors hold. The dynamic area lies at [0, dyn) (dyn: its size rounded to 16 bytes) and
+ * the static arena below g_static_base, as its variables lie below g_static_end, with room
+ * for all the static memory the launch may still declare (at most 48 KiB, and at most the limit
+ * less the dynamic size), so the two never meet. Addresses keep the pointers' offsets mod 16 and
+ * stay below 227 KiB + 32 < 2^18, as descriptors need. ---- */
+
+static uint32_t g_static_base; /* set per launch by emu_run_grid */
+
+static size_t dyn_bytes(void) { return (g_cfg->smem + 15) / 16 * 16; }
+
+uint32_t emu_shared_address(const void *p) {
+    if (!g_cfg) emu_fail("shared address of %p outside a kernel", p);
+    const unsigned char *a = (const unsigned char *)p;
+    if (a >= emu_dyn_smem && a <= g_dyn_end) return (uint32_t)(a - emu_dyn_smem);
+    if (a >= g_static_end - g_static_used && a <= g_static_end)
+        return g_static_base - (uint32_t)(g_static_end - a);
+    emu_fail("shared address of %p, which is not in the block's shared memory (the shared "
+             "window of a generic address outside it is undefined)", p);
+}
+
+void *emu_shared_pointer(uint32_t addr, size_t bytes) {
+    if (!g_cfg) return NULL;
+    const uint64_t end = (uint64_t)addr + bytes;
+    if (end <= dyn_bytes()) return emu_dyn_smem + addr;
+    if (addr >= g_static_base - g_static_used && end <= g_static_base)
+        return g_static_end - (g_static_base - addr);
+    return NULL;
 }
 
 cudaError_t emu_func_set_attribute(const void *kernel, cudaFuncAttribute attr, int value) {
@@ -662,6 +807,9 @@ void emu_run_grid(const emu_launch_cfg &c, void (*thunk)(const void *), const vo
         g_dyn_end = guarded_region(EMU_OPTIN_SMEM);
     }
     g_dyn_optin = g_max_dyn.count(c.kernel) != 0;
+    const size_t limit = g_dyn_optin ? EMU_OPTIN_SMEM : EMU_DEFAULT_DYN_SMEM;
+    const size_t static_room = limit - c.smem < EMU_STATIC_SMEM ? limit - c.smem : EMU_STATIC_SMEM;
+    g_static_base = (uint32_t)(((c.smem + 15) / 16 * 16 + static_room + 15) / 16 * 16);
     g_nthreads = c.block.x * c.block.y * c.block.z;
     for (unsigned t = 0; t < g_nthreads; t++)
         g_tid[t] = {t % c.block.x, t / c.block.x % c.block.y, t / (c.block.x * c.block.y)};

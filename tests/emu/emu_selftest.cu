@@ -14,7 +14,9 @@
  *     fp32 sums of 33 products of |x| < 1 (times alpha 1.5) round by at most 1.5 * 33 * 33 *
  *     2^-24 = 1e-4 (typically 1e-6): tolerance 2e-4 + 1e-4 |ref|;
  *   - the tensor-core instructions (mma, ldmatrix, bf16 packing): emu_selftest_mma.cu;
- *   - the asynchronous copies (cp.async, commit, wait): emu_selftest_cp_async.cu. */
+ *   - the asynchronous copies (cp.async, commit, wait): emu_selftest_cp_async.cu;
+ *   - the warpgroup matrix products (wgmma, fence, commit, wait; the warpgroup scheduling and
+ *     its misuses): emu_selftest_wgmma.cu. */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -341,6 +343,7 @@ static void test_gemm_bf16_c(void) {
 
 int emu_selftest_mma(void); /* emu_selftest_mma.cu: the tensor-core instructions */
 int emu_selftest_cp_async(void); /* emu_selftest_cp_async.cu: the asynchronous copies */
+int emu_selftest_wgmma(void);    /* emu_selftest_wgmma.cu: the warpgroup matrix products */
 
 int main(void) {
     test_shuffles();
@@ -358,6 +361,7 @@ int main(void) {
     test_gemm_bf16_c();
     g_fails += emu_selftest_mma();
     g_fails += emu_selftest_cp_async();
+    g_fails += emu_selftest_wgmma();
     printf("%s: %d failed checks\n", g_fails ? "FAILED" : "PASSED", g_fails);
     return g_fails ? 1 : 0;
 }

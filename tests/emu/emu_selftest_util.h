@@ -1,10 +1,12 @@
 /* Checks shared by the emulator's self-tests (emu_selftest.cu, emu_selftest_mma.cu,
- * emu_selftest_cp_async.cu; plain host code, included by their rewritten copies in gen/). */
+ * emu_selftest_cp_async.cu, emu_selftest_wgmma.cu; plain host code, included by their
+ * rewritten copies in gen/). */
 #ifndef DT_EMU_SELFTEST_UTIL_H
 #define DT_EMU_SELFTEST_UTIL_H
 
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,6 +49,47 @@ static inline int emu_expect_death(const char *what, int sig, void (*bad)(void *
     waitpid(pid, &status, 0);
     EMU_CHECK(fails, WIFSIGNALED(status) && WTERMSIG(status) == sig,
               "%s: expected signal %d, got status %d", what, sig, status);
+    if (!fails) printf("caught as expected: %s\n", what);
+    cudaFree(x);
+    return fails;
+}
+
+/* emu_expect_death for an emulator check that aborts (SIGABRT) with a message: the child's
+ * stderr must also contain `needle`, so that the misuse is caught by the check meant for it
+ * and not by another. The message is echoed to stdout. */
+static inline int emu_expect_abort_saying(const char *what, const char *needle,
+                                          void (*bad)(void *)) {
+    void *x = NULL;
+    int fails = 0, fd[2];
+    cudaMalloc(&x, 512);
+    fflush(stdout);
+    fflush(stderr);
+    if (pipe(fd) != 0) {
+        printf("FAIL %s: pipe\n", what);
+        return 1;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        dup2(fd[1], 2);
+        bad(x);
+        cudaDeviceSynchronize();
+        _exit(0);
+    }
+    close(fd[1]);
+    char msg[4096];
+    size_t len = 0;
+    ssize_t got;
+    while ((got = read(fd[0], msg + len, sizeof msg - 1 - len)) > 0) len += (size_t)got;
+    msg[len] = 0;
+    close(fd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    printf("%s", msg);
+    EMU_CHECK(fails, WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+              "%s: expected SIGABRT, got status %d", what, status);
+    EMU_CHECK(fails, strstr(msg, needle) != NULL, "%s: the message does not say \"%s\"", what,
+              needle);
     if (!fails) printf("caught as expected: %s\n", what);
     cudaFree(x);
     return fails;

@@ -10,8 +10,9 @@
  * fiber with its own stack (emu_rt.cpp: a 15-instruction x86-64 context switch). A fiber runs
  * without interruption until it reaches __syncthreads or a warp shuffle, so a kernel without
  * barriers costs one switch in and out per thread. The scheduler runs each warp's lanes up to
- * their next barrier, performs a shuffle once all 32 lanes of the warp wait at it, and releases
- * __syncthreads once all threads of the block wait at it.
+ * their next barrier, performs a shuffle once all 32 lanes of the warp wait at it, performs a
+ * warpgroup instruction (wgmma) once all 4 warps of the warpgroup wait at it (running the other
+ * warps meanwhile), and releases __syncthreads once all threads of the block wait at it.
  *
  * Streams (emu_streams.cpp): every launch, copy, memset, cuBLAS call and (in difftrain_emu)
  * NCCL collective runs when it is issued, so work is never actually concurrent; instead the
@@ -36,6 +37,21 @@
  *     warp-collective like a shuffle, compute with the PTX ISA's exact fragment layouts
  *     (emu_mma.cpp), so a fragment kept in the wrong register or lane gives a wrong result;
  *     ldmatrix rows must be 16-byte aligned and in shared memory;
+ *   - the warpgroup instructions of model/cuda/wgmma.cuh (wgmma.mma_async m64nNk16 bf16 with A
+ *     from registers or shared memory, wgmma.fence, commit_group, wait_group; emu_wgmma.cpp):
+ *     reached by the 128 threads of a warpgroup (4 consecutive warps; the block must be whole
+ *     warpgroups) at one call site with the same operands, else abort (lanes or warps at other
+ *     sites, or at __syncthreads or exited while the rest wait: a deadlock on a GPU, reported
+ *     with both sites); the products use the ISA's fragment layouts and decode the shared-memory
+ *     descriptors (no swizzle and base offset 0 only, reserved bits clear, every element read
+ *     in the block's shared memory; N a multiple of 8 up to 256); they are asynchronous as on a
+ *     GPU: queued at issue (A's registers copied) and performed by the wgmma_wait that retires
+ *     their committed group, from shared memory and the accumulators as they are then, so a
+ *     kernel that reads D, or rewrites a staged tile, before that wait computes a wrong result;
+ *     a wgmma without a wgmma_fence since the block's start or the warpgroup's last wait, and
+ *     a block that ends with products not committed or not waited for, abort. Shared memory
+ *     has 32-bit window addresses (emu_shared_address: what __cvta_generic_to_shared gives)
+ *     below 2^18, static and dynamic apart;
  *   - shared memory: static + dynamic sizes within the limits, more than 48 KiB of dynamic
  *     shared memory only after cudaFuncSetAttribute(MaxDynamicSharedMemorySize) for that
  *     kernel; shared memory starts every block as NaN (0xff bytes), so a value read before a
@@ -52,14 +68,16 @@
  * at a time, in order), the GPU memory model, an unordered access that a kernel makes away
  * from the elements its arguments point at, the ulp differences of CUDA's math library and
  * its FMA contraction (glibc expf/logf/pow are used), the tensor cores' own rounding of a
- * product's sum (each mma here rounds a double-precision sum once), atomics (no kernel uses
- * them), and speed. x86-64 Linux only (the context switch). DT_EMU_DEVICES sets the number of
- * devices (default 1); DT_EMU_REPORT=1 prints the kernel launches and the peak device memory at
- * exit. */
+ * product's sum (each mma and wgmma here rounds a double-precision sum once), the wgmma
+ * ordering rules beyond the fence check above (registers touched between issue and wait,
+ * fence.proxy.async before a wgmma reads what the threads wrote: wgmma_fence_smem is a no-op),
+ * swizzled layouts, atomics (no kernel uses them), and speed. x86-64 Linux only (the context
+ * switch). DT_EMU_DEVICES sets the number of devices (default 1); DT_EMU_REPORT=1 prints the
+ * kernel launches and the peak device memory at exit. */
 #ifndef DT_EMU_CUDA_RUNTIME_H
 #define DT_EMU_CUDA_RUNTIME_H
 
-/* Lets model/cuda code that must differ under emulation (inline PTX: model/cuda/mma.cuh) tell. */
+/* Lets model/cuda code that must differ under emulation (inline PTX: mma.cuh, wgmma.cuh) tell. */
 #define DT_CUDA_EMULATOR 1
 
 #include <math.h>
@@ -303,6 +321,28 @@ void emu_mma_bf16_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2],
 void emu_ldmatrix_x4(uint32_t r[4], const void *row, int trans, const char *file, int line);
 /* 1 when [p, p + bytes) lies in the running block's static or dynamic shared memory. */
 int emu_shared_range(const void *p, size_t bytes);
+
+/* ---- warpgroup matrix products (emu_wgmma.cpp; model/cuda/wgmma.cuh documents them and calls
+ * these under DT_CUDA_EMULATOR) ----
+ * The 32-bit shared-window address of p, as __cvta_generic_to_shared gives it: p must lie in
+ * the running block's static or dynamic shared memory (else the process aborts); every address
+ * is below 2^18, as a wgmma descriptor needs, and keeps p's offset mod 16. */
+uint32_t emu_shared_address(const void *p);
+/* wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16 of the calling thread's warpgroup (the
+ * 128 threads of warps 4w..4w+3 reach it together, a warpgroup collective): D (64 x n) =
+ * A (64 x 16) B (16 x n) + (accumulate ? D : 0), where d is this thread's n/2 accumulators, a
+ * its 4 registers of A (NULL: A in shared memory, named by desc_a, K-major (trans_a 0) or
+ * M-major (1)) and desc_b names B (K-major (trans_b 0) or N-major (1)). Queued, and performed
+ * by the wgmma_wait that retires its group; the warpgroup must have executed wgmma_fence since
+ * the block started or since its last wgmma_wait. */
+void emu_wgmma_bf16(float *d, int n, const uint32_t *a, uint64_t desc_a, uint64_t desc_b,
+                    int trans_a, int trans_b, int accumulate, const char *file, int line);
+/* wgmma.fence, wgmma.commit_group (closes the products queued since the last commit into a
+ * group) and wgmma.wait_group n (performs the oldest committed groups until at most n remain):
+ * warpgroup collectives. */
+void emu_wgmma_fence(const char *file, int line);
+void emu_wgmma_commit(const char *file, int line);
+void emu_wgmma_wait(int n, const char *file, int line);
 
 /* ---- shared memory (transform.py rewrites the declarations into these) ---- */
 /* `extern __shared__ T name[];` -> `EMU_DYN_SHARED(T, name);`: the launch's dynamic area. */
