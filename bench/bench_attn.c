@@ -25,7 +25,10 @@
  *
  * Prints one line per case:
  *   RESULT kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
- * (medians over --iters timed runs, each synchronised). Exits 77 without a GPU. */
+ * (medians over --iters timed runs, each synchronised), and where the forward runs on the sm_90
+ * wgmma kernels (flash_forward_sm90.cu) the mma.sync forward timed in the same run:
+ *   MMA_SYNC_FWD kind size T fwd_ms fwd_tflops wgmma/mma.sync
+ * Exits 77 without a GPU. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +38,7 @@
 #include "model/cuda/cuda_ops.h"
 #include "model/cuda/cuda_probe.h"
 #include "model/cuda/flash.h"
+#include "model/cuda/flash_test.h"
 
 typedef struct shape {
     const char *size;
@@ -259,6 +263,14 @@ int main(int argc, char **argv) {
                 printf("RESULT %s %s %d %d %.3f %.3f %.1f %.1f\n", kind_name[kind],
                        shapes[si].size, T, B, f, fb, flops(kind, B, T, H, d, 0) / f * 1e-9,
                        flops(kind, B, T, H, d, 1) / fb * 1e-9);
+                if (cuda_flash_sm90()) {
+                    cuda_flash_test_sm90_off(1);
+                    const double fm = time_ms(kind, &b, B, T, H, d, 0, warmup, iters);
+                    cuda_flash_test_sm90_off(0);
+                    printf("MMA_SYNC_FWD %s %s %d %.3f %.1f %.2f\n", kind_name[kind],
+                           shapes[si].size, T, fm, flops(kind, B, T, H, d, 0) / fm * 1e-9,
+                           fm / f);
+                }
                 fflush(stdout);
             }
         }

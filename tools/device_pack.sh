@@ -10,13 +10,13 @@
 # tools/device_check.sh unpacks it on the GPU machine and runs the GPU tests and benchmarks.
 #
 #   bash tools/device_pack.sh [BUILD_DIR]     (default build-gpu; configured here if missing)
-# Environment: DT_CUDA_ARCH (default 90: H100/H200), DT_PACK (the archive's path), DT_XZ_LEVEL
-# (compression, default 6).
+# Environment: DT_CUDA_ARCH (default 90a: H100/H200, with the wgmma kernels), DT_PACK (the
+# archive's path), DT_XZ_LEVEL (compression, default 6).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build-gpu}
 pack=${DT_PACK:-$root/.device/difftrain-gpu.tar.xz}
-arch=${DT_CUDA_ARCH:-90}
+arch=${DT_CUDA_ARCH:-90a}
 
 if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DDIFFTRAIN_WERROR=ON \

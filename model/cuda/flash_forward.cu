@@ -24,7 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "model/cuda/flash_core.cuh"
+#include "model/cuda/flash_forward.cuh"
 
 template <typename Tin, int D, int DV, int NB, int NS>
 __global__ void __launch_bounds__(NB *FLASH_WARPS * 32)
@@ -39,7 +39,6 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
     flash_bf16 *KV = Qs + NB * FLASH_BR * LDQ;  /* NS stages: NB x (BC, D) K, then (BC, DV) V */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int c = warp / FLASH_WARPS, rw = warp % FLASH_WARPS; /* branch, row group */
-    const int g = lane >> 2, t4 = lane & 3;
     const int T = m.T, b = blockIdx.z, unit = blockIdx.y;
     const int i0 = (gridDim.x - 1 - blockIdx.x) * FLASH_BR, nr = min(FLASH_BR, T - i0);
     const size_t qs = (size_t)m.nq * D, ks = (size_t)m.nk * D, vs = (size_t)m.nv * DV;
@@ -88,114 +87,18 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
 
         /* a key of this tile may lie past a row of this warp: mask (warp-uniform) */
         const bool diag = j0 + FLASH_BC - 1 > i0 + 16 * rw;
+        float corr[2];
+        uint32_t p[FLASH_BC / 16][4]; /* P as the A fragments of the 4 k16 steps */
+        flash_softmax_tile(s, p, mrow, lrow, corr, scale_log2, diag, i0 + 16 * rw, j0, lane);
+        flash_rescale<NTV>(o, corr);
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int i = i0 + 16 * rw + g + 8 * r;
-            float mx = mrow[r];
-#pragma unroll
-            for (int nt = 0; nt < FLASH_BC / 8; nt++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    float x = s[nt][2 * r + e] * scale_log2;
-                    if (diag && j0 + 8 * nt + 2 * t4 + e > i) x = FLASH_MASKED;
-                    s[nt][2 * r + e] = x;
-                    mx = fmaxf(mx, x);
-                }
-            mx = flash_quad_max(mx);
-            const float corr = exp2f(mrow[r] - mx); /* 0 on the first tile, 1 if unmoved */
-            float sum = 0.0f;
-#pragma unroll
-            for (int nt = 0; nt < FLASH_BC / 8; nt++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const float p = exp2f(s[nt][2 * r + e] - mx);
-                    s[nt][2 * r + e] = p;
-                    sum += p;
-                }
-            mrow[r] = mx;
-            lrow[r] = lrow[r] * corr + sum; /* this lane's part of the row sum */
-#pragma unroll
-            for (int nt = 0; nt < NTV; nt++) {
-                o[nt][2 * r] *= corr;
-                o[nt][2 * r + 1] *= corr;
-            }
-        }
-#pragma unroll
-        for (int kk = 0; kk < FLASH_BC / 16; kk++) { /* O += P V */
-            uint32_t a[4];
-            flash_c_to_a(a, s, kk);
-            flash_mma_b<DV / 16>(o, a, Vs, LDV, 16 * kk, 0, lane);
-        }
+        for (int kk = 0; kk < FLASH_BC / 16; kk++) /* O += P V */
+            flash_mma_b<DV / 16>(o, p[kk], Vs, LDV, 16 * kk, 0, lane);
         flash_pipeline_release<NS>(kt, n_kt, stage_kv);
     }
 
-    /* normalise; write out (standard) or o_c (DIFF), and lse, of the rows < T */
-    const size_t os = attn_o_stride(m);
-    const size_t o_at = (size_t)b * T * os + attn_o_col(m, j); /* row 0 of this head's columns */
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int i = i0 + 16 * rw + g + 8 * r;
-        const float l = flash_quad_sum(lrow[r]);
-        const float inv = 1.0f / l; /* l >= 1: the row max contributes exp2(0) */
-#pragma unroll
-        for (int nt = 0; nt < NTV; nt++) {
-            o[nt][2 * r] *= inv;
-            o[nt][2 * r + 1] *= inv;
-        }
-        if (i < T) {
-#pragma unroll
-            for (int nt = 0; nt < NTV; nt++) {
-                const size_t at = o_at + (size_t)i * os + 8 * nt + 2 * t4;
-                if (NB == 1)
-                    operand_store2(out, at, o[nt][2 * r], o[nt][2 * r + 1]);
-                else
-                    operand_store2(attn_o_buf(m, j) ? o2 : o1, at, o[nt][2 * r], o[nt][2 * r + 1]);
-            }
-            if (t4 == 0) lse[((size_t)b * m.nq + j) * T + i] = (mrow[r] + log2f(l)) * FLASH_LN2;
-        }
-    }
-    if (NB == 1 || !out) return; /* block-uniform */
-
-    /* DIFF epilogue: branch 2 hands O_2 over in fragment order (one float per lane and slot,
-     * lanes consecutive: no bank conflicts), branch 1 combines */
-    float *xch = (float *)flash_smem; /* (4 warps, NTV * 4, 32 lanes), over the consumed tiles */
-    __syncthreads();
-    if (c == 1) {
-#pragma unroll
-        for (int nt = 0; nt < NTV; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) xch[((rw * NTV + nt) * 4 + e) * 32 + lane] = o[nt][e];
-    }
-    __syncthreads();
-    if (c == 1) return; /* warp-uniform; no barrier follows */
-    const float lam = *epi.lambda;
-    float ss[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int nt = 0; nt < NTV; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const float x = o[nt][e] - lam * xch[((rw * NTV + nt) * 4 + e) * 32 + lane];
-            o[nt][e] = x;
-            ss[e >> 1] += x * x;
-        }
-    const size_t out_at = o_at; /* out has o1's layout */
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int i = i0 + 16 * rw + g + 8 * r;
-        const float rs = epi.gamma ? 1.0f / sqrtf(flash_quad_sum(ss[r]) / DV + epi.eps) : 1.0f;
-        if (i >= T) continue;
-        if (epi.gamma && epi.rstd && t4 == 0) /* rstd (B, T, H) */
-            epi.rstd[((size_t)b * T + i) * (m.nq / 2) + unit] = rs;
-#pragma unroll
-        for (int nt = 0; nt < NTV; nt++) {
-            const int col = 8 * nt + 2 * t4;
-            const float g0 = epi.gamma ? epi.gamma[col] : 1.0f;
-            const float g1 = epi.gamma ? epi.gamma[col + 1] : 1.0f;
-            operand_store2(out, out_at + (size_t)i * os + col,
-                           epi.out_scale * (o[nt][2 * r] * rs) * g0,
-                           epi.out_scale * (o[nt][2 * r + 1] * rs) * g1);
-        }
-    }
+    flash_forward_epilogue<NB, DV>(o, mrow, lrow, out, o1, o2, lse, m, epi, b, unit, i0, warp,
+                                   lane, (float *)flash_smem);
 }
 
 /* ---- host side ---- */

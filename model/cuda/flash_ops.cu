@@ -3,10 +3,12 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "model/cuda/cuda_ops.h"
 #include "model/cuda/flash.h"
 #include "model/cuda/flash_core.cuh"
+#include "model/cuda/flash_sm90.cuh"
 #include "model/cuda/flash_test.h"
 
 extern "C" int cuda_flash_usable(int d, int dv, int diff, const void *const *ptrs, int n) {
@@ -40,6 +42,48 @@ static void flash_require_bf16(void) {
 static int g_f32_staging; /* flash_test.h */
 
 extern "C" void cuda_flash_test_f32_staging(int on) { g_f32_staging = on != 0; }
+
+static int g_sm90_off; /* flash_test.h */
+
+extern "C" void cuda_flash_test_sm90_off(int off) { g_sm90_off = off != 0; }
+
+bool flash_sm90_usable(void) {
+    static int capable = -1; /* the build, the device and the environment: asked once */
+    if (capable < 0) {
+#if defined(DT_CUDA_SM90A) || defined(DT_CUDA_EMULATOR)
+        int dev = 0;
+        cudaDeviceProp p;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+        const char *env = getenv("DIFFTRAIN_FLASH_SM90");
+        capable = p.major == 9 && p.minor == 0 && !(env && strcmp(env, "0") == 0);
+#else
+        capable = 0;
+#endif
+    }
+    return capable && !g_sm90_off;
+}
+
+extern "C" int cuda_flash_sm90(void) { return flash_sm90_usable(); }
+
+/* The bf16 forward and backward on the kernels the device and build have (flash_sm90_usable). */
+static void flash_forward_bf16(operand_bf16 *out, float *o1, float *o2, float *lse,
+                               const flash_bf16 *const qkv[3], const attn_map &m,
+                               const flash_diff_epi &epi) {
+    if (flash_sm90_usable())
+        flash_core_forward_sm90(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
+    else
+        flash_core_forward<flash_bf16>(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
+}
+static void flash_backward_bf16(float *dq, float *dk, operand_bf16 *dv, const flash_bf16 *G,
+                                const float *delta, const flash_bf16 *const qkv[3],
+                                const float *lse, const float *lambda, const attn_map &m) {
+    if (flash_sm90_usable())
+        flash_core_backward_sm90(dq, dk, dv, G, delta, qkv[0], qkv[1], qkv[2], lse, lambda, m);
+    else
+        flash_core_backward<flash_bf16>(dq, dk, dv, G, delta, qkv[0], qkv[1], qkv[2], lse, lambda,
+                                        m);
+}
 
 /* bf16 copies of n fp32 tensors (src[i], len[i] floats) carved in order from ws, each aligned
  * (attn_ws_align); returns the bytes they take (ws NULL: only that). One conversion launch. */
@@ -89,7 +133,7 @@ extern "C" void cuda_flash_attention_forward(dt_operand *out_, float *lse, const
         flash_core_forward<float>(out, NULL, NULL, lse, f[0], f[1], f[2], m, none);
         return;
     }
-    flash_core_forward<flash_bf16>(out, NULL, NULL, lse, qkv[0], qkv[1], qkv[2], m, none);
+    flash_forward_bf16(out, NULL, NULL, lse, qkv, m, none);
 }
 
 extern "C" void cuda_flash_attention_backward(float *dq, float *dk, dt_operand *dv_,
@@ -125,7 +169,7 @@ extern "C" void cuda_flash_attention_backward(float *dq, float *dk, dt_operand *
         return;
     }
     flash_copies(ws + delta_bytes, &g16, &dout, &dout_len, 1);
-    flash_core_backward<flash_bf16>(dq, dk, dv, g16, delta, qkv[0], qkv[1], qkv[2], lse, NULL, m);
+    flash_backward_bf16(dq, dk, dv, g16, delta, qkv, lse, NULL, m);
 }
 
 extern "C" void cuda_flash_diffattn_forward(dt_operand *out_, float *o1, float *o2, float *lse,
@@ -152,7 +196,7 @@ extern "C" void cuda_flash_diffattn_forward(dt_operand *out_, float *o1, float *
         flash_core_forward<float>(out, o1, o2, lse, f[0], f[1], f[2], m, epi);
         return;
     }
-    flash_core_forward<flash_bf16>(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
+    flash_forward_bf16(out, o1, o2, lse, qkv, m, epi);
 }
 
 extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, dt_operand *dv_,
@@ -201,5 +245,5 @@ extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, dt_operand *d
     flash_bf16 *G = (flash_bf16 *)(ws + part_bytes);
     flash_diff_prep(G, delta, part, dgamma, dlambda, dout, o1, o2, rstd, lambda, gamma,
                     lambda_init, m);
-    flash_core_backward<flash_bf16>(dq, dk, dv, G, delta, qkv[0], qkv[1], qkv[2], lse, lambda, m);
+    flash_backward_bf16(dq, dk, dv, G, delta, qkv, lse, lambda, m);
 }

@@ -16,6 +16,14 @@ extern "C" {
  * between ops. */
 void cuda_flash_test_f32_staging(int on);
 
+/* off != 0: the bf16 ops run the mma.sync kernels even where the sm_90 wgmma ones could run
+ * (flash_forward_sm90.cu, flash_backward_sm90.cu); 0 (the default): those run where
+ * flash_sm90_usable allows. Lets a test or benchmark compare the two on one device. Not thread
+ * safe; set it between ops. */
+void cuda_flash_test_sm90_off(int off);
+/* 1 when the bf16 ops would run the sm_90 wgmma kernels now */
+int cuda_flash_sm90(void);
+
 #ifdef __cplusplus
 }
 #endif

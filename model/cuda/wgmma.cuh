@@ -5,8 +5,9 @@
  *   D (64 x N, fp32) = A (64 x 16, bf16) * B (16 x N, bf16) + (accumulate ? D : 0)
  * for the whole warpgroup; warp w of the group holds rows 16w..16w+15 of A (when A is in
  * registers) and of D, in exactly mma.sync.m16n8k16's layouts (mma.cuh), repeated along N:
- *   D: d[nt][0..3] is the C fragment of the n8 tile nt (columns 8nt..8nt+7): d[nt][0], d[nt][1] =
- *      D[g][8nt + 2t, +1], d[nt][2], d[nt][3] = D[g + 8][8nt + 2t, +1] (g = lane >> 2, t = lane % 4);
+ *   D: d[nt][0..3] is the C fragment of the n8 tile nt (columns 8nt..8nt+7): d[nt][0],
+ *      d[nt][1] = D[g][8nt + 2t, +1], d[nt][2], d[nt][3] = D[g + 8][8nt + 2t, +1]
+ *      (g = lane >> 2, t = lane % 4);
  *   A in registers (wgmma_rs): the m16n8k16 A fragment of the warp's 16 rows.
  * B (and A in wgmma_ss) lies in shared memory, named by a matrix descriptor (wgmma_desc).
  *
@@ -56,7 +57,7 @@ template <int W> __host__ __device__ __forceinline__ int wgmma_tile_at(int r, in
 
 /* DT_WGMMA_ASM: 1 in device code for sm_90a, the only code with the wgmma instructions. The
  * functions below exist in every compilation; elsewhere they trap, and the host launches a wgmma
- * kernel only where the build has sm_90a code for the device (cuda_wgmma_usable). */
+ * kernel only where the build has sm_90a code for the device (flash_sm90_usable). */
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define DT_WGMMA_ASM 1
 #else

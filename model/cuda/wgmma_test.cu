@@ -174,6 +174,8 @@ extern "C" int cuda_wgmma_test_product(float *d, const uint16_t *a, const uint16
     const int ta = trans_a != 0, tb = trans_b != 0;
     switch (n) {
     case 16: kern = product_for<16>(a_smem, ta, tb); break;
+    case 32: kern = product_for<32>(a_smem, ta, tb); break;
+    case 48: kern = product_for<48>(a_smem, ta, tb); break;
     case 64: kern = product_for<64>(a_smem, ta, tb); break;
     case 96: kern = product_for<96>(a_smem, ta, tb); break;
     case 256: kern = product_for<256>(a_smem, ta, tb); break;

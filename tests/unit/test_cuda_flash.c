@@ -13,10 +13,14 @@
  * nonzero (they accumulate), a second run must give identical bits, and so must a run on the
  * fp32-staging test path (flash_test.h: the kernels read fp32 tensors, q, k, v widened from
  * their bf16 operands and the fp32 output gradient, with plain loads, and round each tile while
- * staging it, synchronously, instead of the cp.async copies of bf16 tensors). Last, the backend
- * table: under "bf16 products" the attention ops are the fused kernels where the head dim and
- * the alignment of q, k, v (bf16) allow (bit-identical to calling them), the tiled ones
- * elsewhere and in fp32 mode.
+ * staging it, synchronously, instead of the cp.async copies of bf16 tensors). Where the device
+ * runs the sm_90 wgmma kernels (flash_*_sm90.cu; always under the emulator), the checks above
+ * are of them, the staging check pairs the mma.sync kernels' bf16 run with the fp32 one, and
+ * the two sets of kernels must agree within the tiled tolerances (under the emulator they give
+ * the same bits).
+ * Last, the backend table: under "bf16 products" the attention ops are the fused kernels where
+ * the head dim and the alignment of q, k, v (bf16) allow (bit-identical to calling them), the
+ * tiled ones elsewhere and in fp32 mode.
  *
  * The fused ops are the bf16 mode's: they run with the backend in that mode, q, k, v are bf16
  * operands (the fp32 inputs rounded here, the values (b) gives the tiled kernels), and their
@@ -120,6 +124,18 @@ static void set_mode(int bf16) {
     assert_int_equal(cuda_backend_init(0, bf16), 0);
     assert_int_equal(cuda_operand_bytes(), bf16 ? 2 : 4);
 }
+/* The fused runs of each case: 0 and 1 the production path (twice: reruns give the same bits),
+ * 2 the fp32-staging test path (flash_test.h) and 3 the production path with the sm_90 wgmma
+ * kernels off. Where the device runs the wgmma kernels (cuda_flash_sm90), run 0 is on them
+ * and run 3 on the mma.sync kernels, which the staging check pairs with run 2 (the fp32 path has
+ * only mma.sync kernels); elsewhere runs 0 and 3 are alike. MMA: the bf16 run on the mma.sync
+ * kernels. */
+#define RUNS 4
+#define MMA 3
+static void set_run(int run) {
+    cuda_flash_test_f32_staging(run == 2);
+    cuda_flash_test_sm90_off(run == 3);
+}
 /* out, an operand buffer in bf16 mode, against a host reference */
 static int check_out(const char *what, const dt_operand *dev, const float *ref, size_t n,
                      double afrac, double rtol) {
@@ -198,15 +214,16 @@ static int run_standard(const std_case *c, unsigned seed) {
     float *t_dk = to_host(tdk, nk), *t_dv = to_host(tdv, nv);
 
     /* the fused kernels on the bf16 operands of the inputs, twice, then on the fp32-staging test
-     * path */
+     * path, then with the sm_90 kernels off (RUNS) */
     float *dout_d = cot_dev(dout, no);
-    dt_operand *o_d[3], *dv_d[3];
-    float *l_d[3], *dq_d[3], *dk_d[3];
+    dt_operand *o_d[RUNS], *dv_d[RUNS];
+    float *l_d[RUNS], *dq_d[RUNS], *dk_d[RUNS];
     set_mode(1); /* bf16 operands: q, k, v rounded, out, dv */
     dt_operand *q_d = cot_operand_dev(q, nq), *k_d = cot_operand_dev(k, nk);
     dt_operand *v_d = cot_operand_dev(v, nv);
-    for (int run = 0; run < 3; run++) {
-        cuda_flash_test_f32_staging(run == 2);
+    const int sm90 = cuda_flash_sm90();
+    for (int run = 0; run < RUNS; run++) {
+        set_run(run);
         o_d[run] = cot_operand_nan(no);
         l_d[run] = cot_dev_nan(nl);
         dq_d[run] = cot_dev_nan(nq);
@@ -216,10 +233,11 @@ static int run_standard(const std_case *c, unsigned seed) {
         cuda_flash_attention_backward(dq_d[run], dk_d[run], dv_d[run], dout_d, q_d, k_d, v_d,
                                       o_d[run], l_d[run], B, T, Hq, Hkv, d, dv);
     }
-    cuda_flash_test_f32_staging(0);
+    set_run(0);
     cuda_synchronize();
 
-    printf("-- attention B=%d T=%d Hq=%d Hkv=%d d=%d\n", B, T, Hq, Hkv, d);
+    printf("-- attention B=%d T=%d Hq=%d Hkv=%d d=%d (kernels: %s)\n", B, T, Hq, Hkv, d,
+           sm90 ? "wgmma" : "mma.sync");
     int fails = 0;
     fails += check_out("out vs cpu", o_d[0], out, no, CPU_FWD_AFRAC, CPU_RTOL);
     fails += check("lse vs cpu", l_d[0], lse, nl, CPU_FWD_AFRAC, 0.0);
@@ -237,15 +255,27 @@ static int run_standard(const std_case *c, unsigned seed) {
     fails += same_bits("dq", dq_d[0], dq_d[1], nq);
     fails += same_bits("dk", dk_d[0], dk_d[1], nk);
     fails += cot_operand_bits_differ("dv", "rerun", dv_d[0], dv_d[1], nv);
-    fails += cot_operand_bits_differ("out", F32_RUN, o_d[0], o_d[2], no);
-    fails += cot_bits_differ("lse", F32_RUN, l_d[0], l_d[2], nl);
-    fails += cot_bits_differ("dq", F32_RUN, dq_d[0], dq_d[2], nq);
-    fails += cot_bits_differ("dk", F32_RUN, dk_d[0], dk_d[2], nk);
-    fails += cot_operand_bits_differ("dv", F32_RUN, dv_d[0], dv_d[2], nv);
+    fails += cot_operand_bits_differ("out", F32_RUN, o_d[MMA], o_d[2], no);
+    fails += cot_bits_differ("lse", F32_RUN, l_d[MMA], l_d[2], nl);
+    fails += cot_bits_differ("dq", F32_RUN, dq_d[MMA], dq_d[2], nq);
+    fails += cot_bits_differ("dk", F32_RUN, dk_d[MMA], dk_d[2], nk);
+    fails += cot_operand_bits_differ("dv", F32_RUN, dv_d[MMA], dv_d[2], nv);
+    if (sm90) { /* the wgmma kernels (run 0) against the mma.sync ones (run 3) */
+        float *m_out = cot_operand_to_host(o_d[3], no), *m_lse = to_host(l_d[3], nl);
+        float *m_dq = to_host(dq_d[3], nq), *m_dk = to_host(dk_d[3], nk);
+        float *m_dv = cot_operand_to_host(dv_d[3], nv);
+        fails += check_out("out vs mma.sync", o_d[0], m_out, no, TILED_O_AFRAC, 0.0);
+        fails += check("lse vs mma.sync", l_d[0], m_lse, nl, 1e-6, TILED_LSE_RTOL);
+        fails += check_grad("dq vs mma.sync", dq_d[0], m_dq, nq, TILED_AFRAC, TILED_RTOL);
+        fails += check_grad("dk vs mma.sync", dk_d[0], m_dk, nk, TILED_AFRAC, TILED_RTOL);
+        fails += check_grad_out("dv vs mma.sync", dv_d[0], m_dv, nv, TILED_AFRAC, TILED_RTOL);
+        free(m_out), free(m_lse), free(m_dq), free(m_dk), free(m_dv);
+    }
 
     void *dev[] = {tq, tk, tv, tdout, tout, tlse, tdq, tdk, tdv, q_d, k_d, v_d, dout_d,
                    o_d[0], o_d[1], l_d[0], l_d[1], dq_d[0], dq_d[1], dk_d[0], dk_d[1],
-                   dv_d[0], dv_d[1], o_d[2], l_d[2], dq_d[2], dk_d[2], dv_d[2]};
+                   dv_d[0], dv_d[1], o_d[2], l_d[2], dq_d[2], dk_d[2], dv_d[2],
+                   o_d[3], l_d[3], dq_d[3], dk_d[3], dv_d[3]};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     float *host[] = {q, k, v, dout, out, lse, dq, dk, dvv, qr, kr, vr, doutr,
                      t_out, t_lse, t_dq, t_dk, t_dv};
@@ -351,15 +381,16 @@ static int run_diff(const diff_case *c, unsigned seed) {
         if (tdev[i]) th[i] = to_host(tdev[i], tn[i]);
 
     /* the fused kernels on the bf16 operands of the inputs, twice, then on the fp32-staging test
-     * path */
+     * path, then with the sm_90 kernels off (RUNS) */
     float *dout_d = cot_dev(dout, no);
-    diff_out f[3];
+    diff_out f[RUNS];
     set_mode(1); /* bf16 operands: q, k, v rounded, out, dv */
     dt_operand *q_d = cot_operand_dev(q, nq), *k_d = cot_operand_dev(k, nk);
     dt_operand *v_d = cot_operand_dev(v, nv);
-    for (int run = 0; run < 3; run++) {
+    const int sm90 = cuda_flash_sm90();
+    for (int run = 0; run < RUNS; run++) {
         diff_out *o = &f[run];
-        cuda_flash_test_f32_staging(run == 2);
+        set_run(run);
         diff_out_alloc(o, no, nl, nr, nq, nk, nv, dgamma0, d2, dlambda0);
         cuda_flash_diffattn_forward(o->out, o->o1, o->o2, o->lse, o->rstd, q_d, k_d, v_d,
                                     lambda_d, gamma_d, lambda_init, eps, B, T, H, Hkv, d);
@@ -367,11 +398,11 @@ static int run_diff(const diff_case *c, unsigned seed) {
                                      v_d, o->o1, o->o2, o->lse, o->rstd, lambda_d, gamma_d,
                                      lambda_init, B, T, H, Hkv, d);
     }
-    cuda_flash_test_f32_staging(0);
+    set_run(0);
     cuda_synchronize();
 
-    printf("-- diffattn B=%d T=%d H=%d Hkv=%d d=%d subln=%d lambda=%g\n", B, T, H, Hkv, d,
-           c->subln, (double)lambda);
+    printf("-- diffattn B=%d T=%d H=%d Hkv=%d d=%d subln=%d lambda=%g (kernels: %s)\n", B, T,
+           H, Hkv, d, c->subln, (double)lambda, sm90 ? "wgmma" : "mma.sync");
     const diff_out *F = &f[0];
     int fails = 0;
     fails += check_out("out vs cpu", F->out, out, no, CPU_FWD_AFRAC, CPU_RTOL);
@@ -410,28 +441,45 @@ static int run_diff(const diff_case *c, unsigned seed) {
             cot_out_of_tol("dlambda, same o1 o2", F->dlambda, &rl, 1, 0.0, RED_RTOL, RED_FLOOR);
         free(fo1), free(fo2), free(flse), free(frstd), free(xq), free(xk), free(xv);
     }
+    const diff_out *M = &f[MMA];
     fails += cot_operand_bits_differ("out", "rerun", f[0].out, f[1].out, no);
-    fails += cot_operand_bits_differ("out", F32_RUN, f[0].out, f[2].out, no);
+    fails += cot_operand_bits_differ("out", F32_RUN, M->out, f[2].out, no);
     fails += cot_operand_bits_differ("dv", "rerun", f[0].dv, f[1].dv, nv);
-    fails += cot_operand_bits_differ("dv", F32_RUN, f[0].dv, f[2].dv, nv);
+    fails += cot_operand_bits_differ("dv", F32_RUN, M->dv, f[2].dv, nv);
     const float *a[10] = {NULL, f[0].o1, f[0].o2, f[0].lse, f[0].rstd,
                           f[0].dq,  f[0].dk, NULL, f[0].dgamma, f[0].dlambda};
     const float *b[10] = {NULL, f[1].o1, f[1].o2, f[1].lse, f[1].rstd,
                           f[1].dq,  f[1].dk, NULL, f[1].dgamma, f[1].dlambda};
     static const char *names[10] = {"out", "o1", "o2", "lse", "rstd",
                                     "dq", "dk", "dv", "dgamma", "dlambda"};
+    const float *m[10] = {NULL, M->o1, M->o2, M->lse, M->rstd,
+                          M->dq,  M->dk, NULL, M->dgamma, M->dlambda};
     const float *x[10] = {NULL, f[2].o1, f[2].o2, f[2].lse, f[2].rstd,
                           f[2].dq,  f[2].dk, NULL, f[2].dgamma, f[2].dlambda};
     for (int i = 1; i < 10; i++) /* the operands out (i = 0) and dv (i = 7): above */
         if (i != 7 && (i != 4 || c->subln)) {
             fails += same_bits(names[i], a[i], b[i], tn[i]);
-            fails += cot_bits_differ(names[i], F32_RUN, a[i], x[i], tn[i]);
+            fails += cot_bits_differ(names[i], F32_RUN, m[i], x[i], tn[i]);
         }
+    if (sm90) { /* the wgmma kernels (run 0) against the mma.sync ones, as against the tiled */
+        float *mh[8];
+        for (int i = 1; i < 7; i++) mh[i] = to_host(m[i], tn[i]);
+        mh[0] = cot_operand_to_host(M->out, no);
+        mh[7] = cot_operand_to_host(M->dv, nv);
+        fails += check_out("out vs mma.sync", F->out, mh[0], no, TILED_AFRAC, TILED_RTOL);
+        fails += check("o1 vs mma.sync", F->o1, mh[1], no, TILED_O_AFRAC, 0.0);
+        fails += check("o2 vs mma.sync", F->o2, mh[2], no, TILED_O_AFRAC, 0.0);
+        fails += check("lse vs mma.sync", F->lse, mh[3], nl, 1e-6, TILED_LSE_RTOL);
+        if (c->subln)
+            fails += check("rstd vs mma.sync", F->rstd, mh[4], nr, TILED_AFRAC, TILED_RTOL);
+        fails += check_grad("dq vs mma.sync", F->dq, mh[5], nq, TILED_AFRAC, TILED_RTOL);
+        fails += check_grad("dk vs mma.sync", F->dk, mh[6], nk, TILED_AFRAC, TILED_RTOL);
+        fails += check_grad_out("dv vs mma.sync", F->dv, mh[7], nv, TILED_AFRAC, TILED_RTOL);
+        for (int i = 0; i < 8; i++) free(mh[i]);
+    }
 
     diff_out_free(&t);
-    diff_out_free(&f[0]);
-    diff_out_free(&f[1]);
-    diff_out_free(&f[2]);
+    for (int run = 0; run < RUNS; run++) diff_out_free(&f[run]);
     void *dev[] = {tq, tk, tv, tdout, q_d, k_d, v_d, dout_d, lambda_d, gamma_d};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     for (int i = 0; i < 10; i++) free(th[i]);
