@@ -21,7 +21,7 @@
  * launch says which; dk/dv runs one block of 8 warps per SM either way, by its registers). */
 #include <math.h>
 
-#include "model/cuda/flash_core.cuh"
+#include "model/cuda/flash_backward.cuh"
 
 /* ---- dq: grid (query tiles, nq, B) ---- */
 template <typename Tin, int D, int DV, int NS>
@@ -36,7 +36,6 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
     flash_bf16 *Gs = Qs + FLASH_BR * LDQ;      /* (BR, DV) */
     flash_bf16 *KV = Gs + FLASH_BR * LDV;      /* NS stages: (BC, D) K, then (BC, DV) V */
     const int tid = threadIdx.x, lane = tid & 31, rw = tid >> 5;
-    const int g = lane >> 2, t4 = lane & 3;
     const int T = m.T, j = blockIdx.y, b = blockIdx.z;
     const int i0 = (gridDim.x - 1 - blockIdx.x) * FLASH_BR, nr = min(FLASH_BR, T - i0);
     const size_t qs = (size_t)m.nq * D, ks = (size_t)m.nk * D, vs = (size_t)m.nv * DV;
@@ -58,13 +57,7 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
     stage_kv(0, 0);
     cp_async_commit(); /* Q, G and tile 0 */
     float lse2[2], dlt[2]; /* rows g, g + 8: lse in the log2 domain, delta */
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int i = i0 + 16 * rw + g + 8 * r;
-        const size_t at = ((size_t)b * m.nq + j) * T + i;
-        lse2[r] = i < T ? lse[at] * FLASH_LOG2E : 0.0f;
-        dlt[r] = i < T ? delta[at] : 0.0f;
-    }
+    flash_dq_row_terms(lse2, dlt, lse, delta, m, b, j, i0 + 16 * rw, lane);
     float acc[D / 8][4];
 #pragma unroll
     for (int nt = 0; nt < D / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
@@ -82,15 +75,8 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
             for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
         flash_mma_abt<D / 16, FLASH_BC / 8>(s, Qs, LDQ, 16 * rw, Ks, LDQ, 0, lane);
         flash_mma_abt<DV / 16, FLASH_BC / 8>(dp, Gs, LDV, 16 * rw, Vs, LDV, 0, lane);
-#pragma unroll
-        for (int nt = 0; nt < FLASH_BC / 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) { /* s becomes dS, 0 where masked */
-                const int r = e >> 1, i = i0 + 16 * rw + g + 8 * r;
-                const int key = j0 + 8 * nt + 2 * t4 + (e & 1);
-                const float p = key <= i ? exp2f(s[nt][e] * scale_log2 - lse2[r]) : 0.0f;
-                s[nt][e] = p * (dscale * dp[nt][e] - dlt[r]);
-            }
+        /* s becomes dS, 0 where masked */
+        flash_dq_ds(s, s, dp, lse2, dlt, scale_log2, dscale, i0 + 16 * rw, j0, lane);
 #pragma unroll
         for (int kk = 0; kk < FLASH_BC / 16; kk++) { /* acc += dS K */
             uint32_t a[4];
@@ -100,16 +86,7 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
         flash_pipeline_release<NS>(kt, n_kt, stage_kv);
     }
 
-    float *dqh = dq + (size_t)b * T * qs + (size_t)j * D;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int i = i0 + 16 * rw + g + 8 * r;
-        if (i >= T) continue;
-#pragma unroll
-        for (int nt = 0; nt < D / 8; nt++)
-            *reinterpret_cast<float2 *>(dqh + (size_t)i * qs + 8 * nt + 2 * t4) =
-                make_float2(scale * acc[nt][2 * r], scale * acc[nt][2 * r + 1]);
-    }
+    flash_dq_store<D>(dq, acc, m, b, j, i0 + 16 * rw, lane, scale);
 }
 
 /* ---- dk, dv: grid (key tiles, nv, B); 8 warps: wk = warp % 4 owns keys 16wk..16wk+15,
@@ -137,7 +114,6 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
     const size_t qs = (size_t)m.nq * D, ks = (size_t)m.nk * D, vs = (size_t)m.nv * DV;
     const size_t os = attn_o_stride(m);
     const int n_slot = m.diff ? 2 : 1;
-    const int n_i = (T - j0 + FLASH_BR - 1) / FLASH_BR; /* query tiles from j0 on */
 
     flash_stage<Tin, DV>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, FLASH_BC, tid,
                          blockDim.x);
@@ -151,21 +127,17 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
         /* the slot's query tiles, in order: q-heads jq = gv*n_rep + t for t = slot, slot +
          * n_slot, ... (those of k-head kh), and for each the rows from j0 on (rows before j0
          * see none of the keys) */
-        const int n_it = (m.n_rep - slot + n_slot - 1) / n_slot * n_i;
-        auto tile_q = [&](int it) { return gv * m.n_rep + slot + n_slot * (it / n_i); };
-        auto tile_i0 = [&](int it) { return j0 + FLASH_BR * (it % n_i); };
+        const flash_kv_tiles tiles(m, gv, slot, j0);
+        const int n_it = tiles.count(m, slot);
         auto stage_qg = [&](int it, int st) { /* Q, G, lse, delta of tile it into stage st */
-            const int jq = tile_q(it), i0 = tile_i0(it), nr = min(FLASH_BR, T - i0);
+            const int jq = tiles.q(it), i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
             flash_stage<Tin, D>(QG + st * STAGE, q + (size_t)b * T * qs + (size_t)jq * D, qs, i0,
                                 nr, FLASH_BR, tid, blockDim.x);
             flash_stage<Tin, DV>(QG + st * STAGE + FLASH_BR * LDQ,
                                  G + (size_t)b * T * os + attn_o_col(m, jq), os, i0, nr, FLASH_BR,
                                  tid, blockDim.x);
-            if (tid < FLASH_BR) {
-                const size_t at = ((size_t)b * m.nq + jq) * T + i0 + tid;
-                lse_s[st * FLASH_BR + tid] = tid < nr ? lse[at] * FLASH_LOG2E : 0.0f;
-                dl_s[st * FLASH_BR + tid] = tid < nr ? delta[at] : 0.0f;
-            }
+            flash_stage_row_terms(lse_s + st * FLASH_BR, dl_s + st * FLASH_BR, lse, delta, m, b,
+                                  jq, i0, tid);
         };
         float acck[D / 16][4]; /* keys 16wk.., columns wh*D/2.. */
 #pragma unroll
@@ -179,8 +151,8 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
 
         for (int it = 0; it < n_it; it++) {
             const int st = flash_pipeline_acquire<2>(it, n_it, stage_qg);
-            const int i0 = tile_i0(it), nr = min(FLASH_BR, T - i0);
-            const float dscale = attn_dscale(m, tile_q(it), lambda);
+            const int i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
+            const float dscale = attn_dscale(m, tiles.q(it), lambda);
             const flash_bf16 *Qs = QG + st * STAGE, *Gs = Qs + FLASH_BR * LDQ;
             const float *lse_t = lse_s + st * FLASH_BR, *dl_t = dl_s + st * FLASH_BR;
 
@@ -192,17 +164,10 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
                 for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
             flash_mma_abt<D / 16, 4>(s, Ks, LDQ, 16 * wk, Qs, LDQ, 32 * wh, lane);
             flash_mma_abt<DV / 16, 4>(dp, Vs, LDV, 16 * wk, Gs, LDV, 32 * wh, lane);
+            flash_dkdv_pds(s, dp, lse_t, dl_t, scale_log2, dscale, j0 + 16 * wk, 32 * wh, i0, nr,
+                           lane);
 #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int key = j0 + 16 * wk + g + 8 * (e >> 1);
-                    const int rl = 32 * wh + 8 * nt + 2 * t4 + (e & 1), i = i0 + rl;
-                    const bool vis = rl < nr && key <= i; /* rows >= T: the tail mask */
-                    const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse_t[rl]) : 0.0f;
-                    s[nt][e] = dscale * p;
-                    dp[nt][e] = p * (dscale * dp[nt][e] - dl_t[rl]);
-                }
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
                     const int at = (16 * wk + g + 8 * r) * LDP + 32 * wh + 8 * nt + 2 * t4;
@@ -225,30 +190,11 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
             }
         }
 
-        float *dkh = dk + (size_t)b * T * ks + (size_t)kh * D + wh * (D / 2);
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int key = j0 + 16 * wk + g + 8 * r;
-            if (key >= T) continue;
-#pragma unroll
-            for (int nt = 0; nt < D / 16; nt++)
-                *reinterpret_cast<float2 *>(dkh + (size_t)key * ks + 8 * nt + 2 * t4) =
-                    make_float2(scale * acck[nt][2 * r], scale * acck[nt][2 * r + 1]);
-        }
+        flash_dk_store<D / 2>(dk, acck, m, b, kh, wh * (D / 2), j0 + 16 * wk, lane, scale);
     }
-
     /* dv, an operand: each fp32 pair rounded to bf16 as stored (an even element offset from a
      * 16-byte aligned base: one 4-byte store) */
-    operand_bf16 *dvh = dv + (size_t)b * T * vs + (size_t)gv * DV + wh * (DV / 2);
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int key = j0 + 16 * wk + g + 8 * r;
-        if (key >= T) continue;
-#pragma unroll
-        for (int nt = 0; nt < DV / 16; nt++)
-            operand_store2(dvh, (size_t)key * vs + 8 * nt + 2 * t4, accv[nt][2 * r],
-                           accv[nt][2 * r + 1]);
-    }
+    flash_dv_store<DV / 2>(dv, accv, m, b, gv, wh * (DV / 2), j0 + 16 * wk, lane);
 }
 
 /* ---- host side ---- */

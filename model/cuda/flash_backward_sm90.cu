@@ -19,6 +19,7 @@
  * stores of P^T and dS^T, so the products (async proxy) see them. */
 #include <math.h>
 
+#include "model/cuda/flash_backward.cuh"
 #include "model/cuda/flash_sm90.cuh"
 
 /* ---- dq: grid (query tiles, nq, B), 128 threads ---- */
@@ -33,7 +34,6 @@ flash_dq_sm90_kernel(float *dq, const flash_bf16 *G, const flash_bf16 *q, const 
     flash_bf16 *Gs = Qs + FLASH_BR * D;        /* (BR, DV) */
     flash_bf16 *KV = Gs + FLASH_BR * DV;       /* 3 stages: (BC, D) K, then (BC, DV) V */
     const int tid = threadIdx.x, lane = tid & 31, rw = tid >> 5;
-    const int g = lane >> 2, t4 = lane & 3;
     const int T = m.T, j = blockIdx.y, b = blockIdx.z;
     const int i0 = (gridDim.x - 1 - blockIdx.x) * FLASH_BR, nr = min(FLASH_BR, T - i0);
     const size_t qs = (size_t)m.nq * D, ks = (size_t)m.nk * D, vs = (size_t)m.nv * DV;
@@ -53,13 +53,7 @@ flash_dq_sm90_kernel(float *dq, const flash_bf16 *G, const flash_bf16 *q, const 
     stage_kv(0, 0);
     cp_async_commit(); /* Q, G and tile 0 */
     float lse2[2], dlt[2]; /* rows g, g + 8: lse in the log2 domain, delta */
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int i = i0 + 16 * rw + g + 8 * r;
-        const size_t at = ((size_t)b * m.nq + j) * T + i;
-        lse2[r] = i < T ? lse[at] * FLASH_LOG2E : 0.0f;
-        dlt[r] = i < T ? delta[at] : 0.0f;
-    }
+    flash_dq_row_terms(lse2, dlt, lse, delta, m, b, j, i0 + 16 * rw, lane);
     float acc[D / 8][4];
 #pragma unroll
     for (int nt = 0; nt < D / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
@@ -80,17 +74,8 @@ flash_dq_sm90_kernel(float *dq, const flash_bf16 *G, const flash_bf16 *q, const 
     /* dS of tile kt from S and dP (0 where masked), rounded into the A fragments at; s and dp
      * are only read (they may belong to products in flight: see flash_forward.cuh) */
     auto ds = [&](int kt, uint32_t (*at)[4]) {
-        const int j0 = kt * FLASH_BC;
         float x[FLASH_BC / 8][4];
-#pragma unroll
-        for (int nt = 0; nt < FLASH_BC / 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int r = e >> 1, i = i0 + 16 * rw + g + 8 * r;
-                const int key = j0 + 8 * nt + 2 * t4 + (e & 1);
-                const float p = key <= i ? exp2f(s[nt][e] * scale_log2 - lse2[r]) : 0.0f;
-                x[nt][e] = p * (dscale * dp[nt][e] - dlt[r]);
-            }
+        flash_dq_ds(x, s, dp, lse2, dlt, scale_log2, dscale, i0 + 16 * rw, kt * FLASH_BC, lane);
 #pragma unroll
         for (int kk = 0; kk < FLASH_BC / 16; kk++) flash_c_to_a(at[kk], x, kk);
     };
@@ -139,16 +124,7 @@ flash_dq_sm90_kernel(float *dq, const flash_bf16 *G, const flash_bf16 *q, const 
         if (kt + 1 < n_kt) step(kt + 1, a1, a0);
     }
 
-    float *dqh = dq + (size_t)b * T * qs + (size_t)j * D;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int i = i0 + 16 * rw + g + 8 * r;
-        if (i >= T) continue;
-#pragma unroll
-        for (int nt = 0; nt < D / 8; nt++)
-            *reinterpret_cast<float2 *>(dqh + (size_t)i * qs + 8 * nt + 2 * t4) =
-                make_float2(scale * acc[nt][2 * r], scale * acc[nt][2 * r + 1]);
-    }
+    flash_dq_store<D>(dq, acc, m, b, j, i0 + 16 * rw, lane, scale);
 }
 
 /* ---- dk, dv: grid (key tiles, nv, B), 256 threads: warpgroup wh = warp / 4, wk = warp % 4; in
@@ -176,7 +152,6 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
     const size_t qs = (size_t)m.nq * D, ks = (size_t)m.nk * D, vs = (size_t)m.nv * DV;
     const size_t os = attn_o_stride(m);
     const int n_slot = m.diff ? 2 : 1;
-    const int n_i = (T - j0 + FLASH_BR - 1) / FLASH_BR; /* query tiles from j0 on */
 
     flash_stage_cm<DV>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, FLASH_BC, tid,
                        256);
@@ -189,21 +164,17 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
         const int kh = attn_k_head(m, gv * m.n_rep + slot);
         /* the slot's query tiles as in flash_backward.cu: q-heads gv*n_rep + slot, + n_slot, ...,
          * each from row j0 on */
-        const int n_it = (m.n_rep - slot + n_slot - 1) / n_slot * n_i;
-        auto tile_q = [&](int it) { return gv * m.n_rep + slot + n_slot * (it / n_i); };
-        auto tile_i0 = [&](int it) { return j0 + FLASH_BR * (it % n_i); };
+        const flash_kv_tiles tiles(m, gv, slot, j0);
+        const int n_it = tiles.count(m, slot);
         auto stage_qg = [&](int it, int st) { /* Q, G, lse, delta of tile it into stage st */
-            const int jq = tile_q(it), i0 = tile_i0(it), nr = min(FLASH_BR, T - i0);
+            const int jq = tiles.q(it), i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
             flash_stage_cm<D>(QG + st * STAGE, q + (size_t)b * T * qs + (size_t)jq * D, qs, i0,
                               nr, FLASH_BR, tid, 256);
             flash_stage_cm<DV>(QG + st * STAGE + FLASH_BR * D,
                                G + (size_t)b * T * os + attn_o_col(m, jq), os, i0, nr, FLASH_BR,
                                tid, 256);
-            if (tid < FLASH_BR) {
-                const size_t at = ((size_t)b * m.nq + jq) * T + i0 + tid;
-                lse_s[st * FLASH_BR + tid] = tid < nr ? lse[at] * FLASH_LOG2E : 0.0f;
-                dl_s[st * FLASH_BR + tid] = tid < nr ? delta[at] : 0.0f;
-            }
+            flash_stage_row_terms(lse_s + st * FLASH_BR, dl_s + st * FLASH_BR, lse, delta, m, b,
+                                  jq, i0, tid);
         };
         float acck[D / 16][4]; /* keys 16wk.., columns wh*D/2.. */
 #pragma unroll
@@ -221,8 +192,8 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
                 stage_qg(it + 1, (it + 1) & 1);
                 cp_async_commit();
             }
-            const int st = it & 1, i0 = tile_i0(it), nr = min(FLASH_BR, T - i0);
-            const float dscale = attn_dscale(m, tile_q(it), lambda);
+            const int st = it & 1, i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
+            const float dscale = attn_dscale(m, tiles.q(it), lambda);
             const flash_bf16 *Qs = QG + st * STAGE, *Gs = Qs + FLASH_BR * D;
             const float *lse_t = lse_s + st * FLASH_BR, *dl_t = dl_s + st * FLASH_BR;
 
@@ -239,17 +210,10 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
                                    flash_desc_k<DV>(Gs, 32 * wh, kk), kk > 0);
             wgmma_commit();
             wgmma_wait<0>();
+            flash_dkdv_pds(s, dp, lse_t, dl_t, scale_log2, dscale, j0 + 16 * wk, 32 * wh, i0, nr,
+                           lane);
 #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int key = j0 + 16 * wk + g + 8 * (e >> 1);
-                    const int rl = 32 * wh + 8 * nt + 2 * t4 + (e & 1), i = i0 + rl;
-                    const bool vis = rl < nr && key <= i; /* rows >= T: the tail mask */
-                    const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse_t[rl]) : 0.0f;
-                    s[nt][e] = dscale * p;
-                    dp[nt][e] = p * (dscale * dp[nt][e] - dl_t[rl]);
-                }
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
                     const int at = wgmma_tile_at<FLASH_BR>(16 * wk + g + 8 * r,
@@ -277,29 +241,9 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
             wgmma_wait<0>(); /* before the next barrier frees the stage, P^T and dS^T */
         }
 
-        float *dkh = dk + (size_t)b * T * ks + (size_t)kh * D + wh * (D / 2);
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int key = j0 + 16 * wk + g + 8 * r;
-            if (key >= T) continue;
-#pragma unroll
-            for (int nt = 0; nt < D / 16; nt++)
-                *reinterpret_cast<float2 *>(dkh + (size_t)key * ks + 8 * nt + 2 * t4) =
-                    make_float2(scale * acck[nt][2 * r], scale * acck[nt][2 * r + 1]);
-        }
+        flash_dk_store<D / 2>(dk, acck, m, b, kh, wh * (D / 2), j0 + 16 * wk, lane, scale);
     }
-
-    /* dv, an operand: each fp32 pair rounded to bf16 as stored */
-    operand_bf16 *dvh = dv + (size_t)b * T * vs + (size_t)gv * DV + wh * (DV / 2);
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int key = j0 + 16 * wk + g + 8 * r;
-        if (key >= T) continue;
-#pragma unroll
-        for (int nt = 0; nt < DV / 16; nt++)
-            operand_store2(dvh, (size_t)key * vs + 8 * nt + 2 * t4, accv[nt][2 * r],
-                           accv[nt][2 * r + 1]);
-    }
+    flash_dv_store<DV / 2>(dv, accv, m, b, gv, wh * (DV / 2), j0 + 16 * wk, lane);
 }
 
 /* ---- host side ---- */

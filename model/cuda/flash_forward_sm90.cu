@@ -102,8 +102,8 @@ flash_forward_sm90_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
     wgmma_commit();
     wgmma_wait<0>();
     softmax(0, p); /* o is still 0: no rescale */
-    /* tile kt's P V with P_kt in pc, overlapped with tile kt + 1's S and softmax into pn */
-    auto step = [&](int kt, uint32_t (*pc)[4], uint32_t (*pn)[4]) {
+    /* tile kt's P V with P_kt in pc, overlapped with tile kt + 1's S and softmax into pnext */
+    auto step = [&](int kt, uint32_t (*pc)[4], uint32_t (*pnext)[4]) {
         const bool next = kt + 1 < n_kt; /* block-uniform */
         if (next) {
             /* tile kt + 1 landed; every warpgroup is past tile kt - 1's products, so its stage
@@ -126,7 +126,7 @@ flash_forward_sm90_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
         wgmma_commit();
         if (next) {
             wgmma_wait<1>(); /* tile kt + 1's S; its softmax runs while P V is multiplied */
-            softmax(kt + 1, pn);
+            softmax(kt + 1, pnext);
             wgmma_wait<0>(); /* P V: o is free */
             flash_rescale<NTV>(o, corr);
         } else {

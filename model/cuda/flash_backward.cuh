@@ -1,0 +1,147 @@
+/* The fused backward's per-element and per-row work, shared by its two sets of kernels
+ * (flash_backward.cu on mma.sync, flash_backward_sm90.cu on wgmma): both hold a warp's 16 rows
+ * (dq) or 16 keys (dk/dv) of every product in the m16n8 C-fragment layout (mma.cuh; wgmma's
+ * accumulators are the same per warp), and map heads, rows and tiles alike, so this is the same
+ * code. Internal to model/cuda. */
+#ifndef DT_CUDA_FLASH_BACKWARD_CUH
+#define DT_CUDA_FLASH_BACKWARD_CUH
+
+#include "model/cuda/flash_core.cuh"
+
+/* ---- dq: a warp's rows row0 + g and row0 + g + 8 (g = lane >> 2) of q-head j ---- */
+
+/* lse (in the log2 domain) and delta of the warp's two rows; 0 past T */
+__device__ __forceinline__ void flash_dq_row_terms(float lse2[2], float dlt[2], const float *lse,
+                                                   const float *delta, const attn_map &m, int b,
+                                                   int j, int row0, int lane) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = row0 + (lane >> 2) + 8 * r;
+        const size_t at = ((size_t)b * m.nq + j) * m.T + i;
+        lse2[r] = i < m.T ? lse[at] * FLASH_LOG2E : 0.0f;
+        dlt[r] = i < m.T ? delta[at] : 0.0f;
+    }
+}
+
+/* dS of one key tile (keys j0..j0+63) from S and dP: P (dscale dP - delta), P = exp2(S scale - lse),
+ * 0 where the key is past the row. ds may be s itself (element by element). */
+__device__ __forceinline__ void flash_dq_ds(float (*ds)[4], const float (*s)[4],
+                                            const float (*dp)[4], const float lse2[2],
+                                            const float dlt[2], float scale_log2, float dscale,
+                                            int row0, int j0, int lane) {
+    const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < FLASH_BC / 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int r = e >> 1, i = row0 + g + 8 * r;
+            const int key = j0 + 8 * nt + 2 * t4 + (e & 1);
+            const float p = key <= i ? exp2f(s[nt][e] * scale_log2 - lse2[r]) : 0.0f;
+            ds[nt][e] = p * (dscale * dp[nt][e] - dlt[r]);
+        }
+}
+
+/* scale times the sums acc (W columns: W / 8 C fragments) of the warp's rows row0 + g,
+ * row0 + g + 8 that are < T, as fp32 pairs into x (rows rs elements apart) */
+template <int W>
+__device__ __forceinline__ void flash_store_scaled(float *x, size_t rs, const float (*acc)[4],
+                                                   int T, int row0, int lane, float scale) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = row0 + (lane >> 2) + 8 * r;
+        if (i >= T) continue;
+#pragma unroll
+        for (int nt = 0; nt < W / 8; nt++)
+            *reinterpret_cast<float2 *>(x + (size_t)i * rs + 8 * nt + 2 * (lane & 3)) =
+                make_float2(scale * acc[nt][2 * r], scale * acc[nt][2 * r + 1]);
+    }
+}
+
+/* dq (fp32) of q-head j for the warp's rows < T: scale times the sums acc (D columns) */
+template <int D>
+__device__ __forceinline__ void flash_dq_store(float *dq, const float (*acc)[4], const attn_map &m,
+                                               int b, int j, int row0, int lane, float scale) {
+    const size_t qs = (size_t)m.nq * D;
+    flash_store_scaled<D>(dq + (size_t)b * m.T * qs + (size_t)j * D, qs, acc, m.T, row0, lane,
+                          scale);
+}
+
+/* ---- dk/dv: a warp's keys key0 + g and key0 + g + 8 ---- */
+
+/* The query tiles a dk/dv block streams for one of its k-heads (slot): for the q-heads
+ * jq = gv * n_rep + slot, + n_slot, ... (those that read k-head attn_k_head(m, gv * n_rep +
+ * slot)), the row tiles from the block's first key j0 on (rows before j0 see none of its keys).
+ * Tile it is q-head q(it), rows i0(it)... */
+struct flash_kv_tiles {
+    int first_q, n_slot, n_i, j0;
+    __device__ flash_kv_tiles(const attn_map &m, int gv, int slot, int j0_)
+        : first_q(gv * m.n_rep + slot), n_slot(m.diff ? 2 : 1),
+          n_i((m.T - j0_ + FLASH_BR - 1) / FLASH_BR), j0(j0_) {}
+    __device__ int count(const attn_map &m, int slot) const {
+        return (m.n_rep - slot + n_slot - 1) / n_slot * n_i;
+    }
+    __device__ int q(int it) const { return first_q + n_slot * (it / n_i); }
+    __device__ int i0(int it) const { return j0 + FLASH_BR * (it % n_i); }
+};
+
+/* lse (log2 domain) and delta of rows i0.. of q-head jq (0 past T) into lse_s, dl_s (BR each),
+ * by threads tid < BR */
+__device__ __forceinline__ void flash_stage_row_terms(float *lse_s, float *dl_s, const float *lse,
+                                                      const float *delta, const attn_map &m,
+                                                      int b, int jq, int i0, int tid) {
+    if (tid < FLASH_BR) {
+        const int nr = min(FLASH_BR, m.T - i0);
+        const size_t at = ((size_t)b * m.nq + jq) * m.T + i0 + tid;
+        lse_s[tid] = tid < nr ? lse[at] * FLASH_LOG2E : 0.0f;
+        dl_s[tid] = tid < nr ? delta[at] : 0.0f;
+    }
+}
+
+/* S^T and dP^T (keys key0.. x rows rl0 + 32 of the tile at i0, C fragments of 4 n8 tiles)
+ * become dscale P^T and dS^T in place; rows at or past T (nr rows valid) and keys past a row
+ * give 0. lse_t, dl_t: the tile's staged row terms. */
+__device__ __forceinline__ void flash_dkdv_pds(float (*s)[4], float (*dp)[4], const float *lse_t,
+                                               const float *dl_t, float scale_log2, float dscale,
+                                               int key0, int rl0, int i0, int nr, int lane) {
+    const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int key = key0 + g + 8 * (e >> 1);
+            const int rl = rl0 + 8 * nt + 2 * t4 + (e & 1), i = i0 + rl;
+            const bool vis = rl < nr && key <= i; /* rows >= T: the tail mask */
+            const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse_t[rl]) : 0.0f;
+            s[nt][e] = dscale * p;
+            dp[nt][e] = p * (dscale * dp[nt][e] - dl_t[rl]);
+        }
+}
+
+/* dk of k-head h (fp32: scale times acck) or dv of v-head h (an operand: bf16, each pair rounded
+ * as stored) for the warp's keys < T: W columns from the head's column c0 on */
+template <int W>
+__device__ __forceinline__ void flash_dk_store(float *dk, const float (*acck)[4],
+                                               const attn_map &m, int b, int h, int c0, int key0,
+                                               int lane, float scale) {
+    const size_t ks = (size_t)m.nk * m.d;
+    flash_store_scaled<W>(dk + (size_t)b * m.T * ks + (size_t)h * m.d + c0, ks, acck, m.T, key0,
+                          lane, scale);
+}
+template <int W>
+__device__ __forceinline__ void flash_dv_store(operand_bf16 *dv, const float (*accv)[4],
+                                               const attn_map &m, int b, int h, int c0, int key0,
+                                               int lane) {
+    const size_t vs = (size_t)m.nv * m.dv;
+    operand_bf16 *dvh = dv + (size_t)b * m.T * vs + (size_t)h * m.dv + c0;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int key = key0 + (lane >> 2) + 8 * r;
+        if (key >= m.T) continue;
+#pragma unroll
+        for (int nt = 0; nt < W / 8; nt++)
+            operand_store2(dvh, (size_t)key * vs + 8 * nt + 2 * (lane & 3), accv[nt][2 * r],
+                           accv[nt][2 * r + 1]);
+    }
+}
+
+#endif
