@@ -164,8 +164,8 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
                 for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
             flash_mma_abt<D / 16, 4>(s, Ks, LDQ, 16 * wk, Qs, LDQ, 32 * wh, lane);
             flash_mma_abt<DV / 16, 4>(dp, Vs, LDV, 16 * wk, Gs, LDV, 32 * wh, lane);
-            flash_dkdv_pds(s, dp, lse_t, dl_t, scale_log2, dscale, j0 + 16 * wk, 32 * wh, i0, nr,
-                           lane);
+            flash_dkdv_pds(s, dp, s, dp, lse_t, dl_t, scale_log2, dscale, j0 + 16 * wk, 32 * wh,
+                           i0, nr, lane);
 #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
 #pragma unroll

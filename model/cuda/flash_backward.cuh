@@ -97,12 +97,14 @@ __device__ __forceinline__ void flash_stage_row_terms(float *lse_s, float *dl_s,
     }
 }
 
-/* S^T and dP^T (keys key0.. x rows rl0 + 32 of the tile at i0, C fragments of 4 n8 tiles)
- * become dscale P^T and dS^T in place; rows at or past T (nr rows valid) and keys past a row
- * give 0. lse_t, dl_t: the tile's staged row terms. */
-__device__ __forceinline__ void flash_dkdv_pds(float (*s)[4], float (*dp)[4], const float *lse_t,
-                                               const float *dl_t, float scale_log2, float dscale,
-                                               int key0, int rl0, int i0, int nr, int lane) {
+/* From S^T and dP^T (keys key0.. x rows rl0..rl0+31 of the tile at i0, C fragments of 4 n8
+ * tiles): dscale P^T into ps and dS^T into dss; rows at or past T (nr rows valid) and keys past
+ * a row give 0. lse_t, dl_t: the tile's staged row terms. ps and dss may be s and dp. */
+__device__ __forceinline__ void flash_dkdv_pds(float (*ps)[4], float (*dss)[4],
+                                               const float (*s)[4], const float (*dp)[4],
+                                               const float *lse_t, const float *dl_t,
+                                               float scale_log2, float dscale, int key0, int rl0,
+                                               int i0, int nr, int lane) {
     const int g = lane >> 2, t4 = lane & 3;
 #pragma unroll
     for (int nt = 0; nt < 4; nt++)
@@ -112,8 +114,9 @@ __device__ __forceinline__ void flash_dkdv_pds(float (*s)[4], float (*dp)[4], co
             const int rl = rl0 + 8 * nt + 2 * t4 + (e & 1), i = i0 + rl;
             const bool vis = rl < nr && key <= i; /* rows >= T: the tail mask */
             const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse_t[rl]) : 0.0f;
-            s[nt][e] = dscale * p;
-            dp[nt][e] = p * (dscale * dp[nt][e] - dl_t[rl]);
+            const float ds = p * (dscale * dp[nt][e] - dl_t[rl]);
+            ps[nt][e] = dscale * p;
+            dss[nt][e] = ds;
         }
 }
 

@@ -13,10 +13,11 @@
  *       computes S^T and dP^T of the 64 keys x rows 32h..32h+31 (A = K, V; B = Q, G: K-major)
  *       and stores dscale P^T and dS^T as bf16 core matrices in shared memory; phase 2:
  *       warpgroup h adds column half h of dV += (dscale P^T) G and dK += dS^T Q (A = the stored
- *       P^T, dS^T, K-major; B = G, Q read MN-major).
- * dk/dv's staging follows the mma.sync kernel (two stages of the streamed tiles), with
- * fence.proxy.async between each thread's cp.async wait and the barrier, and after the threads'
- * stores of P^T and dS^T, so the products (async proxy) see them. */
+ *       P^T, dS^T, K-major; B = G, Q read MN-major); pipelined too: tile it + 1's phase 1 is
+ *       issued before tile it's phase 2 and its P^T, dS^T stored while that is multiplied (three
+ *       query-tile stages, two P^T/dS^T buffers).
+ * Each thread's cp.async copies, and its stores of P^T and dS^T, reach the products (async
+ * proxy) through fence.proxy.async and a barrier. */
 #include <math.h>
 
 #include "model/cuda/flash_backward.cuh"
@@ -139,11 +140,10 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
     constexpr int STAGE = FLASH_BR * (D + DV); /* one Q/G stage, elements */
     flash_bf16 *Ks = (flash_bf16 *)flash_smem; /* (BC, D) */
     flash_bf16 *Vs = Ks + FLASH_BC * D;        /* (BC, DV) */
-    flash_bf16 *QG = Vs + FLASH_BC * DV;       /* 2 stages: (BR, D) Q, then (BR, DV) G */
-    flash_bf16 *Ps = QG + 2 * STAGE;           /* (BC, BR): dscale P^T */
-    flash_bf16 *dSs = Ps + FLASH_BC * FLASH_BR; /* (BC, BR): dS^T */
-    float *lse_s = (float *)(dSs + FLASH_BC * FLASH_BR); /* 2 stages of (BR), log2 domain */
-    float *dl_s = lse_s + 2 * FLASH_BR;                   /* 2 stages of (BR) */
+    flash_bf16 *QG = Vs + FLASH_BC * DV;       /* 3 stages: (BR, D) Q, then (BR, DV) G */
+    flash_bf16 *PS = QG + 3 * STAGE; /* 2 buffers: (BC, BR) dscale P^T, then (BC, BR) dS^T */
+    float *lse_s = (float *)(PS + 4 * FLASH_BC * FLASH_BR); /* 3 stages of (BR), log2 domain */
+    float *dl_s = lse_s + 3 * FLASH_BR;                      /* 3 stages of (BR) */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wk = warp % FLASH_WARPS, wh = warp / FLASH_WARPS;
     const int g = lane >> 2, t4 = lane & 3;
@@ -180,26 +180,10 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
 #pragma unroll
         for (int nt = 0; nt < D / 16; nt++)
             acck[nt][0] = acck[nt][1] = acck[nt][2] = acck[nt][3] = 0.0f;
-        __syncthreads(); /* the previous slot's K tile and query tiles are consumed */
-        flash_stage_cm<D>(Ks, k + (size_t)b * T * ks + (size_t)kh * D, ks, j0, nc, FLASH_BC, tid,
-                          256);
-        stage_qg(0, 0);
-        cp_async_commit(); /* K (and V on the first slot) and query tile 0 */
-
-        for (int it = 0; it < n_it; it++) {
-            flash_sm90_tiles_landed(); /* tile it; tile it - 1's stage and P^T, dS^T are free */
-            if (it + 1 < n_it) {
-                stage_qg(it + 1, (it + 1) & 1);
-                cp_async_commit();
-            }
-            const int st = it & 1, i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
-            const float dscale = attn_dscale(m, tiles.q(it), lambda);
-            const flash_bf16 *Qs = QG + st * STAGE, *Gs = Qs + FLASH_BR * D;
-            const float *lse_t = lse_s + st * FLASH_BR, *dl_t = dl_s + st * FLASH_BR;
-
-            /* phase 1: S^T, dP^T of the 64 keys x rows 32wh.. */
-            float s[4][4], dp[4][4];
-            wgmma_fence();
+        /* phase 1 of tile it (stage it % 3): S^T, dP^T of the 64 keys x rows 32wh.., issued */
+        float s[4][4], dp[4][4];
+        auto issue_phase1 = [&](int it) {
+            const flash_bf16 *Qs = QG + (it % 3) * STAGE, *Gs = Qs + FLASH_BR * D;
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
                 wgmma_ss<32, 0, 0>(s, flash_desc_k<D>(Ks, 0, kk),
@@ -208,28 +192,36 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
             for (int kk = 0; kk < DV / 16; kk++)
                 wgmma_ss<32, 0, 0>(dp, flash_desc_k<DV>(Vs, 0, kk),
                                    flash_desc_k<DV>(Gs, 32 * wh, kk), kk > 0);
-            wgmma_commit();
-            wgmma_wait<0>();
-            flash_dkdv_pds(s, dp, lse_t, dl_t, scale_log2, dscale, j0 + 16 * wk, 32 * wh, i0, nr,
-                           lane);
+        };
+        /* tile it's dscale P^T and dS^T from S^T and dP^T (only read: they may belong to
+         * products in flight, see flash_forward.cuh), stored in bf16 into buffer it % 2 */
+        auto store_pds = [&](int it) {
+            const int st = it % 3, i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
+            flash_bf16 *Ps = PS + (it & 1) * 2 * FLASH_BC * FLASH_BR;
+            flash_bf16 *dSs = Ps + FLASH_BC * FLASH_BR;
+            float ps[4][4], dss[4][4];
+            flash_dkdv_pds(ps, dss, s, dp, lse_s + st * FLASH_BR, dl_s + st * FLASH_BR,
+                           scale_log2, attn_dscale(m, tiles.q(it), lambda), j0 + 16 * wk,
+                           32 * wh, i0, nr, lane);
 #pragma unroll
-            for (int nt = 0; nt < 4; nt++) {
+            for (int nt = 0; nt < 4; nt++)
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
                     const int at = wgmma_tile_at<FLASH_BR>(16 * wk + g + 8 * r,
                                                            32 * wh + 8 * nt + 2 * t4);
                     *reinterpret_cast<uint32_t *>(Ps + at) =
-                        pack_bf16x2(s[nt][2 * r], s[nt][2 * r + 1]);
+                        pack_bf16x2(ps[nt][2 * r], ps[nt][2 * r + 1]);
                     *reinterpret_cast<uint32_t *>(dSs + at) =
-                        pack_bf16x2(dp[nt][2 * r], dp[nt][2 * r + 1]);
+                        pack_bf16x2(dss[nt][2 * r], dss[nt][2 * r + 1]);
                 }
-            }
-            wgmma_fence_smem(); /* the stores of P^T and dS^T, for the products below */
-            __syncthreads();
-
-            /* phase 2: dV += (dscale P^T) G, dK += dS^T Q over the tile's 64 rows, columns of
-             * half wh */
-            wgmma_fence();
+            wgmma_fence_smem(); /* for the products of phase 2, after a barrier */
+        };
+        /* phase 2 of tile it: dV += (dscale P^T) G, dK += dS^T Q over the tile's 64 rows,
+         * columns of half wh, issued */
+        auto issue_phase2 = [&](int it) {
+            const flash_bf16 *Qs = QG + (it % 3) * STAGE, *Gs = Qs + FLASH_BR * D;
+            const flash_bf16 *Ps = PS + (it & 1) * 2 * FLASH_BC * FLASH_BR;
+            const flash_bf16 *dSs = Ps + FLASH_BC * FLASH_BR;
 #pragma unroll
             for (int kk = 0; kk < FLASH_BR / 16; kk++) {
                 wgmma_ss<DV / 2, 0, 1>(accv, flash_desc_k<FLASH_BR>(Ps, 0, kk),
@@ -237,8 +229,50 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
                 wgmma_ss<D / 2, 0, 1>(acck, flash_desc_k<FLASH_BR>(dSs, 0, kk),
                                       flash_desc_mn<D>(Qs, wh * (D / 2), kk), 1);
             }
+        };
+
+        __syncthreads(); /* the previous slot's K tile and query tiles are consumed */
+        flash_stage_cm<D>(Ks, k + (size_t)b * T * ks + (size_t)kh * D, ks, j0, nc, FLASH_BC, tid,
+                          256);
+        stage_qg(0, 0);
+        cp_async_commit(); /* K (and V on the first slot) and query tile 0 */
+        flash_sm90_tiles_landed();
+        if (n_it > 1) {
+            stage_qg(1, 1);
+            cp_async_commit();
+        }
+        wgmma_fence();
+        issue_phase1(0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        store_pds(0);
+        /* Per tile it: tile it + 1's phase 1 is issued before tile it's phase 2, and its P^T,
+         * dS^T are computed and stored while phase 2 is multiplied (the forward's pipelining);
+         * query tiles in three stages, P^T and dS^T in two buffers. The barrier at the top of
+         * tile it says tile it + 1 has landed, tile it's P^T and dS^T are stored (both
+         * warpgroups' rows), and both warpgroups are past tile it - 1's phase 2, whose stage
+         * takes tile it + 2 and whose buffer tile it + 1's P^T and dS^T. */
+        for (int it = 0; it < n_it; it++) {
+            const bool next = it + 1 < n_it; /* block-uniform */
+            flash_sm90_tiles_landed();
+            if (it + 2 < n_it) {
+                stage_qg(it + 2, (it + 2) % 3);
+                cp_async_commit();
+            }
+            wgmma_fence();
+            if (next) {
+                issue_phase1(it + 1);
+                wgmma_commit();
+            }
+            issue_phase2(it);
             wgmma_commit();
-            wgmma_wait<0>(); /* before the next barrier frees the stage, P^T and dS^T */
+            if (next) {
+                wgmma_wait<1>(); /* phase 1 of tile it + 1 */
+                store_pds(it + 1);
+                wgmma_wait<0>(); /* phase 2 of tile it */
+            } else {
+                wgmma_wait<0>();
+            }
         }
 
         flash_dk_store<D / 2>(dk, acck, m, b, kh, wh * (D / 2), j0 + 16 * wk, lane, scale);
@@ -248,14 +282,15 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
 
 /* ---- host side ---- */
 
-/* Dynamic shared memory: d = 128 DIFF (dv = 256): dq 196,608 B, dk/dv 164,864 B. */
+/* Dynamic shared memory: d = 128 DIFF (dv = 256): dq 196,608 B, dk/dv 230,912 B (of the
+ * 232,448 a block may have). */
 template <int D, int DV> static size_t flash_dq_sm90_smem(void) {
     return sizeof(flash_bf16) * (size_t)(FLASH_BR + 3 * FLASH_BC) * (D + DV);
 }
 template <int D, int DV> static size_t flash_dkdv_sm90_smem(void) {
-    return sizeof(flash_bf16) * ((size_t)(FLASH_BC + 2 * FLASH_BR) * (D + DV) +
-                                 2 * (size_t)FLASH_BC * FLASH_BR) +
-           sizeof(float) * 4 * FLASH_BR;
+    return sizeof(flash_bf16) * ((size_t)(FLASH_BC + 3 * FLASH_BR) * (D + DV) +
+                                 4 * (size_t)FLASH_BC * FLASH_BR) +
+           sizeof(float) * 6 * FLASH_BR;
 }
 
 template <int D, int DV>
