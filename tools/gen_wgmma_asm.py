@@ -7,7 +7,7 @@ one. Run from the repository root after changing the shapes below:
 """
 import sys
 
-NS = (16, 32, 48, 64, 96, 128, 192, 256)  # the N of m64nNk16 that the kernels use
+NS = (8, 16, 32, 48, 64, 96, 128, 192, 256)  # the N of m64nNk16 that the kernels and tests use
 
 
 def regs(first, count):

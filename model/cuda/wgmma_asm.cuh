@@ -10,6 +10,78 @@ __device__ void wgmma_rs(float (*d)[4], const uint32_t a[4], uint64_t desc_b,
                          int accumulate);
 template <int N, int TRANS_A, int TRANS_B> __device__ void wgmma_ss(float (*d)[4],
         uint64_t desc_a, uint64_t desc_b, int accumulate);
+template <> __device__ __forceinline__ void wgmma_rs<8, 0>(float (*d)[4],
+        const uint32_t a[4], uint64_t desc_b, int accumulate) {
+#if DT_WGMMA_ASM
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %8, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %9, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(accumulate), "l"(desc_b));
+#else
+    __trap();
+#endif
+}
+template <> __device__ __forceinline__ void wgmma_rs<8, 1>(float (*d)[4],
+        const uint32_t a[4], uint64_t desc_b, int accumulate) {
+#if DT_WGMMA_ASM
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %8, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %9, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(accumulate), "l"(desc_b));
+#else
+    __trap();
+#endif
+}
+template <> __device__ __forceinline__ void wgmma_ss<8, 0, 0>(float (*d)[4],
+        uint64_t desc_a, uint64_t desc_b, int accumulate) {
+#if DT_WGMMA_ASM
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+                 : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+#else
+    __trap();
+#endif
+}
+template <> __device__ __forceinline__ void wgmma_ss<8, 0, 1>(float (*d)[4],
+        uint64_t desc_a, uint64_t desc_b, int accumulate) {
+#if DT_WGMMA_ASM
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 1;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+                 : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+#else
+    __trap();
+#endif
+}
+template <> __device__ __forceinline__ void wgmma_ss<8, 1, 0>(float (*d)[4],
+        uint64_t desc_a, uint64_t desc_b, int accumulate) {
+#if DT_WGMMA_ASM
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3}, %4, %5, p, 1, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+                 : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+#else
+    __trap();
+#endif
+}
+template <> __device__ __forceinline__ void wgmma_ss<8, 1, 1>(float (*d)[4],
+        uint64_t desc_a, uint64_t desc_b, int accumulate) {
+#if DT_WGMMA_ASM
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3}, %4, %5, p, 1, 1, 1, 1;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+                 : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+#else
+    __trap();
+#endif
+}
 template <> __device__ __forceinline__ void wgmma_rs<16, 0>(float (*d)[4],
         const uint32_t a[4], uint64_t desc_b, int accumulate) {
 #if DT_WGMMA_ASM

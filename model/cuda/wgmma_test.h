@@ -26,7 +26,7 @@ int cuda_wgmma_test_supported(char *why, int len);
  * for that layout, or (bit w of padded_mask) in a padded layout with other strides (K-major:
  * SBO 160 bytes, LBO n / 8 * 160 + 16; MN-major: SBO 144, LBO n / 8 * 144 + 32, n = 64 for A)
  * whose gaps hold NaN. a (nw x 64 x 16), b (nw x 16 x n), c, d (nw x 64 x n): warpgroup after
- * warpgroup; with accumulate 0 the accumulators start as NaN. n is 16, 32, 48, 64, 96 or 256.
+ * warpgroup; with accumulate 0 the accumulators start as NaN. n is 8, 16, 32, 48, 64, 96 or 256.
  * Returns 0, or -1 (nothing run) for other arguments. */
 int cuda_wgmma_test_product(float *d, const uint16_t *a, const uint16_t *b, const float *c, int n,
                             int nw, int a_smem, int trans_a, int trans_b, int padded_mask,

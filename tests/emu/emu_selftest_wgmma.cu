@@ -6,12 +6,13 @@
  *       - as wgmma_tile_at<W> places them, described with the LBO and SBO wgmma.cuh gives for
  *         that layout, and
  *       - in padded layouts with other strides (K-major: SBO 160 bytes, LBO past all the
- *         MN core matrices + 16; MN-major: SBO 144, LBO past them + 32), written here by the
+ *         MN core matrices + 16; MN-major: SBO 144, LBO past them + 32), written by the
  *         ISA's formula, so a descriptor whose fields are misread reads the wrong elements or
  *         the NaN gaps;
- *     the A registers by this file's own transcription of the fragment layout; in blocks of one
- *     warpgroup and of two doing different products; small integers, so the comparison is
- *     exact;
+ *     in blocks of one warpgroup and of two doing different products; small integers, so the
+ *     comparison is exact. The products run the GPU test's kernel (model/cuda/wgmma_test.cu,
+ *     with the layouts and fragment maps of wgmma_test_layout.cuh) on the emulator, here for
+ *     every mode and N, against this file's plain product;
  *   - the asynchrony: two groups in flight: an accumulator read before the wait sees its old
  *     value, wgmma_wait<1> performs the first group and not the second, a staged tile changed
  *     after the issue and before the wait is what the product reads, a product issued but not
@@ -35,6 +36,8 @@
 
 #include "emu_selftest_util.h"
 #include "model/cuda/wgmma.cuh"
+#include "model/cuda/wgmma_test.h"
+#include "model/cuda/wgmma_test_layout.cuh"
 
 static int g_wg_fails;
 #define WCHECK(cond, ...) EMU_CHECK(g_wg_fails, cond, __VA_ARGS__)
@@ -50,106 +53,6 @@ static int small_int(unsigned *s) { /* in [-4, 4] */
     return (int)((*s >> 16) % 9) - 4;
 }
 
-/* ---- staging layouts of an MN x 16 operand (MN = 64 for A, N for B) ---- */
-
-/* the strides in bytes: wgmma.cuh's for its tiles (K-major: rows = MN, W = 16; MN-major:
- * rows = K, W = MN), or the padded layout's */
-__device__ static int stage_lbo(int mn, int trans, int padded) {
-    if (!padded) return trans ? 16 * mn : 128;
-    return trans ? mn / 8 * 144 + 32 : mn / 8 * 160 + 16;
-}
-__device__ static int stage_sbo(int trans, int padded) {
-    if (!padded) return trans ? 128 : 16 * 16;
-    return trans ? 144 : 160;
-}
-/* elements the region of an operand takes in any of these layouts (16-byte multiples): the
- * K-major padded layout's two K halves, each LBO bytes = LBO / 2 elements apart */
-__host__ __device__ static int stage_elems(int mn) { return mn / 8 * 160 + 16; }
-
-/* the element offset of (mn, k): wgmma_tile_at, or the ISA's formula with the padded strides */
-template <int MN> __device__ static int stage_at(int trans, int padded, int mn, int k) {
-    if (!padded) return trans ? wgmma_tile_at<MN>(k, mn) : wgmma_tile_at<16>(mn, k);
-    const int lbo = stage_lbo(MN, trans, 1) / 2, sbo = stage_sbo(trans, 1) / 2;
-    return trans ? mn % 8 + mn / 8 * sbo + k % 8 * 8 + k / 8 * lbo
-                 : mn % 8 * 8 + mn / 8 * sbo + k % 8 + k / 8 * lbo;
-}
-
-/* A's registers for thread i of the warpgroup (the m16n8k16 A fragment of warp i / 32's rows) */
-__device__ static void load_a_fragment(uint32_t a[4], const uint16_t *A, int i) {
-    const int row = 16 * (i / 32) + (i % 32) / 4, col = 2 * (i % 4);
-    for (int r = 0; r < 4; r++) {
-        const int rr = row + (r % 2) * 8, cc = col + (r / 2) * 8; /* a[1]: + 8 rows, a[2]: cols */
-        a[r] = (uint32_t)A[rr * 16 + cc] | (uint32_t)A[rr * 16 + cc + 1] << 16;
-    }
-}
-/* element e of the accumulators d[nt] of thread i: its place in the row-major 64 x N D */
-template <int N> __device__ static int d_at(int i, int nt, int e) {
-    return (16 * (i / 32) + (i % 32) / 4 + (e / 2) * 8) * N + 8 * nt + 2 * (i % 4) + e % 2;
-}
-template <int N> __device__ static void load_d(float (*d)[4], const float *M, int i) {
-    for (int nt = 0; nt < N / 8; nt++)
-        for (int e = 0; e < 4; e++) d[nt][e] = M[d_at<N>(i, nt, e)];
-}
-template <int N> __device__ static void store_d(float *M, const float (*d)[4], int i) {
-    for (int nt = 0; nt < N / 8; nt++)
-        for (int e = 0; e < 4; e++) M[d_at<N>(i, nt, e)] = d[nt][e];
-}
-
-/* ---- products: warpgroup w computes D_w = A_w B_w + (accumulate ? C_w : 0), its operands
- * padded or not by bit w of the masks; A (64 x 16), B (16 x N) bf16 bits and C, D (64 x N)
- * row-major, one after another per warpgroup ---- */
-template <int N, int A_SMEM, int TA, int TB>
-__global__ void product_kernel(float *D, const uint16_t *A, const uint16_t *B, const float *C,
-                               int padded_mask, int acc_mask) {
-    extern __shared__ uint16_t smem[];
-    const int w = threadIdx.x / 128, i = threadIdx.x % 128;
-    const int padded = padded_mask >> w & 1, acc = acc_mask >> w & 1;
-    uint16_t *sa = smem + w * (stage_elems(64) + stage_elems(N)), *sb = sa + stage_elems(64);
-    A += w * 64 * 16;
-    B += w * 16 * N;
-    C += w * 64 * N;
-    D += w * 64 * N;
-    for (int e = i; e < stage_elems(64) + stage_elems(N); e += 128) sa[e] = 0xffffu; /* NaN */
-    __syncthreads();
-    for (int e = i; e < 64 * 16; e += 128) sa[stage_at<64>(TA, padded, e / 16, e % 16)] = A[e];
-    for (int e = i; e < 16 * N; e += 128) sb[stage_at<N>(TB, padded, e % N, e / N)] = B[e];
-    wgmma_fence_smem();
-    __syncthreads();
-    float d[N / 8][4];
-    for (int nt = 0; nt < N / 8; nt++)
-        for (int e = 0; e < 4; e++) d[nt][e] = NAN; /* accumulate 0 must not read it */
-    if (acc) load_d<N>(d, C, i);
-    const uint64_t db = wgmma_desc(sb, stage_lbo(N, TB, padded), stage_sbo(TB, padded));
-    wgmma_fence();
-    if (A_SMEM) {
-        const uint64_t da = wgmma_desc(sa, stage_lbo(64, TA, padded), stage_sbo(TA, padded));
-        wgmma_ss<N, TA, TB>(d, da, db, acc);
-    } else {
-        uint32_t a[4];
-        load_a_fragment(a, A, i);
-        wgmma_rs<N, TB>(d, a, db, acc);
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
-    store_d<N>(D, d, i);
-}
-
-typedef void (*product_fn)(float *, const uint16_t *, const uint16_t *, const float *, int, int);
-
-template <int N> static product_fn product_for(int a_smem, int ta, int tb) {
-    if (!a_smem) return tb ? product_kernel<N, 0, 0, 1> : product_kernel<N, 0, 0, 0>;
-    if (!ta) return tb ? product_kernel<N, 1, 0, 1> : product_kernel<N, 1, 0, 0>;
-    return tb ? product_kernel<N, 1, 1, 1> : product_kernel<N, 1, 1, 0>;
-}
-static product_fn product_of(int n, int a_smem, int ta, int tb) {
-    switch (n) {
-    case 8: return product_for<8>(a_smem, ta, tb);
-    case 64: return product_for<64>(a_smem, ta, tb);
-    case 96: return product_for<96>(a_smem, ta, tb);
-    default: return product_for<256>(a_smem, ta, tb);
-    }
-}
-
 /* Runs nw warpgroups (case bits: padded, accumulate of each) on fresh operands; returns the
  * number of elements of the nw products that differ from A B + (accumulate ? C : 0). */
 static int product_case(int n, int a_smem, int ta, int tb, int nw, int padded_mask,
@@ -162,15 +65,11 @@ static int product_case(int n, int a_smem, int ta, int tb, int nw, int padded_ma
     for (size_t e = 0; e < na; e++) A[e] = bf16_of_int(Ai[e] = small_int(&s));
     for (size_t e = 0; e < nb; e++) B[e] = bf16_of_int(Bi[e] = small_int(&s));
     for (size_t e = 0; e < nd; e++) C[e] = (float)(small_int(&s) * 3);
-    uint16_t *dA = emu_upload(A, na * 2), *dB = emu_upload(B, nb * 2);
-    float *dC = emu_upload(C, nd * 4), *dD;
-    cudaMalloc(&dD, nd * 4);
-    product_fn kern = product_of(n, a_smem, ta, tb);
-    const size_t smem = (size_t)nw * (stage_elems(64) + stage_elems(n)) * 2;
-    kern<<<1, 128 * nw, smem>>>(dD, dA, dB, dC, padded_mask, acc_mask);
-    int bad = cudaGetLastError() != cudaSuccess ? 1 : 0; /* the launch failed */
-    cudaMemcpy(D, dD, nd * 4, cudaMemcpyDeviceToHost);
-    for (int w = 0; w < nw; w++)
+    /* the GPU test's kernel (model/cuda/wgmma_test.cu) on the emulator; nonzero: nothing ran */
+    const int ran =
+        cuda_wgmma_test_product(D, A, B, C, n, nw, a_smem, ta, tb, padded_mask, acc_mask) == 0;
+    int bad = !ran;
+    for (int w = 0; ran && w < nw; w++)
         for (int m = 0; m < 64; m++)
             for (int j = 0; j < n; j++) {
                 const size_t at = (size_t)w * 64 * n + (size_t)m * n + j;
@@ -179,10 +78,6 @@ static int product_case(int n, int a_smem, int ta, int tb, int nw, int padded_ma
                     ref += (long)Ai[w * 1024 + m * 16 + k] * Bi[(size_t)w * 16 * n + k * n + j];
                 bad += D[at] != (float)ref;
             }
-    cudaFree(dA);
-    cudaFree(dB);
-    cudaFree(dC);
-    cudaFree(dD);
     free(Ai);
     free(Bi);
     free(A);

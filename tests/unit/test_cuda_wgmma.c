@@ -3,8 +3,8 @@
  * against a product computed here:
  *   - wgmma_rs (A from registers, in the m16n8k16 fragment layout of each warp's 16 rows) and
  *     wgmma_ss (A in shared memory, K-major and M-major), B K-major and N-major, for
- *     N in {16, 32, 48, 64, 96, 256} (shapes of wgmma_asm.cuh; the fused attention's kernels use
- *     all but 16; the emulator's self-test adds N = 8), accumulate 0 (over NaN accumulators) and 1, operands staged as wgmma_tile_at
+ *     N in {8, 16, 32, 48, 64, 96, 256} (shapes of wgmma_asm.cuh; the fused attention's kernels
+ *     use 32 and up), accumulate 0 (over NaN accumulators) and 1, operands staged as wgmma_tile_at
  *     places them with the LBO and SBO wgmma.cuh gives for its tiles, and in padded layouts
  *     with other strides and NaN gaps (so that a descriptor field read otherwise than the
  *     emulator reads it gives wrong elements or NaN); in blocks of one warpgroup and of two
@@ -14,7 +14,7 @@
  * The inputs are small integers (|a|, |b| <= 4, |c| <= 12): every product and sum is exact in
  * fp32 whatever the tensor cores' summation order, so the comparison is exact. This is the
  * check that the emulator's wgmma (tests/emu/emu_wgmma.cpp, which emu_selftest checks with the
- * same layouts) computes what the hardware computes. Exits 77 (skipped) without a device, on a
+ * same kernel and layouts) computes what the hardware computes. Exits 77 (skipped) without a device, on a
  * device other than compute capability 9.0, and in a build without sm_90a device code
  * (CMAKE_CUDA_ARCHITECTURES 90 rather than 90a: the wgmma functions would trap). Under the
  * host emulator (emu_test_cuda_wgmma) it runs in full. */
@@ -109,7 +109,7 @@ static int product_case(int n, int a_smem, int ta, int tb, int nw, int padded_ma
 
 static void test_products(void **state) {
     (void)state;
-    static const int ns[] = {16, 32, 48, 64, 96, 256};
+    static const int ns[] = {8, 16, 32, 48, 64, 96, 256};
     int failed = 0, runs = 0;
     for (size_t in = 0; in < sizeof ns / sizeof ns[0]; in++)
         for (int mode = 0; mode < 6; mode++) { /* rs B K, rs B N, ss A K/M x B K/N */
