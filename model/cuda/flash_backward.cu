@@ -59,8 +59,7 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
     float lse2[2], dlt[2]; /* rows g, g + 8: lse in the log2 domain, delta */
     flash_dq_row_terms(lse2, dlt, lse, delta, m, b, j, i0 + 16 * rw, lane);
     float acc[D / 8][4];
-#pragma unroll
-    for (int nt = 0; nt < D / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    flash_zero<D / 8>(acc);
 
     const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC;
     for (int kt = 0; kt < n_kt; kt++) {
@@ -118,9 +117,7 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
     flash_stage<Tin, DV>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, FLASH_BC, tid,
                          blockDim.x);
     float accv[DV / 16][4]; /* keys 16wk.., columns wh*DV/2.. */
-#pragma unroll
-    for (int nt = 0; nt < DV / 16; nt++)
-        accv[nt][0] = accv[nt][1] = accv[nt][2] = accv[nt][3] = 0.0f;
+    flash_zero<DV / 16>(accv);
 
     for (int slot = 0; slot < n_slot; slot++) {
         const int kh = attn_k_head(m, gv * m.n_rep + slot);
@@ -128,7 +125,7 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
          * n_slot, ... (those of k-head kh), and for each the rows from j0 on (rows before j0
          * see none of the keys) */
         const flash_kv_tiles tiles(m, gv, slot, j0);
-        const int n_it = tiles.count(m, slot);
+        const int n_it = tiles.n;
         auto stage_qg = [&](int it, int st) { /* Q, G, lse, delta of tile it into stage st */
             const int jq = tiles.q(it), i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
             flash_stage<Tin, D>(QG + st * STAGE, q + (size_t)b * T * qs + (size_t)jq * D, qs, i0,
@@ -140,9 +137,7 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
                                   jq, i0, tid);
         };
         float acck[D / 16][4]; /* keys 16wk.., columns wh*D/2.. */
-#pragma unroll
-        for (int nt = 0; nt < D / 16; nt++)
-            acck[nt][0] = acck[nt][1] = acck[nt][2] = acck[nt][3] = 0.0f;
+        flash_zero<D / 16>(acck);
         __syncthreads(); /* the previous slot's K tile and query tiles are consumed */
         flash_stage<Tin, D>(Ks, k + (size_t)b * T * ks + (size_t)kh * D, ks, j0, nc, FLASH_BC, tid,
                             blockDim.x);

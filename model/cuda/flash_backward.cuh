@@ -71,15 +71,13 @@ __device__ __forceinline__ void flash_dq_store(float *dq, const float (*acc)[4],
 /* The query tiles a dk/dv block streams for one of its k-heads (slot): for the q-heads
  * jq = gv * n_rep + slot, + n_slot, ... (those that read k-head attn_k_head(m, gv * n_rep +
  * slot)), the row tiles from the block's first key j0 on (rows before j0 see none of its keys).
- * Tile it is q-head q(it), rows i0(it)... */
+ * n tiles; tile it is q-head q(it), rows i0(it).. */
 struct flash_kv_tiles {
-    int first_q, n_slot, n_i, j0;
+    int first_q, n_slot, n_i, j0, n;
     __device__ flash_kv_tiles(const attn_map &m, int gv, int slot, int j0_)
         : first_q(gv * m.n_rep + slot), n_slot(m.diff ? 2 : 1),
-          n_i((m.T - j0_ + FLASH_BR - 1) / FLASH_BR), j0(j0_) {}
-    __device__ int count(const attn_map &m, int slot) const {
-        return (m.n_rep - slot + n_slot - 1) / n_slot * n_i;
-    }
+          n_i((m.T - j0_ + FLASH_BR - 1) / FLASH_BR), j0(j0_),
+          n((m.n_rep - slot + n_slot - 1) / n_slot * n_i) {}
     __device__ int q(int it) const { return first_q + n_slot * (it / n_i); }
     __device__ int i0(int it) const { return j0 + FLASH_BR * (it % n_i); }
 };

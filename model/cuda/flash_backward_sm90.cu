@@ -56,8 +56,7 @@ flash_dq_sm90_kernel(float *dq, const flash_bf16 *G, const flash_bf16 *q, const 
     float lse2[2], dlt[2]; /* rows g, g + 8: lse in the log2 domain, delta */
     flash_dq_row_terms(lse2, dlt, lse, delta, m, b, j, i0 + 16 * rw, lane);
     float acc[D / 8][4];
-#pragma unroll
-    for (int nt = 0; nt < D / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    flash_zero<D / 8>(acc);
     const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC;
     float s[FLASH_BC / 8][4], dp[FLASH_BC / 8][4];
     uint32_t a0[FLASH_BC / 16][4], a1[FLASH_BC / 16][4]; /* dS_kt, dS_kt+1: dQ's A fragments */
@@ -156,16 +155,14 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
     flash_stage_cm<DV>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, FLASH_BC, tid,
                        256);
     float accv[DV / 16][4]; /* keys 16wk.., columns wh*DV/2.. */
-#pragma unroll
-    for (int nt = 0; nt < DV / 16; nt++)
-        accv[nt][0] = accv[nt][1] = accv[nt][2] = accv[nt][3] = 0.0f;
+    flash_zero<DV / 16>(accv);
 
     for (int slot = 0; slot < n_slot; slot++) {
         const int kh = attn_k_head(m, gv * m.n_rep + slot);
         /* the slot's query tiles as in flash_backward.cu: q-heads gv*n_rep + slot, + n_slot, ...,
          * each from row j0 on */
         const flash_kv_tiles tiles(m, gv, slot, j0);
-        const int n_it = tiles.count(m, slot);
+        const int n_it = tiles.n;
         auto stage_qg = [&](int it, int st) { /* Q, G, lse, delta of tile it into stage st */
             const int jq = tiles.q(it), i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
             flash_stage_cm<D>(QG + st * STAGE, q + (size_t)b * T * qs + (size_t)jq * D, qs, i0,
@@ -177,9 +174,7 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
                                   jq, i0, tid);
         };
         float acck[D / 16][4]; /* keys 16wk.., columns wh*D/2.. */
-#pragma unroll
-        for (int nt = 0; nt < D / 16; nt++)
-            acck[nt][0] = acck[nt][1] = acck[nt][2] = acck[nt][3] = 0.0f;
+        flash_zero<D / 16>(acck);
         /* phase 1 of tile it (stage it % 3): S^T, dP^T of the 64 keys x rows 32wh.., issued */
         float s[4][4], dp[4][4];
         auto issue_phase1 = [&](int it) {

@@ -196,6 +196,12 @@ __device__ __forceinline__ void flash_c_to_a(uint32_t a[4], const float (*c)[4],
     a[3] = pack_bf16x2(c[2 * kk + 1][2], c[2 * kk + 1][3]);
 }
 
+/* An accumulator of NT n8 tiles (C fragments) set to 0 */
+template <int NT> __device__ __forceinline__ void flash_zero(float (*acc)[4]) {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+}
+
 /* The sum or max over the 4 lanes of a quad (the lanes that hold one accumulator row). */
 __device__ __forceinline__ float flash_quad_sum(float x) {
     x += __shfl_xor_sync(0xffffffffu, x, 1);

@@ -68,8 +68,7 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
     cp_async_commit(); /* Q and tile 0 */
 
     float o[NTV][4];
-#pragma unroll
-    for (int nt = 0; nt < NTV; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+    flash_zero<NTV>(o);
     float mrow[2] = {FLASH_MASKED, FLASH_MASKED}, lrow[2] = {0.0f, 0.0f}; /* rows g, g + 8 */
     const flash_bf16 *Qw = Qs + c * FLASH_BR * LDQ;
 
@@ -81,8 +80,7 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
         const flash_bf16 *Vs = KV + st * STAGE + NB * FLASH_BC * LDQ;
 
         float s[FLASH_BC / 8][4];
-#pragma unroll
-        for (int nt = 0; nt < FLASH_BC / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        flash_zero<FLASH_BC / 8>(s);
         flash_mma_abt<D / 16, FLASH_BC / 8>(s, Qw, LDQ, 16 * rw, Kw, LDQ, 0, lane);
 
         /* a key of this tile may lie past a row of this warp: mask (warp-uniform) */

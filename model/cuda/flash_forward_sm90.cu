@@ -70,8 +70,7 @@ flash_forward_sm90_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
     cp_async_commit(); /* Q and tile 0 */
 
     float o[NTV][4];
-#pragma unroll
-    for (int nt = 0; nt < NTV; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+    flash_zero<NTV>(o);
     float mrow[2] = {FLASH_MASKED, FLASH_MASKED}, lrow[2] = {0.0f, 0.0f}; /* rows g, g + 8 */
     const flash_bf16 *Qw = Qs + c * FLASH_BR * D;
     const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC; /* up to the diagonal tile */
