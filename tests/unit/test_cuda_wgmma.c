@@ -79,12 +79,18 @@ static long reference(const operands *o, int w, const int *b, int m, int j, int 
     return r;
 }
 
-/* elements of d (64 x n of warpgroup w) that differ from the reference */
+/* elements of d (64 x n of warpgroup w) that differ from the reference; the first few are
+ * printed with their row and column (the pattern tells which layout was read otherwise) */
 static int count_wrong(const operands *o, const float *d, int w, const int *b, int accumulate) {
     int bad = 0;
     for (int m = 0; m < 64; m++)
-        for (int j = 0; j < o->n; j++) bad += d[m * o->n + j] != (float)reference(o, w, b, m, j,
-                                                                                   accumulate);
+        for (int j = 0; j < o->n; j++) {
+            const long want = reference(o, w, b, m, j, accumulate);
+            if (d[m * o->n + j] == (float)want) continue;
+            if (bad++ < 4)
+                printf("  warpgroup %d (%d, %d): %g, expected %ld\n", w, m, j,
+                       (double)d[m * o->n + j], want);
+        }
     return bad;
 }
 
