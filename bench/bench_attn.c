@@ -25,9 +25,11 @@
  *
  * Prints one line per case:
  *   RESULT kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
- * (medians over --iters timed runs, each synchronised), and where the forward runs on the sm_90
- * wgmma kernels (flash_forward_sm90.cu) the mma.sync forward timed in the same run:
- *   MMA_SYNC_FWD kind size T fwd_ms fwd_tflops wgmma/mma.sync
+ * (medians over --iters timed runs, each synchronised) on the kernels training runs (the
+ * environment's choice: flash_test.h), and where the build and device also have the sm_90 wgmma
+ * kernels (flash_*_sm90.cu) both kernel families timed in the same run:
+ *   KERNELS kind size T mma_fwd_ms mma_fwdbwd_ms wgmma_fwd_ms wgmma_fwdbwd_ms
+ *           wgmma/mma.sync_fwd wgmma/mma.sync_fwdbwd      (speed ratios: > 1, wgmma faster)
  * Exits 77 without a GPU. */
 #include <stdint.h>
 #include <stdio.h>
@@ -263,13 +265,17 @@ int main(int argc, char **argv) {
                 printf("RESULT %s %s %d %d %.3f %.3f %.1f %.1f\n", kind_name[kind],
                        shapes[si].size, T, B, f, fb, flops(kind, B, T, H, d, 0) / f * 1e-9,
                        flops(kind, B, T, H, d, 1) / fb * 1e-9);
-                if (cuda_flash_sm90()) {
-                    cuda_flash_test_sm90_off(1);
-                    const double fm = time_ms(kind, &b, B, T, H, d, 0, warmup, iters);
-                    cuda_flash_test_sm90_off(0);
-                    printf("MMA_SYNC_FWD %s %s %d %.3f %.1f %.2f\n", kind_name[kind],
-                           shapes[si].size, T, fm, flops(kind, B, T, H, d, 0) / fm * 1e-9,
-                           fm / f);
+                if (cuda_flash_sm90_capable()) {
+                    double ms[2][2]; /* [mma.sync, wgmma][fwd, fwd+bwd] */
+                    for (int w = 0; w < 2; w++) {
+                        cuda_flash_test_sm90(w);
+                        for (int bwd = 0; bwd < 2; bwd++)
+                            ms[w][bwd] = time_ms(kind, &b, B, T, H, d, bwd, warmup, iters);
+                    }
+                    cuda_flash_test_sm90(-1);
+                    printf("KERNELS %s %s %d %.3f %.3f %.3f %.3f %.2f %.2f\n", kind_name[kind],
+                           shapes[si].size, T, ms[0][0], ms[0][1], ms[1][0], ms[1][1],
+                           ms[0][0] / ms[1][0], ms[0][1] / ms[1][1]);
                 }
                 fflush(stdout);
             }

@@ -2,7 +2,7 @@
 """Summarises an Nsight Compute CSV of gpu__time_duration.sum (one row per kernel launch, as
 `ncu --csv --metrics gpu__time_duration.sum` writes it) by kernel: launches, total time per
 training step (the totals divided by --steps) and share of the whole, largest first, with
-cuBLAS's GEMM kernels also summed as one group.
+cuBLAS's GEMM kernels and the fused attention's kernels (flash_*) also summed as groups.
 
     tools/ncu_summary.py PROFILE.csv [--steps N] [--top K]
 """
@@ -34,7 +34,9 @@ def short_name(name):
 
 
 def is_gemm(name):
-    return bool(re.search(r"gemm|xmma|cutlass|sm\d+_", name, re.I))
+    # cuBLAS's kernels (nvjet_sm90_..., sm90_xmma_gemm_..., cutlass_...); not the project's own
+    # kernels whose names hold an architecture (flash_dq_sm90_kernel)
+    return bool(re.search(r"gemm|xmma|cutlass|nvjet|^(void )?sm\d+_", name, re.I))
 
 
 def main():
@@ -59,9 +61,11 @@ def main():
         sys.exit(f"ncu_summary: {args.csv}: no gpu__time_duration.sum rows")
     whole = sum(total.values())
     gemm = sum(t for n, t in total.items() if is_gemm(n))
+    attn = sum(t for n, t in total.items() if re.match(r"(void )?flash_", n))
     s = args.steps
     print(f"{args.csv}: {sum(count.values())} launches, {whole / s:.2f} ms of kernels per step "
-          f"(over {s} steps); cuBLAS GEMMs {gemm / s:.2f} ms ({100 * gemm / whole:.1f}%)")
+          f"(over {s} steps); cuBLAS GEMMs {gemm / s:.2f} ms ({100 * gemm / whole:.1f}%), "
+          f"fused attention {attn / s:.2f} ms ({100 * attn / whole:.1f}%)")
     print(f"{'ms/step':>9} {'share':>6} {'launches':>8}  kernel")
     for name, t in sorted(total.items(), key=lambda kv: -kv[1])[: args.top]:
         print(f"{t / s:9.3f} {100 * t / whole:5.1f}% {count[name]:8d}  {name[:110]}")

@@ -30,6 +30,7 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
                 const float *lse, const float *delta, const float *lambda, attn_map m,
                 float scale_log2, float scale) {
     extern __shared__ uint4 flash_smem[];
+    constexpr int NT = FLASH_WARPS * 32; /* threads (the launch bounds) */
     constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD;
     constexpr int STAGE = FLASH_BC * (LDQ + LDV); /* one K/V stage, elements */
     flash_bf16 *Qs = (flash_bf16 *)flash_smem; /* (BR, D) */
@@ -42,17 +43,14 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
     const size_t os = attn_o_stride(m);
     const float dscale = attn_dscale(m, j, lambda);
 
-    flash_stage<Tin, D>(Qs, q + (size_t)b * T * qs + (size_t)j * D, qs, i0, nr, FLASH_BR, tid,
-                        blockDim.x);
-    flash_stage<Tin, DV>(Gs, G + (size_t)b * T * os + attn_o_col(m, j), os, i0, nr, FLASH_BR, tid,
-                         blockDim.x);
+    flash_stage<Tin, D, NT>(Qs, q + (size_t)b * T * qs + (size_t)j * D, qs, i0, nr, tid);
+    flash_stage<Tin, DV, NT>(Gs, G + (size_t)b * T * os + attn_o_col(m, j), os, i0, nr, tid);
     const Tin *kh = k + (size_t)b * T * ks + (size_t)attn_k_head(m, j) * D;
     const Tin *vh = v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * DV;
     auto stage_kv = [&](int kt, int st) { /* K/V tile kt into stage st */
         const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
-        flash_stage<Tin, D>(KV + st * STAGE, kh, ks, j0, nc, FLASH_BC, tid, blockDim.x);
-        flash_stage<Tin, DV>(KV + st * STAGE + FLASH_BC * LDQ, vh, vs, j0, nc, FLASH_BC, tid,
-                             blockDim.x);
+        flash_stage<Tin, D, NT>(KV + st * STAGE, kh, ks, j0, nc, tid);
+        flash_stage<Tin, DV, NT>(KV + st * STAGE + FLASH_BC * LDQ, vh, vs, j0, nc, tid);
     };
     stage_kv(0, 0);
     cp_async_commit(); /* Q, G and tile 0 */
@@ -96,6 +94,7 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
                   const Tin *v, const float *lse, const float *delta, const float *lambda,
                   attn_map m, float scale_log2, float scale) {
     extern __shared__ uint4 flash_smem[];
+    constexpr int NT = 2 * FLASH_WARPS * 32; /* threads (the launch bounds) */
     constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD, LDP = FLASH_BR + FLASH_PAD;
     constexpr int STAGE = FLASH_BR * (LDQ + LDV); /* one Q/G stage, elements */
     flash_bf16 *Ks = (flash_bf16 *)flash_smem; /* (BC, D) */
@@ -114,8 +113,7 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
     const size_t os = attn_o_stride(m);
     const int n_slot = m.diff ? 2 : 1;
 
-    flash_stage<Tin, DV>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, FLASH_BC, tid,
-                         blockDim.x);
+    flash_stage<Tin, DV, NT>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, tid);
     float accv[DV / 16][4]; /* keys 16wk.., columns wh*DV/2.. */
     flash_zero<DV / 16>(accv);
 
@@ -128,19 +126,17 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
         const int n_it = tiles.n;
         auto stage_qg = [&](int it, int st) { /* Q, G, lse, delta of tile it into stage st */
             const int jq = tiles.q(it), i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
-            flash_stage<Tin, D>(QG + st * STAGE, q + (size_t)b * T * qs + (size_t)jq * D, qs, i0,
-                                nr, FLASH_BR, tid, blockDim.x);
-            flash_stage<Tin, DV>(QG + st * STAGE + FLASH_BR * LDQ,
-                                 G + (size_t)b * T * os + attn_o_col(m, jq), os, i0, nr, FLASH_BR,
-                                 tid, blockDim.x);
+            flash_stage<Tin, D, NT>(QG + st * STAGE, q + (size_t)b * T * qs + (size_t)jq * D, qs,
+                                    i0, nr, tid);
+            flash_stage<Tin, DV, NT>(QG + st * STAGE + FLASH_BR * LDQ,
+                                     G + (size_t)b * T * os + attn_o_col(m, jq), os, i0, nr, tid);
             flash_stage_row_terms(lse_s + st * FLASH_BR, dl_s + st * FLASH_BR, lse, delta, m, b,
                                   jq, i0, tid);
         };
         float acck[D / 16][4]; /* keys 16wk.., columns wh*D/2.. */
         flash_zero<D / 16>(acck);
         __syncthreads(); /* the previous slot's K tile and query tiles are consumed */
-        flash_stage<Tin, D>(Ks, k + (size_t)b * T * ks + (size_t)kh * D, ks, j0, nc, FLASH_BC, tid,
-                            blockDim.x);
+        flash_stage<Tin, D, NT>(Ks, k + (size_t)b * T * ks + (size_t)kh * D, ks, j0, nc, tid);
         stage_qg(0, 0);
         cp_async_commit(); /* K (and V on the first slot) and query tile 0 */
 

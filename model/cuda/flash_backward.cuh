@@ -23,12 +23,12 @@ __device__ __forceinline__ void flash_dq_row_terms(float lse2[2], float dlt[2], 
     }
 }
 
-/* dS of one key tile (keys j0..j0+63) from S and dP: P (dscale dP - delta), P = exp2(S scale - lse),
- * 0 where the key is past the row. ds may be s itself (element by element). */
-__device__ __forceinline__ void flash_dq_ds(float (*ds)[4], const float (*s)[4],
-                                            const float (*dp)[4], const float lse2[2],
-                                            const float dlt[2], float scale_log2, float dscale,
-                                            int row0, int j0, int lane) {
+/* flash_dq_ds's work, with the causal mask (MASK) or without */
+template <bool MASK>
+__device__ __forceinline__ void flash_dq_ds_tile(float (*ds)[4], const float (*s)[4],
+                                                 const float (*dp)[4], const float lse2[2],
+                                                 const float dlt[2], float scale_log2,
+                                                 float dscale, int row0, int j0, int lane) {
     const int g = lane >> 2, t4 = lane & 3;
 #pragma unroll
     for (int nt = 0; nt < FLASH_BC / 8; nt++)
@@ -36,9 +36,23 @@ __device__ __forceinline__ void flash_dq_ds(float (*ds)[4], const float (*s)[4],
         for (int e = 0; e < 4; e++) {
             const int r = e >> 1, i = row0 + g + 8 * r;
             const int key = j0 + 8 * nt + 2 * t4 + (e & 1);
-            const float p = key <= i ? exp2f(s[nt][e] * scale_log2 - lse2[r]) : 0.0f;
+            const float p =
+                MASK && key > i ? 0.0f : exp2f(fmaf(s[nt][e], scale_log2, -lse2[r]));
             ds[nt][e] = p * (dscale * dp[nt][e] - dlt[r]);
         }
+}
+
+/* dS of one key tile (keys j0..j0+63) from S and dP: P (dscale dP - delta), P = exp2(S scale - lse),
+ * 0 where the key is past the row (only the tiles that reach past the warp's first row compare).
+ * ds may be s itself (element by element). */
+__device__ __forceinline__ void flash_dq_ds(float (*ds)[4], const float (*s)[4],
+                                            const float (*dp)[4], const float lse2[2],
+                                            const float dlt[2], float scale_log2, float dscale,
+                                            int row0, int j0, int lane) {
+    if (j0 + FLASH_BC - 1 > row0) /* warp-uniform */
+        flash_dq_ds_tile<true>(ds, s, dp, lse2, dlt, scale_log2, dscale, row0, j0, lane);
+    else
+        flash_dq_ds_tile<false>(ds, s, dp, lse2, dlt, scale_log2, dscale, row0, j0, lane);
 }
 
 /* scale times the sums acc (W columns: W / 8 C fragments) of the warp's rows row0 + g,
@@ -95,14 +109,13 @@ __device__ __forceinline__ void flash_stage_row_terms(float *lse_s, float *dl_s,
     }
 }
 
-/* From S^T and dP^T (keys key0.. x rows rl0..rl0+31 of the tile at i0, C fragments of 4 n8
- * tiles): dscale P^T into ps and dS^T into dss; rows at or past T (nr rows valid) and keys past
- * a row give 0. lse_t, dl_t: the tile's staged row terms. ps and dss may be s and dp. */
-__device__ __forceinline__ void flash_dkdv_pds(float (*ps)[4], float (*dss)[4],
-                                               const float (*s)[4], const float (*dp)[4],
-                                               const float *lse_t, const float *dl_t,
-                                               float scale_log2, float dscale, int key0, int rl0,
-                                               int i0, int nr, int lane) {
+/* flash_dkdv_pds's work, with the masks (MASK) or without */
+template <bool MASK>
+__device__ __forceinline__ void flash_dkdv_pds_tile(float (*ps)[4], float (*dss)[4],
+                                                    const float (*s)[4], const float (*dp)[4],
+                                                    const float *lse_t, const float *dl_t,
+                                                    float scale_log2, float dscale, int key0,
+                                                    int rl0, int i0, int nr, int lane) {
     const int g = lane >> 2, t4 = lane & 3;
 #pragma unroll
     for (int nt = 0; nt < 4; nt++)
@@ -110,12 +123,29 @@ __device__ __forceinline__ void flash_dkdv_pds(float (*ps)[4], float (*dss)[4],
         for (int e = 0; e < 4; e++) {
             const int key = key0 + g + 8 * (e >> 1);
             const int rl = rl0 + 8 * nt + 2 * t4 + (e & 1), i = i0 + rl;
-            const bool vis = rl < nr && key <= i; /* rows >= T: the tail mask */
-            const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse_t[rl]) : 0.0f;
+            const bool vis = !MASK || (rl < nr && key <= i); /* rows >= T: the tail mask */
+            const float p = vis ? exp2f(fmaf(s[nt][e], scale_log2, -lse_t[rl])) : 0.0f;
             const float ds = p * (dscale * dp[nt][e] - dl_t[rl]);
             ps[nt][e] = dscale * p;
             dss[nt][e] = ds;
         }
+}
+
+/* From S^T and dP^T (keys key0.. x rows rl0..rl0+31 of the tile at i0, C fragments of 4 n8
+ * tiles): dscale P^T into ps and dS^T into dss; rows at or past T (nr rows valid) and keys past
+ * a row give 0 (compared only where the warp's keys and rows have such pairs). lse_t, dl_t: the
+ * tile's staged row terms. ps and dss may be s and dp. */
+__device__ __forceinline__ void flash_dkdv_pds(float (*ps)[4], float (*dss)[4],
+                                               const float (*s)[4], const float (*dp)[4],
+                                               const float *lse_t, const float *dl_t,
+                                               float scale_log2, float dscale, int key0, int rl0,
+                                               int i0, int nr, int lane) {
+    if (rl0 + 31 >= nr || key0 + 15 > i0 + rl0) /* warp-uniform */
+        flash_dkdv_pds_tile<true>(ps, dss, s, dp, lse_t, dl_t, scale_log2, dscale, key0, rl0,
+                                  i0, nr, lane);
+    else
+        flash_dkdv_pds_tile<false>(ps, dss, s, dp, lse_t, dl_t, scale_log2, dscale, key0, rl0,
+                                   i0, nr, lane);
 }
 
 /* dk of k-head h (fp32: scale times acck) or dv of v-head h (an operand: bf16, each pair rounded

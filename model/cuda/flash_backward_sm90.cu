@@ -30,6 +30,7 @@ flash_dq_sm90_kernel(float *dq, const flash_bf16 *G, const flash_bf16 *q, const 
                      const flash_bf16 *v, const float *lse, const float *delta,
                      const float *lambda, attn_map m, float scale_log2, float scale) {
     extern __shared__ uint4 flash_smem[];
+    constexpr int NT = 128;                    /* threads (the launch bounds) */
     constexpr int STAGE = FLASH_BC * (D + DV); /* one K/V stage, elements */
     flash_bf16 *Qs = (flash_bf16 *)flash_smem; /* (BR, D) */
     flash_bf16 *Gs = Qs + FLASH_BR * D;        /* (BR, DV) */
@@ -41,15 +42,14 @@ flash_dq_sm90_kernel(float *dq, const flash_bf16 *G, const flash_bf16 *q, const 
     const size_t os = attn_o_stride(m);
     const float dscale = attn_dscale(m, j, lambda);
 
-    flash_stage_cm<D>(Qs, q + (size_t)b * T * qs + (size_t)j * D, qs, i0, nr, FLASH_BR, tid, 128);
-    flash_stage_cm<DV>(Gs, G + (size_t)b * T * os + attn_o_col(m, j), os, i0, nr, FLASH_BR, tid,
-                       128);
+    flash_stage_cm<D, NT>(Qs, q + (size_t)b * T * qs + (size_t)j * D, qs, i0, nr, tid);
+    flash_stage_cm<DV, NT>(Gs, G + (size_t)b * T * os + attn_o_col(m, j), os, i0, nr, tid);
     const flash_bf16 *kh = k + (size_t)b * T * ks + (size_t)attn_k_head(m, j) * D;
     const flash_bf16 *vh = v + (size_t)b * T * vs + (size_t)attn_v_head(m, j) * DV;
     auto stage_kv = [&](int kt, int st) { /* K/V tile kt into stage st */
         const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
-        flash_stage_cm<D>(KV + st * STAGE, kh, ks, j0, nc, FLASH_BC, tid, 128);
-        flash_stage_cm<DV>(KV + st * STAGE + FLASH_BC * D, vh, vs, j0, nc, FLASH_BC, tid, 128);
+        flash_stage_cm<D, NT>(KV + st * STAGE, kh, ks, j0, nc, tid);
+        flash_stage_cm<DV, NT>(KV + st * STAGE + FLASH_BC * D, vh, vs, j0, nc, tid);
     };
     stage_kv(0, 0);
     cp_async_commit(); /* Q, G and tile 0 */
@@ -136,6 +136,7 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
                        const float *delta, const float *lambda, attn_map m, float scale_log2,
                        float scale) {
     extern __shared__ uint4 flash_smem[];
+    constexpr int NT = 256;                    /* threads (the launch bounds) */
     constexpr int STAGE = FLASH_BR * (D + DV); /* one Q/G stage, elements */
     flash_bf16 *Ks = (flash_bf16 *)flash_smem; /* (BC, D) */
     flash_bf16 *Vs = Ks + FLASH_BC * D;        /* (BC, DV) */
@@ -152,8 +153,7 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
     const size_t os = attn_o_stride(m);
     const int n_slot = m.diff ? 2 : 1;
 
-    flash_stage_cm<DV>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, FLASH_BC, tid,
-                       256);
+    flash_stage_cm<DV, NT>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, tid);
     float accv[DV / 16][4]; /* keys 16wk.., columns wh*DV/2.. */
     flash_zero<DV / 16>(accv);
 
@@ -165,11 +165,10 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
         const int n_it = tiles.n;
         auto stage_qg = [&](int it, int st) { /* Q, G, lse, delta of tile it into stage st */
             const int jq = tiles.q(it), i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
-            flash_stage_cm<D>(QG + st * STAGE, q + (size_t)b * T * qs + (size_t)jq * D, qs, i0,
-                              nr, FLASH_BR, tid, 256);
-            flash_stage_cm<DV>(QG + st * STAGE + FLASH_BR * D,
-                               G + (size_t)b * T * os + attn_o_col(m, jq), os, i0, nr, FLASH_BR,
-                               tid, 256);
+            flash_stage_cm<D, NT>(QG + st * STAGE, q + (size_t)b * T * qs + (size_t)jq * D, qs, i0,
+                                  nr, tid);
+            flash_stage_cm<DV, NT>(QG + st * STAGE + FLASH_BR * D,
+                                   G + (size_t)b * T * os + attn_o_col(m, jq), os, i0, nr, tid);
             flash_stage_row_terms(lse_s + st * FLASH_BR, dl_s + st * FLASH_BR, lse, delta, m, b,
                                   jq, i0, tid);
         };
@@ -227,8 +226,7 @@ flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const f
         };
 
         __syncthreads(); /* the previous slot's K tile and query tiles are consumed */
-        flash_stage_cm<D>(Ks, k + (size_t)b * T * ks + (size_t)kh * D, ks, j0, nc, FLASH_BC, tid,
-                          256);
+        flash_stage_cm<D, NT>(Ks, k + (size_t)b * T * ks + (size_t)kh * D, ks, j0, nc, tid);
         stage_qg(0, 0);
         cp_async_commit(); /* K (and V on the first slot) and query tile 0 */
         flash_sm90_tiles_landed();

@@ -83,20 +83,45 @@ template <> struct flash_in<flash_bf16> {
     }
 };
 
-/* Rows [r0, r0 + nrows) of a head view x (row stride xs elements, W columns) into dst (nrows
- * rows of W + FLASH_PAD bf16), rows at or past r0 + n_valid as zeros (their source address is
- * x's row 0, never read); by threads tid of n. With Tin = flash_bf16 the copies are in flight
- * until the caller's cp_async_commit and cp_async_wait (and a __syncthreads for the others'). */
-template <typename Tin, int W>
+/* The 16-byte chunks (row r, chunk column c) of a FLASH_BC-row tile of W columns that thread tid
+ * of N stages, fn(r, c) for each, in the order idx = tid, tid + N, ...: idx / G is the index of
+ * a G-row group's chunk (its chunk column idx / G % CH, its rows idx / G / CH * G..), idx % G
+ * the row in the group. G = 1: consecutive threads take consecutive chunks of a row; G = 8: eight
+ * consecutive threads take one chunk column of eight rows (a core matrix, flash_sm90.cuh). (r, c)
+ * is stepped from chunk to chunk, not divided out of idx: a chunk costs a few adds. */
+template <int W, int N, int G, typename Fn>
+__device__ __forceinline__ void flash_tile_chunks(int tid, Fn fn) {
+    constexpr int CH = W / 8, STEP = N / G; /* chunk columns; groups' chunks per step */
+    static_assert(FLASH_BR == FLASH_BC && FLASH_BC * CH % N == 0 && N % G == 0,
+                  "the block's threads split a tile's chunks evenly");
+    const int rest = tid / G;
+    int c = rest % CH, r = rest / CH * G + tid % G;
+#pragma unroll 1 /* unrolled, the tile-invariant offsets are hoisted into many registers */
+    for (int i = 0; i < FLASH_BC * CH / N; i++) {
+        fn(r, c);
+        c += STEP % CH;
+        r += STEP / CH * G;
+        if (c >= CH) { /* at most once: STEP % CH < CH */
+            c -= CH;
+            r += G;
+        }
+    }
+}
+
+/* Rows [r0, r0 + FLASH_BC) of a head view x (row stride xs elements, W columns) into dst (rows
+ * of W + FLASH_PAD bf16), rows at or past r0 + n_valid as zeros (their source address is x's
+ * row 0, never read); by thread tid of the block's N. With Tin = flash_bf16 the copies are in
+ * flight until the caller's cp_async_commit and cp_async_wait (and a __syncthreads for the
+ * others'). */
+template <typename Tin, int W, int N>
 __device__ __forceinline__ void flash_stage(flash_bf16 *dst, const Tin *x, size_t xs, int r0,
-                                            int n_valid, int nrows, int tid, int n) {
-    constexpr int CH = W / 8; /* 16-byte chunks per row */
-    for (int idx = tid; idx < nrows * CH; idx += n) {
-        const int r = idx / CH, c = idx % CH;
+                                            int n_valid, int tid) {
+    const Tin *x0 = x + (size_t)r0 * xs;
+    flash_tile_chunks<W, N, 1>(tid, [&](int r, int c) {
         const bool valid = r < n_valid;
         flash_in<Tin>::stage16(dst + r * (W + FLASH_PAD) + 8 * c,
-                               x + (valid ? (size_t)(r0 + r) * xs : 0) + 8 * c, valid);
-    }
+                               (valid ? x0 + (size_t)r * xs : x) + 8 * c, valid);
+    });
 }
 
 /* ---- the streamed-tile pipeline of the kernels: NS (1 or 2) stages of the tiles a block streams,

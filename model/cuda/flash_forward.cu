@@ -32,6 +32,7 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
                      const Tin *k, const Tin *v, attn_map m, float scale_log2,
                      flash_diff_epi epi) {
     extern __shared__ uint4 flash_smem[];
+    constexpr int NT = NB * FLASH_WARPS * 32; /* threads (the launch bounds) */
     constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD;
     constexpr int NTV = DV / 8; /* n8 tiles of the O accumulator */
     constexpr int STAGE = NB * FLASH_BC * LDQ + FLASH_BC * LDV; /* one K/V stage, elements */
@@ -46,8 +47,8 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
 
     for (int cc = 0; cc < NB; cc++) {
         const int jc = NB == 2 ? 2 * unit + cc : unit;
-        flash_stage<Tin, D>(Qs + cc * FLASH_BR * LDQ, q + (size_t)b * T * qs + (size_t)jc * D, qs,
-                            i0, nr, FLASH_BR, tid, blockDim.x);
+        flash_stage<Tin, D, NT>(Qs + cc * FLASH_BR * LDQ, q + (size_t)b * T * qs + (size_t)jc * D,
+                                qs, i0, nr, tid);
     }
     const Tin *kh[NB];
     for (int cc = 0; cc < NB; cc++) {
@@ -60,9 +61,8 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
         const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
         flash_bf16 *Ks = KV + st * STAGE;
         for (int cc = 0; cc < NB; cc++)
-            flash_stage<Tin, D>(Ks + cc * FLASH_BC * LDQ, kh[cc], ks, j0, nc, FLASH_BC, tid,
-                                blockDim.x);
-        flash_stage<Tin, DV>(Ks + NB * FLASH_BC * LDQ, vh, vs, j0, nc, FLASH_BC, tid, blockDim.x);
+            flash_stage<Tin, D, NT>(Ks + cc * FLASH_BC * LDQ, kh[cc], ks, j0, nc, tid);
+        flash_stage<Tin, DV, NT>(Ks + NB * FLASH_BC * LDQ, vh, vs, j0, nc, tid);
     };
     stage_kv(0, 0);
     cp_async_commit(); /* Q and tile 0 */

@@ -5,54 +5,73 @@
 #ifndef DT_CUDA_FLASH_FORWARD_CUH
 #define DT_CUDA_FLASH_FORWARD_CUH
 
+#include <math.h>
+
 #include "model/cuda/flash_core.cuh"
 
-/* One key tile's online softmax for the warp's rows row0 + g and row0 + g + 8 (g = lane >> 2):
- * the scores s (16 x 64, C fragments), scaled into the log2 domain and masked past each row when
- * diag (the tile reaches past the warp's first row; warp-uniform), become probabilities
- * exp2(s - max), rounded to bf16 into p, the A fragments of the 4 k16 steps of P V; the running
- * max mrow and this lane's part of the sum lrow are updated, and corr[r] is the factor by which
- * the max's move rescales O's row r (flash_rescale). s is only read: the sm_90 kernel runs this
- * while s's registers belong to a product in flight (ptxas serialises the products when other
- * instructions write an accumulator then), so each score is scaled and masked twice. */
-__device__ __forceinline__ void flash_softmax_tile(const float (*s)[4], uint32_t (*p)[4],
+/* flash_softmax_tile's work, with the causal mask (MASK) or without: the row maximum is taken
+ * over the raw scores (scaling by scale_log2 > 0 keeps the order) and each probability is
+ * exp2(fma(s, scale_log2, -max)), one fused multiply-add per score. */
+template <bool MASK>
+__device__ __forceinline__ void flash_softmax_rows(const float (*s)[4], float (*pr)[4],
                                                    float mrow[2], float lrow[2], float corr[2],
-                                                   float scale_log2, bool diag, int row0, int j0,
-                                                   int lane) {
+                                                   float scale_log2, int row0, int j0, int lane) {
     const int g = lane >> 2, t4 = lane & 3;
-    float pr[FLASH_BC / 8][4]; /* the probabilities, fp32 */
-    auto score = [&](int nt, int r, int e) { /* scaled, masked */
-        const float x = s[nt][2 * r + e] * scale_log2;
-        return diag && j0 + 8 * nt + 2 * t4 + e > row0 + g + 8 * r ? FLASH_MASKED : x;
+    auto masked = [&](int nt, int r, int e) {
+        return MASK && j0 + 8 * nt + 2 * t4 + e > row0 + g + 8 * r;
     };
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        float mx = mrow[r];
+        float raw = -INFINITY;
 #pragma unroll
         for (int nt = 0; nt < FLASH_BC / 8; nt++)
 #pragma unroll
-            for (int e = 0; e < 2; e++) mx = fmaxf(mx, score(nt, r, e));
-        mx = flash_quad_max(mx);
+            for (int e = 0; e < 2; e++)
+                if (!masked(nt, r, e)) raw = fmaxf(raw, s[nt][2 * r + e]);
+        const float mx = fmaxf(mrow[r], flash_quad_max(raw) * scale_log2);
         corr[r] = exp2f(mrow[r] - mx); /* 0 on the first tile, 1 if unmoved */
         float sum = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < FLASH_BC / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                const float pe = exp2f(score(nt, r, e) - mx);
+                const float pe =
+                    masked(nt, r, e) ? 0.0f : exp2f(fmaf(s[nt][2 * r + e], scale_log2, -mx));
                 pr[nt][2 * r + e] = pe;
                 sum += pe;
             }
         mrow[r] = mx;
         lrow[r] = lrow[r] * corr[r] + sum; /* this lane's part of the row sum */
     }
+}
+
+/* One key tile's online softmax for the warp's rows row0 + g and row0 + g + 8 (g = lane >> 2):
+ * the scores s (16 x 64, C fragments), in the log2 domain once scaled by scale_log2 and masked
+ * past each row when diag (the tile reaches past the warp's first row; warp-uniform: the other
+ * tiles skip the mask's compares), become probabilities exp2(s - max), rounded to bf16 into p,
+ * the A fragments of the 4 k16 steps of P V; the running max mrow (scaled) and this lane's part
+ * of the sum lrow are updated, and corr[r] is the factor by which the max's move rescales O's
+ * row r (flash_rescale). s is only read: the sm_90 kernel runs this while s's registers belong
+ * to a product in flight (ptxas serialises the products when other instructions write an
+ * accumulator then). */
+__device__ __forceinline__ void flash_softmax_tile(const float (*s)[4], uint32_t (*p)[4],
+                                                   float mrow[2], float lrow[2], float corr[2],
+                                                   float scale_log2, bool diag, int row0, int j0,
+                                                   int lane) {
+    float pr[FLASH_BC / 8][4]; /* the probabilities, fp32 */
+    if (diag)
+        flash_softmax_rows<true>(s, pr, mrow, lrow, corr, scale_log2, row0, j0, lane);
+    else
+        flash_softmax_rows<false>(s, pr, mrow, lrow, corr, scale_log2, row0, j0, lane);
 #pragma unroll
     for (int kk = 0; kk < FLASH_BC / 16; kk++) flash_c_to_a(p[kk], pr, kk);
 }
 
-/* O's rows g and g + 8 (NTV n8 tiles) times corr[0] and corr[1] */
+/* O's rows g and g + 8 (NTV n8 tiles) times corr[0] and corr[1]; nothing when no row of the
+ * warp moved its max (every factor 1: the product would be O itself) */
 template <int NTV>
 __device__ __forceinline__ void flash_rescale(float (*o)[4], const float corr[2]) {
+    if (__all_sync(0xffffffffu, corr[0] == 1.0f && corr[1] == 1.0f)) return;
 #pragma unroll
     for (int nt = 0; nt < NTV; nt++) {
         o[nt][0] *= corr[0];

@@ -36,6 +36,7 @@ flash_forward_sm90_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
                           const flash_bf16 *q, const flash_bf16 *k, const flash_bf16 *v,
                           attn_map m, float scale_log2, flash_diff_epi epi) {
     extern __shared__ uint4 flash_smem[];
+    constexpr int NT = NB * 128;                                /* threads (the launch bounds) */
     constexpr int NTV = DV / 8;                                 /* n8 tiles of O */
     constexpr int STAGE = NB * FLASH_BC * D + FLASH_BC * DV;    /* one K/V stage, elements */
     flash_bf16 *Qs = (flash_bf16 *)flash_smem; /* NB x (BR, D) */
@@ -49,8 +50,8 @@ flash_forward_sm90_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
 
     for (int cc = 0; cc < NB; cc++) {
         const int jc = NB == 2 ? 2 * unit + cc : unit;
-        flash_stage_cm<D>(Qs + cc * FLASH_BR * D, q + (size_t)b * T * qs + (size_t)jc * D, qs, i0,
-                          nr, FLASH_BR, tid, blockDim.x);
+        flash_stage_cm<D, NT>(Qs + cc * FLASH_BR * D, q + (size_t)b * T * qs + (size_t)jc * D, qs,
+                              i0, nr, tid);
     }
     const flash_bf16 *kh[NB];
     for (int cc = 0; cc < NB; cc++) {
@@ -62,9 +63,8 @@ flash_forward_sm90_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
         const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
         flash_bf16 *Ks = KV + st * STAGE;
         for (int cc = 0; cc < NB; cc++)
-            flash_stage_cm<D>(Ks + cc * FLASH_BC * D, kh[cc], ks, j0, nc, FLASH_BC, tid,
-                              blockDim.x);
-        flash_stage_cm<DV>(Ks + NB * FLASH_BC * D, vh, vs, j0, nc, FLASH_BC, tid, blockDim.x);
+            flash_stage_cm<D, NT>(Ks + cc * FLASH_BC * D, kh[cc], ks, j0, nc, tid);
+        flash_stage_cm<DV, NT>(Ks + NB * FLASH_BC * D, vh, vs, j0, nc, tid);
     };
     stage_kv(0, 0);
     cp_async_commit(); /* Q and tile 0 */

@@ -43,27 +43,40 @@ static int g_f32_staging; /* flash_test.h */
 
 extern "C" void cuda_flash_test_f32_staging(int on) { g_f32_staging = on != 0; }
 
-static int g_sm90_off; /* flash_test.h */
+static int g_sm90_mode = -1; /* flash_test.h: -1 the environment, 0 off, 1 on */
 
-extern "C" void cuda_flash_test_sm90_off(int off) { g_sm90_off = off != 0; }
+extern "C" void cuda_flash_test_sm90(int mode) { g_sm90_mode = mode < 0 ? -1 : mode != 0; }
 
-bool flash_sm90_usable(void) {
-    static int capable = -1; /* the build, the device and the environment: asked once */
+/* The build has sm_90a code and the device is compute capability 9.0 (asked once). */
+static bool flash_sm90_capable(void) {
+    static int capable = -1;
     if (capable < 0) {
 #if defined(DT_CUDA_SM90A) || defined(DT_CUDA_EMULATOR)
         int dev = 0;
         cudaDeviceProp p;
         CUDA_CHECK(cudaGetDevice(&dev));
         CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
-        const char *env = getenv("DIFFTRAIN_FLASH_SM90");
-        capable = p.major == 9 && p.minor == 0 && !(env && strcmp(env, "0") == 0);
+        capable = p.major == 9 && p.minor == 0;
 #else
         capable = 0;
 #endif
     }
-    return capable && !g_sm90_off;
+    return capable != 0;
 }
 
+/* Where capable, the wgmma kernels run only when asked for: DIFFTRAIN_FLASH_SM90=1. On an H100
+ * they measured slower than the mma.sync kernels (docs/gpu-performance.md), so those are the
+ * default. */
+bool flash_sm90_usable(void) {
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("DIFFTRAIN_FLASH_SM90");
+        env = e && strcmp(e, "1") == 0;
+    }
+    return flash_sm90_capable() && (g_sm90_mode < 0 ? env != 0 : g_sm90_mode != 0);
+}
+
+extern "C" int cuda_flash_sm90_capable(void) { return flash_sm90_capable(); }
 extern "C" int cuda_flash_sm90(void) { return flash_sm90_usable(); }
 
 /* The bf16 forward and backward on the kernels the device and build have (flash_sm90_usable). */

@@ -11,21 +11,20 @@
 #include "model/cuda/flash_core.cuh"
 #include "model/cuda/wgmma.cuh"
 
-/* Rows [r0, r0 + nrows) of a head view x (bf16, row stride xs elements, W columns) into dst as
- * core matrices (wgmma_tile_at<W>), rows at or past r0 + n_valid as zeros; nrows a multiple of
- * 8; by threads tid of n, in flight until the caller's commit and wait. Eight consecutive
- * threads fill one core matrix (128 contiguous bytes: no bank conflicts), and a warp reads
- * 4 x 16 contiguous bytes of each of 8 rows. */
-template <int W>
+/* Rows [r0, r0 + FLASH_BC) of a head view x (bf16, row stride xs elements, W columns) into dst
+ * as core matrices (wgmma_tile_at<W>), rows at or past r0 + n_valid as zeros; by thread tid of
+ * the block's N, in flight until the caller's commit and wait. Eight consecutive threads fill one
+ * core matrix (128 contiguous bytes: no bank conflicts), and a warp reads 4 x 16 contiguous
+ * bytes of each of 8 rows. */
+template <int W, int N>
 __device__ __forceinline__ void flash_stage_cm(flash_bf16 *dst, const flash_bf16 *x, size_t xs,
-                                               int r0, int n_valid, int nrows, int tid, int n) {
-    constexpr int CH = W / 8; /* 16-byte chunks per row */
-    for (int idx = tid; idx < nrows * CH; idx += n) {
-        const int rest = idx >> 3, c = rest % CH, r = (rest / CH) * 8 + (idx & 7);
+                                               int r0, int n_valid, int tid) {
+    const flash_bf16 *x0 = x + (size_t)r0 * xs;
+    flash_tile_chunks<W, N, 8>(tid, [&](int r, int c) {
         const bool valid = r < n_valid;
-        cp_async16(dst + wgmma_tile_at<W>(r, 8 * c),
-                   x + (valid ? (size_t)(r0 + r) * xs : 0) + 8 * c, valid ? 16 : 0);
-    }
+        cp_async16(dst + wgmma_tile_at<W>(r, 8 * c), (valid ? x0 + (size_t)r * xs : x) + 8 * c,
+                   valid ? 16 : 0);
+    });
 }
 
 /* The descriptor of the k16 step kk of a tile of W columns read K-major (rows = M or N; the step

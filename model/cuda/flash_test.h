@@ -16,11 +16,14 @@ extern "C" {
  * between ops. */
 void cuda_flash_test_f32_staging(int on);
 
-/* off != 0: the bf16 ops run the mma.sync kernels even where the sm_90 wgmma ones could run
- * (flash_forward_sm90.cu, flash_backward_sm90.cu); 0 (the default): those run where
- * flash_sm90_usable allows. Lets a test or benchmark compare the two on one device. Not thread
- * safe; set it between ops. */
-void cuda_flash_test_sm90_off(int off);
+/* Which kernels the bf16 ops run where the build has sm_90a code and the device is compute
+ * capability 9.0: mode 1 the sm_90 wgmma ones (flash_forward_sm90.cu, flash_backward_sm90.cu),
+ * 0 the mma.sync ones, -1 (the default) as the environment says (DIFFTRAIN_FLASH_SM90=1: wgmma;
+ * else mma.sync). Elsewhere the mma.sync kernels run whatever the mode. Lets a test or benchmark
+ * compare the two on one device. Not thread safe; set it between ops. */
+void cuda_flash_test_sm90(int mode);
+/* 1 where the build and device have the sm_90 wgmma kernels (whether they run or not) */
+int cuda_flash_sm90_capable(void);
 /* 1 when the bf16 ops would run the sm_90 wgmma kernels now */
 int cuda_flash_sm90(void);
 

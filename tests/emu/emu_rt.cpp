@@ -269,6 +269,25 @@ void emu_warp_collective(void (*op)(void *const *), void *mine, const char *file
     pass_on();
 }
 
+/* a vote: lane l's predicate is bit l of every lane's result */
+struct ballot_lane {
+    int pred;
+    unsigned result;
+};
+static void ballot_op(void *const *lanes) {
+    unsigned bits = 0;
+    for (unsigned l = 0; l < 32; l++) bits |= (((ballot_lane *)lanes[l])->pred != 0) << l;
+    for (unsigned l = 0; l < 32; l++) ((ballot_lane *)lanes[l])->result = bits;
+}
+unsigned emu_ballot(unsigned mask, int pred, const char *file, int line) {
+    if (mask != 0xffffffffu)
+        emu_fail("warp vote at %s:%d with mask 0x%08x: only full-warp votes are emulated", file,
+                 line, mask);
+    ballot_lane mine = {pred, 0u};
+    emu_warp_collective(ballot_op, &mine, file, line);
+    return mine.result;
+}
+
 void emu_group_collective(void (*op)(unsigned, void *const *), void *mine, const char *what,
                           const char *file, int line) {
     if (!g_cfg) emu_fail("%s outside a kernel (%s:%d)", what, file, line);

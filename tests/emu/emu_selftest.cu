@@ -31,8 +31,9 @@
 static int g_fails;
 #define CHECK(cond, ...) EMU_CHECK(g_fails, cond, __VA_ARGS__)
 
-/* ---- indices, shared memory, shuffles: blocks of 96 threads (3 warps) on a 2 x 3 grid ---- */
-__global__ void shuffles_kernel(float *out, double *sums) {
+/* ---- indices, shared memory, shuffles, votes: blocks of 96 threads (3 warps) on a 2 x 3 grid
+ * ---- */
+__global__ void shuffles_kernel(float *out, double *sums, unsigned *votes) {
     __shared__ float tile[96];
     extern __shared__ float dyn[]; /* 96 floats */
     const int t = threadIdx.x, lane = t & 31;
@@ -45,6 +46,11 @@ __global__ void shuffles_kernel(float *out, double *sums) {
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     const float down = __shfl_down_sync(0xffffffffu, (float)lane, 3);
     const size_t i = (size_t)g * blockDim.x + t;
+    /* lanes 3k vote; warp w also votes all-true (w = 0), all-false (w = 1) or lane 7 alone */
+    const int w = t / 32, mine = w == 0 ? 1 : w == 1 ? 0 : lane == 7;
+    votes[3 * i] = __ballot_sync(0xffffffffu, lane % 3 == 0);
+    votes[3 * i + 1] = (unsigned)__all_sync(0xffffffffu, mine);
+    votes[3 * i + 2] = (unsigned)__any_sync(0xffffffffu, mine);
     out[4 * i + 0] = bcast;
     out[4 * i + 1] = tile[blockDim.x - 1 - t]; /* written by another warp */
     out[4 * i + 2] = down;
@@ -56,12 +62,15 @@ static void test_shuffles(void) {
     const int nb = 6, nt = 96, n = nb * nt;
     float *out, host[4 * 6 * 96];
     double *sums, hs[6 * 96];
+    unsigned *votes, hv[3 * 6 * 96];
     cudaMalloc(&out, sizeof host);
     cudaMalloc(&sums, sizeof hs);
-    shuffles_kernel<<<dim3(2, 3), nt, nt * sizeof(float)>>>(out, sums);
+    cudaMalloc(&votes, sizeof hv);
+    shuffles_kernel<<<dim3(2, 3), nt, nt * sizeof(float)>>>(out, sums, votes);
     CHECK(cudaGetLastError() == cudaSuccess, "launch");
     cudaMemcpy(host, out, sizeof host, cudaMemcpyDeviceToHost);
     cudaMemcpy(hs, sums, sizeof hs, cudaMemcpyDeviceToHost);
+    cudaMemcpy(hv, votes, sizeof hv, cudaMemcpyDeviceToHost);
     int bad = 0;
     for (int i = 0; i < n; i++) {
         const int g = i / nt, t = i % nt, lane = t % 32, warp = t / 32;
@@ -70,10 +79,14 @@ static void test_shuffles(void) {
         bad += host[4 * i + 2] != (float)(lane + 3 < 32 ? lane + 3 : lane);
         bad += host[4 * i + 3] != (float)(nt - 1 - t);
         bad += hs[i] != 496.0;
+        bad += hv[3 * i] != 0x49249249u; /* bits 0, 3, ..., 30 */
+        bad += hv[3 * i + 1] != (warp == 0 ? 1u : 0u);
+        bad += hv[3 * i + 2] != (warp == 1 ? 0u : 1u);
     }
-    CHECK(bad == 0, "indices/shared memory/shuffles: %d wrong values", bad);
+    CHECK(bad == 0, "indices/shared memory/shuffles/votes: %d wrong values", bad);
     cudaFree(out);
     cudaFree(sums);
+    cudaFree(votes);
 }
 
 /* ---- shared memory is NaN at the start of every block; > 48 KiB needs the opt-in ---- */

@@ -124,17 +124,17 @@ static void set_mode(int bf16) {
     assert_int_equal(cuda_backend_init(0, bf16), 0);
     assert_int_equal(cuda_operand_bytes(), bf16 ? 2 : 4);
 }
-/* The fused runs of each case: 0 and 1 the production path (twice: reruns give the same bits),
- * 2 the fp32-staging test path (flash_test.h) and 3 the production path with the sm_90 wgmma
- * kernels off. Where the device runs the wgmma kernels (cuda_flash_sm90), run 0 is on them
- * and run 3 on the mma.sync kernels, which the staging check pairs with run 2 (the fp32 path has
- * only mma.sync kernels); elsewhere runs 0 and 3 are alike. MMA: the bf16 run on the mma.sync
- * kernels. */
+/* The fused runs of each case: 0 and 1 the production path (twice: reruns give the same bits)
+ * with the sm_90 wgmma kernels on, 2 the fp32-staging test path (flash_test.h) and 3 the
+ * production path with the wgmma kernels off. Where the build and device have the wgmma kernels
+ * (cuda_flash_sm90_capable), runs 0 and 1 are on them and run 3 on the mma.sync kernels, which
+ * the staging check pairs with run 2 (the fp32 path has only mma.sync kernels); elsewhere runs
+ * 0 and 3 are alike. MMA: the bf16 run on the mma.sync kernels. */
 #define RUNS 4
 #define MMA 3
 static void set_run(int run) {
     cuda_flash_test_f32_staging(run == 2);
-    cuda_flash_test_sm90_off(run == 3);
+    cuda_flash_test_sm90(run != 3);
 }
 /* out, an operand buffer in bf16 mode, against a host reference */
 static int check_out(const char *what, const dt_operand *dev, const float *ref, size_t n,
@@ -221,7 +221,7 @@ static int run_standard(const std_case *c, unsigned seed) {
     set_mode(1); /* bf16 operands: q, k, v rounded, out, dv */
     dt_operand *q_d = cot_operand_dev(q, nq), *k_d = cot_operand_dev(k, nk);
     dt_operand *v_d = cot_operand_dev(v, nv);
-    const int sm90 = cuda_flash_sm90();
+    const int sm90 = cuda_flash_sm90_capable();
     for (int run = 0; run < RUNS; run++) {
         set_run(run);
         o_d[run] = cot_operand_nan(no);
@@ -387,7 +387,7 @@ static int run_diff(const diff_case *c, unsigned seed) {
     set_mode(1); /* bf16 operands: q, k, v rounded, out, dv */
     dt_operand *q_d = cot_operand_dev(q, nq), *k_d = cot_operand_dev(k, nk);
     dt_operand *v_d = cot_operand_dev(v, nv);
-    const int sm90 = cuda_flash_sm90();
+    const int sm90 = cuda_flash_sm90_capable();
     for (int run = 0; run < RUNS; run++) {
         diff_out *o = &f[run];
         set_run(run);

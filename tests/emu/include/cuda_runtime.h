@@ -306,6 +306,22 @@ static inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 3
     return emu_shfl_t(v, mask, EMU_SHFL_UP, (int)delta, width, file, line);
 }
 
+/* ---- warp votes: all 32 lanes at one call site with the full mask (a partial mask aborts) ---- */
+unsigned emu_ballot(unsigned mask, int pred, const char *file, int line);
+static inline unsigned __ballot_sync(unsigned mask, int pred,
+                                     const char *file = __builtin_FILE(),
+                                     int line = __builtin_LINE()) {
+    return emu_ballot(mask, pred, file, line);
+}
+static inline int __all_sync(unsigned mask, int pred, const char *file = __builtin_FILE(),
+                             int line = __builtin_LINE()) {
+    return emu_ballot(mask, pred, file, line) == 0xffffffffu;
+}
+static inline int __any_sync(unsigned mask, int pred, const char *file = __builtin_FILE(),
+                             int line = __builtin_LINE()) {
+    return emu_ballot(mask, pred, file, line) != 0u;
+}
+
 /* ---- warp-collective instructions (emu_rt.cpp schedules, emu_mma.cpp computes) ----
  * A collective is reached by all 32 lanes of a warp at one call site, like a full-mask shuffle
  * (the same checks: partial warps, divergent lanes and different call sites abort). Each lane
