@@ -7,9 +7,10 @@
  * and dv are dt_operands in bf16 (q, k, v staged by the kernels as they are; out written by the
  * forward and read by the standard backward's delta; dv rounded from its fp32 sums as stored),
  * and each op aborts unless the backend is in bf16 mode (cuda_operand_bytes() == 2).
- * Deterministic: reruns are bit-identical. Two sets of kernels: on warpgroup products (wgmma,
- * flash_*_sm90.cu) where the build has sm_90a code and the device is an H100/H200, on mma.sync
- * (flash_forward.cu, flash_backward.cu) elsewhere (flash_sm90_usable, flash_core.cuh). */
+ * Deterministic: reruns are bit-identical. Two sets of kernels: on mma.sync (flash_forward.cu,
+ * flash_backward.cu), the default, and on warpgroup products (wgmma, flash_*_sm90.cu) where the
+ * build has sm_90a code, the device is an H100/H200 and DIFFTRAIN_FLASH_SM90=1 asks for them
+ * (flash_sm90_usable, flash_core.cuh). */
 #ifndef DT_CUDA_FLASH_H
 #define DT_CUDA_FLASH_H
 

@@ -262,10 +262,11 @@ void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, con
                         const flash_diff_epi &epi);
 
 /* 1 where the build has sm_90a device code (CMake defines DT_CUDA_SM90A when
- * CMAKE_CUDA_ARCHITECTURES names 90a), the device is compute capability 9.0 (H100, H200), and
- * neither the environment (DIFFTRAIN_FLASH_SM90=0) nor the test switch (flash_test.h) turns the
- * wgmma kernels off; always under the host emulator unless switched off (flash_ops.cu). Then
- * the bf16 ops run flash_sm90.cuh's kernels, else flash_core_forward and flash_core_backward. */
+ * CMAKE_CUDA_ARCHITECTURES names 90a; always under the host emulator), the device is compute
+ * capability 9.0 (H100, H200), and the wgmma kernels are asked for: by the environment
+ * (DIFFTRAIN_FLASH_SM90=1; they measured slower than the mma.sync ones on an H100) or the test
+ * switch (flash_test.h) (flash_ops.cu). Then the bf16 ops run flash_sm90.cuh's kernels, else
+ * flash_core_forward and flash_core_backward. */
 bool flash_sm90_usable(void);
 
 /* dst[i] (n[i] bf16) = src[i] (n[i] floats) rounded to nearest even, for i < count <= 4, in one

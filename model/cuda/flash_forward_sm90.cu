@@ -25,8 +25,8 @@
  * same order of accumulation.
  *
  * Only bf16 inputs (no fp32 test instance: flash_test.h's staging check covers the mma.sync
- * kernels). The host uses these kernels where flash_sm90_usable says the build and the device
- * have them (flash_ops.cu), the mma.sync ones otherwise. */
+ * kernels). The host uses these kernels where flash_sm90_usable selects them (flash_ops.cu),
+ * the mma.sync ones otherwise. */
 #include "model/cuda/flash_forward.cuh"
 #include "model/cuda/flash_sm90.cuh"
 

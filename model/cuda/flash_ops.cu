@@ -79,7 +79,7 @@ bool flash_sm90_usable(void) {
 extern "C" int cuda_flash_sm90_capable(void) { return flash_sm90_capable(); }
 extern "C" int cuda_flash_sm90(void) { return flash_sm90_usable(); }
 
-/* The bf16 forward and backward on the kernels the device and build have (flash_sm90_usable). */
+/* The bf16 forward and backward on the kernels flash_sm90_usable selects. */
 static void flash_forward_bf16(operand_bf16 *out, float *o1, float *o2, float *lse,
                                const flash_bf16 *const qkv[3], const attn_map &m,
                                const flash_diff_epi &epi) {

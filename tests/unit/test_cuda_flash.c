@@ -13,11 +13,11 @@
  * nonzero (they accumulate), a second run must give identical bits, and so must a run on the
  * fp32-staging test path (flash_test.h: the kernels read fp32 tensors, q, k, v widened from
  * their bf16 operands and the fp32 output gradient, with plain loads, and round each tile while
- * staging it, synchronously, instead of the cp.async copies of bf16 tensors). Where the device
- * runs the sm_90 wgmma kernels (flash_*_sm90.cu; always under the emulator), the checks above
- * are of them, the staging check pairs the mma.sync kernels' bf16 run with the fp32 one, and
- * the two sets of kernels must agree within the tiled tolerances (under the emulator they give
- * the same bits).
+ * staging it, synchronously, instead of the cp.async copies of bf16 tensors). Where the build
+ * and device have the sm_90 wgmma kernels (flash_*_sm90.cu; always under the emulator), the
+ * checks above are of them (switched on whatever the environment selects), the staging check
+ * pairs the mma.sync kernels' bf16 run with the fp32 one, and the two sets of kernels must agree
+ * within the tiled tolerances (on an H100 and under the emulator they give the same bits).
  * Last, the backend table: under "bf16 products" the attention ops are the fused kernels where
  * the head dim and the alignment of q, k, v (bf16) allow (bit-identical to calling them), the
  * tiled ones elsewhere and in fp32 mode.
