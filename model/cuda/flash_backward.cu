@@ -88,8 +88,20 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
 
 /* ---- dk, dv: grid (key tiles, nv, B); 8 warps: wk = warp % 4 owns keys 16wk..16wk+15,
  * wh = warp / 4 the rows 32wh..32wh+31 of phase 1 and the column half wh of phase 2 ---- */
+template <int D, int DV> constexpr size_t flash_dkdv_smem(void) {
+    return sizeof(flash_bf16) * ((size_t)(FLASH_BC + 2 * FLASH_BR) * (D + DV + 2 * FLASH_PAD) +
+                                 2 * (size_t)FLASH_BC * (FLASH_BR + FLASH_PAD)) +
+           sizeof(float) * 4 * FLASH_BR;
+}
+/* Blocks per SM the dk/dv kernel asks ptxas to keep: two where their shared memory fits an SM
+ * (H100: 228 KiB, 1 KiB of it reserved per block), so that registers do not decide it alone
+ * (d = 64 and the standard d = 96: left to itself ptxas took up to 164 registers, one block). */
+template <int D, int DV> constexpr int flash_dkdv_min_blocks(void) {
+    return 2 * (flash_dkdv_smem<D, DV>() + 1024) <= 228 * 1024 ? 2 : 0; /* 0: no minimum */
+}
+
 template <typename Tin, int D, int DV>
-__global__ void __launch_bounds__(2 * FLASH_WARPS * 32)
+__global__ void __launch_bounds__(2 * FLASH_WARPS * 32, (flash_dkdv_min_blocks<D, DV>()))
 flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const Tin *k,
                   const Tin *v, const float *lse, const float *delta, const float *lambda,
                   attn_map m, float scale_log2, float scale) {
@@ -194,11 +206,6 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
  * stage: dq 102,400 B, dk/dv 173,056 B. */
 template <int D, int DV, int NS> static size_t flash_dq_smem(void) {
     return sizeof(flash_bf16) * (size_t)(FLASH_BR + NS * FLASH_BC) * (D + DV + 2 * FLASH_PAD);
-}
-template <int D, int DV> static size_t flash_dkdv_smem(void) {
-    return sizeof(flash_bf16) * ((size_t)(FLASH_BC + 2 * FLASH_BR) * (D + DV + 2 * FLASH_PAD) +
-                                 2 * (size_t)FLASH_BC * (FLASH_BR + FLASH_PAD)) +
-           sizeof(float) * 4 * FLASH_BR;
 }
 
 template <typename Tin, int D, int DV, int NS>
