@@ -11,6 +11,7 @@
 
 #include <map>
 #include <set>
+#include <vector>
 
 #include "emu_internal.h"
 
@@ -42,8 +43,9 @@ __asm__(".text\n"
         ".size emu_switch, .-emu_switch\n");
 
 /* A thread runs (ST_RUN) or waits: at a shuffle or warp collective (ST_WARP), at a warpgroup
- * collective (ST_GROUP), at __syncthreads (ST_BLOCK); or it has exited (ST_DONE). */
-enum { ST_RUN, ST_WARP, ST_GROUP, ST_BLOCK, ST_DONE };
+ * collective (ST_GROUP), at __syncthreads (ST_BLOCK), for an mbarrier's phase (ST_MBAR); or it
+ * has exited (ST_DONE). */
+enum { ST_RUN, ST_WARP, ST_GROUP, ST_BLOCK, ST_MBAR, ST_DONE };
 struct emu_thread {
     void *sp;
     int state;
@@ -56,6 +58,8 @@ struct emu_thread {
     void (*group_op)(unsigned, void *const *); /* a warpgroup collective's operation */
     const char *what;                          /* and its name, for reports */
     void *operands;
+    const void *bar; /* ST_MBAR: the barrier and the parity of the phase it waits for */
+    unsigned parity;
 };
 static emu_thread g_t[EMU_MAX_THREADS];
 static uint3 g_tid[EMU_MAX_THREADS];
@@ -149,13 +153,32 @@ static void warp_at_group(unsigned at_group, unsigned at_sync, unsigned first) {
     }
 }
 
+/* The warp's lanes stopped with at_mbar of them waiting for an mbarrier phase: all of them
+ * must, at the same call site, for the same barrier and parity (the scheduler takes the warp
+ * back and lets it run once that phase has completed). */
+static void warp_at_mbar(unsigned at_mbar) {
+    const unsigned t0 = g_warp_begin, t1 = g_warp_end, w = t0 / 32;
+    const emu_thread &f = g_t[t0];
+    if (at_mbar != t1 - t0)
+        emu_fail("mbarrier wait reached by %u of the %u lanes of warp %u: the emulator needs "
+                 "warp-uniform waits (all lanes at one wait)", at_mbar, t1 - t0, w);
+    for (unsigned t = t0 + 1; t < t1; t++) {
+        const emu_thread &l = g_t[t];
+        if (!same_site(l, f) || l.bar != f.bar || l.parity != f.parity)
+            emu_fail("lanes 0 and %u of warp %u wait for different mbarrier phases (%p parity %u "
+                     "at %s:%d, %p parity %u at %s:%d)", t - t0, w, f.bar, f.parity, f.file,
+                     f.line, l.bar, l.parity, l.file, l.line);
+    }
+}
+
 /* The last lane of the warp has stopped: performs the shuffle all lanes wait at (true), or
  * finds none waiting at a shuffle (false); aborts on a shuffle that not all lanes reached, and
  * on a warpgroup collective that not all lanes reached. */
 static bool warp_shuffle(void) {
     const unsigned t0 = g_warp_begin, t1 = g_warp_end, w = t0 / 32;
-    unsigned at_shfl = 0, at_sync = 0, at_group = 0, first = t1, first_group = t1;
+    unsigned at_shfl = 0, at_sync = 0, at_group = 0, at_mbar = 0, first = t1, first_group = t1;
     for (unsigned t = t0; t < t1; t++) {
+        at_mbar += g_t[t].state == ST_MBAR;
         if (g_t[t].state == ST_WARP) {
             at_shfl++;
             if (first == t1) first = t;
@@ -165,6 +188,7 @@ static bool warp_shuffle(void) {
         }
         at_sync += g_t[t].state == ST_BLOCK;
     }
+    if (at_mbar) warp_at_mbar(at_mbar);
     if (at_shfl == 0) {
         if (at_group) warp_at_group(at_group, at_sync, first_group);
         return false;
@@ -288,6 +312,134 @@ unsigned emu_ballot(unsigned mask, int pred, const char *file, int line) {
     return mine.result;
 }
 
+/* ---- mbarriers: a table per block, by address. A phase's bulk copies are held as long as they
+ * can be: until its arrivals are all in and a warp waits for the phase (or no warp can run
+ * without it); then they land, each taking its bytes off the transaction count, and the phase
+ * completes when that count is back at zero. So a thread that reads a stage without waiting
+ * for its phase reads the old contents. ---- */
+
+struct bulk_copy {
+    void *dst;
+    const void *src;
+    unsigned bytes;
+};
+struct mbar_state {
+    unsigned count, pending, phase; /* arrivals a phase takes, still to come; phases completed */
+    long tx;                        /* bytes expected and not yet landed */
+    std::vector<bulk_copy> copies;  /* issued in this phase, not landed */
+    const char *file;               /* where it was initialised */
+    int line;
+};
+static std::map<const void *, mbar_state> g_mbar;
+
+static mbar_state &mbar_find(const void *bar, const char *what, const char *file, int line) {
+    auto it = g_mbar.find(bar);
+    if (it == g_mbar.end())
+        emu_fail("%s at %s:%d on %p, which no mbarrier.init of this block initialised", what,
+                 file, line, bar);
+    return it->second;
+}
+
+/* All arrivals in: the held copies land; at zero outstanding bytes the phase completes. */
+static void mbar_settle(mbar_state &b, const char *file, int line) {
+    if (b.pending) return;
+    for (const bulk_copy &c : b.copies) {
+        memcpy(c.dst, c.src, c.bytes);
+        b.tx -= c.bytes;
+    }
+    b.copies.clear();
+    if (b.tx < 0)
+        emu_fail("mbarrier (initialised at %s:%d): %ld bytes more landed than its phase expected "
+                 "(at %s:%d)", b.file, b.line, -b.tx, file, line);
+    if (b.tx > 0) return;
+    b.phase++;
+    b.pending = b.count;
+}
+
+void emu_mbar_init(void *bar, unsigned count, const char *file, int line) {
+    if (!g_cfg) emu_fail("mbarrier.init outside a kernel (%s:%d)", file, line);
+    if ((uintptr_t)bar % 8 || !emu_shared_range(bar, 8))
+        emu_fail("mbarrier.init at %s:%d: %p is not an 8-byte aligned shared-memory address",
+                 file, line, bar);
+    if (count == 0 || count >= (1u << 20))
+        emu_fail("mbarrier.init at %s:%d: count %u (1 to 2^20 - 1)", file, line, count);
+    g_mbar[bar] = mbar_state{count, count, 0u, 0L, {}, file, line};
+}
+
+void emu_mbar_arrive(void *bar, unsigned expect_tx, const char *file, int line) {
+    mbar_state &b = mbar_find(bar, "mbarrier.arrive", file, line);
+    if (b.pending == 0) /* cannot happen: a phase with all its arrivals waits only for bytes */
+        emu_fail("mbarrier.arrive at %s:%d: the phase has all %u arrivals and waits for %ld bytes",
+                 file, line, b.count, b.tx);
+    b.tx += expect_tx;
+    b.pending--;
+    if (b.copies.empty()) mbar_settle(b, file, line); /* else they land when someone waits */
+}
+
+void emu_mbar_expect_tx(void *bar, unsigned bytes, const char *file, int line) {
+    mbar_state &b = mbar_find(bar, "mbarrier.expect_tx", file, line);
+    b.tx += bytes;
+}
+
+void emu_mbar_wait(const void *bar, unsigned parity, const char *file, int line) {
+    if (!g_cfg) emu_fail("mbarrier wait outside a kernel (%s:%d)", file, line);
+    mbar_state &b = mbar_find(bar, "mbarrier.try_wait", file, line);
+    mbar_settle(b, file, line);
+    if ((b.phase & 1u) != (parity & 1u)) return; /* the phase of that parity has completed */
+    emu_thread &me = g_t[g_cur];
+    me.bar = bar;
+    me.parity = parity & 1u;
+    me.file = file;
+    me.line = line;
+    me.state = ST_MBAR;
+    pass_on();
+}
+
+void emu_bulk_copy(void *dst, const void *src, unsigned bytes, void *bar, const char *file,
+                   int line) {
+    mbar_state &b = mbar_find(bar, "cp.async.bulk", file, line);
+    if (bytes == 0 || bytes % 16 || (uintptr_t)dst % 16 || (uintptr_t)src % 16 ||
+        !emu_shared_range(dst, bytes))
+        emu_fail("cp.async.bulk at %s:%d: %u bytes (a nonzero multiple of 16) from %p (16-byte "
+                 "aligned) to %p (16-byte aligned, in shared memory)", file, line, bytes, src,
+                 dst);
+    b.copies.push_back(bulk_copy{dst, src, bytes}); /* lands when a warp waits for the phase */
+}
+
+/* a warp that waits for an mbarrier phase which has completed can run again */
+static void mbar_release(unsigned w) {
+    emu_thread *l = g_t + w * 32;
+    if (l->state != ST_MBAR) return;
+    mbar_state &b = g_mbar.at(l->bar);
+    mbar_settle(b, l->file, l->line);
+    if ((b.phase & 1u) == l->parity) return;
+    const unsigned end = w * 32 + 32 < g_nthreads ? w * 32 + 32 : g_nthreads;
+    for (unsigned t = w * 32; t < end; t++) g_t[t].state = ST_RUN;
+}
+
+/* No warp can run: a warp still waiting for an mbarrier phase waits for ever (a GPU hangs). */
+static void check_mbar_deadlock(void) {
+    for (unsigned w = 0; w * 32 < g_nthreads; w++) {
+        const emu_thread &f = g_t[w * 32];
+        if (f.state != ST_MBAR) continue;
+        const mbar_state &b = g_mbar.at(f.bar);
+        emu_fail("warp %u waits at %s:%d for phase parity %u of the mbarrier initialised at %s:%d, "
+                 "which never completes: %u of its %u arrivals and %ld bytes missing, and no "
+                 "other warp can run (a deadlock)", w, f.file, f.line, f.parity, b.file, b.line,
+                 b.pending, b.count, b.tx);
+    }
+}
+
+/* The block has ended: a bulk copy still held would land in the next block's shared memory. */
+static void check_mbar_end(void) {
+    for (const auto &kv : g_mbar)
+        if (!kv.second.copies.empty())
+            emu_fail("the block ended with %zu bulk copies in flight on the mbarrier initialised "
+                     "at %s:%d (%u of %u arrivals missing)", kv.second.copies.size(),
+                     kv.second.file, kv.second.line, kv.second.pending, kv.second.count);
+    g_mbar.clear();
+}
+
 void emu_group_collective(void (*op)(unsigned, void *const *), void *mine, const char *what,
                           const char *file, int line) {
     if (!g_cfg) emu_fail("%s outside a kernel (%s:%d)", what, file, line);
@@ -363,11 +515,13 @@ static void run_block(void) {
     const unsigned n = g_nthreads, nwarps = (n + 31) / 32;
     for (unsigned t = 0; t < n; t++) fiber_init(t);
     emu_wgmma_block_start(n);
+    g_mbar.clear();
     for (;;) {
         bool ran;
         do { /* every warp that can run runs, until none can */
             ran = false;
             for (unsigned w = 0; w < nwarps; w++) {
+                mbar_release(w);
                 if (g_t[w * 32].state != ST_RUN) continue;
                 run_warp(w);
                 ran = true;
@@ -375,6 +529,7 @@ static void run_block(void) {
             }
         } while (ran);
         check_group_deadlock();
+        check_mbar_deadlock();
         unsigned done = 0, first = n;
         for (unsigned t = 0; t < n; t++) {
             if (g_t[t].state == ST_DONE) {
@@ -393,6 +548,7 @@ static void run_block(void) {
                      g_t[first].file, g_t[first].line, n - done, n, done);
         for (unsigned t = 0; t < n; t++) g_t[t].state = ST_RUN;
     }
+    check_mbar_end();
     emu_wgmma_block_end();
 }
 

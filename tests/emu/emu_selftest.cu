@@ -357,6 +357,7 @@ static void test_gemm_bf16_c(void) {
 int emu_selftest_mma(void); /* emu_selftest_mma.cu: the tensor-core instructions */
 int emu_selftest_cp_async(void); /* emu_selftest_cp_async.cu: the asynchronous copies */
 int emu_selftest_wgmma(void);    /* emu_selftest_wgmma.cu: the warpgroup matrix products */
+int emu_selftest_mbarrier(void); /* emu_selftest_mbarrier.cu: mbarriers and bulk copies */
 
 int main(void) {
     test_shuffles();
@@ -375,6 +376,7 @@ int main(void) {
     g_fails += emu_selftest_mma();
     g_fails += emu_selftest_cp_async();
     g_fails += emu_selftest_wgmma();
+    g_fails += emu_selftest_mbarrier();
     printf("%s: %d failed checks\n", g_fails ? "FAILED" : "PASSED", g_fails);
     return g_fails ? 1 : 0;
 }

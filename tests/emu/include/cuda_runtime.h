@@ -321,6 +321,26 @@ static inline int __any_sync(unsigned mask, int pred, const char *file = __built
                              int line = __builtin_LINE()) {
     return emu_ballot(mask, pred, file, line) != 0u;
 }
+/* a warp barrier: all 32 lanes meet there (a vote whose result is dropped) */
+static inline void __syncwarp(unsigned mask = 0xffffffffu, const char *file = __builtin_FILE(),
+                              int line = __builtin_LINE()) {
+    (void)emu_ballot(mask, 0, file, line);
+}
+
+/* ---- shared-memory barriers with transaction counts (mbarrier) and the bulk copies that
+ * complete on them (emu_rt.cpp; model/cuda/mbarrier.cuh documents them and calls these). A
+ * barrier must be initialised (in shared memory, 8-byte aligned) before any other use. A phase
+ * completes when all its arrivals are in and the bytes it expects have landed; the bulk copies
+ * of a phase land only then (so a thread that reads their destination without waiting for the
+ * phase reads what was there before). A wait is warp-uniform: all 32 lanes at one call site,
+ * on one barrier and parity; a wait that can never complete (every other thread waits at
+ * __syncthreads or has exited) aborts, as does a block that ends with copies still in flight. */
+void emu_mbar_init(void *bar, unsigned count, const char *file, int line);
+void emu_mbar_arrive(void *bar, unsigned expect_tx, const char *file, int line);
+void emu_mbar_expect_tx(void *bar, unsigned bytes, const char *file, int line);
+void emu_mbar_wait(const void *bar, unsigned parity, const char *file, int line);
+void emu_bulk_copy(void *dst, const void *src, unsigned bytes, void *bar, const char *file,
+                   int line);
 
 /* ---- warp-collective instructions (emu_rt.cpp schedules, emu_mma.cpp computes) ----
  * A collective is reached by all 32 lanes of a warp at one call site, like a full-mask shuffle
