@@ -6,6 +6,7 @@
 
 #include "model/cuda/cp_async.cuh"
 #include "model/cuda/cuda_common.cuh"
+#include "model/cuda/device_code_probe.cuh"
 #include "model/cuda/mbarrier.cuh"
 #include "model/cuda/mbarrier_test.h"
 
@@ -75,36 +76,16 @@ __global__ void mbarrier_test_flag_kernel(int *flag) {
 }
 
 extern "C" int cuda_mbarrier_test_supported(char *why, int len) {
-    int dev = 0;
     cudaDeviceProp p;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
-        (void)cudaGetLastError();
-        snprintf(why, (size_t)len, "no CUDA device properties");
-        return 0;
-    }
+    if (!probe_device_props(&p, why, len)) return 0;
     if (p.major < 9) {
         snprintf(why, (size_t)len, "compute capability %d.%d: the bulk copies need 9.0", p.major,
                  p.minor);
         return 0;
     }
-    int *flag = NULL, host = 0;
-    CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
-    CUDA_CHECK(cudaMemset(flag, 0, sizeof(int)));
-    mbarrier_test_flag_kernel<<<1, 1>>>(flag);
-    const cudaError_t launch = cudaGetLastError(); /* no device code for this device at all */
-    if (launch == cudaSuccess)
-        CUDA_CHECK(cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost));
-    CUDA_CHECK(cudaFree(flag));
-    if (launch != cudaSuccess) {
-        snprintf(why, (size_t)len, "no device code for this device in the build (%s)",
-                 cudaGetErrorString(launch));
-        return 0;
-    }
-    if (!host) {
-        snprintf(why, (size_t)len, "the build's device code is older than sm_90");
-        return 0;
-    }
-    return 1;
+    const int flag = probe_device_flag(mbarrier_test_flag_kernel, why, len);
+    if (flag == 0) snprintf(why, (size_t)len, "the build's device code is older than sm_90");
+    return flag == 1;
 }
 
 extern "C" int cuda_mbarrier_test_ring(float *out, const float *in, int n_tiles, int stages,

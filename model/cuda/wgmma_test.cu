@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "model/cuda/cuda_common.cuh"
+#include "model/cuda/device_code_probe.cuh"
 #include "model/cuda/wgmma.cuh"
 #include "model/cuda/wgmma_test.h"
 #include "model/cuda/wgmma_test_layout.cuh"
@@ -66,37 +67,18 @@ __global__ void wgmma_test_flag_kernel(int *flag) {
 }
 
 extern "C" int cuda_wgmma_test_supported(char *why, int len) {
-    int dev = 0;
     cudaDeviceProp p;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
-        (void)cudaGetLastError();
-        snprintf(why, (size_t)len, "no CUDA device properties");
-        return 0;
-    }
+    if (!probe_device_props(&p, why, len)) return 0;
     if (p.major != 9 || p.minor != 0) {
         snprintf(why, (size_t)len, "compute capability %d.%d: wgmma needs 9.0 (sm_90a)", p.major,
                  p.minor);
         return 0;
     }
-    int *flag = NULL, host = 0;
-    CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
-    CUDA_CHECK(cudaMemset(flag, 0, sizeof(int)));
-    wgmma_test_flag_kernel<<<1, 1>>>(flag);
-    const cudaError_t launch = cudaGetLastError(); /* no device code for this device at all */
-    if (launch == cudaSuccess) CUDA_CHECK(cudaMemcpy(&host, flag, sizeof(int),
-                                                     cudaMemcpyDeviceToHost));
-    CUDA_CHECK(cudaFree(flag));
-    if (launch != cudaSuccess) {
-        snprintf(why, (size_t)len, "no device code for this device in the build (%s)",
-                 cudaGetErrorString(launch));
-        return 0;
-    }
-    if (!host) {
+    const int flag = probe_device_flag(wgmma_test_flag_kernel, why, len);
+    if (flag == 0)
         snprintf(why, (size_t)len, "the build's device code for sm_90 lacks the sm_90a features "
                  "(wgmma): build with CMAKE_CUDA_ARCHITECTURES=90a");
-        return 0;
-    }
-    return 1;
+    return flag == 1;
 }
 
 typedef void (*wgmma_test_fn)(float *, const uint16_t *, const uint16_t *, const float *, int,

@@ -1,8 +1,7 @@
 /* Self-test of the emulated mbarriers and bulk copies (model/cuda/mbarrier.cuh), part of
- * emu_selftest:
- *   - the producer/consumer ring of model/cuda/mbarrier_test.cu (the kernel test_cuda_mbarrier
- *     runs on a GPU) gives the host's sums, with bulk copies and with cp.async arrivals, for 1
- *     to 4 stages and more tiles than stages (stages reused over several rounds);
+ * emu_selftest (the producer/consumer ring of model/cuda/mbarrier_test.cu against the host's
+ * sums is test_cuda_mbarrier, which runs on the emulator in every test run as
+ * emu_test_cuda_mbarrier):
  *   - a phase completes with all its arrivals and bytes: a barrier of count 2 after its two
  *     arrivals, one that expects bytes once its copy has landed, which the wait makes happen
  *     (and one still missing an arrival never does: below);
@@ -14,7 +13,6 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <cuda_runtime.h>
@@ -25,36 +23,6 @@
 
 static int g_mb_fails;
 #define MCHECK(cond, ...) EMU_CHECK(g_mb_fails, cond, __VA_ARGS__)
-
-static void test_ring(void) {
-    enum { MAX_TILES = 9, TILE = 64 * 32 };
-    float *in = (float *)malloc(sizeof(float) * MAX_TILES * TILE);
-    float *out = (float *)malloc(sizeof(float) * MAX_TILES * 128);
-    for (int i = 0; i < MAX_TILES * TILE; i++) in[i] = (float)((i * 7919) % 13 - 6);
-    int runs = 0, bad_runs = 0;
-    for (int mode = MBAR_TEST_BULK; mode <= MBAR_TEST_CP_ASYNC; mode++)
-        for (int stages = 1; stages <= 4; stages++)
-            for (int n = 1; n <= MAX_TILES; n += 4) {
-                runs++;
-                if (cuda_mbarrier_test_ring(out, in, n, stages, mode) != 0) {
-                    bad_runs++;
-                    continue;
-                }
-                int bad = 0;
-                for (int t = 0; t < n; t++)
-                    for (int w = 0; w < 4; w++)
-                        for (int c = 0; c < 32; c++) {
-                            float want = 0.0f;
-                            for (int r = 16 * w; r < 16 * w + 16; r++)
-                                want += in[(size_t)t * TILE + r * 32 + c];
-                            bad += out[(t * 4 + w) * 32 + c] != want;
-                        }
-                bad_runs += bad != 0;
-            }
-    MCHECK(bad_runs == 0, "mbarrier ring: %d of %d runs wrong", bad_runs, runs);
-    free(in);
-    free(out);
-}
 
 /* phases: out[0] = 1 once the second arrival completes phase 0 (waited for by every thread);
  * out[1] = the copied value, read after the byte-counting phase completed */
@@ -163,7 +131,6 @@ static void run_in_flight(void *x) { in_flight_kernel<<<1, 1>>>((float *)x); }
 
 /* Runs the checks above; returns the number of failed checks. */
 int emu_selftest_mbarrier(void) {
-    test_ring();
     test_phases();
     g_mb_fails += emu_expect_abort_saying("consumers reading stages without waiting", "mbarrier",
                                           run_no_wait);
