@@ -50,6 +50,15 @@ __device__ __forceinline__ void operand_store2(operand_bf16 *p, size_t i, float 
     *reinterpret_cast<uint32_t *>(p + i) = pack_bf16x2(x, y);
 }
 
+/* p[i .. i + 4) = v (i a multiple of 4, p + i 16-byte aligned in fp32, 8-byte in bf16: one
+ * store), each element rounded as operand_store does */
+__device__ __forceinline__ void operand_store4(float *p, size_t i, float4 v) {
+    *reinterpret_cast<float4 *>(p + i) = v;
+}
+__device__ __forceinline__ void operand_store4(operand_bf16 *p, size_t i, float4 v) {
+    *reinterpret_cast<uint2 *>(p + i) = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+}
+
 /* p[i .. i + 8) into v (i a multiple of 8, p + i 16-byte aligned: one 16-byte load in bf16,
  * two in fp32), widened exactly as operand_load does */
 __device__ __forceinline__ void operand_load8(const float *p, size_t i, float v[8]) {

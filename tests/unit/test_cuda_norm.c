@@ -114,9 +114,12 @@ static void test_rmsnorm(void **state) {
     (void)state;
     /* dweight's sums: up to C = 6112 (48 KiB of shared doubles in all) in the dinp kernel, whose
      * 1024 blocks take 4 or 5 of N = 5000 rows each; wider rows (6200, 6113) in a pass of their
-     * own */
-    const int shapes[][2] = {{1, 1},     {3, 7},    {5, 33},   {17, 1000}, {300, 257},
-                             {5000, 96}, {4, 6112}, {9, 6200}, {3, 6113}};
+     * own. The float4 kernels take C = 4k up to 16384 (1536 and 3072: the 830M and 3B models,
+     * 4 float4s a thread exactly; 1000: 64 threads, the last 6 with 3); C = 16388 and the odd
+     * widths take the scalar ones. */
+    const int shapes[][2] = {{1, 1},     {3, 7},     {5, 33},   {17, 1000},  {300, 257},
+                             {5000, 96}, {4, 6112},  {9, 6200}, {3, 6113},   {40, 1536},
+                             {6, 3072},  {2, 16384}, {2, 16388}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int ww = 0; ww <= 1; ww++) rmsnorm_case(shapes[s][0], shapes[s][1], ww);
 }

@@ -187,8 +187,9 @@ static void rmsnorm_backward_case(int N, int C, int with_weight, int at) {
 static void test_rmsnorm_backward(void **state) {
     (void)state;
     rmsnorm_backward_case(1, 1, 1, 0);
-    rmsnorm_backward_case(37, 100, 1, 0); /* even rows: stored in pairs */
-    rmsnorm_backward_case(37, 100, 0, 1); /* even rows, misaligned operand: one by one */
+    rmsnorm_backward_case(37, 100, 1, 0); /* rows of 4k: the float4 kernel */
+    rmsnorm_backward_case(37, 100, 0, 1); /* misaligned operand: the scalar kernel, one by one */
+    rmsnorm_backward_case(7, 102, 1, 0);  /* even rows: the scalar kernel, in pairs */
     rmsnorm_backward_case(5, 257, 1, 0);  /* odd row length: odd bf16 offsets */
     rmsnorm_backward_case(5, 257, 0, 1);
 }
