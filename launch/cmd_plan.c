@@ -36,14 +36,16 @@ static void plan_usage(FILE *f) {
         "\n"
         "Memory per rank, with P the largest tensor-parallel rank's parameters and\n"
         "S = ceil(P/dp) its largest ZeRO shard:\n"
-        "  weights      fp32 4P\n"
+        "  weights      fp32 4P; bf16 adds the products' bf16 copies of the weight matrices\n"
+        "               (about 2P)\n"
         "  gradients    fp32 4P; zero 2 adds the fp32 shard accumulator 4S\n"
         "  optimizer    AdamW m and v in fp32: 8P (8S when zero >= 1)\n"
         "  activations  the model's activation allocation at micro_batch x seq_len, 4 bytes per\n"
         "               element; with train.recompute, each layer's input plus one layer's worth\n"
         "               of the other activations\n"
-        "train.precision bf16 computes the matrix products on bf16 tensor cores and stores every\n"
-        "buffer in fp32: the same memory as fp32.\n"
+        "train.precision bf16 computes the matrix products on bf16 tensor cores; besides the\n"
+        "weight copies it stores the products' input activations and the output gradients only\n"
+        "products read in bf16 (2 bytes an element); the rest stays fp32.\n"
         "Not counted: backend workspaces (cuBLAS, NCCL), data loader and checkpoint buffers,\n"
         "fragmentation: leave a margin.\n"
         "\n"
@@ -99,7 +101,10 @@ typedef struct notes {
 
 static void describe(notes *n, const dt_plan *p) {
     int sharded = p->zero >= 1;
-    snprintf(n->weights, sizeof n->weights, "4 B x P fp32");
+    snprintf(n->weights, sizeof n->weights, "%s",
+             p->precision == DT_PRECISION_BF16
+                 ? "4 B x P fp32 + 2 B x matrices bf16 (the products' copies)"
+                 : "4 B x P fp32");
     snprintf(n->gradients, sizeof n->gradients, "%s%s", "4 B x P fp32",
              p->zero == 2 ? " (one micro-batch) + 4 B x P/dp fp32 shard accumulator" : "");
     snprintf(n->optimizer, sizeof n->optimizer, "AdamW m, v: 8 B x %s",

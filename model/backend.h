@@ -88,6 +88,16 @@ struct dt_backend {
     void (*matmul_backward_operand)(float *dinp, float *dw, const dt_operand *dout, int ldd,
                                     const dt_operand *inp, const float *w, int N, int I, int O,
                                     int accumulate_dinp);
+    /* The weight matrices the products that follow read: count matrices w[i] of n[i] elements
+     * (the model's product weights, model_init). A backend that multiplies in a narrower type
+     * than fp32 (CUDA's bf16 products) rounds them here, once, into copies of its own, which
+     * those products then read instead of rounding their weights per product. The copies hold
+     * the values at this call: the backend drops them when one of its ops writes into the
+     * matrices (adamw_update, copies, memset_zero, add, scale, free), and weights written any
+     * other way (a collective) must be prepared again before the next product reads them. The
+     * model prepares at the start of every forward. NULL where products read the fp32 weights
+     * as they are (the CPU). */
+    void (*weights_prepare)(const float *const *w, const size_t *n, int count);
     /* out[i] = a[i] + b[i] (out may alias a or b). */
     void (*add)(float *out, const float *a, const float *b, size_t n);
     /* x[i] *= s */

@@ -194,6 +194,25 @@ dt_status model_init_tp(dt_model *m, const dt_model_config *cfg, const dt_backen
     return model_init_opts(m, cfg, be, seed, B, T, comm, 0);
 }
 
+/* m->product_w, product_n: the matrices weights_prepare rounds for the products */
+static dt_status list_product_weights(dt_model *m) {
+    const dt_param_layout *L = &m->layout;
+    m->product_w = dt_calloc((size_t)L->n_tensors + 1, sizeof *m->product_w);
+    m->product_n = dt_calloc((size_t)L->n_tensors + 1, sizeof *m->product_n);
+    if (!m->product_w || !m->product_n) {
+        dt_error("out of memory listing %d weight tensors", L->n_tensors);
+        return DT_ERR_RUNTIME;
+    }
+    m->n_product_weights = 0;
+    for (int i = 0; i < L->n_tensors; i++) {
+        const dt_tensor_spec *t = &L->tensors[i];
+        if (!param_is_product_weight(t, &m->cfg)) continue;
+        m->product_w[m->n_product_weights] = m->params_mem + t->offset;
+        m->product_n[m->n_product_weights++] = t->numel;
+    }
+    return DT_OK;
+}
+
 dt_status model_init_opts(dt_model *m, const dt_model_config *cfg, const dt_backend *be,
                           uint64_t seed, int B, int T, const dt_tp_comm *comm, int recompute) {
     dt_status st = DT_OK;
@@ -229,6 +248,7 @@ dt_status model_init_opts(dt_model *m, const dt_model_config *cfg, const dt_back
     DT_TRY_GOTO(st, params_bind(&m->grads, &m->layout, cfg, m->grads_mem), fail);
     params_init_host(host, &m->layout, cfg, seed);
     be->copy_from_host(m->params_mem, host, P * sizeof(float));
+    DT_TRY_GOTO(st, list_product_weights(m), fail);
 
     carver counter = {NULL, 0, be->operand_bytes};
     carve_acts(m, &counter);
@@ -266,6 +286,8 @@ void model_free(dt_model *m) {
     }
     params_unbind(&m->params);
     params_unbind(&m->grads);
+    dt_free(m->product_w);
+    dt_free(m->product_n);
     dt_free(m->acts);
     if (m->be)
         for (int i = 0; i < 2; i++) m->be->host_free(m->staging[i]);
@@ -462,6 +484,8 @@ static void forward_queue(dt_model *m, const int32_t *inputs, const int32_t *tar
     int N = m->B * m->T, D = c->d_model;
 
     m->n_targets = stage_tokens(m, inputs, targets);
+    /* the weights as the products read them (bf16 copies on the GPU), from their values now */
+    if (be->weights_prepare) be->weights_prepare(m->product_w, m->product_n, m->n_product_weights);
     float *x0 = c->n_layers > 0 ? m->acts[0].x_in : m->x_final;
     /* vocab-parallel embedding: each rank fills the rows of its slice, the sum completes them */
     be->embedding_forward(x0, m->inputs, m->params.tok_embeddings, N, D, m->tp.vocab_offset,

@@ -85,6 +85,11 @@ typedef struct dt_model {
     float *params_mem; /* (layout.total) backend memory */
     float *grads_mem;  /* (layout.total) backend memory */
     dt_params params, grads;
+    /* the matrices the products read (param_is_product_weight), for be->weights_prepare:
+     * n_product_weights host pointers into params_mem and their element counts */
+    const float **product_w;
+    size_t *product_n;
+    int n_product_weights;
 
     char *acts_mem; /* one allocation, carved into the fields below */
     size_t acts_bytes;

@@ -177,6 +177,27 @@ void param_layout_free(dt_param_layout *layout) {
     memset(layout, 0, sizeof *layout);
 }
 
+int param_is_product_weight(const dt_tensor_spec *t, const dt_model_config *m) {
+    switch (t->kind) {
+    case DT_TENSOR_LINEAR:
+    case DT_TENSOR_LINEAR_OUT:
+        return 1;
+    case DT_TENSOR_EMBEDDING:
+        return strcmp(t->name, "output.weight") == 0 || m->tie_embeddings;
+    default:
+        return 0;
+    }
+}
+
+uint64_t param_product_copy_bytes(const dt_param_layout *layout, const dt_model_config *m) {
+    const uint64_t a = PARAM_PRODUCT_COPY_ALIGN;
+    uint64_t bytes = 0;
+    for (int i = 0; i < layout->n_tensors; i++)
+        if (param_is_product_weight(&layout->tensors[i], m))
+            bytes += (2 * (uint64_t)layout->tensors[i].numel + a - 1) / a * a;
+    return bytes;
+}
+
 const dt_tensor_spec *param_layout_find(const dt_param_layout *layout, const char *name) {
     for (int i = 0; i < layout->n_tensors; i++)
         if (strcmp(layout->tensors[i].name, name) == 0) return &layout->tensors[i];

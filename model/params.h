@@ -96,6 +96,16 @@ void param_layout_free(dt_param_layout *layout);
 /* Finds a tensor by name; NULL when absent. */
 const dt_tensor_spec *param_layout_find(const dt_param_layout *layout, const char *name);
 
+/* Whether the matrix products read tensor t as their weight: the projections (LINEAR,
+ * LINEAR_OUT) and the classifier's matrix (output.weight; tok_embeddings.weight when the
+ * embeddings are tied). The matrices a backend with bf16 products keeps bf16 copies of
+ * (dt_backend.weights_prepare). */
+int param_is_product_weight(const dt_tensor_spec *t, const dt_model_config *m);
+/* Bytes of those copies on a layout: each matrix's 2-byte elements rounded up to a multiple of
+ * PARAM_PRODUCT_COPY_ALIGN bytes, as the CUDA backend lays them out (weight_copies.cu). */
+#define PARAM_PRODUCT_COPY_ALIGN 256
+uint64_t param_product_copy_bytes(const dt_param_layout *layout, const dt_model_config *m);
+
 /* Points the fields of p into base (a buffer of layout->total floats). p->layers is allocated
  * here (host memory) and released by params_unbind. */
 dt_status params_bind(dt_params *p, const dt_param_layout *layout, const dt_model_config *m,

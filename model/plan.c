@@ -32,10 +32,13 @@ static dt_status count_global(dt_plan *p, const dt_model_config *m) {
 static dt_status count_per_rank(dt_plan *p, const dt_config *c) {
     p->params_per_rank = 0;
     p->activation_bytes = 0;
+    p->weight_copy_bytes = 0;
     for (int r = 0; r < c->parallel.tp; r++) {
         dt_param_layout L;
         DT_TRY(param_layout_init_tp(&L, &c->model, r, c->parallel.tp));
         if (L.total > p->params_per_rank) p->params_per_rank = L.total;
+        const uint64_t copies = param_product_copy_bytes(&L, &c->model);
+        if (copies > p->weight_copy_bytes) p->weight_copy_bytes = copies;
         param_layout_free(&L);
         dt_tp_shape shape = tp_shape_of(&c->model, r, c->parallel.tp);
         size_t acts = model_activation_bytes(&c->model, &shape, c->train.micro_batch,
@@ -102,10 +105,10 @@ dt_status plan_compute(dt_plan *out, const dt_config *c, int world_size) {
     uint64_t S = out->zero >= 1 ? (P + dp - 1) / dp : P;
     out->shard_per_rank = S;
 
-    /* weights, gradients and optimizer state are fp32 under bf16 too (the products round the
-     * weights as they read them); bf16 stores the products' input activations (plan.h) */
+    /* weights, gradients and optimizer state are fp32 under bf16 too; bf16 adds the products'
+     * bf16 copies of the weight matrices and stores their input activations in bf16 (plan.h) */
     dt_plan_memory *mem = &out->mem;
-    mem->weights = 4 * P;
+    mem->weights = 4 * P + (out->precision == DT_PRECISION_BF16 ? out->weight_copy_bytes : 0);
     mem->gradients = 4 * P + (out->zero == 2 ? 4 * S : 0);
     mem->optimizer = 8 * S;
     mem->activations = out->activation_bytes;

@@ -5,7 +5,8 @@
  * What each memory category counts, per rank, with P the parameters of the largest TP rank and
  * S = ceil(P / dp) the largest ZeRO shard (the balanced partition of optim/zero.h and
  * dist/partition.h: parts differ by at most one element, the first ones hold the extra):
- *   weights      4 P (fp32).
+ *   weights      4 P (fp32); under bf16 also the products' bf16 copies of the weight matrices
+ *                (model/params.h: param_product_copy_bytes, about 2 P).
  *   gradients    4 P (fp32); zero 2 adds the fp32 shard accumulator 4 S: the full buffer still
  *                holds one micro-batch's gradients before its reduce-scatter.
  *   optimizer    AdamW m and v in fp32: 8 P, or 8 S when zero >= 1.
@@ -18,12 +19,12 @@
  * k, v, the attention's output, gate, up and the SwiGLU output) in bf16, 2 bytes an element;
  * so are the gate and up gradients of the FFN's backward (read only by products); everything
  * else, the residual stream, the other gradients, weights and optimizer state included, stays
- * fp32 (the products round the weights and those output gradients to bf16 copies as they read
- * them).
+ * fp32 (the weight matrices are rounded to bf16 copies once per forward, which the weights row
+ * counts; the remaining fp32 output gradients as the products read them).
  * Not counted: backend workspaces (cuBLAS, NCCL buffers; under bf16 the CUDA backend's bf16
- * copies of each product's weight and fp32 output gradient and of the baseline attention's
- * output gradient), the data loader's host buffers, checkpoint staging and allocator
- * fragmentation; keep a margin below the device's memory. */
+ * copies of a product's fp32 output gradient and of the baseline attention's output gradient),
+ * the data loader's host buffers, checkpoint staging and allocator fragmentation; keep a margin
+ * below the device's memory. */
 #ifndef DT_PLAN_H
 #define DT_PLAN_H
 
@@ -53,6 +54,9 @@ typedef struct dt_plan {
     uint64_t params_per_rank;
     uint64_t shard_per_rank; /* ceil(params_per_rank / dp); params_per_rank when zero == 0 */
     uint64_t activation_bytes;
+    /* the products' bf16 copies of the weight matrices (param_product_copy_bytes), largest
+     * over the tp ranks: counted in mem.weights under train.precision bf16 */
+    uint64_t weight_copy_bytes;
 
     dt_plan_memory mem;
 

@@ -124,6 +124,7 @@ static const dt_backend cpu_backend = {
     .matmul_backward = matmul_backward,
     .matmul_backward_operand = matmul_backward_operand,
     .matmul_forward_operand = matmul_forward_operand,
+    .weights_prepare = NULL, /* the products read the fp32 weights */
     .add = cpu_add,
     .scale = cpu_scale,
     .sumsq = cpu_sumsq,

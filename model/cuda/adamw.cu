@@ -47,6 +47,7 @@ extern "C" void cuda_adamw_update(float *params, float *m, float *v, const float
                                   float lr, float beta1, float beta2, float eps, float weight_decay,
                                   const float *grad_scale, int t) {
     if (n == 0) return;
+    cuda_weights_written(params, n * sizeof(float));
     /* Bias corrections in double, once per call, exactly as model/cpu/adamw.c. */
     float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
     float bc2 = (float)(1.0 - pow((double)beta2, (double)t));

@@ -105,6 +105,7 @@ static void fill(dt_backend *b, int bf16) {
     b->matmul_forward_operand = cuda_matmul_forward_operand;
     b->matmul_backward = cuda_matmul_backward;
     b->matmul_backward_operand = cuda_matmul_backward_operand;
+    b->weights_prepare = cuda_weights_prepare;
     b->add = cuda_add;
     b->scale = cuda_scale;
     b->sumsq = cuda_sumsq;

@@ -33,8 +33,15 @@ void *cuda_workspace(size_t bytes);
 /* Independent workspaces of the same kind, so that a user of one never invalidates another's:
  * CUDA_WS_OPS is cuda_workspace's (the ops' intermediates); CUDA_WS_GEMM holds the bf16 copies of
  * a matrix product's operands (matmul.cu), which any op may run between its own workspace uses;
- * CUDA_WS_ROPE holds RoPE's cos/sin table, which rope.cu keeps between calls (a cache). */
-enum { CUDA_WS_OPS = 0, CUDA_WS_GEMM = 1, CUDA_WS_ROPE = 2, CUDA_WS_SLOTS = 3 };
+ * CUDA_WS_ROPE holds RoPE's cos/sin table, which rope.cu keeps between calls (a cache);
+ * CUDA_WS_WEIGHTS the bf16 copies of the weight matrices (weight_copies.cu). */
+enum {
+    CUDA_WS_OPS = 0,
+    CUDA_WS_GEMM = 1,
+    CUDA_WS_ROPE = 2,
+    CUDA_WS_WEIGHTS = 3,
+    CUDA_WS_SLOTS = 4
+};
 void *cuda_workspace_slot(int slot, size_t bytes);
 /* cuda_workspace_slot for a user that keeps the slot's contents between calls: *fresh is set
  * when the memory returned is new (the first use, grown, or after cuda_memory_shutdown), whose

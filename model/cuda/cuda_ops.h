@@ -42,6 +42,20 @@ void *cuda_stream_handle(void);
 struct dt_backend;
 const struct dt_backend *dt_backend_cuda(void);
 
+/* ---- the bf16 copies of the weight matrices (weight_copies.cu; model/backend.h:
+ * weights_prepare) ---- */
+void cuda_weights_prepare(const float *const *w, const size_t *n, int count);
+/* The prepared copy of the weight at w, span elements from w inside one prepared matrix (16-byte
+ * aligned), or NULL: no valid copy holds it, and the product rounds w itself. */
+const void *cuda_weights_bf16(const float *w, size_t span);
+/* Every backend op that writes device memory [p, p + bytes) calls this first: the copies are
+ * dropped when it overlaps the prepared matrices. */
+void cuda_weights_written(const void *p, size_t bytes);
+/* Drops the copies (their memory is going); cuda_weights_mode (by cuda_matmul_init) sets
+ * whether prepares make any (bf16 products) and drops them too. */
+void cuda_weights_drop(void);
+void cuda_weights_mode(int bf16);
+
 void *cuda_alloc(size_t bytes);
 void cuda_free(void *p);
 void cuda_memset_zero(void *p, size_t bytes);

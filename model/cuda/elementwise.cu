@@ -29,12 +29,14 @@ static __global__ void scale_kernel(float *x, float s, size_t n) {
 
 extern "C" void cuda_add(float *out, const float *a, const float *b, size_t n) {
     if (n == 0) return;
+    cuda_weights_written(out, n * sizeof(float));
     add_kernel<<<elementwise_blocks(n), ELEMENTWISE_THREADS, 0, cuda_stream()>>>(out, a, b, n);
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void cuda_scale(float *x, float s, size_t n) {
     if (n == 0) return;
+    cuda_weights_written(x, n * sizeof(float));
     scale_kernel<<<elementwise_blocks(n), ELEMENTWISE_THREADS, 0, cuda_stream()>>>(x, s, n);
     CUDA_LAUNCH_CHECK();
 }

@@ -8,11 +8,12 @@
  * no fp32 round trip through memory). fp32 products use CUBLAS_COMPUTE_32F (no TF32). Under
  * train.precision bf16 cuBLAS multiplies bf16 operands on the tensor cores with fp32
  * accumulation: the activation input `inp` is a dt_operand, already stored in bf16 in that mode
- * (operand.cuh), and is read as it is; the weights w and the output gradient dout are fp32 and
- * are rounded to bf16 (round to nearest even) into the CUDA_WS_GEMM workspace first, except
- * cuda_matmul_backward_operand's dout, an operand that its producer stored (the classifier's
- * dlogits, the residual gradient's copy, SwiGLU's dg and du, RoPE's dq and dk, the attention's
- * dv), read as it is too.
+ * (operand.cuh), and is read as it is; the weights w are read from their bf16 copies prepared
+ * for the forward (weight_copies.cu) where there is one; otherwise w, and the fp32 output
+ * gradient dout, are rounded to bf16 (round to nearest even) into the CUDA_WS_GEMM workspace
+ * first (the same bits: both round to nearest even), except cuda_matmul_backward_operand's
+ * dout, an operand that its producer stored (the classifier's dlogits, the residual gradient's
+ * copy, SwiGLU's dg and du, RoPE's dq and dk, the attention's dv), read as it is too.
  * (CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 buffers, which this replaced, ran TF32 kernels on an
  * H100: half the bf16 rate, and not the rounding it names.) Those copies cost a read of each
  * operand and a write of half its size, at memory bandwidth; with the activations' copies they
@@ -41,6 +42,7 @@ static void cublas_check(cublasStatus_t s, const char *what, const char *file, i
 
 int cuda_matmul_init(int bf16) {
     g_bf16 = bf16 != 0;
+    cuda_weights_mode(g_bf16);
     if (g_cublas) return 0;
     cublasStatus_t s = cublasCreate(&g_cublas);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(g_cublas, cuda_stream());
@@ -132,10 +134,13 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
 }
 
 /* The operands as the products read them: the fp32 buffers themselves, or (bf16 products) inp
- * as it is (a bf16 operand) and bf16 copies of w and dout, each converted once per call even
- * when two products read it. forward_weight: w as a forward product reads it. */
+ * as it is (a bf16 operand), w's prepared copy or a bf16 copy made here, and a bf16 copy of
+ * dout, each converted once per call even when two products read it. forward_weight: w as a
+ * forward product reads it. */
 static const void *forward_weight(const float *w, int N, int I, int O) {
     if (!g_bf16 || N <= 0 || O <= 0 || I <= 0) return w;
+    const void *prepared = cuda_weights_bf16(w, span(I, O, I));
+    if (prepared) return prepared;
     uint16_t *c[1];
     const float *x[1] = {w};
     const size_t n[1] = {span(I, O, I)};
@@ -160,19 +165,22 @@ void cuda_matmul_forward_operand(dt_operand *out, const dt_operand *inp, const f
 
 /* The backward's two products. dout is DY as the products read it (fp32, or a bf16 operand in
  * bf16 mode; its rows ldy elements apart), or, when dout_f32 is not NULL (dense, ldy = O), that
- * fp32 dout's bf16 copy in bf16 mode. In bf16 mode the dinp product also reads a bf16 copy of w;
- * both copies come from one to_bf16_operands call, as they share its workspace. */
+ * fp32 dout's bf16 copy in bf16 mode. In bf16 mode the dinp product also reads a bf16 copy of w:
+ * the prepared one, else one made here; copies made here come from one to_bf16_operands call,
+ * as they share its workspace. */
 static void backward_products(float *dinp, float *dw, const float *dout_f32, const void *DY,
                               int ldy, const dt_operand *inp, const float *w, int N, int I, int O,
                               int accumulate_dinp) {
     const void *W = w;
     if (g_bf16 && N > 0 && O > 0 && I > 0) {
+        const void *prepared = dinp ? cuda_weights_bf16(w, span(I, O, I)) : NULL;
+        const bool copy_w = dinp && !prepared;
         uint16_t *c[2];
-        const float *x[2] = {dout_f32, dinp ? w : NULL};
-        const size_t n[2] = {dout_f32 ? span(O, N, O) : 0, dinp ? span(I, O, I) : 0};
-        to_bf16_operands(c, x, n, 2);
+        const float *x[2] = {dout_f32, copy_w ? w : NULL};
+        const size_t n[2] = {dout_f32 ? span(O, N, O) : 0, copy_w ? span(I, O, I) : 0};
+        if (dout_f32 || copy_w) to_bf16_operands(c, x, n, 2);
         if (dout_f32) DY = c[0];
-        if (dinp) W = c[1];
+        if (dinp) W = copy_w ? c[1] : prepared;
     }
     if (dinp)
         gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, DY, ldy, accumulate_dinp ? 1.0f : 0.0f,

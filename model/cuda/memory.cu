@@ -95,16 +95,20 @@ static void track(void *p, size_t bytes) {
     if (g_in_use > g_peak) g_peak = g_in_use;
 }
 
-static void untrack(void *p) {
+/* Forgets allocation p; returns its size (0 when it was not tracked). */
+static size_t untrack(void *p) {
     for (int i = 0; i < g_n_allocs; i++)
         if (g_allocs[i].p == p) {
-            g_in_use -= g_allocs[i].bytes;
+            const size_t bytes = g_allocs[i].bytes;
+            g_in_use -= bytes;
             g_allocs[i] = g_allocs[--g_n_allocs];
-            return;
+            return bytes;
         }
+    return 0;
 }
 
 void cuda_memory_shutdown(void) {
+    cuda_weights_drop(); /* their workspace goes below */
     for (int s = 0; s < CUDA_WS_SLOTS; s++) {
         if (g_workspace[s]) {
             untrack(g_workspace[s]);
@@ -140,11 +144,13 @@ void *cuda_alloc(size_t bytes) {
 void cuda_free(void *p) {
     if (!p) return;
     /* queued kernels may still use p: cudaFree waits for the device, so this is safe */
-    untrack(p);
+    const size_t bytes = untrack(p);
+    cuda_weights_written(p, bytes ? bytes : 1);
     CUDA_BLOCKING(cudaFree(p));
 }
 
 void cuda_memset_zero(void *p, size_t bytes) {
+    cuda_weights_written(p, bytes);
     if (bytes) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, g_stream));
 }
 
@@ -158,11 +164,13 @@ void cuda_copy_to_host(void *dst_host, const void *src, size_t bytes) {
  * the stack too), so the copy is complete before returning. Staging buffers avoid the wait. */
 void cuda_copy_from_host(void *dst, const void *src_host, size_t bytes) {
     if (!bytes) return;
+    cuda_weights_written(dst, bytes);
     CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, g_stream));
     CUDA_BLOCKING(cudaStreamSynchronize(g_stream));
 }
 
 void cuda_copy(void *dst, const void *src, size_t bytes) {
+    cuda_weights_written(dst, bytes);
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g_stream));
 }
 
@@ -267,6 +275,7 @@ void cuda_host_free(void *p) {
 void cuda_copy_from_host_async(void *dst, const void *src_host, size_t bytes) {
     if (!bytes) return;
     int i = host_index_or_abort(src_host, bytes, "cuda_copy_from_host_async");
+    cuda_weights_written(dst, bytes);
     CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, g_stream));
     CUDA_CHECK(cudaEventRecord(g_host[i].read, g_stream));
     g_host[i].pending = 1;

@@ -63,7 +63,12 @@ P = Lyr * (attn + 3*D*F) // tp + Lyr*small + D + 2 * (-(-V // tp)) * D
 assert j["params_per_rank"] == P, (j["params_per_rank"], P)
 S = -(-P // dp) if zero >= 1 else P
 bf16 = prec == "bf16"
-assert m["weights"] == 4*P, m  # bf16 too: bf16 products, fp32 storage
+# bf16 adds the products' bf16 copies of the weight matrices (the projections and the untied
+# output matrix, not the embedding table), each 2 bytes an element rounded up to 256 bytes
+def pad(n): return -(-2 * n // 256) * 256
+mats = [2*H*d*D, 2*Hkv*d*D, 2*Hkv*d*D, D*2*H*d, F*D, F*D, D*F]
+copies = Lyr * sum(pad(x // tp) for x in mats) + pad(-(-V // tp) * D)
+assert m["weights"] == 4*P + (copies if bf16 else 0), (m, copies)  # fp32 masters
 assert m["gradients"] == 4*P + (4*S if zero == 2 else 0), m
 assert m["optimizer"] == 8*S, m
 assert m["total"] == m["weights"] + m["gradients"] + m["optimizer"] + m["activations"], m

@@ -13,7 +13,13 @@
  * matmul_forward_operand (the product stored as an operand: bf16 in bf16 mode, written so by
  * cuBLAS) is checked against the same oracle, with its own rounding (2^-8 relative) added in
  * bf16 mode; test_cuda_operand checks it bit for bit against matmul_forward.
- * Shapes: 1 x 1 x 1, odd sizes, and a few hundred rows. Skipped (77) without a device. */
+ * Shapes: 1 x 1 x 1, odd sizes, and a few hundred rows.
+ * The prepared bf16 copies of weight matrices (weight_copies.cu, dt_backend.weights_prepare):
+ * each copy holds the rounding of its matrix (the tails past a multiple of 8 and matrices at odd
+ * float offsets too, over more matrices than one copy kernel takes), the products that read them
+ * give the bits of those that round their weights themselves, and every backend op that writes
+ * into the matrices drops them, so a product never reads values older than its weight's.
+ * Skipped (77) without a device. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -128,6 +134,139 @@ static void matmul_case(int N, int I, int O, int bf16, int shift) {
     free(out), free(out_acc), free(dinp), free(dinp_acc), free(dw);
 }
 
+/* ---- the prepared weight copies ---- */
+
+#define WC_COUNT 40 /* matrices: more than one copy kernel's batch of 32 */
+
+/* Whether each of the matrices has a prepared copy (1) or none (0), as `want` says. */
+static void expect_copies(const char *after, float *const *w, const size_t *n, int count,
+                          int want) {
+    for (int i = 0; i < count; i++) {
+        const int has = cuda_weights_bf16(w[i], n[i]) != NULL;
+        if (has != want)
+            fail_msg("after %s: matrix %d %s a prepared copy", after, i,
+                     has ? "still has" : "lacks");
+    }
+}
+
+static void test_weight_copies(void **state) {
+    (void)state;
+    if (cuda_backend_init(0, 1) != 0) fail_msg("cuda_backend_init(0, 1) failed");
+    /* WC_COUNT matrices O x I in one buffer, as the model's parameters lie: at float offsets
+     * that are often not multiples of 4, with vectors between them */
+    int O[WC_COUNT], I[WC_COUNT];
+    size_t off[WC_COUNT], n[WC_COUNT], total = 0;
+    for (int i = 0; i < WC_COUNT; i++) {
+        O[i] = 1 + (i * 7) % 23;
+        I[i] = 1 + (i * 5) % 37;
+        if (i == 3) O[i] = 300, I[i] = 96; /* several copy blocks */
+        n[i] = (size_t)O[i] * I[i];
+        off[i] = total + (size_t)(i % 5); /* a vector of i % 5 floats before it */
+        total = off[i] + n[i];
+    }
+    float *host = malloc(total * sizeof(float));
+    cut_fill(host, total, 77, -2.0f, 2.0f);
+    float *params = cot_dev(host, total), *w[WC_COUNT];
+    const float *cw[WC_COUNT];
+    for (int i = 0; i < WC_COUNT; i++) cw[i] = w[i] = params + off[i];
+
+    /* each copy is the rounding of its matrix, bit for bit */
+    cuda_weights_prepare(cw, n, WC_COUNT);
+    expect_copies("prepare", w, n, WC_COUNT, 1);
+    for (int i = 0; i < WC_COUNT; i++) {
+        uint16_t *got = malloc(n[i] * sizeof(uint16_t));
+        cuda_copy_to_host(got, cuda_weights_bf16(w[i], n[i]), n[i] * sizeof(uint16_t));
+        for (size_t e = 0; e < n[i]; e++)
+            if (got[e] != cut_bf16_bits(host[off[i] + e]))
+                fail_msg("matrix %d element %zu: copy %04x, rounding %04x", i, e, got[e],
+                         cut_bf16_bits(host[off[i] + e]));
+        free(got);
+    }
+    /* a part of a matrix: served at a 16-byte offset into its copy, else rounded per product */
+    if (!cuda_weights_bf16(w[3] + 8, n[3] - 8)) fail_msg("no copy 8 elements into matrix 3");
+    if (cuda_weights_bf16(w[3] + 1, n[3] - 1)) fail_msg("a copy at a 2-byte offset was used");
+    if (cuda_weights_bf16(w[3], n[3] + 1)) fail_msg("a copy was used past its matrix's end");
+    if (cuda_weights_bf16(w[1] - 1, 1)) /* off[1] = n[0] + 1: a vector's float */
+        fail_msg("a copy was used for a vector between matrices");
+
+    /* products read the copies with the bits of per-product rounding: matrix 3, N = 33 */
+    const int N = 33, Oi = O[3], Ii = I[3];
+    float *x = malloc((size_t)N * Ii * sizeof(float)), *dy = malloc((size_t)N * Oi * sizeof(float));
+    cut_fill(x, (size_t)N * Ii, 78, -1.0f, 1.0f);
+    cut_fill(dy, (size_t)N * Oi, 79, -1.0f, 1.0f);
+    dt_operand *d_x = cot_operand_dev(x, (size_t)N * Ii);
+    float *d_dy = cot_dev(dy, (size_t)N * Oi);
+    float *out_c = cot_dev_nan((size_t)N * Oi), *dinp_c = cot_dev_nan((size_t)N * Ii);
+    float *out_r = cot_dev_nan((size_t)N * Oi), *dinp_r = cot_dev_nan((size_t)N * Ii);
+    float *dw = cot_dev(NULL, n[3]);
+    cuda_matmul_forward(out_c, d_x, w[3], N, Ii, Oi, 0);
+    cuda_matmul_backward(dinp_c, NULL, d_dy, d_x, w[3], N, Ii, Oi, 0);
+    expect_copies("products", w, n, WC_COUNT, 1);
+    cuda_weights_drop();
+    expect_copies("drop", w, n, WC_COUNT, 0);
+    cuda_matmul_forward(out_r, d_x, w[3], N, Ii, Oi, 0);
+    cuda_matmul_backward(dinp_r, NULL, d_dy, d_x, w[3], N, Ii, Oi, 0);
+    cot_check_bits_dev("out from the copy", out_c, out_r, (size_t)N * Oi);
+    cot_check_bits_dev("dinp from the copy", dinp_c, dinp_r, (size_t)N * Ii);
+
+    /* a write into the matrices drops the copies: the next product reads the new weights */
+    cuda_weights_prepare(cw, n, WC_COUNT);
+    float *neww = malloc(n[3] * sizeof(float)), *ref = cot_nan((size_t)N * Oi);
+    cut_fill(neww, n[3], 80, -2.0f, 2.0f);
+    cuda_copy_from_host(w[3], neww, n[3] * sizeof(float));
+    expect_copies("copy_from_host", w, n, WC_COUNT, 0);
+    cuda_matmul_forward(out_c, d_x, w[3], N, Ii, Oi, 0);
+    float *rx = malloc((size_t)N * Ii * sizeof(float));
+    for (size_t e = 0; e < (size_t)N * Ii; e++) rx[e] = cut_bf16_round(x[e]);
+    for (size_t e = 0; e < n[3]; e++) neww[e] = cut_bf16_round(neww[e]);
+    cpu_matmul_forward(ref, rx, neww, N, Ii, Oi, 0);
+    cot_check("out after the weights changed", out_c, ref, (size_t)N * Oi, 4 * MM_ATOL, MM_RTOL);
+
+    /* every other writer drops them too, where it overlaps the matrices; a write elsewhere
+     * keeps them */
+    float *other = cot_dev(NULL, 64), *one = cot_dev(NULL, 1);
+    const float h_one = 1.0f;
+    cuda_copy_from_host(one, &h_one, sizeof h_one);
+    float *mv = cot_dev(NULL, n[5]), *vv = cot_dev(NULL, n[5]), *g = cot_dev(NULL, n[5]);
+    for (int op = 0; op < 7; op++) {
+        static const char *names[] = {"memset_zero", "copy", "add", "scale", "adamw_update",
+                                      "copy_from_host (last element)", "a write elsewhere"};
+        cuda_weights_prepare(cw, n, WC_COUNT);
+        switch (op) {
+        case 0: cuda_memset_zero(w[5], 4); break;
+        case 1: cuda_copy(w[5], other, 4); break;
+        case 2: cuda_add(w[5], w[5], w[5], 1); break;
+        case 3: cuda_scale(w[5], 1.0f, 1); break;
+        case 4:
+            cuda_adamw_update(w[5], mv, vv, g, n[5], 0.0f, 0.9f, 0.95f, 1e-8f, 0.0f, one, 1);
+            break;
+        case 5: cuda_copy_from_host(w[WC_COUNT - 1] + n[WC_COUNT - 1] - 1, &h_one, 4); break;
+        default:
+            cuda_memset_zero(other, 64 * sizeof(float));
+            cuda_scale(other, 2.0f, 64);
+            cuda_copy(other, one, sizeof(float));
+            break;
+        }
+        expect_copies(names[op], w, n, WC_COUNT, op == 6);
+    }
+    cuda_weights_prepare(cw, n, WC_COUNT);
+    cuda_free(other); /* freeing other memory keeps them; freeing the parameters does not */
+    expect_copies("free elsewhere", w, n, WC_COUNT, 1);
+    cuda_free(params);
+    expect_copies("free", w, n, WC_COUNT, 0);
+
+    /* fp32 products make none */
+    params = cot_dev(host, total);
+    for (int i = 0; i < WC_COUNT; i++) cw[i] = w[i] = params + off[i];
+    if (cuda_backend_init(0, 0) != 0) fail_msg("cuda_backend_init(0, 0) failed");
+    cuda_weights_prepare(cw, n, WC_COUNT);
+    expect_copies("prepare (fp32 products)", w, n, WC_COUNT, 0);
+
+    void *dev[] = {params, d_x, d_dy, out_c, dinp_c, out_r, dinp_r, dw, one, mv, vv, g};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(host), free(x), free(dy), free(neww), free(ref), free(rx);
+}
+
 static void run_cases(int bf16) {
     if (cuda_backend_init(0, bf16) != 0) fail_msg("cuda_backend_init(0, %d) failed", bf16);
     matmul_case(1, 1, 1, bf16, 0);
@@ -153,6 +292,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_fp32),
         cmocka_unit_test(test_matmul_bf16),
+        cmocka_unit_test(test_weight_copies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -186,10 +186,11 @@ static void test_zero_memory(void **state) {
         }
         assert_int_equal(z[1].mem.gradients, 4 * P);
         assert_int_equal(z[2].mem.gradients, 4 * P + 4 * S); /* + the fp32 shard accumulator */
-        /* bf16: weights, gradients and optimizer state stay fp32; only the operand activations
-         * shrink (test_matches_real_allocation counts them) */
+        /* bf16: weights, gradients and optimizer state stay fp32; the weights add the products'
+         * bf16 copies of the matrices, the operand activations shrink
+         * (test_matches_real_allocation counts them) */
         for (int stage = 0; stage <= 2; stage++) {
-            assert_int_equal(zb[stage].mem.weights, z[stage].mem.weights);
+            assert_int_equal(zb[stage].mem.weights, z[stage].mem.weights + zb[0].weight_copy_bytes);
             assert_int_equal(zb[stage].mem.gradients, z[stage].mem.gradients);
             assert_int_equal(zb[stage].mem.optimizer, z[stage].mem.optimizer);
             assert_true(zb[stage].mem.activations < z[stage].mem.activations);
@@ -219,9 +220,10 @@ static uint64_t operand_elements(const dt_model_config *m, uint64_t N) {
 
 static void test_matches_real_allocation(void **state) {
     (void)state;
-    for (int i = 0; i < N_ARCH_CASES; i++) {
-        dt_config c;
-        small_config(&c, arch_cases[i].arch, arch_cases[i].kv_heads, 0, arch_cases[i].subln);
+    for (int i = 0; i < 2 * N_ARCH_CASES; i++) {
+        dt_config c; /* every arch, with untied and with tied embeddings */
+        small_config(&c, arch_cases[i / 2].arch, arch_cases[i / 2].kv_heads, i % 2,
+                     arch_cases[i / 2].subln);
         dt_plan p;
         assert_int_equal(plan_compute(&p, &c, 0), DT_OK);
         dt_model m;
@@ -231,6 +233,22 @@ static void test_matches_real_allocation(void **state) {
         assert_int_equal(p.activation_bytes, m.acts_bytes);
         assert_int_equal(p.mem.activations, m.acts_bytes);
         assert_int_equal(p.recompute, 0);
+        /* the matrices the model hands weights_prepare: every 2-D tensor but an untied
+         * embedding table (read by row lookups, not products); bf16 plans their copies at 2
+         * bytes an element, each rounded up to 256 bytes */
+        uint64_t matrices = 0, copies = 0;
+        for (int t = 0; t < m.layout.n_tensors; t++) {
+            const dt_tensor_spec *ts = &m.layout.tensors[t];
+            if (ts->ndim == 2 &&
+                !(strcmp(ts->name, "tok_embeddings.weight") == 0 && !c.model.tie_embeddings))
+                matrices++, copies += (2 * ts->numel + 255) / 256 * 256;
+        }
+        assert_int_equal(m.n_product_weights, matrices);
+        for (int k = 0; k < m.n_product_weights; k++)
+            assert_true(m.product_w[k] >= m.params_mem &&
+                        m.product_w[k] + m.product_n[k] <= m.params_mem + m.layout.total);
+        assert_int_equal(p.weight_copy_bytes, copies);
+        assert_int_equal(p.mem.weights, 4 * p.params_per_rank); /* fp32: no copies */
         model_free(&m);
         /* bf16 stores those operands in 2 bytes instead of 4, and adds one: the bf16 copy of
          * the residual stream's gradient (N, D), which fp32 reads as dres itself. Here every
@@ -242,7 +260,9 @@ static void test_matches_real_allocation(void **state) {
         uint64_t N = (uint64_t)c.train.micro_batch * c.train.seq_len;
         assert_int_equal(p.mem.activations - pb.mem.activations,
                          2 * operand_elements(&c.model, N) - 2 * N * c.model.d_model);
-        assert_int_equal(pb.mem.total, p.mem.total - p.mem.activations + pb.mem.activations);
+        assert_int_equal(pb.mem.weights, p.mem.weights + copies);
+        assert_int_equal(pb.mem.total,
+                         p.mem.total - p.mem.activations + pb.mem.activations + copies);
         /* train.recompute: the plan sizes the allocation model_init_opts makes with it */
         c.train.recompute = 1;
         dt_plan pr;
