@@ -95,8 +95,8 @@ struct dt_backend {
      * the values at this call: the backend drops them when one of its ops writes into the
      * matrices (adamw_update, copies, memset_zero, add, scale, free), and weights written any
      * other way (a collective) must be prepared again before the next product reads them. The
-     * model prepares at the start of every forward. NULL where products read the fp32 weights
-     * as they are (the CPU). */
+     * model prepares at the start of every forward. A no-op where products read the fp32
+     * weights as they are (the CPU). */
     void (*weights_prepare)(const float *const *w, const size_t *n, int count);
     /* out[i] = a[i] + b[i] (out may alias a or b). */
     void (*add)(float *out, const float *a, const float *b, size_t n);

@@ -485,7 +485,7 @@ static void forward_queue(dt_model *m, const int32_t *inputs, const int32_t *tar
 
     m->n_targets = stage_tokens(m, inputs, targets);
     /* the weights as the products read them (bf16 copies on the GPU), from their values now */
-    if (be->weights_prepare) be->weights_prepare(m->product_w, m->product_n, m->n_product_weights);
+    be->weights_prepare(m->product_w, m->product_n, m->n_product_weights);
     float *x0 = c->n_layers > 0 ? m->acts[0].x_in : m->x_final;
     /* vocab-parallel embedding: each rank fills the rows of its slice, the sum completes them */
     be->embedding_forward(x0, m->inputs, m->params.tok_embeddings, N, D, m->tp.vocab_offset,

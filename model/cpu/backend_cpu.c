@@ -104,6 +104,11 @@ static void diffv2_combine_backward(float *dattn, float *dlam_logit, const float
     cpu_diffv2_combine_backward(dattn, dlam_logit, dout, CF(attn), lam_logit, N, H, d);
 }
 
+/* The products read the fp32 weights as they are: nothing to prepare. */
+static void weights_prepare_none(const float *const *w, const size_t *n, int count) {
+    (void)w, (void)n, (void)count;
+}
+
 static const dt_backend cpu_backend = {
     .name = "cpu",
     .operand_bytes = sizeof(float),
@@ -124,7 +129,7 @@ static const dt_backend cpu_backend = {
     .matmul_backward = matmul_backward,
     .matmul_backward_operand = matmul_backward_operand,
     .matmul_forward_operand = matmul_forward_operand,
-    .weights_prepare = NULL, /* the products read the fp32 weights */
+    .weights_prepare = weights_prepare_none,
     .add = cpu_add,
     .scale = cpu_scale,
     .sumsq = cpu_sumsq,

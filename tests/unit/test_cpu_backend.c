@@ -40,6 +40,7 @@ static void test_backend_cpu_complete(void **state) {
     assert_non_null(be->matmul_backward); /* through casts */
     assert_non_null(be->matmul_backward_operand); /* through casts */
     assert_non_null(be->matmul_forward_operand); /* through casts */
+    assert_non_null(be->weights_prepare); /* static: a no-op */
     CHECK_MEMBER(add, cpu_add);
     CHECK_MEMBER(scale, cpu_scale);
     CHECK_MEMBER(sumsq, cpu_sumsq);
@@ -75,9 +76,9 @@ static void test_backend_cpu_complete(void **state) {
 }
 
 /* A member added to dt_backend but forgotten above would go unchecked; this counts the struct's
- * pointer-sized slots (name, operand_bytes + 46 functions) so that the test fails when the struct
+ * pointer-sized slots (name, operand_bytes + 47 functions) so that the test fails when the struct
  * grows. */
-enum { DT_BACKEND_SLOTS = 48 };
+enum { DT_BACKEND_SLOTS = 49 };
 static void test_backend_cpu_member_count(void **state) {
     (void)state;
     assert_int_equal(sizeof(dt_backend), DT_BACKEND_SLOTS * sizeof(void *));
