@@ -190,11 +190,10 @@ int param_is_product_weight(const dt_tensor_spec *t, const dt_model_config *m) {
 }
 
 uint64_t param_product_copy_bytes(const dt_param_layout *layout, const dt_model_config *m) {
-    const uint64_t a = PARAM_PRODUCT_COPY_ALIGN;
     uint64_t bytes = 0;
     for (int i = 0; i < layout->n_tensors; i++)
         if (param_is_product_weight(&layout->tensors[i], m))
-            bytes += (2 * (uint64_t)layout->tensors[i].numel + a - 1) / a * a;
+            bytes += param_product_copy_size(layout->tensors[i].numel);
     return bytes;
 }
 

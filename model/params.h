@@ -101,9 +101,12 @@ const dt_tensor_spec *param_layout_find(const dt_param_layout *layout, const cha
  * embeddings are tied). The matrices a backend with bf16 products keeps bf16 copies of
  * (dt_backend.weights_prepare). */
 int param_is_product_weight(const dt_tensor_spec *t, const dt_model_config *m);
-/* Bytes of those copies on a layout: each matrix's 2-byte elements rounded up to a multiple of
- * PARAM_PRODUCT_COPY_ALIGN bytes, as the CUDA backend lays them out (weight_copies.cu). */
-#define PARAM_PRODUCT_COPY_ALIGN 256
+/* Bytes of the copy of one matrix of numel elements: its 2-byte elements rounded up to a multiple
+ * of 256 bytes, each copy's offset in the CUDA backend's buffer of them (weight_copies.cu). */
+static inline uint64_t param_product_copy_size(uint64_t numel) {
+    return (2 * numel + 255) / 256 * 256;
+}
+/* Bytes of those copies on a layout (param_product_copy_size of each matrix). */
 uint64_t param_product_copy_bytes(const dt_param_layout *layout, const dt_model_config *m);
 
 /* Points the fields of p into base (a buffer of layout->total floats). p->layers is allocated

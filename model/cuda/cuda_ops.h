@@ -51,10 +51,8 @@ const void *cuda_weights_bf16(const float *w, size_t span);
 /* Every backend op that writes device memory [p, p + bytes) calls this first: the copies are
  * dropped when it overlaps the prepared matrices. */
 void cuda_weights_written(const void *p, size_t bytes);
-/* Drops the copies (their memory is going); cuda_weights_mode (by cuda_matmul_init) sets
- * whether prepares make any (bf16 products) and drops them too. */
+/* Drops the copies (their memory is going, or the mode changes: cuda_matmul_init). */
 void cuda_weights_drop(void);
-void cuda_weights_mode(int bf16);
 
 void *cuda_alloc(size_t bytes);
 void cuda_free(void *p);

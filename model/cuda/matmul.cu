@@ -42,7 +42,7 @@ static void cublas_check(cublasStatus_t s, const char *what, const char *file, i
 
 int cuda_matmul_init(int bf16) {
     g_bf16 = bf16 != 0;
-    cuda_weights_mode(g_bf16);
+    cuda_weights_drop(); /* the mode may change: none are left from the other */
     if (g_cublas) return 0;
     cublasStatus_t s = cublasCreate(&g_cublas);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(g_cublas, cuda_stream());

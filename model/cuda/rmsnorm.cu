@@ -92,12 +92,10 @@ __global__ void __launch_bounds__(1024)
         for (int k = 0; k < RMSNORM_VEC; k++) {
             const int f = threadIdx.x + k * blockDim.x;
             if (f >= C4) break;
-            float4 v = make_float4(x[k].x * r, x[k].y * r, x[k].z * r, x[k].w * r);
-            if (weight) {
-                const float4 w = rmsnorm_weight4(weight, f);
-                v = make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w);
-            }
-            operand_store4(out, row + 4 * (size_t)f, v);
+            const float4 w = rmsnorm_weight4(weight, f); /* x * r * 1 without one: exact */
+            operand_store4(out, row + 4 * (size_t)f,
+                           make_float4(x[k].x * r * w.x, x[k].y * r * w.y, x[k].z * r * w.z,
+                                       x[k].w * r * w.w));
         }
     }
 }
@@ -243,10 +241,10 @@ __global__ void rmsnorm_backward_dinp_kernel(float *dinp, TD *dinp_operand, doub
 
 /* The same for rows of C = 4k floats (the forward's float4 kernel's conditions): each thread
  * keeps its float4s of dout and inp in registers, so each row is read from memory once, with
- * 16-byte accesses. dweight's sums: thread f owns columns
- * 4f .. 4f + 3 in every row, kept at dw_sum[c C/4 + f] (component c) so that a warp's shared
- * accesses are consecutive doubles. At most 512 threads (C <= 8192), so that ptxas may give a
- * thread the 32 registers of those float4s and more without spilling (1024 caps it at 64). */
+ * 16-byte accesses. dweight's sums: thread f owns columns 4f .. 4f + 3 in every row, kept at
+ * dw_sum[c C/4 + f] (component c) so that a warp's shared accesses are consecutive doubles. At
+ * most 512 threads (C <= 8192), so that ptxas may give a thread the 32 registers of those
+ * float4s and more without spilling (1024 caps it at 64). */
 #define RMSNORM_BWD_VEC_THREADS 512
 template <typename TD>
 __global__ void __launch_bounds__(RMSNORM_BWD_VEC_THREADS)

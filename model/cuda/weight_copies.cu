@@ -19,28 +19,28 @@
  *
  * The copies live in the CUDA_WS_WEIGHTS workspace (stream-ordered growth: no host wait) and are
  * made by one kernel launch per WCOPY_BATCH matrices, the batch's table passed as the kernel's
- * argument: no table upload. Without bf16 products (fp32 mode) nothing is prepared. */
+ * argument: no table upload. Without bf16 products (fp32 mode, cuda_operand_bf16() false)
+ * nothing is prepared. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
-#include "model/cuda/mma.cuh"
+#include "model/cuda/operand.cuh"
 
 extern "C" {
-#include "model/params.h" /* PARAM_PRODUCT_COPY_ALIGN: the layout `difftrain plan` counts */
+#include "model/params.h" /* param_product_copy_size: the layout `difftrain plan` counts */
 }
 
 #define WCOPY_BATCH 32
 #define WCOPY_THREADS 256
 #define WCOPY_PER_THREAD 8
 #define WCOPY_PER_BLOCK (WCOPY_THREADS * WCOPY_PER_THREAD)
-#define WCOPY_ALIGN PARAM_PRODUCT_COPY_ALIGN /* bytes: each copy's offset in the buffer */
 
 typedef struct wcopy_batch {
     const float *src[WCOPY_BATCH];
-    uint16_t *dst[WCOPY_BATCH];
+    operand_bf16 *dst[WCOPY_BATCH];
     unsigned long long n[WCOPY_BATCH];
     unsigned long long block0[WCOPY_BATCH + 1]; /* the first block of each matrix, and the end */
     int count;
@@ -57,25 +57,19 @@ static __global__ void __launch_bounds__(WCOPY_THREADS) wcopy_kernel(wcopy_batch
                          (size_t)threadIdx.x * WCOPY_PER_THREAD;
     const size_t n = b.n[s];
     if (first >= n) return;
-    const float *src = b.src[s] + first;
-    uint16_t *dst = b.dst[s] + first;
+    const float *src = b.src[s];
+    operand_bf16 *dst = b.dst[s];
     if (first + WCOPY_PER_THREAD <= n) {
         float v[WCOPY_PER_THREAD];
-        if ((uintptr_t)src % 16 == 0) {
-            const float4 x = reinterpret_cast<const float4 *>(src)[0];
-            const float4 y = reinterpret_cast<const float4 *>(src)[1];
-            v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w, v[4] = y.x, v[5] = y.y, v[6] = y.z,
-            v[7] = y.w;
+        if ((uintptr_t)(src + first) % 16 == 0) {
+            operand_load8(src, first, v);
         } else {
-            for (int i = 0; i < WCOPY_PER_THREAD; i++) v[i] = src[i];
+            for (int i = 0; i < WCOPY_PER_THREAD; i++) v[i] = src[first + i];
         }
-        *reinterpret_cast<uint4 *>(dst) =
-            make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
-                       pack_bf16x2(v[6], v[7]));
+        operand_store8(dst, first, v);
         return;
     }
-    for (size_t i = 0; i < n - first; i++)
-        dst[i] = (uint16_t)(pack_bf16x2(src[i], 0.0f) & 0xffffu);
+    for (size_t i = first; i < n; i++) operand_store(dst, i, src[i]);
 }
 
 /* The prepared matrices (host bookkeeping). */
@@ -83,17 +77,10 @@ static struct {
     int count, cap;
     const float **src;
     size_t *n;
-    uint16_t **dst;
+    operand_bf16 **dst;
     const float *lo, *hi; /* the span of every source */
     bool valid;
 } g_wc;
-
-static int g_wc_bf16; /* cuda_weights_mode */
-
-extern "C" void cuda_weights_mode(int bf16) {
-    g_wc_bf16 = bf16 != 0;
-    g_wc.valid = false;
-}
 
 extern "C" void cuda_weights_drop(void) { g_wc.valid = false; }
 
@@ -103,20 +90,16 @@ static bool wc_reserve(int count) {
     if (src) g_wc.src = src;
     size_t *n = (size_t *)realloc(g_wc.n, (size_t)count * sizeof *n);
     if (n) g_wc.n = n;
-    uint16_t **dst = (uint16_t **)realloc(g_wc.dst, (size_t)count * sizeof *dst);
+    operand_bf16 **dst = (operand_bf16 **)realloc(g_wc.dst, (size_t)count * sizeof *dst);
     if (dst) g_wc.dst = dst;
     if (!src || !n || !dst) return false;
     g_wc.cap = count;
     return true;
 }
 
-static size_t wc_bytes(size_t n) {
-    return (n * sizeof(uint16_t) + WCOPY_ALIGN - 1) / WCOPY_ALIGN * WCOPY_ALIGN;
-}
-
 extern "C" void cuda_weights_prepare(const float *const *w, const size_t *n, int count) {
     g_wc.valid = false;
-    if (!g_wc_bf16 || count <= 0) return;
+    if (!cuda_operand_bf16() || count <= 0) return;
     if (!wc_reserve(count)) {
         /* the products round their weights themselves, as without a copy: slower, not wrong */
         fprintf(stderr, "difftrain: warning: CUDA: no host memory for the table of %d weight "
@@ -124,7 +107,7 @@ extern "C" void cuda_weights_prepare(const float *const *w, const size_t *n, int
         return;
     }
     size_t total = 0;
-    for (int i = 0; i < count; i++) total += wc_bytes(n[i]);
+    for (int i = 0; i < count; i++) total += param_product_copy_size(n[i]);
     char *base = (char *)cuda_workspace_slot(CUDA_WS_WEIGHTS, total);
     size_t off = 0;
     g_wc.lo = NULL;
@@ -132,8 +115,8 @@ extern "C" void cuda_weights_prepare(const float *const *w, const size_t *n, int
     for (int i = 0; i < count; i++) {
         g_wc.src[i] = w[i];
         g_wc.n[i] = n[i];
-        g_wc.dst[i] = (uint16_t *)(base + off);
-        off += wc_bytes(n[i]);
+        g_wc.dst[i] = (operand_bf16 *)(base + off);
+        off += param_product_copy_size(n[i]);
         if (!g_wc.lo || w[i] < g_wc.lo) g_wc.lo = w[i];
         if (!g_wc.hi || w[i] + n[i] > g_wc.hi) g_wc.hi = w[i] + n[i];
     }
@@ -166,7 +149,7 @@ extern "C" const void *cuda_weights_bf16(const float *w, size_t span) {
     for (int i = 0; i < g_wc.count; i++) {
         const float *s = g_wc.src[i];
         if (w < s || w - s > (ptrdiff_t)g_wc.n[i] || span > g_wc.n[i] - (size_t)(w - s)) continue;
-        const uint16_t *c = g_wc.dst[i] + (w - s);
+        const operand_bf16 *c = g_wc.dst[i] + (w - s);
         /* a product at an offset into a matrix: only at the 16-byte alignment of a whole one */
         return (uintptr_t)c % 16 == 0 ? c : NULL;
     }

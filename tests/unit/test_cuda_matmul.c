@@ -198,7 +198,6 @@ static void test_weight_copies(void **state) {
     float *d_dy = cot_dev(dy, (size_t)N * Oi);
     float *out_c = cot_dev_nan((size_t)N * Oi), *dinp_c = cot_dev_nan((size_t)N * Ii);
     float *out_r = cot_dev_nan((size_t)N * Oi), *dinp_r = cot_dev_nan((size_t)N * Ii);
-    float *dw = cot_dev(NULL, n[3]);
     cuda_matmul_forward(out_c, d_x, w[3], N, Ii, Oi, 0);
     cuda_matmul_backward(dinp_c, NULL, d_dy, d_x, w[3], N, Ii, Oi, 0);
     expect_copies("products", w, n, WC_COUNT, 1);
@@ -262,7 +261,7 @@ static void test_weight_copies(void **state) {
     cuda_weights_prepare(cw, n, WC_COUNT);
     expect_copies("prepare (fp32 products)", w, n, WC_COUNT, 0);
 
-    void *dev[] = {params, d_x, d_dy, out_c, dinp_c, out_r, dinp_r, dw, one, mv, vv, g};
+    void *dev[] = {params, d_x, d_dy, out_c, dinp_c, out_r, dinp_r, one, mv, vv, g};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     free(host), free(x), free(dy), free(neww), free(ref), free(rx);
 }
