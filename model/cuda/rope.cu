@@ -67,6 +67,14 @@ static const float2 *rope_table(float theta, int d, int need) {
     return table;
 }
 
+/* The rotation of pair (x0, x1) by the angle of (c, s), each product and sum rounded as written
+ * (no contraction left to the compiler): the scalar and the float4 kernels give the same bits. */
+__device__ __forceinline__ void rope_rotate(float x0, float x1, float c, float s, float *o0,
+                                            float *o1) {
+    *o0 = __fmaf_rn(x0, c, -__fmul_rn(x1, s));
+    *o1 = __fmaf_rn(x1, c, __fmul_rn(x0, s));
+}
+
 /* One block per token row of all heads (grid-stride over the B*T rows); the row's entries of
  * the table are read by every head (cached). Slot p of a row covers head p / npair, pair
  * p % npair; for an odd head width the last slot of each head is the unpaired last channel,
@@ -89,10 +97,11 @@ __global__ void rope_kernel(TO *out, const TI *inp, const float2 *table, int B, 
             int h = p / npair, i = p % npair;
             size_t at = (size_t)h * d + 2 * (size_t)i;
             if (2 * i + 1 < d) {
-                const float c = cs[i].x, s = sign * cs[i].y;
-                float x0 = operand_load(x, at), x1 = operand_load(x, at + 1);
-                operand_store(o, at, x0 * c - x1 * s);
-                operand_store(o, at + 1, x1 * c + x0 * s);
+                float o0, o1;
+                rope_rotate(operand_load(x, at), operand_load(x, at + 1), cs[i].x, sign * cs[i].y,
+                            &o0, &o1);
+                operand_store(o, at, o0); /* at is odd after an odd-width head */
+                operand_store(o, at + 1, o1);
             } else { /* an odd head width leaves its last channel (a bf16 inp: exact) */
                 operand_store(o, at, operand_load(x, at));
             }
@@ -100,14 +109,56 @@ __global__ void rope_kernel(TO *out, const TI *inp, const float2 *table, int B, 
     }
 }
 
+/* The same rotation for head widths d = 8k with inp, out and the table 16-byte aligned (the
+ * paper models' d: 64, 96, 128): each thread rotates one chunk of 8 elements, 4 pairs of one
+ * head, with one 16-byte access in bf16 (two in fp32) and its 4 table entries read as two
+ * float4, over all rows' chunks (grid-stride); the scalar kernel moved 4 bytes an access, with a
+ * division per pair. Chunk e covers elements [8e, 8e + 8) of the (B*T, C) rows; it is read whole
+ * before it is written, so out may equal inp as above. */
+template <typename TO, typename TI>
+__global__ void __launch_bounds__(ROPE_THREADS)
+    rope_vec_kernel(TO *out, const TI *inp, const float2 *table, size_t chunks, int row_chunks,
+                    int T, int d, int pos0, float sign) {
+    const int half = d / 2;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < chunks;
+         e += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = e / (size_t)row_chunks;
+        const int j = (int)(e - r * (size_t)row_chunks) * 8 % d; /* its offset in its head */
+        const float4 *cs = reinterpret_cast<const float4 *>(
+            table + (size_t)(pos0 + (int)(r % (size_t)T)) * half + j / 2);
+        const float4 a = cs[0], b = cs[1]; /* {c, s} of pairs 0, 1 and 2, 3 */
+        const float c[4] = {a.x, a.z, b.x, b.z};
+        const float s[4] = {sign * a.y, sign * a.w, sign * b.y, sign * b.w};
+        float v[8];
+        operand_load8(inp, 8 * e, v);
+        for (int k = 0; k < 4; k++)
+            rope_rotate(v[2 * k], v[2 * k + 1], c[k], s[k], &v[2 * k], &v[2 * k + 1]);
+        operand_store8(out, 8 * e, v);
+    }
+}
+
+/* The float4 kernel's conditions (rope_vec_kernel) */
+static bool rope_vec_usable(const void *out, const void *inp, const float2 *table, int d) {
+    return d % 8 == 0 && (uintptr_t)out % 16 == 0 && (uintptr_t)inp % 16 == 0 &&
+           (uintptr_t)table % 16 == 0;
+}
+
 template <typename TO, typename TI>
 static void rope_launch(TO *out, const TI *inp, int B, int T, int n_heads, int d, float theta,
                         int pos0, float sign) {
     if (B <= 0 || T <= 0 || n_heads <= 0 || d <= 0) return;
     const float2 *table = d >= 2 ? rope_table(theta, d, pos0 + T) : NULL;
-    auto kernel = rope_kernel<TO, TI>;
-    kernel<<<cuda_blocks((size_t)B * T, 1), ROPE_THREADS, 0, cuda_stream()>>>(
-        out, inp, table, B, T, n_heads, d, pos0, sign);
+    if (rope_vec_usable(out, inp, table, d)) {
+        const int row_chunks = n_heads * (d / 8);
+        const size_t chunks = (size_t)B * T * row_chunks;
+        auto kernel = rope_vec_kernel<TO, TI>;
+        kernel<<<cuda_blocks(chunks, ROPE_THREADS), ROPE_THREADS, 0, cuda_stream()>>>(
+            out, inp, table, chunks, row_chunks, T, d, pos0, sign);
+    } else {
+        auto kernel = rope_kernel<TO, TI>;
+        kernel<<<cuda_blocks((size_t)B * T, 1), ROPE_THREADS, 0, cuda_stream()>>>(
+            out, inp, table, B, T, n_heads, d, pos0, sign);
+    }
     CUDA_LAUNCH_CHECK();
 }
 

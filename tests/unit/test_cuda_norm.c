@@ -1,10 +1,10 @@
 /* The CUDA token and norm ops against the CPU oracle on identical inputs, forward and
  * backward: rmsnorm (with and without weight), rope (odd head width, pos0 of a 64K context,
- * in place), swiglu (saturated sigmoid, in place), embedding (vocabulary slices, repeated
- * tokens, int32 extremes) and head_scale (in place). Accumulating outputs start nonzero,
- * overwritten ones start NaN; reruns must give the same bits. The backend is in fp32 mode, so
- * the dt_operand buffers are fp32 (test_cuda_operand checks the bf16 mode). Skipped (77) without
- * a device. */
+ * in place; its float4 kernel against its scalar one, bit for bit), swiglu (saturated sigmoid,
+ * in place), embedding (vocabulary slices, repeated tokens, int32 extremes) and head_scale (in
+ * place). Accumulating outputs start nonzero, overwritten ones start NaN; reruns must give the
+ * same bits. The backend is in fp32 mode, so the dt_operand buffers are fp32 (test_cuda_operand
+ * checks the bf16 mode). Skipped (77) without a device. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -150,9 +150,20 @@ static void rope_case(int B, int T, int H, int d, float theta, int pos0) {
     cuda_rope_backward((dt_operand *)d_back, d_x, B, T, H, d, theta, pos0); /* fp32 mode */
     cot_check("rope backward", d_back, back, n, ROPE_ATOL, ROPE_RTOL);
 
+    /* d = 8k ran the float4 kernel on these aligned buffers: the scalar kernel, which buffers
+     * one float off 16-byte alignment get, gives the same bits (other d run it both times) */
+    float *d_xs = cot_dev_nan(n + 1), *d_outs = cot_dev_nan(n + 1), *d_backs = cot_dev_nan(n + 1);
+    cuda_copy(d_xs + 1, d_x, n * sizeof(float));
+    cuda_rope_forward((dt_operand *)(d_outs + 1), (const dt_operand *)(d_xs + 1), B, T, H, d, theta,
+                      pos0);
+    cot_check_bits_dev("rope forward, scalar kernel", d_outs + 1, d_out, n);
+    cuda_rope_backward((dt_operand *)(d_backs + 1), d_xs + 1, B, T, H, d, theta, pos0);
+    cot_check_bits_dev("rope backward, scalar kernel", d_backs + 1, d_back, n);
+
     /* in place (out == inp) gives the out-of-place bits */
     cuda_rope_forward((dt_operand *)d_x, (const dt_operand *)d_x, B, T, H, d, theta, pos0);
     cot_check_bits_dev("rope forward in place", d_x, d_out, n);
+    cuda_free(d_xs), cuda_free(d_outs), cuda_free(d_backs);
 
     cuda_free(d_x), cuda_free(d_out), cuda_free(d_back);
     free(x), free(out), free(back);
@@ -166,6 +177,8 @@ static void test_rope(void **state) {
     rope_case(1, 3, 2, 1, 10000.0f, 5); /* d = 1: no pair at all */
     rope_case(2, 33, 4, 64, 10000.0f, 0);
     rope_case(1, 40, 3, 128, 640000.0f, 60000); /* positions of a 64K context */
+    rope_case(3, 17, 5, 96, 10000.0f, 2);       /* the 830M model's d; chunks across rows */
+    rope_case(1, 6, 2, 24, 10000.0f, 0);        /* d = 8k, not a power of two */
 }
 
 /* The backend keeps one cos/sin table (rope.cu) for one (theta, d), grown as later positions
