@@ -14,6 +14,7 @@ static int g_bound;
 static const dt_comm *g_pending;
 static const dt_comm deferred_several_tag;
 #define DEFERRED_SEVERAL (&deferred_several_tag)
+static void (*g_written)(const void *p, size_t bytes); /* buf_coll_nccl_bind's hook, or NULL */
 
 static dt_status cuda_ok(cudaError_t e, const char *what) {
     if (e == cudaSuccess) return DT_OK;
@@ -31,9 +32,10 @@ static dt_status make_event(cudaEvent_t *e) {
     return cuda_ok(cudaEventCreateWithFlags(e, cudaEventDisableTiming), "creating an event");
 }
 
-dt_status buf_coll_nccl_bind(void *compute_stream) {
+dt_status buf_coll_nccl_bind(void *compute_stream, void (*written)(const void *p, size_t bytes)) {
     if (g_bound) return DT_OK;
     g_compute = (cudaStream_t)compute_stream;
+    g_written = written;
     DT_TRY(make_stream(&g_comm));
     DT_TRY(make_stream(&g_deferred));
     DT_TRY(make_event(&g_ready));
@@ -54,7 +56,31 @@ void buf_coll_nccl_unbind(void) {
     (void)cudaStreamDestroy(g_comm);
     (void)cudaStreamDestroy(g_deferred);
     g_pending = NULL;
+    g_written = NULL;
     g_bound = 0;
+}
+
+/* The device memory a collective is about to write, told to the bind's hook before it is
+ * issued. */
+static void note_written(const void *p, size_t bytes) {
+    if (g_written && bytes > 0) g_written(p, bytes);
+}
+
+static size_t counts_total(const dt_comm *c, const size_t *counts) {
+    size_t n = 0;
+    for (int j = 0; j < c->size; j++) n += counts[j];
+    return n;
+}
+
+/* Reduce-scatter writes this rank's part into out, and in place (out inside in) may leave the
+ * rest of in unspecified (dist/comm.h): all of in then. */
+static void note_reduce_scatter(const dt_comm *c, const float *out, const float *in,
+                                const size_t *counts) {
+    const size_t n = counts_total(c, counts);
+    if (out >= in && out < in + n)
+        note_written(in, n * sizeof(float));
+    else
+        note_written(out, counts[c->rank] * sizeof(float));
 }
 
 /* `stream` waits for the compute stream's work so far. (cudaStreamWaitEvent takes the event's
@@ -85,21 +111,25 @@ static dt_status end(dt_status st) {
 }
 
 static dt_status allreduce(dt_comm *c, float *buf, size_t count, dt_reduce_op op) {
+    note_written(buf, count * sizeof(float));
     DT_TRY(begin(c));
     return end(comm_allreduce_f32_dev(c, buf, count, op, g_comm));
 }
 
 static dt_status allreduce_f64(dt_comm *c, double *buf, size_t count, dt_reduce_op op) {
+    note_written(buf, count * sizeof(double));
     DT_TRY(begin(c));
     return end(comm_allreduce_f64_dev(c, buf, count, op, g_comm));
 }
 
 static dt_status reduce_scatter(dt_comm *c, float *out, const float *in, const size_t *counts) {
+    note_reduce_scatter(c, out, in, counts);
     DT_TRY(begin(c));
     return end(comm_reduce_scatter_f32_dev(c, out, in, counts, g_comm));
 }
 
 static dt_status allgather(dt_comm *c, float *buf, const size_t *counts) {
+    note_written(buf, counts_total(c, counts) * sizeof(float));
     DT_TRY(begin(c));
     return end(comm_allgather_f32_dev(c, buf, counts, g_comm));
 }
@@ -115,12 +145,14 @@ static dt_status end_deferred(const dt_comm *c, dt_status st) {
 }
 
 static dt_status allreduce_async(dt_comm *c, float *buf, size_t count, dt_reduce_op op) {
+    note_written(buf, count * sizeof(float));
     DT_TRY(begin_deferred());
     return end_deferred(c, comm_allreduce_f32_dev(c, buf, count, op, g_deferred));
 }
 
 static dt_status reduce_scatter_async(dt_comm *c, float *out, const float *in,
                                       const size_t *counts) {
+    note_reduce_scatter(c, out, in, counts);
     DT_TRY(begin_deferred());
     return end_deferred(c, comm_reduce_scatter_f32_dev(c, out, in, counts, g_deferred));
 }

@@ -17,9 +17,11 @@
 
 /* Binds the collectives to `compute_stream` (a cudaStream_t as void *: the stream the model's
  * kernels run on) on the current device, creating the two communication streams and the events.
- * Call once per process after the device is chosen; DT_ERR_RUNTIME (reported) on a CUDA
- * error. */
-dt_status buf_coll_nccl_bind(void *compute_stream);
+ * `written` (may be NULL) is told every device range a collective writes, before it is issued:
+ * the backend's memory changing outside its own ops (the CUDA backend drops its bf16 copies of
+ * the weights when they are written: cuda_weights_written). Call once per process after the
+ * device is chosen; DT_ERR_RUNTIME (reported) on a CUDA error. */
+dt_status buf_coll_nccl_bind(void *compute_stream, void (*written)(const void *p, size_t bytes));
 void buf_coll_nccl_unbind(void);
 /* The collectives; NULL before buf_coll_nccl_bind succeeded. */
 const dt_buf_coll *buf_coll_nccl(void);

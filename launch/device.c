@@ -76,7 +76,7 @@ static dt_status bind_gpu(dt_device_choice *out, const dt_config *c, const dt_wo
                  w->local_rank);
         return DT_ERR_RUNTIME;
     }
-    DT_TRY(buf_coll_nccl_bind(cuda_stream_handle()));
+    DT_TRY(buf_coll_nccl_bind(cuda_stream_handle(), cuda_weights_written));
     out->be = dt_backend_cuda();
     out->coll = buf_coll_nccl();
     out->gpu = 1;

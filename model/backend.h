@@ -93,10 +93,10 @@ struct dt_backend {
      * than fp32 (CUDA's bf16 products) rounds them here, once, into copies of its own, which
      * those products then read instead of rounding their weights per product. The copies hold
      * the values at this call: the backend drops them when one of its ops writes into the
-     * matrices (adamw_update, copies, memset_zero, add, scale, free), and weights written any
-     * other way (a collective) must be prepared again before the next product reads them. The
-     * model prepares at the start of every forward. A no-op where products read the fp32
-     * weights as they are (the CPU). */
+     * matrices (adamw_update, copies, memset_zero, add, scale, free) or a device collective does
+     * (the CUDA backend binds them with its hook: dist/nccl_buf_coll.h), and a call with the same
+     * matrices while the copies stand copies nothing. The model prepares at the start of every
+     * forward. A no-op where products read the fp32 weights as they are (the CPU). */
     void (*weights_prepare)(const float *const *w, const size_t *n, int count);
     /* out[i] = a[i] + b[i] (out may alias a or b). */
     void (*add)(float *out, const float *a, const float *b, size_t n);

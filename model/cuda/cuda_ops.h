@@ -45,6 +45,8 @@ const struct dt_backend *dt_backend_cuda(void);
 /* ---- the bf16 copies of the weight matrices (weight_copies.cu; model/backend.h:
  * weights_prepare) ---- */
 void cuda_weights_prepare(const float *const *w, const size_t *n, int count);
+/* Matrices copied by the prepares so far (a prepare that found its copies current adds none) */
+unsigned long long cuda_weights_copies_made(void);
 /* The prepared copy of the weight at w, span elements from w inside one prepared matrix (16-byte
  * aligned), or NULL: no valid copy holds it, and the product rounds w itself. */
 const void *cuda_weights_bf16(const float *w, size_t span);

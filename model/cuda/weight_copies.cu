@@ -12,10 +12,12 @@
  *
  * The copies hold the weights' values at the prepare. They are dropped (the products round
  * their weights themselves again) by every backend op that writes into the span of the prepared
- * matrices: memset_zero, the copies, add, scale, adamw_update, free (cuda_weights_written).
- * Writes the backend does not see (NCCL collectives into the weights) must be followed by a
- * prepare before the next product: the model prepares at the start of every forward, and
- * nothing changes the weights between a forward and its backward.
+ * matrices: memset_zero, the copies, add, scale, adamw_update, free (cuda_weights_written), and
+ * by the device collectives, which are bound with the same hook (dist/nccl_buf_coll.h: ZeRO's
+ * all-gather of the parameters). A prepare of the same matrices as the last one, with the
+ * copies not dropped since, copies nothing: the forwards of a step's micro-batches after the
+ * first (gradient accumulation) and of an evaluation reuse the copies the first one made; after
+ * the optimizer's update the next forward makes them again.
  *
  * The copies live in the CUDA_WS_WEIGHTS workspace (stream-ordered growth: no host wait) and are
  * made by one kernel launch per WCOPY_BATCH matrices, the batch's table passed as the kernel's
@@ -82,7 +84,20 @@ static struct {
     bool valid;
 } g_wc;
 
+static unsigned long long g_wc_made; /* matrices copied so far (cuda_weights_copies_made) */
+
 extern "C" void cuda_weights_drop(void) { g_wc.valid = false; }
+
+extern "C" unsigned long long cuda_weights_copies_made(void) { return g_wc_made; }
+
+/* The copies hold the matrices w, n (the same list, in the same order) and no write has dropped
+ * them since they were made. */
+static bool wc_current(const float *const *w, const size_t *n, int count) {
+    if (!g_wc.valid || count != g_wc.count) return false;
+    for (int i = 0; i < count; i++)
+        if (g_wc.src[i] != w[i] || g_wc.n[i] != n[i]) return false;
+    return true;
+}
 
 static bool wc_reserve(int count) {
     if (count <= g_wc.cap) return true;
@@ -98,8 +113,12 @@ static bool wc_reserve(int count) {
 }
 
 extern "C" void cuda_weights_prepare(const float *const *w, const size_t *n, int count) {
+    if (!cuda_operand_bf16() || count <= 0) {
+        g_wc.valid = false;
+        return;
+    }
+    if (wc_current(w, n, count)) return;
     g_wc.valid = false;
-    if (!cuda_operand_bf16() || count <= 0) return;
     if (!wc_reserve(count)) {
         /* the products round their weights themselves, as without a copy: slower, not wrong */
         fprintf(stderr, "difftrain: warning: CUDA: no host memory for the table of %d weight "
@@ -142,6 +161,7 @@ extern "C" void cuda_weights_prepare(const float *const *w, const size_t *n, int
         CUDA_LAUNCH_CHECK();
     }
     g_wc.valid = true;
+    g_wc_made += (unsigned long long)count;
 }
 
 extern "C" const void *cuda_weights_bf16(const float *w, size_t span) {

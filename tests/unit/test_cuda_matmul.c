@@ -18,8 +18,9 @@
  * each copy holds the rounding of its matrix (the tails past a multiple of 8 and matrices at odd
  * float offsets too, over more matrices than one copy kernel takes), the products that read them
  * give the bits of those that round their weights themselves, and every backend op that writes
- * into the matrices drops them, so a product never reads values older than its weight's.
- * Skipped (77) without a device. */
+ * into the matrices drops them, so a product never reads values older than its weight's; a
+ * prepare of the same list while they stand copies nothing, and one after a drop, or of another
+ * list, copies again. Skipped (77) without a device. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -149,6 +150,13 @@ static void expect_copies(const char *after, float *const *w, const size_t *n, i
     }
 }
 
+/* The prepare after `after` copied `want` matrices (cuda_weights_copies_made was `before`). */
+static void expect_made(const char *after, unsigned long long before, int want) {
+    const unsigned long long got = cuda_weights_copies_made() - before;
+    if (got != (unsigned long long)want)
+        fail_msg("after %s: the prepare copied %llu matrices, not %d", after, got, want);
+}
+
 static void test_weight_copies(void **state) {
     (void)state;
     if (cuda_backend_init(0, 1) != 0) fail_msg("cuda_backend_init(0, 1) failed");
@@ -208,7 +216,26 @@ static void test_weight_copies(void **state) {
     cot_check_bits_dev("out from the copy", out_c, out_r, (size_t)N * Oi);
     cot_check_bits_dev("dinp from the copy", dinp_c, dinp_r, (size_t)N * Ii);
 
-    /* a write into the matrices drops the copies: the next product reads the new weights */
+    /* a prepare of the same matrices while the copies stand copies nothing; another list, or
+     * the same after a drop, copies again */
+    cuda_weights_prepare(cw, n, WC_COUNT);
+    unsigned long long made = cuda_weights_copies_made();
+    cuda_weights_prepare(cw, n, WC_COUNT);
+    expect_made("a second prepare", made, 0);
+    expect_copies("a second prepare", w, n, WC_COUNT, 1);
+    cuda_weights_prepare(cw + 1, n + 1, WC_COUNT - 1);
+    expect_made("a prepare of other matrices", made, WC_COUNT - 1);
+    if (cuda_weights_bf16(w[0], n[0])) fail_msg("matrix 0 kept a copy outside the list");
+    size_t n_short[WC_COUNT];
+    memcpy(n_short, n, sizeof n_short);
+    n_short[7]--; /* the same pointers, one matrix shorter */
+    cuda_weights_prepare(cw, n_short, WC_COUNT);
+    made = cuda_weights_copies_made();
+    cuda_weights_prepare(cw, n, WC_COUNT);
+    expect_made("a prepare with another length", made, WC_COUNT);
+
+    /* a write into the matrices drops the copies: the next product reads the new weights, and
+     * the next prepare copies them */
     cuda_weights_prepare(cw, n, WC_COUNT);
     float *neww = malloc(n[3] * sizeof(float)), *ref = cot_nan((size_t)N * Oi);
     cut_fill(neww, n[3], 80, -2.0f, 2.0f);
@@ -220,6 +247,11 @@ static void test_weight_copies(void **state) {
     for (size_t e = 0; e < n[3]; e++) neww[e] = cut_bf16_round(neww[e]);
     cpu_matmul_forward(ref, rx, neww, N, Ii, Oi, 0);
     cot_check("out after the weights changed", out_c, ref, (size_t)N * Oi, 4 * MM_ATOL, MM_RTOL);
+    cuda_weights_prepare(cw, n, WC_COUNT);
+    float *out_n = cot_dev_nan((size_t)N * Oi);
+    cuda_matmul_forward(out_n, d_x, w[3], N, Ii, Oi, 0);
+    cot_check_bits_dev("out from the new weights' copy", out_n, out_c, (size_t)N * Oi);
+    cuda_free(out_n);
 
     /* every other writer drops them too, where it overlaps the matrices; a write elsewhere
      * keeps them */
@@ -247,6 +279,9 @@ static void test_weight_copies(void **state) {
             break;
         }
         expect_copies(names[op], w, n, WC_COUNT, op == 6);
+        made = cuda_weights_copies_made();
+        cuda_weights_prepare(cw, n, WC_COUNT);
+        expect_made(names[op], made, op == 6 ? 0 : WC_COUNT);
     }
     cuda_weights_prepare(cw, n, WC_COUNT);
     cuda_free(other); /* freeing other memory keeps them; freeing the parameters does not */

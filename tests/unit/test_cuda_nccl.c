@@ -102,7 +102,7 @@ static void test_buf_coll_orders_streams(void **state) {
     float *a = NULL;
     assert_int_equal(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&a, N * sizeof(float)), cudaSuccess);
-    assert_int_equal(buf_coll_nccl_bind(compute), DT_OK);
+    assert_int_equal(buf_coll_nccl_bind(compute, NULL), DT_OK);
     const dt_buf_coll *bc = buf_coll_nccl();
     assert_non_null(bc);
     for (int i = 0; i < N; i++) h[i] = (float)(i % 7) + 0.5f;
@@ -191,7 +191,7 @@ static void test_deferred_collectives(void **state) {
     assert_int_equal(cudaMalloc((void **)&b, N * sizeof(float)), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&c, N * sizeof(float)), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&t, N * sizeof(float)), cudaSuccess);
-    assert_int_equal(buf_coll_nccl_bind(compute), DT_OK);
+    assert_int_equal(buf_coll_nccl_bind(compute, NULL), DT_OK);
     const dt_buf_coll *bc = buf_coll_nccl();
     assert_non_null(bc);
     cudaStream_t deferred = (cudaStream_t)buf_coll_nccl_deferred_stream();

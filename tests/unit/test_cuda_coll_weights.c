@@ -1,0 +1,121 @@
+/* The device collectives (dt_buf_coll of dist/nccl_buf_coll.c) tell the CUDA backend what they
+ * write. Bound as the trainer binds them (launch/device.c: the hook cuda_weights_written), a
+ * collective whose output overlaps the prepared weight matrices drops their bf16 copies, so the
+ * next prepare copies the values it wrote (ZeRO's all-gather of the parameters after the
+ * optimizer's update of a shard); a collective that writes elsewhere, or only reads the weights,
+ * keeps them. Every form: all-gather, reduce-scatter out of place and in place, all-reduce of
+ * floats and doubles, and the deferred all-reduce and reduce-scatter. One rank (an MPI
+ * singleton): built against the emulated NCCL as emu_test_cuda_coll_weights, and against NCCL
+ * for a GPU. Skipped (77) without a device, or in a GPU build without NCCL. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "cuda_ops_test_util.h"
+#include "dist/comm.h"
+#include "dist/world.h"
+
+#ifndef DT_TEST_NO_NCCL
+#include "dist/nccl_buf_coll.h"
+
+#define MATS 3
+
+static dt_comm comm;
+
+/* `what` left the copies of all MATS matrices (want 1) or dropped them (0); a prepare then
+ * copies all of them (dropped) or none (kept). */
+static void expect_after(const char *what, const float *const *w, const size_t *n, int want) {
+    for (int i = 0; i < MATS; i++)
+        if ((cuda_weights_bf16(w[i], n[i]) != NULL) != want)
+            fail_msg("after %s: matrix %d %s its copy", what, i, want ? "lost" : "kept");
+    const unsigned long long before = cuda_weights_copies_made();
+    cuda_weights_prepare(w, n, MATS);
+    const unsigned long long made = cuda_weights_copies_made() - before;
+    if (made != (want ? 0u : (unsigned long long)MATS))
+        fail_msg("after %s: the next prepare copied %llu matrices", what, made);
+    printf("%-44s copies %s\n", what, want ? "kept" : "dropped, made again");
+}
+
+static void test_collectives_drop_weight_copies(void **state) {
+    (void)state;
+    if (cuda_backend_init(0, 1) != 0) fail_msg("cuda_backend_init(0, 1) failed");
+    if (buf_coll_nccl_bind(cuda_stream_handle(), cuda_weights_written) != DT_OK)
+        fail_msg("buf_coll_nccl_bind failed");
+    const dt_buf_coll *bc = buf_coll_nccl();
+    assert_non_null(bc);
+
+    /* the parameters: MATS matrices of 24 x 40 with a vector of 8 after each, as a model's */
+    enum { MN = 24 * 40, GAP = 8, TOTAL = MATS * (MN + GAP), OTHER = 512 };
+    float host[TOTAL];
+    cut_fill(host, TOTAL, 5, -1.0f, 1.0f);
+    float *params = cot_dev(host, TOTAL), *other = cot_dev(host, OTHER);
+    double *dbl = NULL;
+    const double zeros[4] = {0, 0, 0, 0};
+    dbl = (double *)cuda_alloc(sizeof zeros);
+    cuda_copy_from_host(dbl, zeros, sizeof zeros);
+    const float *w[MATS];
+    size_t n[MATS];
+    for (int i = 0; i < MATS; i++) w[i] = params + (size_t)i * (MN + GAP), n[i] = MN;
+    size_t all[1] = {TOTAL}, part[1] = {OTHER / 2};
+
+    cuda_weights_prepare(w, n, MATS);
+    expect_after("the first prepare", w, n, 1);
+
+    assert_int_equal(bc->allgather_f32(&comm, params, all), DT_OK);
+    expect_after("all-gather of the parameters", w, n, 0);
+    assert_int_equal(bc->allreduce_f32(&comm, params + MN + GAP + 100, 4, DT_REDUCE_SUM), DT_OK);
+    expect_after("all-reduce of 4 floats inside matrix 1", w, n, 0);
+    assert_int_equal(bc->reduce_scatter_f32(&comm, params + MN, other, part), DT_OK);
+    expect_after("reduce-scatter out of place into the weights", w, n, 0);
+    /* in place (this rank's part is the whole of in, on one rank: what the other parts of an
+     * in-place reduce-scatter come to, left unspecified, the hook also covers on more) */
+    assert_int_equal(bc->reduce_scatter_f32(&comm, params, params, all), DT_OK);
+    expect_after("reduce-scatter in place over the parameters", w, n, 0);
+    assert_int_equal(bc->allreduce_f32_async(&comm, params + TOTAL - GAP - 1, 2, DT_REDUCE_MAX),
+                     DT_OK);
+    assert_int_equal(bc->wait_all(), DT_OK);
+    expect_after("deferred all-reduce over the last matrix's end", w, n, 0);
+    assert_int_equal(bc->reduce_scatter_f32_async(&comm, params + 2 * MN, other, part), DT_OK);
+    assert_int_equal(bc->wait_all(), DT_OK);
+    expect_after("deferred reduce-scatter into the weights", w, n, 0);
+
+    /* elsewhere, or the weights only read */
+    assert_int_equal(bc->allgather_f32(&comm, other, part), DT_OK);
+    assert_int_equal(bc->allreduce_f32(&comm, other, OTHER, DT_REDUCE_SUM), DT_OK);
+    assert_int_equal(bc->allreduce_f64(&comm, dbl, 4, DT_REDUCE_SUM), DT_OK);
+    assert_int_equal(bc->reduce_scatter_f32(&comm, other, params, part), DT_OK);
+    assert_int_equal(bc->reduce_scatter_f32_async(&comm, other, params + MN, part), DT_OK);
+    assert_int_equal(bc->allreduce_f32_async(&comm, other, 16, DT_REDUCE_SUM), DT_OK);
+    assert_int_equal(bc->wait_all(), DT_OK);
+    expect_after("collectives into other memory", w, n, 1);
+
+    buf_coll_nccl_unbind();
+    cuda_free(params), cuda_free(other), cuda_free(dbl);
+}
+#endif
+
+int main(int argc, char **argv) {
+    cut_require_device();
+#ifdef DT_TEST_NO_NCCL
+    (void)argc;
+    (void)argv;
+    printf("built without NCCL: skipped\n");
+    return 77;
+#else
+    dt_world world;
+    if (world_init(&world, &argc, &argv) != DT_OK) return 1;
+    if (comm_init_world(&comm, "world") != DT_OK) return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_collectives_drop_weight_copies),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    comm_free(&comm);
+    world_finalize();
+    return rc == 0 ? 0 : 1;
+#endif
+}
