@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Training throughput on one GPU: a paper config's DIFF model and its matched Transformer, run one
 # after the other in the same invocation on the same GPU, each for BENCH_STEPS steps of
-# micro_batch x seq_len tokens (no gradient accumulation, tp 1 x dp 1, no checkpoints). Prints
+# BENCH_ACCUM micro-batches of micro_batch x seq_len tokens (tp 1 x dp 1, no checkpoints). Prints
 # tokens/s and MFU (the trainer's: model FLOPs per token x tokens/s over the device's datasheet
 # peak) per model and precision, and the DIFF/baseline throughput ratio measured in this run.
+# With one micro-batch a step (the default) every forward and backward is followed by the
+# optimizer's update of all parameters, which a run that accumulates gradients, or shards the
+# optimizer over data-parallel ranks (ZeRO), spreads over several micro-batches or ranks.
 #
 #   bench/bench_gpu.sh [DIFFTRAIN_BIN] [SIZE ...]        SIZE: 830m (default), 1.4b, 3b, ...
 # Environment: BENCH_STEPS (default 30; the median over the steps after the first 10 counts),
 # BENCH_PRECISIONS (default "bf16 fp32"), BENCH_SEQ (default: the config's seq_len),
-# BENCH_MICRO (default: the config's micro_batch), BENCH_RECOMPUTE (default false).
+# BENCH_MICRO (default: the config's micro_batch), BENCH_ACCUM (micro-batches a step, gradient
+# accumulation; default 1), BENCH_RECOMPUTE (default false).
 # Exit 0 when every run worked, 1 when one failed, 77 without a usable GPU.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -39,7 +43,8 @@ if [ $? -ne 0 ]; then
   exit 1
 fi
 gpu=$(grep -m1 "^difftrain:" <<<"$probe" | sed -E 's/.*\((cuda:[^)]*\))\)$/\1/')
-echo "bench_gpu: $gpu, $(date -u +%Y-%m-%d), $STEPS steps per run"
+echo "bench_gpu: $gpu, $(date -u +%Y-%m-%d), $STEPS steps per run of ${BENCH_ACCUM:-1}" \
+  "micro-batch(es) each"
 
 run() { # run NAME CONFIG PRECISION
   local over=(parallel.tp=1 parallel.dp=1 parallel.zero=0 train.device=cuda "train.precision=$3"
@@ -48,7 +53,7 @@ run() { # run NAME CONFIG PRECISION
               "train.recompute=${BENCH_RECOMPUTE:-false}")
   [ -n "${BENCH_SEQ:-}" ] && over+=("train.seq_len=$BENCH_SEQ" "model.max_seq_len=$BENCH_SEQ")
   local micro=${BENCH_MICRO:-$(sed -nE 's/^  micro_batch: *([0-9]+).*/\1/p' "$2")}
-  over+=("train.micro_batch=$micro" "train.global_batch=$micro")
+  over+=("train.micro_batch=$micro" "train.global_batch=$((micro * ${BENCH_ACCUM:-1}))")
   "$BIN" train "$2" "${over[@]}" >"$tmp/$1.out" 2>&1 || { tail -5 "$tmp/$1.out"; return 1; }
 }
 

@@ -19,7 +19,10 @@
 #   bench3b  bench/bench_gpu.sh 3b in bf16, DIFF against its baseline, on one GPU (tp 1, dp 1:
 #          nothing to shard the AdamW state over, so `difftrain plan` sizes): sequence 2048 at
 #          micro-batch 1 (60.1 GiB), and 4096 at micro-batch 2 with recompute (57.5 GiB; 82.8
-#          without). Several minutes: the 3.5B parameters are initialised on the host per run.
+#          without), each with one micro-batch a step, then the latter with 8 (the 3B config's
+#          accumulation per data-parallel rank: 1024 / (2 x 64)), where the optimizer's update
+#          and the weights' bf16 copies come once per 8 forwards and backwards, as in that run.
+#          Several minutes: the 3.5B parameters are initialised on the host per run.
 #   profile  Nsight Compute (ncu) over two training steps of DIFF and the baseline at 830M in
 #          bf16 (gpu__time_duration of every kernel, clocks as found): per-kernel-name totals in
 #          profile.log, the raw CSV in profile_ARCH.csv; then the sections that say why (speed of
@@ -100,6 +103,8 @@ stage_bench3b() {
   local rc=0
   BENCH_PRECISIONS=bf16 BENCH_SEQ=2048 BENCH_MICRO=1 bash "$root/bench/bench_gpu.sh" "$BIN" 3b || rc=1
   BENCH_PRECISIONS=bf16 BENCH_SEQ=4096 BENCH_RECOMPUTE=true bash "$root/bench/bench_gpu.sh" "$BIN" 3b || rc=1
+  BENCH_PRECISIONS=bf16 BENCH_SEQ=4096 BENCH_RECOMPUTE=true BENCH_ACCUM=8 BENCH_STEPS=14 \
+    bash "$root/bench/bench_gpu.sh" "$BIN" 3b || rc=1
   return $rc
 }
 
