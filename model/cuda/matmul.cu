@@ -26,7 +26,11 @@
 
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
-#include "model/cuda/mma.cuh"
+#include "model/cuda/operand.cuh"
+
+extern "C" {
+#include "model/params.h" /* param_product_copy_size */
+}
 
 static cublasHandle_t g_cublas;
 static int g_bf16; /* bf16 products: bf16 operands (inp), bf16 copies of w and dout */
@@ -65,21 +69,19 @@ void cuda_matmul_shutdown(void) {
 
 /* dst[i] = bf16(src[i]) for i < n; eight elements a thread (two 16-byte loads, one 16-byte
  * store) where src is 16-byte aligned (dst, at a 256-byte workspace offset, always is). */
-__global__ void to_bf16_kernel(uint16_t *dst, const float *src, size_t n, int vec8) {
+__global__ void to_bf16_kernel(operand_bf16 *dst, const float *src, size_t n, int vec8) {
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t i = tid;
     if (vec8) {
         for (; i < n / 8; i += stride) {
-            const float4 x = reinterpret_cast<const float4 *>(src)[2 * i];
-            const float4 y = reinterpret_cast<const float4 *>(src)[2 * i + 1];
-            reinterpret_cast<uint4 *>(dst)[i] =
-                make_uint4(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w), pack_bf16x2(y.x, y.y),
-                           pack_bf16x2(y.z, y.w));
+            float v[8];
+            operand_load8(src, 8 * i, v);
+            operand_store8(dst, 8 * i, v);
         }
         i = 8 * (n / 8) + tid;
     }
-    for (; i < n; i += stride) dst[i] = (uint16_t)(pack_bf16x2(src[i], 0.0f) & 0xffffu);
+    for (; i < n; i += stride) operand_store(dst, i, src[i]);
 }
 
 /* Elements spanned by a column-major rows x cols matrix with leading dimension ld. */
@@ -94,7 +96,7 @@ static void to_bf16_operands(uint16_t **out, const float *const *x, const size_t
     size_t off[MATMUL_MAX_OPERANDS], total = 0;
     for (int i = 0; i < n; i++) {
         off[i] = total;
-        total += (counts[i] * sizeof(uint16_t) + 255) / 256 * 256;
+        total += param_product_copy_size(counts[i]); /* as the prepared copies lie */
     }
     char *ws = (char *)cuda_workspace_slot(CUDA_WS_GEMM, total);
     for (int i = 0; i < n; i++) {
