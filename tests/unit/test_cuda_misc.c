@@ -1,5 +1,6 @@
 /* The CUDA optimizer and DIFF-specific small ops against the CPU oracle on identical inputs:
- * adamw_update over several steps (and a late step with tiny bias corrections), difflambda
+ * adamw_update over several steps (and a late step with tiny bias corrections; the same bits at
+ * every alignment of its arrays), difflambda
  * forward/backward (lambda and dlambda in device memory, gradients accumulating), and the DIFF
  * V2 combine forward/backward (both sigmoid branches, NaN-initialised outputs, reruns).
  * Skipped (77) without a device. */
@@ -75,6 +76,56 @@ static void test_adamw(void **state) {
     adamw_case(1);
     adamw_case(1000);
     adamw_case(100003);
+}
+
+/* The update of the same n elements at every alignment of the arrays against 16 bytes (the
+ * kernel's scalar head, float4 chunks and scalar tail), and with the arrays aligned unlike each
+ * other (all scalar), gives the bits of the aligned run: every element takes the same
+ * operations whichever way it is moved. */
+static void test_adamw_alignment(void **state) {
+    (void)state;
+    enum { N = 1037, ARRAYS = 4 };
+    float *h[ARRAYS], *ref[3];
+    for (int a = 0; a < ARRAYS; a++) {
+        h[a] = malloc(N * sizeof(float));
+        cut_fill(h[a], N, 820 + (unsigned)a, a == 2 ? 1e-4f : -1.0f, 1.0f); /* v > 0 */
+    }
+    const float scale = 0.75f;
+    float *d_scale = cot_dev(&scale, 1);
+    /* offsets (floats) of params, m, v, grads; the first is the reference */
+    static const int offs[][ARRAYS] = {{0, 0, 0, 0}, {1, 1, 1, 1}, {2, 2, 2, 2}, {3, 3, 3, 3},
+                                       {1, 0, 0, 0}, {0, 0, 2, 0}, {3, 3, 3, 1}};
+    for (size_t k = 0; k < sizeof offs / sizeof offs[0]; k++) {
+        static const size_t ns[] = {N, 6, 3, 0}; /* the first of them: the reference */
+        for (size_t in = 0; in < sizeof ns / sizeof ns[0]; in++) {
+            const size_t n = ns[in];
+            float *d[ARRAYS], *base[ARRAYS];
+            for (int a = 0; a < ARRAYS; a++) {
+                base[a] = cot_dev(NULL, N + 4);
+                d[a] = base[a] + offs[k][a];
+                cuda_copy_from_host(d[a], h[a], N * sizeof(float));
+            }
+            cuda_adamw_update(d[0], d[1], d[2], d[3], n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, d_scale,
+                              7);
+            if (k == 0 && n == N) {
+                for (int a = 0; a < 3; a++) ref[a] = cut_to_host(d[a], N);
+            } else {
+                static const char *names[] = {"params", "m", "v"};
+                char what[96];
+                for (int a = 0; a < 3; a++) { /* updated: the reference; past n: untouched */
+                    snprintf(what, sizeof what, "adamw offsets %d %d %d %d n=%zu: %s", offs[k][0],
+                             offs[k][1], offs[k][2], offs[k][3], n, names[a]);
+                    cot_check_bits(what, d[a], ref[a], n);
+                    strncat(what, " past n", sizeof what - strlen(what) - 1);
+                    cot_check_bits(what, d[a] + n, h[a] + n, N - n);
+                }
+            }
+            for (int a = 0; a < ARRAYS; a++) cuda_free(base[a]);
+        }
+    }
+    for (int a = 0; a < ARRAYS; a++) free(h[a]);
+    for (int a = 0; a < 3; a++) free(ref[a]);
+    cuda_free(d_scale);
 }
 
 /* ---- difflambda ---- */
@@ -180,6 +231,7 @@ int main(void) {
     cut_require_device();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_adamw_alignment),
         cmocka_unit_test(test_difflambda),
         cmocka_unit_test(test_diffv2),
     };
