@@ -55,6 +55,11 @@ const void *cuda_weights_bf16(const float *w, size_t span);
 void cuda_weights_written(const void *p, size_t bytes);
 /* Drops the copies (their memory is going, or the mode changes: cuda_matmul_init). */
 void cuda_weights_drop(void);
+/* dst[i][0 .. n[i]) = the bf16 rounding (to nearest even) of src[i][0 .. n[i]), for count
+ * arrays (src[i] NULL: none; dst[i] 16-byte aligned, src[i] any float), on the stream: one
+ * launch per 32 arrays. The prepares' copies and the products' own (matmul.cu). 0 (nothing
+ * launched from the batch on) where a batch's blocks exceed a grid, else 1. */
+int cuda_bf16_copies(uint16_t *const *dst, const float *const *src, const size_t *n, int count);
 
 void *cuda_alloc(size_t bytes);
 void cuda_free(void *p);

@@ -6,7 +6,7 @@
  * the tiled fp32 core, with the matrix products on bf16 tensor cores (mma.cuh):
  *   - q, k, v are bf16 dt_operands (the bf16 backend stores them so: written rounded to nearest
  *     even by the products and rope), and the output gradient G is rounded to bf16 once per op
- *     into a copy in the op's workspace (flash_convert.cu; DIFF's G is written in bf16 by
+ *     into a copy in the op's workspace (cuda_bf16_copies; DIFF's G is written in bf16 by
  *     flash_diff_prep); the kernels stage these bf16 tensors into shared memory with cp.async,
  *     the next K/V (or Q/G) tile in flight while the current one is multiplied (two stages).
  *     The kernels also exist for fp32 inputs (Tin = float, rounded while staging; synchronous),
@@ -58,7 +58,7 @@ typedef uint16_t flash_bf16; /* bf16 bits (shared-memory tiles, the ops' bf16 co
  *   flash_bf16: bf16 tensors (q, k, v operands, the bf16 G): an asynchronous 16-byte copy
  *       (cp_async.cuh), zero-filled for a row past the tensor; the caller commits and waits;
  *   float: fp32 tensors, read by plain loads and rounded to bf16 in registers (the same round to
- *       nearest even as flash_convert and the operands' stores, so the tiles hold the same bits);
+ *       nearest even as cuda_bf16_copies and the operands' stores: the tiles hold the same bits);
  *       synchronous, so the commits and waits around it have nothing to do. Used by the test
  *       path that checks the asynchronous staging against plain loads (flash_test.h).
  * src is 16-byte aligned; when !valid it is not read (but stays a valid address). */
@@ -268,10 +268,6 @@ void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, con
  * switch (flash_test.h) (flash_ops.cu). Then the bf16 ops run flash_sm90.cuh's kernels, else
  * flash_core_forward and flash_core_backward. */
 bool flash_sm90_usable(void);
-
-/* dst[i] (n[i] bf16) = src[i] (n[i] floats) rounded to nearest even, for i < count <= 4, in one
- * launch (flash_convert.cu). Every n[i] is a multiple of 8 and every pointer 16-byte aligned. */
-void flash_to_bf16(flash_bf16 *const *dst, const float *const *src, const size_t *n, int count);
 
 /* dst[i] (n[i] floats) = src[i] (n[i] bf16) widened, for i < count (flash_convert.cu): the
  * fp32 copies of q, k, v for the test path (flash_test.h). */

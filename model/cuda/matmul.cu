@@ -26,7 +26,6 @@
 
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
-#include "model/cuda/operand.cuh"
 
 extern "C" {
 #include "model/params.h" /* param_product_copy_size */
@@ -67,23 +66,6 @@ void cuda_matmul_shutdown(void) {
     g_cublas = NULL;
 }
 
-/* dst[i] = bf16(src[i]) for i < n; eight elements a thread (two 16-byte loads, one 16-byte
- * store) where src is 16-byte aligned (dst, at a 256-byte workspace offset, always is). */
-__global__ void to_bf16_kernel(operand_bf16 *dst, const float *src, size_t n, int vec8) {
-    const size_t stride = (size_t)gridDim.x * blockDim.x;
-    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t i = tid;
-    if (vec8) {
-        for (; i < n / 8; i += stride) {
-            float v[8];
-            operand_load8(src, 8 * i, v);
-            operand_store8(dst, 8 * i, v);
-        }
-        i = 8 * (n / 8) + tid;
-    }
-    for (; i < n; i += stride) operand_store(dst, i, src[i]);
-}
-
 /* Elements spanned by a column-major rows x cols matrix with leading dimension ld. */
 static size_t span(int rows, int cols, int ld) {
     return rows && cols ? (size_t)(cols - 1) * (size_t)ld + (size_t)rows : 0;
@@ -99,14 +81,10 @@ static void to_bf16_operands(uint16_t **out, const float *const *x, const size_t
         total += param_product_copy_size(counts[i]); /* as the prepared copies lie */
     }
     char *ws = (char *)cuda_workspace_slot(CUDA_WS_GEMM, total);
-    for (int i = 0; i < n; i++) {
-        out[i] = (uint16_t *)(ws + off[i]);
-        if (!x[i] || !counts[i]) continue;
-        const int vec8 = (uintptr_t)x[i] % 16 == 0;
-        const size_t work = vec8 ? counts[i] / 8 + 8 : counts[i];
-        to_bf16_kernel<<<cuda_blocks(work, 256), 256, 0, cuda_stream()>>>(out[i], x[i], counts[i],
-                                                                           vec8);
-        CUDA_LAUNCH_CHECK();
+    for (int i = 0; i < n; i++) out[i] = (uint16_t *)(ws + off[i]);
+    if (!cuda_bf16_copies(out, x, counts, n)) { /* 4e12 elements: no product is that large */
+        fprintf(stderr, "difftrain: error: CUDA: a product operand too large to round to bf16\n");
+        abort();
     }
 }
 

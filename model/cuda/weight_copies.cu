@@ -21,8 +21,9 @@
  *
  * The copies live in the CUDA_WS_WEIGHTS workspace (stream-ordered growth: no host wait) and are
  * made by one kernel launch per WCOPY_BATCH matrices, the batch's table passed as the kernel's
- * argument: no table upload. Without bf16 products (fp32 mode, cuda_operand_bf16() false)
- * nothing is prepared. */
+ * argument: no table upload (cuda_bf16_copies, which also makes the products' own copies of
+ * fp32 operands, matmul.cu, and the fused attention's of its output gradient, flash_ops.cu).
+ * Without bf16 products (fp32 mode, cuda_operand_bf16() false) nothing is prepared. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,8 +49,8 @@ typedef struct wcopy_batch {
     int count;
 } wcopy_batch;
 
-/* Block b converts WCOPY_PER_BLOCK elements of the matrix whose blocks hold b: thread t its
- * WCOPY_PER_THREAD consecutive ones, one 16-byte store (dst is 256-byte aligned), read as two
+/* Block b converts WCOPY_PER_BLOCK elements of the array whose blocks hold b: thread t its
+ * WCOPY_PER_THREAD consecutive ones, one 16-byte store (dst is 16-byte aligned), read as two
  * 16-byte loads where the source is 16-byte aligned (a matrix starts at any float of the
  * parameters), else by the float. */
 static __global__ void __launch_bounds__(WCOPY_THREADS) wcopy_kernel(wcopy_batch b) {
@@ -72,6 +73,27 @@ static __global__ void __launch_bounds__(WCOPY_THREADS) wcopy_kernel(wcopy_batch
         return;
     }
     for (size_t i = first; i < n; i++) operand_store(dst, i, src[i]);
+}
+
+extern "C" int cuda_bf16_copies(uint16_t *const *dst, const float *const *src, const size_t *n,
+                                int count) {
+    for (int i0 = 0; i0 < count; i0 += WCOPY_BATCH) {
+        wcopy_batch b;
+        memset(&b, 0, sizeof b);
+        b.count = count - i0 < WCOPY_BATCH ? count - i0 : WCOPY_BATCH;
+        for (int s = 0; s < b.count; s++) {
+            b.src[s] = src[i0 + s];
+            b.dst[s] = dst[i0 + s];
+            b.n[s] = src[i0 + s] ? n[i0 + s] : 0;
+            b.block0[s + 1] = b.block0[s] + (b.n[s] + WCOPY_PER_BLOCK - 1) / WCOPY_PER_BLOCK;
+        }
+        const unsigned long long blocks = b.block0[b.count];
+        if (blocks == 0) continue;
+        if (blocks > 0x7fffffffull) return 0;
+        wcopy_kernel<<<(unsigned)blocks, WCOPY_THREADS, 0, cuda_stream()>>>(b);
+        CUDA_LAUNCH_CHECK();
+    }
+    return 1;
 }
 
 /* The prepared matrices (host bookkeeping). */
@@ -140,25 +162,10 @@ extern "C" void cuda_weights_prepare(const float *const *w, const size_t *n, int
         if (!g_wc.hi || w[i] + n[i] > g_wc.hi) g_wc.hi = w[i] + n[i];
     }
     g_wc.count = count;
-    for (int i0 = 0; i0 < count; i0 += WCOPY_BATCH) {
-        wcopy_batch b;
-        memset(&b, 0, sizeof b);
-        b.count = count - i0 < WCOPY_BATCH ? count - i0 : WCOPY_BATCH;
-        for (int s = 0; s < b.count; s++) {
-            b.src[s] = g_wc.src[i0 + s];
-            b.dst[s] = g_wc.dst[i0 + s];
-            b.n[s] = g_wc.n[i0 + s];
-            b.block0[s + 1] = b.block0[s] + (b.n[s] + WCOPY_PER_BLOCK - 1) / WCOPY_PER_BLOCK;
-        }
-        const unsigned long long blocks = b.block0[b.count];
-        if (blocks == 0) continue;
-        if (blocks > 0x7fffffffull) { /* beyond a grid: leave them to the products */
-            fprintf(stderr, "difftrain: warning: CUDA: weight matrices too large to copy at "
-                    "once (%llu blocks)\n", blocks);
-            return;
-        }
-        wcopy_kernel<<<(unsigned)blocks, WCOPY_THREADS, 0, cuda_stream()>>>(b);
-        CUDA_LAUNCH_CHECK();
+    if (!cuda_bf16_copies(g_wc.dst, g_wc.src, g_wc.n, count)) {
+        /* beyond a grid: leave them to the products */
+        fprintf(stderr, "difftrain: warning: CUDA: weight matrices too large to copy at once\n");
+        return;
     }
     g_wc.valid = true;
     g_wc_made += (unsigned long long)count;
