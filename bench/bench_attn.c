@@ -30,7 +30,14 @@
  * kernels (flash_*_sm90.cu) both kernel families timed in the same run:
  *   KERNELS kind size T mma_fwd_ms mma_fwdbwd_ms wgmma_fwd_ms wgmma_fwdbwd_ms
  *           wgmma/mma.sync_fwd wgmma/mma.sync_fwdbwd      (speed ratios: > 1, wgmma faster)
+ * and the mma.sync backward's two ways to dq's dS, recomputed by the dq kernel (the default) or
+ * read from the tiles dk/dv stores (DIFFTRAIN_FLASH_DQ=stored; flash_backward.cu), timed in the
+ * same run, with the largest difference of the two dq relative to the largest |dq| (bf16
+ * rounding at most; with --check=1 above 1e-2 fails the run):
+ *   DQ kind size T recompute_fwdbwd_ms stored_fwdbwd_ms recompute/stored max_rel_diff
+ *           (speed ratio: > 1, stored faster)
  * Exits 77 without a GPU. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +178,56 @@ static double time_ms(int kind, const bufs *b, int B, int T, int H, int d, int b
     return t[iters / 2];
 }
 
+/* max |a - b| / max |a| of two device float tensors of n elements; -1 when a value is not
+ * finite or host memory runs out */
+static double rel_diff(const float *a, const float *b, size_t n) {
+    float *x = malloc((n ? n : 1) * sizeof(float)), *y = malloc((n ? n : 1) * sizeof(float));
+    double worst = -1.0, big = 0.0;
+    if (x && y) {
+        cuda_copy_to_host(x, a, n * sizeof(float));
+        cuda_copy_to_host(y, b, n * sizeof(float));
+        worst = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            const double e = fabs((double)x[i] - (double)y[i]);
+            if (!(e - e == 0.0)) { /* NaN or inf */
+                worst = -1.0;
+                break;
+            }
+            worst = fmax(worst, e);
+            big = fmax(big, fabs((double)x[i]));
+        }
+    }
+    free(x);
+    free(y);
+    return worst > 0.0 && big > 0.0 ? worst / big : worst;
+}
+
+/* The DQ line (header): on the mma.sync kernels, fwd+bwd with dq's dS recomputed, then read from
+ * the stored tiles; returns 1 when check and the two dq differ by more than 1e-2 of max |dq|. */
+static int time_dq_modes(int kind, const bufs *b, float *dq_ref, int B, int T, int H, int d,
+                         size_t n_dq, int warmup, int iters, int check, const char *size) {
+    double ms[2];
+    cuda_flash_test_sm90(0);
+    for (int stored = 0; stored < 2; stored++) {
+        cuda_flash_test_dq_stored(stored);
+        ms[stored] = time_ms(kind, b, B, T, H, d, 1, warmup, iters);
+        if (!stored) cuda_copy(dq_ref, b->dq, n_dq * sizeof(float)); /* the last run's dq */
+    }
+    cuda_flash_test_dq_stored(-1);
+    cuda_flash_test_sm90(-1);
+    cuda_synchronize();
+    const double e = rel_diff(dq_ref, b->dq, n_dq);
+    printf("DQ %s %s %d %.3f %.3f %.2f %.3g\n", kind_name[kind], size, T, ms[0], ms[1],
+           ms[0] / ms[1], e);
+    if (check && (e < 0.0 || e > 1e-2)) {
+        fprintf(stderr,
+                "bench_attn: %s %s T=%d: dq from stored dS tiles off the recomputed one (%.3g of "
+                "max |dq|)\n", kind_name[kind], size, T, e);
+        return 1;
+    }
+    return 0;
+}
+
 /* max |fused - tiled| of the forward output; -1 when a value is not finite */
 static double check_vs_tiled(int kind, const bufs *b, int B, int T, int H, int d, size_t n_out) {
     run(kind, b, B, T, H, d, 0, 0);
@@ -237,12 +294,13 @@ int main(int argc, char **argv) {
         b.ref_lse = cuda_alloc(N * 2 * H * sizeof(float));
         b.rstd = cuda_alloc(N * H * sizeof(float));
         b.dq = cuda_alloc(N * w * sizeof(float));
+        float *dq_ref = cuda_alloc(N * w * sizeof(float)); /* the DQ line's */
         b.dk = cuda_alloc(N * w * sizeof(float));
         b.dv = cuda_alloc(N * w * cuda_operand_bytes());
         b.dgamma = cuda_alloc((size_t)2 * d * sizeof(float));
         b.dlambda = cuda_alloc(sizeof(float));
         if (!b.out || !b.o1 || !b.o2 || !b.ref || !b.lse || !b.ref_lse || !b.rstd || !b.dq ||
-            !b.dk || !b.dv || !b.dgamma || !b.dlambda) {
+            !b.dk || !b.dv || !b.dgamma || !b.dlambda || !dq_ref) {
             fprintf(stderr, "bench_attn: out of device memory\n");
             return 1;
         }
@@ -277,11 +335,13 @@ int main(int argc, char **argv) {
                            shapes[si].size, T, ms[0][0], ms[0][1], ms[1][0], ms[1][1],
                            ms[0][0] / ms[1][0], ms[0][1] / ms[1][1]);
                 }
+                status |= time_dq_modes(kind, &b, dq_ref, B, T, H, d, N * w, warmup, iters,
+                                        check, shapes[si].size);
                 fflush(stdout);
             }
         }
         void *all[] = {b.q, b.k, b.v, b.dout, b.gamma, b.lambda, b.out, b.o1, b.o2, b.ref,
-                       b.lse, b.ref_lse, b.rstd, b.dq, b.dk, b.dv, b.dgamma, b.dlambda};
+                       b.lse, b.ref_lse, b.rstd, b.dq, b.dk, b.dv, b.dgamma, b.dlambda, dq_ref};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) cuda_free(all[i]);
     }
     cuda_backend_shutdown();

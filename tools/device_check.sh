@@ -14,8 +14,9 @@
 #   tests  every GPU test program (test_cuda_*: ops, whole model, NCCL, probe, ...)
 #   train  tests/scripts/gpu_train.sh (GPU vs CPU training, bf16, determinism, recompute,
 #          checkpoints across devices, eval, peak memory vs plan)
-#   bench  bench/bench_gpu.sh 830m (sequence 2048 x 8; then 4096 x 4 in bf16), and
-#          bench/bench_attn.sh where it exists
+#   bench  bench/bench_gpu.sh 830m (sequence 2048 x 8; then 4096 x 4 in bf16; then 2048 x 8 in
+#          bf16 with DIFFTRAIN_FLASH_DQ=stored, against the first run's bf16 rows), and
+#          bench/bench_attn.sh where it exists (its DQ lines time both ways to dq)
 #   bench3b  bench/bench_gpu.sh 3b in bf16, DIFF against its baseline, on one GPU (tp 1, dp 1:
 #          nothing to shard the AdamW state over, so `difftrain plan` sizes): sequence 2048 at
 #          micro-batch 1 (60.1 GiB), and 4096 at micro-batch 2 with recompute (57.5 GiB; 82.8
@@ -92,6 +93,9 @@ stage_bench() {
   bash "$root/bench/bench_gpu.sh" "$BIN" 830m || rc=1
   # the same 16,384 tokens a step at sequence 4096 (the attention's share grows with T)
   BENCH_PRECISIONS=bf16 BENCH_SEQ=4096 BENCH_MICRO=4 bash "$root/bench/bench_gpu.sh" "$BIN" 830m \
+    || rc=1
+  echo "-- dq from the dS tiles dk/dv stores (DIFFTRAIN_FLASH_DQ=stored)"
+  DIFFTRAIN_FLASH_DQ=stored BENCH_PRECISIONS=bf16 bash "$root/bench/bench_gpu.sh" "$BIN" 830m \
     || rc=1
   if [ -f "$root/bench/bench_attn.sh" ]; then
     bash "$root/bench/bench_attn.sh" "$dt/bin/bench_attn" || rc=1

@@ -13,7 +13,14 @@
  * Both recompute P with the same expression from the same bf16 tiles. dq = scale dS K and
  * dK = scale dS^T Q with scale = 1/sqrt(d). The dq kernel recomputes S and dP that dk/dv also
  * compute (7 products per tile pair instead of FlashAttention-2's 5): the price of having no
- * atomics on dq.
+ * atomics on dq. With a tile buffer (flash_ds_tiles_size; DIFFTRAIN_FLASH_DQ=stored) dk/dv runs
+ * first and also writes each dS^T tile it rounds to bf16 for phase 2, as it is, to global memory
+ * (64 keys x 64 rows, 8 KiB: the causal lower triangle of tiles of each q-head), and dq
+ * (flash_dq_stored_kernel) reads those tiles instead of recomputing them: 5 products per tile
+ * pair, no atomics, the same determinism, for 2 bytes per score written and read back once.
+ * The dS values are those dq would have computed: the same expression on the same products
+ * (S^T = K Q^T element by element is S = Q K^T's sum in the same order), rounded to bf16 as dq
+ * rounds its own A fragments.
  * The streamed tiles (dq: K/V; dk/dv: Q/G) are staged by cp.async as in the forward: dk/dv
  * double-buffers (the copies of tile n + 1 are issued right after the barrier that makes tile n
  * visible, which also says every warp is done with tile n - 1, whose buffer they take, and land
@@ -86,6 +93,48 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
     flash_dq_store<D>(dq, acc, m, b, j, i0 + 16 * rw, lane, scale);
 }
 
+/* ---- dq from the stored dS tiles: grid (query tiles, nq, B), 4 warps of 16 rows; per key tile
+ * up to the diagonal, acc += dS K with dS read as A fragments from its dS^T tile ---- */
+template <typename Tin, int D>
+__global__ void __launch_bounds__(FLASH_WARPS * 32)
+flash_dq_stored_kernel(float *dq, const flash_bf16 *ds_tiles, const Tin *k, attn_map m,
+                       float scale) {
+    extern __shared__ uint4 flash_smem[];
+    constexpr int NT = FLASH_WARPS * 32; /* threads (the launch bounds) */
+    constexpr int LDQ = D + FLASH_PAD, LDP = FLASH_BR + FLASH_PAD;
+    constexpr int STAGE = FLASH_BC * (LDP + LDQ); /* one stage: (BC, BR) dS^T, then (BC, D) K */
+    flash_bf16 *stages = (flash_bf16 *)flash_smem;
+    const int tid = threadIdx.x, lane = tid & 31, rw = tid >> 5;
+    const int T = m.T, j = blockIdx.y, b = blockIdx.z;
+    const int i0 = (gridDim.x - 1 - blockIdx.x) * FLASH_BR, nr = min(FLASH_BR, T - i0);
+    const size_t ks = (size_t)m.nk * D;
+    const Tin *kh = k + (size_t)b * T * ks + (size_t)attn_k_head(m, j) * D;
+    auto stage = [&](int kt, int st) { /* dS^T and K of key tile kt into stage st */
+        const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
+        flash_ds_tile_load<NT>(stages + st * STAGE, ds_tiles + flash_ds_tile_at(m, b, j, i0, j0),
+                               tid);
+        flash_stage<Tin, D, NT>(stages + st * STAGE + FLASH_BC * LDP, kh, ks, j0, nc, tid);
+    };
+    stage(0, 0);
+    cp_async_commit();
+    float acc[D / 8][4];
+    flash_zero<D / 8>(acc);
+
+    const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC;
+    for (int kt = 0; kt < n_kt; kt++) {
+        const int st = flash_pipeline_acquire<2>(kt, n_kt, stage);
+        const flash_bf16 *dSt = stages + st * STAGE, *Ks = dSt + FLASH_BC * LDP;
+#pragma unroll
+        for (int kk = 0; kk < FLASH_BC / 16; kk++) { /* acc += dS K */
+            uint32_t a[4];
+            ldmatrix_x4_trans(a, flash_at_row(dSt, LDP, 16 * kk, 16 * rw, lane));
+            flash_mma_b<D / 16>(acc, a, Ks, LDQ, 16 * kk, 0, lane);
+        }
+    }
+
+    flash_dq_store<D>(dq, acc, m, b, j, i0 + 16 * rw, lane, scale);
+}
+
 /* ---- dk, dv: grid (key tiles, nv, B); 8 warps: wk = warp % 4 owns keys 16wk..16wk+15,
  * wh = warp / 4 the rows 32wh..32wh+31 of phase 1 and the column half wh of phase 2 ---- */
 template <int D, int DV> constexpr size_t flash_dkdv_smem(void) {
@@ -100,11 +149,12 @@ template <int D, int DV> constexpr int flash_dkdv_min_blocks(void) {
     return 2 * (flash_dkdv_smem<D, DV>() + 1024) <= 228 * 1024 ? 2 : 0; /* 0: no minimum */
 }
 
-template <typename Tin, int D, int DV>
+/* STORE_DS: each dS^T tile also goes to ds_tiles (flash_ds_tile_at) for flash_dq_stored_kernel */
+template <typename Tin, int D, int DV, bool STORE_DS>
 __global__ void __launch_bounds__(2 * FLASH_WARPS * 32, (flash_dkdv_min_blocks<D, DV>()))
-flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const Tin *k,
-                  const Tin *v, const float *lse, const float *delta, const float *lambda,
-                  attn_map m, float scale_log2, float scale) {
+flash_dkdv_kernel(float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G, const Tin *q,
+                  const Tin *k, const Tin *v, const float *lse, const float *delta,
+                  const float *lambda, attn_map m, float scale_log2, float scale) {
     extern __shared__ uint4 flash_smem[];
     constexpr int NT = 2 * FLASH_WARPS * 32; /* threads (the launch bounds) */
     constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD, LDP = FLASH_BR + FLASH_PAD;
@@ -181,6 +231,9 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
                 }
             }
             __syncthreads();
+            if (STORE_DS)
+                flash_ds_tile_store<NT>(ds_tiles + flash_ds_tile_at(m, b, tiles.q(it), i0, j0), dSs,
+                                        tid);
 
             /* phase 2: dV += (dscale P^T) G, dK += dS^T Q over the tile's 64 rows */
 #pragma unroll
@@ -203,42 +256,62 @@ flash_dkdv_kernel(float *dk, operand_bf16 *dv, const Tin *G, const Tin *q, const
 /* ---- host side ---- */
 
 /* Dynamic shared memory (dk/dv: the streamed tiles twice). d = 128 DIFF (dv = 256), one dq
- * stage: dq 102,400 B, dk/dv 173,056 B. */
+ * stage: dq 102,400 B, dk/dv 173,056 B; dq from stored tiles at d = 128: 53,248 B. */
 template <int D, int DV, int NS> static size_t flash_dq_smem(void) {
     return sizeof(flash_bf16) * (size_t)(FLASH_BR + NS * FLASH_BC) * (D + DV + 2 * FLASH_PAD);
 }
+template <int D> static size_t flash_dq_stored_smem(void) {
+    return sizeof(flash_bf16) * 2 * (size_t)FLASH_BC * (FLASH_BR + D + 2 * FLASH_PAD);
+}
 
 template <typename Tin, int D, int DV, int NS>
-static void flash_backward_launch(float *dq, float *dk, operand_bf16 *dv, const Tin *G,
-                                  const float *delta, const Tin *q, const Tin *k, const Tin *v,
-                                  const float *lse, const float *lambda, const attn_map &m) {
+static void flash_backward_launch(float *dq, float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
+                                  const Tin *G, const float *delta, const Tin *q, const Tin *k,
+                                  const Tin *v, const float *lse, const float *lambda,
+                                  const attn_map &m) {
     auto flash_dq = flash_dq_kernel<Tin, D, DV, NS>;
-    auto flash_dkdv = flash_dkdv_kernel<Tin, D, DV>;
+    auto flash_dkdv = flash_dkdv_kernel<Tin, D, DV, false>;
+    auto flash_dkdv_ds = flash_dkdv_kernel<Tin, D, DV, true>;
+    auto flash_dq_stored = flash_dq_stored_kernel<Tin, D>;
     const size_t smem_dq = flash_dq_smem<D, DV, NS>(), smem_kv = flash_dkdv_smem<D, DV>();
+    const size_t smem_dqs = flash_dq_stored_smem<D>();
     static bool opted_in = false; /* one per instantiation: the sizes never change */
     if (!opted_in) {
         flash_smem_optin((const void *)flash_dq, smem_dq);
         flash_smem_optin((const void *)flash_dkdv, smem_kv);
+        flash_smem_optin((const void *)flash_dkdv_ds, smem_kv);
+        flash_smem_optin((const void *)flash_dq_stored, smem_dqs);
         opted_in = true;
     }
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
     const unsigned tiles = (unsigned)((m.T + FLASH_BR - 1) / FLASH_BR);
-    flash_dq<<<dim3(tiles, (unsigned)m.nq, (unsigned)m.B), FLASH_WARPS * 32, smem_dq,
-               cuda_stream()>>>(dq, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
+    const dim3 grid_q(tiles, (unsigned)m.nq, (unsigned)m.B), grid_kv(tiles, (unsigned)m.nv,
+                                                                     (unsigned)m.B);
+    if (ds_tiles) { /* dk/dv writes the dS tiles that dq then reads */
+        flash_dkdv_ds<<<grid_kv, 2 * FLASH_WARPS * 32, smem_kv, cuda_stream()>>>(
+            dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
+        CUDA_LAUNCH_CHECK();
+        flash_dq_stored<<<grid_q, FLASH_WARPS * 32, smem_dqs, cuda_stream()>>>(dq, ds_tiles, k, m,
+                                                                              scale);
+        CUDA_LAUNCH_CHECK();
+        return;
+    }
+    flash_dq<<<grid_q, FLASH_WARPS * 32, smem_dq, cuda_stream()>>>(dq, G, q, k, v, lse, delta,
+                                                                  lambda, m, scale_log2, scale);
     CUDA_LAUNCH_CHECK();
-    flash_dkdv<<<dim3(tiles, (unsigned)m.nv, (unsigned)m.B), 2 * FLASH_WARPS * 32, smem_kv,
-                 cuda_stream()>>>(dk, dv, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
+    flash_dkdv<<<grid_kv, 2 * FLASH_WARPS * 32, smem_kv, cuda_stream()>>>(
+        dk, dv, NULL, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
     CUDA_LAUNCH_CHECK();
 }
 
 template <typename Tin>
-void flash_core_backward(float *dq, float *dk, operand_bf16 *dv, const Tin *G,
-                         const float *delta, const Tin *q, const Tin *k, const Tin *v,
-                         const float *lse, const float *lambda, const attn_map &m) {
+void flash_core_backward(float *dq, float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
+                         const Tin *G, const float *delta, const Tin *q, const Tin *k,
+                         const Tin *v, const float *lse, const float *lambda, const attn_map &m) {
     flash_check(m);
     if (m.B == 0 || m.T <= 0) return;
 #define FLASH_BWD(D, DV, NS)                                                                      \
-    flash_backward_launch<Tin, D, DV, NS>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m)
+    flash_backward_launch<Tin, D, DV, NS>(dq, dk, dv, ds_tiles, G, delta, q, k, v, lse, lambda, m)
     /* dq's K/V stages (NS, last argument): two where that keeps the blocks per SM of one stage on
      * H100 (228 KiB shared memory, 64 Ki registers per SM; registers from ptxas -v): d = 64 (4)
      * and d = 128 standard (2, by registers); the others would drop (3 -> 2, 4 -> 2, 2 -> 1,
@@ -253,12 +326,13 @@ void flash_core_backward(float *dq, float *dk, operand_bf16 *dv, const Tin *G,
     }
 #undef FLASH_BWD
 }
-template void flash_core_backward<flash_bf16>(float *, float *, operand_bf16 *,
+template void flash_core_backward<flash_bf16>(float *, float *, operand_bf16 *, flash_bf16 *,
                                               const flash_bf16 *, const float *,
                                               const flash_bf16 *, const flash_bf16 *,
                                               const flash_bf16 *, const float *, const float *,
                                               const attn_map &);
-template void flash_core_backward<float>(float *, float *, operand_bf16 *, const float *,
+template void flash_core_backward<float>(float *, float *, operand_bf16 *, flash_bf16 *,
+                                         const float *,
                                          const float *, const float *, const float *,
                                          const float *, const float *, const float *,
                                          const attn_map &);

@@ -175,4 +175,41 @@ __device__ __forceinline__ void flash_dv_store(operand_bf16 *dv, const float (*a
     }
 }
 
+/* ---- the stored dS (flash_backward.cu, DIFFTRAIN_FLASH_DQ=stored): per (b, q-head j) the
+ * causal lower triangle of 64 x 64 tiles, tile (row tile r, key tile c <= r) at r (r + 1) / 2 + c,
+ * each FLASH_BC keys x FLASH_BR rows of bf16, key after key: dS^T as dk/dv holds it ---- */
+
+/* the offset (elements) of the tile of q-head j's rows i0.. and keys j0.. (multiples of 64) */
+__host__ __device__ __forceinline__ size_t flash_ds_tile_at(const attn_map &m, int b, int j,
+                                                            int i0, int j0) {
+    const size_t nt = (size_t)(m.T + FLASH_BR - 1) / FLASH_BR;
+    const size_t r = (size_t)(i0 / FLASH_BR), c = (size_t)(j0 / FLASH_BC);
+    return (((size_t)b * m.nq + j) * (nt * (nt + 1) / 2) + r * (r + 1) / 2 + c) *
+           (FLASH_BC * FLASH_BR);
+}
+/* the buffer's size in bytes: every tile of every (b, q-head), i.e. the offset of batch row B's
+ * first tile */
+__host__ __forceinline__ size_t flash_ds_tiles_size(const attn_map &m) {
+    return m.T > 0 ? flash_ds_tile_at(m, m.B, 0, 0, 0) * sizeof(flash_bf16) : 0;
+}
+
+/* A shared-memory dS^T tile (rows of FLASH_BR + FLASH_PAD) out to its place dst in the buffer, by
+ * thread tid of NT, 16 bytes at a time */
+template <int NT>
+__device__ __forceinline__ void flash_ds_tile_store(flash_bf16 *dst, const flash_bf16 *dSs,
+                                                    int tid) {
+    flash_tile_chunks<FLASH_BR, NT, 1>(tid, [&](int r, int c) {
+        *reinterpret_cast<uint4 *>(dst + r * FLASH_BR + 8 * c) =
+            *reinterpret_cast<const uint4 *>(dSs + r * (FLASH_BR + FLASH_PAD) + 8 * c);
+    });
+}
+/* ... and back in (cp.async, in flight until the caller's commit and wait) */
+template <int NT>
+__device__ __forceinline__ void flash_ds_tile_load(flash_bf16 *dSs, const flash_bf16 *src,
+                                                   int tid) {
+    flash_tile_chunks<FLASH_BR, NT, 1>(tid, [&](int r, int c) {
+        cp_async16(dSs + r * (FLASH_BR + FLASH_PAD) + 8 * c, src + r * FLASH_BR + 8 * c, 16);
+    });
+}
+
 #endif

@@ -172,6 +172,13 @@ __device__ __forceinline__ const flash_bf16 *flash_b_row(const flash_bf16 *s, in
     return s + (k0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * ld + n0 + 8 * (lane >> 4);
 }
 
+/* A fragment (16 x 16) at rows m0.., columns k0.. of a tile stored transposed, [k][m]
+ * (ldmatrix .trans) */
+__device__ __forceinline__ const flash_bf16 *flash_at_row(const flash_bf16 *s, int ld, int k0,
+                                                          int m0, int lane) {
+    return s + (k0 + (lane & 7) + 8 * (lane >> 4)) * ld + m0 + 8 * ((lane >> 3) & 1);
+}
+
 /* ---- warp products ---- */
 
 /* acc (16 x 16*NP, NP pairs of n8 tiles) += a (one k16 step) * B, B^T stored [n][k] from n0 */
@@ -286,10 +293,12 @@ void flash_diff_prep(TG *G, float *delta, double *part, float *dgamma, float *dl
 /* dq, dk, dv (overwritten) from G (the output gradient in the output buffers' layout) and delta
  * (B, nq, T) = dscale_j * (G_i . o_i) per q-head (flash_prep.cu), as attn_core_backward; Tin as
  * flash_core_forward, for G, q, k and v alike. dq, dk fp32; dv an operand, so bf16 (rounded
- * from the fp32 sums as stored), whatever Tin. */
+ * from the fp32 sums as stored), whatever Tin. ds_tiles NULL: the dq kernel recomputes dS;
+ * else scratch of flash_ds_tiles_size(m) bytes (flash_backward.cuh), 16-byte aligned, into
+ * which dk/dv stores dS for dq to read (flash_backward.cu). */
 template <typename Tin>
-void flash_core_backward(float *dq, float *dk, operand_bf16 *dv, const Tin *G,
-                         const float *delta, const Tin *q, const Tin *k, const Tin *v,
-                         const float *lse, const float *lambda, const attn_map &m);
+void flash_core_backward(float *dq, float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
+                         const Tin *G, const float *delta, const Tin *q, const Tin *k,
+                         const Tin *v, const float *lse, const float *lambda, const attn_map &m);
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "model/cuda/cuda_ops.h"
 #include "model/cuda/flash.h"
+#include "model/cuda/flash_backward.cuh"
 #include "model/cuda/flash_core.cuh"
 #include "model/cuda/flash_sm90.cuh"
 #include "model/cuda/flash_test.h"
@@ -79,6 +80,39 @@ bool flash_sm90_usable(void) {
 extern "C" int cuda_flash_sm90_capable(void) { return flash_sm90_capable(); }
 extern "C" int cuda_flash_sm90(void) { return flash_sm90_usable(); }
 
+static int g_dq_mode = -1; /* flash_test.h: -1 the environment, 0 recompute, 1 stored */
+
+extern "C" void cuda_flash_test_dq_stored(int mode) { g_dq_mode = mode < 0 ? -1 : mode != 0; }
+
+/* DIFFTRAIN_FLASH_DQ: "stored" (the mma.sync backward's dq reads the dS tiles that dk/dv
+ * stores: flash_backward.cu) or "recompute" (the default, also when unset or empty: dq
+ * recomputes them); anything else is an error that names the variable. Read at each backward
+ * (a getenv: nothing beside the kernels). */
+static bool flash_dq_stored_env(void) {
+    const char *e = getenv("DIFFTRAIN_FLASH_DQ");
+    if (!e || !*e || strcmp(e, "recompute") == 0) return false;
+    if (strcmp(e, "stored") == 0) return true;
+    fprintf(stderr, "difftrain: error: DIFFTRAIN_FLASH_DQ is '%s': expected 'stored' or "
+            "'recompute'\n", e);
+    fflush(stderr);
+    abort();
+}
+
+/* Whether the backward's dq reads stored dS tiles: asked for (the test switch, else the
+ * environment) and on the mma.sync kernels (the fp32-staging path's, or the bf16 path's where
+ * the wgmma ones do not run). */
+static bool flash_dq_stored(bool f32_path) {
+    const bool asked = g_dq_mode < 0 ? flash_dq_stored_env() : g_dq_mode != 0;
+    return asked && (f32_path || !flash_sm90_usable());
+}
+
+extern "C" int cuda_flash_dq_stored(void) { return flash_dq_stored(g_f32_staging != 0); }
+
+/* The workspace bytes of the stored dS tiles for m (0 where dq recomputes them) */
+static size_t flash_ds_bytes(const attn_map &m, bool f32_path) {
+    return flash_dq_stored(f32_path) ? attn_ws_align(flash_ds_tiles_size(m)) : 0;
+}
+
 /* The bf16 forward and backward on the kernels flash_sm90_usable selects. */
 static void flash_forward_bf16(operand_bf16 *out, float *o1, float *o2, float *lse,
                                const flash_bf16 *const qkv[3], const attn_map &m,
@@ -88,14 +122,16 @@ static void flash_forward_bf16(operand_bf16 *out, float *o1, float *o2, float *l
     else
         flash_core_forward<flash_bf16>(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
 }
-static void flash_backward_bf16(float *dq, float *dk, operand_bf16 *dv, const flash_bf16 *G,
-                                const float *delta, const flash_bf16 *const qkv[3],
-                                const float *lse, const float *lambda, const attn_map &m) {
+/* ds_tiles: the stored dS tiles' workspace where flash_dq_stored(false), else NULL */
+static void flash_backward_bf16(float *dq, float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
+                                const flash_bf16 *G, const float *delta,
+                                const flash_bf16 *const qkv[3], const float *lse,
+                                const float *lambda, const attn_map &m) {
     if (flash_sm90_usable())
         flash_core_backward_sm90(dq, dk, dv, G, delta, qkv[0], qkv[1], qkv[2], lse, lambda, m);
     else
-        flash_core_backward<flash_bf16>(dq, dk, dv, G, delta, qkv[0], qkv[1], qkv[2], lse, lambda,
-                                        m);
+        flash_core_backward<flash_bf16>(dq, dk, dv, ds_tiles, G, delta, qkv[0], qkv[1], qkv[2],
+                                        lse, lambda, m);
 }
 
 /* bf16 copies of n fp32 tensors (src[i], len[i] floats) carved in order from ws, each aligned
@@ -166,7 +202,8 @@ extern "C" void cuda_flash_attention_backward(float *dq, float *dk, dt_operand *
     const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v"};
     const void *ptrs[] = {dq, dk, dv, dout, qkv[0], qkv[1], qkv[2]};
     flash_aligned(names, ptrs, 7);
-    /* workspace: delta (B, Hq, T) | bf16 dout (the test path: fp32 q | k | v instead) */
+    /* workspace: delta (B, Hq, T) | bf16 dout (the test path: fp32 q | k | v instead) | the
+     * stored dS tiles (where dq reads them) */
     const size_t delta_bytes = attn_ws_align(sizeof(float) * ((size_t)B * Hq * T + 1));
     const size_t len[] = {(size_t)B * T * Hq * d, (size_t)B * T * Hkv * d,
                           (size_t)B * T * Hkv * d_v};
@@ -175,17 +212,20 @@ extern "C" void cuda_flash_attention_backward(float *dq, float *dk, dt_operand *
     float *f[3];
     const size_t rest = g_f32_staging ? flash_widened(NULL, f, qkv, len)
                                       : flash_copies(NULL, &g16, &dout, &dout_len, 1);
-    char *ws = (char *)cuda_workspace(delta_bytes + rest);
+    const size_t ds_bytes = flash_ds_bytes(m, g_f32_staging != 0);
+    char *ws = (char *)cuda_workspace(delta_bytes + rest + ds_bytes);
     float *delta = (float *)ws;
+    flash_bf16 *ds_tiles = ds_bytes ? (flash_bf16 *)(ws + delta_bytes + rest) : NULL;
     /* bf16(G_i) . o_i, as the kernels read G; o (out) is bf16 */
     attn_delta<operand_bf16>(delta, dout, (const operand_bf16 *)out, NULL, NULL, m, true);
     if (g_f32_staging) {
         flash_widened(ws + delta_bytes, f, qkv, len);
-        flash_core_backward<float>(dq, dk, dv, dout, delta, f[0], f[1], f[2], lse, NULL, m);
+        flash_core_backward<float>(dq, dk, dv, ds_tiles, dout, delta, f[0], f[1], f[2], lse,
+                                   NULL, m);
         return;
     }
     flash_copies(ws + delta_bytes, &g16, &dout, &dout_len, 1);
-    flash_backward_bf16(dq, dk, dv, g16, delta, qkv, lse, NULL, m);
+    flash_backward_bf16(dq, dk, dv, ds_tiles, g16, delta, qkv, lse, NULL, m);
 }
 
 extern "C" void cuda_flash_diffattn_forward(dt_operand *out_, float *o1, float *o2, float *lse,
@@ -234,8 +274,9 @@ extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, dt_operand *d
     flash_aligned(names, ptrs, 6);
     const size_t n_rows = (size_t)B * T * H;
     if (n_rows == 0) return;
-    /* workspace: part (chunks, 2d + 1) doubles | G (B, T, H*2d) in bf16 | delta (B, 2H, T); the
-     * test path: G as rounded floats, then fp32 q | k | v */
+    /* workspace: part (chunks, 2d + 1) doubles | G (B, T, H*2d) in bf16 | delta (B, 2H, T) | the
+     * stored dS tiles (where dq reads them); the test path: G as rounded floats, and fp32
+     * q | k | v after the tiles */
     const bool f32 = g_f32_staging != 0;
     const size_t part_bytes =
         attn_ws_align(diff_chunks(n_rows) * (size_t)(2 * d + 1) * sizeof(double));
@@ -245,21 +286,23 @@ extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, dt_operand *d
     const size_t len[] = {(size_t)B * T * 2 * H * d, (size_t)B * T * 2 * Hkv * d,
                           (size_t)B * T * Hkv * 2 * d};
     float *f[3];
-    char *ws = (char *)cuda_workspace(part_bytes + G_bytes + delta_bytes +
+    const size_t ds_bytes = flash_ds_bytes(m, f32), head = part_bytes + G_bytes + delta_bytes;
+    char *ws = (char *)cuda_workspace(head + ds_bytes +
                                       (f32 ? flash_widened(NULL, f, qkv, len) : 0));
     double *part = (double *)ws;
     float *delta = (float *)(ws + part_bytes + G_bytes);
+    flash_bf16 *ds_tiles = ds_bytes ? (flash_bf16 *)(ws + head) : NULL;
     if (f32) {
         float *G = (float *)(ws + part_bytes);
         flash_diff_prep(G, delta, part, dgamma, dlambda, dout, o1, o2, rstd, lambda, gamma,
                         lambda_init, m);
-        flash_widened(ws + part_bytes + G_bytes + delta_bytes, f, qkv, len);
-        flash_core_backward<float>(dq, dk, dv, (const float *)G, delta, f[0], f[1], f[2], lse,
-                                   lambda, m);
+        flash_widened(ws + head + ds_bytes, f, qkv, len);
+        flash_core_backward<float>(dq, dk, dv, ds_tiles, (const float *)G, delta, f[0], f[1],
+                                   f[2], lse, lambda, m);
         return;
     }
     flash_bf16 *G = (flash_bf16 *)(ws + part_bytes);
     flash_diff_prep(G, delta, part, dgamma, dlambda, dout, o1, o2, rstd, lambda, gamma,
                     lambda_init, m);
-    flash_backward_bf16(dq, dk, dv, G, delta, qkv, lse, lambda, m);
+    flash_backward_bf16(dq, dk, dv, ds_tiles, G, delta, qkv, lse, lambda, m);
 }

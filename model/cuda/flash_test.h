@@ -27,6 +27,14 @@ int cuda_flash_sm90_capable(void);
 /* 1 when the bf16 ops would run the sm_90 wgmma kernels now */
 int cuda_flash_sm90(void);
 
+/* How the mma.sync backward gets dq's dS: mode 1 from the tiles dk/dv stores
+ * (flash_backward.cu), 0 recomputed by the dq kernel, -1 (the default) as the environment says
+ * (DIFFTRAIN_FLASH_DQ=stored: stored; unset or "recompute": recomputed). The wgmma kernels always
+ * recompute. Not thread safe; set it between ops. */
+void cuda_flash_test_dq_stored(int mode);
+/* 1 when the backward ops would read stored dS tiles now */
+int cuda_flash_dq_stored(void);
+
 #ifdef __cplusplus
 }
 #endif

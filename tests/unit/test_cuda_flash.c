@@ -18,6 +18,12 @@
  * checks above are of them (switched on whatever the environment selects), the staging check
  * pairs the mma.sync kernels' bf16 run with the fp32 one, and the two sets of kernels must agree
  * within the tiled tolerances (on an H100 and under the emulator they give the same bits).
+ * The mma.sync backward with dq read from the dS tiles that dk/dv stores (DIFFTRAIN_FLASH_DQ=
+ * stored) runs too, on both staging paths: dk and dv must keep the recomputing run's bits (the
+ * same kernel math, plus the tiles' stores), dq must be within the tiled tolerances of it and,
+ * under the emulator, its bits (the same dS from the same products: S^T = K Q^T is S = Q K^T
+ * element by element, and the emulated mma sums in a fixed order whichever operand is A), and
+ * the fp32-staging run must give the bf16 run's bits.
  * Last, the backend table: under "bf16 products" the attention ops are the fused kernels where
  * the head dim and the alignment of q, k, v (bf16) allow (bit-identical to calling them), the
  * tiled ones elsewhere and in fp32 mode.
@@ -56,12 +62,15 @@
  * same matrix (~16 s). */
 #include <math.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -129,12 +138,33 @@ static void set_mode(int bf16) {
  * production path with the wgmma kernels off. Where the build and device have the wgmma kernels
  * (cuda_flash_sm90_capable), runs 0 and 1 are on them and run 3 on the mma.sync kernels, which
  * the staging check pairs with run 2 (the fp32 path has only mma.sync kernels); elsewhere runs
- * 0 and 3 are alike. MMA: the bf16 run on the mma.sync kernels. */
-#define RUNS 4
+ * 0 and 3 are alike. MMA: the bf16 run on the mma.sync kernels. Runs 0 to 3 recompute dq's dS;
+ * STORED (4) is run 3 and STORED + 1 (5) run 2 with dq reading the tiles dk/dv stores. */
+#define RUNS 6
 #define MMA 3
+#define STORED 4
 static void set_run(int run) {
-    cuda_flash_test_f32_staging(run == 2);
-    cuda_flash_test_sm90(run != 3);
+    cuda_flash_test_f32_staging(run == 2 || run == STORED + 1);
+    cuda_flash_test_sm90(run < 3);
+    cuda_flash_test_dq_stored(run >= STORED);
+}
+
+/* The stored-dS runs (STORED, STORED + 1) against the recomputing mma.sync run (MMA): index 0
+ * MMA, 1 STORED, 2 STORED + 1 (the header says what each must hold). */
+static int check_stored_ds(const float *const dq[3], const float *const dk[3],
+                           const dt_operand *const dv[3], size_t nq, size_t nk, size_t nv) {
+    int fails = cot_bits_differ("dk", "stored-dS run", dk[0], dk[1], nk);
+    fails += cot_operand_bits_differ("dv", "stored-dS run", dv[0], dv[1], nv);
+    float *ref = cut_to_host(dq[0], nq);
+    fails += check_grad("dq stored vs recomputed", dq[1], ref, nq, TILED_AFRAC, TILED_RTOL);
+    free(ref);
+#ifdef DT_CUDA_EMULATED
+    fails += cot_bits_differ("dq", "stored-dS run", dq[0], dq[1], nq);
+#endif
+    fails += cot_bits_differ("dq", "stored-dS " F32_RUN, dq[1], dq[2], nq);
+    fails += cot_bits_differ("dk", "stored-dS " F32_RUN, dk[1], dk[2], nk);
+    fails += cot_operand_bits_differ("dv", "stored-dS " F32_RUN, dv[1], dv[2], nv);
+    return fails;
 }
 /* out, an operand buffer in bf16 mode, against a host reference */
 static int check_out(const char *what, const dt_operand *dev, const float *ref, size_t n,
@@ -260,6 +290,12 @@ static int run_standard(const std_case *c, unsigned seed) {
     fails += cot_bits_differ("dq", F32_RUN, dq_d[MMA], dq_d[2], nq);
     fails += cot_bits_differ("dk", F32_RUN, dk_d[MMA], dk_d[2], nk);
     fails += cot_operand_bits_differ("dv", F32_RUN, dv_d[MMA], dv_d[2], nv);
+    {
+        const float *dqs[3] = {dq_d[MMA], dq_d[STORED], dq_d[STORED + 1]};
+        const float *dks[3] = {dk_d[MMA], dk_d[STORED], dk_d[STORED + 1]};
+        const dt_operand *dvs[3] = {dv_d[MMA], dv_d[STORED], dv_d[STORED + 1]};
+        fails += check_stored_ds(dqs, dks, dvs, nq, nk, nv);
+    }
     if (sm90) { /* the wgmma kernels (run 0) against the mma.sync ones (run 3) */
         float *m_out = cot_operand_to_host(o_d[3], no), *m_lse = to_host(l_d[3], nl);
         float *m_dq = to_host(dq_d[3], nq), *m_dk = to_host(dk_d[3], nk);
@@ -272,11 +308,12 @@ static int run_standard(const std_case *c, unsigned seed) {
         free(m_out), free(m_lse), free(m_dq), free(m_dk), free(m_dv);
     }
 
-    void *dev[] = {tq, tk, tv, tdout, tout, tlse, tdq, tdk, tdv, q_d, k_d, v_d, dout_d,
-                   o_d[0], o_d[1], l_d[0], l_d[1], dq_d[0], dq_d[1], dk_d[0], dk_d[1],
-                   dv_d[0], dv_d[1], o_d[2], l_d[2], dq_d[2], dk_d[2], dv_d[2],
-                   o_d[3], l_d[3], dq_d[3], dk_d[3], dv_d[3]};
+    void *dev[] = {tq, tk, tv, tdout, tout, tlse, tdq, tdk, tdv, q_d, k_d, v_d, dout_d};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    for (int run = 0; run < RUNS; run++) {
+        void *r[] = {o_d[run], l_d[run], dq_d[run], dk_d[run], dv_d[run]};
+        for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) cuda_free(r[i]);
+    }
     float *host[] = {q, k, v, dout, out, lse, dq, dk, dvv, qr, kr, vr, doutr,
                      t_out, t_lse, t_dq, t_dk, t_dv};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
@@ -461,6 +498,16 @@ static int run_diff(const diff_case *c, unsigned seed) {
             fails += same_bits(names[i], a[i], b[i], tn[i]);
             fails += cot_bits_differ(names[i], F32_RUN, m[i], x[i], tn[i]);
         }
+    {
+        const float *dqs[3] = {M->dq, f[STORED].dq, f[STORED + 1].dq};
+        const float *dks[3] = {M->dk, f[STORED].dk, f[STORED + 1].dk};
+        const dt_operand *dvs[3] = {M->dv, f[STORED].dv, f[STORED + 1].dv};
+        fails += check_stored_ds(dqs, dks, dvs, nq, nk, nv);
+        for (int run = STORED; run < RUNS; run++) /* dgamma, dlambda: the prep's, untouched */
+            fails += cot_bits_differ("dgamma", "stored-dS run", M->dgamma, f[run].dgamma,
+                                     (size_t)d2) +
+                     cot_bits_differ("dlambda", "stored-dS run", M->dlambda, f[run].dlambda, 1);
+    }
     if (sm90) { /* the wgmma kernels (run 0) against the mma.sync ones, as against the tiled */
         float *mh[8];
         for (int i = 1; i < 7; i++) mh[i] = to_host(m[i], tn[i]);
@@ -593,6 +640,54 @@ static int dispatch_diff(const dt_backend *be, int d, int fused) {
     return fails;
 }
 
+/* 1 when a child process that calls cuda_flash_dq_stored() with DIFFTRAIN_FLASH_DQ=value dies of
+ * SIGABRT (the op's error for a value it does not know), 0 when it returns */
+static int dq_env_aborts(const char *value) {
+    fflush(stdout);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("DIFFTRAIN_FLASH_DQ", value, 1);
+        (void)cuda_flash_dq_stored();
+        _exit(0);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
+}
+
+/* DIFFTRAIN_FLASH_DQ selects where the mma.sync backward's dq gets dS when no test switch is
+ * set; the wgmma kernels always recompute; a value it does not know stops the program. */
+static void test_dq_env(void **state) {
+    (void)state;
+    set_mode(1);
+    cuda_flash_test_f32_staging(0);
+    cuda_flash_test_sm90(0);
+    cuda_flash_test_dq_stored(-1);
+    static const char *values[] = {NULL, "", "recompute", "stored"};
+    for (int i = 0; i < 4; i++) {
+        if (values[i]) setenv("DIFFTRAIN_FLASH_DQ", values[i], 1);
+        else unsetenv("DIFFTRAIN_FLASH_DQ");
+        assert_int_equal(cuda_flash_dq_stored(), i == 3);
+    }
+    cuda_flash_test_dq_stored(0); /* the test switch wins */
+    assert_int_equal(cuda_flash_dq_stored(), 0);
+    cuda_flash_test_dq_stored(-1);
+    if (cuda_flash_sm90_capable()) { /* the wgmma kernels recompute, whatever is asked */
+        cuda_flash_test_sm90(1);
+        assert_int_equal(cuda_flash_dq_stored(), 0);
+        cuda_flash_test_f32_staging(1); /* that path has only the mma.sync kernels */
+        assert_int_equal(cuda_flash_dq_stored(), 1);
+        cuda_flash_test_f32_staging(0);
+        cuda_flash_test_sm90(0);
+    }
+    unsetenv("DIFFTRAIN_FLASH_DQ");
+    assert_int_equal(dq_env_aborts("stored"), 0);
+    assert_int_equal(dq_env_aborts("Stored"), 1);
+    assert_int_equal(dq_env_aborts("1"), 1);
+    cuda_flash_test_sm90(-1);
+}
+
 static void test_backend_dispatch(void **state) {
     (void)state;
     float *buf = cut_to_device(NULL, 64 * sizeof(float));
@@ -631,6 +726,7 @@ int main(void) {
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_diffattn),
         cmocka_unit_test(test_backend_dispatch),
+        cmocka_unit_test(test_dq_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
