@@ -7,6 +7,8 @@
 #   that little); in bf16 (bf16 tensor-core products) every step within 3% and the last within 2%;
 # - two GPU runs give bit-identical losses (every kernel is deterministic);
 # - train.recompute on the GPU gives the losses of the run without it, bit for bit;
+# - the fused attention's dq from stored dS tiles (DIFFTRAIN_FLASH_DQ=stored) trains as dq that
+#   recomputes them (head dim 64, bf16, two tiles: 20 steps within 1e-3 relative);
 # - a checkpoint saved on the GPU at step 25 resumes on the CPU, and one saved on the CPU resumes
 #   on the GPU: the continued losses track the uninterrupted run of the other device (2e-3);
 # - eval on the GPU (fp32 and bf16) scores a checkpoint as eval on the CPU does;
@@ -60,10 +62,12 @@ assert worst <= rtol and end <= last_rtol
 PY
 }
 
+losses() { # losses RUN: its losses, exactly
+  "$PY" -c 'import json,sys; [print(repr(json.loads(l)["loss"])) for l in open(sys.argv[1])]' \
+    "$tmp/$1.jsonl"
+}
 same_losses() {
-  cmp -s <("$PY" -c 'import json,sys; [print(repr(json.loads(l)["loss"])) for l in open(sys.argv[1])]' "$tmp/$1.jsonl") \
-         <("$PY" -c 'import json,sys; [print(repr(json.loads(l)["loss"])) for l in open(sys.argv[1])]' "$tmp/$2.jsonl") \
-    || fail "$1 and $2: losses differ"
+  cmp -s <(losses "$1") <(losses "$2") || fail "$1 and $2: losses differ"
   echo "  $1 = $2 bit for bit"
 }
 
@@ -78,6 +82,19 @@ for arch in diff diff_v2 transformer; do
   compare bf16_$arch cpu_$arch 0.03 0.02
   same_losses gpu_$arch gpu2_$arch
   same_losses rec_$arch gpu_$arch
+done
+
+# the fused attention (bf16, head dim 64, sequence 128: two 64-row tiles) with dq read from the
+# dS tiles dk/dv stores (DIFFTRAIN_FLASH_DQ=stored) against dq recomputing them: the same dS
+# (bit for bit under the emulator) into the same product, so 20 steps agree to bf16 noise at most
+for arch in diff diff_v2 transformer; do
+  h=2; [ $arch = transformer ] && h=4
+  f=(model.arch=$arch model.d_model=256 model.n_heads=$h model.n_kv_heads=$h train.seq_len=128
+     train.steps=20 train.device=cuda train.precision=bf16)
+  run fused_$arch "${f[@]}"
+  DIFFTRAIN_FLASH_DQ=stored run fused_dqst_$arch "${f[@]}"
+  compare fused_dqst_$arch fused_$arch 1e-3
+  cmp -s <(losses fused_dqst_$arch) <(losses fused_$arch) && echo "  (losses bit for bit)"
 done
 
 # checkpoints across devices: GPU -> CPU and CPU -> GPU, continued at step 26
