@@ -18,11 +18,15 @@
 #          bf16 with DIFFTRAIN_FLASH_DQ=stored, against the first run's bf16 rows), and
 #          bench/bench_attn.sh where it exists (its DQ lines time both ways to dq)
 #   bench3b  bench/bench_gpu.sh 3b in bf16, DIFF against its baseline, on one GPU (tp 1, dp 1:
-#          nothing to shard the AdamW state over, so `difftrain plan` sizes): sequence 2048 at
-#          micro-batch 1 (60.1 GiB), and 4096 at micro-batch 2 with recompute (57.5 GiB; 82.8
-#          without), each with one micro-batch a step, then the latter with 8 (the 3B config's
-#          accumulation per data-parallel rank: 1024 / (2 x 64)), where the optimizer's update
-#          and the weights' bf16 copies come once per 8 forwards and backwards, as in that run.
+#          nothing to shard the AdamW state over; `difftrain plan` sizes at this build, with
+#          the weights' bf16 copies): sequence 2048 at micro-batch 1 (66.6 GiB), and 4096 at
+#          micro-batch 2 with recompute (64.0 GiB; 89.3 without), each with one micro-batch a
+#          step, then the latter with 8 (the 3B config's accumulation per data-parallel rank:
+#          1024 / (2 x 64)), where the optimizer's update and the weights' bf16 copies come
+#          once per 8 forwards and backwards, as in that run; last, the step closest to the 3B
+#          config's own that fits one GPU: 4096 at micro-batch 1 without recompute (74.3 GiB;
+#          the config's run has no recompute: ZeRO over 64 ranks leaves room for micro-batch
+#          2), 16 micro-batches a step (the same 64 sequences).
 #          Several minutes: the 3.5B parameters are initialised on the host per run.
 #   profile  Nsight Compute (ncu) over two training steps of DIFF and the baseline at 830M in
 #          bf16 (gpu__time_duration of every kernel, clocks as found): per-kernel-name totals in
@@ -108,6 +112,8 @@ stage_bench3b() {
   BENCH_PRECISIONS=bf16 BENCH_SEQ=2048 BENCH_MICRO=1 bash "$root/bench/bench_gpu.sh" "$BIN" 3b || rc=1
   BENCH_PRECISIONS=bf16 BENCH_SEQ=4096 BENCH_RECOMPUTE=true bash "$root/bench/bench_gpu.sh" "$BIN" 3b || rc=1
   BENCH_PRECISIONS=bf16 BENCH_SEQ=4096 BENCH_RECOMPUTE=true BENCH_ACCUM=8 BENCH_STEPS=14 \
+    bash "$root/bench/bench_gpu.sh" "$BIN" 3b || rc=1
+  BENCH_PRECISIONS=bf16 BENCH_SEQ=4096 BENCH_MICRO=1 BENCH_ACCUM=16 BENCH_STEPS=13 \
     bash "$root/bench/bench_gpu.sh" "$BIN" 3b || rc=1
   return $rc
 }
