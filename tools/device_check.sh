@@ -25,8 +25,8 @@
 #          1024 / (2 x 64)), where the optimizer's update and the weights' bf16 copies come
 #          once per 8 forwards and backwards, as in that run; last, the step closest to the 3B
 #          config's own that fits one GPU: 4096 at micro-batch 1 without recompute (74.3 GiB;
-#          the config's run has no recompute: ZeRO over 64 ranks leaves room for micro-batch
-#          2), 16 micro-batches a step (the same 64 sequences).
+#          the config's run has no recompute: tp 4 and ZeRO over dp 64 take it to 22.7 GiB a
+#          GPU at micro-batch 2), 16 micro-batches a step (the same 64 sequences).
 #          Several minutes: the 3.5B parameters are initialised on the host per run.
 #   profile  Nsight Compute (ncu) over two training steps of DIFF and the baseline at 830M in
 #          bf16 (gpu__time_duration of every kernel, clocks as found): per-kernel-name totals in
