@@ -285,8 +285,8 @@ static void flash_backward_launch(float *dq, float *dk, operand_bf16 *dv, flash_
     }
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
     const unsigned tiles = (unsigned)((m.T + FLASH_BR - 1) / FLASH_BR);
-    const dim3 grid_q(tiles, (unsigned)m.nq, (unsigned)m.B), grid_kv(tiles, (unsigned)m.nv,
-                                                                     (unsigned)m.B);
+    const dim3 grid_q(tiles, (unsigned)m.nq, (unsigned)m.B); /* query tiles x q-heads x b */
+    const dim3 grid_kv(tiles, (unsigned)m.nv, (unsigned)m.B); /* key tiles x v-heads x b */
     if (ds_tiles) { /* dk/dv writes the dS tiles that dq then reads */
         flash_dkdv_ds<<<grid_kv, 2 * FLASH_WARPS * 32, smem_kv, cuda_stream()>>>(
             dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
