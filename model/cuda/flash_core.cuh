@@ -276,6 +276,11 @@ void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, con
  * flash_core_forward and flash_core_backward. */
 bool flash_sm90_usable(void);
 
+/* Whether the mma.sync backward runs DIFF V1's dk/dv with both branches of a head per query tile
+ * (flash_dkdv_diff.cu; the default) or one branch after the other (flash_dkdv_kernel): the test
+ * switch of flash_test.h (flash_ops.cu). */
+bool flash_diff_paired(void);
+
 /* dst[i] (n[i] floats) = src[i] (n[i] bf16) widened, for i < count (flash_convert.cu): the
  * fp32 copies of q, k, v for the test path (flash_test.h). */
 void flash_to_f32(float *const *dst, const flash_bf16 *const *src, const size_t *n, int count);

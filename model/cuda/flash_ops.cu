@@ -108,6 +108,12 @@ static bool flash_dq_stored(bool f32_path) {
 
 extern "C" int cuda_flash_dq_stored(void) { return flash_dq_stored(g_f32_staging != 0); }
 
+static int g_diff_paired = 1; /* flash_test.h */
+
+extern "C" void cuda_flash_test_diff_paired(int on) { g_diff_paired = on != 0; }
+
+bool flash_diff_paired(void) { return g_diff_paired != 0; }
+
 /* The workspace bytes of the stored dS tiles for m (0 where dq recomputes them) */
 static size_t flash_ds_bytes(const attn_map &m, bool f32_path) {
     return flash_dq_stored(f32_path) ? attn_ws_align(flash_ds_tiles_size(m)) : 0;

@@ -35,6 +35,13 @@ void cuda_flash_test_dq_stored(int mode);
 /* 1 when the backward ops would read stored dS tiles now */
 int cuda_flash_dq_stored(void);
 
+/* How the mma.sync backward computes DIFF V1's dk and dv: on != 0 (the default) both branches of
+ * a head per query tile, dP^T = V G^T once for both and dV from P_1 - lambda P_2
+ * (flash_dkdv_diff.cu); 0 one branch after the other, each with its own dP^T and dV product
+ * (flash_dkdv_kernel), the kernel the paired one replaced, kept to compare them (tests, bench_attn).
+ * Not thread safe; set it between ops. */
+void cuda_flash_test_diff_paired(int on);
+
 #ifdef __cplusplus
 }
 #endif

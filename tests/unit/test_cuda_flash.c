@@ -24,6 +24,10 @@
  * under the emulator, its bits (the same dS from the same products: S^T = K Q^T is S = Q K^T
  * element by element, and the emulated mma sums in a fixed order whichever operand is A), and
  * the fp32-staging run must give the bf16 run's bits.
+ * DIFF's dk/dv takes both branches of a head per query tile (flash_dkdv_diff.cu); one more run
+ * takes them one after the other (the kernel it replaced, flash_test.h): dq, dk, dgamma and
+ * dlambda must keep their bits, dv (rounded as P_1 - lambda P_2 instead of per branch) be within
+ * the tiled tolerances.
  * Last, the backend table: under "bf16 products" the attention ops are the fused kernels where
  * the head dim and the alignment of q, k, v (bf16) allow (bit-identical to calling them), the
  * tiled ones elsewhere and in fp32 mode.
@@ -139,14 +143,19 @@ static void set_mode(int bf16) {
  * (cuda_flash_sm90_capable), runs 0 and 1 are on them and run 3 on the mma.sync kernels, which
  * the staging check pairs with run 2 (the fp32 path has only mma.sync kernels); elsewhere runs
  * 0 and 3 are alike. MMA: the bf16 run on the mma.sync kernels. Runs 0 to 3 recompute dq's dS;
- * STORED (4) is run 3 and STORED + 1 (5) run 2 with dq reading the tiles dk/dv stores. */
-#define RUNS 6
+ * STORED (4) is run 3 and STORED + 1 (5) run 2 with dq reading the tiles dk/dv stores. DIFF
+ * has one more: BRANCHES (6) is run 3 with dk/dv taking DIFF's branches one after the other
+ * (flash_test.h), where every other run pairs them. */
+#define STD_RUNS 6
+#define RUNS 7
 #define MMA 3
 #define STORED 4
+#define BRANCHES 6
 static void set_run(int run) {
     cuda_flash_test_f32_staging(run == 2 || run == STORED + 1);
     cuda_flash_test_sm90(run < 3);
-    cuda_flash_test_dq_stored(run >= STORED);
+    cuda_flash_test_dq_stored(run == STORED || run == STORED + 1);
+    cuda_flash_test_diff_paired(run != BRANCHES);
 }
 
 /* The stored-dS runs (STORED, STORED + 1) against the recomputing mma.sync run (MMA): index 0
@@ -246,13 +255,13 @@ static int run_standard(const std_case *c, unsigned seed) {
     /* the fused kernels on the bf16 operands of the inputs, twice, then on the fp32-staging test
      * path, then with the sm_90 kernels off (RUNS) */
     float *dout_d = cot_dev(dout, no);
-    dt_operand *o_d[RUNS], *dv_d[RUNS];
-    float *l_d[RUNS], *dq_d[RUNS], *dk_d[RUNS];
+    dt_operand *o_d[STD_RUNS], *dv_d[STD_RUNS];
+    float *l_d[STD_RUNS], *dq_d[STD_RUNS], *dk_d[STD_RUNS];
     set_mode(1); /* bf16 operands: q, k, v rounded, out, dv */
     dt_operand *q_d = cot_operand_dev(q, nq), *k_d = cot_operand_dev(k, nk);
     dt_operand *v_d = cot_operand_dev(v, nv);
     const int sm90 = cuda_flash_sm90_capable();
-    for (int run = 0; run < RUNS; run++) {
+    for (int run = 0; run < STD_RUNS; run++) {
         set_run(run);
         o_d[run] = cot_operand_nan(no);
         l_d[run] = cot_dev_nan(nl);
@@ -310,7 +319,7 @@ static int run_standard(const std_case *c, unsigned seed) {
 
     void *dev[] = {tq, tk, tv, tdout, tout, tlse, tdq, tdk, tdv, q_d, k_d, v_d, dout_d};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
-    for (int run = 0; run < RUNS; run++) {
+    for (int run = 0; run < STD_RUNS; run++) {
         void *r[] = {o_d[run], l_d[run], dq_d[run], dk_d[run], dv_d[run]};
         for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) cuda_free(r[i]);
     }
@@ -364,6 +373,22 @@ static void diff_out_free(diff_out *o) {
     void *b[] = {o->out, o->o1, o->o2, o->lse, o->rstd, o->dq, o->dk, o->dv, o->dgamma,
                  o->dlambda};
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) cuda_free(b[i]);
+}
+
+/* The per-branch dk/dv run (x, BRANCHES) against the paired one (p, MMA): the forward and the prep
+ * are the same kernels and dq and dk the same expressions on the same products (the same bits);
+ * dv sums bf16(P_1) G + bf16(-lambda P_2) G there against bf16(P_1 - lambda P_2) G here, in
+ * another order: within the tiled tolerances. */
+static int check_branches(const diff_out *p, const diff_out *x, size_t nq, size_t nk, size_t nv,
+                          int d2) {
+    int fails = cot_bits_differ("dq", "per-branch dk/dv run", p->dq, x->dq, nq);
+    fails += cot_bits_differ("dk", "per-branch dk/dv run", p->dk, x->dk, nk);
+    fails += cot_bits_differ("dgamma", "per-branch dk/dv run", p->dgamma, x->dgamma, (size_t)d2);
+    fails += cot_bits_differ("dlambda", "per-branch dk/dv run", p->dlambda, x->dlambda, 1);
+    float *ref = cot_operand_to_host(x->dv, nv);
+    fails += check_grad_out("dv paired vs per-branch", p->dv, ref, nv, TILED_AFRAC, TILED_RTOL);
+    free(ref);
+    return fails;
 }
 
 static int run_diff(const diff_case *c, unsigned seed) {
@@ -503,11 +528,12 @@ static int run_diff(const diff_case *c, unsigned seed) {
         const float *dks[3] = {M->dk, f[STORED].dk, f[STORED + 1].dk};
         const dt_operand *dvs[3] = {M->dv, f[STORED].dv, f[STORED + 1].dv};
         fails += check_stored_ds(dqs, dks, dvs, nq, nk, nv);
-        for (int run = STORED; run < RUNS; run++) /* dgamma, dlambda: the prep's, untouched */
+        for (int run = STORED; run <= STORED + 1; run++) /* dgamma, dlambda: the prep's */
             fails += cot_bits_differ("dgamma", "stored-dS run", M->dgamma, f[run].dgamma,
                                      (size_t)d2) +
                      cot_bits_differ("dlambda", "stored-dS run", M->dlambda, f[run].dlambda, 1);
     }
+    fails += check_branches(M, &f[BRANCHES], nq, nk, nv, d2);
     if (sm90) { /* the wgmma kernels (run 0) against the mma.sync ones, as against the tiled */
         float *mh[8];
         for (int i = 1; i < 7; i++) mh[i] = to_host(m[i], tn[i]);

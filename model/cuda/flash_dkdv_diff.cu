@@ -1,0 +1,194 @@
+/* dk and dv of DIFF V1 with both branches of a head per query tile (the fused backward's dk/dv
+ * for DIFF; flash_backward.cu has the standard one and the dq kernels).
+ *
+ * Branch c of DIFF head h is q-head 2h + c with k-head 2g + c, and both read v-head g with the
+ * same output gradient G, scaled by dscale_c (1, -lambda: attn_core.cuh). So dP_c = dscale_c
+ * G V^T is one product for both branches, and dV = sum_c (dscale_c P_c)^T G =
+ * (P_1 - lambda P_2)^T G another. Per tile pair of a head this kernel computes
+ *   S_1^T = K_1 Q_1^T, S_2^T = K_2 Q_2^T, dP^T = V G^T (once), then
+ *   dV += Pc^T G with Pc = P_1 - lambda P_2, dK_1 += dS_1^T Q_1, dK_2 += dS_2^T Q_2,
+ * products of 8 d-wide units (dP and dV are 2d wide) where taking the branches one after the
+ * other (flash_dkdv_kernel) computes dP^T and dV once per branch: 12. G is staged once per query
+ * tile, not once per branch.
+ *
+ * One block per (key tile of 64 keys, v-head g, b), 8 warps: wk = warp % 4 owns keys
+ * 16wk..16wk+15, wh = warp / 4 the rows 32wh..32wh+31 of the query tile in phase 1 (both
+ * branches), and in phase 2 dV's columns wh*d..(wh+1)*d and dK of branch wh (every warp 2d
+ * columns of fp32 sums). It holds K_1, K_2 and V for its keys and streams, for each pair of
+ * q-heads of the v-head (GQA) and each query tile from the diagonal on, Q_1, Q_2 and G with the
+ * row terms (lse, delta) of both branches: NS stages (two where they fit shared memory: d = 64
+ * and 96; d = 128 has one, 162 KiB, where two would need 230).
+ *
+ * Rounding: dS_c^T and Pc^T are rounded to bf16 for phase 2, each element once (Pc from the fp32
+ * P_1 - lambda P_2, where the per-branch kernel rounds P_1 and -lambda P_2 apart): dk and the
+ * stored dS tiles have the per-branch kernel's bits (the same expressions on the same products),
+ * dv agrees with its within bf16 rounding. STORE_DS: each dS_c^T tile also goes to ds_tiles
+ * (flash_ds_tile_at) for flash_dq_stored_kernel. */
+#include <math.h>
+
+#include "model/cuda/flash_backward.cuh"
+
+/* Shared memory (bytes): K_1, K_2, V; NS stages of Q_1, Q_2, G; the Pc^T, dS_1^T, dS_2^T tiles;
+ * NS stages of lse and delta of both branches */
+template <int D, int NS> constexpr size_t flash_dkdv_diff_smem(void) {
+    return sizeof(flash_bf16) * ((size_t)(FLASH_BC + NS * FLASH_BR) * (4 * D + 3 * FLASH_PAD) +
+                                 3 * (size_t)FLASH_BC * (FLASH_BR + FLASH_PAD)) +
+           sizeof(float) * NS * 4 * FLASH_BR;
+}
+/* Two stages where they fit an H100 block's 227 KiB of shared memory */
+template <int D> constexpr int flash_dkdv_diff_stages(void) {
+    return flash_dkdv_diff_smem<D, 2>() <= 227 * 1024 ? 2 : 1;
+}
+
+/* The fp32 values of a warp's 16 keys x 32 rows (C fragments of 4 n8 tiles) as bf16 pairs into
+ * a (BC, BR) shared tile */
+__device__ __forceinline__ void flash_tile_put(flash_bf16 *t, const float (*x)[4], int key0,
+                                               int rl0, int lane) {
+    const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+            *reinterpret_cast<uint32_t *>(t + (key0 + g + 8 * r) * (FLASH_BR + FLASH_PAD) + rl0 +
+                                          8 * nt + 2 * t4) =
+                pack_bf16x2(x[nt][2 * r], x[nt][2 * r + 1]);
+}
+
+template <typename Tin, int D, int NS, bool STORE_DS>
+__global__ void __launch_bounds__(2 * FLASH_WARPS * 32)
+flash_dkdv_diff_kernel(float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
+                       const Tin *q, const Tin *k, const Tin *v, const float *lse,
+                       const float *delta, const float *lambda, attn_map m, float scale_log2,
+                       float scale) {
+    extern __shared__ uint4 flash_smem[];
+    constexpr int DV = 2 * D, NT = 2 * FLASH_WARPS * 32; /* threads (the launch bounds) */
+    constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD, LDP = FLASH_BR + FLASH_PAD;
+    constexpr int STAGE = FLASH_BR * (2 * LDQ + LDV); /* one stage: Q_1, Q_2, G (elements) */
+    flash_bf16 *Ks = (flash_bf16 *)flash_smem; /* 2 x (BC, D): K_1, K_2 */
+    flash_bf16 *Vs = Ks + 2 * FLASH_BC * LDQ;  /* (BC, DV) */
+    flash_bf16 *QG = Vs + FLASH_BC * LDV;      /* NS stages: 2 x (BR, D) Q_1, Q_2, (BR, DV) G */
+    flash_bf16 *Pc = QG + NS * STAGE;          /* (BC, BR): (P_1 - lambda P_2)^T */
+    flash_bf16 *dSs = Pc + FLASH_BC * LDP;     /* 2 x (BC, BR): dS_1^T, dS_2^T */
+    float *lse_s = (float *)(dSs + 2 * FLASH_BC * LDP); /* NS stages of 2 x (BR), log2 domain */
+    float *dl_s = lse_s + NS * 2 * FLASH_BR;            /* NS stages of 2 x (BR) */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wk = warp % FLASH_WARPS, wh = warp / FLASH_WARPS;
+    const int T = m.T, gv = blockIdx.y, b = blockIdx.z;
+    const int j0 = blockIdx.x * FLASH_BC, nc = min(FLASH_BC, T - j0), key0 = j0 + 16 * wk;
+    const size_t qs = (size_t)m.nq * D, ks = (size_t)m.nk * D, vs = (size_t)m.nv * DV;
+    const size_t os = attn_o_stride(m);
+    const float dscale2 = attn_dscale(m, 1, lambda); /* -lambda: branch 2's */
+
+    /* the query tiles of branch 1's q-heads gv*n_rep, +2, ... (branch 2: each + 1) */
+    const flash_kv_tiles tiles(m, gv, 0, j0);
+    const int n_it = tiles.n;
+    auto stage_qg = [&](int it, int st) { /* Q_1, Q_2, G, row terms of tile it into stage st */
+        const int jq = tiles.q(it), i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
+        flash_bf16 *Q = QG + st * STAGE;
+        for (int c = 0; c < 2; c++)
+            flash_stage<Tin, D, NT>(Q + c * FLASH_BR * LDQ,
+                                    q + (size_t)b * T * qs + (size_t)(jq + c) * D, qs, i0, nr,
+                                    tid);
+        flash_stage<Tin, DV, NT>(Q + 2 * FLASH_BR * LDQ, G + (size_t)b * T * os + attn_o_col(m, jq),
+                                 os, i0, nr, tid);
+        const int c = tid / FLASH_BR; /* branch c's terms by threads c*BR.. */
+        if (c < 2)
+            flash_stage_row_terms(lse_s + (st * 2 + c) * FLASH_BR, dl_s + (st * 2 + c) * FLASH_BR,
+                                  lse, delta, m, b, jq + c, i0, tid - c * FLASH_BR);
+    };
+    for (int c = 0; c < 2; c++)
+        flash_stage<Tin, D, NT>(Ks + c * FLASH_BC * LDQ,
+                                k + (size_t)b * T * ks + (size_t)(2 * gv + c) * D, ks, j0, nc,
+                                tid);
+    flash_stage<Tin, DV, NT>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, tid);
+    stage_qg(0, 0);
+    cp_async_commit(); /* K_1, K_2, V and query tile 0 */
+
+    float accv[D / 8][4], acck[D / 8][4]; /* keys 16wk..: dV columns wh*D.., dK of branch wh */
+    flash_zero<D / 8>(accv);
+    flash_zero<D / 8>(acck);
+    for (int it = 0; it < n_it; it++) {
+        const int st = flash_pipeline_acquire<NS>(it, n_it, stage_qg);
+        const int i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
+        const flash_bf16 *Qs = QG + st * STAGE, *Gs = Qs + 2 * FLASH_BR * LDQ;
+        const float *lse_t = lse_s + st * 2 * FLASH_BR, *dl_t = dl_s + st * 2 * FLASH_BR;
+
+        /* phase 1 (keys 16wk.. x rows 32wh..): dP^T once, then each branch's S^T, P and dS */
+        float dp[4][4], s[4][4], pc[4][4];
+        flash_zero<4>(dp);
+        flash_mma_abt<DV / 16, 4>(dp, Vs, LDV, 16 * wk, Gs, LDV, 32 * wh, lane);
+        flash_zero<4>(s);
+        flash_mma_abt<D / 16, 4>(s, Ks, LDQ, 16 * wk, Qs, LDQ, 32 * wh, lane);
+        flash_dkdv_pds(pc, s, s, dp, lse_t, dl_t, scale_log2, 1.0f, key0, 32 * wh, i0, nr, lane);
+        flash_tile_put(dSs, s, 16 * wk, 32 * wh, lane);
+        flash_zero<4>(s);
+        flash_mma_abt<D / 16, 4>(s, Ks + FLASH_BC * LDQ, LDQ, 16 * wk, Qs + FLASH_BR * LDQ, LDQ,
+                                 32 * wh, lane);
+        float p2[4][4]; /* -lambda P_2^T */
+        flash_dkdv_pds(p2, s, s, dp, lse_t + FLASH_BR, dl_t + FLASH_BR, scale_log2, dscale2, key0,
+                       32 * wh, i0, nr, lane);
+        flash_tile_put(dSs + FLASH_BC * LDP, s, 16 * wk, 32 * wh, lane);
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) pc[nt][e] += p2[nt][e];
+        flash_tile_put(Pc, pc, 16 * wk, 32 * wh, lane);
+        __syncthreads();
+        if (STORE_DS)
+            for (int c = 0; c < 2; c++)
+                flash_ds_tile_store<NT>(ds_tiles + flash_ds_tile_at(m, b, tiles.q(it) + c, i0, j0),
+                                        dSs + c * FLASH_BC * LDP, tid);
+
+        /* phase 2 over the tile's 64 rows: dV (columns wh*D..) += Pc^T G, dK_wh += dS_wh^T Q_wh */
+        const flash_bf16 *dSw = dSs + wh * FLASH_BC * LDP, *Qw = Qs + wh * FLASH_BR * LDQ;
+#pragma unroll
+        for (int kk = 0; kk < FLASH_BR / 16; kk++) {
+            uint32_t a[4];
+            ldmatrix_x4(a, flash_a_row(Pc, LDP, 16 * wk, 16 * kk, lane));
+            flash_mma_b<D / 16>(accv, a, Gs, LDV, 16 * kk, wh * D, lane);
+            ldmatrix_x4(a, flash_a_row(dSw, LDP, 16 * wk, 16 * kk, lane));
+            flash_mma_b<D / 16>(acck, a, Qw, LDQ, 16 * kk, 0, lane);
+        }
+        flash_pipeline_release<NS>(it, n_it, stage_qg);
+    }
+
+    flash_dk_store<D>(dk, acck, m, b, 2 * gv + wh, 0, key0, lane, scale);
+    flash_dv_store<D>(dv, accv, m, b, gv, wh * D, key0, lane);
+}
+
+template <typename Tin, int D>
+void flash_dkdv_diff(float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
+                     const Tin *q, const Tin *k, const Tin *v, const float *lse,
+                     const float *delta, const float *lambda, const attn_map &m) {
+    constexpr int NS = flash_dkdv_diff_stages<D>();
+    auto plain = flash_dkdv_diff_kernel<Tin, D, NS, false>;
+    auto storing = flash_dkdv_diff_kernel<Tin, D, NS, true>;
+    constexpr size_t smem = flash_dkdv_diff_smem<D, NS>();
+    static bool opted_in = false; /* one per instantiation: the size never changes */
+    if (!opted_in) {
+        flash_smem_optin((const void *)plain, smem);
+        flash_smem_optin((const void *)storing, smem);
+        opted_in = true;
+    }
+    const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
+    const dim3 grid((unsigned)((m.T + FLASH_BC - 1) / FLASH_BC), (unsigned)m.nv, (unsigned)m.B);
+    if (ds_tiles)
+        storing<<<grid, 2 * FLASH_WARPS * 32, smem, cuda_stream()>>>(
+            dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
+    else
+        plain<<<grid, 2 * FLASH_WARPS * 32, smem, cuda_stream()>>>(
+            dk, dv, NULL, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
+    CUDA_LAUNCH_CHECK();
+}
+
+#define FLASH_DKDV_DIFF(Tin, D)                                                                   \
+    template void flash_dkdv_diff<Tin, D>(float *, operand_bf16 *, flash_bf16 *, const Tin *,     \
+                                          const Tin *, const Tin *, const Tin *, const float *,   \
+                                          const float *, const float *, const attn_map &);
+FLASH_DKDV_DIFF(flash_bf16, 64)
+FLASH_DKDV_DIFF(flash_bf16, 96)
+FLASH_DKDV_DIFF(flash_bf16, 128)
+FLASH_DKDV_DIFF(float, 64)
+FLASH_DKDV_DIFF(float, 96)
+FLASH_DKDV_DIFF(float, 128)
+#undef FLASH_DKDV_DIFF
