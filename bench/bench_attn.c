@@ -36,6 +36,13 @@
  * rounding at most; with --check=1 above 1e-2 fails the run):
  *   DQ kind size T recompute_fwdbwd_ms stored_fwdbwd_ms recompute/stored max_rel_diff
  *           (speed ratio: > 1, stored faster)
+ * and for DIFF V1 the mma.sync dk/dv taking the two branches of a head one after the other
+ * (each with its own dP^T and dV products) or both per query tile (the default;
+ * flash_dkdv_diff.cu), timed in the same run, with the largest difference of the two dv
+ * relative to the largest |dv| (bf16 rounding; above 1e-2 fails with --check=1) and of dk
+ * (the same bits: anything but 0 fails):
+ *   PAIRED diff size T per_branch_fwdbwd_ms paired_fwdbwd_ms per_branch/paired dv_rel dk_rel
+ *           (speed ratio: > 1, paired faster)
  * Exits 77 without a GPU. */
 #include <math.h>
 #include <stdint.h>
@@ -178,23 +185,26 @@ static double time_ms(int kind, const bufs *b, int B, int T, int H, int d, int b
     return t[iters / 2];
 }
 
-/* max |a - b| / max |a| of two device float tensors of n elements; -1 when a value is not
- * finite or host memory runs out */
-static double rel_diff(const float *a, const float *b, size_t n) {
-    float *x = malloc((n ? n : 1) * sizeof(float)), *y = malloc((n ? n : 1) * sizeof(float));
+/* max |a - b| / max |a| of two device tensors of n elements, fp32 (bf16 = 0) or bf16 (1); -1
+ * when a value is not finite or host memory runs out */
+static double rel_diff(const void *a, const void *b, size_t n, int bf16) {
+    const size_t es = bf16 ? sizeof(uint16_t) : sizeof(float);
+    void *x = malloc((n ? n : 1) * es), *y = malloc((n ? n : 1) * es);
     double worst = -1.0, big = 0.0;
     if (x && y) {
-        cuda_copy_to_host(x, a, n * sizeof(float));
-        cuda_copy_to_host(y, b, n * sizeof(float));
+        cuda_copy_to_host(x, a, n * es);
+        cuda_copy_to_host(y, b, n * es);
         worst = 0.0;
         for (size_t i = 0; i < n; i++) {
-            const double e = fabs((double)x[i] - (double)y[i]);
+            const double u = bf16 ? bf16_widen(((const uint16_t *)x)[i]) : ((const float *)x)[i];
+            const double v = bf16 ? bf16_widen(((const uint16_t *)y)[i]) : ((const float *)y)[i];
+            const double e = fabs(u - v);
             if (!(e - e == 0.0)) { /* NaN or inf */
                 worst = -1.0;
                 break;
             }
             worst = fmax(worst, e);
-            big = fmax(big, fabs((double)x[i]));
+            big = fmax(big, fabs(u));
         }
     }
     free(x);
@@ -216,13 +226,45 @@ static int time_dq_modes(int kind, const bufs *b, float *dq_ref, int B, int T, i
     cuda_flash_test_dq_stored(-1);
     cuda_flash_test_sm90(-1);
     cuda_synchronize();
-    const double e = rel_diff(dq_ref, b->dq, n_dq);
+    const double e = rel_diff(dq_ref, b->dq, n_dq, 0);
     printf("DQ %s %s %d %.3f %.3f %.2f %.3g\n", kind_name[kind], size, T, ms[0], ms[1],
            ms[0] / ms[1], e);
     if (check && (e < 0.0 || e > 1e-2)) {
         fprintf(stderr,
                 "bench_attn: %s %s T=%d: dq from stored dS tiles off the recomputed one (%.3g of "
                 "max |dq|)\n", kind_name[kind], size, T, e);
+        return 1;
+    }
+    return 0;
+}
+
+/* The PAIRED line (header): DIFF V1 on the mma.sync kernels, fwd+bwd with dk/dv taking the two
+ * branches one after the other, then both per query tile (the default); ref is scratch of n_dv
+ * floats. Returns 1 when check and dk differs at all or dv by more than 1e-2 of max |dv|. */
+static int time_diff_pairing(const bufs *b, float *ref, int B, int T, int H, int d, size_t n_dk,
+                             size_t n_dv, int warmup, int iters, int check, const char *size) {
+    double ms[2];
+    cuda_flash_test_sm90(0);
+    for (int paired = 0; paired < 2; paired++) {
+        cuda_flash_test_diff_paired(paired);
+        ms[paired] = time_ms(KIND_DIFF, b, B, T, H, d, 1, warmup, iters);
+        if (!paired) cuda_copy(ref, b->dv, n_dv * cuda_operand_bytes());
+    }
+    cuda_flash_test_sm90(-1);
+    cuda_synchronize();
+    const double e = rel_diff(ref, b->dv, n_dv, 1);
+    cuda_flash_test_diff_paired(0);
+    run(KIND_DIFF, b, B, T, H, d, 1, 0);
+    cuda_copy(ref, b->dk, n_dk * sizeof(float));
+    cuda_flash_test_diff_paired(1);
+    run(KIND_DIFF, b, B, T, H, d, 1, 0);
+    cuda_synchronize();
+    const double ek = rel_diff(ref, b->dk, n_dk, 0);
+    printf("PAIRED diff %s %d %.3f %.3f %.2f %.3g %.3g\n", size, T, ms[0], ms[1], ms[0] / ms[1],
+           e, ek);
+    if (check && (e < 0.0 || e > 1e-2 || ek != 0.0)) {
+        fprintf(stderr, "bench_attn: diff %s T=%d: paired dk/dv off the per-branch one (dv %.3g, "
+                "dk %.3g of the largest)\n", size, T, e, ek);
         return 1;
     }
     return 0;
@@ -337,6 +379,9 @@ int main(int argc, char **argv) {
                 }
                 status |= time_dq_modes(kind, &b, dq_ref, B, T, H, d, N * w, warmup, iters,
                                         check, shapes[si].size);
+                if (kind == KIND_DIFF)
+                    status |= time_diff_pairing(&b, dq_ref, B, T, H, d, N * w, N * w, warmup,
+                                                iters, check, shapes[si].size);
                 fflush(stdout);
             }
         }
