@@ -11,7 +11,8 @@
  *       -lambda G: dscale), dK one branch. dq and dk are stored fp32; dv is an operand (the
  *       fused ops are the bf16 mode's: bf16), accumulated in fp32 and rounded as stored.
  *       DIFF V1 runs flash_dkdv_diff.cu's kernel instead, which takes both branches of a head
- *       per query tile (dP^T and G once for both); the two slots here remain to compare it with
+ *       per query tile (dP^T and G once for both), and flash_dq_diff.cu's dq (dP = G V^T shared
+ *       by the two branches' warps); the DIFF cases here remain to compare them with
  *       (flash_test.h: cuda_flash_test_diff_paired).
  * Both recompute P with the same expression from the same bf16 tiles. dq = scale dS K and
  * dK = scale dS^T Q with scale = 1/sqrt(d). The dq kernel recomputes S and dP that dk/dv also
@@ -290,7 +291,8 @@ static void flash_backward_launch(float *dq, float *dk, operand_bf16 *dv, flash_
     const unsigned tiles = (unsigned)((m.T + FLASH_BR - 1) / FLASH_BR);
     const dim3 grid_q(tiles, (unsigned)m.nq, (unsigned)m.B); /* query tiles x q-heads x b */
     const dim3 grid_kv(tiles, (unsigned)m.nv, (unsigned)m.B); /* key tiles x v-heads x b */
-    const bool paired = DV == 2 * D && flash_diff_paired(); /* DIFF: flash_dkdv_diff.cu */
+    /* DIFF: flash_dkdv_diff.cu and flash_dq_diff.cu */
+    const bool paired = DV == 2 * D && flash_diff_paired();
     if (ds_tiles) { /* dk/dv writes the dS tiles that dq then reads */
         if (paired) {
             flash_dkdv_diff<Tin, D>(dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m);
@@ -304,13 +306,14 @@ static void flash_backward_launch(float *dq, float *dk, operand_bf16 *dv, flash_
         CUDA_LAUNCH_CHECK();
         return;
     }
-    flash_dq<<<grid_q, FLASH_WARPS * 32, smem_dq, cuda_stream()>>>(dq, G, q, k, v, lse, delta,
-                                                                  lambda, m, scale_log2, scale);
-    CUDA_LAUNCH_CHECK();
     if (paired) {
+        flash_dq_diff<Tin, D>(dq, G, q, k, v, lse, delta, lambda, m);
         flash_dkdv_diff<Tin, D>(dk, dv, NULL, G, q, k, v, lse, delta, lambda, m);
         return;
     }
+    flash_dq<<<grid_q, FLASH_WARPS * 32, smem_dq, cuda_stream()>>>(dq, G, q, k, v, lse, delta,
+                                                                  lambda, m, scale_log2, scale);
+    CUDA_LAUNCH_CHECK();
     flash_dkdv<<<grid_kv, 2 * FLASH_WARPS * 32, smem_kv, cuda_stream()>>>(
         dk, dv, NULL, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
     CUDA_LAUNCH_CHECK();

@@ -175,12 +175,18 @@ __device__ __forceinline__ void flash_dv_store(operand_bf16 *dv, const float (*a
     }
 }
 
-/* ---- DIFF V1's dk and dv with both branches of a head per query tile (flash_dkdv_diff.cu): the
- * arguments of flash_core_backward but dq (ds_tiles NULL: none stored); d = D, dv = 2D ---- */
+/* ---- DIFF V1 with both branches of a head per query tile (d = D, dv = 2D): dk and dv
+ * (flash_dkdv_diff.cu), with the arguments of flash_core_backward but dq (ds_tiles NULL: none
+ * stored) ---- */
 template <typename Tin, int D>
 void flash_dkdv_diff(float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
                      const Tin *q, const Tin *k, const Tin *v, const float *lse,
                      const float *delta, const float *lambda, const attn_map &m);
+
+/* ... and dq where it recomputes dS (flash_dq_diff.cu) */
+template <typename Tin, int D>
+void flash_dq_diff(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
+                   const float *lse, const float *delta, const float *lambda, const attn_map &m);
 
 /* ---- the stored dS (flash_backward.cu, DIFFTRAIN_FLASH_DQ=stored): per (b, q-head j) the
  * causal lower triangle of 64 x 64 tiles, tile (row tile r, key tile c <= r) at r (r + 1) / 2 + c,

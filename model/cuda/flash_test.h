@@ -35,11 +35,12 @@ void cuda_flash_test_dq_stored(int mode);
 /* 1 when the backward ops would read stored dS tiles now */
 int cuda_flash_dq_stored(void);
 
-/* How the mma.sync backward computes DIFF V1's dk and dv: on != 0 (the default) both branches of
- * a head per query tile, dP^T = V G^T once for both and dV from P_1 - lambda P_2
- * (flash_dkdv_diff.cu); 0 one branch after the other, each with its own dP^T and dV product
- * (flash_dkdv_kernel), the kernel the paired one replaced, kept to compare them (tests, bench_attn).
- * Not thread safe; set it between ops. */
+/* How the mma.sync backward takes DIFF V1's two branches: on != 0 (the default) both branches of
+ * a head per query tile, dP = G V^T once for both: dk/dv with dV from P_1 - lambda P_2
+ * (flash_dkdv_diff.cu), and dq where it recomputes dS with dP shared by the branches' warps
+ * (flash_dq_diff.cu); 0 each branch with its own dP and dV products (flash_dkdv_kernel,
+ * flash_dq_kernel), the kernels the paired ones replaced, kept to compare them (tests,
+ * bench_attn). Not thread safe; set it between ops. */
 void cuda_flash_test_diff_paired(int on);
 
 #ifdef __cplusplus

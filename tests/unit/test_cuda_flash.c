@@ -24,10 +24,10 @@
  * under the emulator, its bits (the same dS from the same products: S^T = K Q^T is S = Q K^T
  * element by element, and the emulated mma sums in a fixed order whichever operand is A), and
  * the fp32-staging run must give the bf16 run's bits.
- * DIFF's dk/dv takes both branches of a head per query tile (flash_dkdv_diff.cu); one more run
- * takes them one after the other (the kernel it replaced, flash_test.h): dq, dk, dgamma and
- * dlambda must keep their bits, dv (rounded as P_1 - lambda P_2 instead of per branch) be within
- * the tiled tolerances.
+ * DIFF's backward takes both branches of a head per query tile (flash_dkdv_diff.cu,
+ * flash_dq_diff.cu); one more run takes each on its own (the kernels they replaced, flash_test.h):
+ * dq, dk, dgamma and dlambda must keep their bits, dv (rounded as P_1 - lambda P_2 instead of
+ * per branch) be within the tiled tolerances.
  * Last, the backend table: under "bf16 products" the attention ops are the fused kernels where
  * the head dim and the alignment of q, k, v (bf16) allow (bit-identical to calling them), the
  * tiled ones elsewhere and in fp32 mode.
@@ -144,8 +144,8 @@ static void set_mode(int bf16) {
  * the staging check pairs with run 2 (the fp32 path has only mma.sync kernels); elsewhere runs
  * 0 and 3 are alike. MMA: the bf16 run on the mma.sync kernels. Runs 0 to 3 recompute dq's dS;
  * STORED (4) is run 3 and STORED + 1 (5) run 2 with dq reading the tiles dk/dv stores. DIFF
- * has one more: BRANCHES (6) is run 3 with dk/dv taking DIFF's branches one after the other
- * (flash_test.h), where every other run pairs them. */
+ * has one more: BRANCHES (6) is run 3 with the backward taking each of DIFF's branches on its
+ * own (flash_test.h), where every other run pairs them. */
 #define STD_RUNS 6
 #define RUNS 7
 #define MMA 3
@@ -375,16 +375,16 @@ static void diff_out_free(diff_out *o) {
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) cuda_free(b[i]);
 }
 
-/* The per-branch dk/dv run (x, BRANCHES) against the paired one (p, MMA): the forward and the prep
- * are the same kernels and dq and dk the same expressions on the same products (the same bits);
+/* The per-branch run (x, BRANCHES) against the paired one (p, MMA): the forward and the prep are
+ * the same kernels and dq and dk the same expressions on the same products (the same bits);
  * dv sums bf16(P_1) G + bf16(-lambda P_2) G there against bf16(P_1 - lambda P_2) G here, in
  * another order: within the tiled tolerances. */
 static int check_branches(const diff_out *p, const diff_out *x, size_t nq, size_t nk, size_t nv,
                           int d2) {
-    int fails = cot_bits_differ("dq", "per-branch dk/dv run", p->dq, x->dq, nq);
-    fails += cot_bits_differ("dk", "per-branch dk/dv run", p->dk, x->dk, nk);
-    fails += cot_bits_differ("dgamma", "per-branch dk/dv run", p->dgamma, x->dgamma, (size_t)d2);
-    fails += cot_bits_differ("dlambda", "per-branch dk/dv run", p->dlambda, x->dlambda, 1);
+    int fails = cot_bits_differ("dq", "per-branch run", p->dq, x->dq, nq);
+    fails += cot_bits_differ("dk", "per-branch run", p->dk, x->dk, nk);
+    fails += cot_bits_differ("dgamma", "per-branch run", p->dgamma, x->dgamma, (size_t)d2);
+    fails += cot_bits_differ("dlambda", "per-branch run", p->dlambda, x->dlambda, 1);
     float *ref = cot_operand_to_host(x->dv, nv);
     fails += check_grad_out("dv paired vs per-branch", p->dv, ref, nv, TILED_AFRAC, TILED_RTOL);
     free(ref);
