@@ -212,20 +212,29 @@ static double rel_diff(const void *a, const void *b, size_t n, int bf16) {
     return worst > 0.0 && big > 0.0 ? worst / big : worst;
 }
 
+/* fwd+bwd on the mma.sync kernels timed into ms[on] with a test switch (flash_test.h) set(0),
+ * then set(1); the output src of the last run with set(0) copied into ref (bytes) */
+static void time_switch(int kind, const bufs *b, int B, int T, int H, int d, int warmup,
+                        int iters, void (*set)(int), double ms[2], void *ref, const void *src,
+                        size_t bytes) {
+    cuda_flash_test_sm90(0);
+    for (int on = 0; on < 2; on++) {
+        set(on);
+        ms[on] = time_ms(kind, b, B, T, H, d, 1, warmup, iters);
+        if (!on) cuda_copy(ref, src, bytes);
+    }
+    cuda_flash_test_sm90(-1);
+    cuda_synchronize();
+}
+
 /* The DQ line (header): on the mma.sync kernels, fwd+bwd with dq's dS recomputed, then read from
  * the stored tiles; returns 1 when check and the two dq differ by more than 1e-2 of max |dq|. */
 static int time_dq_modes(int kind, const bufs *b, float *dq_ref, int B, int T, int H, int d,
                          size_t n_dq, int warmup, int iters, int check, const char *size) {
     double ms[2];
-    cuda_flash_test_sm90(0);
-    for (int stored = 0; stored < 2; stored++) {
-        cuda_flash_test_dq_stored(stored);
-        ms[stored] = time_ms(kind, b, B, T, H, d, 1, warmup, iters);
-        if (!stored) cuda_copy(dq_ref, b->dq, n_dq * sizeof(float)); /* the last run's dq */
-    }
+    time_switch(kind, b, B, T, H, d, warmup, iters, cuda_flash_test_dq_stored, ms, dq_ref, b->dq,
+                n_dq * sizeof(float));
     cuda_flash_test_dq_stored(-1);
-    cuda_flash_test_sm90(-1);
-    cuda_synchronize();
     const double e = rel_diff(dq_ref, b->dq, n_dq, 0);
     printf("DQ %s %s %d %.3f %.3f %.2f %.3g\n", kind_name[kind], size, T, ms[0], ms[1],
            ms[0] / ms[1], e);
@@ -238,20 +247,14 @@ static int time_dq_modes(int kind, const bufs *b, float *dq_ref, int B, int T, i
     return 0;
 }
 
-/* The PAIRED line (header): DIFF V1 on the mma.sync kernels, fwd+bwd with dk/dv taking the two
- * branches one after the other, then both per query tile (the default); ref is scratch of n_dv
+/* The PAIRED line (header): DIFF V1 on the mma.sync kernels, fwd+bwd with the backward taking
+ * each branch on its own, then both per query tile (the default); ref is scratch of n_dv
  * floats. Returns 1 when check and dk differs at all or dv by more than 1e-2 of max |dv|. */
 static int time_diff_pairing(const bufs *b, float *ref, int B, int T, int H, int d, size_t n_dk,
                              size_t n_dv, int warmup, int iters, int check, const char *size) {
     double ms[2];
-    cuda_flash_test_sm90(0);
-    for (int paired = 0; paired < 2; paired++) {
-        cuda_flash_test_diff_paired(paired);
-        ms[paired] = time_ms(KIND_DIFF, b, B, T, H, d, 1, warmup, iters);
-        if (!paired) cuda_copy(ref, b->dv, n_dv * cuda_operand_bytes());
-    }
-    cuda_flash_test_sm90(-1);
-    cuda_synchronize();
+    time_switch(KIND_DIFF, b, B, T, H, d, warmup, iters, cuda_flash_test_diff_paired, ms, ref,
+                b->dv, n_dv * cuda_operand_bytes());
     const double e = rel_diff(ref, b->dv, n_dv, 1);
     cuda_flash_test_diff_paired(0);
     run(KIND_DIFF, b, B, T, H, d, 1, 0);

@@ -85,12 +85,7 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
         flash_mma_abt<DV / 16, FLASH_BC / 8>(dp, Gs, LDV, 16 * rw, Vs, LDV, 0, lane);
         /* s becomes dS, 0 where masked */
         flash_dq_ds(s, s, dp, lse2, dlt, scale_log2, dscale, i0 + 16 * rw, j0, lane);
-#pragma unroll
-        for (int kk = 0; kk < FLASH_BC / 16; kk++) { /* acc += dS K */
-            uint32_t a[4];
-            flash_c_to_a(a, s, kk);
-            flash_mma_b<D / 16>(acc, a, Ks, LDQ, 16 * kk, 0, lane);
-        }
+        flash_dq_add_ds_k<D>(acc, s, Ks, LDQ, lane);
         flash_pipeline_release<NS>(kt, n_kt, stage_kv);
     }
 

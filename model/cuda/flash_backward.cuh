@@ -55,6 +55,19 @@ __device__ __forceinline__ void flash_dq_ds(float (*ds)[4], const float (*s)[4],
         flash_dq_ds_tile<false>(ds, s, dp, lse2, dlt, scale_log2, dscale, row0, j0, lane);
 }
 
+/* acc (the warp's 16 rows x D) += dS K over a key tile: dS the fp32 ds (16 x 64, C fragments)
+ * rounded to bf16 A fragments, K the tile's (BC, D) keys in shared memory (row stride ld) */
+template <int D>
+__device__ __forceinline__ void flash_dq_add_ds_k(float (*acc)[4], const float (*ds)[4],
+                                                  const flash_bf16 *Ks, int ld, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < FLASH_BC / 16; kk++) {
+        uint32_t a[4];
+        flash_c_to_a(a, ds, kk);
+        flash_mma_b<D / 16>(acc, a, Ks, ld, 16 * kk, 0, lane);
+    }
+}
+
 /* scale times the sums acc (W columns: W / 8 C fragments) of the warp's rows row0 + g,
  * row0 + g + 8 that are < T, as fp32 pairs into x (rows rs elements apart) */
 template <int W>
