@@ -276,9 +276,9 @@ void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, con
  * flash_core_forward and flash_core_backward. */
 bool flash_sm90_usable(void);
 
-/* Whether the mma.sync backward runs DIFF V1's dk/dv with both branches of a head per query tile
- * (flash_dkdv_diff.cu; the default) or one branch after the other (flash_dkdv_kernel): the test
- * switch of flash_test.h (flash_ops.cu). */
+/* Whether the mma.sync backward takes DIFF V1's two branches of a head together per query tile
+ * (flash_dkdv_diff.cu, flash_dq_diff.cu; the default) or each on its own (flash_dkdv_kernel,
+ * flash_dq_kernel): the test switch of flash_test.h (flash_ops.cu). */
 bool flash_diff_paired(void);
 
 /* dst[i] (n[i] floats) = src[i] (n[i] bf16) widened, for i < count (flash_convert.cu): the
