@@ -148,7 +148,7 @@ static void run(int kind, const bufs *b, int B, int T, int H, int d, int bwd, in
         if (bwd)
             cuda_flash_diffattn_backward(b->dq, b->dk, b->dv, b->dgamma, b->dlambda, b->dout,
                                          b->q, b->k, b->v, b->o1, b->o2, b->lse, b->rstd,
-                                         b->lambda, b->gamma, 0.2f, B, T, H, H, d);
+                                         b->lambda, b->gamma, 0.2f, B, T, H, H, d, NULL);
         break;
     case KIND_V2:
     case KIND_BASE: {
@@ -158,7 +158,7 @@ static void run(int kind, const bufs *b, int B, int T, int H, int d, int bwd, in
             d, d);
         if (bwd)
             cuda_flash_attention_backward(b->dq, b->dk, b->dv, b->dout, b->q, b->k, b->v, b->out,
-                                          b->lse, B, T, 2 * H, Hkv, d, d);
+                                          b->lse, B, T, 2 * H, Hkv, d, d, NULL);
         break;
     }
     }

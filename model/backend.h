@@ -12,16 +12,17 @@
  *   matrix product's input (the norms' outputs, the attention's output, the SwiGLU output), the
  *   attention's q, k and v, and the products' outputs that only element-wise ops read (SwiGLU's
  *   gate and up); or a gradient that only products read (SwiGLU's dg and du, the output
- *   gradients of the gate and up products; the attention's dv and rope_backward's dinp, the
- *   output gradients of the v, q and k products: matmul_backward_operand), or the operand copy
- *   of one that other ops need in fp32 (the residual stream's gradient, which rmsnorm_backward
- *   accumulates in fp32 and writes as an operand too). Its elements are operand_bytes wide:
- *   fp32 (4), or bf16 (2: the high half of the fp32 value rounded to nearest even) where the
- *   backend computes in bf16 and stores these activations so, which halves their memory and
- *   traffic and spares the products and the fused attention a rounding copy. Ops read them
- *   into fp32 and compute in fp32; the other gradients, the residual stream, norms'
- *   statistics, logits and lse stay fp32. The type is opaque so that such a buffer is never
- *   read as floats by mistake; dt_operand_at offsets into one.
+ *   gradients of the gate and up products; the attention's dv and its dq, dk through RoPE
+ *   (rope_backward's dinp, dt_rope_grads), the output gradients of the v, q and k products:
+ *   matmul_backward_operand), or the operand copy of one that other ops need in fp32 (the
+ *   residual stream's gradient, which rmsnorm_backward accumulates in fp32 and writes as an
+ *   operand too). Its elements are operand_bytes wide: fp32 (4), or bf16 (2: the high half of
+ *   the fp32 value rounded to nearest even) where the backend computes in bf16 and stores these
+ *   activations so, which halves their memory and traffic and spares the products and the
+ *   fused attention a rounding copy. Ops read them into fp32 and compute in fp32; the other
+ *   gradients, the residual stream, norms' statistics, logits and lse stay fp32. The type is
+ *   opaque so that such a buffer is never read as floats by mistake; dt_operand_at offsets
+ *   into one.
  * - Weight gradients (d<weight>) are ACCUMULATED (+=), so micro-batches add up.
  * - Activation gradients are OVERWRITTEN unless the op says "accumulates" (the residual stream's
  *   gradient is accumulated by rmsnorm_backward and residual-adds).
@@ -36,6 +37,17 @@
 
 typedef struct dt_backend dt_backend;
 typedef struct dt_operand dt_operand; /* never defined: see the conventions above */
+
+/* RoPE's backward taken by the attention's backward (attention_backward, diffattn_backward):
+ * the q and k that the attention read were rotated by rope_forward(theta, pos0 = 0); dq and dk
+ * receive the gradients of q and k before that rotation, as operands, with the bits that
+ * rope_backward would write from the attention's fp32 dq and dk. A backend may rotate within
+ * the attention's own kernels (the CUDA fused attention stores them so) or call rope_backward
+ * after it; either way the op's fp32 dq and dk are its scratch. */
+typedef struct dt_rope_grads {
+    dt_operand *dq, *dk; /* (B, T, q-heads*d), (B, T, k-heads*d); not aliasing the fp32 ones */
+    float theta;
+} dt_rope_grads;
 
 struct dt_backend {
     const char *name;
@@ -82,7 +94,7 @@ struct dt_backend {
     void (*matmul_backward)(float *dinp, float *dw, const float *dout, const dt_operand *inp,
                             const float *w, int N, int I, int O, int accumulate_dinp);
     /* The same with dout an operand (an output gradient stored as one: SwiGLU's dg, du; the
-     * attention's dv and rope_backward's dq, dk; the classifier's dlogits), N rows of O elements
+     * attention's dv, dq, dk (dt_rope_grads); the classifier's dlogits), N rows of O elements
      * whose starts lie ldd >= O elements apart, read as it is: in bf16 mode the products read
      * dout in bf16 anyway, so no rounding copy. */
     void (*matmul_backward_operand)(float *dinp, float *dw, const dt_operand *dout, int ldd,
@@ -204,11 +216,12 @@ struct dt_backend {
                               int Hkv, int d, int dv);
     /* dq (B,T,Hq*d) overwritten; dk, dv overwritten (summed over the q-heads of a group);
      * d_v is the forward's dv (the v head width), renamed as dv names the gradient here. dv is
-     * an operand (read only by the v product's backward): fp32 math, rounded once as stored. */
+     * an operand (read only by the v product's backward): fp32 math, rounded once as stored.
+     * rope, unless NULL, takes RoPE's backward too (dt_rope_grads): dq and dk are then scratch. */
     void (*attention_backward)(float *dq, float *dk, dt_operand *dv, const float *dout,
                                const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                const dt_operand *out, const float *lse, int B, int T, int Hq,
-                               int Hkv, int d, int d_v);
+                               int Hkv, int d, int d_v, const dt_rope_grads *rope);
 
     /* ---- differential attention V1 (SPEC section 2), H DIFF heads, H_kv kv groups ----
      * q (B, T, 2H*d), k (B, T, 2H_kv*d), v (B, T, H_kv*2d). DIFF head h uses q-heads 2h, 2h+1,
@@ -225,14 +238,15 @@ struct dt_backend {
                              const dt_operand *q, const dt_operand *k, const dt_operand *v,
                              const float *lambda, const float *gamma, float lambda_init, float eps,
                              int B, int T, int H, int Hkv, int d);
-    /* dq, dk, dv overwritten (dv an operand, as attention_backward's); dgamma (2d) and
-     * dlambda (1 float) accumulate. */
+    /* dq, dk, dv overwritten (dv an operand, as attention_backward's, and rope as there: over
+     * the 2H q-heads and 2H_kv k-heads of width d); dgamma (2d) and dlambda (1 float)
+     * accumulate. */
     void (*diffattn_backward)(float *dq, float *dk, dt_operand *dv, float *dgamma, float *dlambda,
                               const float *dout, const dt_operand *q, const dt_operand *k,
                               const dt_operand *v, const float *o1, const float *o2,
                               const float *lse, const float *rstd, const float *lambda,
                               const float *gamma, float lambda_init, int B, int T, int H, int Hkv,
-                              int d);
+                              int d, const dt_rope_grads *rope);
     /* lambda = exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init, each vector of length d. */
     void (*difflambda_forward)(float *lambda, const float *lq1, const float *lk1,
                                const float *lq2, const float *lk2, float lambda_init, int d);

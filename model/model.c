@@ -632,7 +632,8 @@ static void attention_block_backward(dt_model *m, int l) {
     dt_layer_acts *x = &m->acts[l];
     attn_dims a = dims_of(c, &m->tp);
     int B = m->B, T = m->T, N = B * T, D = c->d_model;
-    float theta = (float)c->rope_theta;
+    /* RoPE's backward is the attention backward's (dt_rope_grads): m->dq, m->dk its scratch */
+    const dt_rope_grads rope = {m->dq_rot, m->dk_rot, (float)c->rope_theta};
     int dinp_accumulated = 0;
 
     be->matmul_backward_operand(m->dwide, g->out_proj, dres_operand(m), D, x->attn_out,
@@ -647,7 +648,7 @@ static void attention_block_backward(dt_model *m, int l) {
                                     w->subln_scale, N, a.H, 2 * a.d);
         be->diffattn_backward(m->dq, m->dk, m->dv, g->subln, m->dlam, m->dwide, x->q, x->k, x->v,
                               x->o1, x->o2, x->attn_lse, x->sub_rstd, x->lambda, w->subln, li, B,
-                              T, a.H, a.Hkv, a.d);
+                              T, a.H, a.Hkv, a.d, &rope);
         if (c->lambda_learnable) /* a frozen lambda's gradient in dlam is dropped */
             be->difflambda_backward(g->lambda_q1, g->lambda_k1, g->lambda_q2, g->lambda_k2,
                                     m->dlam, w->lambda_q1, w->lambda_k1, w->lambda_q2,
@@ -661,18 +662,16 @@ static void attention_block_backward(dt_model *m, int l) {
                             a.H, 0);
         dinp_accumulated = 1;
         be->attention_backward(m->dq, m->dk, m->dv, m->dheads, x->q, x->k, x->v, x->heads,
-                               x->attn_lse, B, T, a.q_heads, a.Hkv, a.d, a.dv);
+                               x->attn_lse, B, T, a.q_heads, a.Hkv, a.d, a.dv, &rope);
         break;
     case DT_ARCH_TRANSFORMER:
         be->attention_backward(m->dq, m->dk, m->dv, m->dwide, x->q, x->k, x->v, x->attn_out,
-                               x->attn_lse, B, T, a.q_heads, a.Hkv, a.d, a.dv);
+                               x->attn_lse, B, T, a.q_heads, a.Hkv, a.d, a.dv, &rope);
         break;
     }
-    /* the products' output gradients are operands, stored once by their producers (dv by the
-     * attention's backward, dq and dk rotated out of place by rope's backward; in bf16 mode
-     * rounded as stored) and read by the products as they are: no rounding copies */
-    be->rope_backward(m->dq_rot, m->dq, B, T, a.q_heads, a.d, theta, 0);
-    be->rope_backward(m->dk_rot, m->dk, B, T, a.k_heads, a.d, theta, 0);
+    /* the products' output gradients are operands, stored once by their producers (dv, and dq
+     * and dk rotated back through RoPE, by the attention's backward; in bf16 mode rounded as
+     * stored) and read by the products as they are: no rounding copies */
     be->matmul_backward_operand(m->dnormed, g->q_proj, m->dq_rot, a.q, x->attn_in, w->q_proj, N,
                                 D, a.q, dinp_accumulated);
     be->matmul_backward_operand(m->dnormed, g->k_proj, m->dk_rot, a.k, x->attn_in, w->k_proj, N,

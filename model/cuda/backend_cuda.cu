@@ -47,16 +47,39 @@ static void bf16_attention_forward(dt_operand *out, float *lse, const dt_operand
         cuda_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, dv);
 }
 
+/* RoPE's backward after an attention backward that did not take it (dt_rope_grads; NULL:
+ * none), nq q-heads and nk k-heads of width d */
+static void rope_grads(const dt_rope_grads *rope, const float *dq, const float *dk, int B, int T,
+                       int nq, int nk, int d) {
+    if (!rope) return;
+    cuda_rope_backward(rope->dq, dq, B, T, nq, d, rope->theta, 0);
+    cuda_rope_backward(rope->dk, dk, B, T, nk, d, rope->theta, 0);
+}
+
+static void tiled_attention_backward(float *dq, float *dk, dt_operand *dv, const float *dout,
+                                     const dt_operand *q, const dt_operand *k, const dt_operand *v,
+                                     const dt_operand *out, const float *lse, int B, int T, int Hq,
+                                     int Hkv, int d, int d_v, const dt_rope_grads *rope) {
+    cuda_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v);
+    rope_grads(rope, dq, dk, B, T, Hq, Hkv, d);
+}
+
+/* The fused attention takes RoPE's backward into its stores (flash.h): the rotated dq and dk
+ * are what it writes, so those are the pointers whose alignment counts (dq and dk when rope is
+ * NULL). */
 static void bf16_attention_backward(float *dq, float *dk, dt_operand *dv, const float *dout,
                                     const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                     const dt_operand *out, const float *lse, int B, int T, int Hq,
-                                    int Hkv, int d, int d_v) {
+                                    int Hkv, int d, int d_v, const dt_rope_grads *rope) {
     /* out is read by the delta (attn_delta), which has no alignment needs */
-    const void *p[] = {q, k, v, dq, dk, dv, dout};
-    if (cuda_flash_usable(d, d_v, 0, p, 7))
-        cuda_flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v);
-    else
-        cuda_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v);
+    const void *p[] = {q, k, v, rope ? (void *)rope->dq : dq, rope ? (void *)rope->dk : dk, dv,
+                       dout};
+    if (cuda_flash_usable(d, d_v, 0, p, 7)) {
+        cuda_flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v,
+                                      rope);
+    } else {
+        tiled_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v, rope);
+    }
 }
 
 static void bf16_diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, float *rstd,
@@ -72,19 +95,32 @@ static void bf16_diffattn_forward(dt_operand *out, float *o1, float *o2, float *
                               T, H, Hkv, d);
 }
 
+static void tiled_diffattn_backward(float *dq, float *dk, dt_operand *dv, float *dgamma,
+                                    float *dlambda, const float *dout, const dt_operand *q,
+                                    const dt_operand *k, const dt_operand *v, const float *o1,
+                                    const float *o2, const float *lse, const float *rstd,
+                                    const float *lambda, const float *gamma, float lambda_init,
+                                    int B, int T, int H, int Hkv, int d,
+                                    const dt_rope_grads *rope) {
+    cuda_diffattn_backward(dq, dk, dv, dgamma, dlambda, dout, q, k, v, o1, o2, lse, rstd, lambda,
+                           gamma, lambda_init, B, T, H, Hkv, d);
+    rope_grads(rope, dq, dk, B, T, 2 * H, 2 * Hkv, d);
+}
+
 static void bf16_diffattn_backward(float *dq, float *dk, dt_operand *dv, float *dgamma,
                                    float *dlambda, const float *dout, const dt_operand *q,
                                    const dt_operand *k, const dt_operand *v, const float *o1,
                                    const float *o2, const float *lse, const float *rstd,
                                    const float *lambda, const float *gamma, float lambda_init,
-                                   int B, int T, int H, int Hkv, int d) {
-    const void *p[] = {q, k, v, dq, dk, dv};
+                                   int B, int T, int H, int Hkv, int d,
+                                   const dt_rope_grads *rope) {
+    const void *p[] = {q, k, v, rope ? (void *)rope->dq : dq, rope ? (void *)rope->dk : dk, dv};
     if (cuda_flash_usable(d, 2 * d, 1, p, 6))
         cuda_flash_diffattn_backward(dq, dk, dv, dgamma, dlambda, dout, q, k, v, o1, o2, lse,
-                                     rstd, lambda, gamma, lambda_init, B, T, H, Hkv, d);
+                                     rstd, lambda, gamma, lambda_init, B, T, H, Hkv, d, rope);
     else
-        cuda_diffattn_backward(dq, dk, dv, dgamma, dlambda, dout, q, k, v, o1, o2, lse, rstd,
-                               lambda, gamma, lambda_init, B, T, H, Hkv, d);
+        tiled_diffattn_backward(dq, dk, dv, dgamma, dlambda, dout, q, k, v, o1, o2, lse, rstd,
+                                lambda, gamma, lambda_init, B, T, H, Hkv, d, rope);
 }
 
 static void fill(dt_backend *b, int bf16) {
@@ -127,9 +163,9 @@ static void fill(dt_backend *b, int bf16) {
     b->xent_vp_rescale = cuda_xent_vp_rescale;
     b->xent_vp_finish = cuda_xent_vp_finish;
     b->attention_forward = bf16 ? bf16_attention_forward : cuda_attention_forward;
-    b->attention_backward = bf16 ? bf16_attention_backward : cuda_attention_backward;
+    b->attention_backward = bf16 ? bf16_attention_backward : tiled_attention_backward;
     b->diffattn_forward = bf16 ? bf16_diffattn_forward : cuda_diffattn_forward;
-    b->diffattn_backward = bf16 ? bf16_diffattn_backward : cuda_diffattn_backward;
+    b->diffattn_backward = bf16 ? bf16_diffattn_backward : tiled_diffattn_backward;
     b->difflambda_forward = cuda_difflambda_forward;
     b->difflambda_backward = cuda_difflambda_backward;
     b->head_scale_forward = cuda_head_scale_forward;

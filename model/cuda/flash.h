@@ -1,8 +1,9 @@
 /* The fused (flash) attention ops on bf16 tensor cores (flash_*.cu, flash_core.cuh): the same
  * contracts as cuda_attention_* and cuda_diffattn_* (model/backend.h; lse per row and branch,
  * o1/o2 kept in fp32, subln, lambda from device memory, dgamma/dlambda accumulated, fp32 dq and
- * dk), with the matrix products in bf16 (bf16 inputs and probabilities, fp32 accumulation and
- * softmax statistics). The CUDA backend uses them under "bf16 products" where
+ * dk or, given rope, RoPE's backward taken into their stores), with the matrix products in bf16
+ * (bf16 inputs and probabilities, fp32 accumulation and softmax statistics). The CUDA backend
+ * uses them under "bf16 products" where
  * cuda_flash_usable says so, and the tiled kernels otherwise. They are that mode's: q, k, v, out
  * and dv are dt_operands in bf16 (q, k, v staged by the kernels as they are; out written by the
  * forward and read by the standard backward's delta; dv rounded from its fp32 sums as stored),
@@ -14,7 +15,8 @@
 #ifndef DT_CUDA_FLASH_H
 #define DT_CUDA_FLASH_H
 
-typedef struct dt_operand dt_operand; /* model/backend.h */
+typedef struct dt_operand dt_operand;       /* model/backend.h */
+typedef struct dt_rope_grads dt_rope_grads; /* model/backend.h */
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,7 +35,7 @@ void cuda_flash_attention_forward(dt_operand *out, float *lse, const dt_operand 
 void cuda_flash_attention_backward(float *dq, float *dk, dt_operand *dv, const float *dout,
                                    const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                    const dt_operand *out, const float *lse, int B, int T, int Hq,
-                                   int Hkv, int d, int d_v);
+                                   int Hkv, int d, int d_v, const dt_rope_grads *rope);
 void cuda_flash_diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, float *rstd,
                                  const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                  const float *lambda, const float *gamma, float lambda_init,
@@ -43,7 +45,7 @@ void cuda_flash_diffattn_backward(float *dq, float *dk, dt_operand *dv, float *d
                                   const dt_operand *k, const dt_operand *v, const float *o1,
                                   const float *o2, const float *lse, const float *rstd,
                                   const float *lambda, const float *gamma, float lambda_init,
-                                  int B, int T, int H, int Hkv, int d);
+                                  int B, int T, int H, int Hkv, int d, const dt_rope_grads *rope);
 
 #ifdef __cplusplus
 }

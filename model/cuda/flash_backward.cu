@@ -8,8 +8,9 @@
  *       diagonal on: phase 1 computes S^T = K Q^T and dP^T = V G^T (warp: 16 keys x 32 rows) and
  *       stores dscale P^T and dS^T as bf16 in shared memory; phase 2 adds dV += (dscale P^T) G and
  *       dK += dS^T Q (warp: 16 keys x half of the columns). dV sums both DIFF branches (dO_2 =
- *       -lambda G: dscale), dK one branch. dq and dk are stored fp32; dv is an operand (the
- *       fused ops are the bf16 mode's: bf16), accumulated in fp32 and rounded as stored.
+ *       -lambda G: dscale), dK one branch. dq and dk are stored fp32, or rotated back through
+ *       RoPE into bf16 operands (flash_qk_grad: RoPE's backward in the stores); dv is an operand
+ *       (the fused ops are the bf16 mode's: bf16), accumulated in fp32 and rounded as stored.
  *       DIFF V1 runs flash_dkdv_diff.cu's kernel instead, which takes both branches of a head
  *       per query tile (dP^T and G once for both), and flash_dq_diff.cu's dq (dP = G V^T shared
  *       by the two branches' warps); the DIFF cases here remain to compare them with
@@ -37,7 +38,7 @@
 /* ---- dq: grid (query tiles, nq, B) ---- */
 template <typename Tin, int D, int DV, int NS>
 __global__ void __launch_bounds__(FLASH_WARPS * 32)
-flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
+flash_dq_kernel(flash_qk_grad dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
                 const float *lse, const float *delta, const float *lambda, attn_map m,
                 float scale_log2, float scale) {
     extern __shared__ uint4 flash_smem[];
@@ -96,7 +97,7 @@ flash_dq_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *
  * up to the diagonal, acc += dS K with dS read as A fragments from its dS^T tile ---- */
 template <typename Tin, int D>
 __global__ void __launch_bounds__(FLASH_WARPS * 32)
-flash_dq_stored_kernel(float *dq, const flash_bf16 *ds_tiles, const Tin *k, attn_map m,
+flash_dq_stored_kernel(flash_qk_grad dq, const flash_bf16 *ds_tiles, const Tin *k, attn_map m,
                        float scale) {
     extern __shared__ uint4 flash_smem[];
     constexpr int NT = FLASH_WARPS * 32; /* threads (the launch bounds) */
@@ -151,8 +152,8 @@ template <int D, int DV> constexpr int flash_dkdv_min_blocks(void) {
 /* STORE_DS: each dS^T tile also goes to ds_tiles (flash_ds_tile_at) for flash_dq_stored_kernel */
 template <typename Tin, int D, int DV, bool STORE_DS>
 __global__ void __launch_bounds__(2 * FLASH_WARPS * 32, (flash_dkdv_min_blocks<D, DV>()))
-flash_dkdv_kernel(float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G, const Tin *q,
-                  const Tin *k, const Tin *v, const float *lse, const float *delta,
+flash_dkdv_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
+                  const Tin *q, const Tin *k, const Tin *v, const float *lse, const float *delta,
                   const float *lambda, attn_map m, float scale_log2, float scale) {
     extern __shared__ uint4 flash_smem[];
     constexpr int NT = 2 * FLASH_WARPS * 32; /* threads (the launch bounds) */
@@ -264,10 +265,10 @@ template <int D> static size_t flash_dq_stored_smem(void) {
 }
 
 template <typename Tin, int D, int DV, int NS>
-static void flash_backward_launch(float *dq, float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
-                                  const Tin *G, const float *delta, const Tin *q, const Tin *k,
-                                  const Tin *v, const float *lse, const float *lambda,
-                                  const attn_map &m) {
+static void flash_backward_launch(flash_qk_grad dq, flash_qk_grad dk, operand_bf16 *dv,
+                                  flash_bf16 *ds_tiles, const Tin *G, const float *delta,
+                                  const Tin *q, const Tin *k, const Tin *v, const float *lse,
+                                  const float *lambda, const attn_map &m) {
     auto flash_dq = flash_dq_kernel<Tin, D, DV, NS>;
     auto flash_dkdv = flash_dkdv_kernel<Tin, D, DV, false>;
     auto flash_dkdv_ds = flash_dkdv_kernel<Tin, D, DV, true>;
@@ -315,7 +316,7 @@ static void flash_backward_launch(float *dq, float *dk, operand_bf16 *dv, flash_
 }
 
 template <typename Tin>
-void flash_core_backward(float *dq, float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
+void flash_core_backward(flash_qk_grad dq, flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
                          const Tin *G, const float *delta, const Tin *q, const Tin *k,
                          const Tin *v, const float *lse, const float *lambda, const attn_map &m) {
     flash_check(m);
@@ -336,13 +337,12 @@ void flash_core_backward(float *dq, float *dk, operand_bf16 *dv, flash_bf16 *ds_
     }
 #undef FLASH_BWD
 }
-template void flash_core_backward<flash_bf16>(float *, float *, operand_bf16 *, flash_bf16 *,
-                                              const flash_bf16 *, const float *,
+template void flash_core_backward<flash_bf16>(flash_qk_grad, flash_qk_grad, operand_bf16 *,
+                                              flash_bf16 *, const flash_bf16 *, const float *,
                                               const flash_bf16 *, const flash_bf16 *,
                                               const flash_bf16 *, const float *, const float *,
                                               const attn_map &);
-template void flash_core_backward<float>(float *, float *, operand_bf16 *, flash_bf16 *,
-                                         const float *,
+template void flash_core_backward<float>(flash_qk_grad, flash_qk_grad, operand_bf16 *,
+                                         flash_bf16 *, const float *, const float *,
                                          const float *, const float *, const float *,
-                                         const float *, const float *, const float *,
-                                         const attn_map &);
+                                         const float *, const float *, const attn_map &);

@@ -7,6 +7,7 @@
 #define DT_CUDA_FLASH_BACKWARD_CUH
 
 #include "model/cuda/flash_core.cuh"
+#include "model/cuda/rope.cuh"
 
 /* ---- dq: a warp's rows row0 + g and row0 + g + 8 (g = lane >> 2) of q-head j ---- */
 
@@ -69,28 +70,51 @@ __device__ __forceinline__ void flash_dq_add_ds_k(float (*acc)[4], const float (
 }
 
 /* scale times the sums acc (W columns: W / 8 C fragments) of the warp's rows row0 + g,
- * row0 + g + 8 that are < T, as fp32 pairs into x (rows rs elements apart) */
+ * row0 + g + 8 that are < T, columns c0.. of the head whose element (row 0, column 0) is at
+ * head (rows rs elements apart, head width d): as fp32 pairs into x.f32, or rotated back through
+ * RoPE into the operand x.rot (flash_qk_grad; a pair is two adjacent columns 2i, 2i + 1, the
+ * row's position its index). */
 template <int W>
-__device__ __forceinline__ void flash_store_scaled(float *x, size_t rs, const float (*acc)[4],
-                                                   int T, int row0, int lane, float scale) {
+__device__ __forceinline__ void flash_store_qk(const flash_qk_grad &x, size_t head, size_t rs,
+                                               int d, int c0, const float (*acc)[4], int T,
+                                               int row0, int lane, float scale) {
+    const int c = c0 + 2 * (lane & 3); /* the lane's first column; then every 8th */
+    if (x.rot) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int i = row0 + (lane >> 2) + 8 * r;
+            if (i >= T) continue;
+            operand_bf16 *y = x.rot + head + (size_t)i * rs + c;
+            const float2 *cs = x.cs + (size_t)i * (d / 2) + c / 2;
+#pragma unroll
+            for (int nt = 0; nt < W / 8; nt++) {
+                float y0, y1;
+                rope_rotate(scale * acc[nt][2 * r], scale * acc[nt][2 * r + 1], cs[4 * nt].x,
+                            -cs[4 * nt].y, &y0, &y1);
+                operand_store2(y, 8 * nt, y0, y1);
+            }
+        }
+        return;
+    }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int i = row0 + (lane >> 2) + 8 * r;
         if (i >= T) continue;
 #pragma unroll
         for (int nt = 0; nt < W / 8; nt++)
-            *reinterpret_cast<float2 *>(x + (size_t)i * rs + 8 * nt + 2 * (lane & 3)) =
+            *reinterpret_cast<float2 *>(x.f32 + head + (size_t)i * rs + c + 8 * nt) =
                 make_float2(scale * acc[nt][2 * r], scale * acc[nt][2 * r + 1]);
     }
 }
 
-/* dq (fp32) of q-head j for the warp's rows < T: scale times the sums acc (D columns) */
+/* dq of q-head j for the warp's rows < T: scale times the sums acc (D columns) */
 template <int D>
-__device__ __forceinline__ void flash_dq_store(float *dq, const float (*acc)[4], const attn_map &m,
-                                               int b, int j, int row0, int lane, float scale) {
+__device__ __forceinline__ void flash_dq_store(const flash_qk_grad &dq, const float (*acc)[4],
+                                               const attn_map &m, int b, int j, int row0,
+                                               int lane, float scale) {
     const size_t qs = (size_t)m.nq * D;
-    flash_store_scaled<D>(dq + (size_t)b * m.T * qs + (size_t)j * D, qs, acc, m.T, row0, lane,
-                          scale);
+    flash_store_qk<D>(dq, (size_t)b * m.T * qs + (size_t)j * D, qs, D, 0, acc, m.T, row0, lane,
+                      scale);
 }
 
 /* ---- dk/dv: a warp's keys key0 + g and key0 + g + 8 ---- */
@@ -161,15 +185,15 @@ __device__ __forceinline__ void flash_dkdv_pds(float (*ps)[4], float (*dss)[4],
                                    i0, nr, lane);
 }
 
-/* dk of k-head h (fp32: scale times acck) or dv of v-head h (an operand: bf16, each pair rounded
- * as stored) for the warp's keys < T: W columns from the head's column c0 on */
+/* dk of k-head h (scale times acck, as flash_qk_grad says) or dv of v-head h (an operand: bf16,
+ * each pair rounded as stored) for the warp's keys < T: W columns from the head's column c0 on */
 template <int W>
-__device__ __forceinline__ void flash_dk_store(float *dk, const float (*acck)[4],
+__device__ __forceinline__ void flash_dk_store(const flash_qk_grad &dk, const float (*acck)[4],
                                                const attn_map &m, int b, int h, int c0, int key0,
                                                int lane, float scale) {
     const size_t ks = (size_t)m.nk * m.d;
-    flash_store_scaled<W>(dk + (size_t)b * m.T * ks + (size_t)h * m.d + c0, ks, acck, m.T, key0,
-                          lane, scale);
+    flash_store_qk<W>(dk, (size_t)b * m.T * ks + (size_t)h * m.d, ks, m.d, c0, acck, m.T, key0,
+                      lane, scale);
 }
 template <int W>
 __device__ __forceinline__ void flash_dv_store(operand_bf16 *dv, const float (*accv)[4],
@@ -192,13 +216,13 @@ __device__ __forceinline__ void flash_dv_store(operand_bf16 *dv, const float (*a
  * (flash_dkdv_diff.cu), with the arguments of flash_core_backward but dq (ds_tiles NULL: none
  * stored) ---- */
 template <typename Tin, int D>
-void flash_dkdv_diff(float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
+void flash_dkdv_diff(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
                      const Tin *q, const Tin *k, const Tin *v, const float *lse,
                      const float *delta, const float *lambda, const attn_map &m);
 
 /* ... and dq where it recomputes dS (flash_dq_diff.cu) */
 template <typename Tin, int D>
-void flash_dq_diff(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
+void flash_dq_diff(flash_qk_grad dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
                    const float *lse, const float *delta, const float *lambda, const attn_map &m);
 
 /* ---- the stored dS (flash_backward.cu, DIFFTRAIN_FLASH_DQ=stored): per (b, q-head j) the

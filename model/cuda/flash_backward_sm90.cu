@@ -26,9 +26,10 @@
 /* ---- dq: grid (query tiles, nq, B), 128 threads ---- */
 template <int D, int DV>
 __global__ void __launch_bounds__(128)
-flash_dq_sm90_kernel(float *dq, const flash_bf16 *G, const flash_bf16 *q, const flash_bf16 *k,
-                     const flash_bf16 *v, const float *lse, const float *delta,
-                     const float *lambda, attn_map m, float scale_log2, float scale) {
+flash_dq_sm90_kernel(flash_qk_grad dq, const flash_bf16 *G, const flash_bf16 *q,
+                     const flash_bf16 *k, const flash_bf16 *v, const float *lse,
+                     const float *delta, const float *lambda, attn_map m, float scale_log2,
+                     float scale) {
     extern __shared__ uint4 flash_smem[];
     constexpr int NT = 128;                    /* threads (the launch bounds) */
     constexpr int STAGE = FLASH_BC * (D + DV); /* one K/V stage, elements */
@@ -131,7 +132,7 @@ flash_dq_sm90_kernel(float *dq, const flash_bf16 *G, const flash_bf16 *q, const 
  * both phases warp (wh, wk) holds keys 16wk..16wk+15 of the accumulators ---- */
 template <int D, int DV>
 __global__ void __launch_bounds__(256)
-flash_dkdv_sm90_kernel(float *dk, operand_bf16 *dv, const flash_bf16 *G, const flash_bf16 *q,
+flash_dkdv_sm90_kernel(flash_qk_grad dk, operand_bf16 *dv, const flash_bf16 *G, const flash_bf16 *q,
                        const flash_bf16 *k, const flash_bf16 *v, const float *lse,
                        const float *delta, const float *lambda, attn_map m, float scale_log2,
                        float scale) {
@@ -287,7 +288,7 @@ template <int D, int DV> static size_t flash_dkdv_sm90_smem(void) {
 }
 
 template <int D, int DV>
-static void flash_backward_sm90_launch(float *dq, float *dk, operand_bf16 *dv,
+static void flash_backward_sm90_launch(flash_qk_grad dq, flash_qk_grad dk, operand_bf16 *dv,
                                        const flash_bf16 *G, const float *delta,
                                        const flash_bf16 *q, const flash_bf16 *k,
                                        const flash_bf16 *v, const float *lse,
@@ -311,10 +312,10 @@ static void flash_backward_sm90_launch(float *dq, float *dk, operand_bf16 *dv,
     CUDA_LAUNCH_CHECK();
 }
 
-void flash_core_backward_sm90(float *dq, float *dk, operand_bf16 *dv, const flash_bf16 *G,
-                              const float *delta, const flash_bf16 *q, const flash_bf16 *k,
-                              const flash_bf16 *v, const float *lse, const float *lambda,
-                              const attn_map &m) {
+void flash_core_backward_sm90(flash_qk_grad dq, flash_qk_grad dk, operand_bf16 *dv,
+                              const flash_bf16 *G, const float *delta, const flash_bf16 *q,
+                              const flash_bf16 *k, const flash_bf16 *v, const float *lse,
+                              const float *lambda, const attn_map &m) {
     flash_check(m);
     if (m.B == 0 || m.T <= 0) return;
 #define FLASH_BWD(D, DV)                                                                          \

@@ -295,14 +295,25 @@ void flash_diff_prep(TG *G, float *delta, double *part, float *dgamma, float *dl
                      const float *lambda, const float *gamma, float lambda_init,
                      const attn_map &m);
 
+/* Where the backward puts dq or dk (B, T, heads*d): f32, the fp32 gradient of the q or k that
+ * the attention read (rot NULL); or rot, an operand (bf16), the gradient of the q or k before
+ * RoPE: RoPE's backward taken into the store (flash_backward.cuh), with cs its cos/sin table
+ * (cuda_rope_table, rope.cuh; positions from 0), giving the bits that cuda_rope_backward makes
+ * of the fp32 gradient, and no fp32 gradient written. */
+struct flash_qk_grad {
+    float *f32;
+    operand_bf16 *rot;
+    const float2 *cs;
+};
+
 /* dq, dk, dv (overwritten) from G (the output gradient in the output buffers' layout) and delta
  * (B, nq, T) = dscale_j * (G_i . o_i) per q-head (flash_prep.cu), as attn_core_backward; Tin as
- * flash_core_forward, for G, q, k and v alike. dq, dk fp32; dv an operand, so bf16 (rounded
- * from the fp32 sums as stored), whatever Tin. ds_tiles NULL: the dq kernel recomputes dS;
- * else scratch of flash_ds_tiles_size(m) bytes (flash_backward.cuh), 16-byte aligned, into
- * which dk/dv stores dS for dq to read (flash_backward.cu). */
+ * flash_core_forward, for G, q, k and v alike. dq, dk as flash_qk_grad says; dv an operand, so
+ * bf16 (rounded from the fp32 sums as stored), whatever Tin. ds_tiles NULL: the dq kernel
+ * recomputes dS; else scratch of flash_ds_tiles_size(m) bytes (flash_backward.cuh), 16-byte
+ * aligned, into which dk/dv stores dS for dq to read (flash_backward.cu). */
 template <typename Tin>
-void flash_core_backward(float *dq, float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
+void flash_core_backward(flash_qk_grad dq, flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
                          const Tin *G, const float *delta, const Tin *q, const Tin *k,
                          const Tin *v, const float *lse, const float *lambda, const attn_map &m);
 

@@ -56,7 +56,7 @@ __device__ __forceinline__ void flash_tile_put(flash_bf16 *t, const float (*x)[4
 
 template <typename Tin, int D, int NS, bool STORE_DS>
 __global__ void __launch_bounds__(2 * FLASH_WARPS * 32)
-flash_dkdv_diff_kernel(float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
+flash_dkdv_diff_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
                        const Tin *q, const Tin *k, const Tin *v, const float *lse,
                        const float *delta, const float *lambda, attn_map m, float scale_log2,
                        float scale) {
@@ -157,7 +157,7 @@ flash_dkdv_diff_kernel(float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const 
 }
 
 template <typename Tin, int D>
-void flash_dkdv_diff(float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
+void flash_dkdv_diff(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
                      const Tin *q, const Tin *k, const Tin *v, const float *lse,
                      const float *delta, const float *lambda, const attn_map &m) {
     constexpr int NS = flash_dkdv_diff_stages<D>();
@@ -182,9 +182,10 @@ void flash_dkdv_diff(float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Ti
 }
 
 #define FLASH_DKDV_DIFF(Tin, D)                                                                   \
-    template void flash_dkdv_diff<Tin, D>(float *, operand_bf16 *, flash_bf16 *, const Tin *,     \
-                                          const Tin *, const Tin *, const Tin *, const float *,   \
-                                          const float *, const float *, const attn_map &);
+    template void flash_dkdv_diff<Tin, D>(flash_qk_grad, operand_bf16 *, flash_bf16 *,            \
+                                          const Tin *, const Tin *, const Tin *, const Tin *,     \
+                                          const float *, const float *, const float *,            \
+                                          const attn_map &);
 FLASH_DKDV_DIFF(flash_bf16, 64)
 FLASH_DKDV_DIFF(flash_bf16, 96)
 FLASH_DKDV_DIFF(flash_bf16, 128)

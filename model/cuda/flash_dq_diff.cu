@@ -28,7 +28,7 @@ template <int D> constexpr size_t flash_dq_diff_smem(void) {
 
 template <typename Tin, int D>
 __global__ void __launch_bounds__(2 * FLASH_WARPS * 32)
-flash_dq_diff_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
+flash_dq_diff_kernel(flash_qk_grad dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
                      const float *lse, const float *delta, const float *lambda, attn_map m,
                      float scale_log2, float scale) {
     extern __shared__ uint4 flash_smem[];
@@ -107,7 +107,7 @@ flash_dq_diff_kernel(float *dq, const Tin *G, const Tin *q, const Tin *k, const 
 }
 
 template <typename Tin, int D>
-void flash_dq_diff(float *dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
+void flash_dq_diff(flash_qk_grad dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
                    const float *lse, const float *delta, const float *lambda, const attn_map &m) {
     auto kernel = flash_dq_diff_kernel<Tin, D>;
     constexpr size_t smem = flash_dq_diff_smem<D>();
@@ -125,7 +125,7 @@ void flash_dq_diff(float *dq, const Tin *G, const Tin *q, const Tin *k, const Ti
 }
 
 #define FLASH_DQ_DIFF(Tin, D)                                                                     \
-    template void flash_dq_diff<Tin, D>(float *, const Tin *, const Tin *, const Tin *,           \
+    template void flash_dq_diff<Tin, D>(flash_qk_grad, const Tin *, const Tin *, const Tin *,     \
                                         const Tin *, const float *, const float *, const float *, \
                                         const attn_map &);
 FLASH_DQ_DIFF(flash_bf16, 64)

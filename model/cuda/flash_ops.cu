@@ -5,12 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/backend.h"
 #include "model/cuda/cuda_ops.h"
 #include "model/cuda/flash.h"
 #include "model/cuda/flash_backward.cuh"
 #include "model/cuda/flash_core.cuh"
 #include "model/cuda/flash_sm90.cuh"
 #include "model/cuda/flash_test.h"
+#include "model/cuda/rope.cuh"
 
 extern "C" int cuda_flash_usable(int d, int dv, int diff, const void *const *ptrs, int n) {
     if (!(d == 64 || d == 96 || d == 128) || dv != (diff ? 2 * d : d)) return 0;
@@ -119,6 +121,24 @@ static size_t flash_ds_bytes(const attn_map &m, bool f32_path) {
     return flash_dq_stored(f32_path) ? attn_ws_align(flash_ds_tiles_size(m)) : 0;
 }
 
+/* The backward's dq and dk (flash_qk_grad): the fp32 dq_, dk_ (rope NULL), or rope's operands
+ * with RoPE's backward fused into the kernels' stores (its table for positions 0..T-1) */
+static void flash_qk_grads(flash_qk_grad *dq, flash_qk_grad *dk, float *dq_, float *dk_,
+                           const dt_rope_grads *rope, const attn_map &m) {
+    if (!rope) {
+        *dq = {dq_, NULL, NULL};
+        *dk = {dk_, NULL, NULL};
+        return;
+    }
+    const float2 *cs = m.T > 0 ? cuda_rope_table(rope->theta, m.d, m.T) : NULL;
+    *dq = {NULL, (operand_bf16 *)rope->dq, cs};
+    *dk = {NULL, (operand_bf16 *)rope->dk, cs};
+}
+/* where x is stored */
+static const void *flash_qk_dst(const flash_qk_grad &x) {
+    return x.rot ? (const void *)x.rot : (const void *)x.f32;
+}
+
 /* The bf16 forward and backward on the kernels flash_sm90_usable selects. */
 static void flash_forward_bf16(operand_bf16 *out, float *o1, float *o2, float *lse,
                                const flash_bf16 *const qkv[3], const attn_map &m,
@@ -129,8 +149,8 @@ static void flash_forward_bf16(operand_bf16 *out, float *o1, float *o2, float *l
         flash_core_forward<flash_bf16>(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
 }
 /* ds_tiles: the stored dS tiles' workspace where flash_dq_stored(false), else NULL */
-static void flash_backward_bf16(float *dq, float *dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
-                                const flash_bf16 *G, const float *delta,
+static void flash_backward_bf16(flash_qk_grad dq, flash_qk_grad dk, operand_bf16 *dv,
+                                flash_bf16 *ds_tiles, const flash_bf16 *G, const float *delta,
                                 const flash_bf16 *const qkv[3], const float *lse,
                                 const float *lambda, const attn_map &m) {
     if (flash_sm90_usable())
@@ -194,19 +214,22 @@ extern "C" void cuda_flash_attention_forward(dt_operand *out_, float *lse, const
     flash_forward_bf16(out, NULL, NULL, lse, qkv, m, none);
 }
 
-extern "C" void cuda_flash_attention_backward(float *dq, float *dk, dt_operand *dv_,
+extern "C" void cuda_flash_attention_backward(float *dq_, float *dk_, dt_operand *dv_,
                                               const float *dout, const dt_operand *q_,
                                               const dt_operand *k_, const dt_operand *v_,
                                               const dt_operand *out, const float *lse, int B,
-                                              int T, int Hq, int Hkv, int d, int d_v) {
+                                              int T, int Hq, int Hkv, int d, int d_v,
+                                              const dt_rope_grads *rope) {
     flash_require_bf16();
     operand_bf16 *dv = (operand_bf16 *)dv_;
     const attn_map m = attn_map_standard(B, T, Hq, Hkv, d, d_v);
     flash_check(m);
     const flash_bf16 *qkv[] = {(const flash_bf16 *)q_, (const flash_bf16 *)k_,
                                (const flash_bf16 *)v_};
+    flash_qk_grad dq, dk;
+    flash_qk_grads(&dq, &dk, dq_, dk_, rope, m);
     const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v"};
-    const void *ptrs[] = {dq, dk, dv, dout, qkv[0], qkv[1], qkv[2]};
+    const void *ptrs[] = {flash_qk_dst(dq), flash_qk_dst(dk), dv, dout, qkv[0], qkv[1], qkv[2]};
     flash_aligned(names, ptrs, 7);
     /* workspace: delta (B, Hq, T) | bf16 dout (the test path: fp32 q | k | v instead) | the
      * stored dS tiles (where dq reads them) */
@@ -261,22 +284,24 @@ extern "C" void cuda_flash_diffattn_forward(dt_operand *out_, float *o1, float *
     flash_forward_bf16(out, o1, o2, lse, qkv, m, epi);
 }
 
-extern "C" void cuda_flash_diffattn_backward(float *dq, float *dk, dt_operand *dv_,
+extern "C" void cuda_flash_diffattn_backward(float *dq_, float *dk_, dt_operand *dv_,
                                              float *dgamma, float *dlambda, const float *dout,
                                              const dt_operand *q_, const dt_operand *k_,
                                              const dt_operand *v_, const float *o1,
                                              const float *o2, const float *lse,
                                              const float *rstd, const float *lambda,
                                              const float *gamma, float lambda_init, int B, int T,
-                                             int H, int Hkv, int d) {
+                                             int H, int Hkv, int d, const dt_rope_grads *rope) {
     flash_require_bf16();
     operand_bf16 *dv = (operand_bf16 *)dv_;
     const attn_map m = attn_map_diff(B, T, H, Hkv, d);
     flash_check(m);
     const flash_bf16 *qkv[] = {(const flash_bf16 *)q_, (const flash_bf16 *)k_,
                                (const flash_bf16 *)v_};
+    flash_qk_grad dq, dk;
+    flash_qk_grads(&dq, &dk, dq_, dk_, rope, m);
     const char *names[] = {"dq", "dk", "dv", "q", "k", "v"};
-    const void *ptrs[] = {dq, dk, dv, qkv[0], qkv[1], qkv[2]};
+    const void *ptrs[] = {flash_qk_dst(dq), flash_qk_dst(dk), dv, qkv[0], qkv[1], qkv[2]};
     flash_aligned(names, ptrs, 6);
     const size_t n_rows = (size_t)B * T * H;
     if (n_rows == 0) return;

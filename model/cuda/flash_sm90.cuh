@@ -55,9 +55,9 @@ __device__ __forceinline__ void flash_sm90_tiles_landed(void) {
 void flash_core_forward_sm90(operand_bf16 *out, float *o1, float *o2, float *lse,
                              const flash_bf16 *q, const flash_bf16 *k, const flash_bf16 *v,
                              const attn_map &m, const flash_diff_epi &epi);
-void flash_core_backward_sm90(float *dq, float *dk, operand_bf16 *dv, const flash_bf16 *G,
-                              const float *delta, const flash_bf16 *q, const flash_bf16 *k,
-                              const flash_bf16 *v, const float *lse, const float *lambda,
-                              const attn_map &m);
+void flash_core_backward_sm90(flash_qk_grad dq, flash_qk_grad dk, operand_bf16 *dv,
+                              const flash_bf16 *G, const float *delta, const flash_bf16 *q,
+                              const flash_bf16 *k, const flash_bf16 *v, const float *lse,
+                              const float *lambda, const attn_map &m);
 
 #endif

@@ -11,10 +11,13 @@
  * The forward rotates q and k, dt_operands (operand.cuh): read widened, rotated in fp32 and
  * stored rounded in bf16 mode, so that mode's result is the rounding of fp32 mode's on the same
  * (widened) values. The backward reads the fp32 gradients of the attention and writes operands
- * (only the q and k products' backwards read them), rounded the same way as stored. */
+ * (only the q and k products' backwards read them), rounded the same way as stored; the fused
+ * attention's backward does the same rotation in its own stores instead (rope.cuh), so in
+ * training this kernel runs only after the tiled attention. */
 #include "model/cuda/cuda_common.cuh"
 #include "model/cuda/cuda_ops.h"
 #include "model/cuda/operand.cuh"
+#include "model/cuda/rope.cuh"
 
 #define ROPE_THREADS 128
 
@@ -48,7 +51,7 @@ __global__ void rope_table_kernel(float2 *table, int p0, int p1, int d, float th
 }
 
 /* The table (npos, d/2) for positions [0, need) at least, built where it does not hold them. */
-static const float2 *rope_table(float theta, int d, int need) {
+const float2 *cuda_rope_table(float theta, int d, int need) {
     const int half = d / 2;
     const bool same = g_table.npos > 0 && g_table.theta == theta && g_table.d == d;
     int npos = same ? g_table.npos : 0;
@@ -65,14 +68,6 @@ static const float2 *rope_table(float theta, int d, int need) {
     }
     g_table.theta = theta, g_table.d = d, g_table.npos = npos;
     return table;
-}
-
-/* The rotation of pair (x0, x1) by the angle of (c, s), each product and sum rounded as written
- * (no contraction left to the compiler): the scalar and the float4 kernels give the same bits. */
-__device__ __forceinline__ void rope_rotate(float x0, float x1, float c, float s, float *o0,
-                                            float *o1) {
-    *o0 = __fmaf_rn(x0, c, -__fmul_rn(x1, s));
-    *o1 = __fmaf_rn(x1, c, __fmul_rn(x0, s));
 }
 
 /* One block per token row of all heads (grid-stride over the B*T rows); the row's entries of
@@ -147,7 +142,7 @@ template <typename TO, typename TI>
 static void rope_launch(TO *out, const TI *inp, int B, int T, int n_heads, int d, float theta,
                         int pos0, float sign) {
     if (B <= 0 || T <= 0 || n_heads <= 0 || d <= 0) return;
-    const float2 *table = d >= 2 ? rope_table(theta, d, pos0 + T) : NULL;
+    const float2 *table = d >= 2 ? cuda_rope_table(theta, d, pos0 + T) : NULL;
     if (rope_vec_usable(out, inp, table, d)) {
         const int row_chunks = n_heads * (d / 8);
         const size_t chunks = (size_t)B * T * row_chunks;
