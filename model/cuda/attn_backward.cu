@@ -16,10 +16,11 @@
 
 /* ---- delta (B, nq, T) = dscale_j * (G_i . o_i), one warp per row, summed in double as the CPU
  * oracle does (it is subtracted from dP, where cancellation is common); G_BF16: G rounded to bf16
- * first (the fused kernels' delta, flash_prep.cu) ---- */
+ * first (the fused kernels' delta, flash_prep.cu), and those bf16 values stored into g16 unless
+ * it is NULL (the fused kernels' G) ---- */
 template <bool G_BF16, typename TO>
-__global__ void attn_delta_kernel(float *delta, const float *G, const TO *o_a, const TO *o_b,
-                                  const float *lambda, attn_map m) {
+__global__ void attn_delta_kernel(float *delta, operand_bf16 *g16, const float *G, const TO *o_a,
+                                  const TO *o_b, const float *lambda, attn_map m) {
     const size_t n_rows = (size_t)m.B * m.nq * m.T;
     const size_t n_warps = ((size_t)gridDim.x * blockDim.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -32,8 +33,10 @@ __global__ void attn_delta_kernel(float *delta, const float *G, const TO *o_a, c
         const float *g = G + row;                         /* (dv) */
         const TO *o = (attn_o_buf(m, j) ? o_b : o_a) + row; /* (dv) */
         double acc = 0.0;
-        for (int e = lane; e < m.dv; e += 32)
+        for (int e = lane; e < m.dv; e += 32) {
+            if (G_BF16 && g16) g16[row + e] = operand_bf16_bits(g[e]);
             acc += (double)(G_BF16 ? round_bf16(g[e]) : g[e]) * operand_load(o, e);
+        }
         acc = warp_sum(acc);
         if (lane == 0) delta[n] = (float)((double)attn_dscale(m, j, lambda) * acc);
     }
@@ -285,21 +288,21 @@ static size_t attn_smem_dkdv(const attn_map &m) {
 }
 
 template <typename TO>
-void attn_delta(float *delta, const float *G, const TO *o_a, const TO *o_b, const float *lambda,
-                const attn_map &m, bool g_bf16) {
+void attn_delta(float *delta, operand_bf16 *g16, const float *G, const TO *o_a, const TO *o_b,
+                const float *lambda, const attn_map &m, bool g_bf16) {
     const size_t n_rows = (size_t)m.B * m.nq * m.T;
     if (n_rows == 0) return;
     auto kernel = g_bf16 ? attn_delta_kernel<true, TO> : attn_delta_kernel<false, TO>;
-    kernel<<<cuda_blocks(n_rows * 32, 256), 256, 0, cuda_stream()>>>(delta, G, o_a, o_b, lambda,
-                                                                     m);
+    kernel<<<cuda_blocks(n_rows * 32, 256), 256, 0, cuda_stream()>>>(delta, g16, G, o_a, o_b,
+                                                                     lambda, m);
     CUDA_LAUNCH_CHECK();
 }
 
-template void attn_delta<float>(float *, const float *, const float *, const float *,
-                                const float *, const attn_map &, bool);
-template void attn_delta<operand_bf16>(float *, const float *, const operand_bf16 *,
-                                       const operand_bf16 *, const float *, const attn_map &,
-                                       bool);
+template void attn_delta<float>(float *, operand_bf16 *, const float *, const float *,
+                                const float *, const float *, const attn_map &, bool);
+template void attn_delta<operand_bf16>(float *, operand_bf16 *, const float *,
+                                       const operand_bf16 *, const operand_bf16 *, const float *,
+                                       const attn_map &, bool);
 
 template <typename TO, typename TI>
 void attn_core_backward(float *dq, float *dk, TI *dv, float *delta, const float *G,
@@ -308,7 +311,7 @@ void attn_core_backward(float *dq, float *dk, TI *dv, float *delta, const float 
     attn_check(m);
     if (m.B == 0 || m.T <= 0) return;
     const float scale = 1.0f / sqrtf((float)m.d);
-    attn_delta(delta, G, o_a, o_b, lambda, m, false);
+    attn_delta(delta, NULL, G, o_a, o_b, lambda, m, false);
 
     const size_t smem_dq = attn_smem_dq(m);
     const dim3 grid_q((unsigned)((m.T + ATTN_CU_BR - 1) / ATTN_CU_BR), (unsigned)m.nq,

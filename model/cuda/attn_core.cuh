@@ -225,10 +225,11 @@ void attn_core_forward(TO *o_a, TO *o_b, float *lse, const TI *q, const TI *k, c
 /* delta (B, nq, T) = dscale_j * (G_i . o_i) per q-head j and row i (o from o_a, or o_b for DIFF's
  * second branch, elements TO as attn_core_forward writes them; lambda NULL for standard
  * attention), summed in double; g_bf16: G rounded to bf16 first, as the fused kernels read it
- * (flash_prep.cu). */
+ * (flash_prep.cu), and then g16 (NULL: none; G's layout) receives that rounded G: the fused
+ * kernels' bf16 G from the same pass over G. */
 template <typename TO>
-void attn_delta(float *delta, const float *G, const TO *o_a, const TO *o_b, const float *lambda,
-                const attn_map &m, bool g_bf16);
+void attn_delta(float *delta, operand_bf16 *g16, const float *G, const TO *o_a, const TO *o_b,
+                const float *lambda, const attn_map &m, bool g_bf16);
 
 /* dq (B, T, nq*d), dk (B, T, nk*d), dv (B, T, nv*dv), all overwritten, from G (the output
  * gradient, in the layout of the output buffers), the forward's o_a, o_b and q, k, v (TO and TI

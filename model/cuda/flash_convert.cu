@@ -1,6 +1,6 @@
 /* The widening of bf16 tensors to fp32, for the fused attention's fp32-staging test path
- * (flash_test.h). (Its rounding pass to bf16, of the standard backward's fp32 output gradient,
- * is cuda_bf16_copies: flash_ops.cu.) */
+ * (flash_test.h). (The standard backward's fp32 output gradient is rounded to bf16 by the
+ * delta's pass over it: attn_delta.) */
 #include "model/cuda/flash_core.cuh"
 
 /* dst[i] = src[i] widened (exact); grid-stride. Test path only (flash_test.h). */

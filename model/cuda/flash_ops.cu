@@ -160,25 +160,9 @@ static void flash_backward_bf16(flash_qk_grad dq, flash_qk_grad dk, operand_bf16
                                         lse, lambda, m);
 }
 
-/* bf16 copies of n fp32 tensors (src[i], len[i] floats) carved in order from ws, each aligned
- * (attn_ws_align); returns the bytes they take (ws NULL: only that). One conversion launch. */
-static size_t flash_copies(char *ws, flash_bf16 **dst, const float *const *src,
-                           const size_t *len, int n) {
-    size_t at = 0;
-    for (int i = 0; i < n; i++) {
-        if (ws) dst[i] = (flash_bf16 *)(ws + at);
-        at += attn_ws_align(len[i] * sizeof(flash_bf16));
-    }
-    if (ws && !cuda_bf16_copies(dst, src, len, n)) { /* 4e12 elements: no op is that large */
-        fprintf(stderr, "difftrain: error: CUDA: attention tensors too large to round to bf16\n");
-        abort();
-    }
-    return at;
-}
-
 /* The test path's (flash_test.h) fp32 copies of the bf16 q, k, v (src, len elements each),
- * widened, carved in order from ws as flash_copies carves; returns the bytes (ws NULL: only
- * that). */
+ * widened, carved in order from ws, each aligned (attn_ws_align); returns the bytes they take
+ * (ws NULL: only that). */
 static size_t flash_widened(char *ws, float **dst, const flash_bf16 *const *src,
                             const size_t *len) {
     size_t at = 0;
@@ -236,24 +220,24 @@ extern "C" void cuda_flash_attention_backward(float *dq_, float *dk_, dt_operand
     const size_t delta_bytes = attn_ws_align(sizeof(float) * ((size_t)B * Hq * T + 1));
     const size_t len[] = {(size_t)B * T * Hq * d, (size_t)B * T * Hkv * d,
                           (size_t)B * T * Hkv * d_v};
-    const size_t dout_len = (size_t)B * T * Hq * d_v;
-    flash_bf16 *g16;
     float *f[3];
-    const size_t rest = g_f32_staging ? flash_widened(NULL, f, qkv, len)
-                                      : flash_copies(NULL, &g16, &dout, &dout_len, 1);
+    const size_t rest =
+        g_f32_staging ? flash_widened(NULL, f, qkv, len)
+                      : attn_ws_align((size_t)B * T * Hq * d_v * sizeof(flash_bf16));
     const size_t ds_bytes = flash_ds_bytes(m, g_f32_staging != 0);
     char *ws = (char *)cuda_workspace(delta_bytes + rest + ds_bytes);
     float *delta = (float *)ws;
+    flash_bf16 *g16 = g_f32_staging ? NULL : (flash_bf16 *)(ws + delta_bytes);
     flash_bf16 *ds_tiles = ds_bytes ? (flash_bf16 *)(ws + delta_bytes + rest) : NULL;
-    /* bf16(G_i) . o_i, as the kernels read G; o (out) is bf16 */
-    attn_delta<operand_bf16>(delta, dout, (const operand_bf16 *)out, NULL, NULL, m, true);
+    /* bf16(G_i) . o_i, as the kernels read G, and that bf16 G (the bf16 path's) in the same pass
+     * over dout; o (out) is bf16 */
+    attn_delta<operand_bf16>(delta, g16, dout, (const operand_bf16 *)out, NULL, NULL, m, true);
     if (g_f32_staging) {
         flash_widened(ws + delta_bytes, f, qkv, len);
         flash_core_backward<float>(dq, dk, dv, ds_tiles, dout, delta, f[0], f[1], f[2], lse,
                                    NULL, m);
         return;
     }
-    flash_copies(ws + delta_bytes, &g16, &dout, &dout_len, 1);
     flash_backward_bf16(dq, dk, dv, ds_tiles, g16, delta, qkv, lse, NULL, m);
 }
 
