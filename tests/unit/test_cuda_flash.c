@@ -665,7 +665,7 @@ static int dispatch_standard(const dt_backend *be, int d, int fused, int q_off) 
     be->attention_forward(o[0], l[0], q, k, v, B, T, Hq, Hkv, d, d);
     be->attention_backward(dq[0], dk[0], dv[0], dout, q, k, v, o[0], l[0], B, T, Hq, Hkv, d, d,
                            NULL);
-    /* with RoPE's backward: into rq, rk (scratch dq[2], dk[2]) */
+    /* with RoPE's backward: into rq, rk (scratch sq, sk) */
     dt_operand *rq = cot_operand_nan(nq), *rk = cot_operand_nan(nk), *rdv = cot_operand_nan(nk);
     float *sq = cot_dev_nan(nq), *sk = cot_dev_nan(nk);
     const dt_rope_grads rope = {rq, rk, ROPE_THETA};
