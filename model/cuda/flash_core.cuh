@@ -7,8 +7,9 @@
  *   - q, k, v are bf16 dt_operands (the bf16 backend stores them so: written rounded to nearest
  *     even by the products and rope), and the output gradient G is rounded to bf16 once per op
  *     into a copy in the op's workspace (by the delta's pass over G, attn_delta; DIFF's G is
- *     written in bf16 by flash_diff_prep); the kernels stage these bf16 tensors into shared memory with cp.async,
- *     the next K/V (or Q/G) tile in flight while the current one is multiplied (two stages).
+ *     written in bf16 by flash_diff_prep); the kernels stage these bf16 tensors into shared
+ *     memory with cp.async, the next K/V (or Q/G) tile in flight while the current one is
+ *     multiplied (two stages).
  *     The kernels also exist for fp32 inputs (Tin = float, rounded while staging; synchronous),
  *     the test path of flash_test.h (on q, k, v widened): both give the same bits;
  *   - the probabilities P and dS are rounded to bf16 as operands of the next product;

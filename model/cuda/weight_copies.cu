@@ -22,7 +22,7 @@
  * The copies live in the CUDA_WS_WEIGHTS workspace (stream-ordered growth: no host wait) and are
  * made by one kernel launch per WCOPY_BATCH matrices, the batch's table passed as the kernel's
  * argument: no table upload (cuda_bf16_copies, which also makes the products' own copies of
- * fp32 operands, matmul.cu, and the fused attention's of its output gradient, flash_ops.cu).
+ * fp32 operands, matmul.cu).
  * Without bf16 products (fp32 mode, cuda_operand_bf16() false) nothing is prepared. */
 #include <stdio.h>
 #include <stdlib.h>
