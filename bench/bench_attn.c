@@ -43,6 +43,11 @@
  * (the same bits: anything but 0 fails):
  *   PAIRED diff size T per_branch_fwdbwd_ms paired_fwdbwd_ms per_branch/paired dv_rel dk_rel
  *           (speed ratio: > 1, paired faster)
+ * and for the standard kinds (base, diff_v2) the mma.sync forward with 16 query rows a warp (the
+ * default) or 32 (DIFFTRAIN_FLASH_FWD_ROWS=32; flash_forward_rows32.cu), timed in the same run,
+ * with the largest difference of the two outputs (the same bits: anything but 0 fails with
+ * --check=1):
+ *   ROWS kind size T rows16_fwd_ms rows32_fwd_ms rows16/rows32 out_rel (> 1: 32 rows faster)
  * Exits 77 without a GPU. */
 #include <math.h>
 #include <stdint.h>
@@ -212,15 +217,16 @@ static double rel_diff(const void *a, const void *b, size_t n, int bf16) {
     return worst > 0.0 && big > 0.0 ? worst / big : worst;
 }
 
-/* fwd+bwd on the mma.sync kernels timed into ms[on] with a test switch (flash_test.h) set(0),
- * then set(1); the output src of the last run with set(0) copied into ref (bytes) */
-static void time_switch(int kind, const bufs *b, int B, int T, int H, int d, int warmup,
+/* The forward (fwd+bwd when bwd) on the mma.sync kernels timed into ms[on] with a test switch
+ * (flash_test.h) set(0), then set(1); the output src of the last run with set(0) copied into
+ * ref (bytes) */
+static void time_switch(int kind, const bufs *b, int B, int T, int H, int d, int bwd, int warmup,
                         int iters, void (*set)(int), double ms[2], void *ref, const void *src,
                         size_t bytes) {
     cuda_flash_test_sm90(0);
     for (int on = 0; on < 2; on++) {
         set(on);
-        ms[on] = time_ms(kind, b, B, T, H, d, 1, warmup, iters);
+        ms[on] = time_ms(kind, b, B, T, H, d, bwd, warmup, iters);
         if (!on) cuda_copy(ref, src, bytes);
     }
     cuda_flash_test_sm90(-1);
@@ -232,7 +238,7 @@ static void time_switch(int kind, const bufs *b, int B, int T, int H, int d, int
 static int time_dq_modes(int kind, const bufs *b, float *dq_ref, int B, int T, int H, int d,
                          size_t n_dq, int warmup, int iters, int check, const char *size) {
     double ms[2];
-    time_switch(kind, b, B, T, H, d, warmup, iters, cuda_flash_test_dq_stored, ms, dq_ref, b->dq,
+    time_switch(kind, b, B, T, H, d, 1, warmup, iters, cuda_flash_test_dq_stored, ms, dq_ref, b->dq,
                 n_dq * sizeof(float));
     cuda_flash_test_dq_stored(-1);
     const double e = rel_diff(dq_ref, b->dq, n_dq, 0);
@@ -247,13 +253,35 @@ static int time_dq_modes(int kind, const bufs *b, float *dq_ref, int B, int T, i
     return 0;
 }
 
+static void set_fwd_rows32(int on) { cuda_flash_test_fwd_rows(on ? 32 : 16); }
+
+/* The ROWS line (header): a standard kind's forward on the mma.sync kernels with 16, then 32
+ * query rows a warp; ref is scratch of n_out bf16. Returns 1 when check and the two outputs'
+ * bits differ. */
+static int time_fwd_rows(int kind, const bufs *b, void *ref, int B, int T, int H, int d,
+                         size_t n_out, int warmup, int iters, int check, const char *size) {
+    double ms[2];
+    time_switch(kind, b, B, T, H, d, 0, warmup, iters, set_fwd_rows32, ms, ref, b->out,
+                n_out * cuda_operand_bytes());
+    cuda_flash_test_fwd_rows(-1);
+    const double e = rel_diff(ref, b->out, n_out, 1);
+    printf("ROWS %s %s %d %.3f %.3f %.2f %.3g\n", kind_name[kind], size, T, ms[0], ms[1],
+           ms[0] / ms[1], e);
+    if (check && e != 0.0) {
+        fprintf(stderr, "bench_attn: %s %s T=%d: the 32-row forward's out differs from the "
+                "16-row one's (%.3g of the largest)\n", kind_name[kind], size, T, e);
+        return 1;
+    }
+    return 0;
+}
+
 /* The PAIRED line (header): DIFF V1 on the mma.sync kernels, fwd+bwd with the backward taking
  * each branch on its own, then both per query tile (the default); ref is scratch of n_dv
  * floats. Returns 1 when check and dk differs at all or dv by more than 1e-2 of max |dv|. */
 static int time_diff_pairing(const bufs *b, float *ref, int B, int T, int H, int d, size_t n_dk,
                              size_t n_dv, int warmup, int iters, int check, const char *size) {
     double ms[2];
-    time_switch(KIND_DIFF, b, B, T, H, d, warmup, iters, cuda_flash_test_diff_paired, ms, ref,
+    time_switch(KIND_DIFF, b, B, T, H, d, 1, warmup, iters, cuda_flash_test_diff_paired, ms, ref,
                 b->dv, n_dv * cuda_operand_bytes());
     const double e = rel_diff(ref, b->dv, n_dv, 1);
     cuda_flash_test_diff_paired(0);
@@ -382,6 +410,9 @@ int main(int argc, char **argv) {
                 }
                 status |= time_dq_modes(kind, &b, dq_ref, B, T, H, d, N * w, warmup, iters,
                                         check, shapes[si].size);
+                if (kind != KIND_DIFF)
+                    status |= time_fwd_rows(kind, &b, b.ref, B, T, H, d, N * w, warmup, iters,
+                                            check, shapes[si].size);
                 if (kind == KIND_DIFF)
                     status |= time_diff_pairing(&b, dq_ref, B, T, H, d, N * w, N * w, warmup,
                                                 iters, check, shapes[si].size);

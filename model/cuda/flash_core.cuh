@@ -220,6 +220,45 @@ __device__ __forceinline__ void flash_mma_abt(float (*acc)[4], const flash_bf16 
         flash_mma_bt<NT / 2>(acc, a, Bs, ldb, n0, 16 * kk, lane);
     }
 }
+/* flash_mma_abt for two m16 fragments of A, rows m0.. and m0 + 16..: acc[f] += (A's rows
+ * m0 + 16 f..) * B, each B fragment read from shared memory once for both. Each accumulator
+ * element sums its k16 steps in flash_mma_abt's order: the same bits. */
+template <int KS, int NT>
+__device__ __forceinline__ void flash_mma_abt_x2(float (*acc)[NT][4], const flash_bf16 *As,
+                                                 int lda, int m0, const flash_bf16 *Bs, int ldb,
+                                                 int n0, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        uint32_t a0[4], a1[4];
+        ldmatrix_x4(a0, flash_a_row(As, lda, m0, 16 * kk, lane));
+        ldmatrix_x4(a1, flash_a_row(As, lda, m0 + 16, 16 * kk, lane));
+#pragma unroll
+        for (int np = 0; np < NT / 2; np++) {
+            uint32_t b[4];
+            ldmatrix_x4(b, flash_bt_row(Bs, ldb, n0 + 16 * np, 16 * kk, lane));
+            mma_bf16_16816(acc[0][2 * np], a0, b);
+            mma_bf16_16816(acc[0][2 * np + 1], a0, b + 2);
+            mma_bf16_16816(acc[1][2 * np], a1, b);
+            mma_bf16_16816(acc[1][2 * np + 1], a1, b + 2);
+        }
+    }
+}
+/* flash_mma_b for two m16 fragments: acc[f] (16 x 16*NP) += a[f] (one k16 step) * B, B stored
+ * [k][n] from n0, each B fragment read once for both */
+template <int NP>
+__device__ __forceinline__ void flash_mma_b_x2(float (*acc)[2 * NP][4], const uint32_t a0[4],
+                                               const uint32_t a1[4], const flash_bf16 *Bs,
+                                               int ld, int k0, int n0, int lane) {
+#pragma unroll
+    for (int np = 0; np < NP; np++) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, flash_b_row(Bs, ld, k0, n0 + 16 * np, lane));
+        mma_bf16_16816(acc[0][2 * np], a0, b);
+        mma_bf16_16816(acc[0][2 * np + 1], a0, b + 2);
+        mma_bf16_16816(acc[1][2 * np], a1, b);
+        mma_bf16_16816(acc[1][2 * np + 1], a1, b + 2);
+    }
+}
 /* The A fragment (16 rows x keys 16kk..16kk+15) of the bf16-rounded accumulator c (16 x 8NT):
  * n8 tiles 2kk and 2kk + 1 side by side (mma.cuh: same lane and row, columns 2t, 2t+1). */
 __device__ __forceinline__ void flash_c_to_a(uint32_t a[4], const float (*c)[4], int kk) {
@@ -268,6 +307,17 @@ template <typename Tin>
 void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, const Tin *q,
                         const Tin *k, const Tin *v, const attn_map &m,
                         const flash_diff_epi &epi);
+
+/* flash_core_forward for standard / GQA heads (not DIFF V1) on the kernel with 32 query rows a
+ * warp (flash_forward_rows32.cu): the same results, bit for bit. */
+template <typename Tin>
+void flash_forward_rows32(operand_bf16 *out, float *lse, const Tin *q, const Tin *k,
+                          const Tin *v, const attn_map &m);
+
+/* Whether flash_core_forward runs standard heads on flash_forward_rows32 (32 rows a warp) or on
+ * its own kernel (16 rows a warp, the default): the environment (DIFFTRAIN_FLASH_FWD_ROWS=32 or
+ * 16) or the test switch of flash_test.h (flash_ops.cu). */
+bool flash_fwd_rows32(void);
 
 /* 1 where the build has sm_90a device code (CMake defines DT_CUDA_SM90A when
  * CMAKE_CUDA_ARCHITECTURES names 90a; always under the host emulator), the device is compute

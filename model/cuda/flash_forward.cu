@@ -154,6 +154,10 @@ void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, con
                         const flash_diff_epi &epi) {
     flash_check(m);
     if (m.B == 0 || m.T <= 0) return;
+    if (!m.diff && flash_fwd_rows32()) {
+        flash_forward_rows32<Tin>(out, lse, q, k, v, m);
+        return;
+    }
     /* K/V stages (NS, last argument) per instantiation: two (the next tile's copies overlap the
      * current tile's products) where that keeps the blocks per SM the single stage allows on
      * H100 (228 KiB of shared memory, 64 Ki registers per SM; registers from ptxas -v): standard

@@ -110,6 +110,35 @@ static bool flash_dq_stored(bool f32_path) {
 
 extern "C" int cuda_flash_dq_stored(void) { return flash_dq_stored(g_f32_staging != 0); }
 
+static int g_fwd_rows = -1; /* flash_test.h: -1 the environment, else 16 or 32 */
+
+extern "C" void cuda_flash_test_fwd_rows(int rows) {
+    g_fwd_rows = rows == 16 || rows == 32 ? rows : -1;
+}
+
+/* DIFFTRAIN_FLASH_FWD_ROWS: "32" (the standard forward on flash_forward_rows32.cu's kernel) or
+ * "16" (the default, also when unset or empty: flash_forward.cu's); anything else is an error
+ * that names the variable. Read at each forward (a getenv: nothing beside the kernels). */
+static int flash_fwd_rows_env(void) {
+    const char *e = getenv("DIFFTRAIN_FLASH_FWD_ROWS");
+    if (!e || !*e || strcmp(e, "16") == 0) return 16;
+    if (strcmp(e, "32") == 0) return 32;
+    fprintf(stderr, "difftrain: error: DIFFTRAIN_FLASH_FWD_ROWS is '%s': expected '16' or '32'\n",
+            e);
+    fflush(stderr);
+    abort();
+}
+
+bool flash_fwd_rows32(void) {
+    return (g_fwd_rows < 0 ? flash_fwd_rows_env() : g_fwd_rows) == 32;
+}
+
+/* The rows a warp the standard forward would take now: the mma.sync kernels' choice, 16 where
+ * the wgmma ones run (their warpgroups take 64) */
+extern "C" int cuda_flash_fwd_rows(void) {
+    return !g_f32_staging && flash_sm90_usable() ? 16 : flash_fwd_rows32() ? 32 : 16;
+}
+
 static int g_diff_paired = 1; /* flash_test.h */
 
 extern "C" void cuda_flash_test_diff_paired(int on) { g_diff_paired = on != 0; }

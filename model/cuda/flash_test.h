@@ -35,6 +35,15 @@ void cuda_flash_test_dq_stored(int mode);
 /* 1 when the backward ops would read stored dS tiles now */
 int cuda_flash_dq_stored(void);
 
+/* How many query rows a warp of the mma.sync forward takes for standard / GQA heads (the
+ * baseline, DIFF V2): 32 (flash_forward_rows32.cu: each K and V fragment loaded from shared
+ * memory feeds two m16 fragments), 16 (flash_forward.cu), -1 (the default) as the environment
+ * says (DIFFTRAIN_FLASH_FWD_ROWS=32 or 16; unset: 16). The two give the same bits. DIFF V1's
+ * forward and the wgmma kernels are not affected. Not thread safe; set it between ops. */
+void cuda_flash_test_fwd_rows(int rows);
+/* The rows a warp the standard forward would take now (16 where the wgmma kernels run) */
+int cuda_flash_fwd_rows(void);
+
 /* How the mma.sync backward takes DIFF V1's two branches: on != 0 (the default) both branches of
  * a head per query tile, dP = G V^T once for both: dk/dv with dV from P_1 - lambda P_2
  * (flash_dkdv_diff.cu), and dq where it recomputes dS with dP shared by the branches' warps

@@ -164,6 +164,7 @@ static int rope_run(int run) {
 static void set_run(int run) {
     cuda_flash_test_f32_staging(run == 2 || run == STORED + 1);
     cuda_flash_test_sm90(run < 3);
+    cuda_flash_test_fwd_rows(16); /* check_fwd_rows32 runs the other forward */
     cuda_flash_test_dq_stored(run == STORED || run == STORED + 1);
     cuda_flash_test_diff_paired(run != BRANCHES);
 }
@@ -202,6 +203,31 @@ static int check_rope(const dt_operand *rq, const dt_operand *rk, const dt_opera
     fails += cot_operand_bits_differ("dv", "RoPE-fused run", dv, rdv, nv);
     cuda_free(eq);
     cuda_free(ek);
+    return fails;
+}
+
+/* The standard forward with 32 query rows a warp (flash_test.h) on the mma.sync kernels must
+ * give the bits of the 16-row runs, on the bf16 path (out16[0], lse16[0]: run MMA) and the
+ * fp32-staging one (out16[1], lse16[1]: run 2). */
+static int check_fwd_rows32(const dt_operand *q, const dt_operand *k, const dt_operand *v,
+                            const dt_operand *const out16[2], const float *const lse16[2], int B,
+                            int T, int Hq, int Hkv, int d) {
+    const size_t no = (size_t)B * T * Hq * d, nl = (size_t)B * Hq * T;
+    int fails = 0;
+    for (int f32 = 0; f32 < 2; f32++) {
+        set_run(f32 ? 2 : MMA);
+        cuda_flash_test_fwd_rows(32);
+        assert_int_equal(cuda_flash_fwd_rows(), 32);
+        dt_operand *out = cot_operand_nan(no);
+        float *lse = cot_dev_nan(nl);
+        cuda_flash_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, d);
+        const char *run = f32 ? "32-row " F32_RUN : "32-row run";
+        fails += cot_operand_bits_differ("out", run, out16[f32], out, no);
+        fails += cot_bits_differ("lse", run, lse16[f32], lse, nl);
+        cuda_free(out);
+        cuda_free(lse);
+    }
+    set_run(0);
     return fails;
 }
 
@@ -347,6 +373,11 @@ static int run_standard(const std_case *c, unsigned seed) {
         if (rope_run(run))
             fails += check_rope(rq[run], rk[run], rdv[run], dq_d[run], dk_d[run], dv_d[run], B,
                                 T, Hq, Hkv, d, nv);
+    {
+        const dt_operand *outs[2] = {o_d[MMA], o_d[2]};
+        const float *lses[2] = {l_d[MMA], l_d[2]};
+        fails += check_fwd_rows32(q_d, k_d, v_d, outs, lses, B, T, Hq, Hkv, d);
+    }
     if (sm90) { /* the wgmma kernels (run 0) against the mma.sync ones (run 3) */
         float *m_out = cot_operand_to_host(o_d[3], no), *m_lse = to_host(l_d[3], nl);
         float *m_dq = to_host(dq_d[3], nq), *m_dk = to_host(dk_d[3], nk);
@@ -753,15 +784,15 @@ static int dispatch_diff(const dt_backend *be, int d, int fused) {
     return fails;
 }
 
-/* 1 when a child process that calls cuda_flash_dq_stored() with DIFFTRAIN_FLASH_DQ=value dies of
+/* 1 when a child process that calls ask() with the environment variable var=value dies of
  * SIGABRT (the op's error for a value it does not know), 0 when it returns */
-static int dq_env_aborts(const char *value) {
+static int env_aborts(const char *var, const char *value, int (*ask)(void)) {
     fflush(stdout);
     const pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        setenv("DIFFTRAIN_FLASH_DQ", value, 1);
-        (void)cuda_flash_dq_stored();
+        setenv(var, value, 1);
+        (void)ask();
         _exit(0);
     }
     int st = 0;
@@ -795,9 +826,42 @@ static void test_dq_env(void **state) {
         cuda_flash_test_sm90(0);
     }
     unsetenv("DIFFTRAIN_FLASH_DQ");
-    assert_int_equal(dq_env_aborts("stored"), 0);
-    assert_int_equal(dq_env_aborts("Stored"), 1);
-    assert_int_equal(dq_env_aborts("1"), 1);
+    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_DQ", "stored", cuda_flash_dq_stored), 0);
+    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_DQ", "Stored", cuda_flash_dq_stored), 1);
+    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_DQ", "1", cuda_flash_dq_stored), 1);
+    cuda_flash_test_sm90(-1);
+}
+
+/* DIFFTRAIN_FLASH_FWD_ROWS selects the mma.sync standard forward's rows a warp when no test
+ * switch is set; the wgmma kernels run their own forward; a value it does not know stops the
+ * program. */
+static void test_fwd_rows_env(void **state) {
+    (void)state;
+    set_mode(1);
+    cuda_flash_test_f32_staging(0);
+    cuda_flash_test_sm90(0);
+    cuda_flash_test_fwd_rows(-1);
+    static const char *values[] = {NULL, "", "16", "32"};
+    for (int i = 0; i < 4; i++) {
+        if (values[i]) setenv("DIFFTRAIN_FLASH_FWD_ROWS", values[i], 1);
+        else unsetenv("DIFFTRAIN_FLASH_FWD_ROWS");
+        assert_int_equal(cuda_flash_fwd_rows(), i == 3 ? 32 : 16);
+    }
+    cuda_flash_test_fwd_rows(16); /* the test switch wins */
+    assert_int_equal(cuda_flash_fwd_rows(), 16);
+    cuda_flash_test_fwd_rows(-1);
+    if (cuda_flash_sm90_capable()) { /* the wgmma forward is its own */
+        cuda_flash_test_sm90(1);
+        assert_int_equal(cuda_flash_fwd_rows(), 16);
+        cuda_flash_test_f32_staging(1); /* that path has only the mma.sync kernels */
+        assert_int_equal(cuda_flash_fwd_rows(), 32);
+        cuda_flash_test_f32_staging(0);
+        cuda_flash_test_sm90(0);
+    }
+    unsetenv("DIFFTRAIN_FLASH_FWD_ROWS");
+    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_FWD_ROWS", "32", cuda_flash_fwd_rows), 0);
+    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_FWD_ROWS", "64", cuda_flash_fwd_rows), 1);
+    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_FWD_ROWS", "wide", cuda_flash_fwd_rows), 1);
     cuda_flash_test_sm90(-1);
 }
 
@@ -839,6 +903,7 @@ int main(void) {
         cmocka_unit_test(test_diffattn),
         cmocka_unit_test(test_backend_dispatch),
         cmocka_unit_test(test_dq_env),
+        cmocka_unit_test(test_fwd_rows_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
