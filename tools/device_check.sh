@@ -35,6 +35,9 @@
 #          profile.log, the raw CSV in profile_ARCH.csv; then the sections that say why (speed of
 #          light, occupancy, warp stalls, memory) for the fused attention kernels of bench_attn.
 #          DT_PROFILE_ARCHS (default "diff transformer"), DT_PROFILE_FLASH=0 (skip the sections).
+#          Where Nsight Systems (nsys) is there too: the GPU timeline of 8 steps of each arch at
+#          830M (bf16, 2048 x 8) and tools/gpu_gaps.py's idle time per step, in short gaps
+#          (what CUDA graphs could win) and long ones (gaps.log).
 # Exit: 0 when every stage passed (a test reporting 77, skipped, counts as passed), else 1.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -135,6 +138,24 @@ stage_profile() {
       checkpoint.every=0 log.every=1 log.metrics= >"$out/profile_$arch.out" 2>&1 || rc=1
     "$DT_PYTHON" "$root/tools/ncu_summary.py" "$out/profile_$arch.csv" --steps 2 || rc=1
   done
+  if command -v nsys >/dev/null; then
+    for arch in ${DT_PROFILE_ARCHS:-diff transformer}; do
+      echo "-- GPU idle time per step, $arch 830m (nsys)" | tee -a "$out/gaps.log"
+      nsys profile --trace=cuda --sample=none --cpuctxsw=none --force-overwrite=true \
+        -o "$tmp/gaps_$arch" "$BIN" train "$root/configs/paper/$arch-830m.yaml" \
+        "data.train=$tmp/data/p_train_*.bin" data.val= parallel.tp=1 parallel.dp=1 \
+        parallel.zero=0 train.device=cuda train.precision=bf16 train.steps=8 train.global_batch=8 \
+        train.val_every=0 checkpoint.dir= checkpoint.every=0 log.every=1 log.metrics= \
+        >"$out/gaps_$arch.out" 2>&1 || rc=1
+      nsys stats --report cuda_gpu_trace --format csv --force-export=true \
+        --output "$tmp/gaps_$arch" "$tmp/gaps_$arch.nsys-rep" >/dev/null 2>&1 || rc=1
+      "$DT_PYTHON" "$root/tools/gpu_gaps.py" "$tmp/gaps_${arch}_cuda_gpu_trace.csv" --skip 2 \
+        >"$tmp/gaps.txt" 2>&1 || rc=1
+      tee -a "$out/gaps.log" <"$tmp/gaps.txt"
+    done
+  else
+    echo "profile: no nsys on this machine: GPU idle time per step not measured"
+  fi
   [ "${DT_PROFILE_FLASH:-1}" = 1 ] || { rm -rf "$tmp"; return $rc; }
   ncu --clock-control none -k regex:flash --launch-count 6 --section SpeedOfLight \
     --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
