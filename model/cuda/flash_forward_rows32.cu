@@ -14,9 +14,10 @@
  * (flash_ops.cu: DIFFTRAIN_FLASH_FWD_ROWS, or the test switch of flash_test.h).
  *
  * Registers: the O accumulators of 32 rows (d = 128: 128 per thread) and S of 32 rows x 64 keys
- * (64); the cost of the layout, which d = 128 pays in blocks per SM (2, from 3 by shared memory
- * for the 16-row kernel). Two K/V stages (flash_core.cuh's pipeline) for every d: 104 KiB at
- * d = 128. */
+ * (64); the cost of the layout, paid in blocks per SM: ptxas (sm_90a) gives 168 / 246 / 254
+ * registers at d = 64 / 96 / 128, no spills, so 3 / 2 / 2 blocks of 4 warps where the 16-row
+ * kernel runs 4 / 4 / 3 (asking for 3 at d = 96 spills some 600 bytes). Two K/V stages
+ * (flash_core.cuh's pipeline) for every d: 104 KiB of shared memory at d = 128. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
