@@ -31,6 +31,9 @@
  * RoPE's backward in the stores (dt_rope_grads): one run of each set of backward kernels runs
  * again with it, and the rotated dq and dk it writes must be the bits that cuda_rope_backward
  * makes of that run's fp32 dq and dk (dv, dgamma and dlambda the run's bits too).
+ * The standard forward with 32 query rows a warp (flash_forward_rows32.cu, flash_test.h) runs on
+ * both staging paths and must give the 16-row runs' out and lse bits; DIFFTRAIN_FLASH_FWD_ROWS
+ * selects it when no test switch is set, and stops the program on a value it does not know.
  * Last, the backend table: under "bf16 products" the attention ops are the fused kernels where
  * the head dim and the alignment of q, k, v (bf16) allow (bit-identical to calling them), the
  * tiled ones elsewhere and in fp32 mode; with RoPE's backward (fused, or the tiled kernels then
