@@ -15,9 +15,9 @@
 # 4-task jobs fit on a 2-core machine; the tasks oversubscribe the cores), one partition "debug".
 # No system-level setup: AuthType=auth/none and CredType=cred/none need no munge,
 # ProctrackType=proctrack/linuxproc and TaskPlugin=task/none need no cgroups, both daemons run as
-# root (SlurmUser=root), and the ports are free ones probed on 127.0.0.1. The machine's own
-# /etc/slurm is never read: every client command gets SLURM_CONF. Run as root (slurmd must be
-# able to start jobs as the submitting user).
+# root (SlurmUser=root), and the ports are free ones probed on 127.0.0.1 below the ephemeral
+# range. The machine's own /etc/slurm is never read: every client command gets SLURM_CONF. Run
+# as root (slurmd must be able to start jobs as the submitting user).
 #
 # DIR should be short (a mktemp folder under /tmp): slurmstepd makes UNIX sockets under
 # DIR/spool, and such paths are limited to 107 bytes.
@@ -47,10 +47,17 @@ _slurm_port_free() { # _slurm_port_free PORT: true when nothing listens on 127.0
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-_slurm_free_ports() { # prints two free consecutive ports from a base derived from DIR
-  local base p
-  base=$(( 20000 + $(printf '%s' "$1" | cksum | cut -d' ' -f1) % 20000 ))
-  for ((p = base; p < base + 2000; p += 2)); do
+# Two free consecutive ports from a base derived from DIR, below the kernel's range of ephemeral
+# ports (ip_local_port_range; 32768 by default): a port in that range can be the local end of
+# any process's outgoing connection (MPI's, another test's), which no listener shows to the
+# probe above but which makes slurmd's bind fail with "Address already in use".
+_slurm_free_ports() {
+  local base p low span
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null) || low=32768
+  [ "${low:-0}" -gt 14000 ] 2>/dev/null || low=32768 # a range starting lower: ports 10000.. anyway
+  span=$(( low - 12000 )) # bases 10000 .. low - 2002: the scan stays below low
+  base=$(( 10000 + ($(printf '%s' "$1" | cksum | cut -d' ' -f1) % span) / 2 * 2 ))
+  for ((p = base; p < base + 2000 && p + 1 < low; p += 2)); do
     if _slurm_port_free "$p" && _slurm_port_free $((p + 1)); then
       echo "$p $((p + 1))"
       return 0
