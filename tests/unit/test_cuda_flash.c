@@ -803,69 +803,66 @@ static int env_aborts(const char *var, const char *value, int (*ask)(void)) {
     return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
 }
 
-/* DIFFTRAIN_FLASH_DQ selects where the mma.sync backward's dq gets dS when no test switch is
- * set; the wgmma kernels always recompute; a value it does not know stops the program. */
-static void test_dq_env(void **state) {
-    (void)state;
+/* A kernel choice that an environment variable makes when its test switch (flash_test.h) is
+ * unset: ask() reports the choice (got_off for the default, got_on for the other), set(arg) is
+ * the test switch (set(-1) defers to the environment), and the wgmma kernels, where they run,
+ * always take got_wgmma. */
+typedef struct env_choice {
+    const char *var, *off, *on; /* the variable, its default value and the other one */
+    int (*ask)(void);
+    void (*set)(int);
+    int set_off, got_off, got_on, got_wgmma;
+    const char *bad[2]; /* values it does not know */
+} env_choice;
+
+/* Unset, empty and the default value give the default, the other value the other choice; the
+ * test switch wins over the environment; the wgmma kernels keep their own (the fp32-staging
+ * path has only the mma.sync ones); an unknown value stops the program. */
+static void check_env_choice(const env_choice *c) {
     set_mode(1);
     cuda_flash_test_f32_staging(0);
     cuda_flash_test_sm90(0);
-    cuda_flash_test_dq_stored(-1);
-    static const char *values[] = {NULL, "", "recompute", "stored"};
+    c->set(-1);
+    const char *values[] = {NULL, "", c->off, c->on};
     for (int i = 0; i < 4; i++) {
-        if (values[i]) setenv("DIFFTRAIN_FLASH_DQ", values[i], 1);
-        else unsetenv("DIFFTRAIN_FLASH_DQ");
-        assert_int_equal(cuda_flash_dq_stored(), i == 3);
+        if (values[i]) setenv(c->var, values[i], 1);
+        else unsetenv(c->var);
+        assert_int_equal(c->ask(), i == 3 ? c->got_on : c->got_off);
     }
-    cuda_flash_test_dq_stored(0); /* the test switch wins */
-    assert_int_equal(cuda_flash_dq_stored(), 0);
-    cuda_flash_test_dq_stored(-1);
-    if (cuda_flash_sm90_capable()) { /* the wgmma kernels recompute, whatever is asked */
+    c->set(c->set_off); /* the test switch wins */
+    assert_int_equal(c->ask(), c->got_off);
+    c->set(-1);
+    if (cuda_flash_sm90_capable()) {
         cuda_flash_test_sm90(1);
-        assert_int_equal(cuda_flash_dq_stored(), 0);
-        cuda_flash_test_f32_staging(1); /* that path has only the mma.sync kernels */
-        assert_int_equal(cuda_flash_dq_stored(), 1);
+        assert_int_equal(c->ask(), c->got_wgmma);
+        cuda_flash_test_f32_staging(1);
+        assert_int_equal(c->ask(), c->got_on);
         cuda_flash_test_f32_staging(0);
         cuda_flash_test_sm90(0);
     }
-    unsetenv("DIFFTRAIN_FLASH_DQ");
-    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_DQ", "stored", cuda_flash_dq_stored), 0);
-    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_DQ", "Stored", cuda_flash_dq_stored), 1);
-    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_DQ", "1", cuda_flash_dq_stored), 1);
+    unsetenv(c->var);
+    assert_int_equal(env_aborts(c->var, c->on, c->ask), 0);
+    assert_int_equal(env_aborts(c->var, c->bad[0], c->ask), 1);
+    assert_int_equal(env_aborts(c->var, c->bad[1], c->ask), 1);
     cuda_flash_test_sm90(-1);
 }
 
-/* DIFFTRAIN_FLASH_FWD_ROWS selects the mma.sync standard forward's rows a warp when no test
- * switch is set; the wgmma kernels run their own forward; a value it does not know stops the
- * program. */
+/* DIFFTRAIN_FLASH_DQ selects where the mma.sync backward's dq gets dS; the wgmma kernels always
+ * recompute. */
+static void test_dq_env(void **state) {
+    (void)state;
+    const env_choice c = {"DIFFTRAIN_FLASH_DQ", "recompute", "stored", cuda_flash_dq_stored,
+                          cuda_flash_test_dq_stored, 0, 0, 1, 0, {"Stored", "1"}};
+    check_env_choice(&c);
+}
+
+/* DIFFTRAIN_FLASH_FWD_ROWS selects the mma.sync standard forward's rows a warp; the wgmma
+ * kernels run their own forward (16 reported). */
 static void test_fwd_rows_env(void **state) {
     (void)state;
-    set_mode(1);
-    cuda_flash_test_f32_staging(0);
-    cuda_flash_test_sm90(0);
-    cuda_flash_test_fwd_rows(-1);
-    static const char *values[] = {NULL, "", "16", "32"};
-    for (int i = 0; i < 4; i++) {
-        if (values[i]) setenv("DIFFTRAIN_FLASH_FWD_ROWS", values[i], 1);
-        else unsetenv("DIFFTRAIN_FLASH_FWD_ROWS");
-        assert_int_equal(cuda_flash_fwd_rows(), i == 3 ? 32 : 16);
-    }
-    cuda_flash_test_fwd_rows(16); /* the test switch wins */
-    assert_int_equal(cuda_flash_fwd_rows(), 16);
-    cuda_flash_test_fwd_rows(-1);
-    if (cuda_flash_sm90_capable()) { /* the wgmma forward is its own */
-        cuda_flash_test_sm90(1);
-        assert_int_equal(cuda_flash_fwd_rows(), 16);
-        cuda_flash_test_f32_staging(1); /* that path has only the mma.sync kernels */
-        assert_int_equal(cuda_flash_fwd_rows(), 32);
-        cuda_flash_test_f32_staging(0);
-        cuda_flash_test_sm90(0);
-    }
-    unsetenv("DIFFTRAIN_FLASH_FWD_ROWS");
-    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_FWD_ROWS", "32", cuda_flash_fwd_rows), 0);
-    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_FWD_ROWS", "64", cuda_flash_fwd_rows), 1);
-    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_FWD_ROWS", "wide", cuda_flash_fwd_rows), 1);
-    cuda_flash_test_sm90(-1);
+    const env_choice c = {"DIFFTRAIN_FLASH_FWD_ROWS", "16", "32", cuda_flash_fwd_rows,
+                          cuda_flash_test_fwd_rows, 16, 16, 32, 16, {"64", "wide"}};
+    check_env_choice(&c);
 }
 
 static void test_backend_dispatch(void **state) {
