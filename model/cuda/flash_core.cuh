@@ -309,7 +309,8 @@ void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, con
                         const flash_diff_epi &epi);
 
 /* flash_core_forward for standard / GQA heads (not DIFF V1) on the kernel with 32 query rows a
- * warp (flash_forward_rows32.cu): the same results, bit for bit. */
+ * warp (flash_forward_rows32.cu): the same results, bit for bit. Called by flash_core_forward
+ * after its checks (flash_check, nothing to do for B = 0 or T = 0). */
 template <typename Tin>
 void flash_forward_rows32(operand_bf16 *out, float *lse, const Tin *q, const Tin *k,
                           const Tin *v, const attn_map &m);
