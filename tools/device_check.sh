@@ -123,6 +123,18 @@ stage_bench3b() {
   return $rc
 }
 
+# profile_train ARCH STEPS DATA LOG PROFILER...: STEPS bf16 training steps of ARCH at 830M on
+# one GPU (the config's 2048 x 8 tokens, no validation, checkpoints or metrics file) under the
+# profiler command, its output in LOG
+profile_train() {
+  local arch=$1 steps=$2 data=$3 log=$4
+  shift 4
+  "$@" "$BIN" train "$root/configs/paper/$arch-830m.yaml" "data.train=$data" data.val= \
+    parallel.tp=1 parallel.dp=1 parallel.zero=0 train.device=cuda train.precision=bf16 \
+    train.steps="$steps" train.global_batch=8 train.val_every=0 checkpoint.dir= \
+    checkpoint.every=0 log.every=1 log.metrics= >"$log" 2>&1
+}
+
 stage_profile() {
   command -v ncu >/dev/null || { echo "profile: no ncu on this machine"; return 77; }
   local tmp arch rc=0
@@ -131,22 +143,17 @@ stage_profile() {
   "$BIN" data prepare --out "$tmp/data" --name p --val-fraction 0 "$tmp/corpus.txt" >/dev/null || return 1
   for arch in ${DT_PROFILE_ARCHS:-diff transformer}; do
     # every kernel of the set-up and both steps; the summary halves the totals
-    ncu --clock-control none --metrics gpu__time_duration.sum --csv \
-      --log-file "$out/profile_$arch.csv" "$BIN" train "$root/configs/paper/$arch-830m.yaml" \
-      "data.train=$tmp/data/p_train_*.bin" data.val= parallel.tp=1 parallel.dp=1 parallel.zero=0 \
-      train.device=cuda train.steps=2 train.global_batch=8 train.val_every=0 checkpoint.dir= \
-      checkpoint.every=0 log.every=1 log.metrics= >"$out/profile_$arch.out" 2>&1 || rc=1
+    profile_train "$arch" 2 "$tmp/data/p_train_*.bin" "$out/profile_$arch.out" \
+      ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+      --log-file "$out/profile_$arch.csv" || rc=1
     "$DT_PYTHON" "$root/tools/ncu_summary.py" "$out/profile_$arch.csv" --steps 2 || rc=1
   done
   if command -v nsys >/dev/null; then
     for arch in ${DT_PROFILE_ARCHS:-diff transformer}; do
       echo "-- GPU idle time per step, $arch 830m (nsys)" | tee -a "$out/gaps.log"
-      nsys profile --trace=cuda --sample=none --cpuctxsw=none --force-overwrite=true \
-        -o "$tmp/gaps_$arch" "$BIN" train "$root/configs/paper/$arch-830m.yaml" \
-        "data.train=$tmp/data/p_train_*.bin" data.val= parallel.tp=1 parallel.dp=1 \
-        parallel.zero=0 train.device=cuda train.precision=bf16 train.steps=8 train.global_batch=8 \
-        train.val_every=0 checkpoint.dir= checkpoint.every=0 log.every=1 log.metrics= \
-        >"$out/gaps_$arch.out" 2>&1 || rc=1
+      profile_train "$arch" 8 "$tmp/data/p_train_*.bin" "$out/gaps_$arch.out" \
+        nsys profile --trace=cuda --sample=none --cpuctxsw=none --force-overwrite=true \
+        -o "$tmp/gaps_$arch" || rc=1
       nsys stats --report cuda_gpu_trace --format csv --force-export=true \
         --output "$tmp/gaps_$arch" "$tmp/gaps_$arch.nsys-rep" >/dev/null 2>&1 || rc=1
       "$DT_PYTHON" "$root/tools/gpu_gaps.py" "$tmp/gaps_${arch}_cuda_gpu_trace.csv" --skip 2 \
