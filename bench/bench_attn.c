@@ -48,6 +48,10 @@
  * with the largest difference of the two outputs (the same bits: anything but 0 fails with
  * --check=1):
  *   ROWS kind size T rows16_fwd_ms rows32_fwd_ms rows16/rows32 out_rel (> 1: 32 rows faster)
+ * and for DIFF V1 the mma.sync forward with each branch's warps over all 2d columns of V, then
+ * with V's columns split between the two branch warps of a row group (the default;
+ * DIFFTRAIN_FLASH_DIFF_FWD=branch selects the other; flash_forward_diff.cu), the same bits:
+ *   SPLIT diff size T branch_fwd_ms split_fwd_ms branch/split out_rel (> 1: split faster)
  * Exits 77 without a GPU. */
 #include <math.h>
 #include <stdint.h>
@@ -253,23 +257,26 @@ static int time_dq_modes(int kind, const bufs *b, float *dq_ref, int B, int T, i
     return 0;
 }
 
-static void set_fwd_rows32(int on) { cuda_flash_test_fwd_rows(on ? 32 : 16); }
+static void set_fwd_rows32(int on) { cuda_flash_test_fwd_rows(on < 0 ? -1 : on ? 32 : 16); }
 
-/* The ROWS line (header): a standard kind's forward on the mma.sync kernels with 16, then 32
- * query rows a warp; ref is scratch of n_out bf16. Returns 1 when check and the two outputs'
- * bits differ. */
-static int time_fwd_rows(int kind, const bufs *b, void *ref, int B, int T, int H, int d,
-                         size_t n_out, int warmup, int iters, int check, const char *size) {
+/* A forward line (header: ROWS for the standard kinds, SPLIT for DIFF V1): the forward on the
+ * mma.sync kernels with the test switch set(0), then set(1) (set(-1) after: the environment's
+ * choice); ref is scratch of n_out bf16. Returns 1 when check and the two outputs' bits
+ * differ. */
+static int time_fwd_switch(const char *tag, void (*set)(int), int kind, const bufs *b, void *ref,
+                           int B, int T, int H, int d, size_t n_out, int warmup, int iters,
+                           int check, const char *size) {
     double ms[2];
-    time_switch(kind, b, B, T, H, d, 0, warmup, iters, set_fwd_rows32, ms, ref, b->out,
+    time_switch(kind, b, B, T, H, d, 0, warmup, iters, set, ms, ref, b->out,
                 n_out * cuda_operand_bytes());
-    cuda_flash_test_fwd_rows(-1);
+    set(-1);
     const double e = rel_diff(ref, b->out, n_out, 1);
-    printf("ROWS %s %s %d %.3f %.3f %.2f %.3g\n", kind_name[kind], size, T, ms[0], ms[1],
+    printf("%s %s %s %d %.3f %.3f %.2f %.3g\n", tag, kind_name[kind], size, T, ms[0], ms[1],
            ms[0] / ms[1], e);
     if (check && e != 0.0) {
-        fprintf(stderr, "bench_attn: %s %s T=%d: the 32-row forward's out differs from the "
-                "16-row one's (%.3g of the largest)\n", kind_name[kind], size, T, e);
+        fprintf(stderr, "bench_attn: %s %s T=%d: the forward's out differs between the two "
+                "kernels of the %s line (%.3g of the largest)\n", kind_name[kind], size, T, tag,
+                e);
         return 1;
     }
     return 0;
@@ -411,11 +418,15 @@ int main(int argc, char **argv) {
                 status |= time_dq_modes(kind, &b, dq_ref, B, T, H, d, N * w, warmup, iters,
                                         check, shapes[si].size);
                 if (kind != KIND_DIFF)
-                    status |= time_fwd_rows(kind, &b, b.ref, B, T, H, d, N * w, warmup, iters,
-                                            check, shapes[si].size);
-                if (kind == KIND_DIFF)
+                    status |= time_fwd_switch("ROWS", set_fwd_rows32, kind, &b, b.ref, B, T, H,
+                                              d, N * w, warmup, iters, check, shapes[si].size);
+                if (kind == KIND_DIFF) {
+                    status |= time_fwd_switch("SPLIT", cuda_flash_test_diff_fwd_split, kind, &b,
+                                              b.ref, B, T, H, d, N * w, warmup, iters, check,
+                                              shapes[si].size);
                     status |= time_diff_pairing(&b, dq_ref, B, T, H, d, N * w, N * w, warmup,
                                                 iters, check, shapes[si].size);
+                }
                 fflush(stdout);
             }
         }

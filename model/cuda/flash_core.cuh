@@ -315,6 +315,19 @@ template <typename Tin>
 void flash_forward_rows32(operand_bf16 *out, float *lse, const Tin *q, const Tin *k,
                           const Tin *v, const attn_map &m);
 
+/* flash_core_forward for DIFF V1 on the kernel that splits V's columns between the two branch
+ * warps of a row group (flash_forward_diff.cu): the same results, bit for bit. Called by
+ * flash_core_forward after its checks. */
+template <typename Tin>
+void flash_forward_diff_split(operand_bf16 *out, float *o1, float *o2, float *lse, const Tin *q,
+                              const Tin *k, const Tin *v, const attn_map &m,
+                              const flash_diff_epi &epi);
+
+/* Whether flash_core_forward runs DIFF V1 on flash_forward_diff_split (the default) or on its own
+ * kernel (each branch's warps multiply all 2d columns of V): the environment
+ * (DIFFTRAIN_FLASH_DIFF_FWD=split or branch) or the test switch of flash_test.h (flash_ops.cu). */
+bool flash_diff_fwd_split(void);
+
 /* Whether flash_core_forward runs standard heads on flash_forward_rows32 (32 rows a warp) or on
  * its own kernel (16 rows a warp, the default): the environment (DIFFTRAIN_FLASH_FWD_ROWS=32 or
  * 16) or the test switch of flash_test.h (flash_ops.cu). */

@@ -1,14 +1,15 @@
 /* Forward of the fused attention (flash_core.cuh): one block per (query tile, head unit, b).
  *
  * Standard / GQA (NB = 1): 4 warps; the head unit is q-head j; warp w owns rows 16w..16w+15.
- * DIFF V1 (NB = 2): 8 warps; the head unit is DIFF head h; warps 0-3 run branch 1 (q-head 2h,
- * k-head 2g) and warps 4-7 branch 2 (q-head 2h+1, k-head 2g+1) on the same rows, and every K/V
- * tile is staged once for both: the two K tiles and the shared V tile of v-head g (width 2d).
- * Each branch keeps its own running max and sum, writes its o_c and lse, and the block finishes
- * with the subln epilogue of diffattn_forward: the branch-2 warps hand their O_2 fragments to the
- * branch-1 warps through shared memory, which form O = O_1 - lambda O_2, its rms per row (quad
- * shuffles), and out = (1 - lambda_init) * O / rms * gamma. out (either kind's) is stored in bf16,
- * rounded from the fp32 values as they are written (operand.cuh).
+ * DIFF V1 (NB = 2; flash_forward_diff.cu's kernel runs instead unless DIFFTRAIN_FLASH_DIFF_FWD=
+ * branch: flash_diff_fwd_split): 8 warps; the head unit is DIFF head h; warps 0-3 run branch 1
+ * (q-head 2h, k-head 2g) and warps 4-7 branch 2 (q-head 2h+1, k-head 2g+1) on the same rows, and
+ * every K/V tile is staged once for both: the two K tiles and the shared V tile of v-head g
+ * (width 2d). Each branch keeps its own running max and sum, writes its o_c and lse, and the
+ * block finishes with the subln epilogue of diffattn_forward: the branch-2 warps hand their O_2
+ * fragments to the branch-1 warps through shared memory, which form O = O_1 - lambda O_2, its rms
+ * per row (quad shuffles), and out = (1 - lambda_init) * O / rms * gamma. out (either kind's) is
+ * stored in bf16, rounded from the fp32 values as they are written (operand.cuh).
  *
  * Per key tile a warp computes S (16 x 64) = Q K^T with its Q fragments and the K tile from shared
  * memory, updates the online softmax per row (each row sits on the 4 lanes of a quad: max and sum
@@ -156,6 +157,10 @@ void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, con
     if (m.B == 0 || m.T <= 0) return;
     if (!m.diff && flash_fwd_rows32()) {
         flash_forward_rows32<Tin>(out, lse, q, k, v, m);
+        return;
+    }
+    if (m.diff && flash_diff_fwd_split()) {
+        flash_forward_diff_split<Tin>(out, o1, o2, lse, q, k, v, m, epi);
         return;
     }
     /* K/V stages (NS, last argument) per instantiation: two (the next tile's copies overlap the

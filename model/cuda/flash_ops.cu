@@ -86,18 +86,22 @@ static int g_dq_mode = -1; /* flash_test.h: -1 the environment, 0 recompute, 1 s
 
 extern "C" void cuda_flash_test_dq_stored(int mode) { g_dq_mode = mode < 0 ? -1 : mode != 0; }
 
-/* DIFFTRAIN_FLASH_DQ: "stored" (the mma.sync backward's dq reads the dS tiles that dk/dv
- * stores: flash_backward.cu) or "recompute" (the default, also when unset or empty: dq
- * recomputes them); anything else is an error that names the variable. Read at each backward
- * (a getenv: nothing beside the kernels). */
-static bool flash_dq_stored_env(void) {
-    const char *e = getenv("DIFFTRAIN_FLASH_DQ");
-    if (!e || !*e || strcmp(e, "recompute") == 0) return false;
-    if (strcmp(e, "stored") == 0) return true;
-    fprintf(stderr, "difftrain: error: DIFFTRAIN_FLASH_DQ is '%s': expected 'stored' or "
-            "'recompute'\n", e);
+/* A kernel choice from the environment variable var: 0 for its default value off (also when
+ * unset or empty), 1 for on; anything else is an error that names the variable. Read at each
+ * op (a getenv: nothing beside the kernels). */
+static int flash_env_choice(const char *var, const char *off, const char *on) {
+    const char *e = getenv(var);
+    if (!e || !*e || strcmp(e, off) == 0) return 0;
+    if (strcmp(e, on) == 0) return 1;
+    fprintf(stderr, "difftrain: error: %s is '%s': expected '%s' or '%s'\n", var, e, on, off);
     fflush(stderr);
     abort();
+}
+
+/* DIFFTRAIN_FLASH_DQ: "stored" (the mma.sync backward's dq reads the dS tiles that dk/dv
+ * stores: flash_backward.cu) or "recompute" (the default: dq recomputes them). */
+static bool flash_dq_stored_env(void) {
+    return flash_env_choice("DIFFTRAIN_FLASH_DQ", "recompute", "stored") != 0;
 }
 
 /* Whether the backward's dq reads stored dS tiles: asked for (the test switch, else the
@@ -117,16 +121,9 @@ extern "C" void cuda_flash_test_fwd_rows(int rows) {
 }
 
 /* DIFFTRAIN_FLASH_FWD_ROWS: "32" (the standard forward on flash_forward_rows32.cu's kernel) or
- * "16" (the default, also when unset or empty: flash_forward.cu's); anything else is an error
- * that names the variable. Read at each forward (a getenv: nothing beside the kernels). */
+ * "16" (the default: flash_forward.cu's). */
 static int flash_fwd_rows_env(void) {
-    const char *e = getenv("DIFFTRAIN_FLASH_FWD_ROWS");
-    if (!e || !*e || strcmp(e, "16") == 0) return 16;
-    if (strcmp(e, "32") == 0) return 32;
-    fprintf(stderr, "difftrain: error: DIFFTRAIN_FLASH_FWD_ROWS is '%s': expected '16' or '32'\n",
-            e);
-    fflush(stderr);
-    abort();
+    return flash_env_choice("DIFFTRAIN_FLASH_FWD_ROWS", "16", "32") ? 32 : 16;
 }
 
 bool flash_fwd_rows32(void) {
@@ -137,6 +134,26 @@ bool flash_fwd_rows32(void) {
  * the wgmma ones run (their warpgroups take 64) */
 extern "C" int cuda_flash_fwd_rows(void) {
     return !g_f32_staging && flash_sm90_usable() ? 16 : flash_fwd_rows32() ? 32 : 16;
+}
+
+static int g_diff_fwd = -1; /* flash_test.h: -1 the environment, 0 per branch, 1 split */
+
+extern "C" void cuda_flash_test_diff_fwd_split(int mode) {
+    g_diff_fwd = mode < 0 ? -1 : mode != 0;
+}
+
+/* DIFFTRAIN_FLASH_DIFF_FWD: "split" (the default: DIFF V1's forward on flash_forward_diff.cu's
+ * kernel, V's columns split between the branch warps) or "branch" (flash_forward.cu's, each
+ * branch's warps over all of V: the kernel it replaced, the same bits). */
+bool flash_diff_fwd_split(void) {
+    return g_diff_fwd < 0 ? !flash_env_choice("DIFFTRAIN_FLASH_DIFF_FWD", "split", "branch")
+                          : g_diff_fwd != 0;
+}
+
+/* 1 when DIFF V1's forward would run the split kernel now: the mma.sync kernels' choice, 0 where
+ * the wgmma ones run (their own DIFF forward) */
+extern "C" int cuda_flash_diff_fwd_split(void) {
+    return !(!g_f32_staging && flash_sm90_usable()) && flash_diff_fwd_split();
 }
 
 static int g_diff_paired = 1; /* flash_test.h */

@@ -44,6 +44,16 @@ void cuda_flash_test_fwd_rows(int rows);
 /* The rows a warp the standard forward would take now (16 where the wgmma kernels run) */
 int cuda_flash_fwd_rows(void);
 
+/* How the mma.sync forward of DIFF V1 shares the work of a row group's two branch warps: mode 1
+ * each warp keeps O_1 and O_2 of half of V's 2d columns, the warps handing each other their P
+ * through shared memory (flash_forward_diff.cu), 0 each keeps its branch's O over all 2d columns
+ * (flash_forward.cu, the kernel the split one replaced), -1 (the default) as the environment
+ * says (DIFFTRAIN_FLASH_DIFF_FWD=split or branch; unset: split). The two give the same bits.
+ * The wgmma kernels are not affected. Not thread safe; set it between ops. */
+void cuda_flash_test_diff_fwd_split(int mode);
+/* 1 when DIFF V1's forward would run the split kernel now (0 where the wgmma kernels run) */
+int cuda_flash_diff_fwd_split(void);
+
 /* How the mma.sync backward takes DIFF V1's two branches: on != 0 (the default) both branches of
  * a head per query tile, dP = G V^T once for both: dk/dv with dV from P_1 - lambda P_2
  * (flash_dkdv_diff.cu), and dq where it recomputes dS with dP shared by the branches' warps

@@ -34,6 +34,10 @@
  * The standard forward with 32 query rows a warp (flash_forward_rows32.cu, flash_test.h) runs on
  * both staging paths and must give the 16-row runs' out and lse bits; DIFFTRAIN_FLASH_FWD_ROWS
  * selects it when no test switch is set, and stops the program on a value it does not know.
+ * DIFF V1's mma.sync forward splits V's columns between the two branch warps of a row group
+ * (flash_forward_diff.cu); the kernel it replaced (each branch's warps over all of V) runs on
+ * both staging paths and must give out, o1, o2, lse and rstd bit for bit; so must
+ * DIFFTRAIN_FLASH_DIFF_FWD select between them.
  * Last, the backend table: under "bf16 products" the attention ops are the fused kernels where
  * the head dim and the alignment of q, k, v (bf16) allow (bit-identical to calling them), the
  * tiled ones elsewhere and in fp32 mode; with RoPE's backward (fused, or the tiled kernels then
@@ -168,6 +172,7 @@ static void set_run(int run) {
     cuda_flash_test_f32_staging(run == 2 || run == STORED + 1);
     cuda_flash_test_sm90(run < 3);
     cuda_flash_test_fwd_rows(16); /* check_fwd_rows32 runs the other forward */
+    cuda_flash_test_diff_fwd_split(1); /* check_diff_fwd_branch runs DIFF's other forward */
     cuda_flash_test_dq_stored(run == STORED || run == STORED + 1);
     cuda_flash_test_diff_paired(run != BRANCHES);
 }
@@ -468,6 +473,43 @@ static int check_branches(const diff_out *p, const diff_out *x, size_t nq, size_
     return fails;
 }
 
+/* The inputs and sizes of a DIFF V1 case, as run_diff holds them */
+typedef struct diff_args {
+    const dt_operand *q, *k, *v;
+    const float *lambda, *gamma; /* device */
+    float lambda_init, eps;
+    int B, T, H, Hkv, d;
+    size_t no, nl, nr;
+} diff_args;
+
+/* DIFF V1's mma.sync forward with each branch's warps over all of V's columns (flash_test.h: the
+ * kernel that the split one, which the runs take, replaced) must give the bits of the runs, out,
+ * o1, o2, lse and rstd, on the bf16 path (ref[0]: run MMA) and the fp32-staging one (ref[1]:
+ * run 2). */
+static int check_diff_fwd_branch(const diff_args *a, const diff_out *const ref[2]) {
+    int fails = 0;
+    for (int f32 = 0; f32 < 2; f32++) {
+        set_run(f32 ? 2 : MMA);
+        cuda_flash_test_diff_fwd_split(0);
+        assert_int_equal(cuda_flash_diff_fwd_split(), 0);
+        diff_out o;
+        const float zero = 0.0f;
+        diff_out_alloc(&o, a->no, a->nl, a->nr, 1, 1, 1, &zero, 1, 0.0f);
+        cuda_flash_diffattn_forward(o.out, o.o1, o.o2, o.lse, o.rstd, a->q, a->k, a->v, a->lambda,
+                                    a->gamma, a->lambda_init, a->eps, a->B, a->T, a->H, a->Hkv,
+                                    a->d);
+        const char *run = f32 ? "per-branch forward " F32_RUN : "per-branch forward";
+        fails += cot_operand_bits_differ("out", run, ref[f32]->out, o.out, a->no);
+        fails += cot_bits_differ("o1", run, ref[f32]->o1, o.o1, a->no);
+        fails += cot_bits_differ("o2", run, ref[f32]->o2, o.o2, a->no);
+        fails += cot_bits_differ("lse", run, ref[f32]->lse, o.lse, a->nl);
+        if (a->gamma) fails += cot_bits_differ("rstd", run, ref[f32]->rstd, o.rstd, a->nr);
+        diff_out_free(&o);
+    }
+    set_run(0);
+    return fails;
+}
+
 static int run_diff(const diff_case *c, unsigned seed) {
     const int B = 2, T = c->T, H = c->H, Hkv = c->Hkv, d = c->d, d2 = 2 * d;
     const float lambda_init = 0.356f, eps = 1e-5f; /* layer 1's lambda_init (SPEC 2) */
@@ -622,6 +664,12 @@ static int run_diff(const diff_case *c, unsigned seed) {
                      cot_bits_differ("dlambda", "stored-dS run", M->dlambda, f[run].dlambda, 1);
     }
     fails += check_branches(M, &f[BRANCHES], nq, nk, nv, d2);
+    {
+        const diff_args args = {q_d,         k_d, v_d, lambda_d, gamma_d, lambda_init, eps, B, T,
+                                H,           Hkv, d,   no,       nl,      nr};
+        const diff_out *refs[2] = {M, &f[2]};
+        fails += check_diff_fwd_branch(&args, refs);
+    }
     for (int run = 0; run < RUNS; run++) { /* and dgamma, dlambda: the prep's, unchanged */
         if (!rope_run(run)) continue;
         fails += check_rope(rq[run], rk[run], r[run].dv, f[run].dq, f[run].dk, f[run].dv, B, T,
@@ -865,6 +913,16 @@ static void test_fwd_rows_env(void **state) {
     check_env_choice(&c);
 }
 
+/* DIFFTRAIN_FLASH_DIFF_FWD selects how DIFF V1's mma.sync forward splits V between the branch
+ * warps; the wgmma kernels run their own forward (0 reported). */
+static void test_diff_fwd_env(void **state) {
+    (void)state;
+    const env_choice c = {"DIFFTRAIN_FLASH_DIFF_FWD", "split", "branch",
+                          cuda_flash_diff_fwd_split, cuda_flash_test_diff_fwd_split, 1, 1, 0, 0,
+                          {"Split", "1"}};
+    check_env_choice(&c);
+}
+
 static void test_backend_dispatch(void **state) {
     (void)state;
     float *buf = cut_to_device(NULL, 64 * sizeof(float));
@@ -904,6 +962,7 @@ int main(void) {
         cmocka_unit_test(test_backend_dispatch),
         cmocka_unit_test(test_dq_env),
         cmocka_unit_test(test_fwd_rows_env),
+        cmocka_unit_test(test_diff_fwd_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
