@@ -12,12 +12,11 @@
  * a __syncthreads that follows it.
  *
  * Under the host emulator (tests/emu, DT_CUDA_EMULATOR) a copy happens at once (a memcpy and the
- * zero fill), so commit and wait are no-ops; that is the same result as on a GPU for any kernel
- * that reads a staged tile only after the wait and barrier above (the emulator runs a barrier
- * phase's threads one after another, so it cannot show a kernel that reads too early). The
- * emulated copy checks what the instruction requires: dst 16-byte aligned in the block's shared
- * memory, src 16-byte aligned, src_bytes 0 or 16. emu_selftest checks these functions
- * (emu_selftest_cp_async.cu). */
+ * zero fill) under its default schedule, and lands only when the wait that retires its group
+ * runs under the adversarial one (emu_cp_async, cuda_runtime.h), so a kernel that reads a staged
+ * tile too early reads the old contents there. The emulated copy checks what the instruction
+ * requires: dst 16-byte aligned in the block's shared memory, src 16-byte aligned, src_bytes 0
+ * or 16. emu_selftest checks these functions (emu_selftest_cp_async.cu). */
 #ifndef DT_CUDA_CP_ASYNC_CUH
 #define DT_CUDA_CP_ASYNC_CUH
 
@@ -29,7 +28,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes,
                                            const char *file = __builtin_FILE(),
@@ -42,11 +40,10 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_b
         fflush(stderr);
         abort();
     }
-    memcpy(dst, src, (size_t)src_bytes);
-    memset((char *)dst + src_bytes, 0, (size_t)(16 - src_bytes));
+    emu_cp_async(dst, src, src_bytes);
 }
-__device__ __forceinline__ void cp_async_commit(void) {}
-template <int N> __device__ __forceinline__ void cp_async_wait(void) {}
+__device__ __forceinline__ void cp_async_commit(void) { emu_cp_async_commit(); }
+template <int N> __device__ __forceinline__ void cp_async_wait(void) { emu_cp_async_wait(N); }
 
 #else
 

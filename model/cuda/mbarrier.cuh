@@ -24,7 +24,8 @@
  * consumer that reads a stage without waiting reads the old contents), aborts on misuse (an
  * uninitialised barrier, misaligned or out-of-range copies, more bytes than expected, a wait
  * that can never complete, copies still in flight when the block ends) and needs warp-uniform
- * waits. cp.async copies land at once there, so cp_async_mbar_arrive is a plain arrival.
+ * waits. cp_async_mbar_arrive lands this thread's cp.async copies still in flight (the
+ * adversarial schedule holds them: cp_async.cuh), then arrives.
  * Elsewhere than sm_90 and later device code the functions trap. test_cuda_mbarrier runs a
  * producer/consumer ring on a GPU and on the emulator. */
 #ifndef DT_CUDA_MBARRIER_CUH
@@ -64,6 +65,7 @@ __device__ __forceinline__ void bulk_copy_g2s(void *dst, const void *src, unsign
 __device__ __forceinline__ void cp_async_mbar_arrive(uint64_t *bar,
                                                      const char *file = __builtin_FILE(),
                                                      int line = __builtin_LINE()) {
+    emu_cp_async_flush();
     emu_mbar_arrive(bar, 0u, file, line);
 }
 

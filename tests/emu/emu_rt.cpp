@@ -511,16 +511,87 @@ static void check_group_deadlock(void) {
     }
 }
 
+/* ---- the schedule (cuda_runtime.h: emu_schedule_adversarial) and cp.async: under the
+ * adversarial schedule each thread's copies wait in its queue, with the queue's length at each
+ * commit, until a wait retires their group; every block starts with empty queues ---- */
+
+static int g_schedule_env = -1, g_schedule_set = -1; /* -1: not read; the override, -1 none */
+
+int emu_schedule_adversarial(void) {
+    if (g_schedule_set >= 0) return g_schedule_set;
+    if (g_schedule_env < 0) {
+        const char *e = getenv("DT_EMU_SCHEDULE");
+        if (!e || !*e || strcmp(e, "in-order") == 0) g_schedule_env = 0;
+        else if (strcmp(e, "adversarial") == 0) g_schedule_env = 1;
+        else emu_fail("DT_EMU_SCHEDULE=%s: expected 'in-order' or 'adversarial'", e);
+    }
+    return g_schedule_env;
+}
+
+void emu_set_schedule(int adversarial) {
+    g_schedule_set = adversarial < 0 ? -1 : adversarial != 0;
+    g_schedule_env = -1; /* read again at the next use */
+}
+
+struct emu_copy {
+    unsigned char *dst;
+    unsigned char bytes[16];
+};
+static std::vector<emu_copy> g_copies[EMU_MAX_THREADS];
+static std::vector<size_t> g_groups[EMU_MAX_THREADS]; /* queue length at each pending commit */
+
+void emu_cp_async(void *dst, const void *src, int src_bytes) {
+    emu_copy c;
+    c.dst = (unsigned char *)dst;
+    memcpy(c.bytes, src, (size_t)src_bytes);
+    memset(c.bytes + src_bytes, 0, (size_t)(16 - src_bytes));
+    if (g_cfg && emu_schedule_adversarial()) g_copies[g_cur].push_back(c);
+    else memcpy(c.dst, c.bytes, 16);
+}
+
+void emu_cp_async_commit(void) {
+    if (g_cfg && emu_schedule_adversarial()) g_groups[g_cur].push_back(g_copies[g_cur].size());
+}
+
+/* lands the first n copies of the running thread's queue, in issue order */
+static void land_copies(size_t n) {
+    std::vector<emu_copy> &q = g_copies[g_cur];
+    for (size_t i = 0; i < n; i++) memcpy(q[i].dst, q[i].bytes, 16);
+    q.erase(q.begin(), q.begin() + (long)n);
+    for (size_t &g : g_groups[g_cur]) g -= n;
+}
+
+void emu_cp_async_wait(int n) {
+    std::vector<size_t> &g = g_groups[g_cur];
+    if (!g_cfg || g.size() <= (size_t)n) return;
+    const size_t retire = g.size() - (size_t)n; /* the oldest groups */
+    const size_t upto = g[retire - 1];
+    g.erase(g.begin(), g.begin() + (long)retire);
+    land_copies(upto);
+}
+
+void emu_cp_async_flush(void) {
+    if (!g_cfg) return;
+    g_groups[g_cur].clear();
+    land_copies(g_copies[g_cur].size());
+}
+
 static void run_block(void) {
     const unsigned n = g_nthreads, nwarps = (n + 31) / 32;
-    for (unsigned t = 0; t < n; t++) fiber_init(t);
+    const bool reverse = emu_schedule_adversarial() != 0;
+    for (unsigned t = 0; t < n; t++) {
+        fiber_init(t);
+        g_copies[t].clear();
+        g_groups[t].clear();
+    }
     emu_wgmma_block_start(n);
     g_mbar.clear();
     for (;;) {
         bool ran;
         do { /* every warp that can run runs, until none can */
             ran = false;
-            for (unsigned w = 0; w < nwarps; w++) {
+            for (unsigned i = 0; i < nwarps; i++) { /* last to first when adversarial */
+                const unsigned w = reverse ? nwarps - 1 - i : i;
                 mbar_release(w);
                 if (g_t[w * 32].state != ST_RUN) continue;
                 run_warp(w);

@@ -65,7 +65,10 @@
  *     stream): a bad one sets the error that CUDA_LAUNCH_CHECK then reports, as on a GPU;
  *   - the order of work on different streams (above).
  * What it cannot check: data races between threads within one barrier phase (threads run one
- * at a time, in order), the GPU memory model, an unordered access that a kernel makes away
+ * at a time, in order; the adversarial schedule, DT_EMU_SCHEDULE=adversarial, runs each phase's
+ * warps in the reverse order and lands cp.async copies at their wait, which exposes a race
+ * between warps as a different result under one of the two schedules, but not one between the
+ * lanes of a warp), the GPU memory model, an unordered access that a kernel makes away
  * from the elements its arguments point at, the ulp differences of CUDA's math library and
  * its FMA contraction (glibc expf/logf/pow are used), the tensor cores' own rounding of a
  * product's sum (each mma and wgmma here rounds a double-precision sum once), the wgmma
@@ -341,6 +344,30 @@ void emu_mbar_expect_tx(void *bar, unsigned bytes, const char *file, int line);
 void emu_mbar_wait(const void *bar, unsigned parity, const char *file, int line);
 void emu_bulk_copy(void *dst, const void *src, unsigned bytes, void *bar, const char *file,
                    int line);
+
+/* ---- cp.async (emu_rt.cpp; model/cuda/cp_async.cuh documents the instructions and calls
+ * these) ----
+ * emu_cp_async copies 16 bytes of src (src_bytes of them, 0 or 16, the rest zero-filled) to
+ * dst in shared memory: at once under the in-order schedule; under the adversarial one
+ * (emu_schedule_adversarial) it reads src at once but the bytes land in dst only when the
+ * issuing thread's emu_cp_async_wait retires the copy's committed group (the latest moment a
+ * kernel may count on) or emu_cp_async_flush runs (cp.async.mbarrier.arrive: every copy the
+ * thread issued). emu_cp_async_commit closes the thread's group; emu_cp_async_wait(n) waits
+ * until at most n of its committed groups are pending (cp.async.wait_group n). */
+void emu_cp_async(void *dst, const void *src, int src_bytes);
+void emu_cp_async_commit(void);
+void emu_cp_async_wait(int n);
+void emu_cp_async_flush(void);
+/* 1 under the adversarial schedule: DT_EMU_SCHEDULE=adversarial (read at the first launch;
+ * "in-order" or unset: the default), or after emu_set_schedule(1). Then each barrier phase runs
+ * the warps of a block last to first instead of first to last, and cp.async copies land late
+ * (above): a kernel whose result depends on the order of warps within a phase (a read of
+ * another warp's write without a barrier between, or a write over what another warp still
+ * reads) or that reads a staged tile before its wait and barrier computes differently under one
+ * of the two schedules. emu_set_schedule(-1) goes back to the environment's choice (read
+ * again). */
+int emu_schedule_adversarial(void);
+void emu_set_schedule(int adversarial);
 
 /* ---- warp-collective instructions (emu_rt.cpp schedules, emu_mma.cpp computes) ----
  * A collective is reached by all 32 lanes of a warp at one call site, like a full-mask shuffle
