@@ -243,14 +243,15 @@ __host__ __forceinline__ size_t flash_ds_tiles_size(const attn_map &m) {
     return m.T > 0 ? flash_ds_tile_at(m, m.B, 0, 0, 0) * sizeof(flash_bf16) : 0;
 }
 
-/* A shared-memory dS^T tile (rows of FLASH_BR + FLASH_PAD) out to its place dst in the buffer, by
- * thread tid of NT, 16 bytes at a time */
-template <int NT>
+/* A shared-memory dS^T tile (rows of FLASH_BR + FLASH_PAD, or swizzled: flash_swz) out to its
+ * place dst in the buffer, by thread tid of NT, 16 bytes at a time */
+template <int NT, bool SWZ = false>
 __device__ __forceinline__ void flash_ds_tile_store(flash_bf16 *dst, const flash_bf16 *dSs,
                                                     int tid) {
     flash_tile_chunks<FLASH_BR, NT, 1>(tid, [&](int r, int c) {
+        const int at = SWZ ? flash_swz<FLASH_BR>(r, 8 * c) : r * (FLASH_BR + FLASH_PAD) + 8 * c;
         *reinterpret_cast<uint4 *>(dst + r * FLASH_BR + 8 * c) =
-            *reinterpret_cast<const uint4 *>(dSs + r * (FLASH_BR + FLASH_PAD) + 8 * c);
+            *reinterpret_cast<const uint4 *>(dSs + at);
     });
 }
 /* ... and back in (cp.async, in flight until the caller's commit and wait) */

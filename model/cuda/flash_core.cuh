@@ -109,18 +109,34 @@ __device__ __forceinline__ void flash_tile_chunks(int tid, Fn fn) {
     }
 }
 
+/* ---- swizzled tiles: the same bank spread as the padding, no extra bytes. Row r of a W-column
+ * tile starts at element r W, and its 16-byte chunk c lies at chunk (c & ~7) | ((c ^ r) & 7)
+ * where rows are whole 128-byte lines (W a multiple of 64), at (c & ~3) | ((c ^ (r >> 1)) & 3)
+ * where they are an odd number of half lines (W = 96: rows start in bank groups 0, 4, 0, 4, ..):
+ * either way the 8 rows of an ldmatrix 8x8 matrix (consecutive rows, one chunk column) fall in 8
+ * different bank groups, and a chunk stays in its row. For tiles that stay in shared memory all
+ * along, where the padding's bytes decide whether a second stage fits (flash_dkdv_diff.cu). ---- */
+
+/* The element offset of (row r, column col) */
+template <int W> __device__ __forceinline__ int flash_swz(int r, int col) {
+    static_assert(W % 32 == 0, "a swizzled tile's rows are whole groups of 4 chunks");
+    const int c = col >> 3;
+    const int p = W % 64 == 0 ? (c & ~7) | ((c ^ r) & 7) : (c & ~3) | ((c ^ (r >> 1)) & 3);
+    return r * W + (p << 3) + (col & 7);
+}
+
 /* Rows [r0, r0 + FLASH_BC) of a head view x (row stride xs elements, W columns) into dst (rows
- * of W + FLASH_PAD bf16), rows at or past r0 + n_valid as zeros (their source address is x's
- * row 0, never read); by thread tid of the block's N. With Tin = flash_bf16 the copies are in
- * flight until the caller's cp_async_commit and cp_async_wait (and a __syncthreads for the
- * others'). */
-template <typename Tin, int W, int N>
+ * of W + FLASH_PAD bf16, or swizzled rows of W when SWZ: flash_swz), rows at or past r0 + n_valid
+ * as zeros (their source address is x's row 0, never read); by thread tid of the block's N. With
+ * Tin = flash_bf16 the copies are in flight until the caller's cp_async_commit and cp_async_wait
+ * (and a __syncthreads for the others'). */
+template <typename Tin, int W, int N, bool SWZ = false>
 __device__ __forceinline__ void flash_stage(flash_bf16 *dst, const Tin *x, size_t xs, int r0,
                                             int n_valid, int tid) {
     const Tin *x0 = x + (size_t)r0 * xs;
     flash_tile_chunks<W, N, 1>(tid, [&](int r, int c) {
         const bool valid = r < n_valid;
-        flash_in<Tin>::stage16(dst + r * (W + FLASH_PAD) + 8 * c,
+        flash_in<Tin>::stage16(dst + (SWZ ? flash_swz<W>(r, 8 * c) : r * (W + FLASH_PAD) + 8 * c),
                                (valid ? x0 + (size_t)r * xs : x) + 8 * c, valid);
     });
 }
@@ -180,6 +196,13 @@ __device__ __forceinline__ const flash_bf16 *flash_at_row(const flash_bf16 *s, i
     return s + (k0 + (lane & 7) + 8 * (lane >> 4)) * ld + m0 + 8 * ((lane >> 3) & 1);
 }
 
+/* flash_a_row in a swizzled tile of W columns */
+template <int W>
+__device__ __forceinline__ const flash_bf16 *flash_swz_a_row(const flash_bf16 *s, int m0, int k0,
+                                                             int lane) {
+    return s + flash_swz<W>(m0 + (lane & 7) + 8 * ((lane >> 3) & 1), k0 + 8 * (lane >> 4));
+}
+
 /* ---- warp products ---- */
 
 /* acc (16 x 16*NP, NP pairs of n8 tiles) += a (one k16 step) * B, B^T stored [n][k] from n0 */
@@ -217,6 +240,18 @@ __device__ __forceinline__ void flash_mma_abt(float (*acc)[4], const flash_bf16 
     for (int kk = 0; kk < KS; kk++) {
         uint32_t a[4];
         ldmatrix_x4(a, flash_a_row(As, lda, m0, 16 * kk, lane));
+        flash_mma_bt<NT / 2>(acc, a, Bs, ldb, n0, 16 * kk, lane);
+    }
+}
+/* flash_mma_abt with A in a swizzled tile of WA columns */
+template <int KS, int NT, int WA>
+__device__ __forceinline__ void flash_mma_swz_abt(float (*acc)[4], const flash_bf16 *As, int m0,
+                                                  const flash_bf16 *Bs, int ldb, int n0,
+                                                  int lane) {
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        uint32_t a[4];
+        ldmatrix_x4(a, flash_swz_a_row<WA>(As, m0, 16 * kk, lane));
         flash_mma_bt<NT / 2>(acc, a, Bs, ldb, n0, 16 * kk, lane);
     }
 }

@@ -16,8 +16,10 @@
  * branches), and in phase 2 dV's columns wh*d..(wh+1)*d and dK of branch wh (every warp 2d
  * columns of fp32 sums). It holds K_1, K_2 and V for its keys and streams, for each pair of
  * q-heads of the v-head (GQA) and each query tile from the diagonal on, Q_1, Q_2 and G with the
- * row terms (lse, delta) of both branches: NS stages (two where they fit shared memory: d = 64
- * and 96; d = 128 has one, 162 KiB, where two would need 230).
+ * row terms (lse, delta) of both branches, over two stages. The tiles that stay all along (K_1,
+ * K_2, V and the Pc^T, dS_1^T, dS_2^T tiles) are swizzled instead of padded (flash_swz): at
+ * d = 128 that is what lets two stages fit, 224 KiB where the padding would need 230 (one stage,
+ * so every tile's loads waited for the last tile's products: one block of 8 warps per SM).
  *
  * Rounding: dS_c^T and Pc^T are rounded to bf16 for phase 2, each element once (Pc from the fp32
  * P_1 - lambda P_2, where the per-branch kernel rounds P_1 and -lambda P_2 apart): dk and the
@@ -28,20 +30,21 @@
 
 #include "model/cuda/flash_backward.cuh"
 
-/* Shared memory (bytes): K_1, K_2, V; NS stages of Q_1, Q_2, G; the Pc^T, dS_1^T, dS_2^T tiles;
- * NS stages of lse and delta of both branches */
+/* Shared memory (bytes): K_1, K_2, V (swizzled); NS stages of Q_1, Q_2, G (padded); the Pc^T,
+ * dS_1^T, dS_2^T tiles (swizzled); NS stages of lse and delta of both branches */
 template <int D, int NS> constexpr size_t flash_dkdv_diff_smem(void) {
-    return sizeof(flash_bf16) * ((size_t)(FLASH_BC + NS * FLASH_BR) * (4 * D + 3 * FLASH_PAD) +
-                                 3 * (size_t)FLASH_BC * (FLASH_BR + FLASH_PAD)) +
+    return sizeof(flash_bf16) * ((size_t)FLASH_BC * 4 * D +
+                                 (size_t)NS * FLASH_BR * (4 * D + 3 * FLASH_PAD) +
+                                 3 * (size_t)FLASH_BC * FLASH_BR) +
            sizeof(float) * NS * 4 * FLASH_BR;
 }
-/* Two stages where they fit an H100 block's 227 KiB of shared memory */
+/* Two stages where they fit an H100 block's 227 KiB of shared memory (every d) */
 template <int D> constexpr int flash_dkdv_diff_stages(void) {
     return flash_dkdv_diff_smem<D, 2>() <= 227 * 1024 ? 2 : 1;
 }
 
 /* The fp32 values of a warp's 16 keys x 32 rows (C fragments of 4 n8 tiles) as bf16 pairs into
- * a (BC, BR) shared tile */
+ * a swizzled (BC, BR) shared tile */
 __device__ __forceinline__ void flash_tile_put(flash_bf16 *t, const float (*x)[4], int key0,
                                                int rl0, int lane) {
     const int g = lane >> 2, t4 = lane & 3;
@@ -49,8 +52,8 @@ __device__ __forceinline__ void flash_tile_put(flash_bf16 *t, const float (*x)[4
     for (int nt = 0; nt < 4; nt++)
 #pragma unroll
         for (int r = 0; r < 2; r++)
-            *reinterpret_cast<uint32_t *>(t + (key0 + g + 8 * r) * (FLASH_BR + FLASH_PAD) + rl0 +
-                                          8 * nt + 2 * t4) =
+            *reinterpret_cast<uint32_t *>(
+                t + flash_swz<FLASH_BR>(key0 + g + 8 * r, rl0 + 8 * nt + 2 * t4)) =
                 pack_bf16x2(x[nt][2 * r], x[nt][2 * r + 1]);
 }
 
@@ -62,14 +65,14 @@ flash_dkdv_diff_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
                        float scale) {
     extern __shared__ uint4 flash_smem[];
     constexpr int DV = 2 * D, NT = 2 * FLASH_WARPS * 32; /* threads (the launch bounds) */
-    constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD, LDP = FLASH_BR + FLASH_PAD;
+    constexpr int LDQ = D + FLASH_PAD, LDV = DV + FLASH_PAD, TP = FLASH_BC * FLASH_BR;
     constexpr int STAGE = FLASH_BR * (2 * LDQ + LDV); /* one stage: Q_1, Q_2, G (elements) */
-    flash_bf16 *Ks = (flash_bf16 *)flash_smem; /* 2 x (BC, D): K_1, K_2 */
-    flash_bf16 *Vs = Ks + 2 * FLASH_BC * LDQ;  /* (BC, DV) */
-    flash_bf16 *QG = Vs + FLASH_BC * LDV;      /* NS stages: 2 x (BR, D) Q_1, Q_2, (BR, DV) G */
-    flash_bf16 *Pc = QG + NS * STAGE;          /* (BC, BR): (P_1 - lambda P_2)^T */
-    flash_bf16 *dSs = Pc + FLASH_BC * LDP;     /* 2 x (BC, BR): dS_1^T, dS_2^T */
-    float *lse_s = (float *)(dSs + 2 * FLASH_BC * LDP); /* NS stages of 2 x (BR), log2 domain */
+    flash_bf16 *Ks = (flash_bf16 *)flash_smem; /* 2 x (BC, D): K_1, K_2, swizzled */
+    flash_bf16 *Vs = Ks + 2 * FLASH_BC * D;    /* (BC, DV), swizzled */
+    flash_bf16 *QG = Vs + FLASH_BC * DV;       /* NS stages: 2 x (BR, D) Q_1, Q_2, (BR, DV) G */
+    flash_bf16 *Pc = QG + NS * STAGE;          /* (BC, BR): (P_1 - lambda P_2)^T, swizzled */
+    flash_bf16 *dSs = Pc + TP;                 /* 2 x (BC, BR): dS_1^T, dS_2^T, swizzled */
+    float *lse_s = (float *)(dSs + 2 * TP);    /* NS stages of 2 x (BR), log2 domain */
     float *dl_s = lse_s + NS * 2 * FLASH_BR;            /* NS stages of 2 x (BR) */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wk = warp % FLASH_WARPS, wh = warp / FLASH_WARPS;
@@ -97,10 +100,10 @@ flash_dkdv_diff_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
                                   lse, delta, m, b, jq + c, i0, tid - c * FLASH_BR);
     };
     for (int c = 0; c < 2; c++)
-        flash_stage<Tin, D, NT>(Ks + c * FLASH_BC * LDQ,
+        flash_stage<Tin, D, NT, true>(Ks + c * FLASH_BC * D,
                                 k + (size_t)b * T * ks + (size_t)(2 * gv + c) * D, ks, j0, nc,
                                 tid);
-    flash_stage<Tin, DV, NT>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, tid);
+    flash_stage<Tin, DV, NT, true>(Vs, v + (size_t)b * T * vs + (size_t)gv * DV, vs, j0, nc, tid);
     stage_qg(0, 0);
     cp_async_commit(); /* K_1, K_2, V and query tile 0 */
 
@@ -116,18 +119,18 @@ flash_dkdv_diff_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
         /* phase 1 (keys 16wk.. x rows 32wh..): dP^T once, then each branch's S^T, P and dS */
         float dp[4][4], s[4][4], pc[4][4];
         flash_zero<4>(dp);
-        flash_mma_abt<DV / 16, 4>(dp, Vs, LDV, 16 * wk, Gs, LDV, 32 * wh, lane);
+        flash_mma_swz_abt<DV / 16, 4, DV>(dp, Vs, 16 * wk, Gs, LDV, 32 * wh, lane);
         flash_zero<4>(s);
-        flash_mma_abt<D / 16, 4>(s, Ks, LDQ, 16 * wk, Qs, LDQ, 32 * wh, lane);
+        flash_mma_swz_abt<D / 16, 4, D>(s, Ks, 16 * wk, Qs, LDQ, 32 * wh, lane);
         flash_dkdv_pds(pc, s, s, dp, lse_t, dl_t, scale_log2, 1.0f, key0, 32 * wh, i0, nr, lane);
         flash_tile_put(dSs, s, 16 * wk, 32 * wh, lane);
         flash_zero<4>(s);
-        flash_mma_abt<D / 16, 4>(s, Ks + FLASH_BC * LDQ, LDQ, 16 * wk, Qs + FLASH_BR * LDQ, LDQ,
-                                 32 * wh, lane);
+        flash_mma_swz_abt<D / 16, 4, D>(s, Ks + FLASH_BC * D, 16 * wk, Qs + FLASH_BR * LDQ, LDQ,
+                                        32 * wh, lane);
         float p2[4][4]; /* -lambda P_2^T */
         flash_dkdv_pds(p2, s, s, dp, lse_t + FLASH_BR, dl_t + FLASH_BR, scale_log2, dscale2, key0,
                        32 * wh, i0, nr, lane);
-        flash_tile_put(dSs + FLASH_BC * LDP, s, 16 * wk, 32 * wh, lane);
+        flash_tile_put(dSs + TP, s, 16 * wk, 32 * wh, lane);
 #pragma unroll
         for (int nt = 0; nt < 4; nt++)
 #pragma unroll
@@ -136,17 +139,17 @@ flash_dkdv_diff_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
         __syncthreads();
         if (STORE_DS)
             for (int c = 0; c < 2; c++)
-                flash_ds_tile_store<NT>(ds_tiles + flash_ds_tile_at(m, b, tiles.q(it) + c, i0, j0),
-                                        dSs + c * FLASH_BC * LDP, tid);
+                flash_ds_tile_store<NT, true>(
+                    ds_tiles + flash_ds_tile_at(m, b, tiles.q(it) + c, i0, j0), dSs + c * TP, tid);
 
         /* phase 2 over the tile's 64 rows: dV (columns wh*D..) += Pc^T G, dK_wh += dS_wh^T Q_wh */
-        const flash_bf16 *dSw = dSs + wh * FLASH_BC * LDP, *Qw = Qs + wh * FLASH_BR * LDQ;
+        const flash_bf16 *dSw = dSs + wh * TP, *Qw = Qs + wh * FLASH_BR * LDQ;
 #pragma unroll
         for (int kk = 0; kk < FLASH_BR / 16; kk++) {
             uint32_t a[4];
-            ldmatrix_x4(a, flash_a_row(Pc, LDP, 16 * wk, 16 * kk, lane));
+            ldmatrix_x4(a, flash_swz_a_row<FLASH_BR>(Pc, 16 * wk, 16 * kk, lane));
             flash_mma_b<D / 16>(accv, a, Gs, LDV, 16 * kk, wh * D, lane);
-            ldmatrix_x4(a, flash_a_row(dSw, LDP, 16 * wk, 16 * kk, lane));
+            ldmatrix_x4(a, flash_swz_a_row<FLASH_BR>(dSw, 16 * wk, 16 * kk, lane));
             flash_mma_b<D / 16>(acck, a, Qw, LDQ, 16 * kk, 0, lane);
         }
         flash_pipeline_release<NS>(it, n_it, stage_qg);
