@@ -18,7 +18,8 @@
 #          bf16 with DIFFTRAIN_FLASH_DQ=stored, against the first run's bf16 rows), and
 #          bench/bench_attn.sh where it exists (its DQ lines time both ways to dq, its PAIRED
 #          lines DIFF's dk/dv per branch and paired, its ROWS lines the standard forward with
-#          16 and 32 query rows a warp)
+#          16 and 32 query rows a warp, its SPLIT lines DIFF's forward per branch and with V's
+#          columns split between the branch warps)
 #   bench3b  bench/bench_gpu.sh 3b in bf16, DIFF against its baseline, on one GPU (tp 1, dp 1:
 #          nothing to shard the AdamW state over; `difftrain plan` sizes at this build, with
 #          the weights' bf16 copies): sequence 2048 at micro-batch 1 (66.6 GiB), and 4096 at
