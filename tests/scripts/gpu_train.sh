@@ -9,6 +9,8 @@
 # - train.recompute on the GPU gives the losses of the run without it, bit for bit;
 # - the fused attention's dq from stored dS tiles (DIFFTRAIN_FLASH_DQ=stored) trains as dq that
 #   recomputes them (head dim 64, bf16, two tiles: 20 steps within 1e-3 relative);
+# - DIFF's fused forward with each branch's warps over all of V (DIFFTRAIN_FLASH_DIFF_FWD=branch)
+#   trains as the default one that splits V's columns between them: the same losses, bit for bit;
 # - a checkpoint saved on the GPU at step 25 resumes on the CPU, and one saved on the CPU resumes
 #   on the GPU: the continued losses track the uninterrupted run of the other device (2e-3);
 # - eval on the GPU (fp32 and bf16) scores a checkpoint as eval on the CPU does;
@@ -95,6 +97,10 @@ for arch in diff diff_v2 transformer; do
   DIFFTRAIN_FLASH_DQ=stored run fused_dqst_$arch "${f[@]}"
   compare fused_dqst_$arch fused_$arch 1e-3
   cmp -s <(losses fused_dqst_$arch) <(losses fused_$arch) && echo "  (losses bit for bit)"
+  if [ $arch = diff ]; then
+    DIFFTRAIN_FLASH_DIFF_FWD=branch run fused_branch_$arch "${f[@]}"
+    same_losses fused_branch_$arch fused_$arch
+  fi
 done
 
 # checkpoints across devices: GPU -> CPU and CPU -> GPU, continued at step 26
