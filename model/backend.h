@@ -49,6 +49,19 @@ typedef struct dt_rope_grads {
     float theta;
 } dt_rope_grads;
 
+/* For a backend whose attention backward does not rotate in its own kernels: RoPE's backward
+ * after it, by that backend's rope_backward (the dt_backend entry's signature), from the
+ * attention's fp32 dq (nq q-heads of width d) and dk (nk k-heads); nothing when rope is NULL. */
+static inline void dt_rope_grads_apply(const dt_rope_grads *rope,
+                                       void (*rope_backward)(dt_operand *, const float *, int,
+                                                             int, int, int, float, int),
+                                       const float *dq, const float *dk, int B, int T, int nq,
+                                       int nk, int d) {
+    if (!rope) return;
+    rope_backward(rope->dq, dq, B, T, nq, d, rope->theta, 0);
+    rope_backward(rope->dk, dk, B, T, nk, d, rope->theta, 0);
+}
+
 struct dt_backend {
     const char *name;
     size_t operand_bytes; /* bytes per element of a dt_operand buffer: 4 (fp32) or 2 (bf16) */

@@ -63,21 +63,13 @@ static void attention_forward(dt_operand *out, float *lse, const dt_operand *q,
                               int Hkv, int d, int dv) {
     cpu_attention_forward(F(out), lse, CF(q), CF(k), CF(v), B, T, Hq, Hkv, d, dv);
 }
-/* RoPE's backward after the attention's (dt_rope_grads; NULL: none), nq q-heads and nk
- * k-heads of width d */
-static void rope_grads(const dt_rope_grads *rope, const float *dq, const float *dk, int B, int T,
-                       int nq, int nk, int d) {
-    if (!rope) return;
-    rope_backward(rope->dq, dq, B, T, nq, d, rope->theta, 0);
-    rope_backward(rope->dk, dk, B, T, nk, d, rope->theta, 0);
-}
 static void attention_backward(float *dq, float *dk, dt_operand *dv, const float *dout,
                                const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                const dt_operand *out, const float *lse, int B, int T, int Hq,
                                int Hkv, int d, int d_v, const dt_rope_grads *rope) {
     cpu_attention_backward(dq, dk, F(dv), dout, CF(q), CF(k), CF(v), CF(out), lse, B, T, Hq,
                            Hkv, d, d_v);
-    rope_grads(rope, dq, dk, B, T, Hq, Hkv, d);
+    dt_rope_grads_apply(rope, rope_backward, dq, dk, B, T, Hq, Hkv, d);
 }
 static void diffattn_forward(dt_operand *out, float *o1, float *o2, float *lse, float *rstd,
                              const dt_operand *q, const dt_operand *k, const dt_operand *v,
@@ -94,7 +86,7 @@ static void diffattn_backward(float *dq, float *dk, dt_operand *dv, float *dgamm
                               int T, int H, int Hkv, int d, const dt_rope_grads *rope) {
     cpu_diffattn_backward(dq, dk, F(dv), dgamma, dlambda, dout, CF(q), CF(k), CF(v), o1, o2, lse,
                           rstd, lambda, gamma, lambda_init, B, T, H, Hkv, d);
-    rope_grads(rope, dq, dk, B, T, 2 * H, 2 * Hkv, d);
+    dt_rope_grads_apply(rope, rope_backward, dq, dk, B, T, 2 * H, 2 * Hkv, d);
 }
 static void head_scale_forward(dt_operand *out, const dt_operand *inp, const float *s, int N,
                                int H, int w) {

@@ -47,21 +47,12 @@ static void bf16_attention_forward(dt_operand *out, float *lse, const dt_operand
         cuda_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, dv);
 }
 
-/* RoPE's backward after an attention backward that did not take it (dt_rope_grads; NULL:
- * none), nq q-heads and nk k-heads of width d */
-static void rope_grads(const dt_rope_grads *rope, const float *dq, const float *dk, int B, int T,
-                       int nq, int nk, int d) {
-    if (!rope) return;
-    cuda_rope_backward(rope->dq, dq, B, T, nq, d, rope->theta, 0);
-    cuda_rope_backward(rope->dk, dk, B, T, nk, d, rope->theta, 0);
-}
-
 static void tiled_attention_backward(float *dq, float *dk, dt_operand *dv, const float *dout,
                                      const dt_operand *q, const dt_operand *k, const dt_operand *v,
                                      const dt_operand *out, const float *lse, int B, int T, int Hq,
                                      int Hkv, int d, int d_v, const dt_rope_grads *rope) {
     cuda_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v);
-    rope_grads(rope, dq, dk, B, T, Hq, Hkv, d);
+    dt_rope_grads_apply(rope, cuda_rope_backward, dq, dk, B, T, Hq, Hkv, d);
 }
 
 /* The fused attention takes RoPE's backward into its stores (flash.h): the rotated dq and dk
@@ -104,7 +95,7 @@ static void tiled_diffattn_backward(float *dq, float *dk, dt_operand *dv, float 
                                     const dt_rope_grads *rope) {
     cuda_diffattn_backward(dq, dk, dv, dgamma, dlambda, dout, q, k, v, o1, o2, lse, rstd, lambda,
                            gamma, lambda_init, B, T, H, Hkv, d);
-    rope_grads(rope, dq, dk, B, T, 2 * H, 2 * Hkv, d);
+    dt_rope_grads_apply(rope, cuda_rope_backward, dq, dk, B, T, 2 * H, 2 * Hkv, d);
 }
 
 static void bf16_diffattn_backward(float *dq, float *dk, dt_operand *dv, float *dgamma,
