@@ -2,10 +2,12 @@
  * its lifecycle. Checked op by op against the CPU oracle (tests/unit/test_cuda_*.c).
  *
  * Attention under "bf16 products": the fused tensor-core kernels (flash.h) where they handle the
- * head dims and the buffers' alignment, else the tiled fp32 kernels (fp32 mode always keeps the
- * tiled ones). The model's buffers are carved 64-byte aligned, so a backward takes the path of
- * its forward; were it not to, it would still be right (both paths keep the same lse, o1, o2),
- * only with probabilities recomputed at the other precision.
+ * head dims and the buffers' alignment and fit the device's shared memory, each of forward and
+ * backward on its own, else the tiled fp32 kernels (fp32 mode always keeps the tiled ones). The
+ * model's buffers are carved 64-byte aligned, so alignment sends a backward the way of its
+ * forward; the shared memory may not (a 99 KiB GPU: standard attention at d = 128 has a fused
+ * forward, not a fused backward). Either way the result is right (both paths keep the same lse,
+ * o1, o2), only with probabilities recomputed at the other precision.
  *
  * The mode also sets the format of the dt_operand activations (operand.cuh): bf16 under "bf16
  * products", fp32 otherwise; every op that writes or reads one follows cuda_operand_bf16(). The
@@ -41,7 +43,7 @@ static void bf16_attention_forward(dt_operand *out, float *lse, const dt_operand
                                    const dt_operand *k, const dt_operand *v, int B, int T, int Hq,
                                    int Hkv, int d, int dv) {
     const void *p[] = {out, q, k, v};
-    if (cuda_flash_usable(d, dv, 0, p, 4))
+    if (cuda_flash_usable(d, dv, 0, 0, p, 4))
         cuda_flash_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, dv);
     else
         cuda_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, dv);
@@ -65,7 +67,7 @@ static void bf16_attention_backward(float *dq, float *dk, dt_operand *dv, const 
     /* out is read by the delta (attn_delta), which has no alignment needs */
     const void *p[] = {q, k, v, rope ? (void *)rope->dq : dq, rope ? (void *)rope->dk : dk, dv,
                        dout};
-    if (cuda_flash_usable(d, d_v, 0, p, 7)) {
+    if (cuda_flash_usable(d, d_v, 0, 1, p, 7)) {
         cuda_flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, Hq, Hkv, d, d_v,
                                       rope);
     } else {
@@ -78,7 +80,7 @@ static void bf16_diffattn_forward(dt_operand *out, float *o1, float *o2, float *
                                   const float *lambda, const float *gamma, float lambda_init,
                                   float eps, int B, int T, int H, int Hkv, int d) {
     const void *p[] = {o1, o2, q, k, v, out};
-    if (cuda_flash_usable(d, 2 * d, 1, p, 6))
+    if (cuda_flash_usable(d, 2 * d, 1, 0, p, 6))
         cuda_flash_diffattn_forward(out, o1, o2, lse, rstd, q, k, v, lambda, gamma, lambda_init,
                                     eps, B, T, H, Hkv, d);
     else
@@ -106,7 +108,7 @@ static void bf16_diffattn_backward(float *dq, float *dk, dt_operand *dv, float *
                                    int B, int T, int H, int Hkv, int d,
                                    const dt_rope_grads *rope) {
     const void *p[] = {q, k, v, rope ? (void *)rope->dq : dq, rope ? (void *)rope->dk : dk, dv};
-    if (cuda_flash_usable(d, 2 * d, 1, p, 6))
+    if (cuda_flash_usable(d, 2 * d, 1, 1, p, 6))
         cuda_flash_diffattn_backward(dq, dk, dv, dgamma, dlambda, dout, q, k, v, o1, o2, lse,
                                      rstd, lambda, gamma, lambda_init, B, T, H, Hkv, d, rope);
     else

@@ -22,12 +22,17 @@ typedef struct dt_rope_grads dt_rope_grads; /* model/backend.h */
 extern "C" {
 #endif
 
-/* 1 when the fused kernels handle head dim d with value width dv (d in 64, 96, 128; dv = d for
- * standard attention, 2d for DIFF V1 when diff != 0) and each of the n pointers (NULL allowed)
- * is 16-byte aligned; 0 otherwise. The kernels move 16 bytes at a time from the start of every
- * row of a head they stage: with d a multiple of 8, every such start of a bf16 q, k, v (and of
- * the fp32 tensors) is 16-byte aligned exactly when the tensor's base is. */
-int cuda_flash_usable(int d, int dv, int diff, const void *const *ptrs, int n);
+/* 1 when the fused kernels handle the forward (backward != 0: the backward) of head dim d with
+ * value width dv (d in 64, 96, 128; dv = d for standard attention, 2d for DIFF V1 when
+ * diff != 0) on this device, and each of the n pointers (NULL allowed) is 16-byte aligned; 0
+ * otherwise. The kernels move 16 bytes at a time from the start of every row of a head they
+ * stage: with d a multiple of 8, every such start of a bf16 q, k, v (and of the fp32 tensors)
+ * is 16-byte aligned exactly when the tensor's base is. On this device: some kernel for each
+ * step fits the shared memory a block may have (flash_smem.cu). Every one does on an H100 or
+ * H200, and on an A100 (one K/V stage instead of two where two do not fit); on a GPU with 99
+ * KiB (L40S, RTX 4090) neither DIFF V1 at d = 128 nor its backward at d = 96, nor the standard
+ * backward at d = 128. */
+int cuda_flash_usable(int d, int dv, int diff, int backward, const void *const *ptrs, int n);
 
 void cuda_flash_attention_forward(dt_operand *out, float *lse, const dt_operand *q,
                                   const dt_operand *k, const dt_operand *v, int B, int T, int Hq,

@@ -32,6 +32,8 @@
  * during tile n's products); dq has NS stages, two only where that keeps its blocks per SM (the
  * launch says which; dk/dv runs one block of 8 warps per SM either way, by its registers). */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "model/cuda/flash_backward.cuh"
 
@@ -137,8 +139,8 @@ flash_dq_stored_kernel(flash_qk_grad dq, const flash_bf16 *ds_tiles, const Tin *
 
 /* ---- dk, dv: grid (key tiles, nv, B); 8 warps: wk = warp % 4 owns keys 16wk..16wk+15,
  * wh = warp / 4 the rows 32wh..32wh+31 of phase 1 and the column half wh of phase 2 ---- */
-template <int D, int DV> constexpr size_t flash_dkdv_smem(void) {
-    return sizeof(flash_bf16) * ((size_t)(FLASH_BC + 2 * FLASH_BR) * (D + DV + 2 * FLASH_PAD) +
+constexpr size_t flash_dkdv_smem(int d, int dv) {
+    return sizeof(flash_bf16) * ((size_t)(FLASH_BC + 2 * FLASH_BR) * (d + dv + 2 * FLASH_PAD) +
                                  2 * (size_t)FLASH_BC * (FLASH_BR + FLASH_PAD)) +
            sizeof(float) * 4 * FLASH_BR;
 }
@@ -146,7 +148,7 @@ template <int D, int DV> constexpr size_t flash_dkdv_smem(void) {
  * (H100: 228 KiB, 1 KiB of it reserved per block), so that registers do not decide it alone
  * (d = 64 and the standard d = 96: left to itself ptxas took up to 164 registers, one block). */
 template <int D, int DV> constexpr int flash_dkdv_min_blocks(void) {
-    return 2 * (flash_dkdv_smem<D, DV>() + 1024) <= 228 * 1024 ? 2 : 0; /* 0: no minimum */
+    return 2 * (flash_dkdv_smem(D, DV) + 1024) <= 228 * 1024 ? 2 : 0; /* 0: no minimum */
 }
 
 /* STORE_DS: each dS^T tile also goes to ds_tiles (flash_ds_tile_at) for flash_dq_stored_kernel */
@@ -257,62 +259,95 @@ flash_dkdv_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, cons
 
 /* Dynamic shared memory (dk/dv: the streamed tiles twice). d = 128 DIFF (dv = 256), one dq
  * stage: dq 102,400 B, dk/dv 173,056 B; dq from stored tiles at d = 128: 53,248 B. */
-template <int D, int DV, int NS> static size_t flash_dq_smem(void) {
-    return sizeof(flash_bf16) * (size_t)(FLASH_BR + NS * FLASH_BC) * (D + DV + 2 * FLASH_PAD);
+static size_t flash_dq_smem(int d, int dv, int ns) {
+    return sizeof(flash_bf16) * (size_t)(FLASH_BR + ns * FLASH_BC) * (d + dv + 2 * FLASH_PAD);
 }
-template <int D> static size_t flash_dq_stored_smem(void) {
-    return sizeof(flash_bf16) * 2 * (size_t)FLASH_BC * (FLASH_BR + D + 2 * FLASH_PAD);
+static size_t flash_dq_stored_smem(int d) {
+    return sizeof(flash_bf16) * 2 * (size_t)FLASH_BC * (FLASH_BR + d + 2 * FLASH_PAD);
+}
+/* dq's K/V stages: two where that keeps the blocks per SM of one stage on H100 (228 KiB shared
+ * memory, 64 Ki registers per SM; registers from ptxas -v): d = 64 (4) and d = 128 standard (2,
+ * by registers); the others would drop (3 -> 2, 4 -> 2, 2 -> 1, 2 -> 1) and keep one stage. */
+constexpr int flash_dq_stages(int d, bool diff) { return !diff && (d == 64 || d == 128) ? 2 : 1; }
+
+/* The kernels each backward runs, the first of each list that fits flash_smem_limit(): dq from
+ * the stored dS tiles where asked for (flash_dq_stored), else DIFF's paired dq where asked for
+ * (flash_diff_paired), else dq per q-head; DIFF's paired dk/dv where asked for with two stages
+ * of its streamed tiles, or one (an A100 at d = 96 and 128), else dk/dv per head. The paired and
+ * per-branch kernels give the same dq and dk bits, so any mix is the same backward. ok: both
+ * found (a GPU with less shared memory than an A100 has none for DIFF at d = 96 and 128). */
+struct flash_bwd_plan {
+    bool ok, dq_paired, dkdv_paired;
+    int dkdv_ns;
+};
+
+static flash_bwd_plan flash_backward_plan(int d, bool diff, bool ds_stored) {
+    const size_t limit = flash_smem_limit();
+    const int dv = diff ? 2 * d : d;
+    const bool paired = diff && flash_diff_paired();
+    flash_bwd_plan plan = {false, false, false, 0};
+    bool dq_ok;
+    if (ds_stored) {
+        dq_ok = flash_dq_stored_smem(d) <= limit;
+    } else {
+        plan.dq_paired = paired && flash_dq_diff_smem(d) <= limit;
+        dq_ok = plan.dq_paired || flash_dq_smem(d, dv, flash_dq_stages(d, diff)) <= limit;
+    }
+    for (int ns = 2; paired && ns >= 1 && !plan.dkdv_paired; ns--)
+        if (flash_dkdv_diff_smem(d, ns) <= limit) plan.dkdv_paired = true, plan.dkdv_ns = ns;
+    plan.ok = dq_ok && (plan.dkdv_paired || flash_dkdv_smem(d, dv) <= limit);
+    return plan;
+}
+
+bool flash_backward_fits(int d, bool diff, bool ds_stored) {
+    return flash_backward_plan(d, diff, ds_stored).ok;
 }
 
 template <typename Tin, int D, int DV, int NS>
-static void flash_backward_launch(flash_qk_grad dq, flash_qk_grad dk, operand_bf16 *dv,
-                                  flash_bf16 *ds_tiles, const Tin *G, const float *delta,
-                                  const Tin *q, const Tin *k, const Tin *v, const float *lse,
-                                  const float *lambda, const attn_map &m) {
-    auto flash_dq = flash_dq_kernel<Tin, D, DV, NS>;
-    auto flash_dkdv = flash_dkdv_kernel<Tin, D, DV, false>;
-    auto flash_dkdv_ds = flash_dkdv_kernel<Tin, D, DV, true>;
-    auto flash_dq_stored = flash_dq_stored_kernel<Tin, D>;
-    const size_t smem_dq = flash_dq_smem<D, DV, NS>(), smem_kv = flash_dkdv_smem<D, DV>();
-    const size_t smem_dqs = flash_dq_stored_smem<D>();
-    static bool opted_in = false; /* one per instantiation: the sizes never change */
-    if (!opted_in) {
-        flash_smem_optin((const void *)flash_dq, smem_dq);
-        flash_smem_optin((const void *)flash_dkdv, smem_kv);
-        flash_smem_optin((const void *)flash_dkdv_ds, smem_kv);
-        flash_smem_optin((const void *)flash_dq_stored, smem_dqs);
-        opted_in = true;
-    }
+static void flash_backward_launch(const flash_bwd_plan &plan, flash_qk_grad dq, flash_qk_grad dk,
+                                  operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
+                                  const float *delta, const Tin *q, const Tin *k, const Tin *v,
+                                  const float *lse, const float *lambda, const attn_map &m) {
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
     const unsigned tiles = (unsigned)((m.T + FLASH_BR - 1) / FLASH_BR);
     const dim3 grid_q(tiles, (unsigned)m.nq, (unsigned)m.B); /* query tiles x q-heads x b */
     const dim3 grid_kv(tiles, (unsigned)m.nv, (unsigned)m.B); /* key tiles x v-heads x b */
-    /* DIFF: flash_dkdv_diff.cu and flash_dq_diff.cu */
-    const bool paired = DV == 2 * D && flash_diff_paired();
-    if (ds_tiles) { /* dk/dv writes the dS tiles that dq then reads */
-        if (paired) {
-            flash_dkdv_diff<Tin, D>(dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m);
-        } else {
-            flash_dkdv_ds<<<grid_kv, 2 * FLASH_WARPS * 32, smem_kv, cuda_stream()>>>(
-                dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
-            CUDA_LAUNCH_CHECK();
+    const size_t smem_kv = flash_dkdv_smem(D, DV);
+    /* dk/dv first where it writes the dS tiles that dq then reads; DIFF's paired kernels in
+     * flash_dkdv_diff.cu and flash_dq_diff.cu */
+    auto run_dkdv = [&](flash_bf16 *tiles_out) {
+        if (plan.dkdv_paired) {
+            flash_dkdv_diff<Tin, D>(dk, dv, tiles_out, G, q, k, v, lse, delta, lambda, m,
+                                    plan.dkdv_ns);
+            return;
         }
-        flash_dq_stored<<<grid_q, FLASH_WARPS * 32, smem_dqs, cuda_stream()>>>(dq, ds_tiles, k, m,
-                                                                              scale);
+        auto kernel = tiles_out ? flash_dkdv_kernel<Tin, D, DV, true>
+                                : flash_dkdv_kernel<Tin, D, DV, false>;
+        flash_smem_prepare((const void *)kernel, smem_kv, "the dk/dv kernel");
+        kernel<<<grid_kv, 2 * FLASH_WARPS * 32, smem_kv, cuda_stream()>>>(
+            dk, dv, tiles_out, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
+        CUDA_LAUNCH_CHECK();
+    };
+    if (ds_tiles) {
+        run_dkdv(ds_tiles);
+        auto kernel = flash_dq_stored_kernel<Tin, D>;
+        const size_t smem = flash_dq_stored_smem(D);
+        flash_smem_prepare((const void *)kernel, smem, "the dq kernel on stored dS tiles");
+        kernel<<<grid_q, FLASH_WARPS * 32, smem, cuda_stream()>>>(dq, ds_tiles, k, m, scale);
         CUDA_LAUNCH_CHECK();
         return;
     }
-    if (paired) {
+    if (plan.dq_paired) {
         flash_dq_diff<Tin, D>(dq, G, q, k, v, lse, delta, lambda, m);
-        flash_dkdv_diff<Tin, D>(dk, dv, NULL, G, q, k, v, lse, delta, lambda, m);
-        return;
+    } else {
+        auto kernel = flash_dq_kernel<Tin, D, DV, NS>;
+        const size_t smem = flash_dq_smem(D, DV, NS);
+        flash_smem_prepare((const void *)kernel, smem, "the dq kernel");
+        kernel<<<grid_q, FLASH_WARPS * 32, smem, cuda_stream()>>>(dq, G, q, k, v, lse, delta,
+                                                                   lambda, m, scale_log2, scale);
+        CUDA_LAUNCH_CHECK();
     }
-    flash_dq<<<grid_q, FLASH_WARPS * 32, smem_dq, cuda_stream()>>>(dq, G, q, k, v, lse, delta,
-                                                                  lambda, m, scale_log2, scale);
-    CUDA_LAUNCH_CHECK();
-    flash_dkdv<<<grid_kv, 2 * FLASH_WARPS * 32, smem_kv, cuda_stream()>>>(
-        dk, dv, NULL, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
-    CUDA_LAUNCH_CHECK();
+    run_dkdv(NULL);
 }
 
 template <typename Tin>
@@ -321,19 +356,24 @@ void flash_core_backward(flash_qk_grad dq, flash_qk_grad dk, operand_bf16 *dv, f
                          const Tin *v, const float *lse, const float *lambda, const attn_map &m) {
     flash_check(m);
     if (m.B == 0 || m.T <= 0) return;
-#define FLASH_BWD(D, DV, NS)                                                                      \
-    flash_backward_launch<Tin, D, DV, NS>(dq, dk, dv, ds_tiles, G, delta, q, k, v, lse, lambda, m)
-    /* dq's K/V stages (NS, last argument): two where that keeps the blocks per SM of one stage on
-     * H100 (228 KiB shared memory, 64 Ki registers per SM; registers from ptxas -v): d = 64 (4)
-     * and d = 128 standard (2, by registers); the others would drop (3 -> 2, 4 -> 2, 2 -> 1,
-     * 2 -> 1) and keep one stage. */
+    const flash_bwd_plan plan = flash_backward_plan(m.d, m.diff != 0, ds_tiles != NULL);
+    if (!plan.ok) {
+        fprintf(stderr, "difftrain: error: CUDA fused attention: no backward kernels for d=%d%s "
+                "fit the device's %zu bytes of shared memory a block (cuda_flash_usable tells "
+                "where they do)\n", m.d, m.diff ? " (DIFF)" : "", flash_smem_limit());
+        fflush(stderr);
+        abort();
+    }
+#define FLASH_BWD(D, DV)                                                                          \
+    flash_backward_launch<Tin, D, DV, flash_dq_stages(D, DV == 2 * D)>(                           \
+        plan, dq, dk, dv, ds_tiles, G, delta, q, k, v, lse, lambda, m)
     switch (m.d * 2 + m.diff) {
-    case 128: FLASH_BWD(64, 64, 2); break;
-    case 192: FLASH_BWD(96, 96, 1); break;
-    case 256: FLASH_BWD(128, 128, 2); break;
-    case 129: FLASH_BWD(64, 128, 1); break;
-    case 193: FLASH_BWD(96, 192, 1); break;
-    case 257: FLASH_BWD(128, 256, 1); break;
+    case 128: FLASH_BWD(64, 64); break;
+    case 192: FLASH_BWD(96, 96); break;
+    case 256: FLASH_BWD(128, 128); break;
+    case 129: FLASH_BWD(64, 128); break;
+    case 193: FLASH_BWD(96, 192); break;
+    case 257: FLASH_BWD(128, 256); break;
     }
 #undef FLASH_BWD
 }

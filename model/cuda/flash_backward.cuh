@@ -214,16 +214,19 @@ __device__ __forceinline__ void flash_dv_store(operand_bf16 *dv, const float (*a
 
 /* ---- DIFF V1 with both branches of a head per query tile (d = D, dv = 2D): dk and dv
  * (flash_dkdv_diff.cu), with the arguments of flash_core_backward but dq (ds_tiles NULL: none
- * stored) ---- */
+ * stored) and ns, the stages of its streamed tiles (flash_backward_plan) ---- */
 template <typename Tin, int D>
 void flash_dkdv_diff(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
                      const Tin *q, const Tin *k, const Tin *v, const float *lse,
-                     const float *delta, const float *lambda, const attn_map &m);
+                     const float *delta, const float *lambda, const attn_map &m, int ns);
+/* its shared memory (bytes) at head dim d with ns (1 or 2) stages of its streamed tiles */
+size_t flash_dkdv_diff_smem(int d, int ns);
 
-/* ... and dq where it recomputes dS (flash_dq_diff.cu) */
+/* ... and dq where it recomputes dS (flash_dq_diff.cu), and its shared memory */
 template <typename Tin, int D>
 void flash_dq_diff(flash_qk_grad dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
                    const float *lse, const float *delta, const float *lambda, const attn_map &m);
+size_t flash_dq_diff_smem(int d);
 
 /* ---- the stored dS (flash_backward.cu, DIFFTRAIN_FLASH_DQ=stored): per (b, q-head j) the
  * causal lower triangle of 64 x 64 tiles, tile (row tile r, key tile c <= r) at r (r + 1) / 2 + c,

@@ -296,12 +296,8 @@ static void flash_backward_sm90_launch(flash_qk_grad dq, flash_qk_grad dk, opera
     auto flash_dq = flash_dq_sm90_kernel<D, DV>;
     auto flash_dkdv = flash_dkdv_sm90_kernel<D, DV>;
     const size_t smem_dq = flash_dq_sm90_smem<D, DV>(), smem_kv = flash_dkdv_sm90_smem<D, DV>();
-    static bool opted_in = false; /* one per instantiation: the sizes never change */
-    if (!opted_in) {
-        flash_smem_optin((const void *)flash_dq, smem_dq);
-        flash_smem_optin((const void *)flash_dkdv, smem_kv);
-        opted_in = true;
-    }
+    flash_smem_prepare((const void *)flash_dq, smem_dq, "the sm_90 dq kernel");
+    flash_smem_prepare((const void *)flash_dkdv, smem_kv, "the sm_90 dk/dv kernel");
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
     const unsigned tiles = (unsigned)((m.T + FLASH_BR - 1) / FLASH_BR);
     flash_dq<<<dim3(tiles, (unsigned)m.nq, (unsigned)m.B), 128, smem_dq, cuda_stream()>>>(

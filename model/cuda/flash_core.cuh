@@ -321,9 +321,15 @@ __device__ __forceinline__ float flash_quad_max(float x) {
 
 /* ---- host side ---- */
 
-/* Sets the kernel's dynamic shared-memory limit to `bytes` (the launches of one kernel always
- * ask for the same: its tiles are template constants). Call once per kernel. */
-void flash_smem_optin(const void *kernel, size_t bytes);
+/* The dynamic shared memory a block may have on the current device after the opt-in (its
+ * sharedMemPerBlockOptin, asked once per device), or the test cap of flash_test.h where lower
+ * (flash_smem.cu). The plans below choose the kernels and stages that fit it. */
+size_t flash_smem_limit(void);
+/* Before each launch of kernel (name: for the error) with `bytes` of dynamic shared memory (a
+ * kernel always asks for the same: its tiles are template constants): aborts when bytes exceed
+ * flash_smem_limit(), else sets the kernel's limit on this device where it needs more than the
+ * default 48 KiB (once per device and kernel). */
+void flash_smem_prepare(const void *kernel, size_t bytes, const char *name);
 
 /* Aborts with the sizes unless the fused kernels handle m: d in {64, 96, 128}, dv = d
  * (standard) or 2d (DIFF V1), head counts as attn_check. */
@@ -357,6 +363,24 @@ template <typename Tin>
 void flash_forward_diff_split(operand_bf16 *out, float *o1, float *o2, float *lse, const Tin *q,
                               const Tin *k, const Tin *v, const attn_map &m,
                               const flash_diff_epi &epi);
+
+/* The shared memory of the forward kernels (flash_forward.cu, flash_forward_rows32.cu,
+ * flash_forward_diff.cu): with nb branches (2: DIFF V1, both branches of a head per block) and
+ * ns K/V stages, of the 32-row kernel at head dim d, of the split DIFF kernel at head dim d */
+constexpr size_t flash_forward_smem(int d, int dv, int nb, int ns) {
+    /* Q, then ns K/V stages; DIFF's epilogue exchanges O's halves through the same memory */
+    const size_t tiles = sizeof(flash_bf16) * ((size_t)nb * FLASH_BR * (d + FLASH_PAD) +
+                                               ns * ((size_t)nb * FLASH_BC * (d + FLASH_PAD) +
+                                                     (size_t)FLASH_BC * (dv + FLASH_PAD)));
+    const size_t xch = nb == 2 ? sizeof(float) * FLASH_WARPS * 32 * (dv / 2) : 0;
+    return tiles > xch ? tiles : xch; /* d = 128 DIFF, two stages: 172,032 B */
+}
+size_t flash_forward_rows32_smem(int d);
+size_t flash_forward_diff_split_smem(int d);
+
+/* 1 when flash_core_forward has kernels for head dim d (DIFF V1 when diff) that fit
+ * flash_smem_limit() (flash_forward.cu) */
+bool flash_forward_fits(int d, bool diff);
 
 /* Whether flash_core_forward runs DIFF V1 on flash_forward_diff_split (the default) or on its own
  * kernel (each branch's warps multiply all 2d columns of V): the environment
@@ -394,6 +418,10 @@ void flash_diff_prep(TG *G, float *delta, double *part, float *dgamma, float *dl
                      const float *dout, const float *o1, const float *o2, const float *rstd,
                      const float *lambda, const float *gamma, float lambda_init,
                      const attn_map &m);
+
+/* 1 when flash_core_backward has kernels for head dim d (DIFF V1 when diff; dq from stored dS
+ * tiles when ds_stored) that fit flash_smem_limit() (flash_backward.cu) */
+bool flash_backward_fits(int d, bool diff, bool ds_stored);
 
 /* Where the backward puts dq or dk (B, T, heads*d): f32, the fp32 gradient of the q or k that
  * the attention read (rot NULL); or rot, an operand (bf16), the gradient of the q or k before

@@ -30,17 +30,13 @@
 
 #include "model/cuda/flash_backward.cuh"
 
-/* Shared memory (bytes): K_1, K_2, V (swizzled); NS stages of Q_1, Q_2, G (padded); the Pc^T,
- * dS_1^T, dS_2^T tiles (swizzled); NS stages of lse and delta of both branches */
-template <int D, int NS> constexpr size_t flash_dkdv_diff_smem(void) {
-    return sizeof(flash_bf16) * ((size_t)FLASH_BC * 4 * D +
-                                 (size_t)NS * FLASH_BR * (4 * D + 3 * FLASH_PAD) +
+/* Shared memory (bytes): K_1, K_2, V (swizzled); ns stages of Q_1, Q_2, G (padded); the Pc^T,
+ * dS_1^T, dS_2^T tiles (swizzled); ns stages of lse and delta of both branches */
+size_t flash_dkdv_diff_smem(int d, int ns) {
+    return sizeof(flash_bf16) * ((size_t)FLASH_BC * 4 * d +
+                                 (size_t)ns * FLASH_BR * (4 * d + 3 * FLASH_PAD) +
                                  3 * (size_t)FLASH_BC * FLASH_BR) +
-           sizeof(float) * NS * 4 * FLASH_BR;
-}
-/* Two stages where they fit an H100 block's 227 KiB of shared memory (every d) */
-template <int D> constexpr int flash_dkdv_diff_stages(void) {
-    return flash_dkdv_diff_smem<D, 2>() <= 227 * 1024 ? 2 : 1;
+           sizeof(float) * ns * 4 * FLASH_BR;
 }
 
 /* The fp32 values of a warp's 16 keys x 32 rows (C fragments of 4 n8 tiles) as bf16 pairs into
@@ -159,36 +155,37 @@ flash_dkdv_diff_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
     flash_dv_store<D>(dv, accv, m, b, gv, wh * D, key0, lane);
 }
 
+template <typename Tin, int D, int NS>
+static void flash_dkdv_diff_launch(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
+                                   const Tin *G, const Tin *q, const Tin *k, const Tin *v,
+                                   const float *lse, const float *delta, const float *lambda,
+                                   const attn_map &m) {
+    auto kernel = ds_tiles ? flash_dkdv_diff_kernel<Tin, D, NS, true>
+                           : flash_dkdv_diff_kernel<Tin, D, NS, false>;
+    const size_t smem = flash_dkdv_diff_smem(D, NS);
+    flash_smem_prepare((const void *)kernel, smem, "the paired DIFF dk/dv kernel");
+    const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
+    const dim3 grid((unsigned)((m.T + FLASH_BC - 1) / FLASH_BC), (unsigned)m.nv, (unsigned)m.B);
+    kernel<<<grid, 2 * FLASH_WARPS * 32, smem, cuda_stream()>>>(
+        dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
+    CUDA_LAUNCH_CHECK();
+}
+
 template <typename Tin, int D>
 void flash_dkdv_diff(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
                      const Tin *q, const Tin *k, const Tin *v, const float *lse,
-                     const float *delta, const float *lambda, const attn_map &m) {
-    constexpr int NS = flash_dkdv_diff_stages<D>();
-    auto plain = flash_dkdv_diff_kernel<Tin, D, NS, false>;
-    auto storing = flash_dkdv_diff_kernel<Tin, D, NS, true>;
-    constexpr size_t smem = flash_dkdv_diff_smem<D, NS>();
-    static bool opted_in = false; /* one per instantiation: the size never changes */
-    if (!opted_in) {
-        flash_smem_optin((const void *)plain, smem);
-        flash_smem_optin((const void *)storing, smem);
-        opted_in = true;
-    }
-    const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
-    const dim3 grid((unsigned)((m.T + FLASH_BC - 1) / FLASH_BC), (unsigned)m.nv, (unsigned)m.B);
-    if (ds_tiles)
-        storing<<<grid, 2 * FLASH_WARPS * 32, smem, cuda_stream()>>>(
-            dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
+                     const float *delta, const float *lambda, const attn_map &m, int ns) {
+    if (ns == 2)
+        flash_dkdv_diff_launch<Tin, D, 2>(dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m);
     else
-        plain<<<grid, 2 * FLASH_WARPS * 32, smem, cuda_stream()>>>(
-            dk, dv, NULL, G, q, k, v, lse, delta, lambda, m, scale_log2, scale);
-    CUDA_LAUNCH_CHECK();
+        flash_dkdv_diff_launch<Tin, D, 1>(dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m);
 }
 
 #define FLASH_DKDV_DIFF(Tin, D)                                                                   \
     template void flash_dkdv_diff<Tin, D>(flash_qk_grad, operand_bf16 *, flash_bf16 *,            \
                                           const Tin *, const Tin *, const Tin *, const Tin *,     \
                                           const float *, const float *, const float *,            \
-                                          const attn_map &);
+                                          const attn_map &, int);
 FLASH_DKDV_DIFF(flash_bf16, 64)
 FLASH_DKDV_DIFF(flash_bf16, 96)
 FLASH_DKDV_DIFF(flash_bf16, 128)

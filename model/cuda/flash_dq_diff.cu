@@ -21,8 +21,8 @@
 #define FLASH_LDX (FLASH_BC + 8) /* row stride (floats) of the shared dP blocks */
 
 /* Shared memory (bytes): Q_1, Q_2, G; two stages of K_1, K_2, V; dP of the 4 row groups */
-template <int D> constexpr size_t flash_dq_diff_smem(void) {
-    return sizeof(flash_bf16) * (size_t)(FLASH_BR + 2 * FLASH_BC) * (4 * D + 3 * FLASH_PAD) +
+size_t flash_dq_diff_smem(int d) {
+    return sizeof(flash_bf16) * (size_t)(FLASH_BR + 2 * FLASH_BC) * (4 * d + 3 * FLASH_PAD) +
            sizeof(float) * (size_t)FLASH_BR * FLASH_LDX;
 }
 
@@ -110,12 +110,8 @@ template <typename Tin, int D>
 void flash_dq_diff(flash_qk_grad dq, const Tin *G, const Tin *q, const Tin *k, const Tin *v,
                    const float *lse, const float *delta, const float *lambda, const attn_map &m) {
     auto kernel = flash_dq_diff_kernel<Tin, D>;
-    constexpr size_t smem = flash_dq_diff_smem<D>();
-    static bool opted_in = false; /* one per instantiation: the size never changes */
-    if (!opted_in) {
-        flash_smem_optin((const void *)kernel, smem);
-        opted_in = true;
-    }
+    const size_t smem = flash_dq_diff_smem(D);
+    flash_smem_prepare((const void *)kernel, smem, "the paired DIFF dq kernel");
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
     const dim3 grid((unsigned)((m.T + FLASH_BR - 1) / FLASH_BR), (unsigned)(m.nq / 2),
                     (unsigned)m.B); /* query tiles x DIFF heads x b */

@@ -102,12 +102,6 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
 
 /* ---- host side ---- */
 
-void flash_smem_optin(const void *kernel, size_t bytes) {
-    if (bytes > 48 * 1024)
-        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)bytes));
-}
-
 void flash_check(const attn_map &m) {
     attn_check(m);
     const bool dims = (m.d == 64 || m.d == 96 || m.d == 128) && m.dv == (m.diff ? 2 : 1) * m.d;
@@ -120,27 +114,13 @@ void flash_check(const attn_map &m) {
     }
 }
 
-template <int D, int DV, int NB, int NS> static size_t flash_forward_smem(void) {
-    /* Q, then NS K/V stages */
-    const size_t tiles =
-        sizeof(flash_bf16) * ((size_t)NB * FLASH_BR * (D + FLASH_PAD) +
-                              NS * ((size_t)NB * FLASH_BC * (D + FLASH_PAD) +
-                                   (size_t)FLASH_BC * (DV + FLASH_PAD)));
-    const size_t xch = NB == 2 ? sizeof(float) * FLASH_WARPS * 32 * (DV / 2) : 0;
-    return tiles > xch ? tiles : xch; /* d = 128 DIFF: 172,032 B */
-}
-
 template <typename Tin, int D, int DV, int NB, int NS>
 static void flash_forward_launch(operand_bf16 *out, float *o1, float *o2, float *lse,
                                  const Tin *q, const Tin *k, const Tin *v, const attn_map &m,
                                  const flash_diff_epi &epi) {
     auto flash_forward = flash_forward_kernel<Tin, D, DV, NB, NS>;
-    const size_t smem = flash_forward_smem<D, DV, NB, NS>();
-    static bool opted_in = false; /* one per instantiation: its size never changes */
-    if (!opted_in) {
-        flash_smem_optin((const void *)flash_forward, smem);
-        opted_in = true;
-    }
+    const size_t smem = flash_forward_smem(D, DV, NB, NS);
+    flash_smem_prepare((const void *)flash_forward, smem, "the forward kernel");
     const dim3 grid((unsigned)((m.T + FLASH_BR - 1) / FLASH_BR), (unsigned)(m.nq / NB),
                     (unsigned)m.B);
     const float scale_log2 = FLASH_LOG2E / sqrtf((float)D);
@@ -149,33 +129,67 @@ static void flash_forward_launch(operand_bf16 *out, float *o1, float *o2, float 
     CUDA_LAUNCH_CHECK();
 }
 
+/* The kernel each forward runs: the 32-row one (standard heads) or the split one (DIFF V1) where
+ * asked for, else the 16-row one with ns K/V stages; none when nothing fits. */
+enum flash_fwd_kind { FLASH_FWD_NONE, FLASH_FWD_ROWS16, FLASH_FWD_ROWS32, FLASH_FWD_SPLIT };
+struct flash_fwd_plan {
+    flash_fwd_kind kind;
+    int ns;
+};
+
+/* The first of these that fits flash_smem_limit(): the kernel the switches ask for, then the
+ * 16-row kernel with its stages. Those (ns) are two where that keeps the blocks per SM the
+ * single stage allows on H100 (228 KiB of shared memory, 64 Ki registers per SM; registers
+ * from ptxas -v): standard d = 96 and 128 would drop from 4 to 3 and from 3 to 2 blocks, and
+ * keep one stage (their loads overlap other blocks' products). DIFF runs 1 block of 8 warps
+ * either way, and takes one stage where two do not fit (an A100 at d = 96 and 128); the
+ * standard kernels' largest, 52 KiB, fits every GPU with bf16 mma.sync. */
+static flash_fwd_plan flash_forward_plan(int d, bool diff) {
+    const size_t limit = flash_smem_limit();
+    if (!diff && flash_fwd_rows32() && flash_forward_rows32_smem(d) <= limit)
+        return {FLASH_FWD_ROWS32, 2};
+    if (diff && flash_diff_fwd_split() && flash_forward_diff_split_smem(d) <= limit)
+        return {FLASH_FWD_SPLIT, 2};
+    const int nb = diff ? 2 : 1, dv = nb * d, first = diff || d == 64 ? 2 : 1;
+    for (int ns = first; ns >= (diff ? 1 : first); ns--)
+        if (flash_forward_smem(d, dv, nb, ns) <= limit) return {FLASH_FWD_ROWS16, ns};
+    return {FLASH_FWD_NONE, 0};
+}
+
+bool flash_forward_fits(int d, bool diff) {
+    return flash_forward_plan(d, diff).kind != FLASH_FWD_NONE;
+}
+
 template <typename Tin>
 void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, const Tin *q,
                         const Tin *k, const Tin *v, const attn_map &m,
                         const flash_diff_epi &epi) {
     flash_check(m);
     if (m.B == 0 || m.T <= 0) return;
-    if (!m.diff && flash_fwd_rows32()) {
-        flash_forward_rows32<Tin>(out, lse, q, k, v, m);
-        return;
+    const flash_fwd_plan plan = flash_forward_plan(m.d, m.diff != 0);
+    switch (plan.kind) {
+    case FLASH_FWD_NONE:
+        fprintf(stderr, "difftrain: error: CUDA fused attention: no forward kernel for d=%d%s "
+                "fits the device's %zu bytes of shared memory a block (cuda_flash_usable tells "
+                "where they do)\n", m.d, m.diff ? " (DIFF)" : "", flash_smem_limit());
+        fflush(stderr);
+        abort();
+    case FLASH_FWD_ROWS32: flash_forward_rows32<Tin>(out, lse, q, k, v, m); return;
+    case FLASH_FWD_SPLIT: flash_forward_diff_split<Tin>(out, o1, o2, lse, q, k, v, m, epi); return;
+    case FLASH_FWD_ROWS16: break;
     }
-    if (m.diff && flash_diff_fwd_split()) {
-        flash_forward_diff_split<Tin>(out, o1, o2, lse, q, k, v, m, epi);
-        return;
-    }
-    /* K/V stages (NS, last argument) per instantiation: two (the next tile's copies overlap the
-     * current tile's products) where that keeps the blocks per SM the single stage allows on
-     * H100 (228 KiB of shared memory, 64 Ki registers per SM; registers from ptxas -v): standard
-     * d = 96 and 128 would drop from 4 to 3 and from 3 to 2 blocks, and keep one stage (their
-     * loads overlap other blocks' products). DIFF runs 1 block of 8 warps either way. */
+#define FLASH_FWD(D, DV, NB, NS)                                                                  \
+    flash_forward_launch<Tin, D, DV, NB, NS>(out, o1, o2, lse, q, k, v, m, epi)
+    const bool two = plan.ns == 2;
     switch (m.d * 2 + m.diff) {
-    case 128: flash_forward_launch<Tin, 64, 64, 1, 2>(out, o1, o2, lse, q, k, v, m, epi); break;
-    case 192: flash_forward_launch<Tin, 96, 96, 1, 1>(out, o1, o2, lse, q, k, v, m, epi); break;
-    case 256: flash_forward_launch<Tin, 128, 128, 1, 1>(out, o1, o2, lse, q, k, v, m, epi); break;
-    case 129: flash_forward_launch<Tin, 64, 128, 2, 2>(out, o1, o2, lse, q, k, v, m, epi); break;
-    case 193: flash_forward_launch<Tin, 96, 192, 2, 2>(out, o1, o2, lse, q, k, v, m, epi); break;
-    case 257: flash_forward_launch<Tin, 128, 256, 2, 2>(out, o1, o2, lse, q, k, v, m, epi); break;
+    case 128: FLASH_FWD(64, 64, 1, 2); break;
+    case 192: FLASH_FWD(96, 96, 1, 1); break;
+    case 256: FLASH_FWD(128, 128, 1, 1); break;
+    case 129: two ? FLASH_FWD(64, 128, 2, 2) : FLASH_FWD(64, 128, 2, 1); break;
+    case 193: two ? FLASH_FWD(96, 192, 2, 2) : FLASH_FWD(96, 192, 2, 1); break;
+    case 257: two ? FLASH_FWD(128, 256, 2, 2) : FLASH_FWD(128, 256, 2, 1); break;
     }
+#undef FLASH_FWD
 }
 template void flash_core_forward<flash_bf16>(operand_bf16 *, float *, float *, float *,
                                              const flash_bf16 *, const flash_bf16 *,

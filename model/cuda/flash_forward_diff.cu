@@ -266,17 +266,22 @@ flash_forward_diff_split_kernel(operand_bf16 *out, float *o1, float *o2, float *
 
 /* ---- host side ---- */
 
+size_t flash_forward_diff_split_smem(int d) {
+    switch (d) {
+    case 64: return flash_split_layout<64>::bytes();
+    case 96: return flash_split_layout<96>::bytes();
+    case 128: return flash_split_layout<128>::bytes();
+    }
+    return (size_t)-1; /* no such kernel: fits nothing */
+}
+
 template <typename Tin, int D>
 static void flash_forward_diff_split_launch(operand_bf16 *out, float *o1, float *o2, float *lse,
                                             const Tin *q, const Tin *k, const Tin *v,
                                             const attn_map &m, const flash_diff_epi &epi) {
     auto kernel = flash_forward_diff_split_kernel<Tin, D>;
     const size_t smem = flash_split_layout<D>::bytes();
-    static bool opted_in = false; /* one per instantiation: its size never changes */
-    if (!opted_in) {
-        flash_smem_optin((const void *)kernel, smem);
-        opted_in = true;
-    }
+    flash_smem_prepare((const void *)kernel, smem, "the split DIFF forward kernel");
     const dim3 grid((unsigned)((m.T + FLASH_BR - 1) / FLASH_BR), (unsigned)(m.nq / 2),
                     (unsigned)m.B);
     const float scale_log2 = FLASH_LOG2E / sqrtf((float)D);

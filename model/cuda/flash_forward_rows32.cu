@@ -98,18 +98,16 @@ flash_forward_rows32_kernel(operand_bf16 *out, float *lse, const Tin *q, const T
 
 /* ---- host side ---- */
 
+size_t flash_forward_rows32_smem(int d) { /* Q, then two K/V stages */
+    return sizeof(flash_bf16) * (size_t)(d + FLASH_PAD) * (FLASH_R32_BR + 2 * 2 * FLASH_BC);
+}
+
 template <typename Tin, int D>
 static void flash_forward_rows32_launch(operand_bf16 *out, float *lse, const Tin *q,
                                         const Tin *k, const Tin *v, const attn_map &m) {
     auto kernel = flash_forward_rows32_kernel<Tin, D>;
-    /* Q, then two K/V stages */
-    const size_t smem =
-        sizeof(flash_bf16) * (size_t)(D + FLASH_PAD) * (FLASH_R32_BR + 2 * 2 * FLASH_BC);
-    static bool opted_in = false; /* one per instantiation: its size never changes */
-    if (!opted_in) {
-        flash_smem_optin((const void *)kernel, smem);
-        opted_in = true;
-    }
+    const size_t smem = flash_forward_rows32_smem(D);
+    flash_smem_prepare((const void *)kernel, smem, "the 32-row forward kernel");
     const dim3 grid((unsigned)((m.T + FLASH_R32_BR - 1) / FLASH_R32_BR), (unsigned)m.nq,
                     (unsigned)m.B);
     const float scale_log2 = FLASH_LOG2E / sqrtf((float)D);

@@ -160,11 +160,7 @@ static void flash_forward_sm90_launch(operand_bf16 *out, float *o1, float *o2, f
                                       const flash_diff_epi &epi) {
     auto kernel = flash_forward_sm90_kernel<D, DV, NB>;
     const size_t smem = flash_forward_sm90_smem<D, DV, NB>();
-    static bool opted_in = false; /* one per instantiation: its size never changes */
-    if (!opted_in) {
-        flash_smem_optin((const void *)kernel, smem);
-        opted_in = true;
-    }
+    flash_smem_prepare((const void *)kernel, smem, "the sm_90 forward kernel");
     const dim3 grid((unsigned)((m.T + FLASH_BR - 1) / FLASH_BR), (unsigned)(m.nq / NB),
                     (unsigned)m.B);
     const float scale_log2 = FLASH_LOG2E / sqrtf((float)D);

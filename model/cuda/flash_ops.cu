@@ -14,13 +14,6 @@
 #include "model/cuda/flash_test.h"
 #include "model/cuda/rope.cuh"
 
-extern "C" int cuda_flash_usable(int d, int dv, int diff, const void *const *ptrs, int n) {
-    if (!(d == 64 || d == 96 || d == 128) || dv != (diff ? 2 * d : d)) return 0;
-    for (int i = 0; i < n; i++)
-        if ((uintptr_t)ptrs[i] % 16 != 0) return 0;
-    return 1;
-}
-
 /* Aborts unless the n tensors (names[i] at ptrs[i]) are 16-byte aligned: the kernels move 16
  * bytes at a time (a misaligned one would fault on the GPU, far from its cause). */
 static void flash_aligned(const char *const *names, const void *const *ptrs, int n) {
@@ -69,18 +62,32 @@ static bool flash_sm90_capable(void) {
 
 /* Where capable, the wgmma kernels run only when asked for: DIFFTRAIN_FLASH_SM90=1. On an H100
  * they measured slower than the mma.sync kernels (docs/gpu-performance.md), so those are the
- * default. */
+ * default. Their largest block (dk/dv at d = 128, DIFF: 230,912 B) needs the H100's 227 KiB of
+ * shared memory, which a lower test cap (flash_test.h) takes away. */
 bool flash_sm90_usable(void) {
     static int env = -1;
     if (env < 0) {
         const char *e = getenv("DIFFTRAIN_FLASH_SM90");
         env = e && strcmp(e, "1") == 0;
     }
-    return flash_sm90_capable() && (g_sm90_mode < 0 ? env != 0 : g_sm90_mode != 0);
+    return flash_sm90_capable() && (g_sm90_mode < 0 ? env != 0 : g_sm90_mode != 0) &&
+           flash_smem_limit() >= 227 * 1024;
 }
 
 extern "C" int cuda_flash_sm90_capable(void) { return flash_sm90_capable(); }
 extern "C" int cuda_flash_sm90(void) { return flash_sm90_usable(); }
+
+static bool flash_dq_stored(bool f32_path);
+
+extern "C" int cuda_flash_usable(int d, int dv, int diff, int backward, const void *const *ptrs,
+                                 int n) {
+    if (!(d == 64 || d == 96 || d == 128) || dv != (diff ? 2 * d : d)) return 0;
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)ptrs[i] % 16 != 0) return 0;
+    if (!g_f32_staging && flash_sm90_usable()) return 1; /* they fit an H100: every d */
+    return backward ? flash_backward_fits(d, diff != 0, flash_dq_stored(g_f32_staging != 0))
+                    : flash_forward_fits(d, diff != 0);
+}
 
 static int g_dq_mode = -1; /* flash_test.h: -1 the environment, 0 recompute, 1 stored */
 

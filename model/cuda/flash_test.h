@@ -2,6 +2,8 @@
 #ifndef DT_CUDA_FLASH_TEST_H
 #define DT_CUDA_FLASH_TEST_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -61,6 +63,15 @@ int cuda_flash_diff_fwd_split(void);
  * flash_dq_kernel), the kernels the paired ones replaced, kept to compare them (tests,
  * bench_attn). Not thread safe; set it between ops. */
 void cuda_flash_test_diff_paired(int on);
+
+/* Caps the shared memory a block may have (bytes; 0: no cap) below the device's own limit, so
+ * that the ops choose the kernels and stages a GPU with that much would run (an A100: 166,912;
+ * an L40S or RTX 4090: 101,376) and cuda_flash_usable answers as there; the sm_90 kernels run
+ * only with the H100's whole 227 KiB. Lets one device check that every choice gives the same
+ * bits. Not thread safe; set it between ops. */
+void cuda_flash_test_smem_limit(size_t bytes);
+/* The shared memory a block may have now: the device's after the opt-in, or the cap if lower */
+size_t cuda_flash_smem_limit(void);
 
 #ifdef __cplusplus
 }

@@ -14,6 +14,9 @@ void emu_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2
  * misuse that the CUDA API reports as an error. */
 cudaError_t emu_api_error(cudaError_t e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Aborts (emu_fail) unless the emulated GPU (DT_EMU_GPU) is compute capability 9.0: an sm_90
+ * instruction (what, at file:line) on an earlier device is illegal. */
+void emu_require_sm90(const char *what, const char *file, int line);
 /* The start of the live allocation holding [p, p + bytes) (bytes 0: p may be its end), or 0. */
 uintptr_t emu_alloc_start(const void *p, size_t bytes);
 

@@ -26,7 +26,48 @@ unsigned char *emu_dyn_smem;
 #define EMU_MAX_THREADS 1024u
 #define EMU_STATIC_SMEM (48u * 1024u)      /* static __shared__ per block */
 #define EMU_DEFAULT_DYN_SMEM (48u * 1024u) /* dynamic without the opt-in attribute */
-#define EMU_OPTIN_SMEM (227u * 1024u)      /* H100: static + dynamic after the opt-in */
+
+/* The GPU the emulated devices stand for (DT_EMU_GPU; cuda_runtime.h): what
+ * cudaGetDeviceProperties reports, and the shared memory a block may have after the opt-in
+ * (static + dynamic), which the launches are held to. */
+struct emu_gpu {
+    const char *key, *name;
+    int major, minor, sms;
+    size_t optin_smem, memory;
+};
+static const emu_gpu g_gpus[] = {
+    {"h100", "difftrain host emulator (H100 limits)", 9, 0, 132, 227u * 1024u, (size_t)80 << 30},
+    {"a100", "difftrain host emulator (A100 limits)", 8, 0, 108, 163u * 1024u, (size_t)80 << 30},
+    {"l40s", "difftrain host emulator (L40S limits)", 8, 9, 142, 99u * 1024u, (size_t)48 << 30},
+};
+
+#define EMU_MAX_OPTIN_SMEM (227u * 1024u) /* the largest of them: the H100's */
+
+static const emu_gpu *g_gpu; /* NULL: DT_EMU_GPU not read yet */
+
+static const emu_gpu *emu_gpu_named(const char *key, const char *from) {
+    if (!key || !*key) return &g_gpus[0];
+    for (const emu_gpu &g : g_gpus)
+        if (strcmp(key, g.key) == 0) return &g;
+    emu_fail("%s%s: expected h100, a100 or l40s", from, key);
+}
+
+static const emu_gpu &emu_gpu_profile(void) {
+    if (!g_gpu) g_gpu = emu_gpu_named(getenv("DT_EMU_GPU"), "DT_EMU_GPU=");
+    return *g_gpu;
+}
+
+void emu_set_gpu(const char *key) {
+    g_gpu = key ? emu_gpu_named(key, "emu_set_gpu: ") : NULL; /* NULL: the environment's */
+}
+#define EMU_OPTIN_SMEM (emu_gpu_profile().optin_smem)
+
+void emu_require_sm90(const char *what, const char *file, int line) {
+    const emu_gpu &g = emu_gpu_profile();
+    if (g.major != 9 || g.minor != 0)
+        emu_fail("%s at %s:%d on a compute capability %d.%d device (DT_EMU_GPU=%s): an sm_90 "
+                 "instruction", what, file, line, g.major, g.minor, g.key);
+}
 
 /* ---- fibers: emu_switch saves the callee-saved registers on the current stack, stores its
  * stack pointer in *save and continues on stack `to` (System V x86-64 ABI) ---- */
@@ -397,6 +438,7 @@ void emu_mbar_wait(const void *bar, unsigned parity, const char *file, int line)
 
 void emu_bulk_copy(void *dst, const void *src, unsigned bytes, void *bar, const char *file,
                    int line) {
+    emu_require_sm90("cp.async.bulk", file, line);
     mbar_state &b = mbar_find(bar, "cp.async.bulk", file, line);
     if (bytes == 0 || bytes % 16 || (uintptr_t)dst % 16 || (uintptr_t)src % 16 ||
         !emu_shared_range(dst, bytes))
@@ -649,7 +691,7 @@ void *emu_static_smem(emu_shared_site *site, size_t bytes, size_t align, const c
         if (used > EMU_STATIC_SMEM)
             emu_fail("static shared memory of %zu bytes (with __shared__ %s) exceeds 48 KiB", used,
                      name);
-        /* 48 KiB in all, unless the kernel opted in to more (then the H100's 227 KiB) */
+        /* 48 KiB in all, unless the kernel opted in to more (then the GPU's opt-in limit) */
         const size_t limit = g_dyn_optin ? EMU_OPTIN_SMEM : EMU_DEFAULT_DYN_SMEM;
         if (used + g_cfg->smem > limit)
             emu_fail("static (%zu) + dynamic (%zu) shared memory exceed %zu bytes", used,
@@ -964,13 +1006,14 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
                              "cudaGetDeviceProperties: device %d of %d (DT_EMU_DEVICES)", device,
                              device_count());
     memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "difftrain host emulator (H100 limits)");
-    p->totalGlobalMem = (size_t)80 << 30;
+    const emu_gpu &gpu = emu_gpu_profile();
+    snprintf(p->name, sizeof p->name, "%s", gpu.name);
+    p->totalGlobalMem = gpu.memory;
     p->sharedMemPerBlock = EMU_STATIC_SMEM;
-    p->sharedMemPerBlockOptin = EMU_OPTIN_SMEM;
-    p->major = 9;
-    p->minor = 0;
-    p->multiProcessorCount = 132;
+    p->sharedMemPerBlockOptin = gpu.optin_smem;
+    p->major = gpu.major;
+    p->minor = gpu.minor;
+    p->multiProcessorCount = gpu.sms;
     p->warpSize = 32;
     p->maxThreadsPerBlock = EMU_MAX_THREADS;
     p->maxGridSize[0] = 0x7fffffff;
@@ -979,7 +1022,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
 }
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     if (!free_bytes || !total_bytes) return emu_api_error(cudaErrorInvalidValue, "cudaMemGetInfo: NULL");
-    *total_bytes = (size_t)80 << 30;
+    *total_bytes = emu_gpu_profile().memory;
     *free_bytes = *total_bytes - g_live_bytes;
     return cudaSuccess;
 }
@@ -1004,7 +1047,8 @@ bool emu_launch_check(const emu_launch_cfg &c) {
     const dim3 g = c.grid, b = c.block;
     const unsigned long long threads = (unsigned long long)b.x * b.y * b.z;
     auto it = g_max_dyn.find(c.kernel);
-    const size_t dyn_limit = it != g_max_dyn.end() ? (size_t)it->second : EMU_DEFAULT_DYN_SMEM;
+    size_t dyn_limit = it != g_max_dyn.end() ? (size_t)it->second : EMU_DEFAULT_DYN_SMEM;
+    if (dyn_limit > EMU_OPTIN_SMEM) dyn_limit = EMU_OPTIN_SMEM; /* emu_set_gpu since the opt-in */
     cudaError_t e = cudaSuccess;
     const char *why = "";
     if (!g.x || !g.y || !g.z || !b.x || !b.y || !b.z)
@@ -1050,7 +1094,7 @@ void emu_run_grid(const emu_launch_cfg &c, void (*thunk)(const void *), const vo
         for (unsigned t = 0; t < EMU_MAX_THREADS; t++)
             mprotect(g_stacks + (size_t)t * (EMU_STACK + EMU_PAGE), EMU_PAGE, PROT_NONE);
         g_static_end = guarded_region(EMU_STATIC_SMEM);
-        g_dyn_end = guarded_region(EMU_OPTIN_SMEM);
+        g_dyn_end = guarded_region(EMU_MAX_OPTIN_SMEM); /* whichever GPU is emulated */
     }
     g_dyn_optin = g_max_dyn.count(c.kernel) != 0;
     const size_t limit = g_dyn_optin ? EMU_OPTIN_SMEM : EMU_DEFAULT_DYN_SMEM;

@@ -116,6 +116,42 @@ static void test_smem(void) {
     cudaFree(nans);
 }
 
+/* ---- the GPU the devices stand for (emu_set_gpu, DT_EMU_GPU): its properties and its shared
+ * memory, to which the opt-in and the launches are held ---- */
+static void test_gpu_profiles(void) {
+    const struct {
+        const char *key;
+        int major, minor;
+        size_t optin;
+    } gpus[] = {{"h100", 9, 0, 232448}, {"a100", 8, 0, 166912}, {"l40s", 8, 9, 101376}};
+    float *nans;
+    cudaMalloc(&nans, 2 * 128 * sizeof(float));
+    for (size_t g = 0; g < sizeof gpus / sizeof gpus[0]; g++) {
+        emu_set_gpu(gpus[g].key);
+        cudaDeviceProp p;
+        CHECK(cudaGetDeviceProperties(&p, 0) == cudaSuccess, "%s: properties", gpus[g].key);
+        CHECK(p.major == gpus[g].major && p.minor == gpus[g].minor &&
+                  p.sharedMemPerBlockOptin == gpus[g].optin,
+              "%s: compute capability %d.%d, opt-in %zu", gpus[g].key, p.major, p.minor,
+              p.sharedMemPerBlockOptin);
+        const int n = (int)(gpus[g].optin / sizeof(float));
+        CHECK(cudaFuncSetAttribute(smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)gpus[g].optin + 16) == cudaErrorInvalidValue,
+              "%s: an opt-in past the limit must fail", gpus[g].key);
+        cudaGetLastError();
+        CHECK(cudaFuncSetAttribute(smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)gpus[g].optin) == cudaSuccess,
+              "%s: the opt-in to the limit", gpus[g].key);
+        smem_kernel<<<2, 128, gpus[g].optin, 0>>>(nans, n);
+        CHECK(cudaGetLastError() == cudaSuccess, "%s: a launch with all of it", gpus[g].key);
+        smem_kernel<<<2, 128, gpus[g].optin + 16, 0>>>(nans, n);
+        CHECK(cudaGetLastError() == cudaErrorInvalidValue, "%s: a launch with more must fail",
+              gpus[g].key);
+    }
+    emu_set_gpu(NULL);
+    cudaFree(nans);
+}
+
 /* ---- misuses: each must abort (or fault) in a child process ---- */
 __global__ void sync_divergent_kernel(float *x) {
     if (threadIdx.x < 64) __syncthreads();
@@ -362,6 +398,7 @@ int emu_selftest_mbarrier(void); /* emu_selftest_mbarrier.cu: mbarriers and bulk
 int main(void) {
     test_shuffles();
     test_smem();
+    test_gpu_profiles();
     g_fails +=
         emu_expect_death("__syncthreads reached by half the block", SIGABRT, run_sync_divergent);
     g_fails += emu_expect_death("__syncthreads at two call sites", SIGABRT, run_sync_two_sites);

@@ -128,6 +128,10 @@ static void run_extra_bytes(void *x) { extra_bytes_kernel<<<1, 1>>>((float *)x);
 static void run_split_wait(void *x) { split_wait_kernel<<<1, 32>>>((float *)x); }
 static void run_never(void *x) { never_kernel<<<1, 64>>>((float *)x); }
 static void run_in_flight(void *x) { in_flight_kernel<<<1, 1>>>((float *)x); }
+static void run_bulk_on_a100(void *x) { /* a valid copy, on a compute capability 8.0 device */
+    emu_set_gpu("a100");
+    bad_copy_kernel<<<1, 1>>>((float *)x, 16, 0);
+}
 
 /* Runs the checks above; returns the number of failed checks. */
 int emu_selftest_mbarrier(void) {
@@ -147,5 +151,7 @@ int emu_selftest_mbarrier(void) {
                                           "never completes", run_never);
     g_mb_fails += emu_expect_abort_saying("a block ending with a bulk copy in flight",
                                           "bulk copies in flight", run_in_flight);
+    g_mb_fails += emu_expect_abort_saying("a bulk copy on an emulated A100",
+                                          "an sm_90 instruction", run_bulk_on_a100);
     return g_mb_fails;
 }

@@ -342,6 +342,10 @@ static void run_outside(void *x) { outside_kernel<<<1, 128>>>((float *)x); }
 static void run_global_address(void *x) { global_address_kernel<<<1, 128>>>((float *)x); }
 static void run_bad_n(void *x) { bad_n_kernel<<<1, 128>>>((float *)x); }
 static void run_divergent_desc(void *x) { divergent_desc_kernel<<<1, 256>>>((float *)x); }
+static void run_on_a100(void *x) { /* a valid product, on a compute capability 8.0 device */
+    emu_set_gpu("a100");
+    desc_bits_kernel<<<1, 128>>>((float *)x, 0);
+}
 
 static void test_misuses(void) {
     struct {
@@ -367,6 +371,7 @@ static void test_misuses(void) {
         {"wgmma with N = 12", "N = 12", run_bad_n},
         {"descriptors that differ within the warpgroup", "thread 77 of warpgroup 0",
          run_divergent_desc},
+        {"wgmma on an emulated A100", "an sm_90 instruction", run_on_a100},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         g_wg_fails += emu_expect_abort_saying(cases[c].what, cases[c].says, cases[c].run);

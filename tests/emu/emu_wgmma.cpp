@@ -261,6 +261,7 @@ void emu_wgmma_bf16(float *d, int n, const uint32_t *a, uint64_t desc_a, uint64_
 }
 
 void emu_wgmma_fence(const char *file, int line) {
+    emu_require_sm90("wgmma.fence", file, line);
     wg_lane mine = {NULL, 0, NULL, 0, 0, 0, 0, 0, 0, file, line};
     emu_group_collective(wg_fence, &mine, "wgmma.fence", file, line);
 }

@@ -38,10 +38,17 @@
  * (flash_forward_diff.cu); the kernel it replaced (each branch's warps over all of V) runs on
  * both staging paths and must give out, o1, o2, lse and rstd bit for bit; so must
  * DIFFTRAIN_FLASH_DIFF_FWD select between them.
- * Last, the backend table: under "bf16 products" the attention ops are the fused kernels where
+ * Then the backend table: under "bf16 products" the attention ops are the fused kernels where
  * the head dim and the alignment of q, k, v (bf16) allow (bit-identical to calling them), the
  * tiled ones elsewhere and in fp32 mode; with RoPE's backward (fused, or the tiled kernels then
  * cuda_rope_backward) the rotated gradients are cuda_rope_backward's bits of the direct call's.
+ * Last, GPUs with less shared memory a block (test_smem_limits, flash_test.h's cap): with an
+ * A100's and an L40S's limit, cuda_flash_usable says which ops run fused there (SMEM_GPUS), each
+ * that does gives the bits of the device's own kernels (forward, backward, dq from stored dS
+ * tiles), and the backend runs the tiled kernels for the others. A case of the matrix whose
+ * kernels do not fit the device is skipped with a note (the L40S run of the emulator:
+ * DT_EMU_GPU=l40s), and DIFF's per-branch backward where its dk/dv does not (an A100 at
+ * d = 128).
  *
  * The fused ops are the bf16 mode's: they run with the backend in that mode, q, k, v are bf16
  * operands (the fp32 inputs rounded here, the values (b) gives the tiled kernels), and their
@@ -177,6 +184,25 @@ static void set_run(int run) {
     cuda_flash_test_diff_paired(run != BRANCHES);
 }
 
+/* 1 when run's kernels (set_run) have a forward and a backward for head dim d (DIFF V1 when
+ * diff) that fit the device's shared memory (cuda_flash_usable; test_smem_limits checks what
+ * runs where they do not) */
+static int run_fits(int run, int d, int diff) {
+    set_run(run);
+    const int dv = diff ? 2 * d : d;
+    const int fits = cuda_flash_usable(d, dv, diff, 0, NULL, 0) &&
+                     cuda_flash_usable(d, dv, diff, 1, NULL, 0);
+    set_run(0);
+    return fits;
+}
+/* 0 with a note when the device has no fused kernels for a case (run_fits) */
+static int case_fits(const char *what, int d, int diff) {
+    if (run_fits(MMA, d, diff)) return 1;
+    printf("-- %s d=%d: skipped, no fused kernels fit the device's %zu bytes of shared memory a "
+           "block\n", what, d, cuda_flash_smem_limit());
+    return 0;
+}
+
 /* The stored-dS runs (STORED, STORED + 1) against the recomputing mma.sync run (MMA): index 0
  * MMA, 1 STORED, 2 STORED + 1 (the header says what each must hold). */
 static int check_stored_ds(const float *const dq[3], const float *const dk[3],
@@ -287,6 +313,8 @@ typedef struct std_case {
 
 static int run_standard(const std_case *c, unsigned seed) {
     const int B = 2, T = c->T, Hq = c->Hq, Hkv = c->Hkv, d = c->d, dv = d;
+    set_mode(1);
+    if (!case_fits("attention", d, 0)) return 0;
     const size_t nq = (size_t)B * T * Hq * d, nk = (size_t)B * T * Hkv * d;
     const size_t nv = (size_t)B * T * Hkv * dv, no = (size_t)B * T * Hq * dv;
     const size_t nl = (size_t)B * Hq * T;
@@ -512,6 +540,10 @@ static int check_diff_fwd_branch(const diff_args *a, const diff_out *const ref[2
 
 static int run_diff(const diff_case *c, unsigned seed) {
     const int B = 2, T = c->T, H = c->H, Hkv = c->Hkv, d = c->d, d2 = 2 * d;
+    set_mode(1);
+    if (!case_fits("diffattn", d, 1)) return 0;
+    /* the per-branch kernels' dk/dv needs 173,056 B at d = 128: more than an A100 has */
+    const int branches = run_fits(BRANCHES, d, 1);
     const float lambda_init = 0.356f, eps = 1e-5f; /* layer 1's lambda_init (SPEC 2) */
     const size_t nq = (size_t)B * T * 2 * H * d, nk = (size_t)B * T * 2 * Hkv * d;
     const size_t nv = (size_t)B * T * Hkv * d2, no = (size_t)B * T * H * d2;
@@ -572,6 +604,12 @@ static int run_diff(const diff_case *c, unsigned seed) {
     const int sm90 = cuda_flash_sm90_capable();
     for (int run = 0; run < RUNS; run++) {
         diff_out *o = &f[run];
+        memset(&r[run], 0, sizeof r[run]);
+        rq[run] = rk[run] = NULL;
+        if (run == BRANCHES && !branches) {
+            memset(o, 0, sizeof *o);
+            continue;
+        }
         set_run(run);
         diff_out_alloc(o, no, nl, nr, nq, nk, nv, dgamma0, d2, dlambda0);
         cuda_flash_diffattn_forward(o->out, o->o1, o->o2, o->lse, o->rstd, q_d, k_d, v_d,
@@ -579,8 +617,6 @@ static int run_diff(const diff_case *c, unsigned seed) {
         cuda_flash_diffattn_backward(o->dq, o->dk, o->dv, o->dgamma, o->dlambda, dout_d, q_d, k_d,
                                      v_d, o->o1, o->o2, o->lse, o->rstd, lambda_d, gamma_d,
                                      lambda_init, B, T, H, Hkv, d, NULL);
-        memset(&r[run], 0, sizeof r[run]);
-        rq[run] = rk[run] = NULL;
         if (!rope_run(run)) continue;
         diff_out_alloc(&r[run], 1, 1, 1, 1, 1, nv, dgamma0, d2, dlambda0);
         rq[run] = cot_operand_nan(nq);
@@ -593,8 +629,9 @@ static int run_diff(const diff_case *c, unsigned seed) {
     set_run(0);
     cuda_synchronize();
 
-    printf("-- diffattn B=%d T=%d H=%d Hkv=%d d=%d subln=%d lambda=%g (kernels: %s)\n", B, T,
-           H, Hkv, d, c->subln, (double)lambda, sm90 ? "wgmma" : "mma.sync");
+    printf("-- diffattn B=%d T=%d H=%d Hkv=%d d=%d subln=%d lambda=%g (kernels: %s)%s\n", B,
+           T, H, Hkv, d, c->subln, (double)lambda, sm90 ? "wgmma" : "mma.sync",
+           branches ? "" : "; no per-branch backward: it does not fit the shared memory");
     const diff_out *F = &f[0];
     int fails = 0;
     fails += check_out("out vs cpu", F->out, out, no, CPU_FWD_AFRAC, CPU_RTOL);
@@ -663,7 +700,7 @@ static int run_diff(const diff_case *c, unsigned seed) {
                                      (size_t)d2) +
                      cot_bits_differ("dlambda", "stored-dS run", M->dlambda, f[run].dlambda, 1);
     }
-    fails += check_branches(M, &f[BRANCHES], nq, nk, nv, d2);
+    if (branches) fails += check_branches(M, &f[BRANCHES], nq, nk, nv, d2);
     {
         const diff_args args = {q_d,         k_d, v_d, lambda_d, gamma_d, lambda_init, eps, B, T,
                                 H,           Hkv, d,   no,       nl,      nr};
@@ -671,7 +708,7 @@ static int run_diff(const diff_case *c, unsigned seed) {
         fails += check_diff_fwd_branch(&args, refs);
     }
     for (int run = 0; run < RUNS; run++) { /* and dgamma, dlambda: the prep's, unchanged */
-        if (!rope_run(run)) continue;
+        if (!rope_run(run) || (run == BRANCHES && !branches)) continue;
         fails += check_rope(rq[run], rk[run], r[run].dv, f[run].dq, f[run].dk, f[run].dv, B, T,
                             2 * H, 2 * Hkv, d, nv);
         fails += cot_bits_differ("dgamma", "RoPE-fused run", f[run].dgamma, r[run].dgamma,
@@ -725,9 +762,15 @@ static void test_diffattn(void **state) {
 
 /* ---- the backend table under bf16 and fp32 products ---- */
 
+/* Which kernels a backend op must match: FUSED_FWD the forward's fused ones, FUSED_BWD the
+ * backward's (each else the tiled ones) */
+#define FUSED_FWD 1
+#define FUSED_BWD 2
+#define FUSED (FUSED_FWD | FUSED_BWD)
+
 /* 1 unless the backend's standard attention forward and backward (bf16 products) give the bits
- * of the fused kernels (fused != 0) or of the tiled ones. q_off: q starts that many bf16
- * elements into its buffer (4: 8 bytes, not the 16-byte alignment the fused kernels need). */
+ * of the kernels fused says (FUSED_*). q_off: q starts that many bf16 elements into its buffer
+ * (4: 8 bytes, not the 16-byte alignment the fused kernels need). */
 static int dispatch_standard(const dt_backend *be, int d, int fused, int q_off) {
     const int B = 1, T = 33, Hq = 2, Hkv = 1;
     const size_t nq = (size_t)B * T * Hq * d, nk = (size_t)B * T * Hkv * d, nl = (size_t)B * Hq * T;
@@ -752,17 +795,17 @@ static int dispatch_standard(const dt_backend *be, int d, int fused, int q_off) 
     float *sq = cot_dev_nan(nq), *sk = cot_dev_nan(nk);
     const dt_rope_grads rope = {rq, rk, ROPE_THETA};
     be->attention_backward(sq, sk, rdv, dout, q, k, v, o[0], l[0], B, T, Hq, Hkv, d, d, &rope);
-    if (fused) {
-        cuda_flash_attention_forward(o[1], l[1], q, k, v, B, T, Hq, Hkv, d, d);
+    (fused & FUSED_FWD ? cuda_flash_attention_forward
+                       : cuda_attention_forward)(o[1], l[1], q, k, v, B, T, Hq, Hkv, d, d);
+    if (fused & FUSED_BWD)
         cuda_flash_attention_backward(dq[1], dk[1], dv[1], dout, q, k, v, o[1], l[1], B, T, Hq,
                                       Hkv, d, d, NULL);
-    } else {
-        cuda_attention_forward(o[1], l[1], q, k, v, B, T, Hq, Hkv, d, d);
+    else
         cuda_attention_backward(dq[1], dk[1], dv[1], dout, q, k, v, o[1], l[1], B, T, Hq, Hkv, d,
                                 d);
-    }
-    printf("-- %s products, attention d=%d, q %d bytes into its buffer: the %s kernels\n",
-           be->operand_bytes == 2 ? "bf16" : "fp32", d, 2 * q_off, fused ? "fused" : "tiled");
+    printf("-- %s products, attention d=%d, q %d bytes into its buffer: the %s forward and %s "
+           "backward kernels\n", be->operand_bytes == 2 ? "bf16" : "fp32", d, 2 * q_off,
+           fused & FUSED_FWD ? "fused" : "tiled", fused & FUSED_BWD ? "fused" : "tiled");
     int fails = cot_operand_bits_differ("out", "the direct call", o[0], o[1], nq);
     fails += same_bits("lse", l[0], l[1], nl);
     fails += same_bits("dq", dq[0], dq[1], nq) + same_bits("dk", dk[0], dk[1], nk);
@@ -804,10 +847,10 @@ static int dispatch_diff(const dt_backend *be, int d, int fused) {
     void (*fwd)(dt_operand *, float *, float *, float *, float *, const dt_operand *,
                 const dt_operand *, const dt_operand *, const float *, const float *, float, float,
                 int, int, int, int, int) =
-        fused ? cuda_flash_diffattn_forward : cuda_diffattn_forward;
+        fused & FUSED_FWD ? cuda_flash_diffattn_forward : cuda_diffattn_forward;
     fwd(f[1].out, f[1].o1, f[1].o2, f[1].lse, f[1].rstd, q, k, v, lam_d, gamma_d, 0.2f, 1e-5f, B,
         T, H, Hkv, d);
-    if (fused)
+    if (fused & FUSED_BWD)
         cuda_flash_diffattn_backward(f[1].dq, f[1].dk, f[1].dv, f[1].dgamma, f[1].dlambda, dout, q,
                                      k, v, f[1].o1, f[1].o2, f[1].lse, f[1].rstd, lam_d, gamma_d,
                                      0.2f, B, T, H, Hkv, d, NULL);
@@ -815,8 +858,9 @@ static int dispatch_diff(const dt_backend *be, int d, int fused) {
         cuda_diffattn_backward(f[1].dq, f[1].dk, f[1].dv, f[1].dgamma, f[1].dlambda, dout, q, k,
                                v, f[1].o1, f[1].o2, f[1].lse, f[1].rstd, lam_d, gamma_d, 0.2f, B,
                                T, H, Hkv, d);
-    printf("-- %s products, diffattn d=%d: the %s kernels\n",
-           be->operand_bytes == 2 ? "bf16" : "fp32", d, fused ? "fused" : "tiled");
+    printf("-- %s products, diffattn d=%d: the %s forward and %s backward kernels\n",
+           be->operand_bytes == 2 ? "bf16" : "fp32", d, fused & FUSED_FWD ? "fused" : "tiled",
+           fused & FUSED_BWD ? "fused" : "tiled");
     int fails = cot_operand_bits_differ("out", "the direct call", f[0].out, f[1].out, no);
     fails += same_bits("lse", f[0].lse, f[1].lse, nl);
     fails += same_bits("dq", f[0].dq, f[1].dq, nq) + same_bits("dk", f[0].dk, f[1].dk, nk);
@@ -927,22 +971,23 @@ static void test_backend_dispatch(void **state) {
     (void)state;
     float *buf = cut_to_device(NULL, 64 * sizeof(float));
     const void *ok[] = {buf, buf + 4}, *off[] = {buf, buf + 2}; /* 16 and 8 bytes in */
-    assert_int_equal(cuda_flash_usable(64, 64, 0, ok, 2), 1);
-    assert_int_equal(cuda_flash_usable(96, 192, 1, ok, 2), 1);
-    assert_int_equal(cuda_flash_usable(128, 128, 0, off, 2), 0); /* misaligned: the tiled path */
-    assert_int_equal(cuda_flash_usable(64, 128, 0, ok, 2), 0);   /* dv = 2d is DIFF's */
-    assert_int_equal(cuda_flash_usable(64, 64, 1, ok, 2), 0);
-    assert_int_equal(cuda_flash_usable(80, 80, 0, ok, 2), 0);
+    assert_int_equal(cuda_flash_usable(64, 64, 0, 0, ok, 2), 1);
+    assert_int_equal(cuda_flash_usable(64, 128, 1, 1, ok, 2), 1);
+    assert_int_equal(cuda_flash_usable(96, 192, 1, 0, ok, 2), 1);
+    assert_int_equal(cuda_flash_usable(128, 128, 0, 1, off, 2), 0); /* misaligned: the tiled path */
+    assert_int_equal(cuda_flash_usable(64, 128, 0, 0, ok, 2), 0); /* dv = 2d is DIFF's */
+    assert_int_equal(cuda_flash_usable(64, 64, 1, 0, ok, 2), 0);
+    assert_int_equal(cuda_flash_usable(80, 80, 0, 1, ok, 2), 0);
     cuda_free(buf);
     uint16_t *b16 = cut_to_device(NULL, 64 * sizeof(uint16_t)); /* bf16 q, k, v */
     const void *ok16[] = {b16, b16 + 8}, *off16[] = {b16, b16 + 4}; /* 16 and 8 bytes in */
-    assert_int_equal(cuda_flash_usable(64, 64, 0, ok16, 2), 1);
-    assert_int_equal(cuda_flash_usable(64, 64, 0, off16, 2), 0);
+    assert_int_equal(cuda_flash_usable(64, 64, 0, 0, ok16, 2), 1);
+    assert_int_equal(cuda_flash_usable(64, 64, 0, 1, off16, 2), 0);
     cuda_free(b16);
     set_mode(1);
     const dt_backend *be = dt_backend_cuda();
     assert_int_equal(be->operand_bytes, 2);
-    int fails = dispatch_standard(be, 64, 1, 0) + dispatch_diff(be, 64, 1);
+    int fails = dispatch_standard(be, 64, FUSED, 0) + dispatch_diff(be, 64, FUSED);
     fails += dispatch_standard(be, 32, 0, 0) + dispatch_diff(be, 32, 0); /* no fused kernel */
     fails += dispatch_standard(be, 64, 0, 4); /* a bf16 q 8 bytes off 16-byte alignment */
     set_mode(0); /* fp32 products: the exact tiled path */
@@ -951,6 +996,157 @@ static void test_backend_dispatch(void **state) {
     assert_true(be->attention_forward == cuda_attention_forward);
     assert_true(be->diffattn_forward == cuda_diffattn_forward);
     fails += dispatch_standard(be, 64, 0, 0) + dispatch_diff(be, 64, 0);
+    assert_int_equal(fails, 0);
+}
+
+/* ---- GPUs with less shared memory than an H100 (flash_test.h's cap) ---- */
+
+/* The shared memory a block may have after the opt-in, and where the fused kernels run there:
+ * [diff][d = 64, 96, 128] (flash.h, cuda_flash_usable). An A100 runs them all (one K/V stage
+ * where two do not fit, per-branch dq beside the paired dk/dv for DIFF at d = 96 and 128). */
+typedef struct smem_gpu {
+    const char *name;
+    size_t bytes;
+    int fwd[2][3], bwd[2][3];
+} smem_gpu;
+static const smem_gpu SMEM_GPUS[] = {
+    {"A100", 166912, {{1, 1, 1}, {1, 1, 1}}, {{1, 1, 1}, {1, 1, 1}}},
+    {"L40S", 101376, {{1, 1, 1}, {1, 1, 0}}, {{1, 1, 0}, {1, 0, 0}}},
+};
+
+/* The inputs of one capped case: standard attention (B 1, T 100, Hq 4, Hkv 2) or DIFF V1 (H 2,
+ * Hkv 1, subln on) at head dim d; two query tiles, the second partial. */
+typedef struct cap_case {
+    int diff, d, B, T, H, Hkv;
+    size_t nq, nk, nv, no, nl, nr;
+    dt_operand *q, *k, *v;
+    float *dout, *lambda, *gamma;
+} cap_case;
+
+static void cap_case_init(cap_case *c, int diff, int d) {
+    const int B = 1, T = 100, H = diff ? 2 : 4, Hkv = diff ? 1 : 2, nb = diff ? 2 : 1;
+    *c = (cap_case){diff, d, B, T, H, Hkv, (size_t)B * T * nb * H * d,
+                    (size_t)B * T * nb * Hkv * d, (size_t)B * T * Hkv * nb * d,
+                    (size_t)B * T * H * nb * d, (size_t)B * nb * H * T, (size_t)B * T * H,
+                    NULL, NULL, NULL, NULL, NULL, NULL};
+    float *h = host_alloc(c->nq + c->nk + c->nv + c->no), gamma[256], lambda = 0.4f;
+    cut_fill(h, c->nq + c->nk + c->nv + c->no, 31 + d + diff, -1.5f, 1.5f);
+    cut_fill(gamma, 2 * (size_t)d, 32, 0.5f, 1.5f);
+    c->q = cot_operand_dev(h, c->nq);
+    c->k = cot_operand_dev(h + c->nq, c->nk);
+    c->v = cot_operand_dev(h + c->nq + c->nk, c->nv);
+    c->dout = cot_dev(h + c->nq + c->nk + c->nv, c->no);
+    c->lambda = cot_dev(&lambda, 1);
+    c->gamma = cot_dev(gamma, 2 * (size_t)d);
+    free(h);
+}
+static void cap_case_free(cap_case *c) {
+    void *dev[] = {c->q, c->k, c->v, c->dout, c->lambda, c->gamma};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+}
+
+/* The case's forward and, when bwd, backward on the mma.sync kernels as set now (stored: dq from
+ * the stored dS tiles), into o (allocated here) */
+static void cap_pass(const cap_case *c, diff_out *o, int bwd, int stored) {
+    const float zeros[256] = {0.0f};
+    const int B = c->B, T = c->T, H = c->H, Hkv = c->Hkv, d = c->d;
+    cuda_flash_test_dq_stored(stored);
+    diff_out_alloc(o, c->no, c->nl, c->nr, c->nq, c->nk, c->nv, zeros, 2 * d, 0.0f);
+    if (!c->diff) {
+        cuda_flash_attention_forward(o->out, o->lse, c->q, c->k, c->v, B, T, H, Hkv, d, d);
+        if (bwd)
+            cuda_flash_attention_backward(o->dq, o->dk, o->dv, c->dout, c->q, c->k, c->v, o->out,
+                                          o->lse, B, T, H, Hkv, d, d, NULL);
+        return;
+    }
+    cuda_flash_diffattn_forward(o->out, o->o1, o->o2, o->lse, o->rstd, c->q, c->k, c->v,
+                                c->lambda, c->gamma, 0.3f, 1e-5f, B, T, H, Hkv, d);
+    if (bwd)
+        cuda_flash_diffattn_backward(o->dq, o->dk, o->dv, o->dgamma, o->dlambda, c->dout, c->q,
+                                     c->k, c->v, o->o1, o->o2, o->lse, o->rstd, c->lambda,
+                                     c->gamma, 0.3f, B, T, H, Hkv, d, NULL);
+}
+
+/* 1 unless o (a capped run) has ref's bits in every output its pass wrote */
+static int cap_same(const cap_case *c, const diff_out *ref, const diff_out *o, int bwd,
+                    const char *run) {
+    int fails = cot_operand_bits_differ("out", run, ref->out, o->out, c->no);
+    fails += cot_bits_differ("lse", run, ref->lse, o->lse, c->nl);
+    if (c->diff) {
+        fails += cot_bits_differ("o1", run, ref->o1, o->o1, c->no);
+        fails += cot_bits_differ("o2", run, ref->o2, o->o2, c->no);
+        fails += cot_bits_differ("rstd", run, ref->rstd, o->rstd, c->nr);
+    }
+    if (!bwd) return fails;
+    fails += cot_bits_differ("dq", run, ref->dq, o->dq, c->nq);
+    fails += cot_bits_differ("dk", run, ref->dk, o->dk, c->nk);
+    fails += cot_operand_bits_differ("dv", run, ref->dv, o->dv, c->nv);
+    if (c->diff) {
+        fails += cot_bits_differ("dgamma", run, ref->dgamma, o->dgamma, 2 * (size_t)c->d);
+        fails += cot_bits_differ("dlambda", run, ref->dlambda, o->dlambda, 1);
+    }
+    return fails;
+}
+
+/* Under each cap: cuda_flash_usable answers as SMEM_GPUS says, the sm_90 kernels are off, every
+ * fused op that runs there gives the uncapped run's bits (dq recomputing dS and from stored
+ * tiles), every kernel it launches fits the cap (flash_smem_prepare aborts otherwise), and the
+ * backend's ops run the fused kernels where usable, the tiled ones elsewhere. */
+static void test_smem_limits(void **state) {
+    (void)state;
+    set_mode(1);
+    const dt_backend *be = dt_backend_cuda();
+    const size_t device = cuda_flash_smem_limit();
+    printf("-- the device allows %zu bytes of shared memory a block\n", device);
+    int fails = 0;
+    for (int diff = 0; diff < 2; diff++)
+        for (int di = 0; di < 3; di++) {
+            const int d = 64 + 32 * di;
+            cap_case c;
+            cap_case_init(&c, diff, d);
+            set_run(MMA);
+            cuda_flash_test_smem_limit(0); /* the references: the device's own kernels */
+            const int dv = diff ? 2 * d : d;
+            const int ref_fwd = cuda_flash_usable(d, dv, diff, 0, NULL, 0);
+            const int ref_bwd = cuda_flash_usable(d, dv, diff, 1, NULL, 0);
+            diff_out ref[2];
+            memset(ref, 0, sizeof ref);
+            for (int stored = 0; ref_fwd && stored < 2; stored++)
+                cap_pass(&c, &ref[stored], ref_bwd, stored);
+            for (size_t g = 0; g < sizeof SMEM_GPUS / sizeof SMEM_GPUS[0]; g++) {
+                const smem_gpu *gpu = &SMEM_GPUS[g];
+                if (gpu->bytes > device) continue; /* not below this device's limit */
+                cuda_flash_test_smem_limit(gpu->bytes);
+                assert_int_equal(cuda_flash_smem_limit(), gpu->bytes);
+                cuda_flash_test_sm90(1);
+                assert_int_equal(cuda_flash_sm90(), 0);
+                set_run(MMA);
+                const void *aligned[] = {c.q, c.k};
+                const int fwd = cuda_flash_usable(d, dv, diff, 0, aligned, 2);
+                const int bwd = cuda_flash_usable(d, dv, diff, 1, aligned, 2);
+                printf("-- %s (%zu bytes), %s d=%d: forward %s, backward %s\n", gpu->name,
+                       gpu->bytes, diff ? "diffattn" : "attention", d,
+                       fwd ? "fused" : "tiled", bwd ? "fused" : "tiled");
+                assert_int_equal(fwd, gpu->fwd[diff][di]);
+                assert_int_equal(bwd, gpu->bwd[diff][di]);
+                for (int stored = 0; fwd && stored < 2; stored++) {
+                    diff_out o;
+                    cap_pass(&c, &o, bwd, stored);
+                    fails += cap_same(&c, &ref[stored], &o, bwd,
+                                      stored ? "the capped run, stored dS" : "the capped run");
+                    diff_out_free(&o);
+                }
+                set_run(0);
+                const int fused = (fwd ? FUSED_FWD : 0) | (bwd ? FUSED_BWD : 0);
+                fails += diff ? dispatch_diff(be, d, fused) : dispatch_standard(be, d, fused, 0);
+            }
+            cuda_flash_test_smem_limit(0);
+            diff_out_free(&ref[0]);
+            diff_out_free(&ref[1]);
+            cap_case_free(&c);
+        }
+    set_run(0);
+    cuda_flash_test_sm90(-1);
     assert_int_equal(fails, 0);
 }
 
@@ -963,6 +1159,7 @@ int main(void) {
         cmocka_unit_test(test_dq_env),
         cmocka_unit_test(test_fwd_rows_env),
         cmocka_unit_test(test_diff_fwd_env),
+        cmocka_unit_test(test_smem_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -76,7 +76,11 @@
  * fence.proxy.async before a wgmma reads what the threads wrote: wgmma_fence_smem is a no-op),
  * swizzled layouts, atomics (no kernel uses them), and speed. x86-64 Linux only (the context
  * switch). DT_EMU_DEVICES sets the number of devices (default 1); DT_EMU_REPORT=1 prints the
- * kernel launches and the peak device memory at exit. */
+ * kernel launches and the peak device memory at exit. DT_EMU_GPU says which GPU's limits they
+ * have: h100 (the default: compute capability 9.0, 227 KiB of shared memory a block after the
+ * opt-in), a100 (8.0, 163 KiB) or l40s (8.9, 99 KiB); cudaGetDeviceProperties reports them,
+ * launches and cudaFuncSetAttribute are held to that shared memory, and the sm_90 instructions
+ * (wgmma, cp.async.bulk) abort on the 8.x ones. */
 #ifndef DT_EMU_CUDA_RUNTIME_H
 #define DT_EMU_CUDA_RUNTIME_H
 
@@ -358,6 +362,9 @@ void emu_cp_async(void *dst, const void *src, int src_bytes);
 void emu_cp_async_commit(void);
 void emu_cp_async_wait(int n);
 void emu_cp_async_flush(void);
+/* The GPU whose limits the emulated devices have from now on: key "h100", "a100" or "l40s"
+ * (DT_EMU_GPU, above), or NULL for the environment's choice; for the emulator's self-tests. */
+void emu_set_gpu(const char *key);
 /* 1 under the adversarial schedule: DT_EMU_SCHEDULE=adversarial (read at the first launch;
  * "in-order" or unset: the default), or after emu_set_schedule(1). Then each barrier phase runs
  * the warps of a block last to first instead of first to last, and cp.async copies land late
