@@ -29,8 +29,8 @@
  * The streamed tiles (dq: K/V; dk/dv: Q/G) are staged by cp.async as in the forward: dk/dv
  * double-buffers (the copies of tile n + 1 are issued right after the barrier that makes tile n
  * visible, which also says every warp is done with tile n - 1, whose buffer they take, and land
- * during tile n's products); dq has NS stages, two only where that keeps its blocks per SM (the
- * launch says which; dk/dv runs one block of 8 warps per SM either way, by its registers). */
+ * during tile n's products); dq has NS stages, two only where that keeps its blocks per SM
+ * (flash_dq_stages; dk/dv runs one block of 8 warps per SM either way, by its registers). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -16,7 +16,8 @@
  * branches), and in phase 2 dV's columns wh*d..(wh+1)*d and dK of branch wh (every warp 2d
  * columns of fp32 sums). It holds K_1, K_2 and V for its keys and streams, for each pair of
  * q-heads of the v-head (GQA) and each query tile from the diagonal on, Q_1, Q_2 and G with the
- * row terms (lse, delta) of both branches, over two stages. The tiles that stay all along (K_1,
+ * row terms (lse, delta) of both branches, over two stages (one where two do not fit the
+ * device: an A100 at d = 96 and 128; flash_backward_plan). The tiles that stay all along (K_1,
  * K_2, V and the Pc^T, dS_1^T, dS_2^T tiles) are swizzled instead of padded (flash_swz): at
  * d = 128 that is what lets two stages fit, 224 KiB where the padding would need 230 (one stage,
  * so every tile's loads waited for the last tile's products: one block of 8 warps per SM).

@@ -27,9 +27,9 @@ static int flash_current_device(void) {
     return dev;
 }
 
-size_t flash_smem_limit(void) {
-    static size_t optin[FLASH_MAX_DEVICES]; /* asked once per device: 0 not yet */
-    const int dev = flash_current_device();
+/* The limit on device dev: its opt-in (asked once), or the test cap where lower */
+static size_t flash_device_limit(int dev) {
+    static size_t optin[FLASH_MAX_DEVICES]; /* 0: not asked yet */
     if (!optin[dev]) {
         cudaDeviceProp p;
         CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
@@ -38,10 +38,13 @@ size_t flash_smem_limit(void) {
     return g_smem_cap && g_smem_cap < optin[dev] ? g_smem_cap : optin[dev];
 }
 
+size_t flash_smem_limit(void) { return flash_device_limit(flash_current_device()); }
+
 extern "C" size_t cuda_flash_smem_limit(void) { return flash_smem_limit(); }
 
 void flash_smem_prepare(const void *kernel, size_t bytes, const char *name) {
-    const size_t limit = flash_smem_limit();
+    const int dev = flash_current_device();
+    const size_t limit = flash_device_limit(dev);
     if (bytes > limit) { /* a plan's mistake: the plans choose only kernels that fit */
         fprintf(stderr, "difftrain: error: CUDA fused attention: %s needs %zu bytes of shared "
                 "memory a block, more than the %zu the device allows\n", name, bytes, limit);
@@ -55,7 +58,6 @@ void flash_smem_prepare(const void *kernel, size_t bytes, const char *name) {
         const void *kernel;
     } done[512];
     static int n_done;
-    const int dev = flash_current_device();
     for (int i = 0; i < n_done; i++)
         if (done[i].dev == dev && done[i].kernel == kernel) return;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

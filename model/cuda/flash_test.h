@@ -43,7 +43,9 @@ int cuda_flash_dq_stored(void);
  * says (DIFFTRAIN_FLASH_FWD_ROWS=32 or 16; unset: 16). The two give the same bits. DIFF V1's
  * forward and the wgmma kernels are not affected. Not thread safe; set it between ops. */
 void cuda_flash_test_fwd_rows(int rows);
-/* The rows a warp the standard forward would take now (16 where the wgmma kernels run) */
+/* The rows a warp the standard forward would take now (16 where the wgmma kernels run): the
+ * choice asked for; where its kernel does not fit the device's shared memory for a head dim (32
+ * rows at d = 128 on a 99 KiB GPU) that forward runs the 16-row kernel instead */
 int cuda_flash_fwd_rows(void);
 
 /* How the mma.sync forward of DIFF V1 shares the work of a row group's two branch warps: mode 1
@@ -53,7 +55,9 @@ int cuda_flash_fwd_rows(void);
  * says (DIFFTRAIN_FLASH_DIFF_FWD=split or branch; unset: split). The two give the same bits.
  * The wgmma kernels are not affected. Not thread safe; set it between ops. */
 void cuda_flash_test_diff_fwd_split(int mode);
-/* 1 when DIFF V1's forward would run the split kernel now (0 where the wgmma kernels run) */
+/* 1 when DIFF V1's forward would run the split kernel now (0 where the wgmma kernels run): the
+ * choice asked for; where the split kernel does not fit the device's shared memory for a head
+ * dim (an A100 at d = 96 and 128) that forward runs the per-branch kernel instead */
 int cuda_flash_diff_fwd_split(void);
 
 /* How the mma.sync backward takes DIFF V1's two branches: on != 0 (the default) both branches of
