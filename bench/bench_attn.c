@@ -30,8 +30,9 @@
  * kernels (flash_*_sm90.cu) both kernel families timed in the same run:
  *   KERNELS kind size T mma_fwd_ms mma_fwdbwd_ms wgmma_fwd_ms wgmma_fwdbwd_ms
  *           wgmma/mma.sync_fwd wgmma/mma.sync_fwdbwd      (speed ratios: > 1, wgmma faster)
- * and the mma.sync backward's two ways to dq's dS, recomputed by the dq kernel (the default) or
- * read from the tiles dk/dv stores (DIFFTRAIN_FLASH_DQ=stored; flash_backward.cu), timed in the
+ * and the mma.sync backward's two ways to dq's dS, recomputed by the dq kernel
+ * (DIFFTRAIN_FLASH_DQ=recompute) or read from the tiles dk/dv stores (stored; the default, auto,
+ * up to 2 GiB of tiles: flash_test.h, flash_backward.cu), timed in the
  * same run, with the largest difference of the two dq relative to the largest |dq| (bf16
  * rounding at most; with --check=1 above 1e-2 fails the run):
  *   DQ kind size T recompute_fwdbwd_ms stored_fwdbwd_ms recompute/stored max_rel_diff
@@ -43,8 +44,9 @@
  * (the same bits: anything but 0 fails):
  *   PAIRED diff size T per_branch_fwdbwd_ms paired_fwdbwd_ms per_branch/paired dv_rel dk_rel
  *           (speed ratio: > 1, paired faster)
- * and for the standard kinds (base, diff_v2) the mma.sync forward with 16 query rows a warp (the
- * default) or 32 (DIFFTRAIN_FLASH_FWD_ROWS=32; flash_forward_rows32.cu), timed in the same run,
+ * and for the standard kinds (base, diff_v2) the mma.sync forward with 16 query rows a warp
+ * (DIFFTRAIN_FLASH_FWD_ROWS=16) or 32 (the default; flash_forward_rows32.cu), timed in the same
+ * run,
  * with the largest difference of the two outputs (the same bits: anything but 0 fails with
  * --check=1):
  *   ROWS kind size T rows16_fwd_ms rows32_fwd_ms rows16/rows32 out_rel (> 1: 32 rows faster)

@@ -22,7 +22,8 @@
  * fp32 (the weight matrices are rounded to bf16 copies once per forward, which the weights row
  * counts; the remaining fp32 output gradients as the products read them).
  * Not counted: backend workspaces (cuBLAS, NCCL buffers; under bf16 the CUDA backend's bf16
- * copies of a product's fp32 output gradient and of the baseline attention's output gradient),
+ * copies of a product's fp32 output gradient and of the baseline attention's output gradient,
+ * and the fused attention's stored dS tiles: up to FLASH_DQ_AUTO_BYTES, 2 GiB, by default),
  * the data loader's host buffers, checkpoint staging and allocator fragmentation; keep a margin
  * below the device's memory. */
 #ifndef DT_PLAN_H

@@ -228,7 +228,7 @@ void flash_dq_diff(flash_qk_grad dq, const Tin *G, const Tin *q, const Tin *k, c
                    const float *lse, const float *delta, const float *lambda, const attn_map &m);
 size_t flash_dq_diff_smem(int d);
 
-/* ---- the stored dS (flash_backward.cu, DIFFTRAIN_FLASH_DQ=stored): per (b, q-head j) the
+/* ---- the stored dS (flash_backward.cu, DIFFTRAIN_FLASH_DQ=auto, stored): per (b, q-head j) the
  * causal lower triangle of 64 x 64 tiles, tile (row tile r, key tile c <= r) at r (r + 1) / 2 + c,
  * each FLASH_BC keys x FLASH_BR rows of bf16, key after key: dS^T as dk/dv holds it ---- */
 

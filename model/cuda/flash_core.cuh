@@ -387,8 +387,8 @@ bool flash_forward_fits(int d, bool diff);
  * (DIFFTRAIN_FLASH_DIFF_FWD=split or branch) or the test switch of flash_test.h (flash_ops.cu). */
 bool flash_diff_fwd_split(void);
 
-/* Whether flash_core_forward runs standard heads on flash_forward_rows32 (32 rows a warp) or on
- * its own kernel (16 rows a warp, the default): the environment (DIFFTRAIN_FLASH_FWD_ROWS=32 or
+/* Whether flash_core_forward runs standard heads on flash_forward_rows32 (32 rows a warp, the
+ * default) or on its own kernel (16 rows a warp): the environment (DIFFTRAIN_FLASH_FWD_ROWS=32 or
  * 16) or the test switch of flash_test.h (flash_ops.cu). */
 bool flash_fwd_rows32(void);
 

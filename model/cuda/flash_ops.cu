@@ -77,49 +77,78 @@ bool flash_sm90_usable(void) {
 extern "C" int cuda_flash_sm90_capable(void) { return flash_sm90_capable(); }
 extern "C" int cuda_flash_sm90(void) { return flash_sm90_usable(); }
 
-static bool flash_dq_stored(bool f32_path);
+static int flash_dq_mode(bool f32_path);
 
+/* The backward's check takes the recomputing dq's plan where dq may do either (auto): its
+ * kernels need at least the shared memory of the one that reads stored tiles. */
 extern "C" int cuda_flash_usable(int d, int dv, int diff, int backward, const void *const *ptrs,
                                  int n) {
     if (!(d == 64 || d == 96 || d == 128) || dv != (diff ? 2 * d : d)) return 0;
     for (int i = 0; i < n; i++)
         if ((uintptr_t)ptrs[i] % 16 != 0) return 0;
     if (!g_f32_staging && flash_sm90_usable()) return 1; /* they fit an H100: every d */
-    return backward ? flash_backward_fits(d, diff != 0, flash_dq_stored(g_f32_staging != 0))
+    return backward ? flash_backward_fits(d, diff != 0,
+                                          flash_dq_mode(g_f32_staging != 0) == FLASH_DQ_STORED)
                     : flash_forward_fits(d, diff != 0);
 }
 
-static int g_dq_mode = -1; /* flash_test.h: -1 the environment, 0 recompute, 1 stored */
-
-extern "C" void cuda_flash_test_dq_stored(int mode) { g_dq_mode = mode < 0 ? -1 : mode != 0; }
-
-/* A kernel choice from the environment variable var: 0 for its default value off (also when
- * unset or empty), 1 for on; anything else is an error that names the variable. Read at each
- * op (a getenv: nothing beside the kernels). */
-static int flash_env_choice(const char *var, const char *off, const char *on) {
+/* A kernel choice from the environment variable var: the index of its value among the n
+ * values, 0 (the default) also when unset or empty; anything else is an error that names the
+ * variable and what it takes. Read at each op (a getenv: nothing beside the kernels). */
+static int flash_env_pick(const char *var, const char *const *values, int n) {
     const char *e = getenv(var);
-    if (!e || !*e || strcmp(e, off) == 0) return 0;
-    if (strcmp(e, on) == 0) return 1;
-    fprintf(stderr, "difftrain: error: %s is '%s': expected '%s' or '%s'\n", var, e, on, off);
+    if (!e || !*e) return 0;
+    for (int i = 0; i < n; i++)
+        if (strcmp(e, values[i]) == 0) return i;
+    fprintf(stderr, "difftrain: error: %s is '%s': expected", var, e);
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, "%s '%s'", i == 0 ? "" : i == n - 1 ? " or" : ",", values[i]);
+    fprintf(stderr, "\n");
     fflush(stderr);
     abort();
 }
 
-/* DIFFTRAIN_FLASH_DQ: "stored" (the mma.sync backward's dq reads the dS tiles that dk/dv
- * stores: flash_backward.cu) or "recompute" (the default: dq recomputes them). */
-static bool flash_dq_stored_env(void) {
-    return flash_env_choice("DIFFTRAIN_FLASH_DQ", "recompute", "stored") != 0;
+static int g_dq_mode = -1;        /* flash_test.h: -1 the environment, else a FLASH_DQ_* mode */
+static size_t g_dq_auto_bytes = 0; /* flash_test.h: the auto mode's cap, 0 the default */
+
+extern "C" void cuda_flash_test_dq_stored(int mode) {
+    g_dq_mode = mode == FLASH_DQ_RECOMPUTE || mode == FLASH_DQ_STORED || mode == FLASH_DQ_AUTO
+                    ? mode : -1;
+}
+extern "C" void cuda_flash_test_dq_auto_bytes(size_t bytes) { g_dq_auto_bytes = bytes; }
+
+/* DIFFTRAIN_FLASH_DQ: "auto" (the default), "stored" (the mma.sync backward's dq reads the dS
+ * tiles that dk/dv stores: flash_backward.cu) or "recompute" (dq recomputes them). */
+static int flash_dq_env(void) {
+    static const char *const values[] = {"auto", "stored", "recompute"};
+    static const int modes[] = {FLASH_DQ_AUTO, FLASH_DQ_STORED, FLASH_DQ_RECOMPUTE};
+    return modes[flash_env_pick("DIFFTRAIN_FLASH_DQ", values, 3)];
 }
 
-/* Whether the backward's dq reads stored dS tiles: asked for (the test switch, else the
- * environment) and on the mma.sync kernels (the fp32-staging path's, or the bf16 path's where
- * the wgmma ones do not run). */
-static bool flash_dq_stored(bool f32_path) {
-    const bool asked = g_dq_mode < 0 ? flash_dq_stored_env() : g_dq_mode != 0;
-    return asked && (f32_path || !flash_sm90_usable());
+/* How the backward's dq gets dS: as asked (the test switch, else the environment) on the
+ * mma.sync kernels (the fp32-staging path's, or the bf16 path's where the wgmma ones do not
+ * run); the wgmma ones recompute. */
+static int flash_dq_mode(bool f32_path) {
+    if (!f32_path && flash_sm90_usable()) return FLASH_DQ_RECOMPUTE;
+    return g_dq_mode < 0 ? flash_dq_env() : g_dq_mode;
 }
 
-extern "C" int cuda_flash_dq_stored(void) { return flash_dq_stored(g_f32_staging != 0); }
+/* Whether the backward of m reads stored dS tiles: always (stored), never (recompute), or
+ * (auto) where they take at most FLASH_DQ_AUTO_BYTES (flash_test.h), so that their workspace,
+ * quadratic in T, stays a bounded cost: at 830M 0.55 GB for 8 x 2048 tokens and 1.09 GB for
+ * 4 x 4096; at 3B (4096 x 1, one GPU) 0.41 GB; 3B at 16,384 tokens (6.5 GB) recomputes. */
+static bool flash_dq_stored(const attn_map &m, bool f32_path) {
+    const int mode = flash_dq_mode(f32_path);
+    const size_t cap = g_dq_auto_bytes ? g_dq_auto_bytes : FLASH_DQ_AUTO_BYTES;
+    return mode == FLASH_DQ_STORED || (mode == FLASH_DQ_AUTO && flash_ds_tiles_size(m) <= cap);
+}
+
+extern "C" int cuda_flash_dq_stored(void) { return flash_dq_mode(g_f32_staging != 0); }
+
+extern "C" int cuda_flash_dq_stored_at(int B, int T, int nq) {
+    attn_map m = attn_map_standard(B, T, nq, nq, 64, 64);
+    return flash_dq_stored(m, g_f32_staging != 0);
+}
 
 static int g_fwd_rows = -1; /* flash_test.h: -1 the environment, else 16 or 32 */
 
@@ -127,10 +156,11 @@ extern "C" void cuda_flash_test_fwd_rows(int rows) {
     g_fwd_rows = rows == 16 || rows == 32 ? rows : -1;
 }
 
-/* DIFFTRAIN_FLASH_FWD_ROWS: "32" (the standard forward on flash_forward_rows32.cu's kernel) or
- * "16" (the default: flash_forward.cu's). */
+/* DIFFTRAIN_FLASH_FWD_ROWS: "32" (the default: the standard forward on flash_forward_rows32.cu's
+ * kernel) or "16" (flash_forward.cu's). */
 static int flash_fwd_rows_env(void) {
-    return flash_env_choice("DIFFTRAIN_FLASH_FWD_ROWS", "16", "32") ? 32 : 16;
+    static const char *const values[] = {"32", "16"};
+    return flash_env_pick("DIFFTRAIN_FLASH_FWD_ROWS", values, 2) ? 16 : 32;
 }
 
 bool flash_fwd_rows32(void) {
@@ -153,7 +183,8 @@ extern "C" void cuda_flash_test_diff_fwd_split(int mode) {
  * kernel, V's columns split between the branch warps) or "branch" (flash_forward.cu's, each
  * branch's warps over all of V: the kernel it replaced, the same bits). */
 bool flash_diff_fwd_split(void) {
-    return g_diff_fwd < 0 ? !flash_env_choice("DIFFTRAIN_FLASH_DIFF_FWD", "split", "branch")
+    static const char *const values[] = {"split", "branch"};
+    return g_diff_fwd < 0 ? !flash_env_pick("DIFFTRAIN_FLASH_DIFF_FWD", values, 2)
                           : g_diff_fwd != 0;
 }
 
@@ -171,7 +202,7 @@ bool flash_diff_paired(void) { return g_diff_paired != 0; }
 
 /* The workspace bytes of the stored dS tiles for m (0 where dq recomputes them) */
 static size_t flash_ds_bytes(const attn_map &m, bool f32_path) {
-    return flash_dq_stored(f32_path) ? attn_ws_align(flash_ds_tiles_size(m)) : 0;
+    return flash_dq_stored(m, f32_path) ? attn_ws_align(flash_ds_tiles_size(m)) : 0;
 }
 
 /* The backward's dq and dk (flash_qk_grad): the fp32 dq_, dk_ (rope NULL), or rope's operands

@@ -29,18 +29,33 @@ int cuda_flash_sm90_capable(void);
 /* 1 when the bf16 ops would run the sm_90 wgmma kernels now */
 int cuda_flash_sm90(void);
 
-/* How the mma.sync backward gets dq's dS: mode 1 from the tiles dk/dv stores
- * (flash_backward.cu), 0 recomputed by the dq kernel, -1 (the default) as the environment says
- * (DIFFTRAIN_FLASH_DQ=stored: stored; unset or "recompute": recomputed). The wgmma kernels always
- * recompute. Not thread safe; set it between ops. */
+/* How the mma.sync backward gets dq's dS (the wgmma kernels always recompute it) */
+enum {
+    FLASH_DQ_RECOMPUTE = 0, /* dq recomputes S and dP (DIFFTRAIN_FLASH_DQ=recompute) */
+    FLASH_DQ_STORED = 1,    /* dq reads the dS tiles dk/dv stores (flash_backward.cu; =stored) */
+    FLASH_DQ_AUTO = 2       /* the default (=auto): stored where the tiles of an op take at most
+                             * FLASH_DQ_AUTO_BYTES of workspace, else recomputed */
+};
+/* The auto mode's cap on the stored tiles' workspace. Under it dq reads them: 11 to 15% less
+ * time for the backward's dq and dk/dv on an H100 (docs/gpu-performance.md); above it, where T
+ * grows, the workspace (quadratic in T) would cost more than the time. */
+#define FLASH_DQ_AUTO_BYTES ((size_t)2 << 30)
+/* mode: a FLASH_DQ_* mode, or -1 (the default) as the environment says (DIFFTRAIN_FLASH_DQ=auto,
+ * stored or recompute; unset: auto). Not thread safe; set it between ops. */
 void cuda_flash_test_dq_stored(int mode);
-/* 1 when the backward ops would read stored dS tiles now */
+/* The auto mode's cap in bytes instead of FLASH_DQ_AUTO_BYTES (0: that default again) */
+void cuda_flash_test_dq_auto_bytes(size_t bytes);
+/* The FLASH_DQ_* mode the backward ops would take now (FLASH_DQ_RECOMPUTE where the wgmma
+ * kernels run) */
 int cuda_flash_dq_stored(void);
+/* 1 when a backward of B sequences of T tokens over nq q-heads (DIFF V1: 2H) would read stored
+ * dS tiles now */
+int cuda_flash_dq_stored_at(int B, int T, int nq);
 
 /* How many query rows a warp of the mma.sync forward takes for standard / GQA heads (the
  * baseline, DIFF V2): 32 (flash_forward_rows32.cu: each K and V fragment loaded from shared
  * memory feeds two m16 fragments), 16 (flash_forward.cu), -1 (the default) as the environment
- * says (DIFFTRAIN_FLASH_FWD_ROWS=32 or 16; unset: 16). The two give the same bits. DIFF V1's
+ * says (DIFFTRAIN_FLASH_FWD_ROWS=32 or 16; unset: 32). The two give the same bits. DIFF V1's
  * forward and the wgmma kernels are not affected. Not thread safe; set it between ops. */
 void cuda_flash_test_fwd_rows(int rows);
 /* The rows a warp the standard forward would take now (16 where the wgmma kernels run): the

@@ -15,10 +15,12 @@
 #   1e-3 relative of the CPU's (measured 1.6e-5 at most over these 4 steps; gpu_train.sh allows
 #   3% over 50), and not all equal to the fp32 run's (the bf16 products were taken);
 # - two emulated GPU runs, and a run with train.recompute, give bit-identical losses and
-#   parameters; so does the fused attention's dq from stored dS tiles (DIFFTRAIN_FLASH_DQ=stored)
-#   against dq recomputing them, in bf16 at head dims 64 and 128, and DIFF's fused forward with
-#   each branch's warps over all of V (DIFFTRAIN_FLASH_DIFF_FWD=branch) against the default one
-#   that splits V's columns between them;
+#   parameters; so does the fused attention's dq from stored dS tiles (the default at these
+#   sizes) against dq recomputing them (DIFFTRAIN_FLASH_DQ=recompute), in bf16 at head dims 64 and
+#   128, and DIFF's fused forward with each branch's warps over all of V
+#   (DIFFTRAIN_FLASH_DIFF_FWD=branch) against the default one that splits V's columns between
+#   them, and the standard forward with 16 query rows a warp (DIFFTRAIN_FLASH_FWD_ROWS=16)
+#   against the default 32;
 # - a checkpoint saved on the emulated GPU after step 2 resumes on the CPU program, and one saved
 #   by the CPU resumes on the emulated GPU: steps 3-4 and the final parameters match the other
 #   device's uninterrupted run (1e-5, as above);
@@ -126,20 +128,24 @@ done
 
 # bf16 with head dims the fused tensor-core attention takes (model/cuda/flash_*.cu): diff at
 # d = 64 (d_model 256, 2 DIFF heads) and the transformer at d = 128 (GQA: 2 q-heads, 1 kv-head)
-# track the CPU in fp32 as the bf16 runs above do; with DIFFTRAIN_FLASH_DQ=stored (dq reads the
-# dS tiles dk/dv stores) they train bit for bit as with dq recomputing them, and so does diff
-# with DIFFTRAIN_FLASH_DIFF_FWD=branch (its forward's other kernel)
+# track the CPU in fp32 as the bf16 runs above do; with DIFFTRAIN_FLASH_DQ=recompute (dq
+# recomputes the dS tiles that, by default at this size, dk/dv stores) they train bit for bit as
+# without, and so they do with each forward's other kernel (DIFFTRAIN_FLASH_DIFF_FWD=branch,
+# DIFFTRAIN_FLASH_FWD_ROWS=16)
 for arch in diff transformer; do
   big=(model.arch=$arch model.d_model=256 model.n_heads=2 model.n_kv_heads=1 train.steps=2)
   cpu cpu_flash_$arch "${big[@]}"
   emu gpu_flash_$arch "${big[@]}"
   emu flash_$arch "${big[@]}" train.precision=bf16
-  DIFFTRAIN_FLASH_DQ=stored emu flash_dqst_$arch "${big[@]}" train.precision=bf16
+  DIFFTRAIN_FLASH_DQ=recompute emu flash_dqrc_$arch "${big[@]}" train.precision=bf16
   near flash_$arch cpu_flash_$arch 1e-3 gpu_flash_$arch
-  same_bits flash_dqst_$arch flash_$arch
+  same_bits flash_dqrc_$arch flash_$arch
   if [ $arch = diff ]; then
     DIFFTRAIN_FLASH_DIFF_FWD=branch emu flash_branch_$arch "${big[@]}" train.precision=bf16
     same_bits flash_branch_$arch flash_$arch
+  else
+    DIFFTRAIN_FLASH_FWD_ROWS=16 emu flash_rows16_$arch "${big[@]}" train.precision=bf16
+    same_bits flash_rows16_$arch flash_$arch
   fi
 done
 

@@ -19,8 +19,8 @@
  * pairs the mma.sync kernels' bf16 run with the fp32 one, and the two sets of kernels must agree
  * within the tiled tolerances (on an H100 and under the emulator they give the same bits).
  * The mma.sync backward with dq read from the dS tiles that dk/dv stores (DIFFTRAIN_FLASH_DQ=
- * stored) runs too, on both staging paths: dk and dv must keep the recomputing run's bits (the
- * same kernel math, plus the tiles' stores), dq must be within the tiled tolerances of it and,
+ * stored; auto, the default, stores them up to a cap of workspace: test_dq_auto) runs too, on
+ * both staging paths: dk and dv must keep the recomputing run's bits (the same kernel math, plus the tiles' stores), dq must be within the tiled tolerances of it and,
  * under the emulator, its bits (the same dS from the same products: S^T = K Q^T is S = Q K^T
  * element by element, and the emulated mma sums in a fixed order whichever operand is A), and
  * the fp32-staging run must give the bf16 run's bits.
@@ -33,7 +33,8 @@
  * makes of that run's fp32 dq and dk (dv, dgamma and dlambda the run's bits too).
  * The standard forward with 32 query rows a warp (flash_forward_rows32.cu, flash_test.h) runs on
  * both staging paths and must give the 16-row runs' out and lse bits; DIFFTRAIN_FLASH_FWD_ROWS
- * selects it when no test switch is set, and stops the program on a value it does not know.
+ * selects it (the default) or the 16-row one when no test switch is set, and stops the program
+ * on a value it does not know.
  * DIFF V1's mma.sync forward splits V's columns between the two branch warps of a row group
  * (flash_forward_diff.cu); the kernel it replaced (each branch's warps over all of V) runs on
  * both staging paths and must give out, o1, o2, lse and rstd bit for bit; so must
@@ -939,21 +940,64 @@ static void check_env_choice(const env_choice *c) {
     cuda_flash_test_sm90(-1);
 }
 
-/* DIFFTRAIN_FLASH_DQ selects where the mma.sync backward's dq gets dS; the wgmma kernels always
- * recompute. */
+/* DIFFTRAIN_FLASH_DQ selects where the mma.sync backward's dq gets dS (auto, the default;
+ * recompute; stored); the wgmma kernels always recompute. */
 static void test_dq_env(void **state) {
     (void)state;
-    const env_choice c = {"DIFFTRAIN_FLASH_DQ", "recompute", "stored", cuda_flash_dq_stored,
-                          cuda_flash_test_dq_stored, 0, 0, 1, 0, {"Stored", "1"}};
+    const env_choice c = {"DIFFTRAIN_FLASH_DQ", "auto", "recompute", cuda_flash_dq_stored,
+                          cuda_flash_test_dq_stored, FLASH_DQ_AUTO, FLASH_DQ_AUTO,
+                          FLASH_DQ_RECOMPUTE, FLASH_DQ_RECOMPUTE, {"Stored", "1"}};
     check_env_choice(&c);
+    setenv("DIFFTRAIN_FLASH_DQ", "stored", 1); /* the third value */
+    assert_int_equal(cuda_flash_dq_stored(), FLASH_DQ_STORED);
+    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_DQ", "stored", cuda_flash_dq_stored), 0);
+    unsetenv("DIFFTRAIN_FLASH_DQ");
+}
+
+/* The auto mode stores the dS tiles of an op while they take at most its cap (FLASH_DQ_AUTO_BYTES,
+ * or the test's): 64 x 64 bf16 tiles, the causal triangle of each (b, q-head); stored and
+ * recompute hold at every size; the wgmma kernels recompute. */
+static void test_dq_auto(void **state) {
+    (void)state;
+    set_mode(1);
+    cuda_flash_test_f32_staging(0);
+    cuda_flash_test_sm90(0);
+    cuda_flash_test_dq_stored(FLASH_DQ_AUTO);
+    /* T = 128: 2 x 2 tiles, 3 in the triangle; 2 q-heads: 6 tiles of 8 KiB */
+    cuda_flash_test_dq_auto_bytes(6 * 8192);
+    assert_int_equal(cuda_flash_dq_stored_at(1, 128, 2), 1);
+    assert_int_equal(cuda_flash_dq_stored_at(1, 64, 2), 1);
+    assert_int_equal(cuda_flash_dq_stored_at(1, 129, 2), 0); /* 6 tiles in the triangle */
+    assert_int_equal(cuda_flash_dq_stored_at(2, 128, 2), 0);
+    assert_int_equal(cuda_flash_dq_stored_at(1, 128, 3), 0);
+    cuda_flash_test_dq_auto_bytes(6 * 8192 - 1);
+    assert_int_equal(cuda_flash_dq_stored_at(1, 128, 2), 0);
+    cuda_flash_test_dq_auto_bytes(0); /* the default cap, 2 GiB */
+    assert_int_equal(cuda_flash_dq_stored_at(8, 2048, 16), 1); /* 830M, 8 x 2048: 0.55 GB */
+    assert_int_equal(cuda_flash_dq_stored_at(4, 4096, 16), 1); /* 830M, 4 x 4096: 1.09 GB */
+    assert_int_equal(cuda_flash_dq_stored_at(1, 8192, 24), 1); /* 3B, 1 x 8192: 1.62 GB */
+    assert_int_equal(cuda_flash_dq_stored_at(1, 16384, 24), 0); /* 3B, 1 x 16384: 6.5 GB */
+    assert_int_equal(cuda_flash_dq_stored_at(2, 8192, 24), 0);  /* 3.2 GB */
+    cuda_flash_test_dq_stored(FLASH_DQ_STORED);
+    assert_int_equal(cuda_flash_dq_stored_at(1, 16384, 24), 1);
+    cuda_flash_test_dq_stored(FLASH_DQ_RECOMPUTE);
+    assert_int_equal(cuda_flash_dq_stored_at(1, 64, 1), 0);
+    cuda_flash_test_dq_stored(FLASH_DQ_AUTO);
+    if (cuda_flash_sm90_capable()) {
+        cuda_flash_test_sm90(1);
+        assert_int_equal(cuda_flash_dq_stored_at(1, 64, 1), 0);
+        assert_int_equal(cuda_flash_dq_stored(), FLASH_DQ_RECOMPUTE);
+    }
+    cuda_flash_test_sm90(-1);
+    cuda_flash_test_dq_stored(-1);
 }
 
 /* DIFFTRAIN_FLASH_FWD_ROWS selects the mma.sync standard forward's rows a warp; the wgmma
  * kernels run their own forward (16 reported). */
 static void test_fwd_rows_env(void **state) {
     (void)state;
-    const env_choice c = {"DIFFTRAIN_FLASH_FWD_ROWS", "16", "32", cuda_flash_fwd_rows,
-                          cuda_flash_test_fwd_rows, 16, 16, 32, 16, {"64", "wide"}};
+    const env_choice c = {"DIFFTRAIN_FLASH_FWD_ROWS", "32", "16", cuda_flash_fwd_rows,
+                          cuda_flash_test_fwd_rows, 32, 32, 16, 16, {"64", "wide"}};
     check_env_choice(&c);
 }
 
@@ -1157,6 +1201,7 @@ int main(void) {
         cmocka_unit_test(test_diffattn),
         cmocka_unit_test(test_backend_dispatch),
         cmocka_unit_test(test_dq_env),
+        cmocka_unit_test(test_dq_auto),
         cmocka_unit_test(test_fwd_rows_env),
         cmocka_unit_test(test_diff_fwd_env),
         cmocka_unit_test(test_smem_limits),
