@@ -21,8 +21,9 @@
  * atomics on dq. With a tile buffer (flash_ds_tiles_size; DIFFTRAIN_FLASH_DQ=auto or stored)
  * dk/dv runs first and also writes each dS^T tile it rounds to bf16 for phase 2, as it is, to
  * global memory (64 keys x 64 rows, 8 KiB: the causal lower triangle of tiles of each q-head),
- * and dq (flash_dq_stored_kernel) reads those tiles instead of recomputing them: 5 products per tile
- * pair, no atomics, the same determinism, for 2 bytes per score written and read back once.
+ * and dq (flash_dq_stored_kernel) reads those tiles instead of recomputing them: 5 products per
+ * tile pair, no atomics, the same determinism, for 2 bytes per score written and read back
+ * once.
  * The dS values are those dq would have computed: the same expression on the same products
  * (S^T = K Q^T element by element is S = Q K^T's sum in the same order), rounded to bf16 as dq
  * rounds its own A fragments.

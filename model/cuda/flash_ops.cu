@@ -143,7 +143,7 @@ static bool flash_dq_stored(const attn_map &m, bool f32_path) {
     return mode == FLASH_DQ_STORED || (mode == FLASH_DQ_AUTO && flash_ds_tiles_size(m) <= cap);
 }
 
-extern "C" int cuda_flash_dq_stored(void) { return flash_dq_mode(g_f32_staging != 0); }
+extern "C" int cuda_flash_dq_mode(void) { return flash_dq_mode(g_f32_staging != 0); }
 
 extern "C" int cuda_flash_dq_stored_at(int B, int T, int nq) {
     attn_map m = attn_map_standard(B, T, nq, nq, 64, 64);

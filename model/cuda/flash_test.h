@@ -47,7 +47,7 @@ void cuda_flash_test_dq_stored(int mode);
 void cuda_flash_test_dq_auto_bytes(size_t bytes);
 /* The FLASH_DQ_* mode the backward ops would take now (FLASH_DQ_RECOMPUTE where the wgmma
  * kernels run) */
-int cuda_flash_dq_stored(void);
+int cuda_flash_dq_mode(void);
 /* 1 when a backward of B sequences of T tokens over nq q-heads (DIFF V1: 2H) would read stored
  * dS tiles now */
 int cuda_flash_dq_stored_at(int B, int T, int nq);

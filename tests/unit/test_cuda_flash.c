@@ -20,8 +20,9 @@
  * within the tiled tolerances (on an H100 and under the emulator they give the same bits).
  * The mma.sync backward with dq read from the dS tiles that dk/dv stores (DIFFTRAIN_FLASH_DQ=
  * stored; auto, the default, stores them up to a cap of workspace: test_dq_auto) runs too, on
- * both staging paths: dk and dv must keep the recomputing run's bits (the same kernel math, plus the tiles' stores), dq must be within the tiled tolerances of it and,
- * under the emulator, its bits (the same dS from the same products: S^T = K Q^T is S = Q K^T
+ * both staging paths: dk and dv must keep the recomputing run's bits (the same kernel math,
+ * plus the tiles' stores), dq must be within the tiled tolerances of it and, under the
+ * emulator, its bits (the same dS from the same products: S^T = K Q^T is S = Q K^T
  * element by element, and the emulated mma sums in a fixed order whichever operand is A), and
  * the fp32-staging run must give the bf16 run's bits.
  * DIFF's backward takes both branches of a head per query tile (flash_dkdv_diff.cu,
@@ -944,13 +945,13 @@ static void check_env_choice(const env_choice *c) {
  * recompute; stored); the wgmma kernels always recompute. */
 static void test_dq_env(void **state) {
     (void)state;
-    const env_choice c = {"DIFFTRAIN_FLASH_DQ", "auto", "recompute", cuda_flash_dq_stored,
+    const env_choice c = {"DIFFTRAIN_FLASH_DQ", "auto", "recompute", cuda_flash_dq_mode,
                           cuda_flash_test_dq_stored, FLASH_DQ_AUTO, FLASH_DQ_AUTO,
                           FLASH_DQ_RECOMPUTE, FLASH_DQ_RECOMPUTE, {"Stored", "1"}};
     check_env_choice(&c);
     setenv("DIFFTRAIN_FLASH_DQ", "stored", 1); /* the third value */
-    assert_int_equal(cuda_flash_dq_stored(), FLASH_DQ_STORED);
-    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_DQ", "stored", cuda_flash_dq_stored), 0);
+    assert_int_equal(cuda_flash_dq_mode(), FLASH_DQ_STORED);
+    assert_int_equal(env_aborts("DIFFTRAIN_FLASH_DQ", "stored", cuda_flash_dq_mode), 0);
     unsetenv("DIFFTRAIN_FLASH_DQ");
 }
 
@@ -986,7 +987,7 @@ static void test_dq_auto(void **state) {
     if (cuda_flash_sm90_capable()) {
         cuda_flash_test_sm90(1);
         assert_int_equal(cuda_flash_dq_stored_at(1, 64, 1), 0);
-        assert_int_equal(cuda_flash_dq_stored(), FLASH_DQ_RECOMPUTE);
+        assert_int_equal(cuda_flash_dq_mode(), FLASH_DQ_RECOMPUTE);
     }
     cuda_flash_test_sm90(-1);
     cuda_flash_test_dq_stored(-1);
