@@ -316,13 +316,6 @@ void flash_core_backward_sm90(flash_qk_grad dq, flash_qk_grad dk, operand_bf16 *
     if (m.B == 0 || m.T <= 0) return;
 #define FLASH_BWD(D, DV)                                                                          \
     flash_backward_sm90_launch<D, DV>(dq, dk, dv, G, delta, q, k, v, lse, lambda, m)
-    switch (m.d * 2 + m.diff) {
-    case 128: FLASH_BWD(64, 64); break;
-    case 192: FLASH_BWD(96, 96); break;
-    case 256: FLASH_BWD(128, 128); break;
-    case 129: FLASH_BWD(64, 128); break;
-    case 193: FLASH_BWD(96, 192); break;
-    case 257: FLASH_BWD(128, 256); break;
-    }
+    FLASH_HEAD_DIMS_DISPATCH(m, FLASH_BWD)
 #undef FLASH_BWD
 }

@@ -335,6 +335,18 @@ void flash_smem_prepare(const void *kernel, size_t bytes, const char *name);
  * (standard) or 2d (DIFF V1), head counts as attn_check. */
 void flash_check(const attn_map &m);
 
+/* CALL(D, DV) with the head dims of m, one of the six instantiations every fused op has (after
+ * flash_check: d in {64, 96, 128}; DV = d standard, 2d DIFF V1) */
+#define FLASH_HEAD_DIMS_DISPATCH(m, CALL)                                                         \
+    switch ((m).d * 2 + (m).diff) {                                                               \
+    case 128: CALL(64, 64); break;                                                                \
+    case 192: CALL(96, 96); break;                                                                \
+    case 256: CALL(128, 128); break;                                                              \
+    case 129: CALL(64, 128); break;                                                               \
+    case 193: CALL(96, 192); break;                                                               \
+    case 257: CALL(128, 256); break;                                                              \
+    }
+
 /* From q, k, v (Tin = flash_bf16: the bf16 operands; float: fp32 tensors, rounded while
  * staging), as attn_core_forward: lse, and for standard attention out (B, T, Hq*dv) in bf16; for
  * DIFF the branch outputs o1, o2 (fp32) and, when out is non-NULL, the subln epilogue of

@@ -160,6 +160,20 @@ bool flash_forward_fits(int d, bool diff) {
     return flash_forward_plan(d, diff).kind != FLASH_FWD_NONE;
 }
 
+/* The 16-row kernel for head dims D, DV: DIFF V1 (DV = 2D) with the plan's ns K/V stages; the
+ * standard kernel with two at d = 64 and one at 96 and 128 */
+template <typename Tin, int D, int DV>
+static void flash_forward_rows16(int ns, operand_bf16 *out, float *o1, float *o2, float *lse,
+                                 const Tin *q, const Tin *k, const Tin *v, const attn_map &m,
+                                 const flash_diff_epi &epi) {
+    if constexpr (DV == D)
+        flash_forward_launch<Tin, D, DV, 1, D == 64 ? 2 : 1>(out, o1, o2, lse, q, k, v, m, epi);
+    else if (ns == 2)
+        flash_forward_launch<Tin, D, DV, 2, 2>(out, o1, o2, lse, q, k, v, m, epi);
+    else
+        flash_forward_launch<Tin, D, DV, 2, 1>(out, o1, o2, lse, q, k, v, m, epi);
+}
+
 template <typename Tin>
 void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, const Tin *q,
                         const Tin *k, const Tin *v, const attn_map &m,
@@ -178,17 +192,9 @@ void flash_core_forward(operand_bf16 *out, float *o1, float *o2, float *lse, con
     case FLASH_FWD_SPLIT: flash_forward_diff_split<Tin>(out, o1, o2, lse, q, k, v, m, epi); return;
     case FLASH_FWD_ROWS16: break;
     }
-#define FLASH_FWD(D, DV, NB, NS)                                                                  \
-    flash_forward_launch<Tin, D, DV, NB, NS>(out, o1, o2, lse, q, k, v, m, epi)
-    const bool two = plan.ns == 2;
-    switch (m.d * 2 + m.diff) {
-    case 128: FLASH_FWD(64, 64, 1, 2); break;
-    case 192: FLASH_FWD(96, 96, 1, 1); break;
-    case 256: FLASH_FWD(128, 128, 1, 1); break;
-    case 129: two ? FLASH_FWD(64, 128, 2, 2) : FLASH_FWD(64, 128, 2, 1); break;
-    case 193: two ? FLASH_FWD(96, 192, 2, 2) : FLASH_FWD(96, 192, 2, 1); break;
-    case 257: two ? FLASH_FWD(128, 256, 2, 2) : FLASH_FWD(128, 256, 2, 1); break;
-    }
+#define FLASH_FWD(D, DV)                                                                          \
+    flash_forward_rows16<Tin, D, DV>(plan.ns, out, o1, o2, lse, q, k, v, m, epi)
+    FLASH_HEAD_DIMS_DISPATCH(m, FLASH_FWD)
 #undef FLASH_FWD
 }
 template void flash_core_forward<flash_bf16>(operand_bf16 *, float *, float *, float *,

@@ -174,12 +174,7 @@ void flash_core_forward_sm90(operand_bf16 *out, float *o1, float *o2, float *lse
                              const attn_map &m, const flash_diff_epi &epi) {
     flash_check(m);
     if (m.B == 0 || m.T <= 0) return;
-    switch (m.d * 2 + m.diff) {
-    case 128: flash_forward_sm90_launch<64, 64, 1>(out, o1, o2, lse, q, k, v, m, epi); break;
-    case 192: flash_forward_sm90_launch<96, 96, 1>(out, o1, o2, lse, q, k, v, m, epi); break;
-    case 256: flash_forward_sm90_launch<128, 128, 1>(out, o1, o2, lse, q, k, v, m, epi); break;
-    case 129: flash_forward_sm90_launch<64, 128, 2>(out, o1, o2, lse, q, k, v, m, epi); break;
-    case 193: flash_forward_sm90_launch<96, 192, 2>(out, o1, o2, lse, q, k, v, m, epi); break;
-    case 257: flash_forward_sm90_launch<128, 256, 2>(out, o1, o2, lse, q, k, v, m, epi); break;
-    }
+#define FLASH_FWD(D, DV) flash_forward_sm90_launch<D, DV, DV / D>(out, o1, o2, lse, q, k, v, m, epi)
+    FLASH_HEAD_DIMS_DISPATCH(m, FLASH_FWD)
+#undef FLASH_FWD
 }
