@@ -38,14 +38,14 @@ __device__ __forceinline__ void flash_dq_ds_tile(float (*ds)[4], const float (*s
             const int r = e >> 1, i = row0 + g + 8 * r;
             const int key = j0 + 8 * nt + 2 * t4 + (e & 1);
             const float p =
-                MASK && key > i ? 0.0f : exp2f(fmaf(s[nt][e], scale_log2, -lse2[r]));
+                MASK && key > i ? 0.0f : flash_exp2(fmaf(s[nt][e], scale_log2, -lse2[r]));
             ds[nt][e] = p * (dscale * dp[nt][e] - dlt[r]);
         }
 }
 
-/* dS of one key tile (keys j0..j0+63) from S and dP: P (dscale dP - delta), P = exp2(S scale - lse),
- * 0 where the key is past the row (only the tiles that reach past the warp's first row compare).
- * ds may be s itself (element by element). */
+/* dS of one key tile (keys j0..j0+63) from S and dP: P (dscale dP - delta), P =
+ * exp2(S scale - lse), 0 where the key is past the row (only the tiles that reach past the warp's
+ * first row compare). ds may be s itself (element by element). */
 __device__ __forceinline__ void flash_dq_ds(float (*ds)[4], const float (*s)[4],
                                             const float (*dp)[4], const float lse2[2],
                                             const float dlt[2], float scale_log2, float dscale,
@@ -161,7 +161,7 @@ __device__ __forceinline__ void flash_dkdv_pds_tile(float (*ps)[4], float (*dss)
             const int key = key0 + g + 8 * (e >> 1);
             const int rl = rl0 + 8 * nt + 2 * t4 + (e & 1), i = i0 + rl;
             const bool vis = !MASK || (rl < nr && key <= i); /* rows >= T: the tail mask */
-            const float p = vis ? exp2f(fmaf(s[nt][e], scale_log2, -lse_t[rl])) : 0.0f;
+            const float p = vis ? flash_exp2(fmaf(s[nt][e], scale_log2, -lse_t[rl])) : 0.0f;
             const float ds = p * (dscale * dp[nt][e] - dl_t[rl]);
             ps[nt][e] = dscale * p;
             dss[nt][e] = ds;

@@ -35,6 +35,7 @@
 #ifndef DT_CUDA_FLASH_CORE_CUH
 #define DT_CUDA_FLASH_CORE_CUH
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -125,21 +126,101 @@ template <int W> __device__ __forceinline__ int flash_swz(int r, int col) {
     return r * W + (p << 3) + (col & 7);
 }
 
+/* flash_stage's padded rows: the chunks' byte offsets in the view (from x0, its row r0) and in
+ * the tile are stepped from chunk to chunk as 32-bit adds, and a chunk's row is compared through
+ * its tile offset unless FULL (every row valid) */
+template <bool FULL, typename Tin, int W, int N>
+__device__ __forceinline__ void flash_stage_padded(flash_bf16 *dst, const Tin *x0, const Tin *x,
+                                                   int gx, int n_valid, int tid) {
+    constexpr int CH = W / 8, LD = W + FLASH_PAD, DR = N / CH, DC = N % CH;
+    constexpr unsigned SZ = sizeof(Tin);
+    static_assert(FLASH_BC * CH % N == 0, "the block's threads split a tile's chunks evenly");
+    const char *g0 = (const char *)x0;
+    char *s0 = (char *)dst;
+    int c = tid % CH;
+    unsigned go = (unsigned)((tid / CH) * gx + 8 * c) * SZ;
+    unsigned so = (unsigned)((tid / CH) * LD + 8 * c) * 2u;
+    const unsigned s_end = (unsigned)(n_valid * LD) * 2u; /* where the invalid rows start */
+#pragma unroll 1
+    for (int i = 0; i < FLASH_BC * CH / N; i++) {
+        const bool valid = FULL || so < s_end;
+        flash_in<Tin>::stage16((flash_bf16 *)(s0 + so), valid ? (const Tin *)(g0 + go) : x, valid);
+        c += DC;
+        go += (unsigned)(DR * gx + 8 * DC) * SZ;
+        so += (unsigned)(DR * LD + 8 * DC) * 2u;
+        if (DC && c >= CH) { /* at most once: DC < CH */
+            c -= CH;
+            go += (unsigned)(gx - W) * SZ;
+            so += (unsigned)(LD - W) * 2u;
+        }
+    }
+}
+
 /* Rows [r0, r0 + FLASH_BC) of a head view x (row stride xs elements, W columns) into dst (rows
  * of W + FLASH_PAD bf16, or swizzled rows of W when SWZ: flash_swz), rows at or past r0 + n_valid
  * as zeros (their source address is x's row 0, never read); by thread tid of the block's N. With
  * Tin = flash_bf16 the copies are in flight until the caller's cp_async_commit and cp_async_wait
- * (and a __syncthreads for the others'). */
+ * (and a __syncthreads for the others'). The padded rows' offsets are 32-bit (FLASH_BC rows of
+ * a view stay under 2^31 bytes: flash_forward.cu), and a whole tile skips the rows' compares. */
 template <typename Tin, int W, int N, bool SWZ = false>
 __device__ __forceinline__ void flash_stage(flash_bf16 *dst, const Tin *x, size_t xs, int r0,
                                             int n_valid, int tid) {
     const Tin *x0 = x + (size_t)r0 * xs;
-    flash_tile_chunks<W, N, 1>(tid, [&](int r, int c) {
-        const bool valid = r < n_valid;
-        flash_in<Tin>::stage16(dst + (SWZ ? flash_swz<W>(r, 8 * c) : r * (W + FLASH_PAD) + 8 * c),
-                               (valid ? x0 + (size_t)r * xs : x) + 8 * c, valid);
-    });
+    if (SWZ) {
+        flash_tile_chunks<W, N, 1>(tid, [&](int r, int c) {
+            const bool valid = r < n_valid;
+            flash_in<Tin>::stage16(dst + flash_swz<W>(r, 8 * c),
+                                   (valid ? x0 + (size_t)r * xs : x) + 8 * c, valid);
+        });
+    } else if (n_valid >= FLASH_BC) {
+        flash_stage_padded<true, Tin, W, N>(dst, x0, x, (int)xs, n_valid, tid);
+    } else {
+        flash_stage_padded<false, Tin, W, N>(dst, x0, x, (int)xs, max(n_valid, 0), tid);
+    }
 }
+
+/* flash_stage for a kernel that streams many tiles of one head view (the key loop's K and V)
+ * and has registers to spare: the chunks this thread copies of each tile, their byte offsets
+ * from the tile's first row in the view and in the shared tile, are worked out once, at
+ * construction, and held in 2 NC registers, so that staging a whole tile costs a wide add and a
+ * copy per chunk (some 4 instructions; flash_stage steps its offsets from chunk to chunk, some 12
+ * to 19 with the loop, and keeps no registers). A tile with rows past the view's valid ones (the
+ * last, where T is not a multiple of FLASH_BC) compares each chunk's shared offset against the
+ * valid rows': a chunk stays in its row. Same copies, so the same tiles, as
+ * flash_stage<Tin, W, N, SWZ>. */
+template <typename Tin, int W, int N, bool SWZ = false> struct flash_tile_stager {
+    static constexpr int CH = W / 8, NC = FLASH_BC * CH / N, LD = SWZ ? W : W + FLASH_PAD;
+    static_assert(FLASH_BC * CH % N == 0, "the block's threads split a tile's chunks evenly");
+    unsigned gofs[NC], sofs[NC]; /* bytes: unsigned, so that an address is one wide add */
+
+    __device__ __forceinline__ flash_tile_stager(size_t xs, int tid) {
+#pragma unroll
+        for (int i = 0; i < NC; i++) { /* flash_tile_chunks's order, G = 1 */
+            const int r = (tid + i * N) / CH, c = (tid + i * N) % CH;
+            gofs[i] = (unsigned)(r * (int)xs + 8 * c) * (unsigned)sizeof(Tin);
+            sofs[i] = (unsigned)(SWZ ? flash_swz<W>(r, 8 * c) : r * LD + 8 * c) * 2u;
+        }
+    }
+    /* flash_stage(dst, x, xs, r0, n_valid, tid) with the xs and tid of the construction */
+    __device__ __forceinline__ void stage(flash_bf16 *dst, const Tin *x, size_t xs, int r0,
+                                          int n_valid) const {
+        const char *x0 = (const char *)(x + (size_t)r0 * xs);
+        char *d = (char *)dst;
+        if (n_valid >= FLASH_BC) { /* block-uniform but for the last tile */
+#pragma unroll
+            for (int i = 0; i < NC; i++)
+                flash_in<Tin>::stage16((flash_bf16 *)(d + sofs[i]), (const Tin *)(x0 + gofs[i]),
+                                       true);
+        } else {
+#pragma unroll
+            for (int i = 0; i < NC; i++) {
+                const bool valid = sofs[i] < (unsigned)(n_valid * LD * 2); /* its row < n_valid */
+                flash_in<Tin>::stage16((flash_bf16 *)(d + sofs[i]),
+                                       valid ? (const Tin *)(x0 + gofs[i]) : x, valid);
+            }
+        }
+    }
+};
 
 /* ---- the streamed-tile pipeline of the kernels: NS (1 or 2) stages of the tiles a block streams,
  * stage(t, st) issuing tile t's cp.async copies into stage st ---- */
@@ -301,6 +382,22 @@ __device__ __forceinline__ void flash_c_to_a(uint32_t a[4], const float (*c)[4],
     a[1] = pack_bf16x2(c[2 * kk][2], c[2 * kk][3]);
     a[2] = pack_bf16x2(c[2 * kk + 1][0], c[2 * kk + 1][1]);
     a[3] = pack_bf16x2(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
+
+/* 2^x for the probabilities and the softmax's rescale factors: one MUFU.EX2 (ex2.approx.ftz.f32).
+ * exp2f is the same instruction wrapped for subnormal results (a compare and two conditional
+ * multiplies each: a tenth of the DIFF forward's key-loop instructions at d = 96); a result below
+ * 2^-126 is 0 here instead, which no sum or product of the kernels can tell (the row maximum
+ * contributes 1, and P is rounded to bf16). The emulator flushes libm's exp2f the same way. */
+__device__ __forceinline__ float flash_exp2(float x) {
+#ifdef DT_CUDA_EMULATOR
+    const float y = exp2f(x);
+    return y < 1.17549435e-38f ? 0.0f : y; /* FLT_MIN */
+#else
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#endif
 }
 
 /* An accumulator of NT n8 tiles (C fragments) set to 0 */

@@ -53,12 +53,16 @@ flash_dq_diff_kernel(flash_qk_grad dq, const Tin *G, const Tin *q, const Tin *k,
     flash_stage<Tin, DV, NT>(Gs, G + (size_t)b * T * os + attn_o_col(m, 2 * h), os, i0, nr, tid);
     const Tin *kb = k + (size_t)b * T * ks;
     const Tin *vh = v + (size_t)b * T * vs + (size_t)attn_v_head(m, 2 * h) * DV;
+    const Tin *kh[2] = {kb + (size_t)attn_k_head(m, 2 * h) * D,
+                        kb + (size_t)attn_k_head(m, 2 * h + 1) * D};
+    const flash_tile_stager<Tin, D, NT> k_stager(ks, tid); /* one block per SM: registers */
+    const flash_tile_stager<Tin, DV, NT> v_stager(vs, tid);
     auto stage_kv = [&](int kt, int st) { /* K_1, K_2, V of key tile kt into stage st */
         const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
+#pragma unroll
         for (int cc = 0; cc < 2; cc++)
-            flash_stage<Tin, D, NT>(KV + st * STAGE + cc * FLASH_BC * LDQ,
-                                    kb + (size_t)attn_k_head(m, 2 * h + cc) * D, ks, j0, nc, tid);
-        flash_stage<Tin, DV, NT>(KV + st * STAGE + 2 * FLASH_BC * LDQ, vh, vs, j0, nc, tid);
+            k_stager.stage(KV + st * STAGE + cc * FLASH_BC * LDQ, kh[cc], ks, j0, nc);
+        v_stager.stage(KV + st * STAGE + 2 * FLASH_BC * LDQ, vh, vs, j0, nc);
     };
     stage_kv(0, 0);
     cp_async_commit(); /* Q_1, Q_2, G and tile 0 */

@@ -102,6 +102,12 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
 
 /* ---- host side ---- */
 
+/* flash_stage steps through FLASH_BC rows of a view with 32-bit byte offsets. attn_check and
+ * the head dims above bound a row: at most 65535 q-heads of d <= 128, and a DIFF V1 head of
+ * dv = 2d per two q-heads; so FLASH_BC rows of fp32 (the test path) stay below 2^31 bytes. */
+static_assert(65535ull * 128 * FLASH_BC * sizeof(float) < (1ull << 31),
+              "the widest view's tile offsets fit 32 bits");
+
 void flash_check(const attn_map &m) {
     attn_check(m);
     const bool dims = (m.d == 64 || m.d == 96 || m.d == 128) && m.dv == (m.diff ? 2 : 1) * m.d;

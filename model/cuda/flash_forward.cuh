@@ -29,14 +29,15 @@ __device__ __forceinline__ void flash_softmax_rows(const float (*s)[4], float (*
             for (int e = 0; e < 2; e++)
                 if (!masked(nt, r, e)) raw = fmaxf(raw, s[nt][2 * r + e]);
         const float mx = fmaxf(mrow[r], flash_quad_max(raw) * scale_log2);
-        corr[r] = exp2f(mrow[r] - mx); /* 0 on the first tile, 1 if unmoved */
+        corr[r] = flash_exp2(mrow[r] - mx); /* 0 on the first tile, 1 if unmoved */
         float sum = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < FLASH_BC / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                const float pe =
-                    masked(nt, r, e) ? 0.0f : exp2f(fmaf(s[nt][2 * r + e], scale_log2, -mx));
+                const float pe = masked(nt, r, e)
+                                     ? 0.0f
+                                     : flash_exp2(fmaf(s[nt][2 * r + e], scale_log2, -mx));
                 pr[nt][2 * r + e] = pe;
                 sum += pe;
             }

@@ -57,9 +57,9 @@ template <int D> struct flash_split_layout {
 };
 
 /* After the last tile: as flash_forward_epilogue<2, 2d> (flash_forward.cuh), for warp c's
- * columns cd..cd + d - 1 of o[0] = O_1 and o[1] = O_2: lse of its branch, o1 and o2 normalised
- * by each branch's row sum, and with out the subln epilogue on O = O_1 - lambda O_2. Every
- * thread of the block calls it (barriers). */
+ * columns cd..cd + d - 1 of o[0] = O_c (its own branch's) and o[1] = O_3-c (the partner's): lse
+ * of its branch, o1 and o2 normalised by each branch's row sum, and with out the subln epilogue
+ * on O = O_1 - lambda O_2. Every thread of the block calls it (barriers). */
 template <int D>
 __device__ __forceinline__ void flash_forward_diff_epilogue(
     float (*o)[D / 8][4], const float mrow[2], const float lrow[2], operand_bf16 *out, float *o1,
@@ -83,21 +83,22 @@ __device__ __forceinline__ void flash_forward_diff_epilogue(
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const float lp = x->l[warp ^ FLASH_WARPS][r][lane]; /* the other branch's */
-        const float inv1 = 1.0f / (c == 0 ? l[r] : lp), inv2 = 1.0f / (c == 0 ? lp : l[r]);
+        const float inv = 1.0f / l[r], invp = 1.0f / lp;
         const int i = row0 + g + 8 * r;
 #pragma unroll
         for (int nt = 0; nt < NTH; nt++) {
-            o[0][nt][2 * r] *= inv1;
-            o[0][nt][2 * r + 1] *= inv1;
-            o[1][nt][2 * r] *= inv2;
-            o[1][nt][2 * r + 1] *= inv2;
+            o[0][nt][2 * r] *= inv;
+            o[0][nt][2 * r + 1] *= inv;
+            o[1][nt][2 * r] *= invp;
+            o[1][nt][2 * r + 1] *= invp;
         }
         if (i < T) {
+            float *own = c == 0 ? o1 : o2, *other = c == 0 ? o2 : o1;
 #pragma unroll
             for (int nt = 0; nt < NTH; nt++) {
                 const size_t at = o_at + (size_t)i * os + 8 * nt + 2 * t4;
-                operand_store2(o1, at, o[0][nt][2 * r], o[0][nt][2 * r + 1]);
-                operand_store2(o2, at, o[1][nt][2 * r], o[1][nt][2 * r + 1]);
+                operand_store2(own, at, o[0][nt][2 * r], o[0][nt][2 * r + 1]);
+                operand_store2(other, at, o[1][nt][2 * r], o[1][nt][2 * r + 1]);
             }
         }
     }
@@ -110,7 +111,8 @@ __device__ __forceinline__ void flash_forward_diff_epilogue(
         for (int nt = 0; nt < NTH; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const float v = o[0][nt][e] - lam * o[1][nt][e];
+                const float v = c == 0 ? o[0][nt][e] - lam * o[1][nt][e]
+                                       : o[1][nt][e] - lam * o[0][nt][e];
                 o[0][nt][e] = v;
                 ss[e >> 1] += v * v;
             }
@@ -186,21 +188,22 @@ flash_forward_diff_split_kernel(operand_bf16 *out, float *o1, float *o2, float *
         kh[cc] = k + (size_t)b * T * ks + (size_t)attn_k_head(m, 2 * unit + cc) * D;
     }
     const Tin *vh = v + (size_t)b * T * vs + (size_t)attn_v_head(m, 2 * unit) * DV;
+    const flash_tile_stager<Tin, D, NT> k_stager(ks, tid);
+    const flash_tile_stager<Tin, DV, NT> v_stager(vs, tid);
     auto stage_k = [&](int kt) { /* K_1, K_2 of tile kt into buffer kt & 1 */
         const int j0 = kt * FLASH_BC, nc = min(FLASH_BC, T - j0);
+#pragma unroll
         for (int cc = 0; cc < 2; cc++)
-            flash_stage<Tin, D, NT>(Kb + ((kt & 1) * 2 + cc) * FLASH_BC * L::LDQ, kh[cc], ks, j0,
-                                    nc, tid);
+            k_stager.stage(Kb + ((kt & 1) * 2 + cc) * FLASH_BC * L::LDQ, kh[cc], ks, j0, nc);
     };
     auto stage_v = [&](int kt) { /* V of tile kt into buffer kt & 1 */
         const int j0 = kt * FLASH_BC;
-        flash_stage<Tin, DV, NT>(Vb + (kt & 1) * FLASH_BC * L::LDV, vh, vs, j0,
-                                 min(FLASH_BC, T - j0), tid);
+        v_stager.stage(Vb + (kt & 1) * FLASH_BC * L::LDV, vh, vs, j0, min(FLASH_BC, T - j0));
     };
     stage_k(0);
     cp_async_commit(); /* Q and K_0 */
 
-    float o[2][NTH][4]; /* O_1, O_2 of columns cd.. */
+    float o[2][NTH][4]; /* O of this warp's branch, then of the partner's; columns cd.. */
     flash_zero<NTH>(o[0]);
     flash_zero<NTH>(o[1]);
     float mrow[2] = {FLASH_MASKED, FLASH_MASKED}, lrow[2] = {0.0f, 0.0f}; /* rows g, g + 8 */
@@ -213,22 +216,14 @@ flash_forward_diff_split_kernel(operand_bf16 *out, float *o1, float *o2, float *
     auto pv = [&](int t) {
         const flash_p_slot *xs = X + (t & 1) * 2 * FLASH_WARPS + partner;
         const float cp[2] = {xs->corr[0][lane], xs->corr[1][lane]};
-        const float c1[2] = {c == 0 ? corr[0] : cp[0], c == 0 ? corr[1] : cp[1]};
-        const float c2[2] = {c == 0 ? cp[0] : corr[0], c == 0 ? cp[1] : corr[1]};
-        flash_rescale<NTH>(o[0], c1);
-        flash_rescale<NTH>(o[1], c2);
+        flash_rescale<NTH>(o[0], corr);
+        flash_rescale<NTH>(o[1], cp);
         const flash_bf16 *Vs = Vb + (t & 1) * FLASH_BC * L::LDV;
 #pragma unroll
         for (int kk = 0; kk < FLASH_BC / 16; kk++) {
-            const uint4 w = xs->p[kk][lane];
+            const uint4 w = xs->p[kk][lane]; /* the partner's P of keys 16kk.. */
             const uint32_t q4[4] = {w.x, w.y, w.z, w.w};
-            uint32_t a1[4], a2[4]; /* P_1, P_2 of keys 16kk.. */
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                a1[e] = c == 0 ? p[kk][e] : q4[e];
-                a2[e] = c == 0 ? q4[e] : p[kk][e];
-            }
-            flash_mma_b_x2<D / 16>(o, a1, a2, Vs, L::LDV, 16 * kk, c * D, lane);
+            flash_mma_b_x2<D / 16>(o, p[kk], q4, Vs, L::LDV, 16 * kk, c * D, lane);
         }
     };
 
