@@ -132,6 +132,23 @@ struct flash_kv_tiles {
     __device__ int q(int it) const { return first_q + n_slot * (it / n_i); }
     __device__ int i0(int it) const { return j0 + FLASH_BR * (it % n_i); }
 };
+/* The tiles of a flash_kv_tiles in order without its divisions (two a tile: some 40 instructions
+ * in flash_dkdv_diff.cu's loop): q and i0 of the current tile, next() moves to the following one
+ * (rows i0 + FLASH_BR, or the next q-head's from j0). Not in flash_dkdv_kernel: under its
+ * 128-register cap (two blocks per SM) the two walks it would need spill. */
+struct flash_kv_walk {
+    int q, i0;
+    const int n_slot, j0, T;
+    __device__ flash_kv_walk(const flash_kv_tiles &t, int T_)
+        : q(t.first_q), i0(t.j0), n_slot(t.n_slot), j0(t.j0), T(T_) {}
+    __device__ void next(void) {
+        i0 += FLASH_BR;
+        if (i0 >= T) {
+            i0 = j0;
+            q += n_slot;
+        }
+    }
+};
 
 /* lse (log2 domain) and delta of rows i0.. of q-head jq (0 past T) into lse_s, dl_s (BR each),
  * by threads tid < BR */

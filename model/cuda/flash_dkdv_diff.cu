@@ -82,8 +82,12 @@ flash_dkdv_diff_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
     /* the query tiles of branch 1's q-heads gv*n_rep, +2, ... (branch 2: each + 1) */
     const flash_kv_tiles tiles(m, gv, 0, j0);
     const int n_it = tiles.n;
-    auto stage_qg = [&](int it, int st) { /* Q_1, Q_2, G, row terms of tile it into stage st */
-        const int jq = tiles.q(it), i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
+    flash_kv_walk staged(tiles, T), cur(tiles, T); /* the next tile to stage; tile it */
+    /* Q_1, Q_2, G, row terms of tile it (the pipeline stages them in order) into stage st */
+    auto stage_qg = [&](int it, int st) {
+        (void)it;
+        const int jq = staged.q, i0 = staged.i0, nr = min(FLASH_BR, T - i0);
+        staged.next();
         flash_bf16 *Q = QG + st * STAGE;
         for (int c = 0; c < 2; c++)
             flash_stage<Tin, D, NT>(Q + c * FLASH_BR * LDQ,
@@ -109,7 +113,8 @@ flash_dkdv_diff_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
     flash_zero<D / 8>(acck);
     for (int it = 0; it < n_it; it++) {
         const int st = flash_pipeline_acquire<NS>(it, n_it, stage_qg);
-        const int i0 = tiles.i0(it), nr = min(FLASH_BR, T - i0);
+        const int i0 = cur.i0, jq = cur.q, nr = min(FLASH_BR, T - i0);
+        cur.next();
         const flash_bf16 *Qs = QG + st * STAGE, *Gs = Qs + 2 * FLASH_BR * LDQ;
         const float *lse_t = lse_s + st * 2 * FLASH_BR, *dl_t = dl_s + st * 2 * FLASH_BR;
 
@@ -137,7 +142,7 @@ flash_dkdv_diff_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
         if (STORE_DS)
             for (int c = 0; c < 2; c++)
                 flash_ds_tile_store<NT, true>(
-                    ds_tiles + flash_ds_tile_at(m, b, tiles.q(it) + c, i0, j0), dSs + c * TP, tid);
+                    ds_tiles + flash_ds_tile_at(m, b, jq + c, i0, j0), dSs + c * TP, tid);
 
         /* phase 2 over the tile's 64 rows: dV (columns wh*D..) += Pc^T G, dK_wh += dS_wh^T Q_wh */
         const flash_bf16 *dSw = dSs + wh * TP, *Qw = Qs + wh * FLASH_BR * LDQ;
