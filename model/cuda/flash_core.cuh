@@ -127,8 +127,9 @@ template <int W> __device__ __forceinline__ int flash_swz(int r, int col) {
 }
 
 /* flash_stage's padded rows: the chunks' byte offsets in the view (from x0, its row r0) and in
- * the tile are stepped from chunk to chunk as 32-bit adds, and a chunk's row is compared through
- * its tile offset unless FULL (every row valid) */
+ * the tile are stepped from chunk to chunk as 32-bit adds, in flash_tile_chunks's order (G = 1);
+ * a chunk's row is compared through its tile offset unless FULL (every row valid), and the
+ * thread's chunks end where that offset passes the tile (no counter: one register fewer) */
 template <bool FULL, typename Tin, int W, int N>
 __device__ __forceinline__ void flash_stage_padded(flash_bf16 *dst, const Tin *x0, const Tin *x,
                                                    int gx, int n_valid, int tid) {
@@ -142,7 +143,7 @@ __device__ __forceinline__ void flash_stage_padded(flash_bf16 *dst, const Tin *x
     unsigned so = (unsigned)((tid / CH) * LD + 8 * c) * 2u;
     const unsigned s_end = (unsigned)(n_valid * LD) * 2u; /* where the invalid rows start */
 #pragma unroll 1
-    for (int i = 0; i < FLASH_BC * CH / N; i++) {
+    while (so < (unsigned)(FLASH_BC * LD) * 2u) {
         const bool valid = FULL || so < s_end;
         flash_in<Tin>::stage16((flash_bf16 *)(s0 + so), valid ? (const Tin *)(g0 + go) : x, valid);
         c += DC;
