@@ -13,8 +13,8 @@
  *
  * One block per (key tile of 64 keys, v-head g, b), 8 warps: wk = warp % 4 owns keys
  * 16wk..16wk+15, wh = warp / 4 the rows 32wh..32wh+31 of the query tile in phase 1 (both
- * branches), and in phase 2 dV's columns wh*d..(wh+1)*d and dK of branch wh (every warp 2d
- * columns of fp32 sums). It holds K_1, K_2 and V for its keys and streams, for each pair of
+ * branches); phase 2 splits dV and dK between the warps as flash_dkdv_diff_phase2 says (every
+ * warp 2d columns of fp32 sums: 32 keys of one d-wide product at d <= 96). It holds K_1, K_2 and V for its keys and streams, for each pair of
  * q-heads of the v-head (GQA) and each query tile from the diagonal on, Q_1, Q_2 and G with the
  * row terms (lse, delta) of both branches, over two stages (one where two do not fit the
  * device: an A100 at d = 96 and 128; flash_backward_plan). The tiles that stay all along (K_1,
@@ -52,6 +52,73 @@ __device__ __forceinline__ void flash_tile_put(flash_bf16 *t, const float (*x)[4
             *reinterpret_cast<uint32_t *>(
                 t + flash_swz<FLASH_BR>(key0 + g + 8 * r, rl0 + 8 * nt + 2 * t4)) =
                 pack_bf16x2(x[nt][2 * r], x[nt][2 * r + 1]);
+}
+
+/* Phase 2 of a query tile, dV += Pc^T G and dK_c += dS_c^T Q_c over its 64 rows, split between
+ * the 8 warps one of two ways, the same sums in the same order either way:
+ *   PAIR_KEYS: warp w takes keys 32 (w & 1).. (two m16 fragments, acc[0] and acc[1]) of one of
+ *       the four products, w >> 1: dV's columns 0..d-1, d..2d-1, dK_1, dK_2; every B fragment
+ *       of G or Q it reads from shared memory feeds both fragments (flash_mma_b_x2): 32 ldmatrix
+ *       a warp and tile at d = 96 where the other way takes 56 (of 128 with phase 1's);
+ *   else: warp w takes keys 16 (w % 4).., dV's columns (w / 4) d.. in acc[0] and dK of branch
+ *       w / 4 in acc[1]. At d = 128 the paired keys' two A fragments push ptxas past 255
+ *       registers (32-44 bytes of spills in the loop), so that one keeps this way. */
+template <int D> constexpr bool flash_dkdv_diff_pair_keys(void) { return D <= 96; }
+
+template <int D>
+__device__ __forceinline__ void flash_dkdv_diff_phase2(float (*acc)[D / 8][4],
+                                                       const flash_bf16 *Pc,
+                                                       const flash_bf16 *dSs,
+                                                       const flash_bf16 *Qs,
+                                                       const flash_bf16 *Gs, int warp, int lane) {
+    constexpr int LDQ = D + FLASH_PAD, LDV = 2 * D + FLASH_PAD, TP = FLASH_BC * FLASH_BR;
+    if constexpr (flash_dkdv_diff_pair_keys<D>()) {
+        const int kp = warp & 1, job = warp >> 1;
+        const flash_bf16 *A = job < 2 ? Pc : dSs + (job - 2) * TP;
+        const flash_bf16 *B = job < 2 ? Gs + job * D : Qs + (job - 2) * FLASH_BR * LDQ;
+        const int ldb = job < 2 ? LDV : LDQ;
+#pragma unroll
+        for (int kk = 0; kk < FLASH_BR / 16; kk++) {
+            uint32_t a0[4], a1[4];
+            ldmatrix_x4(a0, flash_swz_a_row<FLASH_BR>(A, 32 * kp, 16 * kk, lane));
+            ldmatrix_x4(a1, flash_swz_a_row<FLASH_BR>(A, 32 * kp + 16, 16 * kk, lane));
+            flash_mma_b_x2<D / 16>(acc, a0, a1, B, ldb, 16 * kk, 0, lane);
+        }
+    } else {
+        const int wk = warp % FLASH_WARPS, wh = warp / FLASH_WARPS;
+        const flash_bf16 *dSw = dSs + wh * TP, *Qw = Qs + wh * FLASH_BR * LDQ;
+#pragma unroll
+        for (int kk = 0; kk < FLASH_BR / 16; kk++) {
+            uint32_t a[4];
+            ldmatrix_x4(a, flash_swz_a_row<FLASH_BR>(Pc, 16 * wk, 16 * kk, lane));
+            flash_mma_b<D / 16>(acc[0], a, Gs, LDV, 16 * kk, wh * D, lane);
+            ldmatrix_x4(a, flash_swz_a_row<FLASH_BR>(dSw, 16 * wk, 16 * kk, lane));
+            flash_mma_b<D / 16>(acc[1], a, Qw, LDQ, 16 * kk, 0, lane);
+        }
+    }
+}
+
+/* dk and dv of the block's keys j0.. from flash_dkdv_diff_phase2's sums */
+template <int D>
+__device__ __forceinline__ void flash_dkdv_diff_store(const flash_qk_grad &dk, operand_bf16 *dv,
+                                                      const float (*acc)[D / 8][4],
+                                                      const attn_map &m, int b, int gv, int j0,
+                                                      int warp, int lane, float scale) {
+    if constexpr (flash_dkdv_diff_pair_keys<D>()) {
+        const int kp = warp & 1, job = warp >> 1;
+#pragma unroll
+        for (int f = 0; f < 2; f++) {
+            const int k0 = j0 + 32 * kp + 16 * f;
+            if (job < 2)
+                flash_dv_store<D>(dv, acc[f], m, b, gv, job * D, k0, lane);
+            else
+                flash_dk_store<D>(dk, acc[f], m, b, 2 * gv + job - 2, 0, k0, lane, scale);
+        }
+    } else {
+        const int key0 = j0 + 16 * (warp % FLASH_WARPS), wh = warp / FLASH_WARPS;
+        flash_dk_store<D>(dk, acc[1], m, b, 2 * gv + wh, 0, key0, lane, scale);
+        flash_dv_store<D>(dv, acc[0], m, b, gv, wh * D, key0, lane);
+    }
 }
 
 template <typename Tin, int D, int NS, bool STORE_DS>
@@ -108,9 +175,9 @@ flash_dkdv_diff_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
     stage_qg(0, 0);
     cp_async_commit(); /* K_1, K_2, V and query tile 0 */
 
-    float accv[D / 8][4], acck[D / 8][4]; /* keys 16wk..: dV columns wh*D.., dK of branch wh */
-    flash_zero<D / 8>(accv);
-    flash_zero<D / 8>(acck);
+    float acc[2][D / 8][4]; /* flash_dkdv_diff_phase2's sums */
+    flash_zero<D / 8>(acc[0]);
+    flash_zero<D / 8>(acc[1]);
     for (int it = 0; it < n_it; it++) {
         const int st = flash_pipeline_acquire<NS>(it, n_it, stage_qg);
         const int i0 = cur.i0, jq = cur.q, nr = min(FLASH_BR, T - i0);
@@ -144,21 +211,12 @@ flash_dkdv_diff_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
                 flash_ds_tile_store<NT, true>(
                     ds_tiles + flash_ds_tile_at(m, b, jq + c, i0, j0), dSs + c * TP, tid);
 
-        /* phase 2 over the tile's 64 rows: dV (columns wh*D..) += Pc^T G, dK_wh += dS_wh^T Q_wh */
-        const flash_bf16 *dSw = dSs + wh * TP, *Qw = Qs + wh * FLASH_BR * LDQ;
-#pragma unroll
-        for (int kk = 0; kk < FLASH_BR / 16; kk++) {
-            uint32_t a[4];
-            ldmatrix_x4(a, flash_swz_a_row<FLASH_BR>(Pc, 16 * wk, 16 * kk, lane));
-            flash_mma_b<D / 16>(accv, a, Gs, LDV, 16 * kk, wh * D, lane);
-            ldmatrix_x4(a, flash_swz_a_row<FLASH_BR>(dSw, 16 * wk, 16 * kk, lane));
-            flash_mma_b<D / 16>(acck, a, Qw, LDQ, 16 * kk, 0, lane);
-        }
+        /* phase 2 over the tile's 64 rows */
+        flash_dkdv_diff_phase2<D>(acc, Pc, dSs, Qs, Gs, warp, lane);
         flash_pipeline_release<NS>(it, n_it, stage_qg);
     }
 
-    flash_dk_store<D>(dk, acck, m, b, 2 * gv + wh, 0, key0, lane, scale);
-    flash_dv_store<D>(dv, accv, m, b, gv, wh * D, key0, lane);
+    flash_dkdv_diff_store<D>(dk, dv, acc, m, b, gv, j0, warp, lane, scale);
 }
 
 template <typename Tin, int D, int NS>
