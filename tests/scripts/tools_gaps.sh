@@ -5,12 +5,7 @@
 # usage: tools_gaps.sh TOOLS_DIR
 set -u
 tools=${1:?usage: tools_gaps.sh TOOLS_DIR}
-py=python3
-[ -x /usr/bin/python3 ] && py=/usr/bin/python3
-tmp=$(mktemp -d); [ -n "${KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT
-fails=0
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-has() { grep -qF -- "$2" "$1" || bad "$1 lacks: $2"; }
+. "$(dirname "$0")/check_lib.sh"
 
 # times in ns. Step 1: a kernel, the update (ends at 2 ms). Step 2: kernels 5 us and 10 us
 # apart (one on a second stream overlapping two others), then 30 ms idle before a copy and the
@@ -59,5 +54,4 @@ grep -v Start "$tmp/trace.csv" >"$tmp/nohead.csv"
 rc=$?; [ $rc = 2 ] || bad "no header: exit $rc, expected 2"
 has "$tmp/nohead.out" "nohead.csv: no header line"
 
-[ $fails = 0 ] && echo "tools_gaps: all checks passed" || echo "tools_gaps: $fails failed"
-[ $fails = 0 ]
+finish tools_gaps

@@ -8,12 +8,7 @@
 # usage: tools_sass.sh REPO_DIR
 set -u
 repo=${1:?usage: tools_sass.sh REPO_DIR}
-py=python3
-[ -x /usr/bin/python3 ] && py=/usr/bin/python3
-tmp=$(mktemp -d); [ -n "${KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT
-fails=0
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-has() { grep -qF -- "$2" "$1" || bad "$1 lacks: $2"; }
+. "$(dirname "$0")/check_lib.sh"
 
 # A listing in nvdisasm -c -hex's layout: each instruction a text line ending in its low word
 # and a line with its high word; a BRA's word holds its target as 4-byte words from the next
@@ -105,5 +100,4 @@ else
     echo "-- no nvcc and nvdisasm (NVDISASM): the real kernels' listing is not checked"
 fi
 
-[ $fails = 0 ] && echo "tools_sass: ok" || echo "tools_sass: $fails failure(s)"
-[ $fails = 0 ]
+finish tools_sass
