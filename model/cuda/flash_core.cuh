@@ -184,8 +184,8 @@ __device__ __forceinline__ void flash_stage(flash_bf16 *dst, const Tin *x, size_
  * and has registers to spare: the chunks this thread copies of each tile, their byte offsets
  * from the tile's first row in the view and in the shared tile, are worked out once, at
  * construction, and held in 2 NC registers, so that staging a whole tile costs a wide add and a
- * copy per chunk (some 4 instructions; flash_stage steps its offsets from chunk to chunk, some 12
- * to 19 with the loop, and keeps no registers). A tile with rows past the view's valid ones (the
+ * copy per chunk (some 4 instructions; flash_stage steps its offsets from chunk to chunk, some 11
+ * to 18 with the loop, and keeps no registers). A tile with rows past the view's valid ones (the
  * last, where T is not a multiple of FLASH_BC) compares each chunk's shared offset against the
  * valid rows': a chunk stays in its row. Same copies, so the same tiles, as
  * flash_stage<Tin, W, N, SWZ>. */
@@ -215,7 +215,7 @@ template <typename Tin, int W, int N, bool SWZ = false> struct flash_tile_stager
         } else {
 #pragma unroll
             for (int i = 0; i < NC; i++) {
-                const bool valid = sofs[i] < (unsigned)(n_valid * LD * 2); /* its row < n_valid */
+                const bool valid = (int)sofs[i] < n_valid * LD * 2; /* its row < n_valid */
                 flash_in<Tin>::stage16((flash_bf16 *)(d + sofs[i]),
                                        valid ? (const Tin *)(x0 + gofs[i]) : x, valid);
             }

@@ -13,14 +13,15 @@
  *
  * One block per (key tile of 64 keys, v-head g, b), 8 warps: wk = warp % 4 owns keys
  * 16wk..16wk+15, wh = warp / 4 the rows 32wh..32wh+31 of the query tile in phase 1 (both
- * branches); phase 2 splits dV and dK between the warps as flash_dkdv_diff_phase2 says (every
- * warp 2d columns of fp32 sums: 32 keys of one d-wide product at d <= 96). It holds K_1, K_2 and V for its keys and streams, for each pair of
- * q-heads of the v-head (GQA) and each query tile from the diagonal on, Q_1, Q_2 and G with the
- * row terms (lse, delta) of both branches, over two stages (one where two do not fit the
- * device: an A100 at d = 96 and 128; flash_backward_plan). The tiles that stay all along (K_1,
- * K_2, V and the Pc^T, dS_1^T, dS_2^T tiles) are swizzled instead of padded (flash_swz): at
- * d = 128 that is what lets two stages fit, 224 KiB where the padding would need 230 (one stage,
- * so every tile's loads waited for the last tile's products: one block of 8 warps per SM).
+ * branches); phase 2 splits dV and dK between the warps as flash_dkdv_diff_phase2 says (every warp
+ * 2d columns of fp32 sums: 32 keys of one d-wide product at d <= 96). It holds K_1, K_2 and V for
+ * its keys and streams, for each pair of q-heads of the v-head (GQA) and each query tile from the
+ * diagonal on, Q_1, Q_2 and G with the row terms (lse, delta) of both branches, over two stages
+ * (one where two do not fit the device: an A100 at d = 96 and 128; flash_backward_plan). The tiles
+ * that stay all along (K_1, K_2, V and the Pc^T, dS_1^T, dS_2^T tiles) are swizzled instead of
+ * padded (flash_swz): at d = 128 that is what lets two stages fit, 224 KiB where the padding would
+ * need 230 (one stage, so every tile's loads waited for the last tile's products: one block of 8
+ * warps per SM).
  *
  * Rounding: dS_c^T and Pc^T are rounded to bf16 for phase 2, each element once (Pc from the fp32
  * P_1 - lambda P_2, where the per-branch kernel rounds P_1 and -lambda P_2 apart): dk and the

@@ -57,9 +57,9 @@ template <int D> struct flash_split_layout {
 };
 
 /* After the last tile: as flash_forward_epilogue<2, 2d> (flash_forward.cuh), for warp c's
- * columns cd..cd + d - 1 of o[0] = O_c (its own branch's) and o[1] = O_3-c (the partner's): lse
- * of its branch, o1 and o2 normalised by each branch's row sum, and with out the subln epilogue
- * on O = O_1 - lambda O_2. Every thread of the block calls it (barriers). */
+ * columns cd..cd + d - 1 of o[0], its own branch's O, and o[1], its partner's: lse of its
+ * branch, o1 and o2 normalised by each branch's row sum, and with out the subln epilogue on
+ * O = O_1 - lambda O_2. Every thread of the block calls it (barriers). */
 template <int D>
 __device__ __forceinline__ void flash_forward_diff_epilogue(
     float (*o)[D / 8][4], const float mrow[2], const float lrow[2], operand_bf16 *out, float *o1,

@@ -45,8 +45,8 @@ alpha = [(0x00, 'MOV R1, R2'), (0x10, 'MOV R3, R4'), (0x20, 'HMMA.16816.F32.BF16
          (0x70, 'BRA.DIV UR4, 0xb0'), (0x80, ''), (0x90, '@P1 BRA 0x10'), (0xa0, 'EXIT'),
          (0xb0, 'SHFL.BFLY PT, R1, R2, 0x1, 0x1f'), (0xc0, 'BRA 0x80')]
 # beta: a loop (0x00..0x30) around a loop (0x10, 0x20), both with products
-beta = [(0x00, 'HMMA.16816.F32.BF16 R4, R8, R12, R4'), (0x10, 'HMMA.16816.F32.BF16 R4, R8, R12, R4'),
-        (0x20, '@P0 BRA 0x10'), (0x30, '@P1 BRA 0x0'), (0x40, 'EXIT')]
+mma = 'HMMA.16816.F32.BF16 R4, R8, R12, R4'
+beta = [(0x00, mma), (0x10, mma), (0x20, '@P0 BRA 0x10'), (0x30, '@P1 BRA 0x0'), (0x40, 'EXIT')]
 # gamma: a loop closed by a branch 12 KiB away and back (targets past bit 23 of the word)
 gamma = [(0x0000, 'MOV R1, R2'), (0x0010, 'HMMA.16816.F32.BF16 R4, R8, R12, R4'),
          (0x0020, '@P0 BRA 0x3000'), (0x0030, 'EXIT'), (0x3000, 'NOP'), (0x3010, 'BRA 0x10')]
@@ -90,8 +90,8 @@ bash "$repo/tools/sass_loops.sh" --common --cuts-only >"$tmp/cuts.out" 2>&1 ||
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 dis=${NVDISASM:-$(dirname "$nvcc")/nvdisasm}
 if [ -x "$nvcc" ] && [ -x "$dis" ]; then
-    NVDISASM=$dis bash "$repo/tools/sass_loops.sh" --top 0 flash_forward_diff.cu >"$tmp/real.out" 2>&1 ||
-        bad "sass_loops.sh exited $?"
+    NVDISASM=$dis bash "$repo/tools/sass_loops.sh" --top 0 flash_forward_diff.cu \
+        >"$tmp/real.out" 2>&1 || bad "sass_loops.sh exited $?"
     cat "$tmp/real.out"
     has "$tmp/real.out" "flash_forward_diff_split_kernelItLi96: loop of"
     grep -q "flash_forward_diff_split_kernelItLi96: .*HMMA 144 " "$tmp/real.out" ||
