@@ -263,22 +263,37 @@ __host__ __forceinline__ size_t flash_ds_tiles_size(const attn_map &m) {
     return m.T > 0 ? flash_ds_tile_at(m, m.B, 0, 0, 0) * sizeof(flash_bf16) : 0;
 }
 
+/* The 16-byte chunks of a dS^T tile (FLASH_BC rows of FLASH_BR) that thread tid of NT moves, in
+ * flash_tile_chunks's order: chunk column c = tid % 8 of rows tid / 8 + i DR, fn(i, r, c) for
+ * each. The rows are 8 chunks wide, so a thread's chunks step by whole rows (DR, a multiple of 8:
+ * a swizzled row's chunk order repeats every 8 rows) and unrolled their offsets are immediates. */
+template <int NT, typename Fn>
+__device__ __forceinline__ void flash_ds_tile_chunks(int tid, Fn fn) {
+    constexpr int CH = FLASH_BR / 8, DR = NT / CH;
+    static_assert(NT % CH == 0 && DR % 8 == 0 && FLASH_BC % DR == 0,
+                  "a thread's chunks of a dS^T tile are whole rows apart, 8 rows at a time");
+#pragma unroll
+    for (int i = 0; i < FLASH_BC / DR; i++) fn(i, tid / CH + i * DR, tid % CH);
+}
+
 /* A shared-memory dS^T tile (rows of FLASH_BR + FLASH_PAD, or swizzled: flash_swz) out to its
  * place dst in the buffer, by thread tid of NT, 16 bytes at a time */
 template <int NT, bool SWZ = false>
 __device__ __forceinline__ void flash_ds_tile_store(flash_bf16 *dst, const flash_bf16 *dSs,
                                                     int tid) {
-    flash_tile_chunks<FLASH_BR, NT, 1>(tid, [&](int r, int c) {
-        const int at = SWZ ? flash_swz<FLASH_BR>(r, 8 * c) : r * (FLASH_BR + FLASH_PAD) + 8 * c;
-        *reinterpret_cast<uint4 *>(dst + r * FLASH_BR + 8 * c) =
-            *reinterpret_cast<const uint4 *>(dSs + at);
+    constexpr int LD = SWZ ? FLASH_BR : FLASH_BR + FLASH_PAD, DR = NT / (FLASH_BR / 8);
+    const int r0 = tid / (FLASH_BR / 8), c = tid % (FLASH_BR / 8);
+    const int at0 = SWZ ? flash_swz<FLASH_BR>(r0, 8 * c) : r0 * LD + 8 * c;
+    flash_ds_tile_chunks<NT>(tid, [&](int i, int r, int cc) {
+        *reinterpret_cast<uint4 *>(dst + r * FLASH_BR + 8 * cc) =
+            *reinterpret_cast<const uint4 *>(dSs + at0 + i * DR * LD);
     });
 }
 /* ... and back in (cp.async, in flight until the caller's commit and wait) */
 template <int NT>
 __device__ __forceinline__ void flash_ds_tile_load(flash_bf16 *dSs, const flash_bf16 *src,
                                                    int tid) {
-    flash_tile_chunks<FLASH_BR, NT, 1>(tid, [&](int r, int c) {
+    flash_ds_tile_chunks<NT>(tid, [&](int, int r, int c) {
         cp_async16(dSs + r * (FLASH_BR + FLASH_PAD) + 8 * c, src + r * FLASH_BR + 8 * c, 16);
     });
 }
