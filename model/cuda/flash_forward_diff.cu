@@ -211,6 +211,17 @@ flash_forward_diff_split_kernel(operand_bf16 *out, float *o1, float *o2, float *
     float corr[2] = {1.0f, 1.0f};
     const flash_bf16 *Qw = Qs + c * FLASH_BR * L::LDQ;
     const int partner = warp ^ FLASH_WARPS;
+    /* d <= 96: the warp's Q fragments stay in registers (the same for every key tile; at d = 128
+     * they would not fit beside O) */
+    constexpr bool QREG = D <= 96;
+    uint32_t qa[QREG ? D / 16 : 1][4];
+    if constexpr (QREG) {
+        cp_async_wait<0>(); /* Q and K_0 */
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            ldmatrix_x4(qa[kk], flash_a_row(Qw, L::LDQ, 16 * rw, 16 * kk, lane));
+    }
 
     /* O = O * corr + P V for tile t: this warp's P and corr, the partner's from slot t & 1 */
     auto pv = [&](int t) {
@@ -239,9 +250,14 @@ flash_forward_diff_split_kernel(operand_bf16 *out, float *o1, float *o2, float *
 
         float s[FLASH_BC / 8][4];
         flash_zero<FLASH_BC / 8>(s);
-        flash_mma_abt<D / 16, FLASH_BC / 8>(s, Qw, L::LDQ, 16 * rw,
-                                            Kb + ((kt & 1) * 2 + c) * FLASH_BC * L::LDQ, L::LDQ,
-                                            0, lane);
+        const flash_bf16 *Ks = Kb + ((kt & 1) * 2 + c) * FLASH_BC * L::LDQ;
+        if constexpr (QREG) { /* flash_mma_abt's order */
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+                flash_mma_bt<FLASH_BC / 16>(s, qa[kk], Ks, L::LDQ, 0, 16 * kk, lane);
+        } else {
+            flash_mma_abt<D / 16, FLASH_BC / 8>(s, Qw, L::LDQ, 16 * rw, Ks, L::LDQ, 0, lane);
+        }
         const bool diag = j0 + FLASH_BC - 1 > i0 + 16 * rw; /* keys past a row: mask */
         flash_softmax_tile(s, p, mrow, lrow, corr, scale_log2, diag, i0 + 16 * rw, j0, lane);
         flash_p_slot *mine = X + (kt & 1) * 2 * FLASH_WARPS + warp;
