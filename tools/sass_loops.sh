@@ -5,8 +5,8 @@
 #
 # Compiles each source (default: the mma.sync forward and backward of model/cuda) to a cubin for
 # SASS_ARCH (default sm_90a) with the build's device flags, disassembles it and runs
-# tools/sass_loops.py on it: per kernel instantiation, the loops that hold tensor-core products,
-# their instructions, the products' share and the loops nested in them.
+# tools/sass_loops.py on it: per bf16 kernel instantiation, the loops that hold tensor-core
+# products, their instructions, the products' share and the loops nested in them.
 #
 # --common compiles a copy of model/cuda cut down to the key loop's common path: whole tiles
 # (flash_stage's and flash_tile_stager's row compares gone), no causal mask in the forward's
