@@ -187,10 +187,10 @@ __device__ __forceinline__ void flash_stage(flash_bf16 *dst, const Tin *x, size_
  * copy per chunk (some 4 instructions; flash_stage steps its offsets from chunk to chunk, some 11
  * to 18 with the loop, and keeps no registers). A tile with rows past the view's valid ones (the
  * last, where T is not a multiple of FLASH_BC) compares each chunk's shared offset against the
- * valid rows': a chunk stays in its row. Same copies, so the same tiles, as
- * flash_stage<Tin, W, N, SWZ>. */
-template <typename Tin, int W, int N, bool SWZ = false> struct flash_tile_stager {
-    static constexpr int CH = W / 8, NC = FLASH_BC * CH / N, LD = SWZ ? W : W + FLASH_PAD;
+ * valid rows': a chunk stays in its row. Padded rows only, as the streamed tiles are; the same
+ * copies, so the same tiles, as flash_stage<Tin, W, N>. */
+template <typename Tin, int W, int N> struct flash_tile_stager {
+    static constexpr int CH = W / 8, NC = FLASH_BC * CH / N, LD = W + FLASH_PAD;
     static_assert(FLASH_BC * CH % N == 0, "the block's threads split a tile's chunks evenly");
     unsigned gofs[NC], sofs[NC]; /* bytes: unsigned, so that an address is one wide add */
 
@@ -199,7 +199,7 @@ template <typename Tin, int W, int N, bool SWZ = false> struct flash_tile_stager
         for (int i = 0; i < NC; i++) { /* flash_tile_chunks's order, G = 1 */
             const int r = (tid + i * N) / CH, c = (tid + i * N) % CH;
             gofs[i] = (unsigned)(r * (int)xs + 8 * c) * (unsigned)sizeof(Tin);
-            sofs[i] = (unsigned)(SWZ ? flash_swz<W>(r, 8 * c) : r * LD + 8 * c) * 2u;
+            sofs[i] = (unsigned)(r * LD + 8 * c) * 2u;
         }
     }
     /* flash_stage(dst, x, xs, r0, n_valid, tid) with the xs and tid of the construction */
