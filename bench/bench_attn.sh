@@ -4,10 +4,13 @@
 # 830M and 3B shapes, sequence 2048 and 4096 (B*T = 16384): DIFF V1 (fused: both branches in one
 # pass; SDPA: two calls, one per branch), DIFF V2's attention and the baseline's. Forward and
 # forward+backward; TFLOP/s with the causal FLOP count of bench/bench_attn.c, and the ratio
-# fused/SDPA of the throughputs (> 1: the fused kernels are faster).
+# fused/SDPA of the throughputs (> 1: the fused kernels are faster): against SDPA's own choice of
+# backend, then against each of its backends (FlashAttention-2, memory-efficient, cuDNN) held
+# one at a time, with the backend and kernels SDPA picks itself named (bench/attn_report.py).
 #
 #   bench/bench_attn.sh [BENCH_ATTN_BIN]        (default build/bench/bench_attn)
 # Environment: BENCH_ITERS (timed runs, median; default 10), BENCH_WARMUP (default 3),
+# BENCH_SDPA_BACKENDS (default all three; '' for none), BENCH_SDPA_BACKEND_ITERS (default 5),
 # DT_TORCH_PYTHON (default python3: PyTorch with CUDA).
 # Exit 0 when both sides ran, 1 when one failed (or the fused output is off the tiled fp32
 # kernels'), 77 without a GPU or without a CUDA PyTorch.
@@ -31,24 +34,10 @@ if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     exit 77
 fi
 PYTHONUNBUFFERED=1 "$PY" "$HERE/sdpa_attn.py" --iters="$ITERS" --warmup="$WARMUP" \
-    >"$tmp/sdpa" 2>&1 || { cat "$tmp/sdpa"; echo "bench_attn.sh: sdpa_attn.py failed" >&2; exit 1; }
+    --backends="${BENCH_SDPA_BACKENDS-FLASH_ATTENTION,EFFICIENT_ATTENTION,CUDNN_ATTENTION}" \
+    --backend-iters="${BENCH_SDPA_BACKEND_ITERS:-5}" >"$tmp/sdpa" 2>&1
+rc=$?
+[ $rc -eq 77 ] && { cat "$tmp/sdpa"; exit 77; }
+[ $rc -eq 0 ] || { cat "$tmp/sdpa"; echo "bench_attn.sh: sdpa_attn.py failed" >&2; exit 1; }
 cat "$tmp/sdpa"
-"$PY" - "$tmp/fused" "$tmp/sdpa" <<'PY'
-import sys
-def rows(path, tag):
-    out = {}
-    for line in open(path):
-        f = line.split()
-        if f and f[0] == tag:
-            out[(f[1], f[2], int(f[3]))] = (float(f[7]), float(f[8]))
-    return out
-fused, sdpa = rows(sys.argv[1], "RESULT"), rows(sys.argv[2], "SDPA")
-print(f"{'kind':8} {'size':5} {'T':>5} | {'fwd TFLOP/s fused':>17} {'SDPA':>7} {'ratio':>6} |"
-      f" {'fwd+bwd fused':>13} {'SDPA':>7} {'ratio':>6}")
-for key in sorted(fused, key=lambda k: (k[1], k[0], k[2])):
-    if key not in sdpa:
-        continue
-    (ff, fb), (sf, sb) = fused[key], sdpa[key]
-    print(f"{key[0]:8} {key[1]:5} {key[2]:5} | {ff:17.1f} {sf:7.1f} {ff / sf:6.2f} |"
-          f" {fb:13.1f} {sb:7.1f} {fb / sb:6.2f}")
-PY
+"$PY" "$HERE/attn_report.py" "$tmp/fused" "$tmp/sdpa" || exit 1

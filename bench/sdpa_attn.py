@@ -6,9 +6,19 @@ against k-heads 2g / 2g+1, both with the shared v of width 2d); DIFF V2 one call
 and H kv-heads (GQA); the baseline one call over 2H heads. Tensors are (B, heads, T, d), the
 layout SDPA is fastest with (no transposes timed). Prints lines
     SDPA kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
-(medians over --iters runs, timed with CUDA events)."""
+(medians over --iters runs, timed with CUDA events) for SDPA's own choice of backend, then, with
+--backends (default: all three), SDPA held to each backend in turn (torch.nn.attention's
+sdpa_kernel; --backend-iters timed runs), n/a where that backend refuses the shape
+(FlashAttention-2 takes no v wider than q and k, so not DIFF V1's) or the call:
+    SDPA_BACKEND kind size T B backend fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
+and which backend SDPA's own dispatch picks for these inputs, with the longest-running kernel of
+one forward and of one forward+backward by the profiler (names cut; - where unknown):
+    SDPA_CHOICE kind size T backend fwd_kernel fwdbwd_kernel
+bench/attn_report.py makes the tables. Exits 77 where this PyTorch has no SDPA or no GPU."""
 import argparse
 import statistics
+import sys
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +26,7 @@ import torch.nn.functional as F
 SHAPES = [("830m", 8, 96), ("3b", 12, 128)]  # size, DIFF heads H, head dim d
 SEQS = [2048, 4096]
 TOKENS = 16384
+BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
 
 
 def flops(kind, B, T, H, d, bwd):
@@ -60,11 +71,94 @@ def time_ms(fn, warmup, iters):
     return statistics.median(times)
 
 
+def held_to(name):
+    """A context that holds SDPA to one backend, or None where this PyTorch lacks it."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:
+        return None
+    backend = getattr(SDPBackend, name, None)
+    return None if backend is None else sdpa_kernel([backend])
+
+
+def choice(kind, x):
+    """The name of the backend SDPA's dispatch picks for the first call of forward(kind, x)."""
+    q, k, v = (x[0], x[2], x[4]) if kind == "diff" else x
+    try:
+        try:
+            idx = torch._fused_sdp_choice(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=True,
+                                          enable_gqa=k.shape[1] != q.shape[1])
+        except TypeError:  # a PyTorch before enable_gqa
+            idx = torch._fused_sdp_choice(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=True)
+        from torch.nn.attention import SDPBackend
+        for name, member in SDPBackend.__members__.items():
+            if int(member) == int(idx):
+                return name
+    except Exception:  # a private API: report what is known, never fail the benchmark on it
+        pass
+    return "-"
+
+
+def top_kernel(fn):
+    """The name of the CUDA kernel that ran longest in one call of fn, cut to its function's
+    name (no return type, parameters or spaces) and 60 characters; - where unknown."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        best, best_t = None, 0.0
+        for e in prof.key_averages():
+            t = getattr(e, "device_time_total", None)
+            if t is None:
+                t = getattr(e, "cuda_time_total", 0.0)
+            if t > best_t:
+                best, best_t = e.key, t
+        if best is None:
+            return "-"
+        name = best.split("(")[0]
+        name = name[5:] if name.startswith("void ") else name
+        return "".join(name.split())[:60] or "-"
+    except Exception:
+        return "-"
+
+
+def timed_or_none(fn, warmup, iters):
+    """time_ms(fn), or None where SDPA refuses (RuntimeError: "No available kernel", or out of
+    memory) under the backend it is held to."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the refusals' reasons, one per constraint
+            return time_ms(fn, warmup, iters)
+    except RuntimeError:
+        return None
+
+
+def figures(kind, B, T, H, d, f, fb):
+    """fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops, n/a for a time that is None"""
+    def pair(ms, bwd):
+        return ("n/a", "n/a") if ms is None else \
+            (f"{ms:.3f}", f"{flops(kind, B, T, H, d, bwd) / ms * 1e-9:.1f}")
+    (fm, ft), (bm, bt) = pair(f, False), pair(fb, True)
+    return f"{fm} {bm} {ft} {bt}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--backends", default=",".join(BACKENDS),
+                    help="comma-separated SDPBackend names to time one by one ('' for none)")
+    ap.add_argument("--backend-iters", type=int, default=5)
     args = ap.parse_args()
+    backends = [b for b in args.backends.split(",") if b]
+    for b in backends:
+        if b not in BACKENDS:
+            ap.error(f"--backends: {b} is not one of {', '.join(BACKENDS)}")
+    if not hasattr(F, "scaled_dot_product_attention") or not torch.cuda.is_available():
+        print(f"sdpa_attn: torch {torch.__version__} has no CUDA scaled_dot_product_attention",
+              file=sys.stderr)
+        sys.exit(77)
     print(f"sdpa_attn: torch {torch.__version__}, {torch.cuda.get_device_name(0)}")
     for size, H, d in SHAPES:
         for T in SEQS:
@@ -83,9 +177,20 @@ def main():
                         t.grad = None
                 f = time_ms(fwd, args.warmup, args.iters)
                 fb = time_ms(fwdbwd, args.warmup, args.iters)
-                print(f"SDPA {kind} {size} {T} {B} {f:.3f} {fb:.3f} "
-                      f"{flops(kind, B, T, H, d, False) / f * 1e-9:.1f} "
-                      f"{flops(kind, B, T, H, d, True) / fb * 1e-9:.1f}", flush=True)
+                print(f"SDPA {kind} {size} {T} {B} {figures(kind, B, T, H, d, f, fb)}")
+                print(f"SDPA_CHOICE {kind} {size} {T} {choice(kind, x)} {top_kernel(fwd)} "
+                      f"{top_kernel(fwdbwd)}", flush=True)
+                for b in backends:
+                    ctx = held_to(b)
+                    f = fb = None
+                    if ctx is not None:
+                        with ctx:
+                            f = timed_or_none(fwd, args.warmup, args.backend_iters)
+                            fb = timed_or_none(fwdbwd, args.warmup, args.backend_iters)
+                    for t in x:  # a backward refused part way
+                        t.grad = None
+                    print(f"SDPA_BACKEND {kind} {size} {T} {B} {b} "
+                          f"{figures(kind, B, T, H, d, f, fb)}", flush=True)
                 del x
                 torch.cuda.empty_cache()
 

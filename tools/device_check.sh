@@ -19,7 +19,9 @@
 #          bench/bench_attn.sh where it exists (its DQ lines time both ways to dq, its PAIRED
 #          lines DIFF's dk/dv per branch and paired, its ROWS lines the standard forward with
 #          16 and 32 query rows a warp, its SPLIT lines DIFF's forward per branch and with V's
-#          columns split between the branch warps)
+#          columns split between the branch warps; SDPA timed as it dispatches itself and held
+#          to each of its backends, FlashAttention-2, memory-efficient and cuDNN, with the
+#          backend and kernels it picks named)
 #   bench3b  bench/bench_gpu.sh 3b in bf16, DIFF against its baseline, on one GPU (tp 1, dp 1:
 #          nothing to shard the AdamW state over; `difftrain plan` sizes at this build, with
 #          the weights' bf16 copies): sequence 2048 at micro-batch 1 (66.6 GiB), and 4096 at

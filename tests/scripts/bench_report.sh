@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# bench/attn_report.py (bench_attn.sh's tables) on synthetic logs of both sides: the ratios
+# against SDPA's own choice and against each backend held alone, n/a where a backend refuses,
+# the choice and kernels named, a case on one side only left out, and bad input (exit 1 naming
+# the log and line). Then bench/sdpa_attn.py's guards: a backend name it does not know is a usage
+# error, and a PyTorch without CUDA SDPA (Debian's 1.13 here) exits 77.
+# usage: bench_report.sh BENCH_DIR
+set -u
+bench=${1:?usage: bench_report.sh BENCH_DIR}
+. "$(dirname "$0")/check_lib.sh"
+
+cat >"$tmp/fused" <<'LOG'
+bench_attn: NVIDIA H100 80GB HBM3
+RESULT diff 830m 2048 8 0.890 2.700 175.0 193.3
+RESULT base 830m 2048 8 0.500 2.000 200.0 150.0
+RESULT base 3b 4096 4 1.000 4.000 261.5 193.2
+LOG
+cat >"$tmp/sdpa" <<'LOG'
+sdpa_attn: torch 2.11.0+cu130, NVIDIA H100 80GB HBM3
+SDPA diff 830m 2048 8 0.440 2.470 350.0 211.7
+SDPA_CHOICE diff 830m 2048 CUDNN_ATTENTION cudnn_generated_fort_native_sdpa_sm90 cudnn_bwd
+SDPA_BACKEND diff 830m 2048 8 FLASH_ATTENTION n/a n/a n/a n/a
+SDPA_BACKEND diff 830m 2048 8 EFFICIENT_ATTENTION 0.700 3.000 250.0 160.0
+SDPA_BACKEND diff 830m 2048 8 CUDNN_ATTENTION 0.440 2.470 350.0 n/a
+SDPA base 830m 2048 8 0.400 1.500 400.0 300.0
+SDPA_CHOICE base 830m 2048 FLASH_ATTENTION pytorch_flash::flash_fwd_kernel -
+SDPA_BACKEND base 830m 2048 8 FLASH_ATTENTION 0.400 1.500 400.0 300.0
+SDPA base 3b 2048 8 1.0 2.0 500.0 400.0
+LOG
+"$py" "$bench/attn_report.py" "$tmp/fused" "$tmp/sdpa" >"$tmp/out" 2>&1 || bad "exit $? on good logs"
+cat "$tmp/out"
+# against the choice: 175 / 350, 193.3 / 211.7; 200 / 400, 150 / 300
+has "$tmp/out" "diff     830m   2048 |             175.0   350.0   0.50 |         193.3   211.7   0.91"
+has "$tmp/out" "base     830m   2048 |             200.0   400.0   0.50 |         150.0   300.0   0.50"
+# per backend: flash refused; efficient 175 / 250, 193.3 / 160; cudnn 0.50 and a refused backward
+has "$tmp/out" "diff     830m   2048 | cudnn     |           n/a      n/a          0.70     1.21          0.50      n/a"
+# base: only flash timed, the others left n/a
+has "$tmp/out" "base     830m   2048 | flash     |          0.50     0.50           n/a      n/a           n/a      n/a"
+has "$tmp/out" "diff     830m   2048 | fwd cudnn_generated_fort_native_sdpa_sm90 | fwd+bwd cudnn_bwd"
+has "$tmp/out" "base     830m   2048 | fwd pytorch_flash::flash_fwd_kernel | fwd+bwd -"
+# base 3b 4096 has no SDPA line, base 3b 2048 no fused one: neither is reported
+grep -q " 3b " "$tmp/out" && bad "a case on one side only was reported"
+
+# a log with no backend lines: the first table alone
+grep -v "^SDPA_" "$tmp/sdpa" >"$tmp/sdpa_plain"
+"$py" "$bench/attn_report.py" "$tmp/fused" "$tmp/sdpa_plain" >"$tmp/plain" 2>&1 ||
+  bad "exit $? without backend lines"
+[ "$(wc -l <"$tmp/plain")" = 3 ] || bad "without backend lines: $(wc -l <"$tmp/plain") lines"
+
+# bad input: exit 1, naming the log and line
+expect_error() { # NAME FUSED SDPA TEXT
+  "$py" "$bench/attn_report.py" "$2" "$3" >"$tmp/err" 2>&1
+  local rc=$?
+  [ $rc = 1 ] || bad "$1: exit $rc, expected 1"
+  has "$tmp/err" "$4"
+}
+sed 's/^RESULT base 830m 2048 8 0.500 2.000 200.0 150.0/RESULT base 830m 2048 8 0.5 2.0 x 150/' \
+  "$tmp/fused" >"$tmp/f_bad"
+expect_error "not a number" "$tmp/f_bad" "$tmp/sdpa" "$tmp/f_bad:3: 'x' is not a number"
+sed 's/^RESULT diff 830m 2048 8 .*/RESULT diff 830m 2048 8 n\/a n\/a n\/a n\/a/' "$tmp/fused" \
+  >"$tmp/f_na"
+expect_error "fused n/a" "$tmp/f_na" "$tmp/sdpa" "$tmp/f_na:2: n/a where a figure is required"
+sed 's/EFFICIENT_ATTENTION/XFORMERS/' "$tmp/sdpa" >"$tmp/s_bad"
+expect_error "unknown backend" "$tmp/fused" "$tmp/s_bad" "$tmp/s_bad:5: expected a backend of"
+echo "SDPA diff 830m" >>"$tmp/sdpa_plain"
+expect_error "short line" "$tmp/fused" "$tmp/sdpa_plain" \
+  "$tmp/sdpa_plain:$(wc -l <"$tmp/sdpa_plain"): expected 'kind size T"
+sed 's/ 350.0 211.7/ 0 211.7/' "$tmp/sdpa" >"$tmp/s_zero"
+expect_error "zero" "$tmp/fused" "$tmp/s_zero" "$tmp/s_zero:2: TFLOP/s 0 is not positive"
+expect_error "missing log" "$tmp/fused" "$tmp/nonexistent" "$tmp/nonexistent: No such file"
+
+# sdpa_attn.py: usage error for an unknown backend; 77 without CUDA SDPA (where torch imports)
+if "$py" -c 'import torch' 2>/dev/null; then
+  "$py" "$bench/sdpa_attn.py" --backends=XFORMERS >"$tmp/sd" 2>&1
+  rc=$?
+  [ $rc = 2 ] || bad "sdpa_attn.py --backends=XFORMERS: exit $rc, expected 2"
+  has "$tmp/sd" "XFORMERS is not one of"
+  if ! "$py" -c 'import torch, torch.nn.functional as F, sys
+sys.exit(0 if hasattr(F, "scaled_dot_product_attention") and torch.cuda.is_available() else 1)' \
+      2>/dev/null; then
+    "$py" "$bench/sdpa_attn.py" --iters=1 >"$tmp/sd" 2>&1
+    rc=$?
+    [ $rc = 77 ] || bad "sdpa_attn.py without CUDA SDPA: exit $rc, expected 77"
+    has "$tmp/sd" "has no CUDA scaled_dot_product_attention"
+  fi
+else
+  echo "bench_report: no torch for $py: sdpa_attn.py's guards not checked"
+fi
+finish bench_report
