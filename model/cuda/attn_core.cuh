@@ -134,42 +134,77 @@ static inline size_t diff_chunks(size_t n_rows) {
     return (n_rows + DIFF_ROWS_PER_CHUNK - 1) / DIFF_ROWS_PER_CHUNK;
 }
 
-/* Row n of the subln backward, per lane: with gamma (rs = rstd[n]),
+/* A lane's share of row n of O (2d wide) and its gradient: columns e = lane + 32u, u < U (0 at
+ * e >= d2), and rs = rstd[n] (0 where rstd is NULL: a subln without gamma). diff_row_load
+ * issues all of a row's loads before any of them is used, so a row costs one trip to memory
+ * (flash_prep.cu). */
+template <int U> struct diff_row {
+    float a1[U], a2[U], dy[U]; /* o1, o2, dout */
+    float rs;
+};
+
+template <int U>
+__device__ __forceinline__ void diff_row_load(diff_row<U> &r, const float *o1, const float *o2,
+                                              const float *dout, const float *rstd, size_t n,
+                                              int d2, int lane) {
+    const size_t at = n * (size_t)d2;
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int e = lane + 32 * u;
+        const bool in = e < d2;
+        r.a1[u] = in ? o1[at + e] : 0.0f;
+        r.a2[u] = in ? o2[at + e] : 0.0f;
+        r.dy[u] = in ? dout[at + e] : 0.0f;
+    }
+    r.rs = rstd ? rstd[n] : 0.0f;
+}
+
+/* gamma's columns of the lane (0 past d2), or all 0 without gamma */
+template <int U>
+__device__ __forceinline__ void diff_gamma_load(float gm[U], const float *gamma, int d2,
+                                                int lane) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int e = lane + 32 * u;
+        gm[u] = gamma && e < d2 ? gamma[e] : 0.0f;
+    }
+}
+
+/* Row r of the subln backward, per lane: with gamma (gm: diff_gamma_load; rs = rstd[n]),
  *   Ohat = O rs, dOhat = (1 - li) dY gamma, go = dO = rs (dOhat - Ohat (Ohat . dOhat) / 2d),
- * and gp[u] += (1 - li) dY Ohat (dgamma's terms); without gamma go = (1 - li) dY. a1, a2, dy:
- * the row of o1, o2, dout; out_scale = 1 - lambda_init. go[u] is 0 for columns >= d2. */
-__device__ __forceinline__ void diff_subln_row_backward(float go[DIFF_U], double gp[DIFF_U],
-                                                        const float *a1, const float *a2,
-                                                        const float *dy, const float *rstd,
-                                                        size_t n, float lam, const float *gamma,
+ * and gp[u] += (1 - li) dY Ohat (dgamma's terms); without gamma go = (1 - li) dY.
+ * out_scale = 1 - lambda_init. go[u] is 0 for columns >= d2. */
+template <int U>
+__device__ __forceinline__ void diff_subln_row_backward(float go[U], double gp[U],
+                                                        const diff_row<U> &r, float lam,
+                                                        bool has_gamma, const float gm[U],
                                                         float out_scale, int d2, int lane) {
-    if (gamma) {
-        const float rs = rstd[n];
+    if (has_gamma) {
         double dot = 0.0;
 #pragma unroll
-        for (int u = 0; u < DIFF_U; u++) {
+        for (int u = 0; u < U; u++) {
             const int e = lane + 32 * u;
             if (e >= d2) continue;
-            const float ohat = (a1[e] - lam * a2[e]) * rs;
-            const float dohat = out_scale * dy[e] * gamma[e];
-            gp[u] += (double)out_scale * dy[e] * ohat;
+            const float ohat = (r.a1[u] - lam * r.a2[u]) * r.rs;
+            const float dohat = out_scale * r.dy[u] * gm[u];
+            gp[u] += (double)out_scale * r.dy[u] * ohat;
             dot += (double)ohat * dohat;
         }
         const float coef = (float)(warp_sum(dot) / d2);
 #pragma unroll
-        for (int u = 0; u < DIFF_U; u++) {
+        for (int u = 0; u < U; u++) {
             const int e = lane + 32 * u;
             go[u] = 0.0f;
             if (e >= d2) continue;
-            const float ohat = (a1[e] - lam * a2[e]) * rs;
-            const float dohat = out_scale * dy[e] * gamma[e];
-            go[u] = rs * (dohat - ohat * coef);
+            const float ohat = (r.a1[u] - lam * r.a2[u]) * r.rs;
+            const float dohat = out_scale * r.dy[u] * gm[u];
+            go[u] = r.rs * (dohat - ohat * coef);
         }
     } else {
 #pragma unroll
-        for (int u = 0; u < DIFF_U; u++) {
+        for (int u = 0; u < U; u++) {
             const int e = lane + 32 * u;
-            go[u] = e < d2 ? out_scale * dy[e] : 0.0f;
+            go[u] = e < d2 ? out_scale * r.dy[u] : 0.0f;
         }
     }
 }
@@ -177,12 +212,13 @@ __device__ __forceinline__ void diff_subln_row_backward(float go[DIFF_U], double
 /* The block's row of partials part[ch] (2d + 1 doubles) = {each lane's gp summed over the warps,
  * dl summed over the warps}, warps in order, through the block's shared sg, sdl. Every thread of
  * the block calls it (one __syncthreads). */
+template <int U>
 __device__ __forceinline__ void diff_chunk_partials(double *part, size_t ch,
                                                     double (*sg)[ATTN_CU_MAX_DV], double *sdl,
-                                                    const double gp[DIFF_U], double dl, int d2) {
+                                                    const double gp[U], double dl, int d2) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-    for (int u = 0; u < DIFF_U; u++) {
+    for (int u = 0; u < U; u++) {
         const int e = lane + 32 * u;
         if (e < d2) sg[warp][e] = gp[u];
     }

@@ -99,27 +99,29 @@ diff_subln_backward_kernel(float *dO, double *part, const float *dout, const flo
     const size_t ch = blockIdx.x;
     const float lam = *lambda;
     double gp[DIFF_U], dl = 0.0;
+    float gm[DIFF_U];
 #pragma unroll
     for (int u = 0; u < DIFF_U; u++) gp[u] = 0.0;
+    diff_gamma_load<DIFF_U>(gm, gamma, d2, lane);
 
     for (int rr = 0; rr < DIFF_ROWS_PER_WARP; rr++) {
         const size_t n = ch * DIFF_ROWS_PER_CHUNK + (size_t)warp * DIFF_ROWS_PER_WARP + rr;
         if (n >= n_rows) break; /* warp-uniform */
-        const float *a2 = o2 + n * d2; /* (2d) */
-        float go[DIFF_U];              /* dO of the row */
-        diff_subln_row_backward(go, gp, o1 + n * d2, a2, dout + n * d2, rstd, n, lam, gamma,
-                                out_scale, d2, lane);
+        diff_row<DIFF_U> r;
+        diff_row_load(r, o1, o2, dout, gamma ? rstd : NULL, n, d2, lane);
+        float go[DIFF_U]; /* dO of the row */
+        diff_subln_row_backward(go, gp, r, lam, gamma != NULL, gm, out_scale, d2, lane);
         double rowdl = 0.0;
 #pragma unroll
         for (int u = 0; u < DIFF_U; u++) {
             const int e = lane + 32 * u;
             if (e >= d2) continue;
             dO[n * d2 + e] = go[u];
-            rowdl += (double)go[u] * a2[e];
+            rowdl += (double)go[u] * r.a2[u];
         }
         dl -= warp_sum(rowdl);
     }
-    diff_chunk_partials(part, ch, sg, sdl, gp, dl, d2);
+    diff_chunk_partials<DIFF_U>(part, ch, sg, sdl, gp, dl, d2);
 }
 
 /* dgamma[e] += sum over chunks of part[ch][e] (e < 2d, when dgamma is non-NULL); *dlambda +=

@@ -62,18 +62,24 @@ __global__ void __launch_bounds__(1024)
     const int C4 = C / 4;
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
         const size_t row = (size_t)n * C;
-        float4 x[RMSNORM_VEC];
+        float4 x[RMSNORM_VEC], q[RMSNORM_VEC];
+        /* the row's loads first, then y's stores: a store between them (y may alias a or b,
+         * for all the compiler knows) would hold each next load back until it is done */
 #pragma unroll
         for (int k = 0; k < RMSNORM_VEC; k++) {
             const int f = threadIdx.x + k * blockDim.x;
             if (f >= C4) break;
-            if (a) {
-                const float4 p = reinterpret_cast<const float4 *>(a + row)[f];
-                const float4 q = reinterpret_cast<const float4 *>(b + row)[f];
-                x[k] = make_float4(p.x + q.x, p.y + q.y, p.z + q.z, p.w + q.w);
+            x[k] = reinterpret_cast<const float4 *>(a ? a + row : inp + row)[f];
+            if (a) q[k] = reinterpret_cast<const float4 *>(b + row)[f];
+        }
+        if (a) {
+#pragma unroll
+            for (int k = 0; k < RMSNORM_VEC; k++) {
+                const int f = threadIdx.x + k * blockDim.x;
+                if (f >= C4) break;
+                x[k] = make_float4(x[k].x + q[k].x, x[k].y + q[k].y, x[k].z + q[k].z,
+                                   x[k].w + q[k].w);
                 reinterpret_cast<float4 *>(y + row)[f] = x[k];
-            } else {
-                x[k] = reinterpret_cast<const float4 *>(inp + row)[f];
             }
         }
         double ss = 0.0;
