@@ -1,8 +1,8 @@
 /* The CUDA token and norm ops against the CPU oracle on identical inputs, forward and
  * backward: rmsnorm (with and without weight), rope (odd head width, pos0 of a 64K context,
  * in place; its float4 kernel against its scalar one, bit for bit), swiglu (saturated sigmoid,
- * in place), embedding (vocabulary slices, repeated tokens, int32 extremes) and head_scale (in
- * place). Accumulating outputs start nonzero, overwritten ones start NaN; reruns must give the
+ * in place), embedding (vocabulary slices, repeated tokens, int32 extremes, a row with more
+ * positions than the backward's list holds) and head_scale (in place). Accumulating outputs start nonzero, overwritten ones start NaN; reruns must give the
  * same bits. The backend is in fp32 mode, so the dt_operand buffers are fp32 (test_cuda_operand
  * checks the bf16 mode). Skipped (77) without a device. */
 #include <math.h>
@@ -319,6 +319,10 @@ static void test_embedding(void **state) {
     embedding_case(37, 33, 50, 20, 15, 403);  /* a vocabulary slice: most rows zero */
     embedding_case(1001, 70, 13, 0, 13, 404); /* many repeats within each group of tokens */
     embedding_case(517, 300, 1000, 500, 500, 405);
+    /* the backward's lists: one row's positions past a list (1024) in its slice, and rows of
+     * every slice over two column blocks with a partial last round of tokens */
+    embedding_case(3000, 40, 2, 0, 2, 406);
+    embedding_case(2500, 130, 300, 37, 200, 407);
 }
 
 /* ---- head_scale ---- */

@@ -328,6 +328,9 @@ static inline int __any_sync(unsigned mask, int pred, const char *file = __built
                              int line = __builtin_LINE()) {
     return emu_ballot(mask, pred, file, line) != 0u;
 }
+/* the number of bits set (a lane's own computation: no warp collective) */
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+
 /* a warp barrier: all 32 lanes meet there (a vote whose result is dropped) */
 static inline void __syncwarp(unsigned mask = 0xffffffffu, const char *file = __builtin_FILE(),
                               int line = __builtin_LINE()) {
