@@ -1,6 +1,7 @@
 /* cuda_add / cuda_scale / cuda_sumsq against the CPU oracle (cpu_add, cpu_scale, cpu_sumsq) on
  * identical inputs: sizes 1, 31, 1000, 100003 and 1000003 (past the sumsq grid of 1024 x 256
- * threads, so its grid-stride loop runs), in-place adds, sumsq reruns bit-identical. Skipped
+ * threads, so its grid-stride loop runs), in-place adds, sumsq reruns bit-identical, sumsq from
+ * a 16-byte aligned start (its float4 loads and tail) and from one element past it. Skipped
  * (77) without a device. */
 #include <math.h>
 #include <setjmp.h>
@@ -84,6 +85,11 @@ static void test_sumsq(void **state) {
         printf("sumsq n=%-8zu gpu %.17g cpu %.17g rel %.3g\n", n, got, ref, rel);
         assert_true(rel <= SUMSQ_RTOL);
         assert_memory_equal(&got, &again, sizeof got); /* bit-identical rerun */
+        if (n > 1) { /* from an element past a 16-byte boundary: the kernel's scalar path */
+            double ref1 = cpu_sumsq(x + 1, n - 1), got1 = cuda_sumsq(dx + 1, n - 1);
+            printf("sumsq n=%-8zu from x + 1: gpu %.17g cpu %.17g\n", n - 1, got1, ref1);
+            assert_true(fabs(got1 - ref1) <= SUMSQ_RTOL * ref1);
+        }
         cot_check_bits("sumsq leaves x", dx, x, n);
         cuda_free(dx);
         free(x);
