@@ -244,9 +244,9 @@ static void time_switch(int kind, const bufs *b, int B, int T, int H, int d, int
 static int time_dq_modes(int kind, const bufs *b, float *dq_ref, int B, int T, int H, int d,
                          size_t n_dq, int warmup, int iters, int check, const char *size) {
     double ms[2];
-    time_switch(kind, b, B, T, H, d, 1, warmup, iters, cuda_flash_test_dq_stored, ms, dq_ref, b->dq,
+    time_switch(kind, b, B, T, H, d, 1, warmup, iters, cuda_flash_test_dq_mode, ms, dq_ref, b->dq,
                 n_dq * sizeof(float));
-    cuda_flash_test_dq_stored(-1);
+    cuda_flash_test_dq_mode(-1);
     const double e = rel_diff(dq_ref, b->dq, n_dq, 0);
     printf("DQ %s %s %d %.3f %.3f %.2f %.3g\n", kind_name[kind], size, T, ms[0], ms[1],
            ms[0] / ms[1], e);

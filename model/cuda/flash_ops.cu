@@ -111,7 +111,7 @@ static int flash_env_pick(const char *var, const char *const *values, int n) {
 static int g_dq_mode = -1;        /* flash_test.h: -1 the environment, else a FLASH_DQ_* mode */
 static size_t g_dq_auto_bytes = 0; /* flash_test.h: the auto mode's cap, 0 the default */
 
-extern "C" void cuda_flash_test_dq_stored(int mode) {
+extern "C" void cuda_flash_test_dq_mode(int mode) {
     g_dq_mode = mode == FLASH_DQ_RECOMPUTE || mode == FLASH_DQ_STORED || mode == FLASH_DQ_AUTO
                     ? mode : -1;
 }

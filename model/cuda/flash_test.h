@@ -42,7 +42,7 @@ enum {
 #define FLASH_DQ_AUTO_BYTES ((size_t)2 << 30)
 /* mode: a FLASH_DQ_* mode, or -1 (the default) as the environment says (DIFFTRAIN_FLASH_DQ=auto,
  * stored or recompute; unset: auto). Not thread safe; set it between ops. */
-void cuda_flash_test_dq_stored(int mode);
+void cuda_flash_test_dq_mode(int mode);
 /* The auto mode's cap in bytes instead of FLASH_DQ_AUTO_BYTES (0: that default again) */
 void cuda_flash_test_dq_auto_bytes(size_t bytes);
 /* The FLASH_DQ_* mode the backward ops would take now (FLASH_DQ_RECOMPUTE where the wgmma

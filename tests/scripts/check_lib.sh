@@ -1,6 +1,7 @@
-# Helpers sourced by the tool test scripts (tools_gaps.sh, tools_sass.sh): py (Debian's python3
-# where there is one), a scratch folder $tmp (kept when KEEP_TMP is set), bad and has to count
-# failed checks, and finish to report them and set the exit status.
+# Helpers sourced by the test scripts of tools/ and bench/ (tools_gaps.sh, tools_sass.sh,
+# bench_report.sh): py (Debian's python3 where there is one), a scratch folder $tmp (kept when
+# KEEP_TMP is set), bad and has to count failed checks, and finish to report them and set the
+# exit status.
 py=python3
 [ -x /usr/bin/python3 ] && py=/usr/bin/python3
 tmp=$(mktemp -d)

@@ -182,7 +182,7 @@ static void set_run(int run) {
     cuda_flash_test_sm90(run < 3);
     cuda_flash_test_fwd_rows(16); /* check_fwd_rows32 runs the other forward */
     cuda_flash_test_diff_fwd_split(1); /* check_diff_fwd_branch runs DIFF's other forward */
-    cuda_flash_test_dq_stored(run == STORED || run == STORED + 1);
+    cuda_flash_test_dq_mode(run == STORED || run == STORED + 1);
     cuda_flash_test_diff_paired(run != BRANCHES);
 }
 
@@ -946,7 +946,7 @@ static void check_env_choice(const env_choice *c) {
 static void test_dq_env(void **state) {
     (void)state;
     const env_choice c = {"DIFFTRAIN_FLASH_DQ", "auto", "recompute", cuda_flash_dq_mode,
-                          cuda_flash_test_dq_stored, FLASH_DQ_AUTO, FLASH_DQ_AUTO,
+                          cuda_flash_test_dq_mode, FLASH_DQ_AUTO, FLASH_DQ_AUTO,
                           FLASH_DQ_RECOMPUTE, FLASH_DQ_RECOMPUTE, {"Stored", "1"}};
     check_env_choice(&c);
     setenv("DIFFTRAIN_FLASH_DQ", "stored", 1); /* the third value */
@@ -963,7 +963,7 @@ static void test_dq_auto(void **state) {
     set_mode(1);
     cuda_flash_test_f32_staging(0);
     cuda_flash_test_sm90(0);
-    cuda_flash_test_dq_stored(FLASH_DQ_AUTO);
+    cuda_flash_test_dq_mode(FLASH_DQ_AUTO);
     /* T = 128: 2 x 2 tiles, 3 in the triangle; 2 q-heads: 6 tiles of 8 KiB */
     cuda_flash_test_dq_auto_bytes(6 * 8192);
     assert_int_equal(cuda_flash_dq_stored_at(1, 128, 2), 1);
@@ -979,18 +979,18 @@ static void test_dq_auto(void **state) {
     assert_int_equal(cuda_flash_dq_stored_at(1, 8192, 24), 1); /* 3B, 1 x 8192: 1.62 GB */
     assert_int_equal(cuda_flash_dq_stored_at(1, 16384, 24), 0); /* 3B, 1 x 16384: 6.5 GB */
     assert_int_equal(cuda_flash_dq_stored_at(2, 8192, 24), 0);  /* 3.2 GB */
-    cuda_flash_test_dq_stored(FLASH_DQ_STORED);
+    cuda_flash_test_dq_mode(FLASH_DQ_STORED);
     assert_int_equal(cuda_flash_dq_stored_at(1, 16384, 24), 1);
-    cuda_flash_test_dq_stored(FLASH_DQ_RECOMPUTE);
+    cuda_flash_test_dq_mode(FLASH_DQ_RECOMPUTE);
     assert_int_equal(cuda_flash_dq_stored_at(1, 64, 1), 0);
-    cuda_flash_test_dq_stored(FLASH_DQ_AUTO);
+    cuda_flash_test_dq_mode(FLASH_DQ_AUTO);
     if (cuda_flash_sm90_capable()) {
         cuda_flash_test_sm90(1);
         assert_int_equal(cuda_flash_dq_stored_at(1, 64, 1), 0);
         assert_int_equal(cuda_flash_dq_mode(), FLASH_DQ_RECOMPUTE);
     }
     cuda_flash_test_sm90(-1);
-    cuda_flash_test_dq_stored(-1);
+    cuda_flash_test_dq_mode(-1);
 }
 
 /* DIFFTRAIN_FLASH_FWD_ROWS selects the mma.sync standard forward's rows a warp; the wgmma
@@ -1095,7 +1095,7 @@ static void cap_case_free(cap_case *c) {
 static void cap_pass(const cap_case *c, diff_out *o, int bwd, int stored) {
     const float zeros[256] = {0.0f};
     const int B = c->B, T = c->T, H = c->H, Hkv = c->Hkv, d = c->d;
-    cuda_flash_test_dq_stored(stored);
+    cuda_flash_test_dq_mode(stored);
     diff_out_alloc(o, c->no, c->nl, c->nr, c->nq, c->nk, c->nv, zeros, 2 * d, 0.0f);
     if (!c->diff) {
         cuda_flash_attention_forward(o->out, o->lse, c->q, c->k, c->v, B, T, H, Hkv, d, d);
