@@ -11,8 +11,9 @@
  *   A in registers (wgmma_rs): the m16n8k16 A fragment of the warp's 16 rows.
  * B (and A in wgmma_ss) lies in shared memory, named by a matrix descriptor (wgmma_desc).
  *
- * Shared-memory layout: only the PTX ISA's no-swizzle ("interleaved") canonical layouts are
- * used. The unit is the core matrix: 8 rows of 16 bytes (8 bf16), 128 contiguous bytes. For a
+ * Shared-memory layout: the PTX ISA's no-swizzle ("interleaved") canonical layouts (wgmma_desc),
+ * and the swizzled ones that TMA loads write (wgmma_desc_swizzled, at the end). The unit of the
+ * no-swizzle layouts is the core matrix: 8 rows of 16 bytes (8 bf16), 128 contiguous bytes. For a
  * matrix X (MN x K: M or N rows, K the reduction),
  *   K-major  (trans 0; K contiguous in rows of 8):
  *       element (mn, k) at (mn % 8) * 8 + (mn / 8) * SBO + (k % 8) + (k / 8) * LBO  (elements);
@@ -135,6 +136,26 @@ __device__ __forceinline__ uint64_t wgmma_desc(const void *p, uint32_t lbo, uint
     const uint64_t start = (wgmma_smem_addr(p) & 0x3ffffu) >> 4;
     return start | (uint64_t)((lbo & 0x3ffffu) >> 4) << 16 |
            (uint64_t)((sbo & 0x3ffffu) >> 4) << 32; /* base offset 0, swizzle 0: none */
+}
+
+/* The descriptor of a bf16 matrix at p in the layout of swizzle S (32, 64 or 128 bytes; W = S / 2
+ * elements), as a TMA load with that swizzle writes a tile whose box rows are S bytes (tma.cuh):
+ *   K-major  (trans 0): rows of W elements along K, S bytes apart, 8 of them a swizzle atom;
+ *       element (mn, k) at (mn % 8) * W + (mn / 8) * SBO + k (the ISA's
+ *       ((8,m),(T,2k)):((W,SBO),(1,T))): SBO is 8 S for atoms one after another; the 16 k of an
+ *       instruction lie in one row, so the k16 steps of a W-wide tile start 32 bytes apart and
+ *       LBO is unused (a K wider than W is the next box's atoms: another start);
+ *   MN-major (trans 1): rows of W elements along MN, one per k, S bytes apart: element (mn, k)
+ *       at (mn % W) + (mn / W) * LBO + (k % 8) * W + (k / 8) * SBO (((T,W/8,m),(8,k)):
+ *       ((1,T,LBO),(W,SBO))): SBO is 8 S for the next 8 k, LBO the distance to the next W
+ *       columns (the next box);
+ * then each byte address a is swizzled: bits 4.. of a XOR bits 7.. (1, 2, 3 bits for S = 32,
+ * 64, 128). The pattern follows the shared-window address, so a tile starts at a multiple of
+ * 8 S (the swizzle's repeat) and the base offset field stays 0. */
+__device__ __forceinline__ uint64_t wgmma_desc_swizzled(const void *p, uint32_t lbo, uint32_t sbo,
+                                                        int swizzle) {
+    const uint64_t mode = swizzle == 128 ? 1 : swizzle == 64 ? 2 : 3; /* 32 bytes: 3 */
+    return wgmma_desc(p, lbo, sbo) | mode << 62;
 }
 
 #endif

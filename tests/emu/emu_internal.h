@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include <functional>
+
 #include "cuda_runtime.h"
 
 /* Prints "emu: " and the message (with the running kernel, block and grid inside a kernel) to
@@ -31,6 +33,11 @@ void emu_group_collective(void (*op)(unsigned group, void *const *lanes), void *
 /* The running block's shared memory at shared-window address addr (emu_shared_address's
  * inverse) when [addr, addr + bytes) lies in its static or dynamic shared memory; else NULL. */
 void *emu_shared_pointer(uint32_t addr, size_t bytes);
+/* Queues an asynchronous copy of `bytes` bytes on the mbarrier bar (emu_rt.cpp): land writes
+ * them into shared memory when the phase's arrivals are all in and a warp waits for it, taking
+ * them off its expected bytes (as emu_bulk_copy). `what` names the instruction in reports. */
+void emu_mbar_async_copy(void *bar, unsigned bytes, std::function<void()> land,
+                         const char *what, const char *file, int line);
 /* The wgmma state of a block (emu_wgmma.cpp): reset when a block of nthreads threads starts;
  * checked when it ends (products still queued or pending abort). */
 void emu_wgmma_block_start(unsigned nthreads);

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <functional>
 #include <map>
 #include <set>
 #include <vector>
@@ -360,9 +361,8 @@ unsigned emu_ballot(unsigned mask, int pred, const char *file, int line) {
  * for its phase reads the old contents. ---- */
 
 struct bulk_copy {
-    void *dst;
-    const void *src;
     unsigned bytes;
+    std::function<void()> land; /* writes its bytes into shared memory */
 };
 struct mbar_state {
     unsigned count, pending, phase; /* arrivals a phase takes, still to come; phases completed */
@@ -385,7 +385,7 @@ static mbar_state &mbar_find(const void *bar, const char *what, const char *file
 static void mbar_settle(mbar_state &b, const char *file, int line) {
     if (b.pending) return;
     for (const bulk_copy &c : b.copies) {
-        memcpy(c.dst, c.src, c.bytes);
+        c.land();
         b.tx -= c.bytes;
     }
     b.copies.clear();
@@ -436,16 +436,79 @@ void emu_mbar_wait(const void *bar, unsigned parity, const char *file, int line)
     pass_on();
 }
 
+void emu_mbar_async_copy(void *bar, unsigned bytes, std::function<void()> land,
+                         const char *what, const char *file, int line) {
+    mbar_state &b = mbar_find(bar, what, file, line);
+    b.copies.push_back(bulk_copy{bytes, std::move(land)}); /* lands when a warp waits */
+}
+
 void emu_bulk_copy(void *dst, const void *src, unsigned bytes, void *bar, const char *file,
                    int line) {
     emu_require_sm90("cp.async.bulk", file, line);
-    mbar_state &b = mbar_find(bar, "cp.async.bulk", file, line);
+    mbar_find(bar, "cp.async.bulk", file, line);
     if (bytes == 0 || bytes % 16 || (uintptr_t)dst % 16 || (uintptr_t)src % 16 ||
         !emu_shared_range(dst, bytes))
         emu_fail("cp.async.bulk at %s:%d: %u bytes (a nonzero multiple of 16) from %p (16-byte "
                  "aligned) to %p (16-byte aligned, in shared memory)", file, line, bytes, src,
                  dst);
-    b.copies.push_back(bulk_copy{dst, src, bytes}); /* lands when a warp waits for the phase */
+    emu_mbar_async_copy(bar, bytes, [dst, src, bytes]() { memcpy(dst, src, bytes); },
+                        "cp.async.bulk", file, line);
+}
+
+/* ---- named barriers (bar.sync / bar.arrive with an id and a thread count): each id is an
+ * mbarrier of the block kept outside shared memory, whose phase takes count / 32 warp
+ * arrivals; a warp that syncs waits for the phase it arrived in. All uses of an id in a phase
+ * must give the same count; a phase left with arrivals at the block's end aborts. ---- */
+
+static uint64_t g_named[16]; /* their keys in g_mbar */
+
+struct named_lane {
+    int id;
+    unsigned count, parity;
+};
+
+static void named_arrive_op(void *const *lanes) {
+    named_lane *l0 = (named_lane *)lanes[0];
+    const emu_thread &t0 = g_t[g_cur];
+    const unsigned warps = l0->count / 32;
+    mbar_state &b = g_mbar.emplace(&g_named[l0->id], mbar_state{warps, warps, 0u, 0L, {},
+                                                                t0.file, t0.line})
+                        .first->second;
+    if (b.pending == b.count) { /* a new phase: its count and site are this use's */
+        b.count = b.pending = warps;
+        b.file = t0.file;
+        b.line = t0.line;
+    } else if (b.count != warps) {
+        emu_fail("named barrier %d at %s:%d with %u threads, where its phase was begun with %u "
+                 "(at %s:%d)", l0->id, t0.file, t0.line, l0->count, 32 * b.count, b.file,
+                 b.line);
+    }
+    const unsigned parity = b.phase & 1u;
+    emu_mbar_arrive(&g_named[l0->id], 0u, t0.file, t0.line);
+    for (int lane = 0; lane < 32; lane++) ((named_lane *)lanes[lane])->parity = parity;
+}
+
+void emu_named_barrier(int id, unsigned count, int sync, const char *file, int line) {
+    if (!g_cfg) emu_fail("named barrier outside a kernel (%s:%d)", file, line);
+    if (id < 1 || id > 15 || count == 0 || count % 32 || count > g_nthreads)
+        emu_fail("named barrier at %s:%d: id %d (1 to 15; 0 is __syncthreads') and %u threads (a "
+                 "nonzero multiple of 32, at most the block's %u)", file, line, id, count,
+                 g_nthreads);
+    named_lane mine = {id, count, 0u};
+    emu_warp_collective(named_arrive_op, &mine, file, line);
+    if (sync) emu_mbar_wait(&g_named[id], mine.parity, file, line);
+}
+
+static void setmaxnreg_op(unsigned, void *const *) {}
+
+void emu_setmaxnreg(unsigned regs, int inc, const char *file, int line) {
+    emu_require_sm90("setmaxnreg", file, line);
+    if (regs < 24 || regs > 256 || regs % 8)
+        emu_fail("setmaxnreg.%s %u at %s:%d: 24 to 256 registers, a multiple of 8",
+                 inc ? "inc" : "dec", regs, file, line);
+    int dummy = 0;
+    emu_group_collective(setmaxnreg_op, &dummy, inc ? "setmaxnreg.inc" : "setmaxnreg.dec", file,
+                         line);
 }
 
 /* a warp that waits for an mbarrier phase which has completed can run again */
@@ -465,6 +528,12 @@ static void check_mbar_deadlock(void) {
         const emu_thread &f = g_t[w * 32];
         if (f.state != ST_MBAR) continue;
         const mbar_state &b = g_mbar.at(f.bar);
+        const uint64_t *key = (const uint64_t *)f.bar;
+        if (key >= g_named && key < g_named + 16)
+            emu_fail("warp %u waits at %s:%d at named barrier %d (phase begun at %s:%d), which "
+                     "never completes: %u of its %u warp arrivals missing, and no other warp "
+                     "can run (a deadlock)", w, f.file, f.line, (int)(key - g_named), b.file,
+                     b.line, b.pending, b.count);
         emu_fail("warp %u waits at %s:%d for phase parity %u of the mbarrier initialised at %s:%d, "
                  "which never completes: %u of its %u arrivals and %ld bytes missing, and no "
                  "other warp can run (a deadlock)", w, f.file, f.line, f.parity, b.file, b.line,
@@ -472,13 +541,21 @@ static void check_mbar_deadlock(void) {
     }
 }
 
-/* The block has ended: a bulk copy still held would land in the next block's shared memory. */
+/* The block has ended: a bulk copy still held would land in the next block's shared memory;
+ * a named barrier's phase with arrivals would hold the next block's first. */
 static void check_mbar_end(void) {
-    for (const auto &kv : g_mbar)
+    for (const auto &kv : g_mbar) {
+        const mbar_state &b = kv.second;
+        const uint64_t *key = (const uint64_t *)kv.first;
+        if (key >= g_named && key < g_named + 16 && b.pending != b.count)
+            emu_fail("the block ended with named barrier %d's phase begun at %s:%d holding %u of "
+                     "its %u warp arrivals (a bar.arrive that no bar.sync met)",
+                     (int)(key - g_named), b.file, b.line, b.count - b.pending, b.count);
         if (!kv.second.copies.empty())
             emu_fail("the block ended with %zu bulk copies in flight on the mbarrier initialised "
                      "at %s:%d (%u of %u arrivals missing)", kv.second.copies.size(),
                      kv.second.file, kv.second.line, kv.second.pending, kv.second.count);
+    }
     g_mbar.clear();
 }
 

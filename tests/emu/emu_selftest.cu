@@ -394,6 +394,7 @@ int emu_selftest_mma(void); /* emu_selftest_mma.cu: the tensor-core instructions
 int emu_selftest_cp_async(void); /* emu_selftest_cp_async.cu: the asynchronous copies */
 int emu_selftest_wgmma(void);    /* emu_selftest_wgmma.cu: the warpgroup matrix products */
 int emu_selftest_mbarrier(void); /* emu_selftest_mbarrier.cu: mbarriers and bulk copies */
+int emu_selftest_tma(void); /* emu_selftest_tma.cu: TMA loads, named barriers, setmaxnreg */
 
 int main(void) {
     test_shuffles();
@@ -414,6 +415,7 @@ int main(void) {
     g_fails += emu_selftest_cp_async();
     g_fails += emu_selftest_wgmma();
     g_fails += emu_selftest_mbarrier();
+    g_fails += emu_selftest_tma();
     printf("%s: %d failed checks\n", g_fails ? "FAILED" : "PASSED", g_fails);
     return g_fails ? 1 : 0;
 }

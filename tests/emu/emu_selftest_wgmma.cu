@@ -23,7 +23,7 @@
  *   - misuse aborts, each with its own message: a wgmma without a fence, a block that is not
  *     whole warpgroups, a warpgroup collective reached by part of a warp or of a warpgroup (the
  *     rest at __syncthreads or at another site), a block ending with products not committed or
- *     not waited for, swizzled and base-offset descriptors, an operand outside shared memory,
+ *     not waited for, base-offset descriptors, an operand outside shared memory,
  *     the shared address of device memory, N = 12, descriptors that differ within the
  *     warpgroup. */
 #include <math.h>
@@ -336,7 +336,6 @@ static void run_group_vs_barrier(void *x) { group_vs_barrier_kernel<<<1, 128>>>(
 static void run_group_two_sites(void *x) { group_two_sites_kernel<<<1, 128>>>((float *)x); }
 static void run_not_waited(void *x) { not_waited_kernel<<<1, 128>>>((float *)x); }
 static void run_not_committed(void *x) { not_committed_kernel<<<1, 128>>>((float *)x); }
-static void run_swizzle(void *x) { desc_bits_kernel<<<1, 128>>>((float *)x, 1ull << 62); }
 static void run_base_offset(void *x) { desc_bits_kernel<<<1, 128>>>((float *)x, 1ull << 49); }
 static void run_outside(void *x) { outside_kernel<<<1, 128>>>((float *)x); }
 static void run_global_address(void *x) { global_address_kernel<<<1, 128>>>((float *)x); }
@@ -363,7 +362,6 @@ static void test_misuses(void) {
          run_group_two_sites},
         {"block ending with products not waited for", "not waited for", run_not_waited},
         {"block ending with products not committed", "not committed", run_not_committed},
-        {"swizzled descriptor", "swizzle mode 1", run_swizzle},
         {"descriptor with a base offset", "base offset 1", run_base_offset},
         {"operand outside shared memory", "outside the block's shared memory", run_outside},
         {"shared address of device memory", "not in the block's shared memory",

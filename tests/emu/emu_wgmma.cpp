@@ -13,14 +13,21 @@
  * product, or overwrites a staged tile before it, computes a wrong result here, as it may on a
  * GPU; products issued but not committed wait for the next commit.
  *
- * Shared-memory operands: only the no-swizzle canonical layouts with base offset 0 (wgmma.cuh's
- * comment gives them). With T = 8 bf16 per 16 bytes and LBO, SBO in elements, element (mn, k) is
+ * Shared-memory operands: the canonical layouts with base offset 0 (wgmma.cuh's comment gives
+ * them). With T = 8 bf16 per 16 bytes and LBO, SBO in elements, element (mn, k) is, without
+ * swizzle,
  *   K-major  (trans 0): (mn % 8) * 8 + (mn / 8) * SBO + (k % 8) + (k / 8) * LBO,
  *   MN-major (trans 1): (mn % 8) + (mn / 8) * SBO + (k % 8) * 8 + (k / 8) * LBO
  * elements after the start (the ISA's ((8,m),(T,2k)):((1T,SBO),(1,LBO)) and
- * ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))); mn is A's row (0..63) or B's column (0..N-1). The
- * descriptor's start is a shared-window address (emu_shared_address) >> 4, so it is 16-byte
- * aligned by construction; every element read must lie in the block's shared memory.
+ * ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))); mn is A's row (0..63) or B's column (0..N-1). With a
+ * swizzle of S bytes (32, 64, 128: W = S / 2 elements a row), the ISA's
+ * ((8,m),(T,2k)):((W,SBO),(1,T)) and ((T,W/8,m),(8,k)):((1,T,LBO),(W,SBO)):
+ *   K-major:  (mn % 8) * W + (mn / 8) * SBO + k                   (LBO unused),
+ *   MN-major: (mn % W) + (mn / W) * LBO + (k % 8) * W + (k / 8) * SBO,
+ * and then the byte address a (start + 2 x that) is swizzled as the TMA writes it: bits 4.. of
+ * a XOR bits 7.. (1, 2, 3 bits for S = 32, 64, 128; emu_tma.cpp). The descriptor's start is a
+ * shared-window address (emu_shared_address) >> 4, so it is 16-byte aligned by construction;
+ * every element read must lie in the block's shared memory.
  *
  * The fragments (the PTX ISA's "Register Fragments" for wgmma .m64nNk16), for thread i of the
  * warpgroup with w = i / 32, g = (i % 32) / 4, t = i % 4: A (wgmma_rs) a[0] = A[16w+g][2t, 2t+1],
@@ -42,6 +49,7 @@
 struct wg_operand {
     uint32_t start, lbo, sbo; /* bytes: a shared-window address, the two strides */
     int trans;                /* 0: K-major, 1: MN-major */
+    uint32_t swizzle;         /* bytes: 0 (none), 32, 64, 128 */
 };
 
 /* One queued product of a warpgroup. */
@@ -81,28 +89,35 @@ static float bf16_value(uint16_t h) {
     return f;
 }
 
-/* Element (mn, k) of o, in elements after its start (the layouts above). */
+/* Element (mn, k) of o, in elements after its start (the layouts above, before the swizzle). */
 static uint32_t wg_offset(const wg_operand &o, int mn, int k) {
-    const uint32_t lbo = o.lbo / 2, sbo = o.sbo / 2;
+    const uint32_t lbo = o.lbo / 2, sbo = o.sbo / 2, w = o.swizzle / 2;
+    if (w)
+        return o.trans ? (mn % w) + (mn / w) * lbo + (k % 8) * w + (k / 8) * sbo
+                       : (mn % 8) * w + (mn / 8) * sbo + k;
     return o.trans ? (mn % 8) + (mn / 8) * sbo + (k % 8) * 8 + (k / 8) * lbo
                    : (mn % 8) * 8 + (mn / 8) * sbo + (k % 8) + (k / 8) * lbo;
 }
 
-/* Where element (mn, k) of o lies in the block's shared memory, or NULL. */
-static const uint16_t *wg_element(const wg_operand &o, int mn, int k) {
-    return (const uint16_t *)emu_shared_pointer(o.start + 2 * wg_offset(o, mn, k), 2);
+/* The shared-window address of element (mn, k) of o: swizzled as the TMA writes. */
+static uint32_t wg_address(const wg_operand &o, int mn, int k) {
+    const uint32_t a = o.start + 2 * wg_offset(o, mn, k);
+    return o.swizzle ? a ^ (((a >> 7) & (o.swizzle / 16 - 1)) << 4) : a;
 }
 
-/* The operand `which` (mn_count x 16) that desc names: only no swizzle and base offset 0, the
- * reserved bits clear, and every element in the block's shared memory. */
+/* Where element (mn, k) of o lies in the block's shared memory, or NULL. */
+static const uint16_t *wg_element(const wg_operand &o, int mn, int k) {
+    return (const uint16_t *)emu_shared_pointer(wg_address(o, mn, k), 2);
+}
+
+/* The operand `which` (mn_count x 16) that desc names: base offset 0, the reserved bits
+ * clear, and every element in the block's shared memory. */
 static wg_operand wg_decode(uint64_t desc, int trans, const char *which, int mn_count,
                             const wg_lane &l) {
-    const unsigned swizzle = (unsigned)(desc >> 62), base = (unsigned)(desc >> 49) & 7u;
+    const unsigned mode = (unsigned)(desc >> 62), base = (unsigned)(desc >> 49) & 7u;
     const uint64_t fields = 0x3fffull | 0x3fffull << 16 | 0x3fffull << 32 | 7ull << 49 |
                             3ull << 62;
-    if (swizzle)
-        emu_fail("wgmma at %s:%d: %s's descriptor 0x%016llx has swizzle mode %u: only no swizzle "
-                 "(0) is emulated", l.file, l.line, which, (unsigned long long)desc, swizzle);
+    static const uint32_t swizzle_bytes[4] = {0, 128, 64, 32}; /* the layout type field */
     if (base)
         emu_fail("wgmma at %s:%d: %s's descriptor 0x%016llx has base offset %u: only 0 is "
                  "emulated", l.file, l.line, which, (unsigned long long)desc, base);
@@ -110,14 +125,14 @@ static wg_operand wg_decode(uint64_t desc, int trans, const char *which, int mn_
         emu_fail("wgmma at %s:%d: %s's descriptor 0x%016llx sets reserved bits", l.file, l.line,
                  which, (unsigned long long)desc);
     const wg_operand o = {(uint32_t)(desc & 0x3fff) << 4, (uint32_t)(desc >> 16 & 0x3fff) << 4,
-                          (uint32_t)(desc >> 32 & 0x3fff) << 4, trans};
+                          (uint32_t)(desc >> 32 & 0x3fff) << 4, trans, swizzle_bytes[mode]};
     for (int mn = 0; mn < mn_count; mn++)
         for (int k = 0; k < 16; k++)
             if (!wg_element(o, mn, k))
                 emu_fail("wgmma at %s:%d: element (%d, %d) of %s (%s-major, start 0x%x, LBO %u, "
                          "SBO %u bytes) at shared address 0x%x is outside the block's shared "
                          "memory", l.file, l.line, mn, k, which, trans ? "MN" : "K", o.start,
-                         o.lbo, o.sbo, o.start + 2 * wg_offset(o, mn, k));
+                         o.lbo, o.sbo, wg_address(o, mn, k));
     return o;
 }
 

@@ -43,8 +43,9 @@
  *     warpgroups) at one call site with the same operands, else abort (lanes or warps at other
  *     sites, or at __syncthreads or exited while the rest wait: a deadlock on a GPU, reported
  *     with both sites); the products use the ISA's fragment layouts and decode the shared-memory
- *     descriptors (no swizzle and base offset 0 only, reserved bits clear, every element read
- *     in the block's shared memory; N a multiple of 8 up to 256); they are asynchronous as on a
+ *     descriptors (no swizzle or the 32, 64 and 128-byte swizzles, base offset 0 only,
+ *     reserved bits clear, every element read in the block's shared memory; N a multiple of 8
+ *     up to 256); they are asynchronous as on a
  *     GPU: queued at issue (A's registers copied) and performed by the wgmma_wait that retires
  *     their committed group, from shared memory and the accumulators as they are then, so a
  *     kernel that reads D, or rewrites a staged tile, before that wait computes a wrong result;
@@ -61,6 +62,10 @@
  *     every copy, memset and cuBLAS operand must lie inside one live allocation, and every
  *     non-null pointer argument of a kernel must point into one (a host pointer passed to a
  *     kernel is reported);
+ *   - TMA loads (tma.cuh; emu_tma.cpp), named barriers and setmaxnreg (warp_roles.cuh): a load
+ *     needs a map that tma_encode_bf16 made, of its rank, a destination aligned to the
+ *     swizzle's repeat, and lands like a bulk copy; a named barrier's phase takes one thread
+ *     count, and a phase still holding arrivals at the block's end aborts;
  *   - launch configurations (block <= 1024 threads, grid.y/z <= 65535, nonzero sizes, a valid
  *     stream): a bad one sets the error that CUDA_LAUNCH_CHECK then reports, as on a GPU;
  *   - the order of work on different streams (above).
@@ -74,13 +79,15 @@
  * product's sum (each mma and wgmma here rounds a double-precision sum once), the wgmma
  * ordering rules beyond the fence check above (registers touched between issue and wait,
  * fence.proxy.async before a wgmma reads what the threads wrote: wgmma_fence_smem is a no-op),
- * swizzled layouts, atomics (no kernel uses them), and speed. x86-64 Linux only (the context
- * switch). DT_EMU_DEVICES sets the number of devices (default 1); DT_EMU_REPORT=1 prints the
- * kernel launches and the peak device memory at exit. DT_EMU_GPU says which GPU's limits they
- * have: h100 (the default: compute capability 9.0, 227 KiB of shared memory a block after the
- * opt-in), a100 (8.0, 163 KiB) or l40s (8.9, 99 KiB); cudaGetDeviceProperties reports them,
- * launches and cudaFuncSetAttribute are held to that shared memory, and the sm_90 instructions
- * (wgmma, cp.async.bulk) abort on the 8.x ones. */
+ * the global reads of TMA loads in the stream-order check (the tensor's address is inside the
+ * map), setmaxnreg's register counts (a no-op here), atomics (no kernel uses them), and speed.
+ * x86-64 Linux only (the context switch). DT_EMU_DEVICES sets the number of devices (default
+ * 1); DT_EMU_REPORT=1 prints the kernel launches and the peak device memory at exit. DT_EMU_GPU
+ * says which GPU's limits they have: h100 (the default: compute capability 9.0, 227 KiB of
+ * shared memory a block after the opt-in), a100 (8.0, 163 KiB) or l40s (8.9, 99 KiB);
+ * cudaGetDeviceProperties reports them, launches and cudaFuncSetAttribute are held to that
+ * shared memory, and the sm_90 instructions (wgmma, cp.async.bulk, cp.async.bulk.tensor,
+ * setmaxnreg) abort on the 8.x ones. */
 #ifndef DT_EMU_CUDA_RUNTIME_H
 #define DT_EMU_CUDA_RUNTIME_H
 
@@ -210,6 +217,7 @@ static inline cudaError_t cudaMalloc(void **p, size_t bytes) { return emu_malloc
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
+#define __grid_constant__ /* a kernel's parameters are the launch's own copies here */
 
 struct uint3 {
     unsigned x, y, z;
@@ -351,6 +359,30 @@ void emu_mbar_expect_tx(void *bar, unsigned bytes, const char *file, int line);
 void emu_mbar_wait(const void *bar, unsigned parity, const char *file, int line);
 void emu_bulk_copy(void *dst, const void *src, unsigned bytes, void *bar, const char *file,
                    int line);
+/* Named barriers (model/cuda/warp_roles.cuh): bar.sync (sync 1) or bar.arrive (0) on barrier id
+ * (1 to 15) of count threads (a multiple of 32), warp by warp: all 32 lanes of a warp at one
+ * call site; a phase completes with count / 32 warp arrivals, and a syncing warp waits for the
+ * phase it arrived in. A phase still holding arrivals when the block ends aborts, as does a
+ * wait that can never complete. setmaxnreg.inc / .dec (regs: 24 to 256, a multiple of 8): a
+ * warpgroup collective that changes nothing here. */
+void emu_named_barrier(int id, unsigned count, int sync, const char *file, int line);
+void emu_setmaxnreg(unsigned regs, int inc, const char *file, int line);
+/* Tensor maps and the TMA loads that complete on an mbarrier (emu_tma.cpp; model/cuda/tma.cuh
+ * documents them and calls these). emu_tma_encode stores, in the 128 bytes of map, a tiled map
+ * of a tensor of `rank` (1 to 5) dimensions of elem_bytes-byte elements at base: dims (innermost
+ * first), the byte strides of dimensions 1.. (rank - 1 of them), the box; swizzle 0, 32, 64 or
+ * 128 (bytes). It returns 0, or -1 with the reason in why: what cuTensorMapEncodeTiled refuses,
+ * and a swizzled box whose rows are not exactly the swizzle's width (not emulated).
+ * emu_tma_load copies the box at coords (one per dimension, in elements, negative or past the
+ * end allowed: those elements are zeros) into shared memory at dst, row after row of the box,
+ * each 16-byte chunk at the address the swizzle gives (bits 4.. of the shared-window address
+ * XOR bits 7..), as a bulk copy of the box's bytes on bar: it lands when the phase completes.
+ * dst must be 128-byte aligned in the shared window, and (swizzled) aligned to the swizzle's
+ * repeat, 8 times its width. */
+int emu_tma_encode(void *map, const void *base, int rank, int elem_bytes, const uint64_t *dims,
+                   const uint64_t *strides, const uint32_t *box, int swizzle, char *why, int len);
+void emu_tma_load(void *dst, const void *map, int rank, const int *coords, void *bar,
+                  const char *file, int line);
 
 /* ---- cp.async (emu_rt.cpp; model/cuda/cp_async.cuh documents the instructions and calls
  * these) ----

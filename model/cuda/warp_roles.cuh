@@ -1,0 +1,68 @@
+/* The instructions that let the warpgroups of one block take different roles (sm_90): named
+ * barriers, on which a subset of the block's warps meet (a producer warpgroup never waits with
+ * its consumers; two consumer warpgroups take turns at the tensor cores), and setmaxnreg, which
+ * moves registers from the producer to the consumers. Internal to model/cuda.
+ *
+ *   named_bar_sync(id, n): this warp arrives on barrier id (1 to 15; 0 is __syncthreads') and
+ *       waits until n threads (a multiple of 32) have arrived in this phase;
+ *   named_bar_arrive(id, n): the same without waiting (a signal to the warps that sync);
+ *       both are per warp: all 32 lanes execute them together;
+ *   setmaxnreg_inc<R>() / setmaxnreg_dec<R>(): the warpgroup's registers per thread become R
+ *       (24 to 256, a multiple of 8; all 128 threads of the warpgroup execute it), taken from or
+ *       given back to the block's pool; the kernel's launch bounds set what it starts with.
+ *
+ * Under the host emulator (tests/emu, DT_CUDA_EMULATOR) the barriers are the emulator's (warp
+ * collectives whose phases it tracks: a phase that a bar.arrive began and no bar.sync closed
+ * when the block ends, and a wait that can never complete, abort) and setmaxnreg a warpgroup
+ * collective that changes nothing. setmaxnreg exists in sm_90a device code only; elsewhere it
+ * traps, as wgmma does (wgmma.cuh). */
+#ifndef DT_CUDA_WARP_ROLES_CUH
+#define DT_CUDA_WARP_ROLES_CUH
+
+#include "model/cuda/cuda_common.cuh"
+
+#ifdef DT_CUDA_EMULATOR
+
+__device__ __forceinline__ void named_bar_sync(int id, int n, const char *file = __builtin_FILE(),
+                                               int line = __builtin_LINE()) {
+    emu_named_barrier(id, (unsigned)n, 1, file, line);
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int n,
+                                                 const char *file = __builtin_FILE(),
+                                                 int line = __builtin_LINE()) {
+    emu_named_barrier(id, (unsigned)n, 0, file, line);
+}
+template <int R>
+__device__ __forceinline__ void setmaxnreg_inc(const char *file = __builtin_FILE(),
+                                               int line = __builtin_LINE()) {
+    emu_setmaxnreg(R, 1, file, line);
+}
+template <int R>
+__device__ __forceinline__ void setmaxnreg_dec(const char *file = __builtin_FILE(),
+                                               int line = __builtin_LINE()) {
+    emu_setmaxnreg(R, 0, file, line);
+}
+
+#else
+
+__device__ __forceinline__ void named_bar_sync(int id, int n) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int n) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <int R> __device__ __forceinline__ void setmaxnreg_inc(void) {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+template <int R> __device__ __forceinline__ void setmaxnreg_dec(void) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+#else
+template <int R> __device__ __forceinline__ void setmaxnreg_inc(void) { __trap(); }
+template <int R> __device__ __forceinline__ void setmaxnreg_dec(void) { __trap(); }
+#endif
+
+#endif
+
+#endif

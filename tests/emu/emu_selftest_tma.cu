@@ -1,0 +1,108 @@
+/* Self-test of the emulated TMA loads (model/cuda/tma.cuh), named barriers and setmaxnreg
+ * (model/cuda/warp_roles.cuh), part of emu_selftest (their layouts, the swizzled wgmma products
+ * on them and a warp-specialised pipeline against host references are test_cuda_tma, which runs
+ * on the emulator in every test run as emu_test_cuda_tma): the misuses that must abort:
+ *   - a TMA load from a map that tma_encode_bf16 did not make, to a destination that is not
+ *     aligned to the swizzle's repeat, of a map of another rank, and on an emulated A100;
+ *   - tma_encode_bf16 refusing (not aborting on) a swizzled box row narrower than the swizzle;
+ *   - two warps using one named barrier with different thread counts, a bar.arrive that no
+ *     bar.sync meets before the block ends, and a setmaxnreg of 20 registers. */
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "emu_selftest_util.h"
+#include "model/cuda/tma.cuh"
+#include "model/cuda/warp_roles.cuh"
+
+static int g_tma_fails;
+#define TCHECK(cond, ...) EMU_CHECK(g_tma_fails, cond, __VA_ARGS__)
+
+/* one 2-d load of map (box 64 x 8 bf16, 1 KiB) at `offset` bytes past a 1024-byte boundary */
+__global__ void load_kernel(const __grid_constant__ tma_map map, int offset, int rank3) {
+    extern __shared__ uint4 sm[];
+    __shared__ uint64_t bar[1];
+    unsigned char *dst = tma_smem_align(sm, 1024) + offset;
+    mbar_init(bar, 1);
+    mbar_arrive_expect_tx(bar, 1024);
+    if (rank3) tma_load_3d(dst, &map, 0, 0, 0, bar);
+    else tma_load_2d(dst, &map, 0, 0, bar);
+    mbar_wait(bar, 0);
+}
+__global__ void counts_kernel(float *x) {
+    (void)x;
+    named_bar_sync(3, threadIdx.x < 32 ? 64 : 128); /* warp 0 says 64 threads, the others 128 */
+}
+__global__ void unmet_arrive_kernel(float *x) {
+    (void)x;
+    if (threadIdx.x < 32) named_bar_arrive(2, 64); /* and warp 1 never syncs */
+}
+__global__ void few_regs_kernel(float *x) {
+    (void)x;
+    setmaxnreg_dec<20>();
+}
+
+static tma_map g_map; /* of the 512-byte buffer x: 4 rows of 64 bf16, boxes 64 x 8 */
+static int make_map(void *x, int swizzle) {
+    const uint64_t dims[2] = {64, 4}, strides[1] = {128};
+    const uint32_t box[2] = {64, 8};
+    char why[256];
+    return tma_encode_bf16(&g_map, x, 2, dims, strides, box, swizzle, why, (int)sizeof why);
+}
+static void launch(int offset, int rank3) {
+    cudaFuncSetAttribute(load_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 4096);
+    load_kernel<<<1, 32, 4096>>>(g_map, offset, rank3);
+}
+static void run_not_a_map(void *x) {
+    (void)x;
+    memset(&g_map, 0, sizeof g_map);
+    launch(0, 0);
+}
+static void run_misaligned(void *x) {
+    if (make_map(x, 128)) return;
+    launch(128, 0); /* 128-byte aligned, not 1024 */
+}
+static void run_rank(void *x) {
+    if (make_map(x, 128)) return;
+    launch(0, 1);
+}
+static void run_on_a100(void *x) {
+    if (make_map(x, 0)) return;
+    emu_set_gpu("a100");
+    launch(0, 0);
+}
+static void run_counts(void *x) { counts_kernel<<<1, 128>>>((float *)x); }
+static void run_unmet_arrive(void *x) { unmet_arrive_kernel<<<1, 64>>>((float *)x); }
+static void run_few_regs(void *x) { few_regs_kernel<<<1, 128>>>((float *)x); }
+
+/* Runs the checks above; returns the number of failed checks. */
+int emu_selftest_tma(void) {
+    void *x = NULL;
+    cudaMalloc(&x, 512);
+    const uint64_t dims[2] = {64, 4}, strides[1] = {128};
+    const uint32_t narrow[2] = {32, 8}; /* 64-byte rows */
+    char why[256] = "";
+    TCHECK(tma_encode_bf16(&g_map, x, 2, dims, strides, narrow, 128, why, (int)sizeof why) == -1 &&
+               strstr(why, "swizzle"),
+           "a 64-byte box row under the 128-byte swizzle: refused (%s)", why);
+    TCHECK(make_map(x, 128) == 0, "a valid map refused");
+    cudaFree(x);
+    g_tma_fails += emu_expect_abort_saying("a TMA load from a map never encoded",
+                                           "holds no tensor map", run_not_a_map);
+    g_tma_fails += emu_expect_abort_saying("a swizzled TMA load 128 bytes past a 1024 boundary",
+                                           "aligned for the 128-byte swizzle", run_misaligned);
+    g_tma_fails += emu_expect_abort_saying("a 3-d load of a 2-d map", "with a tensor map of rank",
+                                           run_rank);
+    g_tma_fails += emu_expect_abort_saying("a TMA load on an emulated A100",
+                                           "an sm_90 instruction", run_on_a100);
+    g_tma_fails += emu_expect_abort_saying("one named barrier, two thread counts",
+                                           "where its phase was begun with", run_counts);
+    g_tma_fails += emu_expect_abort_saying("a bar.arrive no bar.sync meets", "no bar.sync met",
+                                           run_unmet_arrive);
+    g_tma_fails += emu_expect_abort_saying("setmaxnreg.dec 20", "24 to 256 registers",
+                                           run_few_regs);
+    return g_tma_fails;
+}
