@@ -48,7 +48,7 @@ template <int N> __device__ __forceinline__ void cp_async_wait(void) { emu_cp_as
 #else
 
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
-    const unsigned addr = (unsigned)__cvta_generic_to_shared(dst);
+    const unsigned addr = smem_addr(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src),
                  "r"(src_bytes)
                  : "memory");

@@ -57,6 +57,17 @@ static inline unsigned cuda_blocks(size_t n, int threads) {
     return (unsigned)b;
 }
 
+/* The 32-bit shared-window address of p (shared memory) that PTX's shared-space operands take
+ * (ldmatrix, cp.async, mbarriers, bulk and TMA copies, wgmma descriptors): under the host
+ * emulator its emulated window (emu_shared_address, which aborts outside shared memory). */
+__device__ __forceinline__ uint32_t smem_addr(const void *p) {
+#ifdef DT_CUDA_EMULATOR
+    return emu_shared_address(p);
+#else
+    return (uint32_t)__cvta_generic_to_shared(p);
+#endif
+}
+
 __device__ __forceinline__ float warp_sum(float x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;

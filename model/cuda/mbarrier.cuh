@@ -77,11 +77,8 @@ __device__ __forceinline__ void cp_async_mbar_arrive(uint64_t *bar,
 #define DT_MBAR_ASM(...) __trap()
 #endif
 
-__device__ __forceinline__ uint32_t mbar_addr(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
 __device__ __forceinline__ void mbar_init(uint64_t *bar, unsigned count) {
-    DT_MBAR_ASM("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(mbar_addr(bar)), "r"(count)
+    DT_MBAR_ASM("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count)
                 : "memory");
 }
 __device__ __forceinline__ void mbar_init_fence(void) {
@@ -89,13 +86,13 @@ __device__ __forceinline__ void mbar_init_fence(void) {
 }
 __device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
     DT_MBAR_ASM("{\n .reg .b64 state;\n mbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(
-                    mbar_addr(bar))
+                    smem_addr(bar))
                 : "memory");
 }
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t *bar, unsigned bytes) {
     DT_MBAR_ASM("{\n .reg .b64 state;\n"
                 " mbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n" ::"r"(
-                    mbar_addr(bar)),
+                    smem_addr(bar)),
                 "r"(bytes)
                 : "memory");
 }
@@ -105,19 +102,19 @@ __device__ __forceinline__ void mbar_wait(const uint64_t *bar, unsigned parity) 
         DT_MBAR_ASM("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
                     " selp.u32 %0, 1, 0, p;\n}\n"
                     : "=r"(done)
-                    : "r"(mbar_addr(bar)), "r"(parity)
+                    : "r"(smem_addr(bar)), "r"(parity)
                     : "memory");
     } while (!done);
 }
 __device__ __forceinline__ void bulk_copy_g2s(void *dst, const void *src, unsigned bytes,
                                               uint64_t *bar) {
     DT_MBAR_ASM("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, "
-                "[%3];\n" ::"r"(mbar_addr(dst)),
-                "l"(src), "r"(bytes), "r"(mbar_addr(bar))
+                "[%3];\n" ::"r"(smem_addr(dst)),
+                "l"(src), "r"(bytes), "r"(smem_addr(bar))
                 : "memory");
 }
 __device__ __forceinline__ void cp_async_mbar_arrive(uint64_t *bar) {
-    DT_MBAR_ASM("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(mbar_addr(bar))
+    DT_MBAR_ASM("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar))
                 : "memory");
 }
 #undef DT_MBAR_ASM

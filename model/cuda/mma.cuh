@@ -80,13 +80,13 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4],
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *row) {
-    const unsigned addr = (unsigned)__cvta_generic_to_shared(row);
+    const unsigned addr = smem_addr(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));
 }
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *row) {
-    const unsigned addr = (unsigned)__cvta_generic_to_shared(row);
+    const unsigned addr = smem_addr(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));

@@ -50,9 +50,6 @@ int tma_encode_bf16(tma_map *map, const void *base, int rank, const uint64_t *di
 
 #ifdef DT_CUDA_EMULATOR
 
-__device__ __forceinline__ uint32_t tma_smem_addr(const void *p) {
-    return emu_shared_address(p);
-}
 __device__ __forceinline__ void tma_load_2d(void *dst, const tma_map *map, int c0, int c1,
                                             uint64_t *bar, const char *file = __builtin_FILE(),
                                             int line = __builtin_LINE()) {
@@ -74,22 +71,19 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const tma_map *map, int c
 #define DT_TMA_ASM(...) __trap()
 #endif
 
-__device__ __forceinline__ uint32_t tma_smem_addr(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
 __device__ __forceinline__ void tma_load_2d(void *dst, const tma_map *map, int c0, int c1,
                                             uint64_t *bar) {
     DT_TMA_ASM("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-               " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(tma_smem_addr(dst)),
-               "l"((uint64_t)(uintptr_t)map), "r"(c0), "r"(c1), "r"(tma_smem_addr(bar))
+               " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(smem_addr(dst)),
+               "l"((uint64_t)(uintptr_t)map), "r"(c0), "r"(c1), "r"(smem_addr(bar))
                : "memory");
 }
 __device__ __forceinline__ void tma_load_3d(void *dst, const tma_map *map, int c0, int c1, int c2,
                                             uint64_t *bar) {
     DT_TMA_ASM("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-               " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(tma_smem_addr(dst)),
+               " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(smem_addr(dst)),
                "l"((uint64_t)(uintptr_t)map), "r"(c0), "r"(c1), "r"(c2),
-               "r"(tma_smem_addr(bar))
+               "r"(smem_addr(bar))
                : "memory");
 }
 #undef DT_TMA_ASM
@@ -97,7 +91,7 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const tma_map *map, int c
 #endif
 
 __device__ __forceinline__ unsigned char *tma_smem_align(void *p, uint32_t align) {
-    const uint32_t a = tma_smem_addr(p);
+    const uint32_t a = smem_addr(p);
     return (unsigned char *)p + (align - a % align) % align;
 }
 

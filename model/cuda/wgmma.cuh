@@ -67,9 +67,6 @@ template <int W> __host__ __device__ __forceinline__ int wgmma_tile_at(int r, in
 
 #ifdef DT_CUDA_EMULATOR
 
-__device__ __forceinline__ uint32_t wgmma_smem_addr(const void *p) {
-    return emu_shared_address(p);
-}
 /* wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16, A from registers */
 template <int N, int TRANS_B>
 __device__ __forceinline__ void wgmma_rs(float (*d)[4], const uint32_t a[4], uint64_t desc_b,
@@ -101,9 +98,6 @@ __device__ __forceinline__ void wgmma_fence_smem(void) {}
 
 #else
 
-__device__ __forceinline__ uint32_t wgmma_smem_addr(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
 #include "model/cuda/wgmma_asm.cuh" /* wgmma_rs, wgmma_ss: generated, one per shape */
 #if DT_WGMMA_ASM
 #define DT_WGMMA_INSN(text) asm volatile(text ::: "memory")
@@ -133,7 +127,7 @@ __device__ __forceinline__ void wgmma_fence_smem(void) {
 /* The descriptor of a bf16 matrix at p (shared, 16-byte aligned) in a no-swizzle layout with
  * leading and stride byte offsets lbo, sbo (multiples of 16, below 256 KiB). */
 __device__ __forceinline__ uint64_t wgmma_desc(const void *p, uint32_t lbo, uint32_t sbo) {
-    const uint64_t start = (wgmma_smem_addr(p) & 0x3ffffu) >> 4;
+    const uint64_t start = (smem_addr(p) & 0x3ffffu) >> 4;
     return start | (uint64_t)((lbo & 0x3ffffu) >> 4) << 16 |
            (uint64_t)((sbo & 0x3ffffu) >> 4) << 32; /* base offset 0, swizzle 0: none */
 }

@@ -90,19 +90,20 @@ int emu_selftest_tma(void) {
            "a 64-byte box row under the 128-byte swizzle: refused (%s)", why);
     TCHECK(make_map(x, 128) == 0, "a valid map refused");
     cudaFree(x);
-    g_tma_fails += emu_expect_abort_saying("a TMA load from a map never encoded",
-                                           "holds no tensor map", run_not_a_map);
-    g_tma_fails += emu_expect_abort_saying("a swizzled TMA load 128 bytes past a 1024 boundary",
-                                           "aligned for the 128-byte swizzle", run_misaligned);
-    g_tma_fails += emu_expect_abort_saying("a 3-d load of a 2-d map", "with a tensor map of rank",
-                                           run_rank);
-    g_tma_fails += emu_expect_abort_saying("a TMA load on an emulated A100",
-                                           "an sm_90 instruction", run_on_a100);
-    g_tma_fails += emu_expect_abort_saying("one named barrier, two thread counts",
-                                           "where its phase was begun with", run_counts);
-    g_tma_fails += emu_expect_abort_saying("a bar.arrive no bar.sync meets", "no bar.sync met",
-                                           run_unmet_arrive);
-    g_tma_fails += emu_expect_abort_saying("setmaxnreg.dec 20", "24 to 256 registers",
-                                           run_few_regs);
+    const struct {
+        const char *what, *says;
+        void (*run)(void *);
+    } cases[] = {
+        {"a TMA load from a map never encoded", "holds no tensor map", run_not_a_map},
+        {"a swizzled TMA load 128 bytes past a 1024 boundary", "aligned for the 128-byte swizzle",
+         run_misaligned},
+        {"a 3-d load of a 2-d map", "with a tensor map of rank", run_rank},
+        {"a TMA load on an emulated A100", "an sm_90 instruction", run_on_a100},
+        {"one named barrier, two thread counts", "where its phase was begun with", run_counts},
+        {"a bar.arrive no bar.sync meets", "no bar.sync met", run_unmet_arrive},
+        {"setmaxnreg.dec 20", "24 to 256 registers", run_few_regs},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        g_tma_fails += emu_expect_abort_saying(cases[c].what, cases[c].says, cases[c].run);
     return g_tma_fails;
 }

@@ -206,10 +206,10 @@ __global__ void address_kernel(uint32_t *out, int dyn_bytes) {
     extern __shared__ uint4 dyn[];
     st[threadIdx.x] = make_uint4(0u, 0u, 0u, 0u);
     if (threadIdx.x == 0) {
-        out[0] = wgmma_smem_addr(&st[0]);
-        out[1] = wgmma_smem_addr(&st[63]);
-        out[2] = wgmma_smem_addr(&dyn[0]);
-        out[3] = wgmma_smem_addr(&dyn[dyn_bytes / 16 - 1]);
+        out[0] = smem_addr(&st[0]);
+        out[1] = smem_addr(&st[63]);
+        out[2] = smem_addr(&dyn[0]);
+        out[3] = smem_addr(&dyn[dyn_bytes / 16 - 1]);
     }
 }
 
@@ -310,7 +310,7 @@ __global__ void outside_kernel(float *x) { /* B's second K half 32 KiB past the 
     wgmma_wait<0>();
     x[threadIdx.x] = d[0][0];
 }
-__global__ void global_address_kernel(float *x) { x[threadIdx.x] = (float)wgmma_smem_addr(x); }
+__global__ void global_address_kernel(float *x) { x[threadIdx.x] = (float)smem_addr(x); }
 __global__ void bad_n_kernel(float *x) {
     MISUSE_TILE;
     uint32_t a[4] = {0, 0, 0, 0};
