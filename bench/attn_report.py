@@ -5,6 +5,8 @@
 
 FUSED_LOG holds bench_attn's lines
     RESULT kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
+    TMA diff size T wgmma_fwd_ms tma_fwd_ms wgmma/tma tma_fwd_tflops out_rel
+        (DIFF V1's forward on the warp-specialised kernel; where the GPU has the sm_90 kernels)
 SDPA_LOG sdpa_attn.py's:
     SDPA kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops        (SDPA's own choice)
     SDPA_BACKEND kind size T B backend fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
@@ -14,7 +16,8 @@ SDPA_LOG sdpa_attn.py's:
         its forward and of its forward+backward, names cut at 60 characters; - when unknown)
 
 Prints the fused / SDPA ratios of TFLOP/s (> 1: the fused kernels are faster): first against
-SDPA's own choice, then against each backend SDPA has, with the choice named. A case present on
+SDPA's own choice, then DIFF V1's warp-specialised forward against it (where there are TMA
+lines), then against each backend SDPA has, with the choice named. A case present on
 one side only is left out; a malformed line is an error that names the log and the line."""
 import sys
 
@@ -85,8 +88,33 @@ def order(key):
     return (key[1], key[0], key[2])
 
 
+def report_tma(tma, base, out):
+    """DIFF V1's forward on the warp-specialised kernel (TMA lines) against SDPA's choice."""
+    rows = []
+    for key in sorted(tma, key=order):
+        rest, where = tma[key][-1]
+        if len(rest) < 4:
+            raise ReportError(f"{where}: too few fields")
+        tflops = figure(rest[3], where)
+        if tflops is None:
+            raise ReportError(f"{where}: n/a where a figure is required")
+        if key in base:
+            rows.append((key, tflops, rest[2], base[key][0]))
+    if not rows:
+        return
+    print(file=out)
+    print("DIFF V1 forward on the warp-specialised kernel (DIFFTRAIN_FLASH_TMA=1): TFLOP/s, its "
+          "speed over the wgmma kernel's, ratio to SDPA's choice", file=out)
+    print(f"{'kind':8} {'size':5} {'T':>5} | {'fwd TFLOP/s TMA':>15} {'vs wgmma':>8} "
+          f"{'SDPA':>7} {'ratio':>6}", file=out)
+    for key, tflops, speedup, sdpa in rows:
+        print(f"{key[0]:8} {key[1]:5} {key[2]:5} | {tflops:15.1f} {speedup:>8} {sdpa:7.1f} "
+              f"{ratio(tflops, sdpa):>6}", file=out)
+
+
 def report(fused_path, sdpa_path, out=sys.stdout):
-    fused = parse(fused_path, ("RESULT",))["RESULT"]
+    logs = parse(fused_path, ("RESULT", "TMA"))
+    fused = logs["RESULT"]
     sdpa = parse(sdpa_path, ("SDPA", "SDPA_BACKEND", "SDPA_CHOICE"))
     # RESULT and SDPA: B, then the four figures; the last line of a case counts
     res = {k: measured(v[-1][0][1:], v[-1][1]) for k, v in fused.items()}
@@ -100,6 +128,7 @@ def report(fused_path, sdpa_path, out=sys.stdout):
         (ff, fb), (sf, sb) = res[key], base[key]
         print(f"{key[0]:8} {key[1]:5} {key[2]:5} | {ff:17.1f} {sf:7.1f} {ratio(ff, sf):>6} |"
               f" {fb:13.1f} {sb:7.1f} {ratio(fb, sb):>6}", file=out)
+    report_tma(logs["TMA"], base, out)
 
     per_backend = {}  # SDPA_BACKEND: B, backend, then the four figures
     for key, lines in sdpa["SDPA_BACKEND"].items():

@@ -82,19 +82,27 @@ __device__ __forceinline__ void flash_rescale(float (*o)[4], const float corr[2]
     }
 }
 
+/* The block-wide barrier, flash_forward_epilogue's default */
+struct flash_block_sync {
+    __device__ __forceinline__ void operator()(void) const { __syncthreads(); }
+};
+
 /* After the last key tile: normalises O; writes out (standard) or o_c (DIFF), and lse, of the
  * rows < T; for DIFF with out, the subln epilogue of diffattn_forward (flash_forward.cu's header):
- * the branch-2 warps hand O_2 to the branch-1 warps through xch (shared memory of at least
- * 4 x 32 x DV/2 floats, free to overwrite: the caller's tiles are consumed; two barriers, so every
- * thread of the block calls this). As in the kernels: the block's head unit (a q-head, or a DIFF
- * head), its first row i0, and warp w runs branch w / 4 on rows i0 + 16 (w % 4).. + 15. */
-template <int NB, int DV>
+ * the branch-2 warps hand O_2 to the branch-1 warps through xch (shared memory of 4 x 32 x DV/2
+ * floats, free to overwrite: the caller's tiles are consumed; two barriers, sync(), so every
+ * thread that sync() waits for calls this: the block's, or a warp-specialised kernel's consumer
+ * warps on a named barrier). As in the kernels: the block's head unit (a q-head, or a DIFF
+ * head), its first row i0, and warp w (of the warps computing O) runs branch w / 4 on rows
+ * i0 + 16 (w % 4).. + 15. */
+template <int NB, int DV, typename Sync = flash_block_sync>
 __device__ __forceinline__ void flash_forward_epilogue(float (*o)[4], const float mrow[2],
                                                        const float lrow[2], operand_bf16 *out,
                                                        float *o1, float *o2, float *lse,
                                                        const attn_map &m,
                                                        const flash_diff_epi &epi, int b, int unit,
-                                                       int i0, int warp, int lane, float *xch) {
+                                                       int i0, int warp, int lane, float *xch,
+                                                       Sync sync = Sync()) {
     constexpr int NTV = DV / 8;
     const int c = warp / FLASH_WARPS, rw = warp % FLASH_WARPS, g = lane >> 2, t4 = lane & 3;
     const int T = m.T, j = NB == 2 ? 2 * unit + c : unit; /* this warp's q-head */
@@ -127,14 +135,14 @@ __device__ __forceinline__ void flash_forward_epilogue(float (*o)[4], const floa
     /* DIFF epilogue: branch 2 hands O_2 over in fragment order (one float per lane and slot,
      * lanes consecutive: no bank conflicts), branch 1 combines; xch: (4 warps, NTV * 4, 32
      * lanes) */
-    __syncthreads();
+    sync();
     if (c == 1) {
 #pragma unroll
         for (int nt = 0; nt < NTV; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) xch[((rw * NTV + nt) * 4 + e) * 32 + lane] = o[nt][e];
     }
-    __syncthreads();
+    sync();
     if (c == 1) return; /* warp-uniform; no barrier follows */
     const float lam = *epi.lambda;
     float ss[2] = {0.0f, 0.0f};

@@ -77,6 +77,24 @@ bool flash_sm90_usable(void) {
 extern "C" int cuda_flash_sm90_capable(void) { return flash_sm90_capable(); }
 extern "C" int cuda_flash_sm90(void) { return flash_sm90_usable(); }
 
+static int g_tma_mode = -1; /* flash_test.h: -1 the environment, 0 off, 1 on */
+
+extern "C" void cuda_flash_test_tma(int mode) { g_tma_mode = mode < 0 ? -1 : mode != 0; }
+
+/* DIFFTRAIN_FLASH_TMA=1 asks for DIFF V1's warp-specialised forward (never run on a GPU yet:
+ * docs/gpu-performance.md), so it is off by default. */
+bool flash_tma_usable(int d) {
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("DIFFTRAIN_FLASH_TMA");
+        env = e && strcmp(e, "1") == 0;
+    }
+    return (g_tma_mode < 0 ? env != 0 : g_tma_mode != 0) && flash_sm90_capable() &&
+           flash_forward_tma_smem(d) <= flash_smem_limit();
+}
+
+extern "C" int cuda_flash_tma(int d) { return !g_f32_staging && flash_tma_usable(d); }
+
 static int flash_dq_mode(bool f32_path);
 
 /* The backward's check takes the recomputing dq's plan where dq may do either (auto): its
@@ -87,6 +105,7 @@ extern "C" int cuda_flash_usable(int d, int dv, int diff, int backward, const vo
     for (int i = 0; i < n; i++)
         if ((uintptr_t)ptrs[i] % 16 != 0) return 0;
     if (!g_f32_staging && flash_sm90_usable()) return 1; /* they fit an H100: every d */
+    if (!g_f32_staging && !backward && diff && flash_tma_usable(d)) return 1;
     return backward ? flash_backward_fits(d, diff != 0,
                                           flash_dq_mode(g_f32_staging != 0) == FLASH_DQ_STORED)
                     : flash_forward_fits(d, diff != 0);
@@ -223,11 +242,14 @@ static const void *flash_qk_dst(const flash_qk_grad &x) {
     return x.rot ? (const void *)x.rot : (const void *)x.f32;
 }
 
-/* The bf16 forward and backward on the kernels flash_sm90_usable selects. */
+/* The bf16 forward and backward on the kernels flash_sm90_usable selects, DIFF V1's forward on
+ * the warp-specialised one where flash_tma_usable says. */
 static void flash_forward_bf16(operand_bf16 *out, float *o1, float *o2, float *lse,
                                const flash_bf16 *const qkv[3], const attn_map &m,
                                const flash_diff_epi &epi) {
-    if (flash_sm90_usable())
+    if (m.diff && flash_tma_usable(m.d))
+        flash_forward_diff_tma(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
+    else if (flash_sm90_usable())
         flash_core_forward_sm90(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
     else
         flash_core_forward<flash_bf16>(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);

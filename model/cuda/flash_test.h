@@ -29,6 +29,16 @@ int cuda_flash_sm90_capable(void);
 /* 1 when the bf16 ops would run the sm_90 wgmma kernels now */
 int cuda_flash_sm90(void);
 
+/* Which kernel runs DIFF V1's bf16 forward where the build and device have the sm_90 kernels
+ * (cuda_flash_sm90_capable) and its block fits the shared memory: mode 1 the warp-specialised
+ * one (flash_forward_tma.cu: TMA loads, a consumer warpgroup per branch; the bits of the wgmma
+ * forward), 0 the others (the wgmma or mma.sync ones, as cuda_flash_test_sm90 says), -1 (the
+ * default) as the environment says (DIFFTRAIN_FLASH_TMA=1: the warp-specialised one; else not).
+ * The backward is not affected. Not thread safe; set it between ops. */
+void cuda_flash_test_tma(int mode);
+/* 1 when DIFF V1's bf16 forward of head dim d would run the warp-specialised kernel now */
+int cuda_flash_tma(int d);
+
 /* How the mma.sync backward gets dq's dS (the wgmma kernels always recompute it) */
 enum {
     FLASH_DQ_RECOMPUTE = 0, /* dq recomputes S and dP (DIFFTRAIN_FLASH_DQ=recompute) */
@@ -70,7 +80,8 @@ int cuda_flash_fwd_rows(void);
  * says (DIFFTRAIN_FLASH_DIFF_FWD=split or branch; unset: split). The two give the same bits.
  * The wgmma kernels are not affected. Not thread safe; set it between ops. */
 void cuda_flash_test_diff_fwd_split(int mode);
-/* 1 when DIFF V1's forward would run the split kernel now (0 where the wgmma kernels run): the
+/* 1 when DIFF V1's forward would run the split kernel now (0 where the wgmma kernels run; the
+ * warp-specialised one, where cuda_flash_tma says, takes precedence over either): the
  * choice asked for; where the split kernel does not fit the device's shared memory for a head
  * dim (an A100 at d = 96 and 128) that forward runs the per-branch kernel instead */
 int cuda_flash_diff_fwd_split(void);

@@ -124,6 +124,17 @@ __device__ __forceinline__ void wgmma_fence_smem(void) {
 
 #endif
 
+/* The calling thread's warpgroup, threadIdx.x / 128 (a one-dimensional block), as lane 0 of its
+ * warp has it: a shuffle makes the value provably the same across the warp, so that ptxas
+ * treats branches on it (a warp-specialised kernel's roles, a warpgroup's branch) as uniform.
+ * Computed from threadIdx.x directly, ptxas takes such branches for divergent and serialises the
+ * wgmma products in them (its warning C7520: "wgmma.mma_async instructions are serialized due
+ * to program dependence on compiler-inserted WG.AR in divergent path"), as CUTLASS's
+ * canonical_warp_group_idx avoids. Every lane of the warp calls it. */
+__device__ __forceinline__ int wgmma_warpgroup(void) {
+    return __shfl_sync(0xffffffffu, (int)(threadIdx.x / 128), 0);
+}
+
 /* The descriptor of a bf16 matrix at p (shared, 16-byte aligned) in a no-swizzle layout with
  * leading and stride byte offsets lbo, sbo (multiples of 16, below 256 KiB). */
 __device__ __forceinline__ uint64_t wgmma_desc(const void *p, uint32_t lbo, uint32_t sbo) {

@@ -30,14 +30,29 @@ uintptr_t emu_alloc_start(const void *p, size_t bytes);
  * some of them wait at __syncthreads or have exited instead (a deadlock on a GPU). */
 void emu_group_collective(void (*op)(unsigned group, void *const *lanes), void *mine,
                           const char *what, const char *file, int line);
+/* The same for an instruction that waits for asynchronous work (wgmma.wait_group): op runs only
+ * once no warp of the block can run, the last moment a GPU allows, so that whatever the other
+ * warps do meanwhile (a producer refilling a stage handed back too early) happens first. */
+void emu_group_collective_late(void (*op)(unsigned group, void *const *lanes), void *mine,
+                               const char *what, const char *file, int line);
 /* The running block's shared memory at shared-window address addr (emu_shared_address's
  * inverse) when [addr, addr + bytes) lies in its static or dynamic shared memory; else NULL. */
 void *emu_shared_pointer(uint32_t addr, size_t bytes);
-/* Queues an asynchronous copy of `bytes` bytes on the mbarrier bar (emu_rt.cpp): land writes
- * them into shared memory when the phase's arrivals are all in and a warp waits for it, taking
- * them off its expected bytes (as emu_bulk_copy). `what` names the instruction in reports. */
-void emu_mbar_async_copy(void *bar, unsigned bytes, std::function<void()> land,
+/* An asynchronous copy of `bytes` bytes on the mbarrier bar (emu_rt.cpp), which land writes
+ * into shared memory at shared-window addresses [at, at + bytes), taking them off the phase's
+ * expected bytes (as emu_bulk_copy): under the in-order schedule at once, under the
+ * adversarial one when the phase's arrivals are all in and a warp waits for it (the earliest
+ * and the latest moments a GPU allows). Either way a landing that overwrites what a wgmma
+ * product not yet retired reads aborts (emu_wgmma_check_write). `what` names the instruction in
+ * reports. */
+void emu_mbar_async_copy(void *bar, unsigned bytes, uint32_t at, std::function<void()> land,
                          const char *what, const char *file, int line);
+/* Aborts (emu_fail) when an asynchronous copy (what, issued at file:line; file NULL: unknown)
+ * about to land at shared-window addresses [at, at + bytes) overlaps a shared-memory operand of
+ * a wgmma product that its warpgroup issued and no wgmma_wait has retired yet: on a GPU the
+ * product may read the new bytes or the old (emu_wgmma.cpp). */
+void emu_wgmma_check_write(uint32_t at, size_t bytes, const char *what, const char *file,
+                           int line);
 /* The wgmma state of a block (emu_wgmma.cpp): reset when a block of nthreads threads starts;
  * checked when it ends (products still queued or pending abort). */
 void emu_wgmma_block_start(unsigned nthreads);

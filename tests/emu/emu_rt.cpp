@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <set>
@@ -102,6 +103,7 @@ struct emu_thread {
     void *operands;
     const void *bar; /* ST_MBAR: the barrier and the parity of the phase it waits for */
     unsigned parity;
+    bool late; /* ST_GROUP: a collective performed once no warp can run */
 };
 static emu_thread g_t[EMU_MAX_THREADS];
 static uint3 g_tid[EMU_MAX_THREADS];
@@ -362,7 +364,10 @@ unsigned emu_ballot(unsigned mask, int pred, const char *file, int line) {
 
 struct bulk_copy {
     unsigned bytes;
-    std::function<void()> land; /* writes its bytes into shared memory */
+    uint32_t at;                /* where they land (shared-window address) */
+    std::function<void()> land; /* writes them into shared memory */
+    const char *what, *file;    /* the instruction, where it was issued */
+    int line;
 };
 struct mbar_state {
     unsigned count, pending, phase; /* arrivals a phase takes, still to come; phases completed */
@@ -385,6 +390,7 @@ static mbar_state &mbar_find(const void *bar, const char *what, const char *file
 static void mbar_settle(mbar_state &b, const char *file, int line) {
     if (b.pending) return;
     for (const bulk_copy &c : b.copies) {
+        emu_wgmma_check_write(c.at, c.bytes, c.what, c.file, c.line);
         c.land();
         b.tx -= c.bytes;
     }
@@ -436,10 +442,17 @@ void emu_mbar_wait(const void *bar, unsigned parity, const char *file, int line)
     pass_on();
 }
 
-void emu_mbar_async_copy(void *bar, unsigned bytes, std::function<void()> land,
+void emu_mbar_async_copy(void *bar, unsigned bytes, uint32_t at, std::function<void()> land,
                          const char *what, const char *file, int line) {
     mbar_state &b = mbar_find(bar, what, file, line);
-    b.copies.push_back(bulk_copy{bytes, std::move(land)}); /* lands when a warp waits */
+    if (emu_schedule_adversarial()) { /* lands when a warp waits */
+        b.copies.push_back(bulk_copy{bytes, at, std::move(land), what, file, line});
+        return;
+    }
+    emu_wgmma_check_write(at, bytes, what, file, line);
+    land();
+    b.tx -= bytes;
+    if (!b.pending) mbar_settle(b, file, line); /* the phase may complete */
 }
 
 void emu_bulk_copy(void *dst, const void *src, unsigned bytes, void *bar, const char *file,
@@ -451,8 +464,9 @@ void emu_bulk_copy(void *dst, const void *src, unsigned bytes, void *bar, const 
         emu_fail("cp.async.bulk at %s:%d: %u bytes (a nonzero multiple of 16) from %p (16-byte "
                  "aligned) to %p (16-byte aligned, in shared memory)", file, line, bytes, src,
                  dst);
-    emu_mbar_async_copy(bar, bytes, [dst, src, bytes]() { memcpy(dst, src, bytes); },
-                        "cp.async.bulk", file, line);
+    emu_mbar_async_copy(bar, bytes, emu_shared_address(dst),
+                        [dst, src, bytes]() { memcpy(dst, src, bytes); }, "cp.async.bulk", file,
+                        line);
 }
 
 /* ---- named barriers (bar.sync / bar.arrive with an id and a thread count): each id is an
@@ -559,8 +573,8 @@ static void check_mbar_end(void) {
     g_mbar.clear();
 }
 
-void emu_group_collective(void (*op)(unsigned, void *const *), void *mine, const char *what,
-                          const char *file, int line) {
+static void group_collective(void (*op)(unsigned, void *const *), void *mine, const char *what,
+                             const char *file, int line, bool late) {
     if (!g_cfg) emu_fail("%s outside a kernel (%s:%d)", what, file, line);
     if (g_nthreads % 128 != 0)
         emu_fail("%s at %s:%d in a block of %u threads: warpgroup instructions need whole "
@@ -571,8 +585,19 @@ void emu_group_collective(void (*op)(unsigned, void *const *), void *mine, const
     me.operands = mine;
     me.file = file;
     me.line = line;
+    me.late = late;
     me.state = ST_GROUP;
     pass_on();
+}
+
+void emu_group_collective(void (*op)(unsigned, void *const *), void *mine, const char *what,
+                          const char *file, int line) {
+    group_collective(op, mine, what, file, line, false);
+}
+
+void emu_group_collective_late(void (*op)(unsigned, void *const *), void *mine,
+                               const char *what, const char *file, int line) {
+    group_collective(op, mine, what, file, line, true);
 }
 
 /* Runs warp w from its first lane until all its lanes have stopped (none at a shuffle). */
@@ -584,8 +609,20 @@ static void run_warp(unsigned w) {
     emu_switch(&g_sched_sp, g_t[g_cur].sp);
 }
 
+static std::vector<unsigned> g_late; /* warpgroups complete at a late collective */
+
+/* Performs the collective all 128 lanes of warpgroup g wait at, on their operands, and lets them
+ * run again. */
+static void group_perform(unsigned g) {
+    emu_thread *l = g_t + 128 * g;
+    void *lanes[128];
+    for (int i = 0; i < 128; i++) lanes[i] = l[i].operands;
+    l[0].group_op(g, lanes);
+    for (int i = 0; i < 128; i++) l[i].state = ST_RUN;
+}
+
 /* Warp w has stopped with its 32 lanes at one warpgroup collective: once all 4 warps of its
- * warpgroup wait there, performs it (on the 128 lanes' operands) and lets them run again. */
+ * warpgroup wait there, performs it (group_perform; a late one once no warp can run). */
 static void group_arrived(unsigned w) {
     const unsigned g = w / 4;
     const emu_thread &me = g_t[w * 32];
@@ -601,11 +638,21 @@ static void group_arrived(unsigned w) {
         }
     }
     if (!all) return;
-    emu_thread *l = g_t + 128 * g;
-    void *lanes[128];
-    for (int i = 0; i < 128; i++) lanes[i] = l[i].operands;
-    me.group_op(g, lanes);
-    for (int i = 0; i < 128; i++) l[i].state = ST_RUN;
+    if (me.late) { /* performed once no warp can run */
+        if (std::find(g_late.begin(), g_late.end(), g) == g_late.end()) g_late.push_back(g);
+        return;
+    }
+    group_perform(g);
+}
+
+/* No warp can run: performs the late collectives whose warpgroups are all there, in the order
+ * they were complete; returns whether there were any. */
+static bool late_groups_perform(void) {
+    if (g_late.empty()) return false;
+    std::vector<unsigned> ready;
+    ready.swap(g_late);
+    for (unsigned g : ready) group_perform(g);
+    return true;
 }
 
 /* No warp can run: a warpgroup collective that some warps wait at is never reached by the
@@ -664,8 +711,12 @@ void emu_cp_async(void *dst, const void *src, int src_bytes) {
     c.dst = (unsigned char *)dst;
     memcpy(c.bytes, src, (size_t)src_bytes);
     memset(c.bytes + src_bytes, 0, (size_t)(16 - src_bytes));
-    if (g_cfg && emu_schedule_adversarial()) g_copies[g_cur].push_back(c);
-    else memcpy(c.dst, c.bytes, 16);
+    if (g_cfg && emu_schedule_adversarial()) {
+        g_copies[g_cur].push_back(c);
+    } else {
+        if (g_cfg) emu_wgmma_check_write(emu_shared_address(c.dst), 16, "cp.async", NULL, 0);
+        memcpy(c.dst, c.bytes, 16);
+    }
 }
 
 void emu_cp_async_commit(void) {
@@ -675,7 +726,10 @@ void emu_cp_async_commit(void) {
 /* lands the first n copies of the running thread's queue, in issue order */
 static void land_copies(size_t n) {
     std::vector<emu_copy> &q = g_copies[g_cur];
-    for (size_t i = 0; i < n; i++) memcpy(q[i].dst, q[i].bytes, 16);
+    for (size_t i = 0; i < n; i++) {
+        emu_wgmma_check_write(emu_shared_address(q[i].dst), 16, "cp.async", NULL, 0);
+        memcpy(q[i].dst, q[i].bytes, 16);
+    }
     q.erase(q.begin(), q.begin() + (long)n);
     for (size_t &g : g_groups[g_cur]) g -= n;
 }
@@ -705,6 +759,7 @@ static void run_block(void) {
     }
     emu_wgmma_block_start(n);
     g_mbar.clear();
+    g_late.clear();
     for (;;) {
         bool ran;
         do { /* every warp that can run runs, until none can */
@@ -717,6 +772,7 @@ static void run_block(void) {
                 ran = true;
                 if (g_t[w * 32].state == ST_GROUP) group_arrived(w);
             }
+            if (!ran) ran = late_groups_perform();
         } while (ran);
         check_group_deadlock();
         check_mbar_deadlock();

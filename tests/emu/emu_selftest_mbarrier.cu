@@ -9,7 +9,8 @@
  *     get away with it, and misuse aborts: a barrier used before mbarrier.init, a bulk copy of
  *     a size that is not a multiple of 16 or into device memory, more bytes landing than the
  *     phase expects, the lanes of a warp waiting on different barriers, a wait that can never
- *     complete, a block that ends with copies in flight. */
+ *     complete, a block that ends with copies in flight (the first and the last under the
+ *     adversarial schedule, where copies land late). */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -68,8 +69,9 @@ static void test_phases(void) {
 /* ---- misuses: each must abort in a child process ---- */
 static float g_ring_out[128 * 4];
 static float g_ring_in[64 * 32 * 4];
-static void run_no_wait(void *x) {
+static void run_no_wait(void *x) { /* bulk copies land late only under the adversarial order */
     (void)x;
+    emu_set_schedule(1);
     cuda_mbarrier_test_ring(g_ring_out, g_ring_in, 4, 2, MBAR_TEST_NO_WAIT);
 }
 __global__ void uninit_kernel(float *x) {
@@ -127,7 +129,10 @@ static void run_to_global(void *x) { bad_copy_kernel<<<1, 1>>>((float *)x, 16, 1
 static void run_extra_bytes(void *x) { extra_bytes_kernel<<<1, 1>>>((float *)x); }
 static void run_split_wait(void *x) { split_wait_kernel<<<1, 32>>>((float *)x); }
 static void run_never(void *x) { never_kernel<<<1, 64>>>((float *)x); }
-static void run_in_flight(void *x) { in_flight_kernel<<<1, 1>>>((float *)x); }
+static void run_in_flight(void *x) {
+    emu_set_schedule(1); /* in order, the copy lands at once */
+    in_flight_kernel<<<1, 1>>>((float *)x);
+}
 static void run_bulk_on_a100(void *x) { /* a valid copy, on a compute capability 8.0 device */
     emu_set_gpu("a100");
     bad_copy_kernel<<<1, 1>>>((float *)x, 16, 0);

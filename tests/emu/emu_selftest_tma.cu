@@ -6,7 +6,10 @@
  *     aligned to the swizzle's repeat, of a map of another rank, and on an emulated A100;
  *   - tma_encode_bf16 refusing (not aborting on) a swizzled box row narrower than the swizzle;
  *   - two warps using one named barrier with different thread counts, a bar.arrive that no
- *     bar.sync meets before the block ends, and a setmaxnreg of 20 registers. */
+ *     bar.sync meets before the block ends, and a setmaxnreg of 20 registers;
+ *   - a stage handed back to a producer warp before the wgmma reading it was waited for, and
+ *     refilled by a bulk copy: caught in the in-order schedule (the copy lands when issued, the
+ *     wait's products are performed once no other warp can run). */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +20,7 @@
 #include "emu_selftest_util.h"
 #include "model/cuda/tma.cuh"
 #include "model/cuda/warp_roles.cuh"
+#include "model/cuda/wgmma.cuh"
 
 static int g_tma_fails;
 #define TCHECK(cond, ...) EMU_CHECK(g_tma_fails, cond, __VA_ARGS__)
@@ -43,6 +47,33 @@ __global__ void unmet_arrive_kernel(float *x) {
 __global__ void few_regs_kernel(float *x) {
     (void)x;
     setmaxnreg_dec<20>();
+}
+/* warpgroup 0 multiplies a tile and hands it back (empty) before its wait; warp 4 refills it */
+__global__ void early_release_kernel(float *x) {
+    __shared__ uint4 tile[64 * 16 / 8]; /* 64 x 16 bf16 */
+    __shared__ uint64_t bar[2]; /* the tile handed back; the refill landed */
+    if (threadIdx.x == 0) {
+        mbar_init(&bar[0], 128);
+        mbar_init(&bar[1], 1);
+        mbar_init_fence();
+    }
+    __syncthreads();
+    if (threadIdx.x >= 128) {
+        if (threadIdx.x >= 160) return;
+        mbar_wait(&bar[0], 0);
+        if (threadIdx.x == 128) {
+            mbar_arrive_expect_tx(&bar[1], 16);
+            bulk_copy_g2s(tile, x, 16, &bar[1]);
+        }
+        mbar_wait(&bar[1], 0);
+        return;
+    }
+    float acc[8][4];
+    wgmma_fence();
+    wgmma_ss<64, 0, 0>(acc, wgmma_desc(tile, 128, 256), wgmma_desc(tile, 128, 256), 0);
+    wgmma_commit();
+    mbar_arrive(&bar[0]); /* too early: before the wait */
+    wgmma_wait<0>();
 }
 
 static tma_map g_map; /* of the 512-byte buffer x: 4 rows of 64 bf16, boxes 64 x 8 */
@@ -77,6 +108,10 @@ static void run_on_a100(void *x) {
 static void run_counts(void *x) { counts_kernel<<<1, 128>>>((float *)x); }
 static void run_unmet_arrive(void *x) { unmet_arrive_kernel<<<1, 64>>>((float *)x); }
 static void run_few_regs(void *x) { few_regs_kernel<<<1, 128>>>((float *)x); }
+static void run_early_release(void *x) {
+    emu_set_schedule(0);
+    early_release_kernel<<<1, 256>>>((float *)x);
+}
 
 /* Runs the checks above; returns the number of failed checks. */
 int emu_selftest_tma(void) {
@@ -102,6 +137,8 @@ int emu_selftest_tma(void) {
         {"one named barrier, two thread counts", "where its phase was begun with", run_counts},
         {"a bar.arrive no bar.sync meets", "no bar.sync met", run_unmet_arrive},
         {"setmaxnreg.dec 20", "24 to 256 registers", run_few_regs},
+        {"a tile refilled before the wgmma reading it was waited for",
+         "no wgmma_wait has retired yet", run_early_release},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         g_tma_fails += emu_expect_abort_saying(cases[c].what, cases[c].says, cases[c].run);

@@ -133,5 +133,5 @@ void emu_tma_load(void *dst, const void *map, int rank, const int *coords, void 
             for (uint32_t i = 0; i < m.rank && ++idx[i] == m.box[i]; i++) idx[i] = 0;
         }
     };
-    emu_mbar_async_copy(bar, (unsigned)bytes, land, "cp.async.bulk.tensor", file, line);
+    emu_mbar_async_copy(bar, (unsigned)bytes, at, land, "cp.async.bulk.tensor", file, line);
 }

@@ -50,6 +50,7 @@ struct wg_operand {
     uint32_t start, lbo, sbo; /* bytes: a shared-window address, the two strides */
     int trans;                /* 0: K-major, 1: MN-major */
     uint32_t swizzle;         /* bytes: 0 (none), 32, 64, 128 */
+    uint32_t lo, hi;          /* the shared-window bytes its elements span: [lo, hi) */
 };
 
 /* One queued product of a warpgroup. */
@@ -124,15 +125,20 @@ static wg_operand wg_decode(uint64_t desc, int trans, const char *which, int mn_
     if (desc & ~fields)
         emu_fail("wgmma at %s:%d: %s's descriptor 0x%016llx sets reserved bits", l.file, l.line,
                  which, (unsigned long long)desc);
-    const wg_operand o = {(uint32_t)(desc & 0x3fff) << 4, (uint32_t)(desc >> 16 & 0x3fff) << 4,
-                          (uint32_t)(desc >> 32 & 0x3fff) << 4, trans, swizzle_bytes[mode]};
+    wg_operand o = {(uint32_t)(desc & 0x3fff) << 4, (uint32_t)(desc >> 16 & 0x3fff) << 4,
+                    (uint32_t)(desc >> 32 & 0x3fff) << 4, trans, swizzle_bytes[mode],
+                    UINT32_MAX, 0};
     for (int mn = 0; mn < mn_count; mn++)
-        for (int k = 0; k < 16; k++)
+        for (int k = 0; k < 16; k++) {
+            const uint32_t a = wg_address(o, mn, k);
+            o.lo = a < o.lo ? a : o.lo;
+            o.hi = a + 2 > o.hi ? a + 2 : o.hi;
             if (!wg_element(o, mn, k))
                 emu_fail("wgmma at %s:%d: element (%d, %d) of %s (%s-major, start 0x%x, LBO %u, "
                          "SBO %u bytes) at shared address 0x%x is outside the block's shared "
                          "memory", l.file, l.line, mn, k, which, trans ? "MN" : "K", o.start,
                          o.lbo, o.sbo, wg_address(o, mn, k));
+        }
     return o;
 }
 
@@ -250,6 +256,32 @@ static void wg_wait(unsigned group, void *const *lanes) {
     s.fenced = false;
 }
 
+/* 1 when p reads shared memory in [at, at + bytes) (each operand's span: conservative) */
+static bool wg_reads(const wg_product &p, uint32_t at, size_t bytes) {
+    auto hits = [&](const wg_operand &o) { return at < o.hi && o.lo < at + bytes; };
+    return (!p.a_in_regs && hits(p.sa)) || hits(p.sb);
+}
+
+void emu_wgmma_check_write(uint32_t at, size_t bytes, const char *what, const char *file,
+                           int line) {
+    for (size_t g = 0; g < g_wg.size(); g++) {
+        const wg_state &s = g_wg[g];
+        const wg_product *hit = NULL;
+        for (const wg_product &p : s.queued)
+            if (!hit && wg_reads(p, at, bytes)) hit = &p;
+        for (const std::vector<wg_product> &c : s.pending)
+            for (const wg_product &p : c)
+                if (!hit && wg_reads(p, at, bytes)) hit = &p;
+        if (!hit) continue;
+        char where[256] = "";
+        if (file) snprintf(where, sizeof where, " issued at %s:%d", file, line);
+        emu_fail("%s%s lands %zu bytes at shared address 0x%x, which the wgmma issued at %s:%d "
+                 "by warpgroup %zu reads and no wgmma_wait has retired yet (a stage handed back, "
+                 "or refilled, before the products that read it were waited for)", what, where,
+                 bytes, at, hit->file, hit->line, g);
+    }
+}
+
 void emu_wgmma_block_start(unsigned nthreads) {
     g_wg.clear();
     g_wg.resize(nthreads / 128);
@@ -288,5 +320,5 @@ void emu_wgmma_commit(const char *file, int line) {
 
 void emu_wgmma_wait(int n, const char *file, int line) {
     wg_lane mine = {NULL, 0, NULL, 0, 0, 0, 0, 0, n, file, line};
-    emu_group_collective(wg_wait, &mine, "wgmma.wait_group", file, line);
+    emu_group_collective_late(wg_wait, &mine, "wgmma.wait_group", file, line);
 }

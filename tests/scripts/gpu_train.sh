@@ -13,7 +13,8 @@
 # - DIFF's fused forward with each branch's warps over all of V (DIFFTRAIN_FLASH_DIFF_FWD=branch)
 #   trains as the default one that splits V's columns between them, and the standard forward
 #   with 16 query rows a warp (DIFFTRAIN_FLASH_FWD_ROWS=16) as the default 32-row one: the same
-#   losses, bit for bit;
+#   losses, bit for bit; on an H100 DIFF's forward on the warp-specialised kernel
+#   (DIFFTRAIN_FLASH_TMA=1) trains as the wgmma one (DIFFTRAIN_FLASH_SM90=1), bit for bit;
 # - a checkpoint saved on the GPU at step 25 resumes on the CPU, and one saved on the CPU resumes
 #   on the GPU: the continued losses track the uninterrupted run of the other device (2e-3);
 # - eval on the GPU (fp32 and bf16) scores a checkpoint as eval on the CPU does;
@@ -104,6 +105,11 @@ for arch in diff diff_v2 transformer; do
   if [ $arch = diff ]; then
     DIFFTRAIN_FLASH_DIFF_FWD=branch run fused_branch_$arch "${f[@]}"
     same_losses fused_branch_$arch fused_$arch
+    # on an H100/H200 (elsewhere both run the default kernels): the wgmma kernels, then DIFF's
+    # forward on the warp-specialised (TMA) one, the same bits
+    DIFFTRAIN_FLASH_SM90=1 run fused_sm90_$arch "${f[@]}"
+    DIFFTRAIN_FLASH_SM90=1 DIFFTRAIN_FLASH_TMA=1 run fused_tma_$arch "${f[@]}"
+    same_losses fused_tma_$arch fused_sm90_$arch
   else
     DIFFTRAIN_FLASH_FWD_ROWS=16 run fused_rows16_$arch "${f[@]}"
     same_losses fused_rows16_$arch fused_$arch

@@ -182,6 +182,7 @@ static void set_run(int run) {
     cuda_flash_test_sm90(run < 3);
     cuda_flash_test_fwd_rows(16); /* check_fwd_rows32 runs the other forward */
     cuda_flash_test_diff_fwd_split(1); /* check_diff_fwd_branch runs DIFF's other forward */
+    cuda_flash_test_tma(0);            /* check_diff_fwd_tma runs the warp-specialised one */
     cuda_flash_test_dq_mode(run == STORED || run == STORED + 1);
     cuda_flash_test_diff_paired(run != BRANCHES);
 }
@@ -512,6 +513,23 @@ typedef struct diff_args {
     size_t no, nl, nr;
 } diff_args;
 
+/* DIFF V1's forward on a's inputs with the switches as set: the number of its outputs (out, o1,
+ * o2, lse, rstd) whose bits differ from ref's, each reported as of `run` */
+static int diff_forward_differs(const diff_args *a, const diff_out *ref, const char *run) {
+    diff_out o;
+    const float zero = 0.0f;
+    diff_out_alloc(&o, a->no, a->nl, a->nr, 1, 1, 1, &zero, 1, 0.0f);
+    cuda_flash_diffattn_forward(o.out, o.o1, o.o2, o.lse, o.rstd, a->q, a->k, a->v, a->lambda,
+                                a->gamma, a->lambda_init, a->eps, a->B, a->T, a->H, a->Hkv, a->d);
+    int fails = cot_operand_bits_differ("out", run, ref->out, o.out, a->no);
+    fails += cot_bits_differ("o1", run, ref->o1, o.o1, a->no);
+    fails += cot_bits_differ("o2", run, ref->o2, o.o2, a->no);
+    fails += cot_bits_differ("lse", run, ref->lse, o.lse, a->nl);
+    if (a->gamma) fails += cot_bits_differ("rstd", run, ref->rstd, o.rstd, a->nr);
+    diff_out_free(&o);
+    return fails;
+}
+
 /* DIFF V1's mma.sync forward with each branch's warps over all of V's columns (flash_test.h: the
  * kernel that the split one, which the runs take, replaced) must give the bits of the runs, out,
  * o1, o2, lse and rstd, on the bf16 path (ref[0]: run MMA) and the fp32-staging one (ref[1]:
@@ -522,20 +540,29 @@ static int check_diff_fwd_branch(const diff_args *a, const diff_out *const ref[2
         set_run(f32 ? 2 : MMA);
         cuda_flash_test_diff_fwd_split(0);
         assert_int_equal(cuda_flash_diff_fwd_split(), 0);
-        diff_out o;
-        const float zero = 0.0f;
-        diff_out_alloc(&o, a->no, a->nl, a->nr, 1, 1, 1, &zero, 1, 0.0f);
-        cuda_flash_diffattn_forward(o.out, o.o1, o.o2, o.lse, o.rstd, a->q, a->k, a->v, a->lambda,
-                                    a->gamma, a->lambda_init, a->eps, a->B, a->T, a->H, a->Hkv,
-                                    a->d);
-        const char *run = f32 ? "per-branch forward " F32_RUN : "per-branch forward";
-        fails += cot_operand_bits_differ("out", run, ref[f32]->out, o.out, a->no);
-        fails += cot_bits_differ("o1", run, ref[f32]->o1, o.o1, a->no);
-        fails += cot_bits_differ("o2", run, ref[f32]->o2, o.o2, a->no);
-        fails += cot_bits_differ("lse", run, ref[f32]->lse, o.lse, a->nl);
-        if (a->gamma) fails += cot_bits_differ("rstd", run, ref[f32]->rstd, o.rstd, a->nr);
-        diff_out_free(&o);
+        fails += diff_forward_differs(a, ref[f32], f32 ? "per-branch forward " F32_RUN
+                                                       : "per-branch forward");
     }
+    set_run(0);
+    return fails;
+}
+
+/* DIFF V1's warp-specialised forward (flash_test.h: TMA loads, a consumer warpgroup per branch)
+ * must give the bits of the wgmma forward (ref: run 0), which the runs check against the CPU
+ * oracle, the tiled kernels and the mma.sync ones: out, o1, o2, lse and rstd. Where the build
+ * and device have no sm_90 kernels it must not run (cuda_flash_tma). */
+static int check_diff_fwd_tma(const diff_args *a, const diff_out *ref) {
+    set_run(0);
+    cuda_flash_test_tma(1);
+    if (!cuda_flash_sm90_capable()) {
+        assert_int_equal(cuda_flash_tma(a->d), 0);
+        cuda_flash_test_tma(-1);
+        return 0;
+    }
+    assert_int_equal(cuda_flash_tma(a->d), 1);
+    int fails = diff_forward_differs(a, ref, "TMA forward");
+    fails += diff_forward_differs(a, ref, "TMA forward rerun");
+    cuda_flash_test_tma(-1);
     set_run(0);
     return fails;
 }
@@ -708,6 +735,7 @@ static int run_diff(const diff_case *c, unsigned seed) {
                                 H,           Hkv, d,   no,       nl,      nr};
         const diff_out *refs[2] = {M, &f[2]};
         fails += check_diff_fwd_branch(&args, refs);
+        fails += check_diff_fwd_tma(&args, F);
     }
     for (int run = 0; run < RUNS; run++) { /* and dgamma, dlambda: the prep's, unchanged */
         if (!rope_run(run) || (run == BRANCHES && !branches)) continue;

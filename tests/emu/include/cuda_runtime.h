@@ -49,6 +49,9 @@
  *     GPU: queued at issue (A's registers copied) and performed by the wgmma_wait that retires
  *     their committed group, from shared memory and the accumulators as they are then, so a
  *     kernel that reads D, or rewrites a staged tile, before that wait computes a wrong result;
+ *     the wait completes only once no other warp of the block can run (the latest moment), and
+ *     an asynchronous copy (cp.async, bulk, TMA) landing on bytes that a product not yet
+ *     retired reads aborts (a stage handed back to its producer before the wait);
  *     a wgmma without a wgmma_fence since the block's start or the warpgroup's last wait, and
  *     a block that ends with products not committed or not waited for, abort. Shared memory
  *     has 32-bit window addresses (emu_shared_address: what __cvta_generic_to_shared gives)
@@ -71,7 +74,7 @@
  *   - the order of work on different streams (above).
  * What it cannot check: data races between threads within one barrier phase (threads run one
  * at a time, in order; the adversarial schedule, DT_EMU_SCHEDULE=adversarial, runs each phase's
- * warps in the reverse order and lands cp.async copies at their wait, which exposes a race
+ * warps in the reverse order and lands asynchronous copies at their wait, which exposes a race
  * between warps as a different result under one of the two schedules, but not one between the
  * lanes of a warp), the GPU memory model, an unordered access that a kernel makes away
  * from the elements its arguments point at, the ulp differences of CUDA's math library and
@@ -348,9 +351,12 @@ static inline void __syncwarp(unsigned mask = 0xffffffffu, const char *file = __
 /* ---- shared-memory barriers with transaction counts (mbarrier) and the bulk copies that
  * complete on them (emu_rt.cpp; model/cuda/mbarrier.cuh documents them and calls these). A
  * barrier must be initialised (in shared memory, 8-byte aligned) before any other use. A phase
- * completes when all its arrivals are in and the bytes it expects have landed; the bulk copies
- * of a phase land only then (so a thread that reads their destination without waiting for the
- * phase reads what was there before). A wait is warp-uniform: all 32 lanes at one call site,
+ * completes when all its arrivals are in and the bytes it expects have landed. The bulk copies
+ * land, like cp.async copies, at the two ends of what a GPU allows: when issued under the
+ * in-order schedule (so a stage refilled while something still reads it is overwritten at
+ * once), and under the adversarial one only when the phase's arrivals are in and a warp waits
+ * for it (so a thread that reads their destination without waiting for the phase reads what was
+ * there before). A wait is warp-uniform: all 32 lanes at one call site,
  * on one barrier and parity; a wait that can never complete (every other thread waits at
  * __syncthreads or has exited) aborts, as does a block that ends with copies still in flight. */
 void emu_mbar_init(void *bar, unsigned count, const char *file, int line);
@@ -376,7 +382,7 @@ void emu_setmaxnreg(unsigned regs, int inc, const char *file, int line);
  * emu_tma_load copies the box at coords (one per dimension, in elements, negative or past the
  * end allowed: those elements are zeros) into shared memory at dst, row after row of the box,
  * each 16-byte chunk at the address the swizzle gives (bits 4.. of the shared-window address
- * XOR bits 7..), as a bulk copy of the box's bytes on bar: it lands when the phase completes.
+ * XOR bits 7..), as a bulk copy of the box's bytes on bar (landing when a bulk copy would).
  * dst must be 128-byte aligned in the shared window, and (swizzled) aligned to the swizzle's
  * repeat, 8 times its width. */
 int emu_tma_encode(void *map, const void *base, int rank, int elem_bytes, const uint64_t *dims,
@@ -402,12 +408,12 @@ void emu_cp_async_flush(void);
 void emu_set_gpu(const char *key);
 /* 1 under the adversarial schedule: DT_EMU_SCHEDULE=adversarial (read at the first launch;
  * "in-order" or unset: the default), or after emu_set_schedule(1). Then each barrier phase runs
- * the warps of a block last to first instead of first to last, and cp.async copies land late
- * (above): a kernel whose result depends on the order of warps within a phase (a read of
- * another warp's write without a barrier between, or a write over what another warp still
- * reads) or that reads a staged tile before its wait and barrier computes differently under one
- * of the two schedules. emu_set_schedule(-1) goes back to the environment's choice (read
- * again). */
+ * the warps of a block last to first instead of first to last, and cp.async and bulk copies
+ * land late (above; in order they land when issued): a kernel whose result depends on the order
+ * of warps within a phase (a read of another warp's write without a barrier between, or a write
+ * over what another warp still reads) or that reads a staged tile before its wait and barrier
+ * computes differently under one of the two schedules. emu_set_schedule(-1) goes back to the
+ * environment's choice (read again). */
 int emu_schedule_adversarial(void);
 void emu_set_schedule(int adversarial);
 

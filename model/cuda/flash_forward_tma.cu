@@ -1,0 +1,306 @@
+/* Forward of DIFF V1's fused attention, warp-specialised on sm_90 (FlashAttention-3's shape): a
+ * producer warpgroup loads the tiles by TMA (tma.cuh) into swizzled shared memory, and two
+ * consumer warpgroups, one per branch, take turns at the tensor cores (wgmma.cuh,
+ * warp_roles.cuh). The same contract, grid, head mapping, online softmax and epilogue as
+ * flash_forward_sm90.cu (whose header describes them), and the same products in the same order:
+ * the same bits as that kernel (test_cuda_flash).
+ *
+ * A block takes 64 query rows of one DIFF head; 384 threads:
+ *   warpgroup 0, the producer (40 registers a thread after setmaxnreg): one thread loads Q_1 and
+ *     Q_2 once, then per key tile K_1 and K_2 into a ring of two K stages and V into a ring of
+ *     two V stages, each stage's loads completing on its `full` mbarrier by their bytes; it
+ *     refills a stage once the consumers have handed it back on its `empty` mbarrier;
+ *   warpgroup 1 + c, the consumer of branch c + 1 (232 registers): per key tile
+ *       S_c (64 x 64) = Q_c K_c^T: D/16 wgmma_ss, both operands K-major in shared memory;
+ *       the online softmax of each warp's 16 rows (flash_forward.cuh);
+ *       O_c (64 x 2d) += P_c V: 4 wgmma_rs, P rounded to bf16 in registers, V N-major;
+ *     each V tile is loaded once and read by both branches.
+ * The products of one tile overlap the softmax of the next within a warpgroup, as in
+ * flash_forward_sm90.cu: S_kt+1 and P_kt V_kt are issued together, S_kt+1's softmax runs while
+ * P V is multiplied. And the two warpgroups take turns issuing (named barriers 1 and 2: branch
+ * c waits on 1 + c for its turn, then hands it to the other), so that one's softmax runs under
+ * the other's products (FlashAttention-3's ping-pong). A K stage goes back to the producer when
+ * both branches' S products on it are done, a V stage when both P V products are: with the two
+ * rings separate, each tile's K is loaded a whole step before its S, and its V a whole step
+ * before its P V.
+ *
+ * Tiles in shared memory as TMA writes them: a K-major tile (Q or K: 64 rows x d) is boxes of 64
+ * columns under the 128-byte swizzle, at d = 96 then one box of 32 columns under the 64-byte
+ * swizzle (flash_tma_tile); a V tile (64 keys x 2d) boxes of 64 columns under the 128-byte
+ * swizzle, read N-major. The maps are 3-d (columns of all heads, T, B): rows past a sequence's
+ * end land as zeros, as the other kernels stage them. Shared memory: Q 16-32 KiB, K 2 x 2 tiles,
+ * V 2 tiles: 81, 121 and 161 KiB at d = 64, 96, 128 (1 KiB of it for the swizzles' alignment).
+ * The epilogue reuses the tiles for its O_2 exchange.
+ *
+ * Only bf16 inputs. The host runs it for DIFF V1's forward where flash_tma_usable says
+ * (flash_ops.cu: DIFFTRAIN_FLASH_TMA=1 on an sm_90a build and an H100/H200). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "model/cuda/flash_forward.cuh"
+#include "model/cuda/flash_sm90.cuh"
+#include "model/cuda/mbarrier.cuh"
+#include "model/cuda/tma.cuh"
+#include "model/cuda/warp_roles.cuh"
+
+#define TMA_FWD_THREADS 384
+#define TMA_FWD_ALIGN 1024u /* the 128-byte swizzle's repeat */
+#define TMA_FWD_TURN 1      /* named barriers 1 + c: branch c's turn to issue products */
+#define TMA_FWD_EPI 3       /* named barrier of the consumers' epilogue */
+#define TMA_FWD_CONSUMERS 256
+
+/* A K-major tile of 64 rows x D columns as TMA loads it: D / 64 boxes of 64 columns (128-byte
+ * rows, 128-byte swizzle, 8 KiB each), then (d = 96) one of 32 columns (64-byte rows and
+ * swizzle, 4 KiB). */
+template <int D> struct flash_tma_tile {
+    static constexpr int FULL = D / 64, TAIL = D % 64; /* full boxes; the last box's columns */
+    static constexpr unsigned BYTES = 64u * D * 2;
+    static_assert(TAIL == 0 || TAIL == 32, "d is 64, 96 or 128");
+    /* the descriptor of k16 step kk (columns 16kk..16kk+15) of the tile at t */
+    __device__ static __forceinline__ uint64_t desc(const unsigned char *t, int kk) {
+        const int box = kk / 4, s = box < FULL ? 128 : 64; /* a full box holds 4 k16 steps */
+        return wgmma_desc_swizzled(t + box * 64 * 128 + 32 * (kk % 4), 16, 8 * s, s);
+    }
+    /* rows r0.. of sequence b, columns c0.. (one head's) into t; by one thread */
+    __device__ static __forceinline__ void load(unsigned char *t, const tma_map *full,
+                                                const tma_map *tail, int c0, int r0, int b,
+                                                uint64_t *bar) {
+#pragma unroll
+        for (int j = 0; j < FULL; j++) tma_load_3d(t + j * 64 * 128, full, c0 + 64 * j, r0, b, bar);
+        if (TAIL) tma_load_3d(t + FULL * 64 * 128, tail, c0 + 64 * FULL, r0, b, bar);
+    }
+};
+
+/* the mbarriers: Q's, then per stage s of the K ring and of the V ring full[s] and empty[s] */
+enum { TMA_BAR_Q, TMA_BAR_K_FULL, TMA_BAR_K_EMPTY = 3, TMA_BAR_V_FULL = 5, TMA_BAR_V_EMPTY = 7,
+       TMA_BARS = 9 };
+
+template <int D> struct flash_tma_layout {
+    typedef flash_tma_tile<D> tile;
+    static constexpr size_t Q = 0, K = 2 * tile::BYTES, V = K + 4 * tile::BYTES; /* offsets */
+    static constexpr unsigned V_BYTES = 64u * 2 * D * 2; /* one V tile */
+    static constexpr size_t bytes(void) { return TMA_FWD_ALIGN + V + 2 * V_BYTES; }
+};
+
+template <int D>
+__global__ void __launch_bounds__(TMA_FWD_THREADS, 1)
+flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
+                         const __grid_constant__ tma_map q_map,
+                         const __grid_constant__ tma_map q_tail,
+                         const __grid_constant__ tma_map k_map,
+                         const __grid_constant__ tma_map k_tail,
+                         const __grid_constant__ tma_map v_map, attn_map m, float scale_log2,
+                         flash_diff_epi epi) {
+    typedef flash_tma_layout<D> L;
+    typedef flash_tma_tile<D> tile;
+    constexpr int DV = 2 * D, NTV = DV / 8;
+    extern __shared__ uint4 flash_smem[];
+    __shared__ uint64_t bar[TMA_BARS];
+    unsigned char *base = tma_smem_align(flash_smem, TMA_FWD_ALIGN);
+    unsigned char *Qs = base + L::Q, *Ks = base + L::K, *Vs = base + L::V;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wg = wgmma_warpgroup(); /* the role */
+    const int T = m.T, b = blockIdx.z, unit = blockIdx.y;
+    const int i0 = (gridDim.x - 1 - blockIdx.x) * FLASH_BR, nr = min(FLASH_BR, T - i0);
+    const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC; /* up to the diagonal tile */
+    if (tid == 0) {
+        mbar_init(&bar[TMA_BAR_Q], 1);
+        for (int s = 0; s < 2; s++) {
+            mbar_init(&bar[TMA_BAR_K_FULL + s], 1);
+            mbar_init(&bar[TMA_BAR_V_FULL + s], 1);
+            mbar_init(&bar[TMA_BAR_K_EMPTY + s], TMA_FWD_CONSUMERS);
+            mbar_init(&bar[TMA_BAR_V_EMPTY + s], TMA_FWD_CONSUMERS);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (wg == 0) { /* the producer: warp 0 waits for the stages, its lane 0 issues the loads */
+        setmaxnreg_dec<40>();
+        if (warp != 0) return;
+        const int kc[2] = {attn_k_head(m, 2 * unit) * D, attn_k_head(m, 2 * unit + 1) * D};
+        const int vc = attn_v_head(m, 2 * unit) * DV;
+        if (lane == 0) {
+            mbar_arrive_expect_tx(&bar[TMA_BAR_Q], 2 * tile::BYTES);
+            for (int c = 0; c < 2; c++)
+                tile::load(Qs + c * tile::BYTES, &q_map, &q_tail, (2 * unit + c) * D, i0, b,
+                           &bar[TMA_BAR_Q]);
+        }
+        for (int kt = 0; kt < n_kt; kt++) {
+            const int s = kt & 1, round = kt >> 1, j0 = kt * FLASH_BC;
+            if (round > 0) mbar_wait(&bar[TMA_BAR_K_EMPTY + s], (round - 1) & 1);
+            if (lane == 0) {
+                mbar_arrive_expect_tx(&bar[TMA_BAR_K_FULL + s], 2 * tile::BYTES);
+                for (int c = 0; c < 2; c++)
+                    tile::load(Ks + (2 * s + c) * tile::BYTES, &k_map, &k_tail, kc[c], j0, b,
+                               &bar[TMA_BAR_K_FULL + s]);
+            }
+            __syncwarp();
+            if (round > 0) mbar_wait(&bar[TMA_BAR_V_EMPTY + s], (round - 1) & 1);
+            if (lane == 0) {
+                mbar_arrive_expect_tx(&bar[TMA_BAR_V_FULL + s], L::V_BYTES);
+#pragma unroll
+                for (int j = 0; j < DV / 64; j++)
+                    tma_load_3d(Vs + s * L::V_BYTES + j * 64 * 128, &v_map, vc + 64 * j, j0, b,
+                                &bar[TMA_BAR_V_FULL + s]);
+            }
+            __syncwarp();
+        }
+        return;
+    }
+
+    setmaxnreg_inc<232>();
+    const int c = wg - 1, rw = warp % 4; /* branch c + 1; the warp's rows i0 + 16 rw.. */
+    const unsigned char *Qc = Qs + c * tile::BYTES;
+    float o[NTV][4];
+    flash_zero<NTV>(o);
+    float mrow[2] = {FLASH_MASKED, FLASH_MASKED}, lrow[2] = {0.0f, 0.0f}; /* rows g, g + 8 */
+    float s[FLASH_BC / 8][4], corr[2];
+    uint32_t p[FLASH_BC / 16][4], pn[FLASH_BC / 16][4]; /* P_kt, P_kt+1: P V's A fragments */
+    auto wait_stage = [&](int ring, int kt) { mbar_wait(&bar[ring + (kt & 1)], (kt >> 1) & 1); };
+    auto free_stage = [&](int ring, int kt) { mbar_arrive(&bar[ring + (kt & 1)]); };
+    /* branch c's turn to issue, and after its products the other's (whose last turn came) */
+    auto my_turn = [&](void) { named_bar_sync(TMA_FWD_TURN + c, TMA_FWD_CONSUMERS); };
+    auto pass_turn = [&](bool more) {
+        if (c == 0 || more) named_bar_arrive(TMA_FWD_TURN + 1 - c, TMA_FWD_CONSUMERS);
+    };
+    /* S = Q K^T of tile kt, issued (the caller fences and commits) */
+    auto issue_s = [&](int kt) {
+        const unsigned char *Kc = Ks + (2 * (kt & 1) + c) * tile::BYTES;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<FLASH_BC, 0, 0>(s, tile::desc(Qc, kk), tile::desc(Kc, kk), kk > 0);
+    };
+    /* the softmax of tile kt's S (its max's move in corr), P rounded into pt */
+    auto softmax = [&](int kt, uint32_t (*pt)[4]) {
+        const int j0 = kt * FLASH_BC;
+        const bool diag = j0 + FLASH_BC - 1 > i0 + 16 * rw; /* keys past a row: mask */
+        flash_softmax_tile(s, pt, mrow, lrow, corr, scale_log2, diag, i0 + 16 * rw, j0, lane);
+    };
+
+    if (c == 1) named_bar_arrive(TMA_FWD_TURN, TMA_FWD_CONSUMERS); /* branch 1 issues first */
+    mbar_wait(&bar[TMA_BAR_Q], 0);
+    wait_stage(TMA_BAR_K_FULL, 0);
+    my_turn();
+    wgmma_fence();
+    issue_s(0);
+    wgmma_commit();
+    pass_turn(true);
+    wgmma_wait<0>();
+    free_stage(TMA_BAR_K_EMPTY, 0);
+    softmax(0, p); /* o is still 0: no rescale */
+    /* tile kt's P V with P_kt in pc, overlapped with tile kt + 1's S and softmax into pnext */
+    auto step = [&](int kt, uint32_t (*pc)[4], uint32_t (*pnext)[4]) {
+        const bool next = kt + 1 < n_kt; /* block-uniform */
+        if (next) wait_stage(TMA_BAR_K_FULL, kt + 1);
+        wait_stage(TMA_BAR_V_FULL, kt);
+        my_turn();
+        wgmma_fence(); /* s read, o rescaled, pc written by the threads */
+        if (next) {
+            issue_s(kt + 1);
+            wgmma_commit();
+        }
+        const unsigned char *Vt = Vs + (kt & 1) * L::V_BYTES;
+#pragma unroll
+        for (int kk = 0; kk < FLASH_BC / 16; kk++) /* O += P V over keys 16kk..16kk+15 */
+            wgmma_rs<DV, 1>(o, pc[kk], wgmma_desc_swizzled(Vt + 16 * kk * 128, 64 * 128, 1024,
+                                                           128), 1);
+        wgmma_commit();
+        pass_turn(next);
+        if (next) {
+            wgmma_wait<1>(); /* tile kt + 1's S; its softmax runs while P V is multiplied */
+            free_stage(TMA_BAR_K_EMPTY, kt + 1);
+            softmax(kt + 1, pnext);
+            wgmma_wait<0>(); /* P V: o is free */
+            free_stage(TMA_BAR_V_EMPTY, kt);
+            flash_rescale<NTV>(o, corr);
+        } else {
+            wgmma_wait<0>();
+            free_stage(TMA_BAR_V_EMPTY, kt);
+        }
+    };
+    /* two tiles per pass, so P's two register sets swap roles without a copy */
+    for (int kt = 0; kt < n_kt; kt += 2) {
+        step(kt, p, pn);
+        if (kt + 1 < n_kt) step(kt + 1, pn, p);
+    }
+
+    /* every load landed and was read by both branches' products (each waited): the tiles are
+     * free for the epilogue's exchange (256 D bytes) */
+    auto consumers_sync = [](void) { named_bar_sync(TMA_FWD_EPI, TMA_FWD_CONSUMERS); };
+    flash_forward_epilogue<2, DV>(o, mrow, lrow, out, o1, o2, lse, m, epi, b, unit, i0, warp - 4,
+                                  lane, (float *)base, consumers_sync);
+}
+
+/* ---- host side ---- */
+
+size_t flash_forward_tma_smem(int d) {
+    switch (d) {
+    case 64: return flash_tma_layout<64>::bytes();
+    case 96: return flash_tma_layout<96>::bytes();
+    case 128: return flash_tma_layout<128>::bytes();
+    }
+    return (size_t)-1; /* no such kernel: fits nothing */
+}
+
+/* The map of x (B, T, cols: all heads' columns of a row) in boxes of box_cols x 64 rows under the
+ * swizzle of the box's rows; aborts naming the tensor when the driver refuses it */
+static void flash_tma_map(tma_map *map, const flash_bf16 *x, const char *name, const attn_map &m,
+                          int cols, int box_cols) {
+    const uint64_t dims[3] = {(uint64_t)cols, (uint64_t)m.T, (uint64_t)m.B};
+    const uint64_t strides[2] = {2ull * cols, 2ull * cols * m.T};
+    const uint32_t box[3] = {(uint32_t)box_cols, FLASH_BC, 1};
+    char why[256];
+    if (tma_encode_bf16(map, x, 3, dims, strides, box, 2 * box_cols, why, (int)sizeof why)) {
+        fprintf(stderr, "difftrain: error: CUDA fused attention: no TMA map of %s (B %d, T %d, "
+                "%d columns): %s\n", name, m.B, m.T, cols, why);
+        fflush(stderr);
+        abort();
+    }
+}
+
+template <int D>
+static void flash_forward_tma_launch(operand_bf16 *out, float *o1, float *o2, float *lse,
+                                     const flash_bf16 *q, const flash_bf16 *k,
+                                     const flash_bf16 *v, const attn_map &m,
+                                     const flash_diff_epi &epi) {
+    constexpr int TAIL = flash_tma_tile<D>::TAIL;
+    tma_map qm, qt, km, kt, vm;
+    flash_tma_map(&qm, q, "q", m, m.nq * D, 64);
+    flash_tma_map(&km, k, "k", m, m.nk * D, 64);
+    flash_tma_map(&vm, v, "v", m, m.nv * 2 * D, 64);
+    if (TAIL) {
+        flash_tma_map(&qt, q, "q", m, m.nq * D, TAIL);
+        flash_tma_map(&kt, k, "k", m, m.nk * D, TAIL);
+    } else { /* unused */
+        qt = qm;
+        kt = km;
+    }
+    auto kernel = flash_forward_tma_kernel<D>;
+    const size_t smem = flash_tma_layout<D>::bytes();
+    flash_smem_prepare((const void *)kernel, smem, "the TMA DIFF forward kernel");
+    const dim3 grid((unsigned)((m.T + FLASH_BR - 1) / FLASH_BR), (unsigned)(m.nq / 2),
+                    (unsigned)m.B);
+    const float scale_log2 = FLASH_LOG2E / sqrtf((float)D);
+    kernel<<<grid, TMA_FWD_THREADS, smem, cuda_stream()>>>(out, o1, o2, lse, qm, qt, km, kt, vm,
+                                                           m, scale_log2, epi);
+    CUDA_LAUNCH_CHECK();
+}
+
+void flash_forward_diff_tma(operand_bf16 *out, float *o1, float *o2, float *lse,
+                            const flash_bf16 *q, const flash_bf16 *k, const flash_bf16 *v,
+                            const attn_map &m, const flash_diff_epi &epi) {
+    flash_check(m);
+    if (!m.diff) {
+        fprintf(stderr, "difftrain: error: CUDA fused attention: the TMA forward is for DIFF V1, "
+                "not standard heads\n");
+        fflush(stderr);
+        abort();
+    }
+    if (m.B == 0 || m.T <= 0) return;
+    switch (m.d) {
+    case 64: flash_forward_tma_launch<64>(out, o1, o2, lse, q, k, v, m, epi); break;
+    case 96: flash_forward_tma_launch<96>(out, o1, o2, lse, q, k, v, m, epi); break;
+    case 128: flash_forward_tma_launch<128>(out, o1, o2, lse, q, k, v, m, epi); break;
+    }
+}
