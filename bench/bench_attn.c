@@ -229,13 +229,13 @@ static double rel_diff(const void *a, const void *b, size_t n, int bf16) {
     return worst > 0.0 && big > 0.0 ? worst / big : worst;
 }
 
-/* The forward (fwd+bwd when bwd) on the mma.sync kernels timed into ms[on] with a test switch
- * (flash_test.h) set(0), then set(1); the output src of the last run with set(0) copied into
- * ref (bytes) */
+/* The forward (fwd+bwd when bwd) on the mma.sync kernels (sm90 0) or the wgmma ones (1) timed
+ * into ms[on] with a test switch (flash_test.h) set(0), then set(1); the output src of the last
+ * run with set(0) copied into ref (bytes) */
 static void time_switch(int kind, const bufs *b, int B, int T, int H, int d, int bwd, int warmup,
-                        int iters, void (*set)(int), double ms[2], void *ref, const void *src,
-                        size_t bytes) {
-    cuda_flash_test_sm90(0);
+                        int iters, int sm90, void (*set)(int), double ms[2], void *ref,
+                        const void *src, size_t bytes) {
+    cuda_flash_test_sm90(sm90);
     for (int on = 0; on < 2; on++) {
         set(on);
         ms[on] = time_ms(kind, b, B, T, H, d, bwd, warmup, iters);
@@ -250,8 +250,8 @@ static void time_switch(int kind, const bufs *b, int B, int T, int H, int d, int
 static int time_dq_modes(int kind, const bufs *b, float *dq_ref, int B, int T, int H, int d,
                          size_t n_dq, int warmup, int iters, int check, const char *size) {
     double ms[2];
-    time_switch(kind, b, B, T, H, d, 1, warmup, iters, cuda_flash_test_dq_mode, ms, dq_ref, b->dq,
-                n_dq * sizeof(float));
+    time_switch(kind, b, B, T, H, d, 1, warmup, iters, 0, cuda_flash_test_dq_mode, ms, dq_ref,
+                b->dq, n_dq * sizeof(float));
     cuda_flash_test_dq_mode(-1);
     const double e = rel_diff(dq_ref, b->dq, n_dq, 0);
     printf("DQ %s %s %d %.3f %.3f %.2f %.3g\n", kind_name[kind], size, T, ms[0], ms[1],
@@ -275,7 +275,7 @@ static int time_fwd_switch(const char *tag, void (*set)(int), int kind, const bu
                            int B, int T, int H, int d, size_t n_out, int warmup, int iters,
                            int check, const char *size) {
     double ms[2];
-    time_switch(kind, b, B, T, H, d, 0, warmup, iters, set, ms, ref, b->out,
+    time_switch(kind, b, B, T, H, d, 0, warmup, iters, 0, set, ms, ref, b->out,
                 n_out * cuda_operand_bytes());
     set(-1);
     const double e = rel_diff(ref, b->out, n_out, 1);
@@ -296,8 +296,8 @@ static int time_fwd_switch(const char *tag, void (*set)(int), int kind, const bu
 static int time_diff_pairing(const bufs *b, float *ref, int B, int T, int H, int d, size_t n_dk,
                              size_t n_dv, int warmup, int iters, int check, const char *size) {
     double ms[2];
-    time_switch(KIND_DIFF, b, B, T, H, d, 1, warmup, iters, cuda_flash_test_diff_paired, ms, ref,
-                b->dv, n_dv * cuda_operand_bytes());
+    time_switch(KIND_DIFF, b, B, T, H, d, 1, warmup, iters, 0, cuda_flash_test_diff_paired, ms,
+                ref, b->dv, n_dv * cuda_operand_bytes());
     const double e = rel_diff(ref, b->dv, n_dv, 1);
     cuda_flash_test_diff_paired(0);
     run(KIND_DIFF, b, B, T, H, d, 1, 0);
@@ -321,15 +321,9 @@ static int time_diff_pairing(const bufs *b, float *ref, int B, int T, int H, int
 static int time_diff_tma(const bufs *b, void *ref, int B, int T, int H, int d, size_t n_out,
                          int warmup, int iters, int check, const char *size) {
     double ms[2];
-    cuda_flash_test_sm90(1);
-    for (int on = 0; on < 2; on++) {
-        cuda_flash_test_tma(on);
-        ms[on] = time_ms(KIND_DIFF, b, B, T, H, d, 0, warmup, iters);
-        if (!on) cuda_copy(ref, b->out, n_out * cuda_operand_bytes());
-    }
+    time_switch(KIND_DIFF, b, B, T, H, d, 0, warmup, iters, 1, cuda_flash_test_tma, ms, ref,
+                b->out, n_out * cuda_operand_bytes());
     cuda_flash_test_tma(-1);
-    cuda_flash_test_sm90(-1);
-    cuda_synchronize();
     const double e = rel_diff(ref, b->out, n_out, 1);
     printf("TMA diff %s %d %.3f %.3f %.2f %.1f %.3g\n", size, T, ms[0], ms[1], ms[0] / ms[1],
            flops(KIND_DIFF, B, T, H, d, 0) / ms[1] * 1e-9, e);

@@ -60,17 +60,24 @@ static bool flash_sm90_capable(void) {
     return capable != 0;
 }
 
+/* Whether an opt-in set of kernels is asked for: by the test switch's mode where set (0 or 1),
+ * else by the environment variable var being "1" (read once into *env, -1 until then). */
+static bool flash_asked(int mode, const char *var, int *env) {
+    if (mode >= 0) return mode != 0;
+    if (*env < 0) {
+        const char *e = getenv(var);
+        *env = e && strcmp(e, "1") == 0;
+    }
+    return *env != 0;
+}
+
 /* Where capable, the wgmma kernels run only when asked for: DIFFTRAIN_FLASH_SM90=1. On an H100
  * they measured slower than the mma.sync kernels (docs/gpu-performance.md), so those are the
  * default. Their largest block (dk/dv at d = 128, DIFF: 230,912 B) needs the H100's 227 KiB of
  * shared memory, which a lower test cap (flash_test.h) takes away. */
 bool flash_sm90_usable(void) {
     static int env = -1;
-    if (env < 0) {
-        const char *e = getenv("DIFFTRAIN_FLASH_SM90");
-        env = e && strcmp(e, "1") == 0;
-    }
-    return flash_sm90_capable() && (g_sm90_mode < 0 ? env != 0 : g_sm90_mode != 0) &&
+    return flash_sm90_capable() && flash_asked(g_sm90_mode, "DIFFTRAIN_FLASH_SM90", &env) &&
            flash_smem_limit() >= 227 * 1024;
 }
 
@@ -85,11 +92,7 @@ extern "C" void cuda_flash_test_tma(int mode) { g_tma_mode = mode < 0 ? -1 : mod
  * docs/gpu-performance.md), so it is off by default. */
 bool flash_tma_usable(int d) {
     static int env = -1;
-    if (env < 0) {
-        const char *e = getenv("DIFFTRAIN_FLASH_TMA");
-        env = e && strcmp(e, "1") == 0;
-    }
-    return (g_tma_mode < 0 ? env != 0 : g_tma_mode != 0) && flash_sm90_capable() &&
+    return flash_asked(g_tma_mode, "DIFFTRAIN_FLASH_TMA", &env) && flash_sm90_capable() &&
            flash_forward_tma_smem(d) <= flash_smem_limit();
 }
 

@@ -12,15 +12,9 @@
 #include "model/cuda/warp_roles.cuh"
 #include "model/cuda/wgmma.cuh"
 #include "model/cuda/wgmma_test.h"
+#include "model/cuda/wgmma_test_layout.cuh" /* store_d */
 
 #define TMA_TEST_ALIGN 1024u /* the 128-byte swizzle's repeat */
-
-/* D's fragments (wgmma.cuh's layout) of the warpgroup's thread i into d (64 x N) */
-template <int N> __device__ static void store_fragments(float *d, const float (*acc)[4], int i) {
-    const int row = 16 * (i / 32) + (i % 32) / 4, col = 2 * (i % 4);
-    for (int nt = 0; nt < N / 8; nt++)
-        for (int e = 0; e < 4; e++) d[(row + 8 * (e / 2)) * N + 8 * nt + col + e % 2] = acc[nt][e];
-}
 
 /* one box, by thread 0, waited for by every warp; then the raw bytes out */
 __global__ void tma_test_layout_kernel(uint16_t *out, const __grid_constant__ tma_map map,
@@ -76,7 +70,7 @@ __global__ void tma_test_product_kernel(float *d, const __grid_constant__ tma_ma
     }
     wgmma_commit();
     wgmma_wait<0>();
-    store_fragments<N>(d, acc, i);
+    store_d<N>(d, acc, i);
 }
 
 #define PIPE_A_BYTES (128 * 128) /* a's tile: 128 rows x 64 k */
@@ -137,7 +131,7 @@ tma_test_pipeline_kernel(float *d, const __grid_constant__ tma_map map_a,
         wgmma_wait<0>();
         mbar_arrive(&empty[s]);
     }
-    store_fragments<64>(d + c * 64 * 64, acc, threadIdx.x % 128);
+    store_d<64>(d + c * 64 * 64, acc, threadIdx.x % 128);
 }
 
 /* the same device and build as the wgmma test kernels need: sm_90a code (wgmma, setmaxnreg) on

@@ -1,6 +1,7 @@
 /* The operand layouts and fragment maps of the wgmma tests: model/cuda/wgmma_test.cu's kernels
  * (the GPU test, test_cuda_wgmma) and the emulator's self-test (tests/emu/emu_selftest_wgmma.cu),
- * so both stage and read the operands alike. Internal to those tests. */
+ * so both stage and read the operands alike; tma_test.cu stores its products with store_d.
+ * Internal to those tests. */
 #ifndef DT_CUDA_WGMMA_TEST_LAYOUT_CUH
 #define DT_CUDA_WGMMA_TEST_LAYOUT_CUH
 

@@ -53,6 +53,11 @@ void emu_mbar_async_copy(void *bar, unsigned bytes, uint32_t at, std::function<v
  * product may read the new bytes or the old (emu_wgmma.cpp). */
 void emu_wgmma_check_write(uint32_t at, size_t bytes, const char *what, const char *file,
                            int line);
+/* Where the swizzle of `swizzle` bytes (0: none, 32, 64, 128) puts shared-window address a: bits
+ * 4.. XOR bits 7.. (1, 2, 3 bits), as TMA writes a box and wgmma reads it. */
+static inline uint32_t emu_swizzle(uint32_t a, uint32_t swizzle) {
+    return swizzle ? a ^ (((a >> 7) & (swizzle / 16 - 1)) << 4) : a;
+}
 /* The wgmma state of a block (emu_wgmma.cpp): reset when a block of nthreads threads starts;
  * checked when it ends (products still queued or pending abort). */
 void emu_wgmma_block_start(unsigned nthreads);

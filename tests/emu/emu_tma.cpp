@@ -80,14 +80,6 @@ int emu_tma_encode(void *map, const void *base, int rank, int elem_bytes, const 
     return 0;
 }
 
-/* the shared-window address of byte `offset` of a box written from window address dst */
-static uint32_t swizzled(uint32_t dst, uint32_t offset, uint32_t swizzle) {
-    const uint32_t a = dst + offset;
-    if (!swizzle) return a;
-    const uint32_t mask = swizzle / 16 - 1; /* 1, 3, 7 */
-    return a ^ (((a >> 7) & mask) << 4);
-}
-
 void emu_tma_load(void *dst, const void *map, int rank, const int *coords, void *bar,
                   const char *file, int line) {
     emu_require_sm90("cp.async.bulk.tensor", file, line);
@@ -128,7 +120,7 @@ void emu_tma_load(void *dst, const void *map, int rank, const int *coords, void 
                              (const void *)(m.base + src), (const void *)m.base);
                 memcpy(v, m.base + src, m.elem);
             }
-            const uint32_t a = swizzled(at, (uint32_t)(e * m.elem), m.swizzle);
+            const uint32_t a = emu_swizzle(at + (uint32_t)(e * m.elem), m.swizzle);
             memcpy(emu_shared_pointer(a, m.elem), v, m.elem);
             for (uint32_t i = 0; i < m.rank && ++idx[i] == m.box[i]; i++) idx[i] = 0;
         }

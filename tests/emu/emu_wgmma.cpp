@@ -102,8 +102,7 @@ static uint32_t wg_offset(const wg_operand &o, int mn, int k) {
 
 /* The shared-window address of element (mn, k) of o: swizzled as the TMA writes. */
 static uint32_t wg_address(const wg_operand &o, int mn, int k) {
-    const uint32_t a = o.start + 2 * wg_offset(o, mn, k);
-    return o.swizzle ? a ^ (((a >> 7) & (o.swizzle / 16 - 1)) << 4) : a;
+    return emu_swizzle(o.start + 2 * wg_offset(o, mn, k), o.swizzle);
 }
 
 /* Where element (mn, k) of o lies in the block's shared memory, or NULL. */

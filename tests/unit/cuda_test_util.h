@@ -26,6 +26,17 @@ static inline void cut_require_device(void) {
     }
 }
 
+/* cut_require_device, then exits 77 (skipped) unless supported(why, len) says the instructions
+ * a test needs (what names them) are usable on this build and device; its reason is printed. */
+static inline void cut_require_support(int (*supported)(char *why, int len), const char *what) {
+    cut_require_device();
+    char why[256];
+    if (!supported(why, (int)sizeof why)) {
+        printf("%s not usable here: %s: skipped\n", what, why);
+        exit(77);
+    }
+}
+
 /* A device copy of n host floats (or ints: same size); abort on failure. */
 static inline void *cut_to_device(const void *host, size_t bytes) {
     void *d = cuda_alloc(bytes);

@@ -58,12 +58,7 @@ static void test_ring(void **state) {
 }
 
 int main(void) {
-    cut_require_device();
-    char why[256];
-    if (!cuda_mbarrier_test_supported(why, (int)sizeof why)) {
-        printf("mbarriers not usable here: %s: skipped\n", why);
-        return 77;
-    }
+    cut_require_support(cuda_mbarrier_test_supported, "mbarriers");
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_ring)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -174,12 +174,7 @@ static void test_pipeline(void **state) {
 }
 
 int main(void) {
-    cut_require_device();
-    char why[256];
-    if (!cuda_tma_test_supported(why, (int)sizeof why)) {
-        printf("TMA and warp roles not usable here: %s: skipped\n", why);
-        return 77;
-    }
+    cut_require_support(cuda_tma_test_supported, "TMA and warp roles");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layouts),
         cmocka_unit_test(test_products),

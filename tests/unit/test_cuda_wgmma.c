@@ -151,12 +151,7 @@ static void test_two_groups(void **state) {
 }
 
 int main(void) {
-    cut_require_device();
-    char why[256];
-    if (!cuda_wgmma_test_supported(why, (int)sizeof why)) {
-        printf("wgmma not usable here: %s: skipped\n", why);
-        return 77;
-    }
+    cut_require_support(cuda_wgmma_test_supported, "wgmma");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_products),
         cmocka_unit_test(test_two_groups),
