@@ -68,6 +68,20 @@ __device__ __forceinline__ uint32_t smem_addr(const void *p) {
 #endif
 }
 
+/* The calling thread's warp, threadIdx.x / 32 (a one-dimensional block), as lane 0 of its warp
+ * has it: a shuffle makes the value provably the same across the warp, so that the compiler
+ * treats branches on it, and on what is computed from it (the causal mask's test of a warp's
+ * rows, a warp-specialised kernel's roles), as uniform. Computed from threadIdx.x directly,
+ * ptxas takes such branches for divergent and, in a kernel with wgmma products, serialises
+ * every product (its advisory C7520: "wgmma.mma_async instructions are serialized due to program
+ * dependence on compiler-inserted WG.AR in divergent path"), as CUTLASS's
+ * canonical_warp_idx_sync avoids. (The mma.sync kernels keep threadIdx.x / 32: with this their
+ * masked tiles take fewer instructions, their ordinary ones the same or more.) Every lane of the
+ * warp calls it. */
+__device__ __forceinline__ int warp_index(void) {
+    return __shfl_sync(0xffffffffu, (int)(threadIdx.x / 32), 0);
+}
+
 __device__ __forceinline__ float warp_sum(float x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;

@@ -41,7 +41,7 @@ flash_forward_sm90_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
     constexpr int STAGE = NB * FLASH_BC * D + FLASH_BC * DV;    /* one K/V stage, elements */
     flash_bf16 *Qs = (flash_bf16 *)flash_smem; /* NB x (BR, D) */
     flash_bf16 *KV = Qs + NB * FLASH_BR * D;   /* 3 stages: NB x (BC, D) K, then (BC, DV) V */
-    const int tid = threadIdx.x, lane = tid & 31, warp = wgmma_warp();
+    const int tid = threadIdx.x, lane = tid & 31, warp = warp_index();
     const int c = warp / FLASH_WARPS, rw = warp % FLASH_WARPS; /* branch (warpgroup), rows */
     const int T = m.T, b = blockIdx.z, unit = blockIdx.y;
     const int i0 = (gridDim.x - 1 - blockIdx.x) * FLASH_BR, nr = min(FLASH_BR, T - i0);

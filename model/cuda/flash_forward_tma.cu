@@ -98,7 +98,7 @@ flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
     __shared__ uint64_t bar[TMA_BARS];
     unsigned char *base = tma_smem_align(flash_smem, TMA_FWD_ALIGN);
     unsigned char *Qs = base + L::Q, *Ks = base + L::K, *Vs = base + L::V;
-    const int tid = threadIdx.x, lane = tid & 31, warp = wgmma_warp();
+    const int tid = threadIdx.x, lane = tid & 31, warp = warp_index();
     const int wg = wgmma_warpgroup(); /* the role */
     const int T = m.T, b = blockIdx.z, unit = blockIdx.y;
     const int i0 = (gridDim.x - 1 - blockIdx.x) * FLASH_BR, nr = min(FLASH_BR, T - i0);

@@ -124,19 +124,10 @@ __device__ __forceinline__ void wgmma_fence_smem(void) {
 
 #endif
 
-/* The calling thread's warp, threadIdx.x / 32 (a one-dimensional block), as lane 0 of its warp
- * has it: a shuffle makes the value provably the same across the warp, so that ptxas treats
- * branches on it and on what is computed from it (a warp-specialised kernel's roles, the causal
- * mask's test of a warp's rows) as uniform. Computed from threadIdx.x directly, ptxas takes
- * such branches for divergent and serialises every wgmma product of the kernel (its warning
- * C7520: "wgmma.mma_async instructions are serialized due to program dependence on
- * compiler-inserted WG.AR in divergent path"), as CUTLASS's canonical_warp_idx_sync avoids.
- * Every lane of the warp calls it. */
-__device__ __forceinline__ int wgmma_warp(void) {
-    return __shfl_sync(0xffffffffu, (int)(threadIdx.x / 32), 0);
-}
-/* ... and its warpgroup, threadIdx.x / 128, uniform in the same way */
-__device__ __forceinline__ int wgmma_warpgroup(void) { return wgmma_warp() / 4; }
+/* The calling thread's warpgroup, threadIdx.x / 128, provably uniform across its warp as
+ * warp_index() (cuda_common.cuh) is: without that, ptxas serialises the wgmma products in
+ * branches on it (C7520). Every lane of the warp calls it. */
+__device__ __forceinline__ int wgmma_warpgroup(void) { return warp_index() / 4; }
 
 /* The descriptor of a bf16 matrix at p (shared, 16-byte aligned) in a no-swizzle layout with
  * leading and stride byte offsets lbo, sbo (multiples of 16, below 256 KiB). */

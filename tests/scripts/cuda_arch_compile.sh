@@ -42,7 +42,7 @@ fi
 [ "$(ls "$tmp"/*.o | wc -l)" -eq "$n" ] || { echo "cuda_arch_compile: FAIL: objects missing"; exit 1; }
 if grep -H "C7520" "$tmp"/*.log; then
   echo "cuda_arch_compile: FAIL: ptxas serialises the wgmma products of the kernels above (C7520:"
-  echo "  a branch on a value it cannot prove warp-uniform; wgmma_warp() in wgmma.cuh)"
+  echo "  a branch on a value it cannot prove warp-uniform; warp_index() in cuda_common.cuh)"
   exit 1
 fi
 echo "cuda_arch_compile: $what compile for sm_$ARCH"
