@@ -5,8 +5,8 @@
 
 FUSED_LOG holds bench_attn's lines
     RESULT kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
-    TMA diff size T wgmma_fwd_ms tma_fwd_ms wgmma/tma tma_fwd_tflops out_rel
-        (DIFF V1's forward on the warp-specialised kernel; where the GPU has the sm_90 kernels)
+    TMA kind size T wgmma_fwd_ms tma_fwd_ms wgmma/tma tma_fwd_tflops out_rel
+        (the forward on the warp-specialised kernel; where the GPU has the sm_90 kernels)
 SDPA_LOG sdpa_attn.py's:
     SDPA kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops        (SDPA's own choice)
     SDPA_BACKEND kind size T B backend fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
@@ -16,9 +16,9 @@ SDPA_LOG sdpa_attn.py's:
         its forward and of its forward+backward, names cut at 60 characters; - when unknown)
 
 Prints the fused / SDPA ratios of TFLOP/s (> 1: the fused kernels are faster): first against
-SDPA's own choice, then DIFF V1's warp-specialised forward against it (where there are TMA
-lines), then against each backend SDPA has, with the choice named. A case present on
-one side only is left out; a malformed line is an error that names the log and the line."""
+SDPA's own choice, then the warp-specialised forward against it (where there are TMA lines),
+then against each backend SDPA has, with the choice named. A case present on one side only is
+left out; a malformed line is an error that names the log and the line."""
 import sys
 
 BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
@@ -89,7 +89,7 @@ def order(key):
 
 
 def report_tma(tma, base, out):
-    """DIFF V1's forward on the warp-specialised kernel (TMA lines) against SDPA's choice."""
+    """The forward on the warp-specialised kernel (TMA lines) against SDPA's choice."""
     rows = []
     for key in sorted(tma, key=order):
         rest, where = tma[key][-1]
@@ -103,7 +103,7 @@ def report_tma(tma, base, out):
     if not rows:
         return
     print(file=out)
-    print("DIFF V1 forward on the warp-specialised kernel (DIFFTRAIN_FLASH_TMA=1): TFLOP/s, its "
+    print("Forward on the warp-specialised kernel (DIFFTRAIN_FLASH_TMA=1): TFLOP/s, its "
           "speed over the wgmma kernel's, ratio to SDPA's choice", file=out)
     print(f"{'kind':8} {'size':5} {'T':>5} | {'fwd TFLOP/s TMA':>15} {'vs wgmma':>8} "
           f"{'SDPA':>7} {'ratio':>6}", file=out)

@@ -54,10 +54,11 @@
  * with V's columns split between the two branch warps of a row group (the default;
  * DIFFTRAIN_FLASH_DIFF_FWD=branch selects the other; flash_forward_diff.cu), the same bits:
  *   SPLIT diff size T branch_fwd_ms split_fwd_ms branch/split out_rel (> 1: split faster)
- * and where the build and device have the sm_90 kernels, DIFF V1's forward on the wgmma kernel,
- * then on the warp-specialised one (TMA loads, a consumer warpgroup per branch;
- * DIFFTRAIN_FLASH_TMA=1 selects it; flash_forward_tma.cu), which must give the same bits:
- *   TMA diff size T wgmma_fwd_ms tma_fwd_ms wgmma/tma tma_fwd_tflops out_rel
+ * and where the build and device have the sm_90 kernels, the forward on the wgmma kernel, then
+ * on the warp-specialised one (TMA loads, two consumer warpgroups: DIFF V1's branches, or 128
+ * rows of a standard head; DIFFTRAIN_FLASH_TMA=1 selects it; flash_forward_tma.cu), which must
+ * give the same bits:
+ *   TMA kind size T wgmma_fwd_ms tma_fwd_ms wgmma/tma tma_fwd_tflops out_rel
  *           (> 1: the warp-specialised kernel faster; bench/attn_report.py sets its TFLOP/s
  *           against SDPA's)
  * Exits 77 without a GPU. */
@@ -316,20 +317,20 @@ static int time_diff_pairing(const bufs *b, float *ref, int B, int T, int H, int
     return 0;
 }
 
-/* The TMA line (header): DIFF V1's forward on the wgmma kernel, then on the warp-specialised
+/* The TMA line (header): the forward of kind on the wgmma kernel, then on the warp-specialised
  * one; ref is scratch of n_out bf16. Returns 1 when check and the two outputs' bits differ. */
-static int time_diff_tma(const bufs *b, void *ref, int B, int T, int H, int d, size_t n_out,
-                         int warmup, int iters, int check, const char *size) {
+static int time_tma(int kind, const bufs *b, void *ref, int B, int T, int H, int d, size_t n_out,
+                    int warmup, int iters, int check, const char *size) {
     double ms[2];
-    time_switch(KIND_DIFF, b, B, T, H, d, 0, warmup, iters, 1, cuda_flash_test_tma, ms, ref,
-                b->out, n_out * cuda_operand_bytes());
+    time_switch(kind, b, B, T, H, d, 0, warmup, iters, 1, cuda_flash_test_tma, ms, ref, b->out,
+                n_out * cuda_operand_bytes());
     cuda_flash_test_tma(-1);
     const double e = rel_diff(ref, b->out, n_out, 1);
-    printf("TMA diff %s %d %.3f %.3f %.2f %.1f %.3g\n", size, T, ms[0], ms[1], ms[0] / ms[1],
-           flops(KIND_DIFF, B, T, H, d, 0) / ms[1] * 1e-9, e);
+    printf("TMA %s %s %d %.3f %.3f %.2f %.1f %.3g\n", kind_name[kind], size, T, ms[0], ms[1],
+           ms[0] / ms[1], flops(kind, B, T, H, d, 0) / ms[1] * 1e-9, e);
     if (check && e != 0.0) {
-        fprintf(stderr, "bench_attn: diff %s T=%d: the warp-specialised forward's out differs "
-                "from the wgmma forward's (%.3g of the largest)\n", size, T, e);
+        fprintf(stderr, "bench_attn: %s %s T=%d: the warp-specialised forward's out differs "
+                "from the wgmma forward's (%.3g of the largest)\n", kind_name[kind], size, T, e);
         return 1;
     }
     return 0;
@@ -453,10 +454,10 @@ int main(int argc, char **argv) {
                                               shapes[si].size);
                     status |= time_diff_pairing(&b, dq_ref, B, T, H, d, N * w, N * w, warmup,
                                                 iters, check, shapes[si].size);
-                    if (cuda_flash_sm90_capable())
-                        status |= time_diff_tma(&b, b.ref, B, T, H, d, N * w, warmup, iters,
-                                                check, shapes[si].size);
                 }
+                if (cuda_flash_sm90_capable())
+                    status |= time_tma(kind, &b, b.ref, B, T, H, d, N * w, warmup, iters, check,
+                                       shapes[si].size);
                 fflush(stdout);
             }
         }

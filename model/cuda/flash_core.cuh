@@ -502,20 +502,20 @@ bool flash_diff_fwd_split(void);
  * 16) or the test switch of flash_test.h (flash_ops.cu). */
 bool flash_fwd_rows32(void);
 
-/* DIFF V1's forward (m.diff) on the warp-specialised sm_90 kernel (flash_forward_tma.cu: TMA
- * loads by a producer warpgroup, a consumer warpgroup per branch): the results, bit for bit, of
- * flash_core_forward_sm90. Only where flash_tma_usable() says. Its shared memory at head dim d
- * (flash_forward_tma_smem). */
-void flash_forward_diff_tma(operand_bf16 *out, float *o1, float *o2, float *lse,
-                            const flash_bf16 *q, const flash_bf16 *k, const flash_bf16 *v,
-                            const attn_map &m, const flash_diff_epi &epi);
-size_t flash_forward_tma_smem(int d);
+/* The forward on the warp-specialised sm_90 kernel (flash_forward_tma.cu: TMA loads by a
+ * producer warpgroup, two consumer warpgroups: DIFF V1's two branches, or 128 rows of a
+ * standard head): the results, bit for bit, of flash_core_forward_sm90. Only where
+ * flash_tma_usable() says. Its shared memory at head dim d (flash_forward_tma_smem). */
+void flash_forward_tma(operand_bf16 *out, float *o1, float *o2, float *lse, const flash_bf16 *q,
+                       const flash_bf16 *k, const flash_bf16 *v, const attn_map &m,
+                       const flash_diff_epi &epi);
+size_t flash_forward_tma_smem(int d, bool diff);
 
-/* 1 where the bf16 DIFF V1 forward of head dim d runs on flash_forward_diff_tma: it is asked for
- * (DIFFTRAIN_FLASH_TMA=1, or the test switch of flash_test.h), the build and device have the
- * sm_90 kernels (as flash_sm90_usable, whether those are asked for or not) and its block fits
- * flash_smem_limit() (flash_ops.cu). */
-bool flash_tma_usable(int d);
+/* 1 where the bf16 forward of head dim d (DIFF V1's when diff) runs on flash_forward_tma: it is
+ * asked for (DIFFTRAIN_FLASH_TMA=1, or the test switch of flash_test.h), the build and device
+ * have the sm_90 kernels (as flash_sm90_usable, whether those are asked for or not) and its
+ * block fits flash_smem_limit() (flash_ops.cu). */
+bool flash_tma_usable(int d, bool diff);
 
 /* 1 where the build has sm_90a device code (CMake defines DT_CUDA_SM90A when
  * CMAKE_CUDA_ARCHITECTURES names 90a; always under the host emulator), the device is compute

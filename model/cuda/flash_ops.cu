@@ -88,15 +88,17 @@ static int g_tma_mode = -1; /* flash_test.h: -1 the environment, 0 off, 1 on */
 
 extern "C" void cuda_flash_test_tma(int mode) { g_tma_mode = mode < 0 ? -1 : mode != 0; }
 
-/* DIFFTRAIN_FLASH_TMA=1 asks for DIFF V1's warp-specialised forward (never run on a GPU yet:
+/* DIFFTRAIN_FLASH_TMA=1 asks for the warp-specialised forward (never run on a GPU yet:
  * docs/gpu-performance.md), so it is off by default. */
-bool flash_tma_usable(int d) {
+bool flash_tma_usable(int d, bool diff) {
     static int env = -1;
     return flash_asked(g_tma_mode, "DIFFTRAIN_FLASH_TMA", &env) && flash_sm90_capable() &&
-           flash_forward_tma_smem(d) <= flash_smem_limit();
+           flash_forward_tma_smem(d, diff) <= flash_smem_limit();
 }
 
-extern "C" int cuda_flash_tma(int d) { return !g_f32_staging && flash_tma_usable(d); }
+extern "C" int cuda_flash_tma(int d, int diff) {
+    return !g_f32_staging && flash_tma_usable(d, diff != 0);
+}
 
 static int flash_dq_mode(bool f32_path);
 
@@ -108,7 +110,7 @@ extern "C" int cuda_flash_usable(int d, int dv, int diff, int backward, const vo
     for (int i = 0; i < n; i++)
         if ((uintptr_t)ptrs[i] % 16 != 0) return 0;
     if (!g_f32_staging && flash_sm90_usable()) return 1; /* they fit an H100: every d */
-    if (!g_f32_staging && !backward && diff && flash_tma_usable(d)) return 1;
+    if (!g_f32_staging && !backward && flash_tma_usable(d, diff != 0)) return 1;
     return backward ? flash_backward_fits(d, diff != 0,
                                           flash_dq_mode(g_f32_staging != 0) == FLASH_DQ_STORED)
                     : flash_forward_fits(d, diff != 0);
@@ -245,13 +247,13 @@ static const void *flash_qk_dst(const flash_qk_grad &x) {
     return x.rot ? (const void *)x.rot : (const void *)x.f32;
 }
 
-/* The bf16 forward and backward on the kernels flash_sm90_usable selects, DIFF V1's forward on
- * the warp-specialised one where flash_tma_usable says. */
+/* The bf16 forward and backward on the kernels flash_sm90_usable selects, the forward on the
+ * warp-specialised one where flash_tma_usable says. */
 static void flash_forward_bf16(operand_bf16 *out, float *o1, float *o2, float *lse,
                                const flash_bf16 *const qkv[3], const attn_map &m,
                                const flash_diff_epi &epi) {
-    if (m.diff && flash_tma_usable(m.d))
-        flash_forward_diff_tma(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
+    if (flash_tma_usable(m.d, m.diff))
+        flash_forward_tma(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
     else if (flash_sm90_usable())
         flash_core_forward_sm90(out, o1, o2, lse, qkv[0], qkv[1], qkv[2], m, epi);
     else

@@ -29,15 +29,17 @@ int cuda_flash_sm90_capable(void);
 /* 1 when the bf16 ops would run the sm_90 wgmma kernels now */
 int cuda_flash_sm90(void);
 
-/* Which kernel runs DIFF V1's bf16 forward where the build and device have the sm_90 kernels
+/* Which kernel runs the bf16 forward where the build and device have the sm_90 kernels
  * (cuda_flash_sm90_capable) and its block fits the shared memory: mode 1 the warp-specialised
- * one (flash_forward_tma.cu: TMA loads, a consumer warpgroup per branch; the bits of the wgmma
- * forward), 0 the others (the wgmma or mma.sync ones, as cuda_flash_test_sm90 says), -1 (the
- * default) as the environment says (DIFFTRAIN_FLASH_TMA=1: the warp-specialised one; else not).
- * The backward is not affected. Not thread safe; set it between ops. */
+ * one (flash_forward_tma.cu: TMA loads, two consumer warpgroups, DIFF V1's two branches or 128
+ * rows of a standard head; the bits of the wgmma forward), 0 the others (the wgmma or mma.sync
+ * ones, as cuda_flash_test_sm90 says), -1 (the default) as the environment says
+ * (DIFFTRAIN_FLASH_TMA=1: the warp-specialised one; else not). The backward is not affected.
+ * Not thread safe; set it between ops. */
 void cuda_flash_test_tma(int mode);
-/* 1 when DIFF V1's bf16 forward of head dim d would run the warp-specialised kernel now */
-int cuda_flash_tma(int d);
+/* 1 when the bf16 forward of head dim d (DIFF V1's when diff) would run the warp-specialised
+ * kernel now */
+int cuda_flash_tma(int d, int diff);
 
 /* How the mma.sync backward gets dq's dS (the wgmma kernels always recompute it) */
 enum {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/attn_report.py (bench_attn.sh's tables) on synthetic logs of both sides: the ratios
-# against SDPA's own choice (and of DIFF V1's warp-specialised forward) and against each backend
+# against SDPA's own choice (and of the warp-specialised forward) and against each backend
 # held alone, n/a where a backend refuses, the choice and kernels named, a case on one side only
 # left out, and bad input (exit 1 naming the log and line). Then bench/sdpa_attn.py's guards: a
 # backend name it does not know is a usage error, and a PyTorch without CUDA SDPA (Debian's 1.13
@@ -16,6 +16,7 @@ RESULT diff 830m 2048 8 0.890 2.700 175.0 193.3
 RESULT base 830m 2048 8 0.500 2.000 200.0 150.0
 RESULT base 3b 4096 4 1.000 4.000 261.5 193.2
 TMA diff 830m 2048 0.800 0.500 1.60 420.0 0
+TMA base 830m 2048 0.600 0.450 1.33 444.4 0
 LOG
 cat >"$tmp/sdpa" <<'LOG'
 sdpa_attn: torch 2.11.0+cu130, NVIDIA H100 80GB HBM3
@@ -34,8 +35,9 @@ cat "$tmp/out"
 # against the choice: 175 / 350, 193.3 / 211.7; 200 / 400, 150 / 300
 has "$tmp/out" "diff     830m   2048 |             175.0   350.0   0.50 |         193.3   211.7   0.91"
 has "$tmp/out" "base     830m   2048 |             200.0   400.0   0.50 |         150.0   300.0   0.50"
-# the warp-specialised DIFF forward: 420 / 350
+# the warp-specialised forward: DIFF 420 / 350, base 444.4 / 400
 has "$tmp/out" "diff     830m   2048 |           420.0     1.60   350.0   1.20"
+has "$tmp/out" "base     830m   2048 |           444.4     1.33   400.0   1.11"
 # per backend: flash refused; efficient 175 / 250, 193.3 / 160; cudnn 0.50 and a refused backward
 has "$tmp/out" "diff     830m   2048 | cudnn     |           n/a      n/a          0.70     1.21          0.50      n/a"
 # base: only flash timed, the others left n/a
@@ -45,11 +47,11 @@ has "$tmp/out" "base     830m   2048 | fwd pytorch_flash::flash_fwd_kernel | fwd
 # base 3b 4096 has no SDPA line, base 3b 2048 no fused one: neither is reported
 grep -q " 3b " "$tmp/out" && bad "a case on one side only was reported"
 
-# a log with no backend lines: the first table (3 lines) and the TMA one (a blank line and 3)
+# a log with no backend lines: the first table (3 lines) and the TMA one (a blank line and 4)
 grep -v "^SDPA_" "$tmp/sdpa" >"$tmp/sdpa_plain"
 "$py" "$bench/attn_report.py" "$tmp/fused" "$tmp/sdpa_plain" >"$tmp/plain" 2>&1 ||
   bad "exit $? without backend lines"
-[ "$(wc -l <"$tmp/plain")" = 7 ] || bad "without backend lines: $(wc -l <"$tmp/plain") lines"
+[ "$(wc -l <"$tmp/plain")" = 8 ] || bad "without backend lines: $(wc -l <"$tmp/plain") lines"
 
 # bad input: exit 1, naming the log and line
 expect_error() { # NAME FUSED SDPA TEXT

@@ -20,8 +20,9 @@
 #   128, and DIFF's fused forward with each branch's warps over all of V
 #   (DIFFTRAIN_FLASH_DIFF_FWD=branch) against the default one that splits V's columns between
 #   them, the standard forward with 16 query rows a warp (DIFFTRAIN_FLASH_FWD_ROWS=16)
-#   against the default 32, and DIFF's forward on the warp-specialised sm_90 kernel
-#   (DIFFTRAIN_FLASH_TMA=1) against the wgmma one (DIFFTRAIN_FLASH_SM90=1), which tracks the CPU;
+#   against the default 32, and the forward (DIFF's and the transformer's) on the
+#   warp-specialised sm_90 kernel (DIFFTRAIN_FLASH_TMA=1) against the wgmma one
+#   (DIFFTRAIN_FLASH_SM90=1), which tracks the CPU;
 # - a checkpoint saved on the emulated GPU after step 2 resumes on the CPU program, and one saved
 #   by the CPU resumes on the emulated GPU: steps 3-4 and the final parameters match the other
 #   device's uninterrupted run (1e-5, as above);
@@ -141,15 +142,15 @@ for arch in diff transformer; do
   DIFFTRAIN_FLASH_DQ=recompute emu flash_dqrc_$arch "${big[@]}" train.precision=bf16
   near flash_$arch cpu_flash_$arch 1e-3 gpu_flash_$arch
   same_bits flash_dqrc_$arch flash_$arch
+  # the sm_90 kernels, then with the forward on the warp-specialised (TMA) one
+  DIFFTRAIN_FLASH_SM90=1 emu flash_sm90_$arch "${big[@]}" train.precision=bf16
+  DIFFTRAIN_FLASH_SM90=1 DIFFTRAIN_FLASH_TMA=1 emu flash_tma_$arch "${big[@]}" \
+    train.precision=bf16
+  same_bits flash_tma_$arch flash_sm90_$arch
+  near flash_sm90_$arch cpu_flash_$arch 1e-3 gpu_flash_$arch
   if [ $arch = diff ]; then
     DIFFTRAIN_FLASH_DIFF_FWD=branch emu flash_branch_$arch "${big[@]}" train.precision=bf16
     same_bits flash_branch_$arch flash_$arch
-    # the sm_90 kernels, then with DIFF's forward on the warp-specialised (TMA) one
-    DIFFTRAIN_FLASH_SM90=1 emu flash_sm90_$arch "${big[@]}" train.precision=bf16
-    DIFFTRAIN_FLASH_SM90=1 DIFFTRAIN_FLASH_TMA=1 emu flash_tma_$arch "${big[@]}" \
-      train.precision=bf16
-    same_bits flash_tma_$arch flash_sm90_$arch
-    near flash_sm90_$arch cpu_flash_$arch 1e-3 gpu_flash_$arch
   else
     DIFFTRAIN_FLASH_FWD_ROWS=16 emu flash_rows16_$arch "${big[@]}" train.precision=bf16
     same_bits flash_rows16_$arch flash_$arch

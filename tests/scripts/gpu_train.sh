@@ -13,8 +13,9 @@
 # - DIFF's fused forward with each branch's warps over all of V (DIFFTRAIN_FLASH_DIFF_FWD=branch)
 #   trains as the default one that splits V's columns between them, and the standard forward
 #   with 16 query rows a warp (DIFFTRAIN_FLASH_FWD_ROWS=16) as the default 32-row one: the same
-#   losses, bit for bit; on an H100 DIFF's forward on the warp-specialised kernel
-#   (DIFFTRAIN_FLASH_TMA=1) trains as the wgmma one (DIFFTRAIN_FLASH_SM90=1), bit for bit;
+#   losses, bit for bit; on an H100 the forward on the warp-specialised kernel
+#   (DIFFTRAIN_FLASH_TMA=1) trains as the wgmma one (DIFFTRAIN_FLASH_SM90=1), bit for bit, for
+#   each of diff, diff_v2 and transformer;
 # - a checkpoint saved on the GPU at step 25 resumes on the CPU, and one saved on the CPU resumes
 #   on the GPU: the continued losses track the uninterrupted run of the other device (2e-3);
 # - eval on the GPU (fp32 and bf16) scores a checkpoint as eval on the CPU does;
@@ -102,14 +103,14 @@ for arch in diff diff_v2 transformer; do
   DIFFTRAIN_FLASH_DQ=recompute run fused_dqrc_$arch "${f[@]}"
   compare fused_dqrc_$arch fused_$arch 1e-3
   cmp -s <(losses fused_dqrc_$arch) <(losses fused_$arch) && echo "  (losses bit for bit)"
+  # on an H100/H200 (elsewhere both run the default kernels): the wgmma kernels, then the
+  # forward on the warp-specialised (TMA) one, the same bits
+  DIFFTRAIN_FLASH_SM90=1 run fused_sm90_$arch "${f[@]}"
+  DIFFTRAIN_FLASH_SM90=1 DIFFTRAIN_FLASH_TMA=1 run fused_tma_$arch "${f[@]}"
+  same_losses fused_tma_$arch fused_sm90_$arch
   if [ $arch = diff ]; then
     DIFFTRAIN_FLASH_DIFF_FWD=branch run fused_branch_$arch "${f[@]}"
     same_losses fused_branch_$arch fused_$arch
-    # on an H100/H200 (elsewhere both run the default kernels): the wgmma kernels, then DIFF's
-    # forward on the warp-specialised (TMA) one, the same bits
-    DIFFTRAIN_FLASH_SM90=1 run fused_sm90_$arch "${f[@]}"
-    DIFFTRAIN_FLASH_SM90=1 DIFFTRAIN_FLASH_TMA=1 run fused_tma_$arch "${f[@]}"
-    same_losses fused_tma_$arch fused_sm90_$arch
   else
     DIFFTRAIN_FLASH_FWD_ROWS=16 run fused_rows16_$arch "${f[@]}"
     same_losses fused_rows16_$arch fused_$arch

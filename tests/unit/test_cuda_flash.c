@@ -182,7 +182,7 @@ static void set_run(int run) {
     cuda_flash_test_sm90(run < 3);
     cuda_flash_test_fwd_rows(16); /* check_fwd_rows32 runs the other forward */
     cuda_flash_test_diff_fwd_split(1); /* check_diff_fwd_branch runs DIFF's other forward */
-    cuda_flash_test_tma(0);            /* check_diff_fwd_tma runs the warp-specialised one */
+    cuda_flash_test_tma(0); /* check_fwd_tma, check_diff_fwd_tma run the warp-specialised one */
     cuda_flash_test_dq_mode(run == STORED || run == STORED + 1);
     cuda_flash_test_diff_paired(run != BRANCHES);
 }
@@ -264,6 +264,38 @@ static int check_fwd_rows32(const dt_operand *q, const dt_operand *k, const dt_o
         cuda_free(out);
         cuda_free(lse);
     }
+    set_run(0);
+    return fails;
+}
+
+/* The warp-specialised forward (flash_test.h: TMA loads, 128 rows a block, a consumer warpgroup
+ * for each 64) must give the bits of the wgmma forward (out0, lse0: run 0), which the runs check
+ * against the CPU oracle, the tiled kernels and the mma.sync ones. Where the build and device
+ * have no sm_90 kernels it must not run (cuda_flash_tma). */
+static int check_fwd_tma(const dt_operand *q, const dt_operand *k, const dt_operand *v,
+                         const dt_operand *out0, const float *lse0, int B, int T, int Hq,
+                         int Hkv, int d) {
+    set_run(0);
+    cuda_flash_test_tma(1);
+    if (!cuda_flash_sm90_capable()) {
+        assert_int_equal(cuda_flash_tma(d, 0), 0);
+        cuda_flash_test_tma(-1);
+        return 0;
+    }
+    assert_int_equal(cuda_flash_tma(d, 0), 1);
+    const size_t no = (size_t)B * T * Hq * d, nl = (size_t)B * Hq * T;
+    int fails = 0;
+    for (int rerun = 0; rerun < 2; rerun++) {
+        dt_operand *out = cot_operand_nan(no);
+        float *lse = cot_dev_nan(nl);
+        cuda_flash_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, d);
+        const char *run = rerun ? "TMA forward rerun" : "TMA forward";
+        fails += cot_operand_bits_differ("out", run, out0, out, no);
+        fails += cot_bits_differ("lse", run, lse0, lse, nl);
+        cuda_free(out);
+        cuda_free(lse);
+    }
+    cuda_flash_test_tma(-1);
     set_run(0);
     return fails;
 }
@@ -417,6 +449,7 @@ static int run_standard(const std_case *c, unsigned seed) {
         const float *lses[2] = {l_d[MMA], l_d[2]};
         fails += check_fwd_rows32(q_d, k_d, v_d, outs, lses, B, T, Hq, Hkv, d);
     }
+    fails += check_fwd_tma(q_d, k_d, v_d, o_d[0], l_d[0], B, T, Hq, Hkv, d);
     if (sm90) { /* the wgmma kernels (run 0) against the mma.sync ones (run 3) */
         float *m_out = cot_operand_to_host(o_d[3], no), *m_lse = to_host(l_d[3], nl);
         float *m_dq = to_host(dq_d[3], nq), *m_dk = to_host(dk_d[3], nk);
@@ -555,11 +588,11 @@ static int check_diff_fwd_tma(const diff_args *a, const diff_out *ref) {
     set_run(0);
     cuda_flash_test_tma(1);
     if (!cuda_flash_sm90_capable()) {
-        assert_int_equal(cuda_flash_tma(a->d), 0);
+        assert_int_equal(cuda_flash_tma(a->d, 1), 0);
         cuda_flash_test_tma(-1);
         return 0;
     }
-    assert_int_equal(cuda_flash_tma(a->d), 1);
+    assert_int_equal(cuda_flash_tma(a->d, 1), 1);
     int fails = diff_forward_differs(a, ref, "TMA forward");
     fails += diff_forward_differs(a, ref, "TMA forward rerun");
     cuda_flash_test_tma(-1);
