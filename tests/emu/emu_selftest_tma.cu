@@ -125,10 +125,7 @@ int emu_selftest_tma(void) {
            "a 64-byte box row under the 128-byte swizzle: refused (%s)", why);
     TCHECK(make_map(x, 128) == 0, "a valid map refused");
     cudaFree(x);
-    const struct {
-        const char *what, *says;
-        void (*run)(void *);
-    } cases[] = {
+    const emu_abort_case cases[] = {
         {"a TMA load from a map never encoded", "holds no tensor map", run_not_a_map},
         {"a swizzled TMA load 128 bytes past a 1024 boundary", "aligned for the 128-byte swizzle",
          run_misaligned},
@@ -140,7 +137,6 @@ int emu_selftest_tma(void) {
         {"a tile refilled before the wgmma reading it was waited for",
          "no wgmma_wait has retired yet", run_early_release},
     };
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-        g_tma_fails += emu_expect_abort_saying(cases[c].what, cases[c].says, cases[c].run);
+    g_tma_fails += emu_expect_aborts(cases, sizeof cases / sizeof cases[0]);
     return g_tma_fails;
 }

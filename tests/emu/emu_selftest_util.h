@@ -1,6 +1,5 @@
-/* Checks shared by the emulator's self-tests (emu_selftest.cu, emu_selftest_mma.cu,
- * emu_selftest_cp_async.cu, emu_selftest_wgmma.cu; plain host code, included by their
- * rewritten copies in gen/). */
+/* Checks shared by the emulator's self-tests (emu_selftest*.cu; plain host code, included by
+ * their rewritten copies in gen/). */
 #ifndef DT_EMU_SELFTEST_UTIL_H
 #define DT_EMU_SELFTEST_UTIL_H
 
@@ -92,6 +91,19 @@ static inline int emu_expect_abort_saying(const char *what, const char *needle,
               needle);
     if (!fails) printf("caught as expected: %s\n", what);
     cudaFree(x);
+    return fails;
+}
+
+/* One misuse of a table of them: what it is, what its abort must say, and the misuse */
+struct emu_abort_case {
+    const char *what, *says;
+    void (*run)(void *);
+};
+/* emu_expect_abort_saying for each of the n cases; the number that failed */
+static inline int emu_expect_aborts(const emu_abort_case *cases, size_t n) {
+    int fails = 0;
+    for (size_t c = 0; c < n; c++)
+        fails += emu_expect_abort_saying(cases[c].what, cases[c].says, cases[c].run);
     return fails;
 }
 

@@ -347,10 +347,7 @@ static void run_on_a100(void *x) { /* a valid product, on a compute capability 8
 }
 
 static void test_misuses(void) {
-    struct {
-        const char *what, *says;
-        void (*run)(void *);
-    } cases[] = {
+    const emu_abort_case cases[] = {
         {"wgmma without a wgmma_fence", "without a wgmma_fence", run_no_fence},
         {"wgmma after a wait without a new fence", "without a wgmma_fence", run_no_fence_again},
         {"warpgroup collective in a block of 96 threads", "whole warpgroups", run_partial_group},
@@ -371,8 +368,7 @@ static void test_misuses(void) {
          run_divergent_desc},
         {"wgmma on an emulated A100", "an sm_90 instruction", run_on_a100},
     };
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-        g_wg_fails += emu_expect_abort_saying(cases[c].what, cases[c].says, cases[c].run);
+    g_wg_fails += emu_expect_aborts(cases, sizeof cases / sizeof cases[0]);
 }
 
 /* Runs the checks above; returns the number of failed checks. */

@@ -243,26 +243,40 @@ static int check_rope(const dt_operand *rq, const dt_operand *rk, const dt_opera
     return fails;
 }
 
+/* The bf16 operands of a standard case (device) and its shape */
+typedef struct std_args {
+    const dt_operand *q, *k, *v;
+    int B, T, Hq, Hkv, d;
+} std_args;
+
+/* The number of outputs (out, lse) of a forward run now, as the test switches say, whose bits
+ * differ from out0's and lse0's (a line each, naming the run) */
+static int std_forward_differs(const std_args *a, const dt_operand *out0, const float *lse0,
+                               const char *run) {
+    const size_t no = (size_t)a->B * a->T * a->Hq * a->d, nl = (size_t)a->B * a->Hq * a->T;
+    dt_operand *out = cot_operand_nan(no);
+    float *lse = cot_dev_nan(nl);
+    cuda_flash_attention_forward(out, lse, a->q, a->k, a->v, a->B, a->T, a->Hq, a->Hkv, a->d,
+                                 a->d);
+    int fails = cot_operand_bits_differ("out", run, out0, out, no);
+    fails += cot_bits_differ("lse", run, lse0, lse, nl);
+    cuda_free(out);
+    cuda_free(lse);
+    return fails;
+}
+
 /* The standard forward with 32 query rows a warp (flash_test.h) on the mma.sync kernels must
  * give the bits of the 16-row runs, on the bf16 path (out16[0], lse16[0]: run MMA) and the
  * fp32-staging one (out16[1], lse16[1]: run 2). */
-static int check_fwd_rows32(const dt_operand *q, const dt_operand *k, const dt_operand *v,
-                            const dt_operand *const out16[2], const float *const lse16[2], int B,
-                            int T, int Hq, int Hkv, int d) {
-    const size_t no = (size_t)B * T * Hq * d, nl = (size_t)B * Hq * T;
+static int check_fwd_rows32(const std_args *a, const dt_operand *const out16[2],
+                            const float *const lse16[2]) {
     int fails = 0;
     for (int f32 = 0; f32 < 2; f32++) {
         set_run(f32 ? 2 : MMA);
         cuda_flash_test_fwd_rows(32);
         assert_int_equal(cuda_flash_fwd_rows(), 32);
-        dt_operand *out = cot_operand_nan(no);
-        float *lse = cot_dev_nan(nl);
-        cuda_flash_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, d);
-        const char *run = f32 ? "32-row " F32_RUN : "32-row run";
-        fails += cot_operand_bits_differ("out", run, out16[f32], out, no);
-        fails += cot_bits_differ("lse", run, lse16[f32], lse, nl);
-        cuda_free(out);
-        cuda_free(lse);
+        fails += std_forward_differs(a, out16[f32], lse16[f32],
+                                     f32 ? "32-row " F32_RUN : "32-row run");
     }
     set_run(0);
     return fails;
@@ -272,29 +286,17 @@ static int check_fwd_rows32(const dt_operand *q, const dt_operand *k, const dt_o
  * for each 64) must give the bits of the wgmma forward (out0, lse0: run 0), which the runs check
  * against the CPU oracle, the tiled kernels and the mma.sync ones. Where the build and device
  * have no sm_90 kernels it must not run (cuda_flash_tma). */
-static int check_fwd_tma(const dt_operand *q, const dt_operand *k, const dt_operand *v,
-                         const dt_operand *out0, const float *lse0, int B, int T, int Hq,
-                         int Hkv, int d) {
+static int check_fwd_tma(const std_args *a, const dt_operand *out0, const float *lse0) {
     set_run(0);
     cuda_flash_test_tma(1);
     if (!cuda_flash_sm90_capable()) {
-        assert_int_equal(cuda_flash_tma(d, 0), 0);
+        assert_int_equal(cuda_flash_tma(a->d, 0), 0);
         cuda_flash_test_tma(-1);
         return 0;
     }
-    assert_int_equal(cuda_flash_tma(d, 0), 1);
-    const size_t no = (size_t)B * T * Hq * d, nl = (size_t)B * Hq * T;
-    int fails = 0;
-    for (int rerun = 0; rerun < 2; rerun++) {
-        dt_operand *out = cot_operand_nan(no);
-        float *lse = cot_dev_nan(nl);
-        cuda_flash_attention_forward(out, lse, q, k, v, B, T, Hq, Hkv, d, d);
-        const char *run = rerun ? "TMA forward rerun" : "TMA forward";
-        fails += cot_operand_bits_differ("out", run, out0, out, no);
-        fails += cot_bits_differ("lse", run, lse0, lse, nl);
-        cuda_free(out);
-        cuda_free(lse);
-    }
+    assert_int_equal(cuda_flash_tma(a->d, 0), 1);
+    int fails = std_forward_differs(a, out0, lse0, "TMA forward");
+    fails += std_forward_differs(a, out0, lse0, "TMA forward rerun");
     cuda_flash_test_tma(-1);
     set_run(0);
     return fails;
@@ -445,11 +447,12 @@ static int run_standard(const std_case *c, unsigned seed) {
             fails += check_rope(rq[run], rk[run], rdv[run], dq_d[run], dk_d[run], dv_d[run], B,
                                 T, Hq, Hkv, d, nv);
     {
+        const std_args args = {q_d, k_d, v_d, B, T, Hq, Hkv, d};
         const dt_operand *outs[2] = {o_d[MMA], o_d[2]};
         const float *lses[2] = {l_d[MMA], l_d[2]};
-        fails += check_fwd_rows32(q_d, k_d, v_d, outs, lses, B, T, Hq, Hkv, d);
+        fails += check_fwd_rows32(&args, outs, lses);
+        fails += check_fwd_tma(&args, o_d[0], l_d[0]);
     }
-    fails += check_fwd_tma(q_d, k_d, v_d, o_d[0], l_d[0], B, T, Hq, Hkv, d);
     if (sm90) { /* the wgmma kernels (run 0) against the mma.sync ones (run 3) */
         float *m_out = cot_operand_to_host(o_d[3], no), *m_lse = to_host(l_d[3], nl);
         float *m_dq = to_host(dq_d[3], nq), *m_dk = to_host(dk_d[3], nk);
