@@ -57,7 +57,7 @@ if [ $common = 1 ]; then
     cut "$c/flash_core.cuh" "s/(flash_stage\\(.*?)else $whole/\\1else if (true) {/s"
     cut "$c/flash_core.cuh" "s/(struct flash_tile_stager.*?)$whole/\\1if (true) {/s"
     cut "$c/flash_forward.cuh" 's/if \(__all_sync\(0xffffffffu, corr\[0\] == 1\.0f.*?return;//'
-    cut "$c/flash_forward.cuh" 's/if \(diag\)(\n\s*flash_softmax_rows<true>)/if (false)$1/'
+    cut "$c/flash_forward.cuh" 's/if \(diag\)(\n\s*flash_softmax_rows<true,)/if (false)$1/'
     root=$work/src
 fi
 [ $cuts_only = 0 ] || exit 0

@@ -26,8 +26,9 @@
  * Causality and tails: key j is visible to row i iff j <= i. Rows and keys at or past T are
  * staged as zeros; a row i < T never sees a key >= T (that key is > i), the forward and dq never
  * write rows >= T, and dk/dv mask rows >= T explicitly. Scores are in the log2 domain
- * (scale * log2 e folded in), so a probability is exp2(s - m); masked scores are the finite
- * FLASH_MASKED, never -inf, and every row < T sees key 0, so nothing is inf - inf or NaN.
+ * (scale * log2 e folded in), so a probability is exp2(s - m) (m: the forward's running
+ * reference, flash_forward.cuh's FLASH_MAX_SLACK; the backward's lse); masked scores are the
+ * finite FLASH_MASKED, never -inf, and every row < T sees key 0, so nothing is inf - inf or NaN.
  *
  * Determinism: every output element is accumulated by one thread (or one mma fragment position
  * of one warp) in a fixed order and written once; reductions across lanes use fixed shuffle

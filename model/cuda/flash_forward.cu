@@ -71,6 +71,8 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
     float o[NTV][4];
     flash_zero<NTV>(o);
     float mrow[2] = {FLASH_MASKED, FLASH_MASKED}, lrow[2] = {0.0f, 0.0f}; /* rows g, g + 8 */
+    float lsum[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* DIFF: the row sums (flash_row_sum_mma) */
+    constexpr flash_row_sum SUM = NB == 2 ? FLASH_SUM_MMA : FLASH_SUM_EXACT;
     const flash_bf16 *Qw = Qs + c * FLASH_BR * LDQ;
 
     const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC; /* up to the diagonal tile */
@@ -88,7 +90,9 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
         const bool diag = j0 + FLASH_BC - 1 > i0 + 16 * rw;
         float corr[2];
         uint32_t p[FLASH_BC / 16][4]; /* P as the A fragments of the 4 k16 steps */
-        flash_softmax_tile(s, p, mrow, lrow, corr, scale_log2, diag, i0 + 16 * rw, j0, lane);
+        flash_softmax_tile<SUM>(s, p, mrow, lrow, corr, scale_log2, diag, i0 + 16 * rw, j0,
+                                lane);
+        if (SUM == FLASH_SUM_MMA) flash_row_sum_mma(lsum, p, corr);
         flash_rescale<NTV>(o, corr);
 #pragma unroll
         for (int kk = 0; kk < FLASH_BC / 16; kk++) /* O += P V */
@@ -96,6 +100,7 @@ flash_forward_kernel(operand_bf16 *out, float *o1, float *o2, float *lse, const 
         flash_pipeline_release<NS>(kt, n_kt, stage_kv);
     }
 
+    if (SUM == FLASH_SUM_MMA) flash_row_sum_parts(lrow, lsum);
     flash_forward_epilogue<NB, DV>(o, mrow, lrow, out, o1, o2, lse, m, epi, b, unit, i0, warp,
                                    lane, (float *)flash_smem);
 }

@@ -9,11 +9,40 @@
 
 #include "model/cuda/flash_core.cuh"
 
+/* How far (log2 units) a tile's row maximum may pass the running one before the running one
+ * moves and O is rescaled. Softmax gives the same O = sum_j 2^(s_j - m) v_j / sum_j 2^(s_j - m)
+ * and lse = m + log2 sum_j 2^(s_j - m) for any reference m: the kernels keep m within this of
+ * the true maximum, so each probability is at most 2^8 (exact in bf16, whose relative precision
+ * does not depend on the magnitude; the row sums at most 2^8 T in fp32) and O's rescale, 2 x d
+ * multiplies a thread per tile, runs only when some row's scores jump that far past every key
+ * before them. A running maximum that moves with every larger score (FlashAttention-2's rule)
+ * rescaled 57-72% of the key tiles of uniformly random q, k at T = 2048-4096 (a warp's 16 rows
+ * rarely all keep their maxima through a tile); with the slack none after the first. The same
+ * rule as FlashAttention-4's. */
+#define FLASH_MAX_SLACK 8.0f
+
+/* How the row sums l are kept. The largest probability of a row is no longer exactly 1
+ * (FLASH_MAX_SLACK), so its bf16 rounding in P V moves O by up to 2^-8 of v where one key
+ * dominates, unless l sums the same rounded values: O / l then weighs the values by P's rounded
+ * probabilities normalised to sum to 1, and that rounding cancels. DIFF V1 needs it (its fp32
+ * o1 and o2 cancel in O_1 - lambda O_2 and subln divides by what is left: with sums of the
+ * unrounded probabilities the worst error of its out against the oracle on test_cuda_flash's
+ * spiked inputs tripled); the standard heads' out is stored in bf16, a rounding of that size.
+ *   FLASH_SUM_EXACT: each lane adds its probabilities as computed (the standard heads);
+ *   FLASH_SUM_ROUNDED: each lane adds the bf16 values of its pairs (two more instructions a
+ *       pair: the sm_90 DIFF forwards, whose P V is a warpgroup product);
+ *   FLASH_SUM_MMA: the rounded sums on the tensor cores, P times a column of ones (4 products a
+ *       tile instead of 32 additions a lane: flash_row_sum_mma; the mma.sync DIFF forwards). */
+enum flash_row_sum { FLASH_SUM_EXACT, FLASH_SUM_ROUNDED, FLASH_SUM_MMA };
+
 /* flash_softmax_tile's work, with the causal mask (MASK) or without: the row maximum is taken
- * over the raw scores (scaling by scale_log2 > 0 keeps the order) and each probability is
- * exp2(fma(s, scale_log2, -max)), one fused multiply-add per score. */
-template <bool MASK>
-__device__ __forceinline__ void flash_softmax_rows(const float (*s)[4], float (*pr)[4],
+ * over the raw scores (scaling by scale_log2 > 0 keeps the order); the running maximum mrow
+ * takes it only when it is more than FLASH_MAX_SLACK above (always on a row's first tile: mrow
+ * starts at FLASH_MASKED); each probability is exp2(fma(s, scale_log2, -mrow)), one fused
+ * multiply-add per score, rounded to bf16 in pairs straight into the A fragments (p[kk] holds
+ * the n8 tiles 2 kk and 2 kk + 1, rows g then g + 8); lrow as SUM says. */
+template <bool MASK, flash_row_sum SUM>
+__device__ __forceinline__ void flash_softmax_rows(const float (*s)[4], uint32_t (*p)[4],
                                                    float mrow[2], float lrow[2], float corr[2],
                                                    float scale_log2, int row0, int j0, int lane) {
     const int g = lane >> 2, t4 = lane & 3;
@@ -28,48 +57,71 @@ __device__ __forceinline__ void flash_softmax_rows(const float (*s)[4], float (*
 #pragma unroll
             for (int e = 0; e < 2; e++)
                 if (!masked(nt, r, e)) raw = fmaxf(raw, s[nt][2 * r + e]);
-        const float mx = fmaxf(mrow[r], flash_quad_max(raw) * scale_log2);
-        corr[r] = flash_exp2(mrow[r] - mx); /* 0 on the first tile, 1 if unmoved */
+        const float tile = flash_quad_max(raw) * scale_log2; /* -inf: every score masked */
+        const float mx = tile > mrow[r] + FLASH_MAX_SLACK ? tile : mrow[r];
+        corr[r] = flash_exp2(mrow[r] - mx); /* 0 on the first tile, exactly 1 if unmoved */
         float sum = 0.0f;
 #pragma unroll
-        for (int nt = 0; nt < FLASH_BC / 8; nt++)
+        for (int nt = 0; nt < FLASH_BC / 8; nt++) {
+            float pe[2];
 #pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const float pe = masked(nt, r, e)
-                                     ? 0.0f
-                                     : flash_exp2(fmaf(s[nt][2 * r + e], scale_log2, -mx));
-                pr[nt][2 * r + e] = pe;
-                sum += pe;
-            }
+            for (int e = 0; e < 2; e++)
+                pe[e] = masked(nt, r, e) ? 0.0f
+                                         : flash_exp2(fmaf(s[nt][2 * r + e], scale_log2, -mx));
+            const uint32_t pair = pack_bf16x2(pe[0], pe[1]);
+            p[nt >> 1][2 * (nt & 1) + r] = pair;
+            if (SUM == FLASH_SUM_EXACT) sum += pe[0] + pe[1];
+            if (SUM == FLASH_SUM_ROUNDED) sum += bf16x2_lo(pair) + bf16x2_hi(pair);
+        }
         mrow[r] = mx;
-        lrow[r] = lrow[r] * corr[r] + sum; /* this lane's part of the row sum */
+        if (SUM != FLASH_SUM_MMA) lrow[r] = lrow[r] * corr[r] + sum; /* this lane's part */
     }
+}
+
+/* FLASH_SUM_MMA's row sums, after flash_softmax_tile: l = l corr + P 1 on the tensor cores
+ * (l: a C fragment, rows g (l[0], l[1]) and g + 8 (l[2], l[3]), every column the row's sum;
+ * all 32 lanes call it). */
+__device__ __forceinline__ void flash_row_sum_mma(float l[4], const uint32_t (*p)[4],
+                                                  const float corr[2]) {
+    const uint32_t ones[2] = {0x3f803f80u, 0x3f803f80u}; /* bf16 1.0 pairs */
+    l[0] *= corr[0];
+    l[1] *= corr[0];
+    l[2] *= corr[1];
+    l[3] *= corr[1];
+#pragma unroll
+    for (int kk = 0; kk < FLASH_BC / 16; kk++) mma_bf16_16816(l, p[kk], ones);
+}
+/* The lane parts the epilogues' quad sums take (lrow): a quarter of each row's sum, whose four
+ * copies add up to it exactly (l >= 1: the running max's key contributes at least 1). */
+__device__ __forceinline__ void flash_row_sum_parts(float lrow[2], const float l[4]) {
+    lrow[0] = 0.25f * l[0];
+    lrow[1] = 0.25f * l[2];
 }
 
 /* One key tile's online softmax for the warp's rows row0 + g and row0 + g + 8 (g = lane >> 2):
  * the scores s (16 x 64, C fragments), in the log2 domain once scaled by scale_log2 and masked
  * past each row when diag (the tile reaches past the warp's first row; warp-uniform: the other
  * tiles skip the mask's compares), become probabilities exp2(s - max), rounded to bf16 into p,
- * the A fragments of the 4 k16 steps of P V; the running max mrow (scaled) and this lane's part
- * of the sum lrow are updated, and corr[r] is the factor by which the max's move rescales O's
- * row r (flash_rescale). s is only read: the sm_90 kernel runs this while s's registers belong
- * to a product in flight (ptxas serialises the products when other instructions write an
+ * the A fragments of the 4 k16 steps of P V; the running max mrow (scaled; within
+ * FLASH_MAX_SLACK of the row's maximum so far) and, as SUM says, this lane's part of the sum
+ * lrow are updated, and corr[r] is the factor by which the max's move rescales O's row r
+ * (flash_rescale). s is only read: the sm_90 kernel runs this while s's registers belong to a
+ * product in flight (ptxas serialises the products when other instructions write an
  * accumulator then). */
+template <flash_row_sum SUM>
 __device__ __forceinline__ void flash_softmax_tile(const float (*s)[4], uint32_t (*p)[4],
                                                    float mrow[2], float lrow[2], float corr[2],
                                                    float scale_log2, bool diag, int row0, int j0,
                                                    int lane) {
-    float pr[FLASH_BC / 8][4]; /* the probabilities, fp32 */
     if (diag)
-        flash_softmax_rows<true>(s, pr, mrow, lrow, corr, scale_log2, row0, j0, lane);
+        flash_softmax_rows<true, SUM>(s, p, mrow, lrow, corr, scale_log2, row0, j0, lane);
     else
-        flash_softmax_rows<false>(s, pr, mrow, lrow, corr, scale_log2, row0, j0, lane);
-#pragma unroll
-    for (int kk = 0; kk < FLASH_BC / 16; kk++) flash_c_to_a(p[kk], pr, kk);
+        flash_softmax_rows<false, SUM>(s, p, mrow, lrow, corr, scale_log2, row0, j0, lane);
 }
 
 /* O's rows g and g + 8 (NTV n8 tiles) times corr[0] and corr[1]; nothing when no row of the
- * warp moved its max (every factor 1: the product would be O itself) */
+ * warp moved its running max (every factor 1: the product would be O itself), which with
+ * FLASH_MAX_SLACK is most tiles after the first */
 template <int NTV>
 __device__ __forceinline__ void flash_rescale(float (*o)[4], const float corr[2]) {
     if (__all_sync(0xffffffffu, corr[0] == 1.0f && corr[1] == 1.0f)) return;

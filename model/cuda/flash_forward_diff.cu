@@ -206,7 +206,8 @@ flash_forward_diff_split_kernel(operand_bf16 *out, float *o1, float *o2, float *
     float o[2][NTH][4]; /* O of this warp's branch, then of the partner's; columns cd.. */
     flash_zero<NTH>(o[0]);
     flash_zero<NTH>(o[1]);
-    float mrow[2] = {FLASH_MASKED, FLASH_MASKED}, lrow[2] = {0.0f, 0.0f}; /* rows g, g + 8 */
+    float mrow[2] = {FLASH_MASKED, FLASH_MASKED}, lrow[2]; /* rows g, g + 8 */
+    float lsum[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* the row sums (flash_row_sum_mma) */
     uint32_t p[FLASH_BC / 16][4] = {}; /* this warp's P of the last tile, and its rescale */
     float corr[2] = {1.0f, 1.0f};
     const flash_bf16 *Qw = Qs + c * FLASH_BR * L::LDQ;
@@ -259,7 +260,9 @@ flash_forward_diff_split_kernel(operand_bf16 *out, float *o1, float *o2, float *
             flash_mma_abt<D / 16, FLASH_BC / 8>(s, Qw, L::LDQ, 16 * rw, Ks, L::LDQ, 0, lane);
         }
         const bool diag = j0 + FLASH_BC - 1 > i0 + 16 * rw; /* keys past a row: mask */
-        flash_softmax_tile(s, p, mrow, lrow, corr, scale_log2, diag, i0 + 16 * rw, j0, lane);
+        flash_softmax_tile<FLASH_SUM_MMA>(s, p, mrow, lrow, corr, scale_log2, diag, i0 + 16 * rw,
+                                          j0, lane);
+        flash_row_sum_mma(lsum, p, corr);
         flash_p_slot *mine = X + (kt & 1) * 2 * FLASH_WARPS + warp;
 #pragma unroll
         for (int kk = 0; kk < FLASH_BC / 16; kk++)
@@ -271,6 +274,7 @@ flash_forward_diff_split_kernel(operand_bf16 *out, float *o1, float *o2, float *
     __syncthreads();
     pv(n_kt - 1);
 
+    flash_row_sum_parts(lrow, lsum);
     flash_forward_diff_epilogue<D>(o, mrow, lrow, out, o1, o2, lse, m, epi, b, unit, i0, warp,
                                    lane, E);
 }

@@ -79,8 +79,9 @@ flash_forward_rows32_kernel(operand_bf16 *out, float *lse, const Tin *q, const T
             for (int f = 0; f < 2; f++) {
                 const int rf = r0 + 16 * f;
                 float corr[2];
-                flash_softmax_tile(s[f], p[f], mrow[f], lrow[f], corr, scale_log2,
-                                   j0 + FLASH_BC - 1 > rf, rf, j0, lane);
+                flash_softmax_tile<FLASH_SUM_EXACT>(s[f], p[f], mrow[f], lrow[f], corr,
+                                                    scale_log2, j0 + FLASH_BC - 1 > rf, rf, j0,
+                                                    lane);
                 flash_rescale<NTD>(o[f], corr);
             }
 #pragma unroll

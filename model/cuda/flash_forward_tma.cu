@@ -204,7 +204,9 @@ flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
     auto softmax = [&](int kt, uint32_t (*pt)[4]) {
         const int j0 = kt * FLASH_BC;
         const bool diag = j0 + FLASH_BC - 1 > ri0 + 16 * rw; /* keys past a row: mask */
-        flash_softmax_tile(s, pt, mrow, lrow, corr, scale_log2, diag, ri0 + 16 * rw, j0, lane);
+        constexpr flash_row_sum SUM = DIFF ? FLASH_SUM_ROUNDED : FLASH_SUM_EXACT;
+        flash_softmax_tile<SUM>(s, pt, mrow, lrow, corr, scale_log2, diag, ri0 + 16 * rw, j0,
+                                lane);
     };
 
     if (c == 1) named_bar_arrive(TMA_FWD_TURN, TMA_FWD_CONSUMERS); /* consumer 0 issues first */

@@ -69,6 +69,16 @@ __device__ __forceinline__ float round_bf16(float x) {
     memcpy(&r, &u, sizeof r);
     return r;
 }
+static inline float emu_bits_float(uint32_t u) {
+    float r;
+    memcpy(&r, &u, sizeof r);
+    return r;
+}
+/* the low and the high bf16 of a pack_bf16x2 pair, as fp32 */
+__device__ __forceinline__ float bf16x2_lo(uint32_t pair) { return emu_bits_float(pair << 16); }
+__device__ __forceinline__ float bf16x2_hi(uint32_t pair) {
+    return emu_bits_float(pair & 0xffff0000u);
+}
 
 #else
 
@@ -100,6 +110,11 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 /* x rounded to bf16 and back to fp32 (cvt.rn.bf16.f32, then a shift) */
 __device__ __forceinline__ float round_bf16(float x) {
     return __bfloat162float(__float2bfloat16_rn(x));
+}
+/* the low and the high bf16 of a pack_bf16x2 pair, as fp32 (a shift, an and) */
+__device__ __forceinline__ float bf16x2_lo(uint32_t pair) { return __uint_as_float(pair << 16); }
+__device__ __forceinline__ float bf16x2_hi(uint32_t pair) {
+    return __uint_as_float(pair & 0xffff0000u);
 }
 
 #endif
