@@ -291,23 +291,32 @@ static int check_fwd_rows32(const std_args *a, const dt_operand *const out16[2],
     return fails;
 }
 
+/* The test switch of the warp-specialised (TMA) forward on, over run 0's settings: 1 when it
+ * then runs for head dim d (DIFF V1 when diff), which it must where the build and device have
+ * the sm_90 kernels; 0, the switch off again, where they have not, and then it must not
+ * (cuda_flash_tma). */
+static void tma_switch_off(void) {
+    cuda_flash_test_tma(-1);
+    set_run(0);
+}
+static int tma_switch_on(int d, int diff) {
+    set_run(0);
+    cuda_flash_test_tma(1);
+    const int capable = cuda_flash_sm90_capable();
+    assert_int_equal(cuda_flash_tma(d, diff), capable);
+    if (!capable) tma_switch_off();
+    return capable;
+}
+
 /* The warp-specialised forward (flash_test.h: TMA loads, 128 rows a block, a consumer warpgroup
  * for each 64) must give the bits of the wgmma forward (out0, lse0: run 0), which the runs check
  * against the CPU oracle, the tiled kernels and the mma.sync ones. Where the build and device
  * have no sm_90 kernels it must not run (cuda_flash_tma). */
 static int check_fwd_tma(const std_args *a, const dt_operand *out0, const float *lse0) {
-    set_run(0);
-    cuda_flash_test_tma(1);
-    if (!cuda_flash_sm90_capable()) {
-        assert_int_equal(cuda_flash_tma(a->d, 0), 0);
-        cuda_flash_test_tma(-1);
-        return 0;
-    }
-    assert_int_equal(cuda_flash_tma(a->d, 0), 1);
+    if (!tma_switch_on(a->d, 0)) return 0;
     int fails = std_forward_differs(a, out0, lse0, "TMA forward");
     fails += std_forward_differs(a, out0, lse0, "TMA forward rerun");
-    cuda_flash_test_tma(-1);
-    set_run(0);
+    tma_switch_off();
     return fails;
 }
 
@@ -668,18 +677,10 @@ static int check_diff_fwd_branch(const diff_args *a, const diff_out *const ref[2
  * oracle, the tiled kernels and the mma.sync ones: out, o1, o2, lse and rstd. Where the build
  * and device have no sm_90 kernels it must not run (cuda_flash_tma). */
 static int check_diff_fwd_tma(const diff_args *a, const diff_out *ref) {
-    set_run(0);
-    cuda_flash_test_tma(1);
-    if (!cuda_flash_sm90_capable()) {
-        assert_int_equal(cuda_flash_tma(a->d, 1), 0);
-        cuda_flash_test_tma(-1);
-        return 0;
-    }
-    assert_int_equal(cuda_flash_tma(a->d, 1), 1);
+    if (!tma_switch_on(a->d, 1)) return 0;
     int fails = diff_forward_differs(a, ref, "TMA forward");
     fails += diff_forward_differs(a, ref, "TMA forward rerun");
-    cuda_flash_test_tma(-1);
-    set_run(0);
+    tma_switch_off();
     return fails;
 }
 
