@@ -182,12 +182,16 @@ struct dt_backend {
     void (*rope_backward)(dt_operand *dinp, const float *dout, int B, int T, int n_heads, int d,
                           float theta, int pos0);
 
-    /* ---- SwiGLU gate: h = silu(g) * u, elementwise over n ---- */
-    void (*swiglu_forward)(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t n);
-    /* dg, du (n) are operands (read only by the gate and up products' backwards): fp32 math,
-     * each gradient rounded once as it is stored, as a product writing an operand rounds. */
+    /* ---- SwiGLU gate: h = silu(g) * u, elementwise over rows x cols ----
+     * h (rows, cols) is dense; g and u have their rows ld >= cols elements apart (the model's
+     * g and u are the two halves of each row of one (rows, 2 cols) product: ld = 2 cols). */
+    void (*swiglu_forward)(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t rows,
+                           size_t cols, size_t ld);
+    /* dg, du (rows ld apart, as g and u) are operands (read only by the gate and up product's
+     * backward): fp32 math, each gradient rounded once as it is stored, as a product writing an
+     * operand rounds; dh (rows, cols) is dense. dg and du may be g and u themselves. */
     void (*swiglu_backward)(dt_operand *dg, dt_operand *du, const float *dh, const dt_operand *g,
-                            const dt_operand *u, size_t n);
+                            const dt_operand *u, size_t rows, size_t cols, size_t ld);
 
     /* ---- cross-entropy over rows of V logits ----
      * losses (N) = logsumexp(logits[n]) - logits[n][targets[n]]; targets < 0 are ignored

@@ -60,9 +60,11 @@ typedef struct carver {
     size_t operand_bytes;
 } carver;
 
+static size_t carved_bytes(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
 static void *carve_bytes(carver *c, size_t bytes) {
     void *p = c->base ? c->base + c->used : NULL;
-    c->used += (bytes + 63) & ~(size_t)63;
+    c->used += carved_bytes(bytes);
     return p;
 }
 
@@ -70,6 +72,11 @@ static float *carve(carver *c, size_t n) { return carve_bytes(c, n * sizeof(floa
 
 static dt_operand *carve_operand(carver *c, size_t n) {
     return carve_bytes(c, n * c->operand_bytes);
+}
+
+/* The operand elems elements past p (an operand's elements are be->operand_bytes wide). */
+static dt_operand *operand_at(const dt_model *m, const dt_operand *p, size_t elems) {
+    return (dt_operand *)((const char *)p + elems * m->be->operand_bytes);
 }
 
 /* Carves one layer's activations other than x_in. */
@@ -95,8 +102,7 @@ static void carve_layer(dt_layer_acts *x, carver *c, const dt_model *m) {
     x->y = carve(c, N * D);
     x->ffn_rstd = carve(c, N);
     x->ffn_in = carve_operand(c, N * D);
-    x->gate = carve_operand(c, N * F);
-    x->up = carve_operand(c, N * F);
+    x->gate_up = carve_operand(c, N * 2 * F);
     x->hidden = carve_operand(c, N * F);
 }
 
@@ -135,11 +141,13 @@ static void carve_acts(dt_model *m, carver *c) {
     m->dnormed = carve(c, N * D);
     m->dwide = carve(c, N * (F > (size_t)a.A ? F : (size_t)a.A));
     /* the FFN's backward and the attention's never overlap: dq_rot and dk_rot take the space of
-     * dgate and dup */
-    m->dgate = carve_operand(c, N * (F > (size_t)a.q ? F : (size_t)a.q));
-    m->dup = carve_operand(c, N * (F > (size_t)a.k ? F : (size_t)a.k));
-    m->dq_rot = m->dgate;
-    m->dk_rot = m->dup;
+     * dgate_up, dk_rot at dq_rot's end rounded up to the carver's alignment */
+    size_t dq_rot_bytes = carved_bytes(N * a.q * c->operand_bytes);
+    size_t dgate_up_bytes = N * 2 * F * c->operand_bytes;
+    size_t rot_bytes = dq_rot_bytes + N * a.k * c->operand_bytes;
+    m->dgate_up = carve_bytes(c, dgate_up_bytes > rot_bytes ? dgate_up_bytes : rot_bytes);
+    m->dq_rot = m->dgate_up;
+    m->dk_rot = c->base ? (dt_operand *)((char *)m->dgate_up + dq_rot_bytes) : NULL;
     m->dq = carve(c, N * a.q);
     m->dk = carve(c, N * a.k);
     m->dv = carve_operand(c, N * a.v);
@@ -204,11 +212,10 @@ static dt_status list_product_weights(dt_model *m) {
         return DT_ERR_RUNTIME;
     }
     m->n_product_weights = 0;
-    for (int i = 0; i < L->n_tensors; i++) {
-        const dt_tensor_spec *t = &L->tensors[i];
-        if (!param_is_product_weight(t, &m->cfg)) continue;
-        m->product_w[m->n_product_weights] = m->params_mem + t->offset;
-        m->product_n[m->n_product_weights++] = t->numel;
+    size_t offset, numel;
+    for (int i = 0; param_product_matrix_next(L, &m->cfg, &i, &offset, &numel);) {
+        m->product_w[m->n_product_weights] = m->params_mem + offset;
+        m->product_n[m->n_product_weights++] = numel;
     }
     return DT_OK;
 }
@@ -381,9 +388,10 @@ static void ffn_hidden_forward(dt_model *m, int l) {
     const dt_layer_params *w = &m->params.layers[l];
     dt_layer_acts *x = &m->acts[l];
     int N = m->B * m->T, D = c->d_model, F = m->tp.ffn_dim;
-    be->matmul_forward_operand(x->gate, x->ffn_in, w->w_gate, N, D, F);
-    be->matmul_forward_operand(x->up, x->ffn_in, w->w_up, N, D, F);
-    be->swiglu_forward(x->hidden, x->gate, x->up, (size_t)N * F);
+    /* w_gate and w_up are one (2F, D) matrix (param_product_matrix_next): one product writes
+     * each row's gate and up side by side */
+    be->matmul_forward_operand(x->gate_up, x->ffn_in, w->w_gate, N, D, 2 * F);
+    be->swiglu_forward(x->hidden, x->gate_up, operand_at(m, x->gate_up, F), N, F, 2 * F);
 }
 
 /* Layer l's FFN block: x_out = y + ffn(y), and the norm that reads x_out next: the next
@@ -610,12 +618,13 @@ static void ffn_block_backward(dt_model *m, int l) {
     /* dres holds the gradient of this layer's output x_out = y + ffn(y), whole on every rank */
     be->matmul_backward_operand(m->dwide, g->w_down, dres_operand(m), D, x->hidden, w->w_down, N,
                                 F, D, 0);
-    be->swiglu_backward(m->dgate, m->dup, m->dwide, x->gate, x->up, (size_t)N * F);
-    /* dgate and dup are operands: in bf16 mode stored rounded once by the SwiGLU backward and
-     * read by the products as they are (no fp32 write, no rounding copy) */
-    be->matmul_backward_operand(m->dnormed, g->w_gate, m->dgate, F, x->ffn_in, w->w_gate, N, D,
-                                F, 0);
-    be->matmul_backward_operand(m->dnormed, g->w_up, m->dup, F, x->ffn_in, w->w_up, N, D, F, 1);
+    be->swiglu_backward(m->dgate_up, operand_at(m, m->dgate_up, F), m->dwide, x->gate_up,
+                        operand_at(m, x->gate_up, F), N, F, 2 * F);
+    /* dgate_up is an operand: in bf16 mode stored rounded once by the SwiGLU backward and read
+     * by the products as it is (no fp32 write, no rounding copy); one product for the gate and
+     * up weights (their gradients are adjacent as they are), whose dinp sums over both */
+    be->matmul_backward_operand(m->dnormed, g->w_gate, m->dgate_up, 2 * F, x->ffn_in, w->w_gate,
+                                N, D, 2 * F, 0);
     /* each rank's share of the FFN contributes part of the norm output's gradient; once it is
      * summed, the norm's backward (and its weight gradient) is the same on every rank */
     tp_sum(m, m->dnormed, (size_t)N * D);

@@ -68,7 +68,7 @@ typedef struct dt_layer_acts {
     float *y;             /* (N, D) residual after attention */
     float *ffn_rstd;      /* (N) */
     dt_operand *ffn_in;   /* (N, D) ffn_norm output */
-    dt_operand *gate, *up; /* (N, F) */
+    dt_operand *gate_up;  /* (N, 2F) row n: gate (F), then up (F); one product writes both */
     dt_operand *hidden;   /* (N, F) silu(gate) * up */
 } dt_layer_acts;
 
@@ -85,8 +85,9 @@ typedef struct dt_model {
     float *params_mem; /* (layout.total) backend memory */
     float *grads_mem;  /* (layout.total) backend memory */
     dt_params params, grads;
-    /* the matrices the products read (param_is_product_weight), for be->weights_prepare:
-     * n_product_weights host pointers into params_mem and their element counts */
+    /* the matrices the products read (param_product_matrix_next: a layer's gate and up weights
+     * as one), for be->weights_prepare: n_product_weights host pointers into params_mem and
+     * their element counts */
     const float **product_w;
     size_t *product_n;
     int n_product_weights;
@@ -111,16 +112,18 @@ typedef struct dt_model {
     dt_operand *dres_op;
     float *dnormed;   /* (N, D) gradient of a norm's output (final, ffn or attention norm) */
     float *dwide;     /* (N, max(F, A)) gradient of hidden or of the attention output */
-    dt_operand *dgate; /* (N, F) operand: SwiGLU's backward writes it, the gate product reads it
-                          (room for max(F, Hq*d): dq_rot shares it) */
-    dt_operand *dup;   /* (N, F) operand: as dgate, for the up product (max(F, Hk*d): dk_rot) */
+    /* (N, 2F) operand: SwiGLU's backward writes dgate and dup side by side in each row, as
+     * gate_up holds gate and up, and the one gate-and-up product reads it; the attention's
+     * backward (done before or after the FFN's) keeps dq_rot and dk_rot in the same space */
+    dt_operand *dgate_up;
     float *dq;        /* (N, Hq*d) the attention's backward writes it, rope_backward reads it */
     float *dk;        /* (N, Hk*d) as dq */
     dt_operand *dv;   /* (N, Hkv*dv) operand: the attention's backward writes it, the v product
                          reads it */
     dt_operand *dq_rot; /* (N, Hq*d) operand: rope_backward's rotated dq, for the q product
-                           (in dgate's space: the FFN's backward is done with it) */
-    dt_operand *dk_rot; /* (N, Hk*d) operand: the same of dk, for the k product (dup's space) */
+                           (at the start of dgate_up's space) */
+    dt_operand *dk_rot; /* (N, Hk*d) operand: the same of dk, for the k product (after dq_rot,
+                           in dgate_up's space) */
     float *dheads;    /* diff_v2: (N, 2H*d) */
     float *dlam;      /* diff_v2: (N, H); diff: (1) dlambda of the current layer */
     int32_t *inputs;     /* (N) backend copy of the inputs */

@@ -189,11 +189,36 @@ int param_is_product_weight(const dt_tensor_spec *t, const dt_model_config *m) {
     }
 }
 
+/* Whether tensors t, then u (the next in layout order), are a layer's gate and up weights,
+ * adjacent in memory. */
+static int gate_then_up(const dt_tensor_spec *t, const dt_tensor_spec *u) {
+    static const char gate[] = "ffn.w_gate.weight", up[] = "ffn.w_up.weight";
+    size_t lt = strlen(t->name), lu = strlen(u->name), lg = sizeof gate - 1, lp = sizeof up - 1;
+    return lt > lg && lu > lp && strcmp(t->name + lt - lg, gate) == 0 &&
+           strcmp(u->name + lu - lp, up) == 0 && lt - lg == lu - lp &&
+           strncmp(t->name, u->name, lt - lg) == 0 && u->offset == t->offset + t->numel;
+}
+
+int param_product_matrix_next(const dt_param_layout *layout, const dt_model_config *m, int *i,
+                              size_t *offset, size_t *numel) {
+    for (; *i < layout->n_tensors; ++*i) {
+        const dt_tensor_spec *t = &layout->tensors[*i];
+        if (!param_is_product_weight(t, m)) continue;
+        *offset = t->offset;
+        *numel = t->numel;
+        if (*i + 1 < layout->n_tensors && gate_then_up(t, &layout->tensors[*i + 1]))
+            *numel += layout->tensors[++*i].numel;
+        ++*i;
+        return 1;
+    }
+    return 0;
+}
+
 uint64_t param_product_copy_bytes(const dt_param_layout *layout, const dt_model_config *m) {
     uint64_t bytes = 0;
-    for (int i = 0; i < layout->n_tensors; i++)
-        if (param_is_product_weight(&layout->tensors[i], m))
-            bytes += param_product_copy_size(layout->tensors[i].numel);
+    size_t offset, numel;
+    for (int i = 0; param_product_matrix_next(layout, m, &i, &offset, &numel);)
+        bytes += param_product_copy_size(numel);
     return bytes;
 }
 

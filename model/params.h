@@ -106,7 +106,15 @@ int param_is_product_weight(const dt_tensor_spec *t, const dt_model_config *m);
 static inline uint64_t param_product_copy_size(uint64_t numel) {
     return (2 * numel + 255) / 256 * 256;
 }
-/* Bytes of those copies on a layout (param_product_copy_size of each matrix). */
+/* The matrices as the products read them, in layout order: each product weight, except that a
+ * layer's FFN gate and up weights (adjacent in every layout: each rank's rows of w_gate, then
+ * its rows of w_up) are one (2F, D) matrix, which one product multiplies (model.c: the FFN
+ * keeps gate and up side by side in each row). Iterates from *i = 0: each call that returns 1
+ * gives the next matrix's parameter offset and element count and advances *i past its tensors;
+ * 0 at the end. */
+int param_product_matrix_next(const dt_param_layout *layout, const dt_model_config *m, int *i,
+                              size_t *offset, size_t *numel);
+/* Bytes of those copies on a layout (param_product_copy_size of each of those matrices). */
 uint64_t param_product_copy_bytes(const dt_param_layout *layout, const dt_model_config *m);
 
 /* Points the fields of p into base (a buffer of layout->total floats). p->layers is allocated

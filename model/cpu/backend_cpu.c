@@ -51,12 +51,13 @@ static void rmsnorm_backward(float *dinp, dt_operand *dinp_operand, float *dweig
                              const float *rstd, int N, int C) {
     cpu_rmsnorm_backward(dinp, F(dinp_operand), dweight, dout, inp, weight, rstd, N, C);
 }
-static void swiglu_forward(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t n) {
-    cpu_swiglu_forward(F(h), CF(g), CF(u), n);
+static void swiglu_forward(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t rows,
+                           size_t cols, size_t ld) {
+    cpu_swiglu_forward(F(h), CF(g), CF(u), rows, cols, ld);
 }
 static void swiglu_backward(dt_operand *dg, dt_operand *du, const float *dh, const dt_operand *g,
-                            const dt_operand *u, size_t n) {
-    cpu_swiglu_backward(F(dg), F(du), dh, CF(g), CF(u), n);
+                            const dt_operand *u, size_t rows, size_t cols, size_t ld) {
+    cpu_swiglu_backward(F(dg), F(du), dh, CF(g), CF(u), rows, cols, ld);
 }
 static void attention_forward(dt_operand *out, float *lse, const dt_operand *q,
                               const dt_operand *k, const dt_operand *v, int B, int T, int Hq,

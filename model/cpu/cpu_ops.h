@@ -34,8 +34,8 @@ void cpu_residual_rmsnorm_forward(float *y, float *out, float *rstd, const float
 void cpu_rmsnorm_backward(float *dinp, float *dinp_copy, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C);
 void cpu_rope_forward(float *out, const float *inp, int B, int T, int n_heads, int d, float theta, int pos0);
 void cpu_rope_backward(float *dinp, const float *dout, int B, int T, int n_heads, int d, float theta, int pos0);
-void cpu_swiglu_forward(float *h, const float *g, const float *u, size_t n);
-void cpu_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
+void cpu_swiglu_forward(float *h, const float *g, const float *u, size_t rows, size_t cols, size_t ld);
+void cpu_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t rows, size_t cols, size_t ld);
 void cpu_xent_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
 void cpu_xent_backward(float *dlogits, int ldd, const float *logits, const float *lse, const int32_t *targets, float dloss, int N, int V);
 void cpu_xent_vp_stats(float *rowmax, float *sums, const float *logits, const int32_t *targets, int N, int V);

@@ -101,8 +101,8 @@ void cuda_residual_rmsnorm_forward(float *y, dt_operand *out, float *rstd, const
 void cuda_rmsnorm_backward(float *dinp, dt_operand *dinp_operand, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C);
 void cuda_rope_forward(dt_operand *out, const dt_operand *inp, int B, int T, int n_heads, int d, float theta, int pos0);
 void cuda_rope_backward(dt_operand *dinp, const float *dout, int B, int T, int n_heads, int d, float theta, int pos0);
-void cuda_swiglu_forward(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t n);
-void cuda_swiglu_backward(dt_operand *dg, dt_operand *du, const float *dh, const dt_operand *g, const dt_operand *u, size_t n);
+void cuda_swiglu_forward(dt_operand *h, const dt_operand *g, const dt_operand *u, size_t rows, size_t cols, size_t ld);
+void cuda_swiglu_backward(dt_operand *dg, dt_operand *du, const float *dh, const dt_operand *g, const dt_operand *u, size_t rows, size_t cols, size_t ld);
 
 /* ---- cross-entropy ---- */
 void cuda_xent_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);

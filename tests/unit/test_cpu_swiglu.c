@@ -1,5 +1,5 @@
 /* cpu_swiglu_forward / cpu_swiglu_backward against a double reference and central finite
- * differences, including saturated gate values. */
+ * differences, including saturated gate values, and on strided rows against the dense op. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -49,7 +49,7 @@ static void test_swiglu(void **state) {
     ctu_to_double(u_d, u, n);
     ctu_to_double(R_d, R, n);
 
-    cpu_swiglu_forward(h, g, u, n);
+    cpu_swiglu_forward(h, g, u, 1, n, n);
     for (size_t i = 0; i < n; i++) ref[i] = ref_silu(g_d[i]) * u_d[i];
     assert_close_f(h, ref, n, SW_ATOL, SW_RTOL, "swiglu h");
 
@@ -58,7 +58,7 @@ static void test_swiglu(void **state) {
     ctu_fd_grad(fd_u, u_d, n, 1e-5, NULL, sw_loss, &ctx);
     /* outputs are overwritten: NaN garbage first */
     for (size_t i = 0; i < n; i++) dg[i] = du[i] = NAN;
-    cpu_swiglu_backward(dg, du, R, g, u, n);
+    cpu_swiglu_backward(dg, du, R, g, u, 1, n, n);
     assert_close_f(dg, fd_g, n, SW_ATOL, SW_RTOL, "swiglu dg");
     assert_close_f(du, fd_u, n, SW_ATOL, SW_RTOL, "swiglu du");
 
@@ -75,17 +75,48 @@ static void test_swiglu_backward_in_place(void **state) {
     tu_fill_normal_f(g, n, 54, 2.0);
     tu_fill_normal_f(u, n, 55, 1.0);
     tu_fill_normal_f(dh, n, 56, 1.0);
-    cpu_swiglu_backward(dg, du, dh, g, u, n);
-    cpu_swiglu_backward(g, u, dh, g, u, n);
+    cpu_swiglu_backward(dg, du, dh, g, u, 1, n, n);
+    cpu_swiglu_backward(g, u, dh, g, u, 1, n, n);
     assert_true(ctu_same_bits(g, dg, n));
     assert_true(ctu_same_bits(u, du, n));
     free(g), free(u), free(dh), free(dg), free(du);
+}
+
+/* g and u as the two halves of rows ld apart (the model's one gate-and-up product: ld = 2 cols;
+ * here with gaps too): the dense op's bits on the rows gathered, the gaps untouched, and the
+ * backward in place over the strided buffer. */
+static void test_swiglu_strided(void **state) {
+    (void)state;
+    const size_t rows = 9, cols = 1111, ld = 2 * cols + 5, n = rows * cols, span = rows * ld;
+    float *gu = ctu_falloc(span), *dh = ctu_falloc(n), *g = ctu_falloc(n), *u = ctu_falloc(n);
+    float *h = ctu_falloc(n), *hs = ctu_falloc(n), *dg = ctu_falloc(n), *du = ctu_falloc(n);
+    float *dgu = ctu_falloc(span);
+    tu_fill_normal_f(gu, span, 57, 3.0);
+    tu_fill_normal_f(dh, n, 58, 1.0);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) {
+            g[r * cols + c] = gu[r * ld + c];
+            u[r * cols + c] = gu[r * ld + cols + c];
+        }
+    cpu_swiglu_forward(h, g, u, 1, n, n);
+    cpu_swiglu_backward(dg, du, dh, g, u, 1, n, n);
+    cpu_swiglu_forward(hs, gu, gu + cols, rows, cols, ld);
+    assert_true(ctu_same_bits(hs, h, n));
+    for (size_t i = 0; i < span; i++) dgu[i] = gu[i];
+    cpu_swiglu_backward(dgu, dgu + cols, dh, dgu, dgu + cols, rows, cols, ld);
+    for (size_t r = 0; r < rows; r++) {
+        assert_true(ctu_same_bits(dgu + r * ld, dg + r * cols, cols));
+        assert_true(ctu_same_bits(dgu + r * ld + cols, du + r * cols, cols));
+        assert_true(ctu_same_bits(dgu + r * ld + 2 * cols, gu + r * ld + 2 * cols, ld - 2 * cols));
+    }
+    free(gu), free(dh), free(g), free(u), free(h), free(hs), free(dg), free(du), free(dgu);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_swiglu_backward_in_place),
+        cmocka_unit_test(test_swiglu_strided),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,7 @@
 /* The CUDA token and norm ops against the CPU oracle on identical inputs, forward and
  * backward: rmsnorm (with and without weight), rope (odd head width, pos0 of a 64K context,
  * in place; its float4 kernel against its scalar one, bit for bit), swiglu (saturated sigmoid,
- * in place), embedding (vocabulary slices, repeated tokens, int32 extremes, a row with more
+ * in place; g and u as the halves of strided rows), embedding (vocabulary slices, repeated tokens, int32 extremes, a row with more
  * positions than the backward's list holds) and head_scale (in place). Accumulating outputs start nonzero, overwritten ones start NaN; reruns must give the
  * same bits. The backend is in fp32 mode, so the dt_operand buffers are fp32 (test_cuda_operand
  * checks the bf16 mode). Skipped (77) without a device. */
@@ -234,20 +234,20 @@ static void test_swiglu(void **state) {
         float *d_g = cot_dev(g, n), *d_u = cot_dev(u, n), *d_dh = cot_dev(dh, n);
         float *d_h = cot_dev_nan(n), *d_dg = cot_dev_nan(n), *d_du = cot_dev_nan(n);
 
-        cpu_swiglu_forward(h, g, u, n);
+        cpu_swiglu_forward(h, g, u, 1, n, n);
         cuda_swiglu_forward((dt_operand *)d_h, (const dt_operand *)d_g, (const dt_operand *)d_u,
-                            n);
+                            1, n, n);
         cot_check("swiglu h", d_h, h, n, SWIGLU_ATOL, SWIGLU_RTOL);
 
-        cpu_swiglu_backward(dg, du, dh, g, u, n);
+        cpu_swiglu_backward(dg, du, dh, g, u, 1, n, n);
         cuda_swiglu_backward((dt_operand *)d_dg, (dt_operand *)d_du, d_dh, (const dt_operand *)d_g,
-                             (const dt_operand *)d_u, n);
+                             (const dt_operand *)d_u, 1, n, n);
         cot_check("swiglu dg", d_dg, dg, n, SWIGLU_ATOL, SWIGLU_RTOL);
         cot_check("swiglu du", d_du, du, n, SWIGLU_ATOL, SWIGLU_RTOL);
 
         /* in place: dg over g, du over u (elementwise read-before-write) */
         cuda_swiglu_backward((dt_operand *)d_g, (dt_operand *)d_u, d_dh, (const dt_operand *)d_g,
-                             (const dt_operand *)d_u, n);
+                             (const dt_operand *)d_u, 1, n, n);
         cot_check_bits_dev("swiglu dg in place", d_g, d_dg, n);
         cot_check_bits_dev("swiglu du in place", d_u, d_du, n);
 
@@ -256,9 +256,9 @@ static void test_swiglu(void **state) {
         float *m_dh = dev_misaligned(dh, n), *m_h = dev_misaligned(NULL, n);
         float *m_dg = dev_misaligned(NULL, n), *m_du = dev_misaligned(NULL, n);
         cuda_swiglu_forward((dt_operand *)m_h, (const dt_operand *)m_g, (const dt_operand *)m_u,
-                            n);
+                            1, n, n);
         cuda_swiglu_backward((dt_operand *)m_dg, (dt_operand *)m_du, m_dh,
-                             (const dt_operand *)m_g, (const dt_operand *)m_u, n);
+                             (const dt_operand *)m_g, (const dt_operand *)m_u, 1, n, n);
         cot_check_bits_dev("swiglu h, misaligned", m_h, d_h, n);
         cot_check_bits_dev("swiglu dg, misaligned", m_dg, d_dg, n);
         cot_check_bits_dev("swiglu du, misaligned", m_du, d_du, n);
@@ -269,6 +269,68 @@ static void test_swiglu(void **state) {
         cuda_free(d_du);
         free(g), free(u), free(dh), free(h), free(dg), free(du);
     }
+}
+
+/* The model's layout: g and u the two halves of each row of one (rows, 2 cols) product, or
+ * rows ld > 2 cols apart (the gaps must stay untouched). Against the CPU on the same strided
+ * inputs, and bit for bit against the dense op on the rows gathered: the strided walk computes
+ * each element as the dense one does. vec8 where cols and ld are multiples of 8. */
+static void swiglu_strided_case(size_t rows, size_t cols, size_t ld) {
+    printf("-- swiglu strided rows=%zu cols=%zu ld=%zu\n", rows, cols, ld);
+    const size_t n = rows * cols, span = rows * ld;
+    float *gu = malloc(span * sizeof(float)), *dh = malloc(n * sizeof(float));
+    float *g = malloc(n * sizeof(float)), *u = malloc(n * sizeof(float));
+    cut_fill(gu, span, 310, -12.0f, 12.0f);
+    cut_fill(dh, n, 311, -1.0f, 1.0f);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) {
+            gu[r * ld + cols + c] *= 0.2f; /* up in (-2.4, 2.4) */
+            g[r * cols + c] = gu[r * ld + c];
+            u[r * cols + c] = gu[r * ld + cols + c];
+        }
+    float *h = cot_nan(n), *dgu = malloc(span * sizeof(float));
+    memcpy(dgu, gu, span * sizeof(float)); /* the gaps keep gu's values */
+    cpu_swiglu_forward(h, gu, gu + cols, rows, cols, ld);
+    cpu_swiglu_backward(dgu, dgu + cols, dh, gu, gu + cols, rows, cols, ld);
+
+    float *d_gu = cot_dev(gu, span), *d_dh = cot_dev(dh, n), *d_h = cot_dev_nan(n);
+    float *d_dgu = cot_dev(gu, span); /* gaps as gu's; g and u overwritten in place */
+    cuda_swiglu_forward((dt_operand *)d_h, (const dt_operand *)d_gu,
+                        (const dt_operand *)(d_gu + cols), rows, cols, ld);
+    cuda_swiglu_backward((dt_operand *)d_dgu, (dt_operand *)(d_dgu + cols), d_dh,
+                         (const dt_operand *)d_dgu, (const dt_operand *)(d_dgu + cols), rows,
+                         cols, ld);
+    cot_check("swiglu strided h", d_h, h, n, SWIGLU_ATOL, SWIGLU_RTOL);
+    cot_check("swiglu strided dg, du, gaps", d_dgu, dgu, span, SWIGLU_ATOL, SWIGLU_RTOL);
+    float *got = cut_to_host(d_dgu, span);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 2 * cols; c < ld; c++)
+            if (memcmp(&got[r * ld + c], &gu[r * ld + c], sizeof(float)) != 0)
+                fail_msg("swiglu strided: the gap at row %zu, column %zu was written", r, c);
+
+    float *d_g = cot_dev(g, n), *d_u = cot_dev(u, n), *e_h = cot_dev_nan(n);
+    float *e_dg = cot_dev_nan(n), *e_du = cot_dev_nan(n);
+    cuda_swiglu_forward((dt_operand *)e_h, (const dt_operand *)d_g, (const dt_operand *)d_u, 1, n,
+                        n);
+    cuda_swiglu_backward((dt_operand *)e_dg, (dt_operand *)e_du, d_dh, (const dt_operand *)d_g,
+                         (const dt_operand *)d_u, 1, n, n);
+    cot_check_bits_dev("swiglu strided h = dense", d_h, e_h, n);
+    float *dg = cut_to_host(e_dg, n), *du = cut_to_host(e_du, n);
+    for (size_t r = 0; r < rows; r++)
+        if (memcmp(&got[r * ld], &dg[r * cols], cols * sizeof(float)) != 0 ||
+            memcmp(&got[r * ld + cols], &du[r * cols], cols * sizeof(float)) != 0)
+            fail_msg("swiglu strided: row %zu's dg or du differs from the dense op's", r);
+    void *dev[] = {d_gu, d_dh, d_h, d_dgu, d_g, d_u, e_h, e_dg, e_du};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
+    free(gu), free(dh), free(g), free(u), free(h), free(dgu), free(got), free(dg), free(du);
+}
+
+static void test_swiglu_strided(void **state) {
+    (void)state;
+    swiglu_strided_case(37, 64, 128); /* the model's layout, 8 wide */
+    swiglu_strided_case(5, 40, 88);   /* gaps of 8, 8 wide */
+    swiglu_strided_case(7, 13, 26);   /* odd columns: one by one */
+    swiglu_strided_case(3, 16, 35);   /* odd row stride: one by one */
 }
 
 /* ---- embedding ---- */
@@ -379,7 +441,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_rope),
         cmocka_unit_test(test_rope_table_cache),
-        cmocka_unit_test(test_swiglu),     cmocka_unit_test(test_embedding),
+        cmocka_unit_test(test_swiglu),     cmocka_unit_test(test_swiglu_strided),
+        cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_head_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

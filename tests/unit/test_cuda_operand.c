@@ -211,17 +211,17 @@ static void test_swiglu(void **state) {
         float *f_h = cot_dev_nan(n), *f_dg = cot_dev_nan(n), *f_du = cot_dev_nan(n);
         set_mode(0);
         cuda_swiglu_forward((dt_operand *)f_h, (const dt_operand *)f_g, (const dt_operand *)f_u,
-                            n);
+                            1, n, n);
         cuda_swiglu_backward((dt_operand *)f_dg, (dt_operand *)f_du, d_dh,
-                             (const dt_operand *)f_g, (const dt_operand *)f_u, n);
+                             (const dt_operand *)f_g, (const dt_operand *)f_u, 1, n, n);
         set_mode(1);
         dt_operand *h_g = cot_operand_dev(g, n), *h_u = cot_operand_dev(u, n), *h_h = bf16_out(n);
         dt_operand *h_dg = bf16_out(n), *h_du = bf16_out(n);
         /* overwritten in place */
         dt_operand *h_gi = bf16_guarded(g, n), *h_ui = bf16_guarded(u, n);
-        cuda_swiglu_forward(h_h, h_g, h_u, n);
-        cuda_swiglu_backward(h_dg, h_du, d_dh, h_g, h_u, n);
-        cuda_swiglu_backward(h_gi, h_ui, d_dh, h_gi, h_ui, n);
+        cuda_swiglu_forward(h_h, h_g, h_u, 1, n, n);
+        cuda_swiglu_backward(h_dg, h_du, d_dh, h_g, h_u, 1, n, n);
+        cuda_swiglu_backward(h_gi, h_ui, d_dh, h_gi, h_ui, 1, n, n);
         check_rounded("swiglu h", h_h, f_h, n);
         check_rounded("swiglu dg (reads g, u)", h_dg, f_dg, n);
         check_rounded("swiglu du (reads g, u)", h_du, f_du, n);

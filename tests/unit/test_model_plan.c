@@ -205,16 +205,16 @@ static void test_zero_memory(void **state) {
  * q (D), k and v (D Hkv/H each; V2's single-width kv heads: half that), the attention output (D;
  * V2 D/2), V2's 2H heads of width D/2H before the combine (D), a scalar subln's input (D), the
  * FFN norm's output (D), gate, up and the SwiGLU output (F each); then, once for the model, the
- * final norm's output (D), the gradient scratch of gate and up (F each, or q's and k's width
- * where wider: the rotated gradients of q and k share it) and of v (as v). */
+ * final norm's output (D), the gradient scratch of gate and up (2F, or q's and k's widths
+ * together where wider: the rotated gradients of q and k share it) and of v (as v). */
 static uint64_t operand_elements(const dt_model_config *m, uint64_t N) {
     uint64_t D = m->d_model, F = m->ffn_dim, H = m->n_heads, Hkv = m->n_kv_heads;
     int v2 = m->arch == DT_ARCH_DIFF_V2;
     uint64_t kv = (v2 ? D / 2 : D) * Hkv / H;
     uint64_t layer = D + D + 2 * kv + (v2 ? D / 2 + D : D) + D + 3 * F;
     if (m->arch == DT_ARCH_DIFF && m->subln == DT_SUBLN_SCALAR) layer += D;
-    /* final_norm, dgate | dq_rot, dup | dk_rot, dv */
-    uint64_t once = D + (F > D ? F : D) + (F > kv ? F : kv) + kv;
+    /* final_norm, dgate_up | (dq_rot, dk_rot), dv */
+    uint64_t once = D + (2 * F > D + kv ? 2 * F : D + kv) + kv;
     return N * (m->n_layers * layer + once);
 }
 
@@ -239,11 +239,24 @@ static void test_matches_real_allocation(void **state) {
         uint64_t matrices = 0, copies = 0;
         for (int t = 0; t < m.layout.n_tensors; t++) {
             const dt_tensor_spec *ts = &m.layout.tensors[t];
-            if (ts->ndim == 2 &&
-                !(strcmp(ts->name, "tok_embeddings.weight") == 0 && !c.model.tie_embeddings))
-                matrices++, copies += (2 * ts->numel + 255) / 256 * 256;
+            if (ts->ndim != 2 ||
+                (strcmp(ts->name, "tok_embeddings.weight") == 0 && !c.model.tie_embeddings))
+                continue;
+            uint64_t numel = ts->numel;
+            if (strstr(ts->name, "ffn.w_gate.weight")) /* and w_up, next: one (2F, D) matrix */
+                numel += m.layout.tensors[++t].numel;
+            matrices++, copies += (2 * numel + 255) / 256 * 256;
         }
         assert_int_equal(m.n_product_weights, matrices);
+        for (int l = 0; l < c.model.n_layers; l++) { /* each layer's gate and up: one matrix */
+            int found = 0;
+            for (int k = 0; k < m.n_product_weights; k++)
+                found += m.product_w[k] == m.params.layers[l].w_gate &&
+                         m.product_n[k] == 2 * (size_t)c.model.ffn_dim * c.model.d_model &&
+                         m.params.layers[l].w_up ==
+                             m.params.layers[l].w_gate + (size_t)c.model.ffn_dim * c.model.d_model;
+            assert_int_equal(found, 1);
+        }
         for (int k = 0; k < m.n_product_weights; k++)
             assert_true(m.product_w[k] >= m.params_mem &&
                         m.product_w[k] + m.product_n[k] <= m.params_mem + m.layout.total);

@@ -269,26 +269,26 @@ static size_t r16(size_t n) { return r64(n, sizeof(float)); }
 /* The activation bytes of model_case "diff" (subln on, 2 heads of dim 4, 2 kv heads, D 16,
  * F 24, V 37) at N_LAYERS layers and B x T, written out buffer by buffer (model.h's shapes), each
  * rounded up to 64 bytes (the carver's alignment); the operands (attn_in, q, k, v, attn_out,
- * ffn_in, gate, up, hidden, final_norm, and the gradient scratch dgate, dup (which dq_rot and
+ * ffn_in, gate_up, hidden, final_norm, and the gradient scratch dgate_up (which dq_rot and
  * dk_rot share), dv and, in bf16 only, dres_op) at ob bytes an element, the rest fp32. */
 static size_t closed_form_diff(int recompute, size_t ob) {
     size_t N = (size_t)B * T, D = 16, F = 24, V = 37, L = N_LAYERS, H = 2, Hkv = 2, d = 4;
     size_t A = 2 * H * d;
     /* one layer's activations other than x_in: attn_rstd, attn_in, q, k, v, attn_out, o1, o2,
-     * attn_lse, sub_rstd, lambda, y, ffn_rstd, ffn_in, gate, up, hidden */
+     * attn_lse, sub_rstd, lambda, y, ffn_rstd, ffn_in, gate_up, hidden */
     size_t rest = r16(N) + r64(N * D, ob) + r64(N * 2 * H * d, ob) + r64(N * 2 * Hkv * d, ob) +
                   r64(N * Hkv * 2 * d, ob) + r64(N * A, ob) + 2 * r16(N * A) + r16(N * 2 * H) +
-                  r16(N * H) + r16(1) + r16(N * D) + r16(N) + r64(N * D, ob) + 3 * r64(N * F, ob);
+                  r16(N * H) + r16(1) + r16(N * D) + r16(N) + r64(N * D, ob) + r64(N * 2 * F, ob) + r64(N * F, ob);
     size_t layers = L * r16(N * D) + (recompute ? 1 : L) * rest;
     size_t chunk = N; /* 2^22 / V rows cap the classifier's chunk: far above N here */
     /* x_final, final_rstd, final_norm, logits, losses, lse, rowmax, gmax, xsums */
     size_t head = r16(N * D) + r16(N) + r64(N * D, ob) + r16(chunk * V) + 4 * r16(N) +
                   r16(2 * N);
     /* dres, its operand copy (only where an operand is narrower than fp32: bf16), dnormed,
-     * dwide (max(F, A)), dgate and dup (operands, max(F, q) and max(F, k): F here), dq, dk, dv
-     * (an operand), dlam (1), inputs, targets */
+     * dwide (max(F, A)), dgate_up (an operand: 2F, or dq_rot's and dk_rot's space where that
+     * is more: 2F here), dq, dk, dv (an operand), dlam (1), inputs, targets */
     size_t grads = 2 * r16(N * D) + (ob < sizeof(float) ? r64(N * D, ob) : 0) +
-                   r16(N * (F > A ? F : A)) + 2 * r64(N * F, ob) +
+                   r16(N * (F > A ? F : A)) + r64(N * 2 * F, ob) +
                    r16(N * 2 * H * d) + r16(N * 2 * Hkv * d) + r64(N * Hkv * 2 * d, ob) + r16(1) +
                    2 * r64(N, sizeof(int32_t));
     return layers + head + grads;
