@@ -18,6 +18,7 @@
 #include "launch/metrics.h"
 #include "launch/param_dump.h"
 #include "launch/preempt.h"
+#include "launch/step_graph.h"
 #include "model/cpu/cpu_ops.h"
 #include "model/model.h"
 #include "model/plan.h"
@@ -45,6 +46,7 @@ typedef struct trainer {
     dt_zero zero;
     dt_optimizer opt; /* over this rank's ZeRO range */
     dt_step step;     /* the step's loss, gradient norm and clipping factor, on the backend */
+    dt_step_graph graph; /* the step's passes as a CUDA graph (DIFFTRAIN_CUDA_GRAPHS) */
     dt_loader train_data;
     dt_loader val_data;
     int has_val;
@@ -129,6 +131,24 @@ static dt_status backward_and_reduce(trainer *t, float dloss, int reduce) {
     return zero_finish_reduce(&t->zero, m->grads_mem);
 }
 
+/* The step's forward and backward passes from its staged micro-batches (model slots 0 ..
+ * grad_accum - 1), gradients reduced: all on the backend, nothing read back, so that
+ * step_graph_run can record it. */
+static dt_status queue_passes(void *arg) {
+    trainer *t = arg;
+    dt_model *m = &t->model;
+    float dloss = 1.0f / (float)(t->grad_accum * t->groups.dp_size);
+    model_zero_grad(m);
+    step_begin(&t->step);
+    zero_begin_step(&t->zero);
+    for (int k = 0; k < t->grad_accum; k++) {
+        step_forward_slot(&t->step, m, k, dloss);
+        /* ZeRO 2 reduces every micro-batch's gradients into its shard, 0 and 1 the step's sum */
+        DT_TRY(backward_and_reduce(t, dloss, t->zero.stage == 2 || k + 1 == t->grad_accum));
+    }
+    return DT_OK;
+}
+
 static dt_status train_step(trainer *t, int step, dt_step_metrics *out) {
     const dt_train_config *tc = &t->cfg.train;
     dt_model *m = &t->model;
@@ -136,17 +156,13 @@ static dt_status train_step(trainer *t, int step, dt_step_metrics *out) {
     /* this DP rank's share of the step's global batch: the samples are the single-rank run's */
     uint64_t first = (uint64_t)step * tc->global_batch +
                      (uint64_t)g->dp_rank * (uint64_t)(tc->global_batch / g->dp_size);
-    float dloss = 1.0f / (float)(t->grad_accum * g->dp_size);
 
-    model_zero_grad(m);
-    step_begin(&t->step);
-    zero_begin_step(&t->zero);
+    int all_targets = 1; /* else the host takes the no-target branches: not the recorded ones */
     for (int k = 0; k < t->grad_accum; k++) {
         DT_TRY(load_micro_batch(t, &t->train_data, first + (uint64_t)k * tc->micro_batch));
-        step_forward(&t->step, m, t->inputs, t->targets, dloss);
-        /* ZeRO 2 reduces every micro-batch's gradients into its shard, 0 and 1 the step's sum */
-        DT_TRY(backward_and_reduce(t, dloss, t->zero.stage == 2 || k + 1 == t->grad_accum));
+        all_targets &= model_stage(m, k, t->inputs, t->targets) > 0;
     }
+    DT_TRY(step_graph_run(&t->graph, all_targets, queue_passes, t));
     float *grads = zero_range_grads(&t->zero, m->grads_mem);
 
     /* the norm, clipping and update on the backend; the one wait for it is step_finish's
@@ -207,6 +223,8 @@ static dt_status trainer_setup(trainer *t) {
     DT_TRY(dist_agree(&g->world, optimizer_init_range(&t->opt, t->be, &t->model.layout,
                                                       &c->optim, t->zero.first, t->zero.count)));
     DT_TRY(dist_agree(&g->world, step_init(&t->step, t->be)));
+    DT_TRY(dist_agree(&g->world, model_reserve_slots(&t->model, t->grad_accum)));
+    DT_TRY(dist_agree(&g->world, step_graph_init(&t->graph, t->be, t->world.size == 1)));
     st = t->world.rank == 0 ? metrics_open(&t->metrics, c->log.metrics) : DT_OK;
     DT_TRY(dist_agree(&g->world, st));
     t->analytic = comm_plan_step_bytes(c, &t->model);
@@ -275,6 +293,7 @@ static dt_status trainer_save(trainer *t, int done) {
 
 static void trainer_free(trainer *t) {
     metrics_close(&t->metrics);
+    step_graph_free(&t->graph);
     step_free(&t->step);
     optimizer_free(&t->opt);
     zero_free(&t->zero);
@@ -394,6 +413,10 @@ static dt_status trainer_run(trainer *t) {
             DT_TRY(trainer_save(t, step + 1));
         if (signo) break;
     }
+    if (t->graph.enabled || t->graph.recordings)
+        printf("CUDA graphs: %d recording%s, %d step%s launched from one\n", t->graph.recordings,
+               t->graph.recordings == 1 ? "" : "s", t->graph.launches,
+               t->graph.launches == 1 ? "" : "s");
     return DT_OK;
 }
 

@@ -37,6 +37,7 @@
 
 typedef struct dt_backend dt_backend;
 typedef struct dt_operand dt_operand; /* never defined: see the conventions above */
+typedef struct dt_graph dt_graph;     /* a recorded graph (graph_begin .. graph_free) */
 
 /* RoPE's backward taken by the attention's backward (attention_backward, diffattn_backward):
  * the q and k that the attention read were rotated by rope_forward(theta, pos0 = 0); dq and dk
@@ -131,15 +132,32 @@ struct dt_backend {
      * device: the training step uses sumsq_accumulate). */
     double (*sumsq)(const float *x, size_t n);
 
+    /* ---- graphs: the backend's work recorded once and replayed with one call (CUDA graphs;
+     * NULL on a backend without them) ----
+     * graph_begin starts recording: the ops called until graph_end do not run but are
+     * recorded with their arguments (the pointers, and the values of scalar ones);
+     * copy_from_host_async records a copy that reads its staging buffer at each launch (refill
+     * it only after the launch has been waited for). Nothing between begin and end may read
+     * back or wait for the device (that fails the recording), and the weight copies
+     * (weights_prepare) are made again in the recording and at each launch. graph_end: the
+     * graph, or NULL (reported) when the recording failed. graph_launch queues its ops as they
+     * were recorded: 1; or 0, nothing queued, when memory the graph uses has moved since
+     * (record it again). */
+    int (*graph_begin)(void);
+    dt_graph *(*graph_end)(void);
+    int (*graph_launch)(dt_graph *g);
+    void (*graph_free)(dt_graph *g);
+
     /* ---- the training step's scalars, kept in backend memory (no read-back) ----
      * Each is deterministic: a fixed order of additions that depends only on the sizes, never on
      * timing or thread counts, so a rerun gives the same bits. */
     /* *acc (one double) += the sum of squares of x, summed as sumsq sums it. */
     void (*sumsq_accumulate)(double *acc, const float *x, size_t n);
-    /* *acc (one double) += (double)mean, mean = (float)(sum of losses (N) in double / n_targets),
-     * or 0 when n_targets is 0: a micro-batch's mean loss rounded to float as model_forward
-     * returns it. The CPU sums in row order. */
-    void (*loss_accumulate)(double *acc, const float *losses, int N, int n_targets);
+    /* *acc (one double) += (double)mean, mean = (float)(sum of losses (N) in double /
+     * *n_targets), or 0 when *n_targets is 0 (one int in backend memory, as xent_backward's): a
+     * micro-batch's mean loss rounded to float as model_forward returns it. The CPU sums in row
+     * order. */
+    void (*loss_accumulate)(double *acc, const float *losses, int N, const int32_t *n_targets);
     /* *grad_scale (one float) = the clipping factor for the gradient norm sqrt(*sumsq):
      * (float)(max_norm / norm) when max_norm > 0 and norm > max_norm, else 1; and NaN when *sumsq
      * or *loss_sum is not finite, which makes adamw_update skip the step. */
@@ -199,13 +217,16 @@ struct dt_backend {
     void (*xent_forward)(float *losses, float *lse, const float *logits, const int32_t *targets,
                          int N, int V);
     /* dlogits (N rows of V, ldd >= V elements apart) = dloss * (softmax(logits) -
-     * onehot(target)), rows with target < 0 zero. An operand read only by the classifier's
-     * product (matmul_backward_operand with the same ldd). dlogits may be the logits buffer
+     * onehot(target)), rows with target < 0 zero, where dloss = dloss_scale / (float)*n_targets
+     * (one int in backend memory: the rows' targets counted by the host as it staged them, so
+     * that a recorded graph reads each micro-batch's own), or 0 when it is 0. An operand read
+     * only by the classifier's product (matmul_backward_operand with the same ldd). dlogits may be the logits buffer
      * itself with ldd = V * sizeof(float) / operand_bytes: each row's gradient then overwrites
      * the front of that row's own logits (in bf16 its first half), so the classifier needs no
      * second buffer and writes half the bytes. */
     void (*xent_backward)(dt_operand *dlogits, int ldd, const float *logits, const float *lse,
-                          const int32_t *targets, float dloss, int N, int V);
+                          const int32_t *targets, float dloss_scale, const int32_t *n_targets,
+                          int N, int V);
 
     /* ---- vocab-parallel cross-entropy: each rank holds V logits of its vocabulary slice ----
      * Targets are LOCAL: an index in [0, V) when the target is in this slice, V when it is in

@@ -153,8 +153,9 @@ static void carve_acts(dt_model *m, carver *c) {
     m->dv = carve_operand(c, N * a.v);
     m->dheads = v2 ? carve(c, N * a.q) : NULL;
     m->dlam = carve(c, v2 ? N * a.H : 1);
-    m->inputs = carve_bytes(c, N * sizeof(int32_t));
-    m->targets = carve_bytes(c, N * sizeof(int32_t));
+    m->inputs = carve_bytes(c, (2 * N + 1) * sizeof(int32_t)); /* one upload: see model.h */
+    m->targets = m->inputs + N;
+    m->target_count = m->inputs + 2 * N;
 }
 
 /* Rows of logits the classifier materialises at once: bounds its buffer to 1 GiB of fp32 (the
@@ -243,8 +244,8 @@ dt_status model_init_opts(dt_model *m, const dt_model_config *cfg, const dt_back
     m->grads_mem = be->alloc(P * sizeof(float));
     m->acts = dt_calloc((size_t)cfg->n_layers, sizeof *m->acts);
     host = dt_malloc(P * sizeof(float));
-    for (int i = 0; i < 2; i++) /* (2, N) each: inputs, localised targets */
-        m->staging[i] = be->host_alloc(2 * (size_t)B * T * sizeof(int32_t));
+    for (int i = 0; i < 2; i++) /* inputs, localised targets, their count */
+        m->staging[i] = be->host_alloc((2 * (size_t)B * T + 1) * sizeof(int32_t));
     if (!m->params_mem || !m->grads_mem || !m->acts || !host || !m->staging[0] ||
         !m->staging[1]) {
         dt_error("out of memory for %zu parameters and their gradients", P);
@@ -296,8 +297,10 @@ void model_free(dt_model *m) {
     dt_free(m->product_w);
     dt_free(m->product_n);
     dt_free(m->acts);
-    if (m->be)
+    if (m->be) {
         for (int i = 0; i < 2; i++) m->be->host_free(m->staging[i]);
+        if (m->slots) m->be->host_free(m->slots);
+    }
     param_layout_free(&m->layout);
     memset(m, 0, sizeof *m);
 }
@@ -422,25 +425,64 @@ static void layer_recompute(dt_model *m, int l) {
     ffn_hidden_forward(m, l);
 }
 
-/* Fills the next staging buffer with the inputs and (when given) the targets as the vocabulary
- * slice sees them: its local index, V_local when the target is in another rank's slice, -1
- * ignored; and queues their upload. Returns the number of targets >= 0. */
-static int stage_tokens(dt_model *m, const int32_t *inputs, const int32_t *targets) {
-    const dt_backend *be = m->be;
+/* Fills the staging buffer `in` (2N + 1) with the inputs and (when given) the targets as the
+ * vocabulary slice sees them: its local index, V_local when the target is in another rank's
+ * slice, -1 ignored; then their count. Returns the number of targets >= 0. */
+static int stage_into(dt_model *m, int32_t *in, const int32_t *inputs, const int32_t *targets) {
     int N = m->B * m->T, v0 = m->tp.vocab_offset, nv = m->tp.vocab_size, count = 0;
-    int32_t *in = m->staging[m->staging_next], *local = in + N; /* (N) each */
-    m->staging_next ^= 1;
-    be->host_wait(in); /* the upload that last read this buffer is done */
+    int32_t *local = in + N;
+    m->be->host_wait(in); /* the upload that last read this buffer is done */
     memcpy(in, inputs, (size_t)N * sizeof(int32_t));
-    be->copy_from_host_async(m->inputs, in, (size_t)N * sizeof(int32_t));
-    if (!targets) return 0;
-    for (int i = 0; i < N; i++) {
-        int32_t t = targets[i];
-        count += t >= 0;
-        local[i] = t < 0 ? -1 : (t >= v0 && t < v0 + nv ? t - v0 : nv);
-    }
-    be->copy_from_host_async(m->targets, local, (size_t)N * sizeof(int32_t));
+    if (targets)
+        for (int i = 0; i < N; i++) {
+            int32_t t = targets[i];
+            count += t >= 0;
+            local[i] = t < 0 ? -1 : (t >= v0 && t < v0 + nv ? t - v0 : nv);
+        }
+    in[2 * N] = count;
     return count;
+}
+
+/* Queues the upload of a staged buffer: the inputs, and with targets the targets and their
+ * count. Returns that count (the host's copy of it). */
+static int upload_staged(dt_model *m, const int32_t *in, int with_targets) {
+    size_t N = (size_t)m->B * m->T;
+    m->be->copy_from_host_async(m->inputs, in, (with_targets ? 2 * N + 1 : N) * sizeof(int32_t));
+    return with_targets ? in[2 * N] : 0;
+}
+
+static int32_t *slot_of(const dt_model *m, int k) {
+    if (k < 0 || k >= m->n_slots) {
+        dt_error("model: staging slot %d of %d", k, m->n_slots);
+        abort();
+    }
+    return m->slots + (size_t)k * (2 * (size_t)m->B * m->T + 1);
+}
+
+dt_status model_reserve_slots(dt_model *m, int count) {
+    if (count <= m->n_slots) return DT_OK;
+    size_t per = 2 * (size_t)m->B * m->T + 1;
+    int32_t *p = m->be->host_alloc((size_t)count * per * sizeof(int32_t));
+    if (!p) {
+        dt_error("out of host memory for %d staged micro-batches of %zu token ids", count, per);
+        return DT_ERR_RUNTIME;
+    }
+    if (m->slots) m->be->host_free(m->slots); /* waits for their last eager upload */
+    m->slots = p;
+    m->n_slots = count;
+    return DT_OK;
+}
+
+int model_stage(dt_model *m, int k, const int32_t *inputs, const int32_t *targets) {
+    return stage_into(m, slot_of(m, k), inputs, targets);
+}
+
+/* The next of the two staging buffers, filled */
+static const int32_t *stage_next(dt_model *m, const int32_t *inputs, const int32_t *targets) {
+    int32_t *in = m->staging[m->staging_next];
+    m->staging_next ^= 1;
+    stage_into(m, in, inputs, targets);
+    return in;
 }
 
 /* Vocab-parallel cross-entropy of rows [r0, r0 + n): no rank holds the full-vocabulary logits.
@@ -464,19 +506,22 @@ static void classifier_forward(dt_model *m, int r0, int n) {
     be->xent_vp_finish(m->losses + r0, m->lse + r0, gmax, sums, m->targets + r0, n);
 }
 
-/* The classifier's backward of rows [r0, r0 + n): dlogits = dloss (softmax - onehot) as operands
+/* The classifier's backward of rows [r0, r0 + n): dlogits = dloss_scale / the micro-batch's count
+ * of targets (on the backend: m->target_count) times (softmax - onehot), as operands
  * over the logits' own rows (in bf16 the front half of each: the rows keep the logits' stride of
  * V floats), then the rows of dnormed (overwritten; their sum over the TP group comes later) and
  * the output weight's gradient (accumulated). logits_ready: m->logits holds those rows' logits
  * (the training forward's chunk, just computed), else they are recomputed from final_norm. */
-static void classifier_backward(dt_model *m, int r0, int n, float dloss, int logits_ready) {
+static void classifier_backward(dt_model *m, int r0, int n, float dloss_scale,
+                                int logits_ready) {
     const dt_backend *be = m->be;
     int D = m->cfg.d_model, V = m->tp.vocab_size;
     const dt_operand *xn = dt_operand_at(be, m->final_norm, (size_t)r0 * D);
     dt_operand *dlogits = (dt_operand *)m->logits;
     const int ldd = (int)((size_t)V * sizeof(float) / be->operand_bytes);
     if (!logits_ready) be->matmul_forward(m->logits, xn, m->params.output, n, D, V, 0);
-    be->xent_backward(dlogits, ldd, m->logits, m->lse + r0, m->targets + r0, dloss, n, V);
+    be->xent_backward(dlogits, ldd, m->logits, m->lse + r0, m->targets + r0, dloss_scale,
+                      m->target_count, n, V);
     be->matmul_backward_operand(m->dnormed + (size_t)r0 * D, m->grads.output, dlogits, ldd, xn,
                                 m->params.output, n, D, V, 0);
 }
@@ -485,13 +530,13 @@ static void classifier_backward(dt_model *m, int r0, int n, float dloss, int log
  * everything both forwards queue on the backend. With dloss_scale (the training forward), each
  * chunk of logits also gets its backward at once (classifier_backward), so the logits are
  * computed once per step rather than again by model_backward. */
-static void forward_queue(dt_model *m, const int32_t *inputs, const int32_t *targets,
+static void forward_queue(dt_model *m, const int32_t *staged, int targets,
                           const float *dloss_scale) {
     const dt_backend *be = m->be;
     const dt_model_config *c = &m->cfg;
     int N = m->B * m->T, D = c->d_model;
 
-    m->n_targets = stage_tokens(m, inputs, targets);
+    m->n_targets = upload_staged(m, staged, targets);
     /* the weights as the products read them (bf16 copies on the GPU), from their values now */
     be->weights_prepare(m->product_w, m->product_n, m->n_product_weights);
     float *x0 = c->n_layers > 0 ? m->acts[0].x_in : m->x_final;
@@ -511,8 +556,7 @@ static void forward_queue(dt_model *m, const int32_t *inputs, const int32_t *tar
     for (int r0 = 0; r0 < N; r0 += m->logits_chunk) {
         int n = N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk;
         classifier_forward(m, r0, n);
-        if (dloss_scale && m->n_targets > 0)
-            classifier_backward(m, r0, n, *dloss_scale / (float)m->n_targets, 1);
+        if (dloss_scale && m->n_targets > 0) classifier_backward(m, r0, n, *dloss_scale, 1);
     }
     if (dloss_scale) {
         m->classifier_done = 1;
@@ -522,7 +566,7 @@ static void forward_queue(dt_model *m, const int32_t *inputs, const int32_t *tar
 
 float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) {
     int N = m->B * m->T;
-    forward_queue(m, inputs, targets, NULL);
+    forward_queue(m, stage_next(m, inputs, targets), targets != NULL, NULL);
     m->last_loss = 0;
     if (!targets) return 0;
     /* the mean is taken on the host in double, in row order, so it does not depend on threads */
@@ -538,9 +582,15 @@ float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) 
 
 void model_forward_train(dt_model *m, const int32_t *inputs, const int32_t *targets,
                          double *loss_acc, float dloss_scale) {
-    forward_queue(m, inputs, targets, &dloss_scale);
+    forward_queue(m, stage_next(m, inputs, targets), targets != NULL, &dloss_scale);
     m->last_loss = NAN;
-    if (targets) m->be->loss_accumulate(loss_acc, m->losses, m->B * m->T, m->n_targets);
+    if (targets) m->be->loss_accumulate(loss_acc, m->losses, m->B * m->T, m->target_count);
+}
+
+void model_forward_train_slot(dt_model *m, int k, double *loss_acc, float dloss_scale) {
+    forward_queue(m, slot_of(m, k), 1, &dloss_scale);
+    m->last_loss = NAN;
+    m->be->loss_accumulate(loss_acc, m->losses, m->B * m->T, m->target_count);
 }
 
 /* ---- greedy predictions ---- */
@@ -742,12 +792,12 @@ void model_backward(dt_model *m, float dloss_scale) {
         embedding_grads_ready(m);
         return;
     }
-    float dloss = dloss_scale / (float)m->n_targets;
 
     /* classifier: after model_forward, logits are recomputed chunk by chunk rather than kept
      * for all rows; model_forward_train did this part already */
     for (int r0 = 0; !classifier_done && r0 < N; r0 += m->logits_chunk)
-        classifier_backward(m, r0, N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk, dloss, 0);
+        classifier_backward(m, r0, N - r0 < m->logits_chunk ? N - r0 : m->logits_chunk,
+                            dloss_scale, 0);
     tp_sum(m, m->dnormed, (size_t)N * D); /* each vocabulary slice's share of the gradient */
     be->memset_zero(m->dres, (size_t)N * D * sizeof(float));
     be->rmsnorm_backward(m->dres, m->dres_op, m->grads.norm, m->dnormed, m->x_final,

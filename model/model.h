@@ -129,11 +129,17 @@ typedef struct dt_model {
     int32_t *inputs;     /* (N) backend copy of the inputs */
     int32_t *targets;    /* (N) backend copy of the targets, LOCAL to the vocabulary slice:
                             index in the slice, V_local when elsewhere, -1 ignored */
-    /* Host staging of the token ids (backend host_alloc, model/backend.h): two buffers of
-     * (2, N) int32 = {inputs, localised targets}, used in turn, so the host fills the next
-     * micro-batch while the previous one's upload may still be queued. */
+    int32_t *target_count; /* (1) backend copy of the count of targets >= 0 (after targets:
+                              the three are one upload of a staged micro-batch) */
+    /* Host staging of the token ids (backend host_alloc, model/backend.h): buffers of 2N + 1
+     * int32 = {inputs, localised targets, count of targets >= 0}. Two used in turn by
+     * model_forward and model_forward_train, so the host fills the next micro-batch while the
+     * previous one's upload may still be queued; and the slots of model_stage (one
+     * allocation), which a trainer fills for a whole step before queueing it. */
     int32_t *staging[2];
     int staging_next; /* the buffer the next forward fills */
+    int32_t *slots;   /* n_slots x (2N + 1), or NULL */
+    int n_slots;
     int logits_chunk;    /* rows of logits materialised at once */
 
     float last_loss; /* mean loss of the last model_forward over non-ignored targets (NaN after
@@ -185,6 +191,16 @@ float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets);
  * follow and does the rest, with the same gradients, bit for bit, as after model_forward. */
 void model_forward_train(dt_model *m, const int32_t *inputs, const int32_t *targets,
                          double *loss_acc, float dloss_scale);
+/* model_forward_train in two halves, for a caller that stages a whole step's micro-batches
+ * before queueing any (a step recorded as a graph reads each from its own slot at every
+ * launch): model_reserve_slots makes count slots (again only when more are asked for; freed
+ * by model_free), model_stage fills slot k on the host (after waiting for the slot's last
+ * eager upload) and returns its count of targets >= 0, and model_forward_train_slot queues the
+ * upload of slot k and the training forward of its tokens. Same ops, same bits as
+ * model_forward_train. */
+dt_status model_reserve_slots(dt_model *m, int count);
+int model_stage(dt_model *m, int k, const int32_t *inputs, const int32_t *targets);
+void model_forward_train_slot(dt_model *m, int k, double *loss_acc, float dloss_scale);
 /* The greedy prediction at chosen rows of the last forward: out[i] = the (global) vocabulary id
  * of the largest logit of row rows[i] (a row b * T + t of the (B, T) micro-batch, whose logits
  * predict the token after position t), the smallest id among equal maxima. Call after

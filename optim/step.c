@@ -33,6 +33,10 @@ void step_forward(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t 
     model_forward_train(m, inputs, targets, s->sums + STEP_LOSS_SUM, dloss_scale);
 }
 
+void step_forward_slot(dt_step *s, dt_model *m, int k, float dloss_scale) {
+    model_forward_train_slot(m, k, s->sums + STEP_LOSS_SUM, dloss_scale);
+}
+
 void step_micro_batch(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t *targets,
                       float dloss_scale) {
     step_forward(s, m, inputs, targets, dloss_scale);

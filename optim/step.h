@@ -59,6 +59,8 @@ void step_begin(dt_step *s);
  * follows). */
 void step_forward(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t *targets,
                   float dloss_scale);
+/* step_forward of the micro-batch staged in the model's slot k (model_stage). */
+void step_forward_slot(dt_step *s, dt_model *m, int k, float dloss_scale);
 /* One micro-batch: step_forward, then the backward of dloss_scale times that loss
  * (model_backward). The trainer runs the backward itself, with its gradient reduction. */
 void step_micro_batch(dt_step *s, dt_model *m, const int32_t *inputs, const int32_t *targets,

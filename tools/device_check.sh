@@ -15,7 +15,8 @@
 #   train  tests/scripts/gpu_train.sh (GPU vs CPU training, bf16, determinism, recompute,
 #          checkpoints across devices, eval, peak memory vs plan)
 #   bench  bench/bench_gpu.sh 830m (sequence 2048 x 8; then 4096 x 4 in bf16; then 2048 x 8 in
-#          bf16 with DIFFTRAIN_FLASH_DQ=recompute, against the first run's bf16 rows), and
+#          bf16 with DIFFTRAIN_FLASH_DQ=recompute, against the first run's bf16 rows; then
+#          2048 x 8 x 2 micro-batches in bf16 issued op by op and as a CUDA graph), and
 #          bench/bench_attn.sh where it exists (its DQ lines time both ways to dq, its PAIRED
 #          lines DIFF's dk/dv per branch and paired, its ROWS lines the standard forward with
 #          16 and 32 query rows a warp, its SPLIT lines DIFF's forward per branch and with V's
@@ -109,6 +110,11 @@ stage_bench() {
   echo "-- dq recomputing dS, not reading the tiles dk/dv stores (DIFFTRAIN_FLASH_DQ=recompute)"
   DIFFTRAIN_FLASH_DQ=recompute BENCH_PRECISIONS=bf16 bash "$root/bench/bench_gpu.sh" "$BIN" 830m \
     || rc=1
+  echo "-- the step's passes issued op by op, then as a CUDA graph (DIFFTRAIN_CUDA_GRAPHS=1),"
+  echo "   one after the other: compare their tokens/s (and the DIFF/baseline ratios)"
+  BENCH_PRECISIONS=bf16 BENCH_ACCUM=2 bash "$root/bench/bench_gpu.sh" "$BIN" 830m || rc=1
+  DIFFTRAIN_CUDA_GRAPHS=1 BENCH_PRECISIONS=bf16 BENCH_ACCUM=2 \
+    bash "$root/bench/bench_gpu.sh" "$BIN" 830m || rc=1
   if [ -f "$root/bench/bench_attn.sh" ]; then
     bash "$root/bench/bench_attn.sh" "$dt/bin/bench_attn" || rc=1
   fi

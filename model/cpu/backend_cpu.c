@@ -26,8 +26,9 @@ static void matmul_forward_operand(dt_operand *out, const dt_operand *inp, const
     cpu_matmul_forward(F(out), CF(inp), w, N, I, O, 0);
 }
 static void xent_backward(dt_operand *dlogits, int ldd, const float *logits, const float *lse,
-                          const int32_t *targets, float dloss, int N, int V) {
-    cpu_xent_backward(F(dlogits), ldd, logits, lse, targets, dloss, N, V);
+                          const int32_t *targets, float dloss_scale, const int32_t *n_targets,
+                          int N, int V) {
+    cpu_xent_backward(F(dlogits), ldd, logits, lse, targets, dloss_scale, n_targets, N, V);
 }
 static void rope_forward(dt_operand *out, const dt_operand *inp, int B, int T, int n_heads, int d,
                          float theta, int pos0) {

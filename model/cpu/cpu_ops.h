@@ -25,7 +25,7 @@ void cpu_add(float *out, const float *a, const float *b, size_t n);
 void cpu_scale(float *x, float s, size_t n);
 double cpu_sumsq(const float *x, size_t n);
 void cpu_sumsq_accumulate(double *acc, const float *x, size_t n);
-void cpu_loss_accumulate(double *acc, const float *losses, int N, int n_targets);
+void cpu_loss_accumulate(double *acc, const float *losses, int N, const int32_t *n_targets);
 void cpu_clip_scale(float *grad_scale, const double *sumsq, const double *loss_sum, double max_norm);
 void cpu_embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int D, int v0, int nv);
 void cpu_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int D, int v0, int nv);
@@ -37,7 +37,7 @@ void cpu_rope_backward(float *dinp, const float *dout, int B, int T, int n_heads
 void cpu_swiglu_forward(float *h, const float *g, const float *u, size_t rows, size_t cols, size_t ld);
 void cpu_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t rows, size_t cols, size_t ld);
 void cpu_xent_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
-void cpu_xent_backward(float *dlogits, int ldd, const float *logits, const float *lse, const int32_t *targets, float dloss, int N, int V);
+void cpu_xent_backward(float *dlogits, int ldd, const float *logits, const float *lse, const int32_t *targets, float dloss_scale, const int32_t *n_targets, int N, int V);
 void cpu_xent_vp_stats(float *rowmax, float *sums, const float *logits, const int32_t *targets, int N, int V);
 void cpu_xent_vp_rescale(float *sums, const float *rowmax, const float *gmax, int N);
 void cpu_xent_vp_finish(float *losses, float *lse, const float *rowmax, const float *sums, const int32_t *targets, int N);

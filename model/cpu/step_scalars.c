@@ -7,7 +7,8 @@
 #include "model/cpu/cpu_ops.h"
 
 /* Row order, in double: the sum does not depend on the thread count. */
-void cpu_loss_accumulate(double *acc, const float *losses, int N, int n_targets) {
+void cpu_loss_accumulate(double *acc, const float *losses, int N, const int32_t *n_targets_p) {
+    const int n_targets = *n_targets_p;
     double sum = 0;
     for (int i = 0; i < N; i++) sum += losses[i];
     float mean = n_targets ? (float)(sum / n_targets) : 0.0f;

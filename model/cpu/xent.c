@@ -35,7 +35,9 @@ void cpu_xent_forward(float *losses, float *lse, const float *logits, const int3
 }
 
 void cpu_xent_backward(float *dlogits, int ldd, const float *logits, const float *lse,
-                       const int32_t *targets, float dloss, int N, int V) {
+                       const int32_t *targets, float dloss_scale, const int32_t *n_targets,
+                       int N, int V) {
+    const float dloss = *n_targets > 0 ? dloss_scale / (float)*n_targets : 0.0f;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         float *dx = dlogits + (size_t)n * ldd;   /* (V), may be the same memory as x */

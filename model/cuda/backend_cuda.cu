@@ -166,6 +166,10 @@ static void fill(dt_backend *b, int bf16) {
     b->diffv2_combine_forward = cuda_diffv2_combine_forward;
     b->diffv2_combine_backward = cuda_diffv2_combine_backward;
     b->adamw_update = cuda_adamw_update;
+    b->graph_begin = cuda_graph_begin;
+    b->graph_end = cuda_graph_end;
+    b->graph_launch = cuda_graph_launch;
+    b->graph_free = cuda_graph_free;
 }
 
 extern "C" int cuda_backend_init(int device, int bf16) {

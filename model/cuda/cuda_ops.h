@@ -13,6 +13,7 @@
  * (SwiGLU's dg, du, the attention's dv, rope_backward's dinp); fp32 or bf16 elements, as the
  * backend's mode says (cuda_operand_bytes). */
 typedef struct dt_operand dt_operand;
+typedef struct dt_graph dt_graph;
 
 #ifdef __cplusplus
 extern "C" {
@@ -78,6 +79,17 @@ unsigned long long cuda_sync_count(void);
 /* host_wait calls that found the buffer's copy still queued and waited for it (back-pressure
  * of the host running ahead, counted apart from the synchronisations). */
 unsigned long long cuda_staging_wait_count(void);
+/* memory.cu, for graph.cu: a capture of the compute stream is active (copies from staging
+ * buffers then record no event, and a workspace that would grow aborts); and the count of
+ * workspace allocations so far, which changes whenever a workspace moves. */
+void cuda_set_capturing(int on);
+unsigned long long cuda_workspace_generation(void);
+
+/* ---- CUDA graphs of the compute stream (graph.cu; model/backend.h graph_begin ..) ---- */
+int cuda_graph_begin(void);
+dt_graph *cuda_graph_end(void);
+int cuda_graph_launch(dt_graph *g);
+void cuda_graph_free(dt_graph *g);
 
 /* ---- dense algebra (matmul.cu: cuBLAS; elementwise.cu) ---- */
 void cuda_matmul_forward(float *out, const dt_operand *inp, const float *w, int N, int I, int O, int accumulate);
@@ -90,7 +102,7 @@ double cuda_sumsq(const float *x, size_t n);
 void cuda_sumsq_accumulate(double *acc, const float *x, size_t n);
 
 /* ---- the training step's scalars (step_scalars.cu) ---- */
-void cuda_loss_accumulate(double *acc, const float *losses, int N, int n_targets);
+void cuda_loss_accumulate(double *acc, const float *losses, int N, const int32_t *n_targets);
 void cuda_clip_scale(float *grad_scale, const double *sumsq, const double *loss_sum, double max_norm);
 
 /* ---- token and norm ops ---- */
@@ -106,7 +118,7 @@ void cuda_swiglu_backward(dt_operand *dg, dt_operand *du, const float *dh, const
 
 /* ---- cross-entropy ---- */
 void cuda_xent_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
-void cuda_xent_backward(dt_operand *dlogits, int ldd, const float *logits, const float *lse, const int32_t *targets, float dloss, int N, int V);
+void cuda_xent_backward(dt_operand *dlogits, int ldd, const float *logits, const float *lse, const int32_t *targets, float dloss_scale, const int32_t *n_targets, int N, int V);
 void cuda_xent_vp_stats(float *rowmax, float *sums, const float *logits, const int32_t *targets, int N, int V);
 void cuda_xent_vp_rescale(float *sums, const float *rowmax, const float *gmax, int N);
 void cuda_xent_vp_finish(float *losses, float *lse, const float *rowmax, const float *sums, const int32_t *targets, int N);

@@ -32,6 +32,11 @@ extern "C" {
 }
 
 static cublasHandle_t g_cublas;
+/* cuBLAS's scratch memory, owned here rather than drawn from its pool on demand: a product
+ * captured into a CUDA graph (graph.cu) must not allocate. 32 MiB is what cuBLAS recommends on
+ * Hopper, more than enough before it. */
+#define CUBLAS_WORKSPACE_BYTES (32u << 20)
+static void *g_cublas_ws;
 static int g_bf16; /* bf16 products: bf16 operands (inp), bf16 copies of w and dout */
 
 static void cublas_check(cublasStatus_t s, const char *what, const char *file, int line) {
@@ -51,11 +56,22 @@ int cuda_matmul_init(int bf16) {
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(g_cublas, cuda_stream());
     /* fp32 products stay fp32: no silent TF32 */
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(g_cublas, CUBLAS_DEFAULT_MATH);
+    /* after cublasSetStream, which resets the workspace to the pool */
+    if (s == CUBLAS_STATUS_SUCCESS) { /* cuBLAS's own memory: not the backend's count */
+        if (cudaMalloc(&g_cublas_ws, CUBLAS_WORKSPACE_BYTES) != cudaSuccess) {
+            (void)cudaGetLastError();
+            g_cublas_ws = NULL;
+        }
+        s = g_cublas_ws ? cublasSetWorkspace(g_cublas, g_cublas_ws, CUBLAS_WORKSPACE_BYTES)
+                        : CUBLAS_STATUS_ALLOC_FAILED;
+    }
     if (s != CUBLAS_STATUS_SUCCESS) {
         fprintf(stderr, "difftrain: error: cuBLAS: cannot create a handle: %s\n",
                 cublasGetStatusString(s));
         if (g_cublas) cublasDestroy(g_cublas);
         g_cublas = NULL;
+        if (g_cublas_ws) (void)cudaFree(g_cublas_ws);
+        g_cublas_ws = NULL;
         return -1;
     }
     return 0;
@@ -64,6 +80,8 @@ int cuda_matmul_init(int bf16) {
 void cuda_matmul_shutdown(void) {
     if (g_cublas) cublasDestroy(g_cublas);
     g_cublas = NULL;
+    if (g_cublas_ws) (void)cudaFree(g_cublas_ws); /* after the device is idle (backend_cuda) */
+    g_cublas_ws = NULL;
 }
 
 /* Elements spanned by a column-major rows x cols matrix with leading dimension ld. */

@@ -38,6 +38,9 @@ static struct {
 static int g_n_host;
 
 static unsigned long long g_syncs, g_staging_waits;
+static int g_capturing; /* a CUDA graph capture of g_stream is active (graph.cu) */
+
+void cuda_set_capturing(int on) { g_capturing = on; }
 
 /* A call that makes the host wait for queued device work. */
 static void host_blocking(cudaError_t e, const char *what, const char *file, int line) {
@@ -185,6 +188,12 @@ void *cuda_workspace_slot(int slot, size_t bytes) {
         abort();
     }
     if (bytes <= g_workspace_bytes[slot]) return g_workspace[slot];
+    if (g_capturing) { /* a graph would keep the old address, and the sizes never change */
+        fprintf(stderr, "difftrain: error: CUDA: workspace slot %d must grow to %zu bytes inside "
+                "a CUDA graph capture; the eager step before the capture should have sized it "
+                "(run with DIFFTRAIN_CUDA_GRAPHS=0)\n", slot, bytes);
+        abort();
+    }
     if (g_workspace[slot]) {
         untrack(g_workspace[slot]);
         CUDA_CHECK(cudaFreeAsync(g_workspace[slot], g_stream));
@@ -204,6 +213,12 @@ void *cuda_workspace_slot(int slot, size_t bytes) {
     g_workspace_bytes[slot] = grow;
     g_workspace_allocs[slot]++;
     return p;
+}
+
+unsigned long long cuda_workspace_generation(void) {
+    unsigned long long n = 0;
+    for (int s = 0; s < CUDA_WS_SLOTS; s++) n += g_workspace_allocs[s];
+    return n;
 }
 
 void *cuda_workspace(size_t bytes) { return cuda_workspace_slot(CUDA_WS_OPS, bytes); }
@@ -277,6 +292,9 @@ void cuda_copy_from_host_async(void *dst, const void *src_host, size_t bytes) {
     int i = host_index_or_abort(src_host, bytes, "cuda_copy_from_host_async");
     cuda_weights_written(dst, bytes);
     CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, g_stream));
+    /* in a graph the copy reads the buffer at each launch, and no event can say when: the
+     * graph's user waits for the launch (the training step's read-back) before refilling it */
+    if (g_capturing) return;
     CUDA_CHECK(cudaEventRecord(g_host[i].read, g_stream));
     g_host[i].pending = 1;
 }

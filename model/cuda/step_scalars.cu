@@ -14,18 +14,20 @@
 #define LOSS_THREADS 256
 
 static __global__ void loss_accumulate_kernel(double *acc, const float *losses, int N,
-                                              int n_targets) {
+                                              const int32_t *n_targets_p) {
     __shared__ double scratch[32];
     double s = 0.0;
     for (int i = threadIdx.x; i < N; i += blockDim.x) s += losses[i];
     s = block_sum(s, scratch);
     if (threadIdx.x == 0) {
+        const int n_targets = *n_targets_p;
         float mean = n_targets ? (float)(s / n_targets) : 0.0f;
         *acc += (double)mean;
     }
 }
 
-extern "C" void cuda_loss_accumulate(double *acc, const float *losses, int N, int n_targets) {
+extern "C" void cuda_loss_accumulate(double *acc, const float *losses, int N,
+                                     const int32_t *n_targets) {
     if (N <= 0) return;
     loss_accumulate_kernel<<<1, LOSS_THREADS, 0, cuda_stream()>>>(acc, losses, N, n_targets);
     CUDA_LAUNCH_CHECK();

@@ -105,8 +105,11 @@ static __device__ __forceinline__ float xent_grad(float x, float l, float dloss,
  * ignored target get zeros. */
 template <typename T>
 static __global__ void xent_backward_kernel(T *dlogits, int ldd, const float *logits,
-                                            const float *lse, const int32_t *targets, float dloss,
-                                            int N, int V, bool vec4) {
+                                            const float *lse, const int32_t *targets,
+                                            float dloss_scale, const int32_t *n_targets, int N,
+                                            int V, bool vec4) {
+    /* IEEE division, as the host divided before: the same bits */
+    const float dloss = *n_targets > 0 ? dloss_scale / (float)*n_targets : 0.0f;
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
         T *dx = dlogits + (size_t)n * ldd;       /* (V) */
         const float *x = logits + (size_t)n * V; /* (V) */
@@ -201,25 +204,27 @@ extern "C" void cuda_xent_forward(float *losses, float *lse, const float *logits
 
 template <typename T>
 static void xent_backward_launch(T *dlogits, int ldd, const float *logits, const float *lse,
-                                 const int32_t *targets, float dloss, int N, int V, bool vec4) {
+                                 const int32_t *targets, float dloss_scale,
+                                 const int32_t *n_targets, int N, int V, bool vec4) {
     auto kernel = xent_backward_kernel<T>;
     kernel<<<cuda_blocks((size_t)N, 1), XENT_THREADS, 0, cuda_stream()>>>(
-        dlogits, ldd, logits, lse, targets, dloss, N, V, vec4);
+        dlogits, ldd, logits, lse, targets, dloss_scale, n_targets, N, V, vec4);
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void cuda_xent_backward(dt_operand *dlogits, int ldd, const float *logits,
-                                   const float *lse, const int32_t *targets, float dloss, int N,
-                                   int V) {
+                                   const float *lse, const int32_t *targets, float dloss_scale,
+                                   const int32_t *n_targets, int N, int V) {
     if (N <= 0 || V <= 0) return;
     const size_t ob = cuda_operand_bytes();
     /* the float4 path also stores four gradients as two aligned pairs */
     const bool vec4 = xent_vec4(logits, V) && ldd % 4 == 0 && (uintptr_t)dlogits % (4 * ob) == 0;
     if (cuda_operand_bf16())
-        xent_backward_launch((operand_bf16 *)dlogits, ldd, logits, lse, targets, dloss, N, V,
-                             vec4);
+        xent_backward_launch((operand_bf16 *)dlogits, ldd, logits, lse, targets, dloss_scale,
+                             n_targets, N, V, vec4);
     else
-        xent_backward_launch((float *)dlogits, ldd, logits, lse, targets, dloss, N, V, vec4);
+        xent_backward_launch((float *)dlogits, ldd, logits, lse, targets, dloss_scale, n_targets,
+                             N, V, vec4);
 }
 
 extern "C" void cuda_xent_vp_stats(float *rowmax, float *sums, const float *logits,

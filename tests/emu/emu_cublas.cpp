@@ -36,6 +36,17 @@ cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
     handle->stream = stream;
     return CUBLAS_STATUS_SUCCESS;
 }
+/* Checked (device memory of the size given) and otherwise unused: the emulated products need no
+ * scratch memory. */
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void *workspace, size_t bytes) {
+    if (!g_handles.count(handle))
+        return fail(CUBLAS_STATUS_NOT_INITIALIZED, "cublasSetWorkspace: no such handle");
+    if (bytes && !emu_device_range(workspace, bytes))
+        return fail(CUBLAS_STATUS_INVALID_VALUE,
+                    "cublasSetWorkspace: the workspace is not inside one device allocation");
+    return CUBLAS_STATUS_SUCCESS;
+}
+
 cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
     if (!g_handles.count(handle))
         return fail(CUBLAS_STATUS_NOT_INITIALIZED, "cublasSetMathMode: no such handle");
@@ -125,6 +136,16 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
                    !emu_device_range(B, span(b_rows, b_cols, ldb) * ab_size))))
         return fail(CUBLAS_STATUS_INVALID_VALUE,
                     "cublasGemmEx: a matrix is not inside one device allocation");
+    if (emu_capturing(handle->stream)) { /* recorded with its scalars' values */
+        emu_capture_add(handle->stream, "cublasGemmEx", [=](cudaStream_t on) {
+            cudaStream_t was = handle->stream;
+            handle->stream = on;
+            (void)cublasGemmEx(handle, transa, transb, m, n, k, &al, A, Atype, lda, B, Btype, ldb,
+                               &be, C, Ctype, ldc, computeType, algo);
+            handle->stream = was;
+        });
+        return CUBLAS_STATUS_SUCCESS;
+    }
     /* one operation on the handle's stream: it reads A and B, writes C (checked against the
      * other streams' work, as a kernel's arguments are) */
     if (emu_stream_op(handle->stream, "cublasGemmEx") != cudaSuccess)

@@ -948,6 +948,7 @@ uintptr_t emu_alloc_start(const void *p, size_t bytes) {
 cudaError_t emu_malloc(void **p, size_t bytes) {
     if (!p) return emu_api_error(cudaErrorInvalidValue, "cudaMalloc: NULL result pointer");
     *p = NULL;
+    if (emu_capture_refuses("cudaMalloc")) return cudaErrorStreamCaptureUnsupported;
     if (bytes == 0) return cudaSuccess;
     size_t rounded = (bytes + 15) / 16 * 16; /* 16-byte aligned start */
     size_t len = (rounded + EMU_PAGE - 1) / EMU_PAGE * EMU_PAGE + EMU_PAGE;
@@ -965,6 +966,7 @@ cudaError_t emu_malloc(void **p, size_t bytes) {
 }
 
 cudaError_t cudaFree(void *p) {
+    if (emu_capture_refuses("cudaFree")) return cudaErrorStreamCaptureUnsupported;
     if (!p) return cudaSuccess;
     auto it = g_allocs.find((uintptr_t)p);
     if (it == g_allocs.end())
@@ -980,6 +982,7 @@ cudaError_t cudaFree(void *p) {
 static std::set<void *> g_host_allocs; /* live cudaMallocHost buffers */
 
 cudaError_t cudaMallocHost(void **p, size_t bytes) {
+    if (emu_capture_refuses("cudaMallocHost")) return cudaErrorStreamCaptureUnsupported;
     if (!p) return emu_api_error(cudaErrorInvalidValue, "cudaMallocHost: NULL result pointer");
     *p = malloc(bytes ? bytes : 1);
     if (!*p)
@@ -990,6 +993,7 @@ cudaError_t cudaMallocHost(void **p, size_t bytes) {
 }
 
 cudaError_t cudaFreeHost(void *p) {
+    if (emu_capture_refuses("cudaFreeHost")) return cudaErrorStreamCaptureUnsupported;
     if (!p) return cudaSuccess;
     if (!g_host_allocs.erase(p))
         return emu_api_error(cudaErrorInvalidValue,
@@ -1040,6 +1044,12 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
     const char *d = (const char *)dst, *sr = (const char *)src;
     if (d < sr + bytes && sr < d + bytes)
         return emu_api_error(cudaErrorInvalidValue, "cudaMemcpy: source and destination overlap");
+    if (emu_capturing(s)) {
+        emu_capture_add(s, "cudaMemcpyAsync", [=](cudaStream_t on) {
+            (void)cudaMemcpyAsync(dst, src, bytes, kind, on);
+        });
+        return cudaSuccess;
+    }
     emu_stream_begin_op(s, "cudaMemcpy");
     if (src_dev) emu_stream_record(emu_alloc_start(src, bytes), src, bytes, false);
     if (dst_dev) emu_stream_record(emu_alloc_start(dst, bytes), dst, bytes, true);
@@ -1047,6 +1057,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
     return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    if (emu_capture_refuses("cudaMemcpy")) return cudaErrorStreamCaptureUnsupported;
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, 0);
     return e == cudaSuccess ? cudaStreamSynchronize(0) : e; /* the host waits for the copy */
 }
@@ -1060,6 +1071,12 @@ static cudaError_t memset_rows(void *p, size_t pitch, int value, size_t width, s
     const size_t span = pitch * (height - 1) + width;
     cudaError_t e = check_device(p, span, what, "destination");
     if (e != cudaSuccess) return e;
+    if (emu_capturing(s)) {
+        emu_capture_add(s, what, [=](cudaStream_t on) {
+            (void)memset_rows(p, pitch, value, width, height, on, what);
+        });
+        return cudaSuccess;
+    }
     emu_stream_begin_op(s, what);
     emu_stream_record(emu_alloc_start(p, span), p, span, true);
     for (size_t r = 0; r < height; r++) memset((char *)p + r * pitch, value, width);
@@ -1087,6 +1104,9 @@ const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     }
     return "cudaErrorUnknown";
 }
@@ -1099,6 +1119,11 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalState: return "the operation is not permitted in this state";
+    case cudaErrorStreamCaptureUnsupported:
+        return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+        return "operation failed due to a previous error during capture";
     }
     return "unknown error";
 }

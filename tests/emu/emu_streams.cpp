@@ -100,6 +100,9 @@ static struct {
 void emu_stream_begin_op(cudaStream_t handle, const char *what) {
     emu_stream *s = stream_of(handle);
     if (!s) emu_fail("%s on stream %p, which does not exist", what, (void *)handle);
+    /* work on the legacy stream during a capture (the captured stream's work cannot be ordered
+     * with it): refused, as in CUDA's global mode; it still runs here */
+    if (s == &g_legacy) (void)emu_capture_refuses(what);
     issue_on(s);
     if (s->known.size() <= (size_t)s->id) s->known.resize(s->id + 1, 0);
     g_op = {s, ++s->known[s->id], what};
@@ -167,6 +170,8 @@ void emu_stream_free(uintptr_t start) {
 
 cudaError_t emu_stream_op(cudaStream_t s, const char *what) {
     CHECK_STREAM(s, what);
+    /* a stand-in that can be recorded (cuBLAS) records itself before asking */
+    if (emu_capturing(s) && emu_capture_refuses(what)) return cudaErrorStreamCaptureUnsupported;
     emu_stream_begin_op(s, what);
     return cudaSuccess;
 }
@@ -210,6 +215,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     CHECK_STREAM(s, "cudaStreamSynchronize");
+    if (emu_capture_refuses("cudaStreamSynchronize")) return cudaErrorStreamCaptureUnsupported;
     emu_stream *st = stream_of(s);
     issue_on(st); /* the legacy stream: waiting for it includes the blocking streams' work */
     join(g_host, st->known);
@@ -219,6 +225,7 @@ cudaError_t cudaStreamQuery(cudaStream_t s) { /* always done: as much as a synch
     return cudaStreamSynchronize(s);
 }
 cudaError_t cudaDeviceSynchronize(void) {
+    if (emu_capture_refuses("cudaDeviceSynchronize")) return cudaErrorStreamCaptureUnsupported;
     for (const emu_stream *s : g_all) join(g_host, s->known);
     return cudaSuccess;
 }
@@ -239,12 +246,15 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     CHECK_STREAM(s, "cudaEventRecord");
     CHECK_EVENT(e, "cudaEventRecord");
+    if (emu_capturing(s) && emu_capture_refuses("cudaEventRecord on the capturing stream"))
+        return cudaErrorStreamCaptureUnsupported;
     emu_stream *st = stream_of(s);
     issue_on(st);
     e->known = st->known;
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (emu_capture_refuses("cudaEventSynchronize")) return cudaErrorStreamCaptureUnsupported;
     CHECK_EVENT(e, "cudaEventSynchronize");
     join(g_host, e->known);
     return cudaSuccess;
@@ -253,6 +263,8 @@ cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
     CHECK_STREAM(s, "cudaStreamWaitEvent");
     CHECK_EVENT(e, "cudaStreamWaitEvent");
+    if (emu_capturing(s) && emu_capture_refuses("cudaStreamWaitEvent on the capturing stream"))
+        return cudaErrorStreamCaptureUnsupported;
     if (flags)
         return emu_api_error(cudaErrorInvalidValue, "cudaStreamWaitEvent: flags %u", flags);
     join(stream_of(s)->known, e->known);

@@ -10,7 +10,11 @@
  *   - unordered, the child must abort: no wait (read after write, write after read), an event
  *     recorded before the write, two non-blocking streams with a legacy operation between them
  *     (legacy synchronisation does not apply to them), and a library stand-in's write followed
- *     by a kernel on another stream without a wait. */
+ *     by a kernel on another stream without a wait.
+ * And graphs by stream capture: a captured kernel, memset and copy run nothing until launched
+ * and run again at each launch, the copy reading its host buffer as it is then; a
+ * synchronisation or cudaMalloc inside a capture fails and invalidates it; a graph's replayed
+ * write read from another stream with no wait aborts. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +162,76 @@ static void expect(const char *what, bool aborts, void (*body)(bufs *)) {
     }
 }
 
+/* ---- graphs (emu_graph.cpp) ---- */
+#define REQUIRE(c) ((c) ? (void)0 : (printf("  not so: %s\n", #c), abort()))
+
+static float host_value(const float *dev) {
+    float v;
+    REQUIRE(cudaMemcpy(&v, dev, sizeof v, cudaMemcpyDeviceToHost) == cudaSuccess);
+    return v;
+}
+
+/* Nothing runs while capturing; each launch runs the kernel, the memset and the copy again, the
+ * copy reading the host buffer as it is at that launch. */
+static void graph_replays(bufs *b) {
+    float *h;
+    REQUIRE(cudaMallocHost((void **)&h, N * sizeof(float)) == cudaSuccess);
+    for (int i = 0; i < N; i++) h[i] = 5.0f;
+    REQUIRE(cudaMemset(b->x, 0, N * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaMemset(b->y, 0, N * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess); /* s1 is non-blocking */
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    cudaStreamCaptureStatus st;
+    REQUIRE(cudaStreamBeginCapture(b->s1, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    REQUIRE(cudaStreamIsCapturing(b->s1, &st) == cudaSuccess &&
+            st == cudaStreamCaptureStatusActive);
+    REQUIRE(cudaMemsetAsync(b->out, 0, N * sizeof(float), b->s1) == cudaSuccess);
+    write_on(b->s1, b->x);
+    REQUIRE(cudaMemcpyAsync(b->y, h, N * sizeof(float), cudaMemcpyHostToDevice, b->s1) ==
+            cudaSuccess);
+    REQUIRE(cudaStreamEndCapture(b->s1, &g) == cudaSuccess && g);
+    REQUIRE(host_value(b->x) == 0.0f && host_value(b->y) == 0.0f); /* recorded, not run */
+    REQUIRE(cudaGraphInstantiate(&ge, g, 0) == cudaSuccess);
+    REQUIRE(cudaGraphDestroy(g) == cudaSuccess);
+    REQUIRE(cudaGraphLaunch(ge, b->s1) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(b->s1) == cudaSuccess);
+    REQUIRE(host_value(b->x) == 1.0f && host_value(b->y) == 5.0f);
+    for (int i = 0; i < N; i++) h[i] = 7.0f;
+    REQUIRE(cudaMemset(b->x, 0, N * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    REQUIRE(cudaGraphLaunch(ge, b->s1) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(b->s1) == cudaSuccess);
+    REQUIRE(host_value(b->x) == 1.0f && host_value(b->y) == 7.0f);
+    REQUIRE(cudaGraphExecDestroy(ge) == cudaSuccess);
+}
+
+/* A synchronisation inside a capture fails and so does the capture; work goes on after it. */
+static void graph_refuses_sync(bufs *b) {
+    cudaGraph_t g = (cudaGraph_t)1;
+    float *p = NULL;
+    REQUIRE(cudaStreamBeginCapture(b->s1, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    write_on(b->s1, b->x);
+    REQUIRE(cudaStreamSynchronize(b->s2) == cudaErrorStreamCaptureUnsupported);
+    REQUIRE(cudaMalloc(&p, 16) == cudaErrorStreamCaptureUnsupported && !p);
+    REQUIRE(cudaStreamEndCapture(b->s1, &g) == cudaErrorStreamCaptureInvalidated && !g);
+    REQUIRE(cudaStreamSynchronize(b->s1) == cudaSuccess); /* no capture now */
+    (void)cudaGetLastError();
+}
+
+/* The replayed work is ordinary work of the launch's stream: a reader on another stream that
+ * does not wait for it is caught. */
+static void graph_replay_unordered(bufs *b) {
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    REQUIRE(cudaStreamBeginCapture(b->s1, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    write_on(b->s1, b->x);
+    REQUIRE(cudaStreamEndCapture(b->s1, &g) == cudaSuccess);
+    REQUIRE(cudaGraphInstantiate(&ge, g, 0) == cudaSuccess);
+    REQUIRE(cudaGraphLaunch(ge, b->s1) == cudaSuccess);
+    read_on(b->s2, b);
+}
+
 int main(void) {
     expect("event recorded after the write, waited for", false, event_wait);
     expect("a chain of two event waits", false, event_chain);
@@ -172,6 +246,10 @@ int main(void) {
     expect("event recorded before the write", true, event_too_early);
     expect("legacy operation between two non-blocking streams", true, legacy_between_nonblocking);
     expect("library write, then a kernel on another stream", true, library_without_wait);
+    expect("a captured graph replays its work at each launch", false, graph_replays);
+    expect("a synchronisation inside a capture invalidates it", false, graph_refuses_sync);
+    expect("a graph's write, then a read on another stream without a wait", true,
+           graph_replay_unordered);
     printf("%s: %d failed checks\n", g_fails ? "FAILED" : "PASSED", g_fails);
     return g_fails ? 1 : 0;
 }

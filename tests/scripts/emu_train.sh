@@ -23,6 +23,9 @@
 #   against the default 32, and the forward (DIFF's and the transformer's) on the
 #   warp-specialised sm_90 kernel (DIFFTRAIN_FLASH_TMA=1) against the wgmma one
 #   (DIFFTRAIN_FLASH_SM90=1), which tracks the CPU;
+# - the step's forward and backward passes recorded as a CUDA graph and launched
+#   (DIFFTRAIN_CUDA_GRAPHS=1) give the bits of the same runs issued op by op (bf16, fp32 with
+#   recomputation); the CPU program notes that it has no graphs and runs as before;
 # - a checkpoint saved on the emulated GPU after step 2 resumes on the CPU program, and one saved
 #   by the CPU resumes on the emulated GPU: steps 3-4 and the final parameters match the other
 #   device's uninterrupted run (1e-5, as above);
@@ -127,6 +130,23 @@ for arch in diff diff_v2 transformer; do
   same_bits rec_$arch gpu_$arch
   near bf16_$arch cpu_$arch 1e-3 gpu_$arch
 done
+
+# the step's passes as a CUDA graph (DIFFTRAIN_CUDA_GRAPHS=1: step 1 eager, step 2 recorded and
+# launched, steps 3-4 launched): the same bits as issuing them, in bf16 and with recomputation;
+# the graph replays each step's own tokens (the losses differ from step to step as the issued
+# run's do, and equal them)
+echo "emu_train: the step as a CUDA graph"
+for arch in diff diff_v2 transformer; do
+  DIFFTRAIN_CUDA_GRAPHS=1 emu graph_$arch model.arch=$arch train.precision=bf16
+  grep -q "CUDA graphs: 1 recording, 3 steps launched from one" "$tmp/graph_$arch.out" ||
+    { tail -5 "$tmp/graph_$arch.out"; fail "graph_$arch: the steps were not launched as a graph"; }
+  same_bits graph_$arch bf16_$arch
+done
+DIFFTRAIN_CUDA_GRAPHS=1 emu graph_rec model.arch=diff train.recompute=true
+same_bits graph_rec gpu_diff
+DIFFTRAIN_CUDA_GRAPHS=1 cpu graph_cpu model.arch=diff
+grep -q "the cpu backend has no graphs" "$tmp/graph_cpu.out" || fail "graph_cpu: no note"
+same_bits graph_cpu cpu_diff
 
 # bf16 with head dims the fused tensor-core attention takes (model/cuda/flash_*.cu): diff at
 # d = 64 (d_model 256, 2 DIFF heads) and the transformer at d = 128 (GQA: 2 q-heads, 1 kv-head)

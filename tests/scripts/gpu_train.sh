@@ -6,7 +6,8 @@
 #   the same data and initial weights; only summation orders differ, and 50 AdamW steps amplify
 #   that little); in bf16 (bf16 tensor-core products) every step within 3% and the last within 2%;
 # - two GPU runs give bit-identical losses (every kernel is deterministic);
-# - train.recompute on the GPU gives the losses of the run without it, bit for bit;
+# - train.recompute on the GPU gives the losses of the run without it, bit for bit; so does the
+#   bf16 run with its steps' passes launched as a CUDA graph (DIFFTRAIN_CUDA_GRAPHS=1);
 # - the fused attention's dq from stored dS tiles (DIFFTRAIN_FLASH_DQ=auto, the default, at this
 #   size) trains as dq that recomputes them (=recompute; head dim 64, bf16, two tiles: 20 steps
 #   within 1e-3 relative);
@@ -85,10 +86,12 @@ for arch in diff diff_v2 transformer; do
   run gpu2_$arch "${a[@]}" train.device=cuda
   run bf16_$arch "${a[@]}" train.device=cuda train.precision=bf16
   run rec_$arch "${a[@]}" train.device=cuda train.recompute=true
+  DIFFTRAIN_CUDA_GRAPHS=1 run graph_$arch "${a[@]}" train.device=cuda train.precision=bf16
   compare gpu_$arch cpu_$arch 2e-3
   compare bf16_$arch cpu_$arch 0.03 0.02
   same_losses gpu_$arch gpu2_$arch
   same_losses rec_$arch gpu_$arch
+  same_losses graph_$arch bf16_$arch
 done
 
 # the fused attention (bf16, head dim 64, sequence 128: two 64-row tiles) with dq read from the

@@ -44,11 +44,11 @@ static void test_loss_accumulate(void **state) {
         int n_targets = N - N / 5; /* the ignored rows hold some zeros, not all */
         if (n_targets == 0) n_targets = 1;
         double acc = 0.625, expect = host_loss_step(0.625, losses, N, n_targets);
-        cpu_loss_accumulate(&acc, losses, N, n_targets);
+        cpu_loss_accumulate(&acc, losses, N, &n_targets);
         assert_memory_equal(&acc, &expect, sizeof acc); /* the trainer's bits */
         /* a second micro-batch adds on */
         expect = host_loss_step(expect, losses, N, N);
-        cpu_loss_accumulate(&acc, losses, N, N);
+        cpu_loss_accumulate(&acc, losses, N, &N);
         assert_memory_equal(&acc, &expect, sizeof acc);
         /* independent reference: long double sum, the mean rounded once to float (1 ulp) */
         long double exact = 0;
@@ -62,12 +62,13 @@ static void test_loss_accumulate(void **state) {
      * reversed: 7 and 5 vanish, 3 / 5) */
     const float order[5] = {3.0f, 1e17f, 5.0f, -1e17f, 7.0f};
     double in_order = 0;
-    cpu_loss_accumulate(&in_order, order, 5, 5);
+    const int32_t five = 5, none = 0;
+    cpu_loss_accumulate(&in_order, order, 5, &five);
     assert_true(in_order == (double)(float)(7.0 / 5));
     /* no targets: nothing is added, whatever the rows hold */
     float junk[3] = {1.0f, NAN, 2.0f};
     double acc = 4.5;
-    cpu_loss_accumulate(&acc, junk, 3, 0);
+    cpu_loss_accumulate(&acc, junk, 3, &none);
     assert_true(acc == 4.5);
 }
 

@@ -14,6 +14,8 @@
 #include "model/cpu/cpu_ops.h"
 #include "testutil.h"
 
+static const int32_t ONE = 1; /* a target count: dloss is the scale itself */
+
 /* Tolerances for logits of size O(1..10): the op sums exp in double and rounds lse and the loss
  * to fp32 once, so the loss errs by ~1 ulp (6e-8 relative, < 1e-6 for lse < 16); expf and the
  * fp32 lse add 1-2 ulp to each probability. 1e-6 absolute + 2e-6 relative is a >5x margin; a
@@ -50,7 +52,7 @@ static void test_xent_forward_backward(void **state) {
     (void)state;
     enum { N = 7, V = 11 };
     const int32_t targets[N] = {3, -1, 0, 10, 5, -1, 7};
-    const int n_valid = 5;
+    const int32_t n_valid = 5;
     float logits[N * V], losses[N], lse[N], dl[N * V], inpl[N * V];
     double logits_d[N * V], ref_loss[N], ref_l[N], g[N * V];
     tu_fill_normal_f(logits, N * V, 61, 2.0);
@@ -70,20 +72,30 @@ static void test_xent_forward_backward(void **state) {
     xe_ctx ctx = {logits_d, targets, N, V, n_valid};
     ctu_fd_grad(g, logits_d, N * V, 1e-5, NULL, xe_mean_loss, &ctx);
     for (int k = 0; k < N * V; k++) dl[k] = NAN; /* overwritten, ignored rows included */
-    cpu_xent_backward(dl, V, logits, lse, targets, 1.0f / n_valid, N, V);
+    cpu_xent_backward(dl, V, logits, lse, targets, 1.0f, &n_valid, N, V);
     assert_close_f(dl, g, N * V, XE_ATOL, XE_RTOL, "xent dlogits");
     for (int v = 0; v < V; v++) assert_true(dl[1 * V + v] == 0.0f && dl[5 * V + v] == 0.0f);
 
+    /* the scale over the count is the host's float division: a scale of 3 over 5 targets gives
+     * the bits of dloss = 3.0f / 5 (not 3 x (1.0f / 5)), and no targets give zeros */
+    float scaled[N * V], by_host[N * V];
+    cpu_xent_backward(scaled, V, logits, lse, targets, 3.0f, &n_valid, N, V);
+    cpu_xent_backward(by_host, V, logits, lse, targets, 3.0f / 5, &ONE, N, V);
+    assert_true(ctu_same_bits(scaled, by_host, N * V));
+    const int32_t none = 0;
+    cpu_xent_backward(scaled, V, logits, lse, targets, 3.0f, &none, N, V);
+    for (int k = 0; k < N * V; k++) assert_true(scaled[k] == 0.0f);
+
     /* in place: dlogits aliases logits, same bits as out of place */
     memcpy(inpl, logits, sizeof logits);
-    cpu_xent_backward(inpl, V, inpl, lse, targets, 1.0f / n_valid, N, V);
+    cpu_xent_backward(inpl, V, inpl, lse, targets, 1.0f, &n_valid, N, V);
     assert_true(ctu_same_bits(inpl, dl, N * V));
 
     /* rows ldd = V + 3 apart: the same rows, and the 3 floats between them untouched */
     enum { LDD = V + 3 };
     float wide[N * LDD];
     for (int k = 0; k < N * LDD; k++) wide[k] = -7.0f;
-    cpu_xent_backward(wide, LDD, logits, lse, targets, 1.0f / n_valid, N, V);
+    cpu_xent_backward(wide, LDD, logits, lse, targets, 1.0f, &n_valid, N, V);
     for (int n = 0; n < N; n++) {
         assert_true(ctu_same_bits(wide + n * LDD, dl + n * V, V));
         for (int k = V; k < LDD; k++) assert_true(wide[n * LDD + k] == -7.0f);
@@ -115,7 +127,7 @@ static void test_xent_huge_logits(void **state) {
     assert_close_f(lse, ref_l, N, 1e-3, 1e-6, "xent lse (huge)");
     assert_close_f(losses, ref_loss, N, XE_ATOL, XE_RTOL, "xent losses (huge)");
 
-    cpu_xent_backward(dl, V, logits, lse, targets, 1.0f, N, V);
+    cpu_xent_backward(dl, V, logits, lse, targets, 1.0f, &ONE, N, V);
     for (int k = 0; k < N * V; k++) assert_true(isfinite(dl[k]));
     /* reference gradient softmax - onehot in double; the backward sees the fp32 lse (error up
      * to 4.9e-4 at 1e4), which scales each probability by up to exp(4.9e-4) - 1 = 4.9e-4:
@@ -139,7 +151,7 @@ static void test_xent_target_outside_slice(void **state) {
     cpu_xent_forward(losses, lse, logits, targets, 1, V);
     double l = ref_lse(logits_d, V);
     assert_close_f(losses, &l, 1, XE_ATOL, XE_RTOL, "xent loss (target outside)");
-    cpu_xent_backward(dl, V, logits, lse, targets, 0.5f, 1, V);
+    cpu_xent_backward(dl, V, logits, lse, targets, 0.5f, &ONE, 1, V);
     for (int v = 0; v < V; v++) ref[v] = 0.5 * exp(logits_d[v] - l);
     assert_close_f(dl, ref, V, XE_ATOL, XE_RTOL, "xent dlogits (target outside)");
 }
@@ -206,7 +218,7 @@ static void test_xent_vocab_parallel(void **state) {
                 ref[(size_t)n * nv + i] = g;
             }
         }
-        cpu_xent_backward(dl, nv, slice, lse, local_t[p], 0.5f, N, nv);
+        cpu_xent_backward(dl, nv, slice, lse, local_t[p], 0.5f, &ONE, N, nv);
         assert_close_f(dl, ref, (size_t)N * nv, XE_ATOL, 4 * XE_RTOL, "vocab-parallel dlogits");
     }
 }

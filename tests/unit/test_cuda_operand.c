@@ -583,12 +583,14 @@ static void xent_backward_case(int N, int V) {
     }
     float *d_lse = cot_dev(lse, N);
     int32_t *d_t = cot_dev_i32(t, N);
+    const int32_t one = 1;
+    int32_t *d_one = cot_dev_i32(&one, 1);
     set_mode(0);
     float *f_dl = cot_dev(x, NV);
-    cuda_xent_backward((dt_operand *)f_dl, V, f_dl, d_lse, d_t, 0.5f, N, V);
+    cuda_xent_backward((dt_operand *)f_dl, V, f_dl, d_lse, d_t, 0.5f, d_one, N, V);
     set_mode(1);
     float *h_x = cot_dev(x, NV); /* in place: row n's 2V bf16 bytes over its own 4V */
-    cuda_xent_backward((dt_operand *)h_x, 2 * V, h_x, d_lse, d_t, 0.5f, N, V);
+    cuda_xent_backward((dt_operand *)h_x, 2 * V, h_x, d_lse, d_t, 0.5f, d_one, N, V);
     unsigned char *got = malloc(bytes);
     float *want = cut_to_host(f_dl, NV);
     cuda_copy_to_host(got, h_x, bytes);
@@ -611,7 +613,7 @@ static void xent_backward_case(int N, int V) {
     const int ldd = V + 3;
     float *d_x = cot_dev(x, NV);
     dt_operand *h_wide = bf16_out((size_t)N * ldd);
-    cuda_xent_backward(h_wide, ldd, d_x, d_lse, d_t, 0.5f, N, V);
+    cuda_xent_backward(h_wide, ldd, d_x, d_lse, d_t, 0.5f, d_one, N, V);
     uint16_t *wide = malloc((size_t)N * ldd * sizeof(uint16_t));
     cuda_copy_to_host(wide, h_wide, (size_t)N * ldd * sizeof(uint16_t));
     for (int n = 0; n < N; n++)
@@ -622,7 +624,7 @@ static void xent_backward_case(int N, int V) {
                          (unsigned)b);
         }
     printf("%-36s n=%-7zu bf16 = rounded fp32, gaps intact\n", "xent_backward ldd V + 3", NV);
-    void *dev[] = {d_lse, d_t, f_dl, h_x, d_x, h_wide};
+    void *dev[] = {d_lse, d_t, d_one, f_dl, h_x, d_x, h_wide};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_free(dev[i]);
     free(x), free(lse), free(t), free(got), free(want), free(wide);
 }

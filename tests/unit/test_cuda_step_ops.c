@@ -86,18 +86,19 @@ static void test_loss_accumulate(void **state) {
         cut_fill(losses, (size_t)N, 70 + (unsigned)k, 1.0f, 4.0f);
         losses[N - 1] = 9.5f; /* the last row counts */
         float *d_losses = cot_dev(losses, (size_t)N);
-        int n_targets = N > 3 ? N - 3 : N;
+        const int32_t n_targets = N > 3 ? N - 3 : N, none = 0;
+        int32_t *d_n = cot_dev_i32(&n_targets, 1), *d_none = cot_dev_i32(&none, 1);
         double cpu = 1.5, *d1 = dev_double(1.5), *d2 = dev_double(1.5);
-        cpu_loss_accumulate(&cpu, losses, N, n_targets);
-        cuda_loss_accumulate(d1, d_losses, N, n_targets);
-        cuda_loss_accumulate(d2, d_losses, N, n_targets);
+        cpu_loss_accumulate(&cpu, losses, N, &n_targets);
+        cuda_loss_accumulate(d1, d_losses, N, d_n);
+        cuda_loss_accumulate(d2, d_losses, N, d_n);
         double g1 = host_double(d1), g2 = host_double(d2);
         printf("loss_accumulate N=%-6d gpu %.17g cpu %.17g\n", N, g1, cpu);
         assert_true(fabs((g1 - 1.5) - (cpu - 1.5)) <= LOSS_RTOL * (cpu - 1.5));
         assert_memory_equal(&g1, &g2, sizeof g1); /* deterministic */
-        cuda_loss_accumulate(d1, d_losses, N, 0); /* no targets: adds 0 */
+        cuda_loss_accumulate(d1, d_losses, N, d_none); /* no targets: adds 0 */
         assert_true(host_double(d1) == g1);
-        cuda_free(d_losses), cuda_free(d1), cuda_free(d2);
+        cuda_free(d_losses), cuda_free(d1), cuda_free(d2), cuda_free(d_n), cuda_free(d_none);
         free(losses);
     }
 }

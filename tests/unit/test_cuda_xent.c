@@ -80,6 +80,8 @@ static void xent_case(int N, int V) {
     float *d_losses = cot_dev_nan(N), *d_lse = cot_dev_nan(N);
     float *d_losses2 = cot_dev_nan(N), *d_lse2 = cot_dev_nan(N);
     int32_t *d_t = cot_dev_i32(t, N);
+    const int32_t one = 1, five = 5;
+    int32_t *d_one = cot_dev_i32(&one, 1), *d_five = cot_dev_i32(&five, 1);
 
     cpu_xent_forward(losses, lse, x, t, N, V);
     cuda_xent_forward(d_losses, d_lse, d_x, d_t, N, V);
@@ -91,8 +93,8 @@ static void xent_case(int N, int V) {
 
     /* the backward of both sides gets the CPU's lse */
     cuda_copy_from_host(d_lse, lse, N * sizeof(float));
-    cpu_xent_backward(dl, V, x, lse, t, XE_DLOSS, N, V);
-    cuda_xent_backward((dt_operand *)d_dl, V, d_x, d_lse, d_t, XE_DLOSS, N, V);
+    cpu_xent_backward(dl, V, x, lse, t, XE_DLOSS, &one, N, V);
+    cuda_xent_backward((dt_operand *)d_dl, V, d_x, d_lse, d_t, XE_DLOSS, d_one, N, V);
     cot_check("xent dlogits", d_dl, dl, NV, XE_GRAD_ATOL, XE_GRAD_RTOL);
     /* ignored rows: exactly zero */
     float *g = cut_to_host(d_dl, NV);
@@ -103,7 +105,7 @@ static void xent_case(int N, int V) {
      * the NaNs between them untouched */
     const int ldd = V + 4;
     float *d_wide = cot_dev_nan((size_t)N * ldd);
-    cuda_xent_backward((dt_operand *)d_wide, ldd, d_x, d_lse, d_t, XE_DLOSS, N, V);
+    cuda_xent_backward((dt_operand *)d_wide, ldd, d_x, d_lse, d_t, XE_DLOSS, d_one, N, V);
     float *wide = cut_to_host(d_wide, (size_t)N * ldd);
     for (int n = 0; n < N; n++) {
         assert_memory_equal(wide + (size_t)n * ldd, g + (size_t)n * V, V * sizeof(float));
@@ -111,11 +113,18 @@ static void xent_case(int N, int V) {
     }
     free(g), free(wide), cuda_free(d_wide);
     /* in place (dlogits == logits): the out-of-place bits */
-    cuda_xent_backward((dt_operand *)d_x, V, d_x, d_lse, d_t, XE_DLOSS, N, V);
+    cuda_xent_backward((dt_operand *)d_x, V, d_x, d_lse, d_t, XE_DLOSS, d_one, N, V);
     cot_check_bits_dev("xent dlogits in place", d_x, d_dl, NV);
+    /* the count in device memory divides the scale as the host did: 3 over 5 targets is the
+     * bits of dloss = 3.0f / 5 given with a count of 1 */
+    float *d_q = cot_dev_nan(NV), *d_x2 = cot_dev(x, NV);
+    cuda_xent_backward((dt_operand *)d_dl, V, d_x2, d_lse, d_t, 3.0f, d_five, N, V);
+    cuda_xent_backward((dt_operand *)d_q, V, d_x2, d_lse, d_t, 3.0f / 5, d_one, N, V);
+    cot_check_bits_dev("xent dlogits scale / count", d_dl, d_q, NV);
 
-    cuda_free(d_x), cuda_free(d_dl), cuda_free(d_losses), cuda_free(d_lse);
-    cuda_free(d_losses2), cuda_free(d_lse2), cuda_free(d_t);
+    cuda_free(d_x), cuda_free(d_dl), cuda_free(d_losses), cuda_free(d_lse), cuda_free(d_q);
+    cuda_free(d_x2);
+    cuda_free(d_losses2), cuda_free(d_lse2), cuda_free(d_t), cuda_free(d_one), cuda_free(d_five);
     free(x), free(dl), free(losses), free(lse), free(t);
 }
 

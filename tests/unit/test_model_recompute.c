@@ -286,11 +286,12 @@ static size_t closed_form_diff(int recompute, size_t ob) {
                   r16(2 * N);
     /* dres, its operand copy (only where an operand is narrower than fp32: bf16), dnormed,
      * dwide (max(F, A)), dgate_up (an operand: 2F, or dq_rot's and dk_rot's space where that
-     * is more: 2F here), dq, dk, dv (an operand), dlam (1), inputs, targets */
+     * is more: 2F here), dq, dk, dv (an operand), dlam (1), then the inputs, the targets and
+     * their count (one upload) */
     size_t grads = 2 * r16(N * D) + (ob < sizeof(float) ? r64(N * D, ob) : 0) +
                    r16(N * (F > A ? F : A)) + r64(N * 2 * F, ob) +
                    r16(N * 2 * H * d) + r16(N * 2 * Hkv * d) + r64(N * Hkv * 2 * d, ob) + r16(1) +
-                   2 * r64(N, sizeof(int32_t));
+                   r64(2 * N + 1, sizeof(int32_t));
     return layers + head + grads;
 }
 

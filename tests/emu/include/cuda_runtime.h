@@ -117,7 +117,10 @@ typedef enum cudaError {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
+    cudaErrorIllegalState = 401,
     cudaErrorNotReady = 600, /* never returned: work is done when its call returns */
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
 } cudaError_t;
 const char *cudaGetErrorString(cudaError_t e);
 const char *cudaGetErrorName(cudaError_t e);
@@ -195,6 +198,43 @@ int emu_device_range(const void *p, size_t bytes);
 cudaError_t emu_stream_op(cudaStream_t stream, const char *what);
 cudaError_t emu_stream_access(const void *p, size_t bytes, int write);
 
+/* Graphs by stream capture (emu_graph.cpp), one capture at a time, of one stream: between
+ * cudaStreamBeginCapture and cudaStreamEndCapture the kernel launches, asynchronous copies and
+ * memsets and cuBLAS calls issued on that stream run nothing and are recorded instead;
+ * cudaGraphLaunch issues them again, in their order, on its own stream (where the stream order
+ * is checked as for any work). A call that would wait for the device or change the memory map
+ * while a capture is active (a synchronisation, a synchronous copy, cudaMalloc, cudaFree and
+ * their host and asynchronous kinds, cudaEventQuery, work on the legacy default stream) fails
+ * with cudaErrorStreamCaptureUnsupported and invalidates the capture, as CUDA's global capture
+ * mode does; work the emulator cannot record (an event recorded or waited for on the capturing
+ * stream, which a GPU would make a dependency of the graph, an NCCL call) is refused the same
+ * way, naming the call. */
+typedef enum cudaStreamCaptureMode {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2,
+} cudaStreamCaptureMode;
+typedef enum cudaStreamCaptureStatus {
+    cudaStreamCaptureStatusNone = 0,
+    cudaStreamCaptureStatusActive = 1,
+    cudaStreamCaptureStatusInvalidated = 2,
+} cudaStreamCaptureStatus;
+typedef struct emu_graph *cudaGraph_t;
+typedef struct emu_graph_exec *cudaGraphExec_t;
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus *status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
+                                 unsigned long long flags EMU_DEFAULT_ARG(0));
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+/* 1 while work issued on `stream` is being recorded (the emulator's stand-ins ask first). */
+int emu_capturing(cudaStream_t stream);
+/* In a call CUDA refuses during an active capture: 1 (the capture is invalidated, the error
+ * recorded and reported with `what`), else 0. */
+int emu_capture_refuses(const char *what);
+
 #ifdef __cplusplus
 } /* extern "C" */
 template <typename T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
@@ -209,6 +249,7 @@ static inline cudaError_t cudaMalloc(void **p, size_t bytes) { return emu_malloc
 #endif
 
 #ifdef __cplusplus
+#include <functional>
 #include <tuple>
 #include <type_traits>
 
@@ -523,6 +564,10 @@ static inline void emu_check_arg(const emu_launch_cfg &c, int index, A *const &p
     emu_check_pointer_arg(c, index, (const void *)p, emu_pointee_size<A>::value,
                           !std::is_const<A>::value);
 }
+/* Records an operation issued on the capturing stream s (emu_graph.cpp): op issues it again,
+ * on the stream of the graph's launch. */
+void emu_capture_add(cudaStream_t s, const char *what, std::function<void(cudaStream_t)> op);
+
 template <typename... P> struct emu_call {
     void (*kernel)(P...);
     const std::tuple<P...> *args;
@@ -535,6 +580,12 @@ template <typename... P>
 static inline void emu_launch(void (*kernel)(P...), const char *name, dim3 grid, dim3 block,
                               size_t smem, cudaStream_t stream,
                               const typename emu_kernel_args<void(P...)>::type &args) {
+    if (emu_capturing(stream)) { /* recorded: the graph's launch issues it again */
+        emu_capture_add(stream, name, [=](cudaStream_t on) {
+            emu_launch(kernel, name, grid, block, smem, on, args);
+        });
+        return;
+    }
     const emu_launch_cfg c = {
         reinterpret_cast<const void *>(kernel), name, grid, block, smem, stream};
     if (!emu_launch_check(c)) return;
