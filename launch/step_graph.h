@@ -26,8 +26,10 @@ dt_status step_graph_init(dt_step_graph *sg, const dt_backend *be, int single_ra
 /* Queues the step's work: queue(arg) itself, or the recording of it. The first step runs
  * eagerly (it sizes the workspaces), the second is recorded and launched, the later ones are
  * launched; `recordable` 0 (a micro-batch without targets takes other branches on the host)
- * runs that step eagerly. A recording that fails is reported once and the step and all later
- * ones run eagerly; one whose memory has moved is recorded again after an eager step. */
+ * runs that step eagerly. A recording that cannot begin or end is reported once and the step
+ * and all later ones run eagerly (a call CUDA refuses inside it stops the run with CUDA's error
+ * and a pointer to DIFFTRAIN_CUDA_GRAPHS=0, as any failed CUDA call does); one whose memory has
+ * moved is recorded again after an eager step. */
 dt_status step_graph_run(dt_step_graph *sg, int recordable, dt_status (*queue)(void *),
                          void *arg);
 void step_graph_free(dt_step_graph *sg);

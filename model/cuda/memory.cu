@@ -59,6 +59,9 @@ void cuda_check(cudaError_t e, const char *what, const char *file, int line) {
     (void)cudaGetDevice(&dev);
     fprintf(stderr, "difftrain: error: CUDA: %s failed at %s:%d on device %d: %s (%s)\n", what,
             file, line, dev, cudaGetErrorString(e), cudaGetErrorName(e));
+    if (g_capturing)
+        fprintf(stderr, "difftrain: (while recording the step as a CUDA graph: "
+                "DIFFTRAIN_CUDA_GRAPHS=0 runs it as issued)\n");
     fflush(stderr);
     abort();
 }
