@@ -9,7 +9,10 @@
  * - a refused step (a NaN gradient, then a NaN loss, injected before the update) leaves params,
  *   m, v and the step count as they were, reports the trainer's message, and costs the same one
  *   read-back (plus the injection's own blocking copy); the next good step matches that of a
- *   run that never saw the refused ones.
+ *   run that never saw the refused ones;
+ * - the step's passes recorded as a CUDA graph and launched (optim/step_graph.h) give the bits
+ *   of the same steps issued op by op, with the same one read-back a step (diff; a transformer
+ *   with recompute).
  * Skipped (77) without a device.
  *
  * Tolerances (fp32 on both sides, summation orders differ): the loss within 1e-5 relative and
@@ -34,6 +37,7 @@
 #include <cmocka.h>
 
 #include "cuda_test_util.h"
+#include "optim/step_graph.h"
 #include "step_test_util.h"
 
 #define LOSS_RTOL 1e-5
@@ -164,11 +168,83 @@ static void test_step_refused(void **state) {
     stu_free(&ref);
 }
 
+/* ---- the step's passes as a CUDA graph (optim/step_graph.h) ---- */
+typedef struct graph_arg {
+    stu_side *x;
+} graph_arg;
+
+/* stu_step's passes from the model's slots: what launch/train.c's queue_passes does */
+static dt_status queue_slots(void *p) {
+    stu_side *x = ((graph_arg *)p)->x;
+    model_zero_grad(&x->m);
+    step_begin(&x->s);
+    for (int k = 0; k < STU_MICRO; k++) {
+        step_forward_slot(&x->s, &x->m, k, 1.0f / STU_MICRO);
+        model_backward(&x->m, 1.0f / STU_MICRO);
+    }
+    return DT_OK;
+}
+
+/* Four steps issued op by op and four through step_graph_run (eager, recorded and launched,
+ * launched, launched) from the same weights and tokens: the same losses, norms and parameters
+ * bit for bit, and the graph's steps too make exactly one host-blocking call each (the
+ * read-back) and no staging wait. */
+static void test_step_graph(void **state) {
+    (void)state;
+    const int which[2][2] = {{0, 0}, {8, 1}}; /* diff; transformer gqa with recompute */
+    int32_t x[STU_MICRO * STU_B * STU_T], y[STU_MICRO * STU_B * STU_T];
+    const int n = STU_B * STU_T;
+    dt_optim_config oc = optim_config();
+    assert_int_equal(setenv("DIFFTRAIN_CUDA_GRAPHS", "1", 1), 0);
+    for (int c = 0; c < 2; c++) {
+        dt_model_config cfg;
+        model_case_config(&cfg, &model_cases[which[c][0]]);
+        printf("graph: %s, recompute %d\n", model_cases[which[c][0]].label, which[c][1]);
+        stu_side is, gs;
+        stu_init(&is, dt_backend_cuda(), &cfg, &oc, which[c][1]);
+        stu_init(&gs, dt_backend_cuda(), &cfg, &oc, which[c][1]);
+        assert_int_equal(model_reserve_slots(&gs.m, STU_MICRO), DT_OK);
+        dt_step_graph sg;
+        assert_int_equal(step_graph_init(&sg, gs.m.be, 1), DT_OK);
+        assert_true(sg.enabled);
+        graph_arg arg = {&gs};
+        for (int step = 0; step < 4; step++) {
+            stu_tokens(x, y, cfg.vocab_size, step);
+            double li, ni, lg, ng;
+            assert_int_equal(stu_step(&is, step, LR, x, y, STU_INJECT_NONE, &li, &ni), DT_OK);
+            unsigned long long syncs = cuda_sync_count(), waits = cuda_staging_wait_count();
+            for (int k = 0; k < STU_MICRO; k++)
+                assert_true(model_stage(&gs.m, k, x + k * n, y + k * n) > 0);
+            assert_int_equal(step_graph_run(&sg, 1, queue_slots, &arg), DT_OK);
+            dt_step_groups g = {NULL, NULL, NULL, 0, 0};
+            assert_int_equal(step_update(&gs.s, &g, &gs.o, gs.m.params_mem, gs.m.grads_mem, LR),
+                             DT_OK);
+            assert_int_equal(step_finish(&gs.s, &gs.o, step + 1, STU_MICRO, &lg, &ng), DT_OK);
+            printf("  step %d: loss %.9f / %.9f, norm %.9f / %.9f, %llu host-blocking call(s)\n",
+                   step + 1, li, lg, ni, ng, cuda_sync_count() - syncs);
+            assert_true(cuda_sync_count() - syncs == 1);
+            assert_true(cuda_staging_wait_count() == waits);
+            assert_memory_equal(&li, &lg, sizeof li);
+            assert_memory_equal(&ni, &ng, sizeof ni);
+            float *a = stu_state(&is), *b = stu_state(&gs);
+            assert_memory_equal(a, b, 3 * is.m.layout.total * sizeof(float));
+            free(a), free(b);
+        }
+        assert_int_equal(sg.recordings, 1);
+        assert_int_equal(sg.launches, 3);
+        step_graph_free(&sg);
+        stu_free(&is);
+        stu_free(&gs);
+    }
+    unsetenv("DIFFTRAIN_CUDA_GRAPHS");
+}
+
 int main(void) {
     cut_require_device();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_cuda_vs_cpu),
         cmocka_unit_test(test_step_refused),
+        cmocka_unit_test(test_step_graph),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,4 @@
-#include "launch/step_graph.h"
+#include "optim/step_graph.h"
 
 #include <stdio.h>
 #include <stdlib.h>
