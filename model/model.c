@@ -70,13 +70,12 @@ static void *carve_bytes(carver *c, size_t bytes) {
 
 static float *carve(carver *c, size_t n) { return carve_bytes(c, n * sizeof(float)); }
 
+/* The int32s of a staged micro-batch (host staging buffers, model.h): the inputs, the localised
+ * targets and their count. */
+static size_t staged_ints(const dt_model *m) { return 2 * (size_t)m->B * m->T + 1; }
+
 static dt_operand *carve_operand(carver *c, size_t n) {
     return carve_bytes(c, n * c->operand_bytes);
-}
-
-/* The operand elems elements past p (an operand's elements are be->operand_bytes wide). */
-static dt_operand *operand_at(const dt_model *m, const dt_operand *p, size_t elems) {
-    return (dt_operand *)((const char *)p + elems * m->be->operand_bytes);
 }
 
 /* Carves one layer's activations other than x_in. */
@@ -153,7 +152,7 @@ static void carve_acts(dt_model *m, carver *c) {
     m->dv = carve_operand(c, N * a.v);
     m->dheads = v2 ? carve(c, N * a.q) : NULL;
     m->dlam = carve(c, v2 ? N * a.H : 1);
-    m->inputs = carve_bytes(c, (2 * N + 1) * sizeof(int32_t)); /* one upload: see model.h */
+    m->inputs = carve_bytes(c, staged_ints(m) * sizeof(int32_t)); /* one upload: model.h */
     m->targets = m->inputs + N;
     m->target_count = m->inputs + 2 * N;
 }
@@ -244,8 +243,8 @@ dt_status model_init_opts(dt_model *m, const dt_model_config *cfg, const dt_back
     m->grads_mem = be->alloc(P * sizeof(float));
     m->acts = dt_calloc((size_t)cfg->n_layers, sizeof *m->acts);
     host = dt_malloc(P * sizeof(float));
-    for (int i = 0; i < 2; i++) /* inputs, localised targets, their count */
-        m->staging[i] = be->host_alloc((2 * (size_t)B * T + 1) * sizeof(int32_t));
+    for (int i = 0; i < 2; i++)
+        m->staging[i] = be->host_alloc(staged_ints(m) * sizeof(int32_t));
     if (!m->params_mem || !m->grads_mem || !m->acts || !host || !m->staging[0] ||
         !m->staging[1]) {
         dt_error("out of memory for %zu parameters and their gradients", P);
@@ -394,7 +393,8 @@ static void ffn_hidden_forward(dt_model *m, int l) {
     /* w_gate and w_up are one (2F, D) matrix (param_product_matrix_next): one product writes
      * each row's gate and up side by side */
     be->matmul_forward_operand(x->gate_up, x->ffn_in, w->w_gate, N, D, 2 * F);
-    be->swiglu_forward(x->hidden, x->gate_up, operand_at(m, x->gate_up, F), N, F, 2 * F);
+    be->swiglu_forward(x->hidden, x->gate_up, dt_operand_at(m->be, x->gate_up, F), N, F,
+                       2 * F);
 }
 
 /* Layer l's FFN block: x_out = y + ffn(y), and the norm that reads x_out next: the next
@@ -425,8 +425,8 @@ static void layer_recompute(dt_model *m, int l) {
     ffn_hidden_forward(m, l);
 }
 
-/* Fills the staging buffer `in` (2N + 1) with the inputs and (when given) the targets as the
- * vocabulary slice sees them: its local index, V_local when the target is in another rank's
+/* Fills the staging buffer `in` (staged_ints) with the inputs and (when given) the targets as
+ * the vocabulary slice sees them: its local index, V_local when the target is in another rank's
  * slice, -1 ignored; then their count. Returns the number of targets >= 0. */
 static int stage_into(dt_model *m, int32_t *in, const int32_t *inputs, const int32_t *targets) {
     int N = m->B * m->T, v0 = m->tp.vocab_offset, nv = m->tp.vocab_size, count = 0;
@@ -447,7 +447,8 @@ static int stage_into(dt_model *m, int32_t *in, const int32_t *inputs, const int
  * count. Returns that count (the host's copy of it). */
 static int upload_staged(dt_model *m, const int32_t *in, int with_targets) {
     size_t N = (size_t)m->B * m->T;
-    m->be->copy_from_host_async(m->inputs, in, (with_targets ? 2 * N + 1 : N) * sizeof(int32_t));
+    size_t n = with_targets ? staged_ints(m) : N;
+    m->be->copy_from_host_async(m->inputs, in, n * sizeof(int32_t));
     return with_targets ? in[2 * N] : 0;
 }
 
@@ -456,12 +457,12 @@ static int32_t *slot_of(const dt_model *m, int k) {
         dt_error("model: staging slot %d of %d", k, m->n_slots);
         abort();
     }
-    return m->slots + (size_t)k * (2 * (size_t)m->B * m->T + 1);
+    return m->slots + (size_t)k * staged_ints(m);
 }
 
 dt_status model_reserve_slots(dt_model *m, int count) {
     if (count <= m->n_slots) return DT_OK;
-    size_t per = 2 * (size_t)m->B * m->T + 1;
+    size_t per = staged_ints(m);
     int32_t *p = m->be->host_alloc((size_t)count * per * sizeof(int32_t));
     if (!p) {
         dt_error("out of host memory for %d staged micro-batches of %zu token ids", count, per);
@@ -668,8 +669,8 @@ static void ffn_block_backward(dt_model *m, int l) {
     /* dres holds the gradient of this layer's output x_out = y + ffn(y), whole on every rank */
     be->matmul_backward_operand(m->dwide, g->w_down, dres_operand(m), D, x->hidden, w->w_down, N,
                                 F, D, 0);
-    be->swiglu_backward(m->dgate_up, operand_at(m, m->dgate_up, F), m->dwide, x->gate_up,
-                        operand_at(m, x->gate_up, F), N, F, 2 * F);
+    be->swiglu_backward(m->dgate_up, dt_operand_at(m->be, m->dgate_up, F), m->dwide, x->gate_up,
+                        dt_operand_at(m->be, x->gate_up, F), N, F, 2 * F);
     /* dgate_up is an operand: in bf16 mode stored rounded once by the SwiGLU backward and read
      * by the products as it is (no fp32 write, no rounding copy); one product for the gate and
      * up weights (their gradients are adjacent as they are), whose dinp sums over both */

@@ -1,7 +1,8 @@
 /* The training step's forward and backward passes recorded once as a graph of the backend
  * (CUDA graphs, model/backend.h graph_begin ..) and replayed every step after: one call queues
  * every kernel, copy and product of every micro-batch. DIFFTRAIN_CUDA_GRAPHS=1 turns it on
- * (off by default: whether it pays is measured by bench/bench_step and tools/device_check.sh);
+ * (off by default: whether it pays is for tools/device_check.sh's bench stage to measure, which
+ * runs bench/bench_gpu.sh with and without it);
  * only where the backend has graphs and the run is one rank (the collectives' streams are not
  * recorded yet). The optimizer's update stays outside (its learning rate and step number
  * change every step). */

@@ -79,10 +79,12 @@ unsigned long long cuda_sync_count(void);
 /* host_wait calls that found the buffer's copy still queued and waited for it (back-pressure
  * of the host running ahead, counted apart from the synchronisations). */
 unsigned long long cuda_staging_wait_count(void);
-/* memory.cu, for graph.cu: a capture of the compute stream is active (copies from staging
- * buffers then record no event, and a workspace that would grow aborts); and the count of
+/* memory.cu, for graph.cu: whether a capture of the compute stream is active, set and read
+ * (copies from staging buffers then record no event, a workspace that would grow aborts, and a
+ * failed CUDA call's message names the recording); and the count of
  * workspace allocations so far, which changes whenever a workspace moves. */
 void cuda_set_capturing(int on);
+int cuda_capturing(void);
 unsigned long long cuda_workspace_generation(void);
 
 /* ---- CUDA graphs of the compute stream (graph.cu; model/backend.h graph_begin ..) ---- */

@@ -19,8 +19,6 @@ struct dt_graph {
     unsigned long long generation; /* cuda_workspace_generation() at the capture */
 };
 
-static int g_capturing;
-
 static int graph_error(cudaError_t e, const char *what) {
     fprintf(stderr, "difftrain: error: CUDA graph: %s: %s (%s)\n", what, cudaGetErrorString(e),
             cudaGetErrorName(e));
@@ -29,7 +27,7 @@ static int graph_error(cudaError_t e, const char *what) {
 }
 
 extern "C" int cuda_graph_begin(void) {
-    if (g_capturing) {
+    if (cuda_capturing()) {
         fprintf(stderr, "difftrain: error: CUDA graph: a capture is already active\n");
         return -1;
     }
@@ -37,18 +35,16 @@ extern "C" int cuda_graph_begin(void) {
      * fails (and ends the capture) rather than silently splitting the step */
     cudaError_t e = cudaStreamBeginCapture(cuda_stream(), cudaStreamCaptureModeGlobal);
     if (e != cudaSuccess) return graph_error(e, "cudaStreamBeginCapture");
-    g_capturing = 1;
     cuda_set_capturing(1);
     cuda_weights_drop(); /* the recording makes the weight copies (each launch drops them too) */
     return 0;
 }
 
 extern "C" dt_graph *cuda_graph_end(void) {
-    if (!g_capturing) {
+    if (!cuda_capturing()) {
         fprintf(stderr, "difftrain: error: CUDA graph: no capture to end\n");
         return NULL;
     }
-    g_capturing = 0;
     cuda_set_capturing(0);
     cuda_weights_drop(); /* the recording made none: the host's record of them must say so */
     cudaGraph_t graph = NULL;

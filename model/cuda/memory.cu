@@ -41,6 +41,7 @@ static unsigned long long g_syncs, g_staging_waits;
 static int g_capturing; /* a CUDA graph capture of g_stream is active (graph.cu) */
 
 void cuda_set_capturing(int on) { g_capturing = on; }
+int cuda_capturing(void) { return g_capturing; }
 
 /* A call that makes the host wait for queued device work. */
 static void host_blocking(cudaError_t e, const char *what, const char *file, int line) {
