@@ -73,6 +73,29 @@ uint64_t comm_bytes_total(const dt_comm *c) {
     return sum;
 }
 
+dt_comm_counts comm_counts(const dt_comm *c) {
+    dt_comm_counts n;
+    memcpy(n.bytes, c->bytes, sizeof n.bytes);
+    memcpy(n.calls, c->calls, sizeof n.calls);
+    return n;
+}
+
+dt_comm_counts comm_counts_since(const dt_comm *c, const dt_comm_counts *before) {
+    dt_comm_counts d;
+    for (int k = 0; k < DT_COLL_COUNT; k++) {
+        d.bytes[k] = c->bytes[k] - before->bytes[k];
+        d.calls[k] = c->calls[k] - before->calls[k];
+    }
+    return d;
+}
+
+void comm_counts_add(dt_comm *c, const dt_comm_counts *d) {
+    for (int k = 0; k < DT_COLL_COUNT; k++) {
+        c->bytes[k] += d->bytes[k];
+        c->calls[k] += d->calls[k];
+    }
+}
+
 /* (p - 1) n b: each byte of the payload is sent once to (or, reducing, from) each other rank. */
 static uint64_t bytes_once_per_peer(int p, size_t n, size_t elem_bytes) {
     if (p <= 1) return 0;

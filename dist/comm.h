@@ -69,6 +69,16 @@ void comm_free(dt_comm *c);
 /* Byte and call counters: reset, and the sum over all kinds. */
 void comm_reset_bytes(dt_comm *c);
 uint64_t comm_bytes_total(const dt_comm *c);
+/* The counters of a stretch of work: what c counted since `before` (a copy of c's counters
+ * taken earlier), and adding such a stretch to c again (work replayed where the host does not
+ * see it: a CUDA graph's recorded collectives, optim/step_graph.h). */
+typedef struct dt_comm_counts {
+    uint64_t bytes[DT_COLL_COUNT];
+    uint64_t calls[DT_COLL_COUNT];
+} dt_comm_counts;
+dt_comm_counts comm_counts(const dt_comm *c);
+dt_comm_counts comm_counts_since(const dt_comm *c, const dt_comm_counts *before);
+void comm_counts_add(dt_comm *c, const dt_comm_counts *d);
 /* Analytic group bytes (convention above) of one collective over p ranks of n elements of
  * elem_bytes bytes each; n is the total over all parts for reduce-scatter and all-gather. */
 uint64_t comm_bytes_allreduce(int p, size_t n, size_t elem_bytes);

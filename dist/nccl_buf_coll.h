@@ -9,7 +9,11 @@
  * and the backward's tensor-parallel all-reduces, on the first stream, never queue behind a
  * bucket. (The two streams carry different NCCL communicators, TP and DP, whose kernels may then
  * run at the same time; every rank issues both in the same program order, so neither waits for
- * a peer that is waiting for it.) Built only with CUDA and NCCL (library dt_dist_nccl). */
+ * a peer that is waiting for it.) The same events make the collectives recordable in a CUDA
+ * graph of the compute stream (optim/step_graph.h): a communication stream joins the recording
+ * when it waits for the compute stream's event, and is joined back by the compute stream's wait
+ * (for the deferred stream: at wait_all, which a recording must reach before it ends). Built
+ * only with CUDA and NCCL (library dt_dist_nccl). */
 #ifndef DT_NCCL_BUF_COLL_H
 #define DT_NCCL_BUF_COLL_H
 

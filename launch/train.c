@@ -47,6 +47,7 @@ typedef struct trainer {
     dt_optimizer opt; /* over this rank's ZeRO range */
     dt_step step;     /* the step's loss, gradient norm and clipping factor, on the backend */
     dt_step_graph graph; /* the step's passes as a CUDA graph (DIFFTRAIN_CUDA_GRAPHS) */
+    dt_comm_counts graph_tp, graph_dp; /* the collectives its recording counted */
     dt_loader train_data;
     dt_loader val_data;
     int has_val;
@@ -149,6 +150,19 @@ static dt_status queue_passes(void *arg) {
     return DT_OK;
 }
 
+/* The host counts a collective when it is issued (dist/comm.h): a launched graph's are not
+ * seen, so each launch adds what the recording counted (tp0, dp0: the counters before the
+ * passes). */
+static void count_graph_traffic(trainer *t, const dt_comm_counts *tp0, const dt_comm_counts *dp0) {
+    if (t->graph.last == DT_STEP_RECORDED) {
+        t->graph_tp = comm_counts_since(&t->groups.tp, tp0);
+        t->graph_dp = comm_counts_since(&t->groups.dp, dp0);
+    } else if (t->graph.last == DT_STEP_LAUNCHED) {
+        comm_counts_add(&t->groups.tp, &t->graph_tp);
+        comm_counts_add(&t->groups.dp, &t->graph_dp);
+    }
+}
+
 static dt_status train_step(trainer *t, int step, dt_step_metrics *out) {
     const dt_train_config *tc = &t->cfg.train;
     dt_model *m = &t->model;
@@ -162,7 +176,9 @@ static dt_status train_step(trainer *t, int step, dt_step_metrics *out) {
         DT_TRY(load_micro_batch(t, &t->train_data, first + (uint64_t)k * tc->micro_batch));
         all_targets &= model_stage(m, k, t->inputs, t->targets) > 0;
     }
+    dt_comm_counts tp0 = comm_counts(&g->tp), dp0 = comm_counts(&g->dp);
     DT_TRY(step_graph_run(&t->graph, all_targets, queue_passes, t));
+    count_graph_traffic(t, &tp0, &dp0);
     float *grads = zero_range_grads(&t->zero, m->grads_mem);
 
     /* the norm, clipping and update on the backend; the one wait for it is step_finish's
@@ -224,7 +240,7 @@ static dt_status trainer_setup(trainer *t) {
                                                       &c->optim, t->zero.first, t->zero.count)));
     DT_TRY(dist_agree(&g->world, step_init(&t->step, t->be)));
     DT_TRY(dist_agree(&g->world, model_reserve_slots(&t->model, t->grad_accum)));
-    DT_TRY(dist_agree(&g->world, step_graph_init(&t->graph, t->be, t->world.size == 1)));
+    DT_TRY(dist_agree(&g->world, step_graph_init(&t->graph, t->be)));
     st = t->world.rank == 0 ? metrics_open(&t->metrics, c->log.metrics) : DT_OK;
     DT_TRY(dist_agree(&g->world, st));
     t->analytic = comm_plan_step_bytes(c, &t->model);
@@ -413,8 +429,9 @@ static dt_status trainer_run(trainer *t) {
             DT_TRY(trainer_save(t, step + 1));
         if (signo) break;
     }
-    if (t->graph.enabled || t->graph.recordings)
-        printf("CUDA graphs: %d recording%s, %d step%s launched from one\n", t->graph.recordings,
+    if ((t->graph.enabled || t->graph.recordings) && t->world.rank == 0)
+        printf("CUDA graphs%s: %d recording%s, %d step%s launched from one\n",
+               t->world.size > 1 ? " (rank 0)" : "", t->graph.recordings,
                t->graph.recordings == 1 ? "" : "s", t->graph.launches,
                t->graph.launches == 1 ? "" : "s");
     return DT_OK;

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-dt_status step_graph_init(dt_step_graph *sg, const dt_backend *be, int single_rank) {
+dt_status step_graph_init(dt_step_graph *sg, const dt_backend *be) {
     memset(sg, 0, sizeof *sg);
     sg->be = be;
     const char *env = getenv("DIFFTRAIN_CUDA_GRAPHS");
@@ -13,15 +13,11 @@ dt_status step_graph_init(dt_step_graph *sg, const dt_backend *be, int single_ra
         dt_error("DIFFTRAIN_CUDA_GRAPHS=%s: expected 0 or 1", env);
         return DT_ERR_INPUT;
     }
-    if (!be->graph_begin) {
+    if (!be->graph_begin)
         printf("note: DIFFTRAIN_CUDA_GRAPHS=1: the %s backend has no graphs; steps run as "
                "issued\n", be->name);
-    } else if (!single_rank) {
-        printf("note: DIFFTRAIN_CUDA_GRAPHS=1: steps are recorded on one rank only for now; "
-               "this run has several, so they run as issued\n");
-    } else {
+    else
         sg->enabled = 1;
-    }
     return DT_OK;
 }
 
@@ -32,10 +28,12 @@ static void drop_graph(dt_step_graph *sg) {
 
 dt_status step_graph_run(dt_step_graph *sg, int recordable, dt_status (*queue)(void *),
                          void *arg) {
+    sg->last = DT_STEP_ISSUED;
     if (!sg->enabled || !recordable) return queue(arg);
     if (sg->graph) {
         if (sg->be->graph_launch(sg->graph)) {
             sg->launches++;
+            sg->last = DT_STEP_LAUNCHED;
             return DT_OK;
         }
         drop_graph(sg); /* a workspace moved: size it eagerly, then record again */
@@ -68,6 +66,7 @@ dt_status step_graph_run(dt_step_graph *sg, int recordable, dt_status (*queue)(v
         return DT_ERR_RUNTIME;
     }
     sg->launches++;
+    sg->last = DT_STEP_RECORDED;
     return DT_OK;
 }
 

@@ -78,6 +78,16 @@ void emu_stream_begin_op(cudaStream_t s, const char *what);
  * (emu_fail) when an operation of another stream touched those bytes (one of the two writing)
  * and nothing orders the two. */
 void emu_stream_record(uintptr_t start, const void *p, size_t bytes, bool write);
+/* Events in captures (emu_graph.cpp), for emu_streams.cpp. cudaEventRecord(e, s): 1 when s is
+ * capturing (recorded as a node of the graph), else 0 (an ordinary record; e is no longer a
+ * captured event). cudaStreamWaitEvent(s, e): *handled 1 when the capture takes the call (a
+ * fork or a join, or a misuse, with its error), else 0. emu_capture_event_usable: the error for
+ * waiting on the host for an event last recorded in a capture. emu_capture_forget: e is
+ * destroyed. */
+int emu_capture_record(cudaEvent_t e, cudaStream_t s);
+cudaError_t emu_capture_wait(cudaStream_t s, cudaEvent_t e, int *handled);
+cudaError_t emu_capture_event_usable(cudaEvent_t e, const char *what);
+void emu_capture_forget(cudaEvent_t e);
 /* cudaFree of the allocation at `start`: the device is synchronised and its record dropped. */
 void emu_stream_free(uintptr_t start);
 

@@ -17,8 +17,15 @@
  * collective after the work that produced them and before the work that uses the result
  * (tests/emu/emu_streams.cpp), which is what dist/nccl_buf_coll.c's events are for.
  *
- * Adding a function of dist/nccl_comm.h: dev_begin, dev_buffer for each buffer, its host
- * counterpart on the duplicate, then comm_count as dist/nccl_comm.c counts it. */
+ * Graphs: on a stream being captured (cudaStreamBeginCapture) a collective is recorded, its
+ * arguments copied, and runs at each launch of the graph on the stream that replays the
+ * capturing one, as NCCL's kernels do in a graph. Its bytes are counted when it is issued, not
+ * at the launches: the host does not see a graph's work (so a caller that counts a step's
+ * traffic adds what its recording counted; launch/train.c does).
+ *
+ * Adding a function of dist/nccl_comm.h: a kind of coll_call, its checks in coll_issue and its
+ * run in coll_run (dev_buffer for each buffer, the host counterpart on the duplicate), and its
+ * comm_count as dist/nccl_comm.c counts it. */
 #include "dist/nccl_comm.h"
 
 #include <cuda_runtime.h>
@@ -64,20 +71,22 @@ dt_status comm_nccl_init(dt_comm *c) {
     return DT_OK;
 }
 
-/* Every device collective: the group's communicator (created on first use), then one operation
- * on `stream` (a cudaStream_t; NULL is the legacy default stream, as for NCCL). */
-static dt_status dev_begin(dt_comm *c, const char *what, void *stream, dt_comm **dup) {
-    if (!c || c->size <= 0) {
-        dt_error("%s: the communicator is not initialised", what);
-        return DT_ERR_INPUT;
-    }
-    DT_TRY(comm_nccl_init(c));
-    *dup = &((emu_nccl *)c->nccl)->dup;
-    cudaError_t e = emu_stream_op((cudaStream_t)stream, what);
-    if (e != cudaSuccess)
-        return dist_check_fail("NCCL", what, __FILE__, __LINE__, cudaGetErrorString(e));
-    return DT_OK;
-}
+typedef enum coll_kind { COLL_ALLREDUCE, COLL_REDUCE_SCATTER, COLL_ALLGATHER, COLL_BROADCAST }
+    coll_kind;
+
+/* One device collective's arguments (what a graph keeps of it). */
+typedef struct coll_call {
+    coll_kind kind;
+    const char *what;
+    dt_comm *c;
+    void *buf;        /* all-reduce, all-gather, broadcast: in place; reduce-scatter: out */
+    const void *in;   /* reduce-scatter */
+    size_t count;     /* elements: all-reduce, broadcast */
+    size_t esize;     /* all-reduce: float or double */
+    dt_reduce_op op;  /* all-reduce */
+    int root;         /* broadcast */
+    const size_t *counts; /* reduce-scatter, all-gather: c->size parts (the caller's, or a copy) */
+} coll_call;
 
 /* The collective reads (write 0) or writes `bytes` at p, which must be device memory. */
 static dt_status dev_buffer(const char *what, const void *p, size_t bytes, int write) {
@@ -88,71 +97,139 @@ static dt_status dev_buffer(const char *what, const void *p, size_t bytes, int w
     return DT_OK;
 }
 
+/* Runs k now as one operation on `stream` (NULL: the legacy default stream, as for NCCL), over
+ * the group's emulated communicator. */
+static dt_status coll_run(const coll_call *k, void *stream) {
+    cudaError_t e = emu_stream_op((cudaStream_t)stream, k->what);
+    if (e != cudaSuccess)
+        return dist_check_fail("NCCL", k->what, __FILE__, __LINE__, cudaGetErrorString(e));
+    dt_comm *c = k->c, *dup = &((emu_nccl *)c->nccl)->dup;
+    size_t mine = 0, n = 0;
+    switch (k->kind) {
+    case COLL_ALLREDUCE:
+        DT_TRY(dev_buffer(k->what, k->buf, k->count * k->esize, 1));
+        return k->esize == sizeof(float)
+                   ? comm_allreduce_f32(dup, (float *)k->buf, k->count, k->op)
+                   : comm_allreduce_f64(dup, (double *)k->buf, k->count, k->op);
+    case COLL_REDUCE_SCATTER:
+        n = dist_parts_total(k->counts, c->size, c->rank, &mine);
+        DT_TRY(dev_buffer(k->what, k->in, n * sizeof(float), 0));
+        DT_TRY(dev_buffer(k->what, k->buf, k->counts[c->rank] * sizeof(float), 1));
+        return comm_reduce_scatter_f32(dup, (float *)k->buf, (const float *)k->in, k->counts);
+    case COLL_ALLGATHER:
+        n = dist_parts_total(k->counts, c->size, c->rank, &mine);
+        DT_TRY(dev_buffer(k->what, k->buf, n * sizeof(float), 1));
+        return comm_allgather_f32(dup, (float *)k->buf, k->counts);
+    case COLL_BROADCAST:
+        DT_TRY(dev_buffer(k->what, k->buf, k->count * sizeof(float), c->rank != k->root));
+        return comm_broadcast_f32(dup, (float *)k->buf, k->count, k->root);
+    }
+    return DT_ERR_INPUT;
+}
+
+/* A recorded collective at a launch of its graph: a failure there is the run's end, as an
+ * asynchronous NCCL error would be. */
+static void coll_replay(void *arg, cudaStream_t on) {
+    if (coll_run((const coll_call *)arg, on) != DT_OK) {
+        dt_error("%s: a collective recorded in a CUDA graph failed at its launch",
+                 ((const coll_call *)arg)->what);
+        abort();
+    }
+}
+
+static void coll_release(void *arg) {
+    free((void *)((coll_call *)arg)->counts);
+    free(arg);
+}
+
+/* k on `stream` now, or recorded when the stream is being captured. */
+static dt_status coll_run_or_record(const coll_call *k, void *stream) {
+    if (!emu_capturing((cudaStream_t)stream)) return coll_run(k, stream);
+    coll_call *copy = malloc(sizeof *copy);
+    size_t *counts = k->counts ? malloc((size_t)k->c->size * sizeof *counts) : NULL;
+    if (!copy || (k->counts && !counts)) {
+        free(copy);
+        free(counts);
+        dt_error("%s on %s: out of memory recording it", k->what, k->c->label);
+        return DT_ERR_RUNTIME;
+    }
+    *copy = *k;
+    if (counts) {
+        for (int j = 0; j < k->c->size; j++) counts[j] = k->counts[j];
+        copy->counts = counts;
+    }
+    emu_capture_call((cudaStream_t)stream, k->what, coll_replay, copy, coll_release);
+    return DT_OK;
+}
+
 static dt_status check_op(dt_reduce_op op, const char *what) {
     if (op == DT_REDUCE_SUM || op == DT_REDUCE_MAX) return DT_OK;
     dt_error("%s: unknown reduction %d (expected DT_REDUCE_SUM or DT_REDUCE_MAX)", what, (int)op);
     return DT_ERR_INPUT;
 }
 
-/* The all-reduce of count elements of esize bytes (float or double) in buf. */
-static dt_status allreduce_dev(dt_comm *c, void *buf, size_t count, size_t esize,
-                               dt_reduce_op op, void *stream) {
-    const char *what = "all-reduce (device)";
-    dt_comm *dup;
-    DT_TRY(dev_begin(c, what, stream, &dup));
-    DT_TRY(check_op(op, what));
-    DT_TRY(dev_buffer(what, buf, count * esize, 1));
-    DT_TRY(esize == sizeof(float) ? comm_allreduce_f32(dup, (float *)buf, count, op)
-                                  : comm_allreduce_f64(dup, (double *)buf, count, op));
-    comm_count(c, DT_COLL_ALLREDUCE, count, esize);
+/* Every device collective: the group's communicator (created on first use, never inside a
+ * capture: the step before a recording runs every collective of it), the checks NCCL makes
+ * when a call is issued, the call (run or recorded), and its bytes counted. */
+static dt_status coll_issue(coll_call *k, void *stream) {
+    dt_comm *c = k->c;
+    if (!c || c->size <= 0) {
+        dt_error("%s: the communicator is not initialised", k->what);
+        return DT_ERR_INPUT;
+    }
+    DT_TRY(comm_nccl_init(c));
+    size_t mine = 0, n = k->count;
+    dt_coll counted = DT_COLL_ALLREDUCE;
+    switch (k->kind) {
+    case COLL_ALLREDUCE: DT_TRY(check_op(k->op, k->what)); break;
+    case COLL_REDUCE_SCATTER:
+    case COLL_ALLGATHER:
+        n = dist_parts_total(k->counts, c->size, c->rank, &mine);
+        counted = k->kind == COLL_ALLGATHER ? DT_COLL_ALLGATHER : DT_COLL_REDUCE_SCATTER;
+        break;
+    case COLL_BROADCAST:
+        if (k->root < 0 || k->root >= c->size) {
+            dt_error("broadcast (device) on %s: root %d is not a rank of the group (size %d)",
+                     c->label, k->root, c->size);
+            return DT_ERR_INPUT;
+        }
+        counted = DT_COLL_BROADCAST;
+        break;
+    }
+    DT_TRY(coll_run_or_record(k, stream));
+    comm_count(c, counted, n, k->esize);
     return DT_OK;
 }
 
 dt_status comm_allreduce_f32_dev(dt_comm *c, float *buf, size_t count, dt_reduce_op op,
                                  void *stream) {
-    return allreduce_dev(c, buf, count, sizeof *buf, op, stream);
+    coll_call k = {COLL_ALLREDUCE, "all-reduce (device)", c, buf, NULL, count, sizeof *buf, op,
+                   0, NULL};
+    return coll_issue(&k, stream);
 }
 
 dt_status comm_allreduce_f64_dev(dt_comm *c, double *buf, size_t count, dt_reduce_op op,
                                  void *stream) {
-    return allreduce_dev(c, buf, count, sizeof *buf, op, stream);
+    coll_call k = {COLL_ALLREDUCE, "all-reduce (device)", c, buf, NULL, count, sizeof *buf, op,
+                   0, NULL};
+    return coll_issue(&k, stream);
 }
 
 dt_status comm_reduce_scatter_f32_dev(dt_comm *c, float *out, const float *in,
                                       const size_t *counts, void *stream) {
-    const char *what = "reduce-scatter (device)";
-    dt_comm *dup;
-    DT_TRY(dev_begin(c, what, stream, &dup));
-    size_t mine = 0, n = dist_parts_total(counts, c->size, c->rank, &mine);
-    DT_TRY(dev_buffer(what, in, n * sizeof *in, 0));
-    DT_TRY(dev_buffer(what, out, counts[c->rank] * sizeof *out, 1));
-    DT_TRY(comm_reduce_scatter_f32(dup, out, in, counts));
-    comm_count(c, DT_COLL_REDUCE_SCATTER, n, sizeof *out);
-    return DT_OK;
+    coll_call k = {COLL_REDUCE_SCATTER, "reduce-scatter (device)", c, out, in, 0, sizeof *out,
+                   DT_REDUCE_SUM, 0, counts};
+    return coll_issue(&k, stream);
 }
 
 dt_status comm_allgather_f32_dev(dt_comm *c, float *buf, const size_t *counts, void *stream) {
-    const char *what = "all-gather (device)";
-    dt_comm *dup;
-    DT_TRY(dev_begin(c, what, stream, &dup));
-    size_t mine = 0, n = dist_parts_total(counts, c->size, c->rank, &mine);
-    DT_TRY(dev_buffer(what, buf, n * sizeof *buf, 1));
-    DT_TRY(comm_allgather_f32(dup, buf, counts));
-    comm_count(c, DT_COLL_ALLGATHER, n, sizeof *buf);
-    return DT_OK;
+    coll_call k = {COLL_ALLGATHER, "all-gather (device)", c, buf, NULL, 0, sizeof *buf,
+                   DT_REDUCE_SUM, 0, counts};
+    return coll_issue(&k, stream);
 }
 
 dt_status comm_broadcast_f32_dev(dt_comm *c, float *buf, size_t count, int root, void *stream) {
-    const char *what = "broadcast (device)";
-    dt_comm *dup;
-    DT_TRY(dev_begin(c, what, stream, &dup));
-    if (root < 0 || root >= c->size) {
-        dt_error("broadcast (device) on %s: root %d is not a rank of the group (size %d)",
-                 c->label, root, c->size);
-        return DT_ERR_INPUT;
-    }
-    DT_TRY(dev_buffer(what, buf, count * sizeof *buf, c->rank != root));
-    DT_TRY(comm_broadcast_f32(dup, buf, count, root));
-    comm_count(c, DT_COLL_BROADCAST, count, sizeof *buf);
-    return DT_OK;
+    coll_call k = {COLL_BROADCAST, "broadcast (device)", c, buf, NULL, count, sizeof *buf,
+                   DT_REDUCE_SUM, root, NULL};
+    return coll_issue(&k, stream);
 }

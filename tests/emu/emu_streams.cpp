@@ -240,14 +240,14 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     CHECK_EVENT(e, "cudaEventDestroy");
     g_events.erase(e);
+    emu_capture_forget(e);
     delete e;
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     CHECK_STREAM(s, "cudaEventRecord");
     CHECK_EVENT(e, "cudaEventRecord");
-    if (emu_capturing(s) && emu_capture_refuses("cudaEventRecord on the capturing stream"))
-        return cudaErrorStreamCaptureUnsupported;
+    if (emu_capture_record(e, s)) return cudaSuccess; /* a node of the graph */
     emu_stream *st = stream_of(s);
     issue_on(st);
     e->known = st->known;
@@ -256,6 +256,8 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     if (emu_capture_refuses("cudaEventSynchronize")) return cudaErrorStreamCaptureUnsupported;
     CHECK_EVENT(e, "cudaEventSynchronize");
+    cudaError_t err = emu_capture_event_usable(e, "cudaEventSynchronize");
+    if (err != cudaSuccess) return err;
     join(g_host, e->known);
     return cudaSuccess;
 }
@@ -263,10 +265,11 @@ cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
     CHECK_STREAM(s, "cudaStreamWaitEvent");
     CHECK_EVENT(e, "cudaStreamWaitEvent");
-    if (emu_capturing(s) && emu_capture_refuses("cudaStreamWaitEvent on the capturing stream"))
-        return cudaErrorStreamCaptureUnsupported;
     if (flags)
         return emu_api_error(cudaErrorInvalidValue, "cudaStreamWaitEvent: flags %u", flags);
+    int captured = 0; /* a fork or join inside a capture, or a misuse of a captured event */
+    cudaError_t err = emu_capture_wait(s, e, &captured);
+    if (captured) return err;
     join(stream_of(s)->known, e->known);
     return cudaSuccess;
 }

@@ -14,7 +14,11 @@
  * And graphs by stream capture: a captured kernel, memset and copy run nothing until launched
  * and run again at each launch, the copy reading its host buffer as it is then; a
  * synchronisation or cudaMalloc inside a capture fails and invalidates it; a graph's replayed
- * write read from another stream with no wait aborts. */
+ * write read from another stream with no wait aborts. A stream that waits for a captured event
+ * joins the capture and its work replays, ordered by the recorded events; a fork not joined back
+ * and a wait for uncaptured work fail the capture, a captured event cannot be waited for once
+ * the capture has ended; the graph's work of a joined stream is not ordered with later work
+ * issued on that stream (it aborts). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,6 +236,88 @@ static void graph_replay_unordered(bufs *b) {
     read_on(b->s2, b);
 }
 
+/* A fork and a join: s2 joins the capture by waiting for an event of s1's, reads what s1
+ * wrote, and s1 waits for s2's work before its own last write; each launch replays both
+ * streams' work, ordered by the recorded events. */
+static void graph_fork_join(bufs *b) {
+    cudaEvent_t forked, joined;
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    cudaStreamCaptureStatus st;
+    REQUIRE(cudaEventCreateWithFlags(&forked, cudaEventDisableTiming) == cudaSuccess);
+    REQUIRE(cudaEventCreateWithFlags(&joined, cudaEventDisableTiming) == cudaSuccess);
+    REQUIRE(cudaMemset(b->out, 0, N * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    REQUIRE(cudaStreamBeginCapture(b->s1, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    write_on(b->s1, b->x);
+    REQUIRE(cudaEventRecord(forked, b->s1) == cudaSuccess);
+    REQUIRE(cudaStreamWaitEvent(b->s2, forked, 0) == cudaSuccess);
+    REQUIRE(cudaStreamIsCapturing(b->s2, &st) == cudaSuccess &&
+            st == cudaStreamCaptureStatusActive);
+    read_on(b->s2, b); /* out = x */
+    REQUIRE(cudaEventRecord(joined, b->s2) == cudaSuccess);
+    REQUIRE(cudaStreamWaitEvent(b->s1, joined, 0) == cudaSuccess);
+    write_kernel<<<1, N, 0, b->s1>>>(b->x, 2.0f); /* after s2's read of x */
+    REQUIRE(cudaStreamEndCapture(b->s1, &g) == cudaSuccess && g);
+    REQUIRE(cudaStreamIsCapturing(b->s2, &st) == cudaSuccess && st == cudaStreamCaptureStatusNone);
+    REQUIRE(host_value(b->out) == 0.0f); /* recorded, not run */
+    REQUIRE(cudaGraphInstantiate(&ge, g, 0) == cudaSuccess);
+    REQUIRE(cudaGraphDestroy(g) == cudaSuccess);
+    for (int launch = 0; launch < 2; launch++) {
+        REQUIRE(cudaGraphLaunch(ge, b->s1) == cudaSuccess);
+        REQUIRE(cudaStreamSynchronize(b->s1) == cudaSuccess);
+        REQUIRE(host_value(b->out) == 1.0f && host_value(b->x) == 2.0f);
+    }
+    REQUIRE(cudaGraphExecDestroy(ge) == cudaSuccess);
+    /* the events were last recorded in the capture: not usable until recorded again */
+    REQUIRE(cudaStreamWaitEvent(b->s2, joined, 0) == cudaErrorCapturedEvent);
+    REQUIRE(cudaEventSynchronize(forked) == cudaErrorCapturedEvent);
+    REQUIRE(cudaEventRecord(joined, b->s1) == cudaSuccess);
+    REQUIRE(cudaStreamWaitEvent(b->s2, joined, 0) == cudaSuccess);
+    (void)cudaGetLastError();
+}
+
+/* A stream that joined and was not joined back fails the capture; so does a capturing stream
+ * waiting for an event recorded outside it. */
+static void graph_refuses_unjoined(bufs *b) {
+    cudaEvent_t e, outside;
+    cudaGraph_t g = (cudaGraph_t)1;
+    REQUIRE(cudaEventCreateWithFlags(&e, cudaEventDisableTiming) == cudaSuccess);
+    REQUIRE(cudaEventCreateWithFlags(&outside, cudaEventDisableTiming) == cudaSuccess);
+    REQUIRE(cudaStreamBeginCapture(b->s1, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    REQUIRE(cudaEventRecord(e, b->s1) == cudaSuccess);
+    REQUIRE(cudaStreamWaitEvent(b->s2, e, 0) == cudaSuccess);
+    read_on(b->s2, b);
+    REQUIRE(cudaStreamEndCapture(b->s2, &g) == cudaErrorStreamCaptureUnmatched && !g);
+    REQUIRE(cudaStreamEndCapture(b->s1, &g) == cudaErrorStreamCaptureUnjoined && !g);
+    REQUIRE(cudaEventRecord(outside, b->s2) == cudaSuccess); /* s2 is not capturing now */
+    REQUIRE(cudaStreamBeginCapture(b->s1, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    REQUIRE(cudaStreamWaitEvent(b->s1, outside, 0) == cudaErrorStreamCaptureIsolation);
+    write_on(b->s1, b->x);
+    REQUIRE(cudaStreamEndCapture(b->s1, &g) == cudaErrorStreamCaptureInvalidated && !g);
+    (void)cudaGetLastError();
+}
+
+/* The graph's work on a joined stream runs on a stream of the graph, not on the stream that was
+ * captured: work issued there later is not ordered after it. */
+static void graph_side_stream_unordered(bufs *b) {
+    cudaEvent_t forked, joined;
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    cudaEventCreateWithFlags(&forked, cudaEventDisableTiming);
+    cudaEventCreateWithFlags(&joined, cudaEventDisableTiming);
+    REQUIRE(cudaStreamBeginCapture(b->s1, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    REQUIRE(cudaEventRecord(forked, b->s1) == cudaSuccess);
+    REQUIRE(cudaStreamWaitEvent(b->s2, forked, 0) == cudaSuccess);
+    write_on(b->s2, b->y);
+    REQUIRE(cudaEventRecord(joined, b->s2) == cudaSuccess);
+    REQUIRE(cudaStreamWaitEvent(b->s1, joined, 0) == cudaSuccess);
+    REQUIRE(cudaStreamEndCapture(b->s1, &g) == cudaSuccess);
+    REQUIRE(cudaGraphInstantiate(&ge, g, 0) == cudaSuccess);
+    REQUIRE(cudaGraphLaunch(ge, b->s1) == cudaSuccess);
+    write_on(b->s2, b->y); /* s2 never waited for the launch on s1 */
+}
+
 int main(void) {
     expect("event recorded after the write, waited for", false, event_wait);
     expect("a chain of two event waits", false, event_chain);
@@ -250,6 +336,12 @@ int main(void) {
     expect("a synchronisation inside a capture invalidates it", false, graph_refuses_sync);
     expect("a graph's write, then a read on another stream without a wait", true,
            graph_replay_unordered);
+    expect("a captured fork and join replay both streams' work, ordered", false,
+           graph_fork_join);
+    expect("an unjoined fork, and a wait for uncaptured work, fail the capture", false,
+           graph_refuses_unjoined);
+    expect("work on a stream that joined a capture, unordered with the graph's launch", true,
+           graph_side_stream_unordered);
     printf("%s: %d failed checks\n", g_fails ? "FAILED" : "PASSED", g_fails);
     return g_fails ? 1 : 0;
 }

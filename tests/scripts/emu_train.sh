@@ -41,7 +41,10 @@
 #   dp 2 with ZeRO 1 match the single-rank emulated run (parameters, losses, gradient norms, and
 #   the bytes moved equal to the analytic count: compare_dumps.py, as parallel_layouts.sh does
 #   on the CPU); with one emulated device, two ranks on the host are refused (exit 2, one
-#   message), and train.device=auto takes the emulated GPU.
+#   message), and train.device=auto takes the emulated GPU;
+# - 4 steps of tp 2 x dp 2 with ZeRO 1 and dp 2 with ZeRO 2 as CUDA graphs (the collectives
+#   recorded with the passes, launched on steps 3 and 4) give the bits of the issued runs, and
+#   count the bytes the launched graphs move (the analytic count, as the issued steps).
 # About 95 s on 2 busy cores (about 45 s of CPU time).
 # Skipped (77) when difftrain_emu was not built (the emulator needs x86-64 Linux and python3).
 #
@@ -228,11 +231,12 @@ PY
 echo "emu_train: tensor and data parallelism on emulated GPUs (mpirun, DT_EMU_DEVICES=4)"
 PAR=("$TEST_CONFIGS/parallel/diff.yaml" "${DATA[@]}" train.steps=2
      train.device=cuda)
-prun() { # prun NAME TP DP ZERO: NP = TP x DP ranks
-  local name=$1 np=$(($2 * $3))
-  timeout 120 "${MPI[@]}" -np "$np" -x DT_EMU_DEVICES=4 "$EMU" train "${PAR[@]}" \
-    parallel.tp="$2" parallel.dp="$3" parallel.zero="$4" "log.metrics=$tmp/$name.jsonl" \
-    --dump-params "$tmp/$name" >"$tmp/$name.out" 2>&1 ||
+prun() { # prun NAME TP DP ZERO [overrides]: NP = TP x DP ranks; GRAPHS=1: the steps as graphs
+  local name=$1 np=$(($2 * $3)) tp=$2 dp=$3 zero=$4
+  shift 4
+  timeout 120 "${MPI[@]}" -np "$np" -x DT_EMU_DEVICES=4 -x DIFFTRAIN_CUDA_GRAPHS="${GRAPHS:-0}" \
+    "$EMU" train "${PAR[@]}" parallel.tp="$tp" parallel.dp="$dp" parallel.zero="$zero" "$@" \
+    "log.metrics=$tmp/$name.jsonl" --dump-params "$tmp/$name" >"$tmp/$name.out" 2>&1 ||
     { local rc=$?; tail -30 "$tmp/$name.out"; fail "$name exited $rc"; }
 }
 "$EMU" train "${PAR[@]}" "log.metrics=$tmp/par1.jsonl" --dump-params "$tmp/par1" \
@@ -244,6 +248,21 @@ for layout in "2 1 0" "1 2 1" "1 2 2" "2 2 1"; do
   grep -q "layout: $(($1 * $2)) ranks = tp $1 x dp $2, zero $3" "$tmp/$name.out" ||
     fail "$name: not the layout asked for"
   match "$name" par1
+done
+
+# the step as a graph on several ranks: the tensor-parallel all-reduces and the overlapped
+# data-parallel reduction (ZeRO 1: reduce-scatter of the step's sum; ZeRO 2: of every
+# micro-batch's) recorded with the passes; step 1 issued, 2 recorded, 3 and 4 launched
+echo "emu_train: the step as a CUDA graph on several ranks (collectives recorded)"
+for layout in "2 2 1" "1 2 2"; do
+  set -- $layout
+  name=tp$1_dp$2_zero$3
+  prun "${name}_4" "$@" train.steps=4
+  GRAPHS=1 prun "${name}_graph" "$@" train.steps=4
+  grep -q "CUDA graphs (rank 0): 1 recording, 3 steps launched from one" "$tmp/${name}_graph.out" ||
+    { tail -5 "$tmp/${name}_graph.out"; fail "${name}_graph: the steps were not launched"; }
+  same_bits "${name}_graph" "${name}_4"
+  match "${name}_graph" "${name}_4" # and the bytes moved: the analytic count at every step
 done
 
 # one emulated device and two ranks on this host: refused with one message; auto takes the GPU

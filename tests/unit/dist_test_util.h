@@ -68,4 +68,24 @@ static inline int dtu_capture_end(dtu_capture *cap, char *buf, size_t len) {
     return ok ? 0 : -1;
 }
 
+#ifdef cmocka_unit_test /* included after <cmocka.h> */
+#include "dist/comm.h"
+#include "dist/world.h"
+
+/* The body of main() for tests on a communicator of all ranks: the world, *comm on it
+ * ("world"), the tests, and the verdict over all ranks (dist_test_verdict), which every rank
+ * returns. */
+static inline int dtu_run_world_tests(int *argc, char ***argv, dt_comm *comm,
+                                      const struct CMUnitTest *tests, size_t count) {
+    dt_world world;
+    if (world_init(&world, argc, argv) != DT_OK) return 1;
+    if (comm_init_world(comm, "world") != DT_OK) return 1;
+    int rc = _cmocka_run_group_tests("tests", tests, count, NULL, NULL);
+    comm_free(comm);
+    int verdict = dist_test_verdict(rc == 0 ? 0 : 1);
+    world_finalize();
+    return verdict;
+}
+#endif
+
 #endif

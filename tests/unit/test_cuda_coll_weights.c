@@ -21,7 +21,7 @@
 
 #include "cuda_ops_test_util.h"
 #include "dist/comm.h"
-#include "dist/world.h"
+#include "dist_test_util.h"
 
 #ifndef DT_TEST_NO_NCCL
 #include "dist/nccl_buf_coll.h"
@@ -120,16 +120,9 @@ int main(int argc, char **argv) {
     printf("built without NCCL: skipped\n");
     return 77;
 #else
-    dt_world world;
-    if (world_init(&world, &argc, &argv) != DT_OK) return 1;
-    if (comm_init_world(&comm, "world") != DT_OK) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_collectives_drop_weight_copies),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    comm_free(&comm);
-    int verdict = dist_test_verdict(rc == 0 ? 0 : 1);
-    world_finalize();
-    return verdict;
+    return dtu_run_world_tests(&argc, &argv, &comm, tests, sizeof tests / sizeof tests[0]);
 #endif
 }

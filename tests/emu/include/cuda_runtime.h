@@ -121,6 +121,10 @@ typedef enum cudaError {
     cudaErrorNotReady = 600, /* never returned: work is done when its call returns */
     cudaErrorStreamCaptureUnsupported = 900,
     cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorStreamCaptureUnmatched = 903,
+    cudaErrorStreamCaptureUnjoined = 904,
+    cudaErrorStreamCaptureIsolation = 905,
+    cudaErrorCapturedEvent = 907,
 } cudaError_t;
 const char *cudaGetErrorString(cudaError_t e);
 const char *cudaGetErrorName(cudaError_t e);
@@ -198,17 +202,22 @@ int emu_device_range(const void *p, size_t bytes);
 cudaError_t emu_stream_op(cudaStream_t stream, const char *what);
 cudaError_t emu_stream_access(const void *p, size_t bytes, int write);
 
-/* Graphs by stream capture (emu_graph.cpp), one capture at a time, of one stream: between
+/* Graphs by stream capture (emu_graph.cpp), one capture at a time: between
  * cudaStreamBeginCapture and cudaStreamEndCapture the kernel launches, asynchronous copies and
- * memsets and cuBLAS calls issued on that stream run nothing and are recorded instead;
- * cudaGraphLaunch issues them again, in their order, on its own stream (where the stream order
- * is checked as for any work). A call that would wait for the device or change the memory map
- * while a capture is active (a synchronisation, a synchronous copy, cudaMalloc, cudaFree and
- * their host and asynchronous kinds, cudaEventQuery, work on the legacy default stream) fails
- * with cudaErrorStreamCaptureUnsupported and invalidates the capture, as CUDA's global capture
- * mode does; work the emulator cannot record (an event recorded or waited for on the capturing
- * stream, which a GPU would make a dependency of the graph, an NCCL call) is refused the same
- * way, naming the call. */
+ * memsets, cuBLAS and NCCL calls issued on a capturing stream run nothing and are recorded
+ * instead. A stream joins the capture by waiting for an event recorded on a capturing stream
+ * (a fork), and every stream that joined must be joined back (the origin waits for an event
+ * recorded after its last work) before the capture ends, else cudaErrorStreamCaptureUnjoined;
+ * a capturing stream that waits for an event recorded outside the capture invalidates it
+ * (cudaErrorStreamCaptureIsolation), and an event last recorded in a capture that has ended
+ * cannot be waited for (cudaErrorCapturedEvent). cudaGraphLaunch issues the recorded work
+ * again, in its order, the origin's on the launch's stream and each joined stream's on a stream
+ * of the instantiated graph, with the recorded event records and waits between them (where the
+ * stream order is checked as for any work). A call that would wait for the device or change
+ * the memory map while a capture is active (a synchronisation, a synchronous copy, cudaMalloc,
+ * cudaFree and their host and asynchronous kinds, cudaEventQuery, work on the legacy default
+ * stream) fails with cudaErrorStreamCaptureUnsupported and invalidates the capture, as CUDA's
+ * global capture mode does. */
 typedef enum cudaStreamCaptureMode {
     cudaStreamCaptureModeGlobal = 0,
     cudaStreamCaptureModeThreadLocal = 1,
@@ -231,6 +240,12 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
 /* 1 while work issued on `stream` is being recorded (the emulator's stand-ins ask first). */
 int emu_capturing(cudaStream_t stream);
+/* A library stand-in's call issued on the capturing `stream` (emu_capturing): recorded; each
+ * launch of the graph calls run(arg, on), `on` the stream that replays `stream`'s work, and
+ * release(arg) runs when no graph holds the call any more. */
+void emu_capture_call(cudaStream_t stream, const char *what,
+                      void (*run)(void *arg, cudaStream_t on), void *arg,
+                      void (*release)(void *arg));
 /* In a call CUDA refuses during an active capture: 1 (the capture is invalidated, the error
  * recorded and reported with `what`), else 0. */
 int emu_capture_refuses(const char *what);
@@ -565,7 +580,7 @@ static inline void emu_check_arg(const emu_launch_cfg &c, int index, A *const &p
                           !std::is_const<A>::value);
 }
 /* Records an operation issued on the capturing stream s (emu_graph.cpp): op issues it again,
- * on the stream of the graph's launch. */
+ * on the stream that replays s's work at a launch of the graph. */
 void emu_capture_add(cudaStream_t s, const char *what, std::function<void(cudaStream_t)> op);
 
 template <typename... P> struct emu_call {
