@@ -25,7 +25,8 @@
 #   (DIFFTRAIN_FLASH_SM90=1), which tracks the CPU;
 # - the step's forward and backward passes recorded as a CUDA graph and launched
 #   (DIFFTRAIN_CUDA_GRAPHS=1) give the bits of the same runs issued op by op (bf16, fp32 with
-#   recomputation); the CPU program notes that it has no graphs and runs as before;
+#   recomputation), and a checkpoint saved after a launched step resumes to the same bits;
+#   the CPU program notes that it has no graphs and runs as before;
 # - a checkpoint saved on the emulated GPU after step 2 resumes on the CPU program, and one saved
 #   by the CPU resumes on the emulated GPU: steps 3-4 and the final parameters match the other
 #   device's uninterrupted run (1e-5, as above);
@@ -147,6 +148,16 @@ for arch in diff diff_v2 transformer; do
 done
 DIFFTRAIN_CUDA_GRAPHS=1 emu graph_rec model.arch=diff train.recompute=true
 same_bits graph_rec gpu_diff
+# a checkpoint saved after a launched step (3) resumes, with graphs again, to the bits of the
+# uninterrupted run issued op by op
+DIFFTRAIN_CUDA_GRAPHS=1 emu graph_half model.arch=diff train.precision=bf16 \
+  checkpoint.dir="$tmp/ck_graph" checkpoint.every=3 --stop-after 3
+DIFFTRAIN_CUDA_GRAPHS=1 emu graph_resumed model.arch=diff train.precision=bf16 \
+  checkpoint.dir="$tmp/ck_graph"
+cmp -s <(losses graph_resumed) <(losses bf16_diff | tail -1) &&
+  cmp -s "$tmp/graph_resumed/params.bin" "$tmp/bf16_diff/params.bin" ||
+  fail "graph_resumed: step 4 or the parameters differ from bf16_diff's"
+echo "  graph_resumed (saved after a launched step) = bf16_diff bit for bit"
 DIFFTRAIN_CUDA_GRAPHS=1 cpu graph_cpu model.arch=diff
 grep -q "the cpu backend has no graphs" "$tmp/graph_cpu.out" || fail "graph_cpu: no note"
 same_bits graph_cpu cpu_diff
