@@ -18,7 +18,8 @@
 #   (DIFFTRAIN_FLASH_TMA=1) trains as the wgmma one (DIFFTRAIN_FLASH_SM90=1), bit for bit, for
 #   each of diff, diff_v2 and transformer;
 # - a checkpoint saved on the GPU at step 25 resumes on the CPU, and one saved on the CPU resumes
-#   on the GPU: the continued losses track the uninterrupted run of the other device (2e-3);
+#   on the GPU: the continued losses track the uninterrupted run of the other device (2e-3); one
+#   saved after a launched CUDA graph step resumes with graphs to the bf16 run's bits;
 # - eval on the GPU (fp32 and bf16) scores a checkpoint as eval on the CPU does;
 # - the trainer's report of peak device memory after the first step is within 10% of what
 #   `difftrain plan` predicts, in fp32 and bf16, for a model big enough that the buffers dominate.
@@ -127,6 +128,15 @@ compare g_then_c cpu_diff 2e-3 2e-3 26
 run c_half train.steps=50 train.device=cpu checkpoint.dir="$tmp/ck_c" checkpoint.every=25 --stop-after 25
 run c_then_g train.steps=50 train.device=cuda checkpoint.dir="$tmp/ck_c"
 compare c_then_g gpu_diff 2e-3 2e-3 26
+# a checkpoint saved after a launched CUDA graph step resumes, with graphs again, to the bits of
+# the uninterrupted bf16 run issued op by op
+g=(model.arch=diff train.steps=50 train.device=cuda train.precision=bf16)
+DIFFTRAIN_CUDA_GRAPHS=1 run graph_half "${g[@]}" checkpoint.dir="$tmp/ck_graph" \
+  checkpoint.every=25 --stop-after 25
+DIFFTRAIN_CUDA_GRAPHS=1 run graph_resumed "${g[@]}" checkpoint.dir="$tmp/ck_graph"
+cmp -s <(losses graph_resumed) <(losses bf16_diff | tail -25) ||
+  fail "graph_resumed: steps 26-50 differ from bf16_diff's"
+echo "  graph_resumed (saved after a launched step) = bf16_diff from step 26, bit for bit"
 
 # eval on the GPU scores the GPU-saved step-25 checkpoint as the CPU does (fp32 on both: only
 # summation orders differ, 1e-4 relative), and in bf16 within 1%
