@@ -220,10 +220,10 @@ struct dt_backend {
      * onehot(target)), rows with target < 0 zero, where dloss = dloss_scale / (float)*n_targets
      * (one int in backend memory: the rows' targets counted by the host as it staged them, so
      * that a recorded graph reads each micro-batch's own), or 0 when it is 0. An operand read
-     * only by the classifier's product (matmul_backward_operand with the same ldd). dlogits may be the logits buffer
-     * itself with ldd = V * sizeof(float) / operand_bytes: each row's gradient then overwrites
-     * the front of that row's own logits (in bf16 its first half), so the classifier needs no
-     * second buffer and writes half the bytes. */
+     * only by the classifier's product (matmul_backward_operand with the same ldd). dlogits
+     * may be the logits buffer itself with ldd = V * sizeof(float) / operand_bytes: each row's
+     * gradient then overwrites the front of that row's own logits (in bf16 its first half), so
+     * the classifier needs no second buffer and writes half the bytes. */
     void (*xent_backward)(dt_operand *dlogits, int ldd, const float *logits, const float *lse,
                           const int32_t *targets, float dloss_scale, const int32_t *n_targets,
                           int N, int V);

@@ -581,17 +581,22 @@ float model_forward(dt_model *m, const int32_t *inputs, const int32_t *targets) 
     return m->last_loss;
 }
 
-void model_forward_train(dt_model *m, const int32_t *inputs, const int32_t *targets,
-                         double *loss_acc, float dloss_scale) {
-    forward_queue(m, stage_next(m, inputs, targets), targets != NULL, &dloss_scale);
+/* The training forward of a staged buffer (with targets or not), its mean loss added to
+ * *loss_acc on the backend. */
+static void forward_train(dt_model *m, const int32_t *staged, int targets, double *loss_acc,
+                          float dloss_scale) {
+    forward_queue(m, staged, targets, &dloss_scale);
     m->last_loss = NAN;
     if (targets) m->be->loss_accumulate(loss_acc, m->losses, m->B * m->T, m->target_count);
 }
 
+void model_forward_train(dt_model *m, const int32_t *inputs, const int32_t *targets,
+                         double *loss_acc, float dloss_scale) {
+    forward_train(m, stage_next(m, inputs, targets), targets != NULL, loss_acc, dloss_scale);
+}
+
 void model_forward_train_slot(dt_model *m, int k, double *loss_acc, float dloss_scale) {
-    forward_queue(m, slot_of(m, k), 1, &dloss_scale);
-    m->last_loss = NAN;
-    m->be->loss_accumulate(loss_acc, m->losses, m->B * m->T, m->target_count);
+    forward_train(m, slot_of(m, k), 1, loss_acc, dloss_scale);
 }
 
 /* ---- greedy predictions ---- */

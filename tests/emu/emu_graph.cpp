@@ -100,10 +100,18 @@ extern "C" void emu_capture_call(cudaStream_t s, const char *what,
     emu_capture_add(s, what, [run, owned](cudaStream_t on) { run(owned.get(), on); });
 }
 
+/* The legacy default stream and cudaStreamPerThread: never captured here. */
+static bool legacy(cudaStream_t s) { return (uintptr_t)s <= 2; }
+
+/* The active capture fails at its end, naming the first call that invalidated it. */
+static void invalidate(const char *by) {
+    if (!g_invalid) g_invalid_by = by;
+    g_invalid = true;
+}
+
 int emu_capture_refuses(const char *what) {
     if (!g_active) return 0;
-    if (!g_invalid) g_invalid_by = what;
-    g_invalid = true;
+    invalidate(what);
     (void)emu_api_error(cudaErrorStreamCaptureUnsupported,
                         "%s while stream %p is being captured: not allowed in a capture (the "
                         "capture is invalidated)", what, (void *)g_slots[0]);
@@ -134,7 +142,7 @@ cudaError_t emu_capture_wait(cudaStream_t s, cudaEvent_t e, int *handled) {
     *handled = 1;
     auto it = g_captured.find(e);
     if (it != g_captured.end() && g_active && it->second.capture == g_capture_id) {
-        if ((uintptr_t)s <= 2) /* the legacy stream and cudaStreamPerThread: not captured here */
+        if (legacy(s))
             return emu_capture_refuses("cudaStreamWaitEvent of the legacy default stream for a "
                                        "captured event") ? cudaErrorStreamCaptureUnsupported
                                                          : cudaSuccess;
@@ -153,8 +161,7 @@ cudaError_t emu_capture_wait(cudaStream_t s, cudaEvent_t e, int *handled) {
                              "event was last recorded during a capture that has ended (record "
                              "it again outside the capture)", (void *)s, (void *)e);
     if (emu_capturing(s)) { /* a dependency on work outside the graph */
-        if (!g_invalid) g_invalid_by = "cudaStreamWaitEvent for an event recorded outside it";
-        g_invalid = true;
+        invalidate("cudaStreamWaitEvent for an event recorded outside it");
         return emu_api_error(cudaErrorStreamCaptureIsolation, "cudaStreamWaitEvent(%p, event "
                              "%p): a capturing stream waits for an event recorded outside the "
                              "capture (the capture is invalidated)", (void *)s, (void *)e);
@@ -173,7 +180,7 @@ void emu_capture_forget(cudaEvent_t e) { g_captured.erase(e); }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
     CHECK_STREAM(s, "cudaStreamBeginCapture");
-    if ((uintptr_t)s <= 2)
+    if (legacy(s))
         return emu_api_error(cudaErrorIllegalState, "cudaStreamBeginCapture: the legacy default "
                              "stream and cudaStreamPerThread are not captured here (create a "
                              "stream)");

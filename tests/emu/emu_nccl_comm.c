@@ -71,17 +71,15 @@ dt_status comm_nccl_init(dt_comm *c) {
     return DT_OK;
 }
 
-typedef enum coll_kind { COLL_ALLREDUCE, COLL_REDUCE_SCATTER, COLL_ALLGATHER, COLL_BROADCAST }
-    coll_kind;
-
 /* One device collective's arguments (what a graph keeps of it). */
 typedef struct coll_call {
-    coll_kind kind;
+    dt_coll kind;
     const char *what;
     dt_comm *c;
     void *buf;        /* all-reduce, all-gather, broadcast: in place; reduce-scatter: out */
     const void *in;   /* reduce-scatter */
-    size_t count;     /* elements: all-reduce, broadcast */
+    size_t count;     /* elements: all-reduce, broadcast; reduce-scatter, all-gather: the total
+                         over the parts (coll_issue sets it) */
     size_t esize;     /* all-reduce: float or double */
     dt_reduce_op op;  /* all-reduce */
     int root;         /* broadcast */
@@ -104,27 +102,24 @@ static dt_status coll_run(const coll_call *k, void *stream) {
     if (e != cudaSuccess)
         return dist_check_fail("NCCL", k->what, __FILE__, __LINE__, cudaGetErrorString(e));
     dt_comm *c = k->c, *dup = &((emu_nccl *)c->nccl)->dup;
-    size_t mine = 0, n = 0;
     switch (k->kind) {
-    case COLL_ALLREDUCE:
+    case DT_COLL_ALLREDUCE:
         DT_TRY(dev_buffer(k->what, k->buf, k->count * k->esize, 1));
         return k->esize == sizeof(float)
                    ? comm_allreduce_f32(dup, (float *)k->buf, k->count, k->op)
                    : comm_allreduce_f64(dup, (double *)k->buf, k->count, k->op);
-    case COLL_REDUCE_SCATTER:
-        n = dist_parts_total(k->counts, c->size, c->rank, &mine);
-        DT_TRY(dev_buffer(k->what, k->in, n * sizeof(float), 0));
+    case DT_COLL_REDUCE_SCATTER:
+        DT_TRY(dev_buffer(k->what, k->in, k->count * sizeof(float), 0));
         DT_TRY(dev_buffer(k->what, k->buf, k->counts[c->rank] * sizeof(float), 1));
         return comm_reduce_scatter_f32(dup, (float *)k->buf, (const float *)k->in, k->counts);
-    case COLL_ALLGATHER:
-        n = dist_parts_total(k->counts, c->size, c->rank, &mine);
-        DT_TRY(dev_buffer(k->what, k->buf, n * sizeof(float), 1));
+    case DT_COLL_ALLGATHER:
+        DT_TRY(dev_buffer(k->what, k->buf, k->count * sizeof(float), 1));
         return comm_allgather_f32(dup, (float *)k->buf, k->counts);
-    case COLL_BROADCAST:
+    case DT_COLL_BROADCAST:
         DT_TRY(dev_buffer(k->what, k->buf, k->count * sizeof(float), c->rank != k->root));
         return comm_broadcast_f32(dup, (float *)k->buf, k->count, k->root);
+    default: return DT_ERR_INPUT;
     }
-    return DT_ERR_INPUT;
 }
 
 /* A recorded collective at a launch of its graph: a failure there is the run's end, as an
@@ -178,58 +173,54 @@ static dt_status coll_issue(coll_call *k, void *stream) {
         return DT_ERR_INPUT;
     }
     DT_TRY(comm_nccl_init(c));
-    size_t mine = 0, n = k->count;
-    dt_coll counted = DT_COLL_ALLREDUCE;
+    size_t mine = 0;
     switch (k->kind) {
-    case COLL_ALLREDUCE: DT_TRY(check_op(k->op, k->what)); break;
-    case COLL_REDUCE_SCATTER:
-    case COLL_ALLGATHER:
-        n = dist_parts_total(k->counts, c->size, c->rank, &mine);
-        counted = k->kind == COLL_ALLGATHER ? DT_COLL_ALLGATHER : DT_COLL_REDUCE_SCATTER;
-        break;
-    case COLL_BROADCAST:
+    case DT_COLL_ALLREDUCE: DT_TRY(check_op(k->op, k->what)); break;
+    case DT_COLL_REDUCE_SCATTER:
+    case DT_COLL_ALLGATHER: k->count = dist_parts_total(k->counts, c->size, c->rank, &mine); break;
+    case DT_COLL_BROADCAST:
         if (k->root < 0 || k->root >= c->size) {
             dt_error("broadcast (device) on %s: root %d is not a rank of the group (size %d)",
                      c->label, k->root, c->size);
             return DT_ERR_INPUT;
         }
-        counted = DT_COLL_BROADCAST;
         break;
+    default: return DT_ERR_INPUT;
     }
     DT_TRY(coll_run_or_record(k, stream));
-    comm_count(c, counted, n, k->esize);
+    comm_count(c, k->kind, k->count, k->esize);
     return DT_OK;
 }
 
 dt_status comm_allreduce_f32_dev(dt_comm *c, float *buf, size_t count, dt_reduce_op op,
                                  void *stream) {
-    coll_call k = {COLL_ALLREDUCE, "all-reduce (device)", c, buf, NULL, count, sizeof *buf, op,
+    coll_call k = {DT_COLL_ALLREDUCE, "all-reduce (device)", c, buf, NULL, count, sizeof *buf, op,
                    0, NULL};
     return coll_issue(&k, stream);
 }
 
 dt_status comm_allreduce_f64_dev(dt_comm *c, double *buf, size_t count, dt_reduce_op op,
                                  void *stream) {
-    coll_call k = {COLL_ALLREDUCE, "all-reduce (device)", c, buf, NULL, count, sizeof *buf, op,
+    coll_call k = {DT_COLL_ALLREDUCE, "all-reduce (device)", c, buf, NULL, count, sizeof *buf, op,
                    0, NULL};
     return coll_issue(&k, stream);
 }
 
 dt_status comm_reduce_scatter_f32_dev(dt_comm *c, float *out, const float *in,
                                       const size_t *counts, void *stream) {
-    coll_call k = {COLL_REDUCE_SCATTER, "reduce-scatter (device)", c, out, in, 0, sizeof *out,
+    coll_call k = {DT_COLL_REDUCE_SCATTER, "reduce-scatter (device)", c, out, in, 0, sizeof *out,
                    DT_REDUCE_SUM, 0, counts};
     return coll_issue(&k, stream);
 }
 
 dt_status comm_allgather_f32_dev(dt_comm *c, float *buf, const size_t *counts, void *stream) {
-    coll_call k = {COLL_ALLGATHER, "all-gather (device)", c, buf, NULL, 0, sizeof *buf,
+    coll_call k = {DT_COLL_ALLGATHER, "all-gather (device)", c, buf, NULL, 0, sizeof *buf,
                    DT_REDUCE_SUM, 0, counts};
     return coll_issue(&k, stream);
 }
 
 dt_status comm_broadcast_f32_dev(dt_comm *c, float *buf, size_t count, int root, void *stream) {
-    coll_call k = {COLL_BROADCAST, "broadcast (device)", c, buf, NULL, count, sizeof *buf,
+    coll_call k = {DT_COLL_BROADCAST, "broadcast (device)", c, buf, NULL, count, sizeof *buf,
                    DT_REDUCE_SUM, root, NULL};
     return coll_issue(&k, stream);
 }
