@@ -17,7 +17,9 @@
  *     `full` mbarrier by their bytes; it refills a stage once the consumers have handed it back
  *     on its `empty` mbarrier;
  *   warpgroups 1 and 2, the consumers (232 registers): per key tile
- *       S (64 x 64) = Q K^T: D/16 wgmma_ss, both operands K-major in shared memory;
+ *       S (64 x 64) = Q K^T: D/16 wgmma_rs, A the warp's rows of Q in registers (read from
+ *         shared memory once), B the K tile K-major (DIFF at d = 128: wgmma_ss, Q read from
+ *         shared memory each time: its O leaves no registers for Q);
  *       the online softmax of each warp's 16 rows (flash_forward.cuh);
  *       O (64 x DV) += P V: 4 wgmma_rs, P rounded to bf16 in registers, V N-major.
  * The products of one tile overlap the softmax of the next within a warpgroup, as in
@@ -30,6 +32,12 @@
  * V a whole step before its P V. With standard heads consumer 1's rows reach one key tile
  * further than consumer 0's (the causal diagonal): consumer 0 takes that turn without products
  * and hands the tile's stages straight back.
+ *
+ * Why Q in registers: shared memory moves 128 bytes a cycle per SM, and with both of S's operands
+ * there a key tile's reads (Q, K and V by each consumer) and TMA's writes (K and V) come to as
+ * many cycles as its products take on the tensor cores (4,096 flops a cycle), for either kind of
+ * head and every d: 1,152 cycles and 144 KiB at d = 96 for DIFF. Without Q that is 120 KiB
+ * (83%); 75% for standard heads (docs/gpu-performance.md).
  *
  * Tiles in shared memory as TMA writes them: a K-major tile (Q or K: 64 rows x d) is boxes of 64
  * columns under the 128-byte swizzle, at d = 96 then one box of 32 columns under the 64-byte
@@ -70,6 +78,21 @@ template <int D> struct flash_tma_tile {
         const int box = kk / 4, s = box < FULL ? 128 : 64; /* a full box holds 4 k16 steps */
         return wgmma_desc_swizzled(t + box * 64 * 128 + 32 * (kk % 4), 16, 8 * s, s);
     }
+    /* The m16n8k16 A fragments a[kk] (k16 step kk) of the tile's rows r0..r0 + 15, read from the
+     * swizzled layout by ldmatrix (by the warp): lane l gives the address of row r0 + l % 16 at
+     * column 16 kk + 8 (l / 16), whose 16-byte chunk the swizzle moves by bits 7.. of its
+     * offset in the 1024-byte aligned box (the row's low 3 bits at 128 bytes a row, bits 1-2 at
+     * 64). */
+    __device__ static __forceinline__ void fragments(uint32_t (*a)[4], const unsigned char *t,
+                                                     int r0, int lane) {
+        const int r = r0 + (lane & 15), half = lane >> 4;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const int box = kk / 4, s = box < FULL ? 128 : 64;
+            const int chunk = 2 * (kk % 4) + half, x = s == 128 ? (r & 7) : ((r >> 1) & 3);
+            ldmatrix_x4(a[kk], t + box * 64 * 128 + r * s + 16 * (chunk ^ x));
+        }
+    }
     /* rows r0.. of sequence b, columns c0.. (one head's) into t; by one thread */
     __device__ static __forceinline__ void load(unsigned char *t, const tma_map *full,
                                                 const tma_map *tail, int c0, int r0, int b,
@@ -95,6 +118,10 @@ template <int D, bool DIFF> struct flash_tma_layout {
     static constexpr int V_SWIZZLE = 2 * V_BOX;            /* its rows' bytes and swizzle */
     static constexpr unsigned K_BYTES = K_TILES * tile::BYTES; /* one K stage */
     static constexpr unsigned V_BYTES = 64u * DV * 2;          /* one V stage */
+    /* S's A operand, a consumer warp's 16 rows of Q, from registers (D / 16 x 4 of them, loaded
+     * once) rather than shared memory, except in DIFF's d = 128 kernel, which has no registers
+     * for them (its O is 128 a thread) */
+    static constexpr bool Q_REGS = !(DIFF && D == 128);
     static constexpr size_t Q = 0, K = 2 * tile::BYTES, V = K + 2 * K_BYTES; /* offsets */
     static constexpr size_t bytes(void) { return TMA_FWD_ALIGN + V + 2 * V_BYTES; }
     /* the descriptor of P V's k16 step kk (keys 16kk..) of the V tile at t, read N-major: rows of
@@ -193,12 +220,17 @@ flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
     auto pass_turn = [&](bool more) {
         if (c == 0 || more) named_bar_arrive(TMA_FWD_TURN + 1 - c, TMA_FWD_CONSUMERS);
     };
+    /* the warp's rows of Q in registers where they fit (L::Q_REGS), read once Q has landed */
+    uint32_t qf[L::Q_REGS ? D / 16 : 1][4];
     /* S = Q K^T of tile kt, issued (the caller fences and commits) */
     auto issue_s = [&](int kt) {
         const unsigned char *Kc = Ks + (kt & 1) * L::K_BYTES + (DIFF ? c : 0) * tile::BYTES;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<FLASH_BC, 0, 0>(s, tile::desc(Qc, kk), tile::desc(Kc, kk), kk > 0);
+            if constexpr (L::Q_REGS)
+                wgmma_rs<FLASH_BC, 0>(s, qf[kk], tile::desc(Kc, kk), kk > 0);
+            else
+                wgmma_ss<FLASH_BC, 0, 0>(s, tile::desc(Qc, kk), tile::desc(Kc, kk), kk > 0);
     };
     /* the softmax of tile kt's S (its max's move in corr), P rounded into pt */
     auto softmax = [&](int kt, uint32_t (*pt)[4]) {
@@ -211,6 +243,7 @@ flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
 
     if (c == 1) named_bar_arrive(TMA_FWD_TURN, TMA_FWD_CONSUMERS); /* consumer 0 issues first */
     mbar_wait(&bar[TMA_BAR_Q], 0);
+    if constexpr (L::Q_REGS) tile::fragments(qf, Qc, 16 * rw, lane);
     wait_stage(TMA_BAR_K_FULL, 0);
     my_turn();
     wgmma_fence();
