@@ -240,7 +240,7 @@ static dt_status trainer_setup(trainer *t) {
                                                       &c->optim, t->zero.first, t->zero.count)));
     DT_TRY(dist_agree(&g->world, step_init(&t->step, t->be)));
     DT_TRY(dist_agree(&g->world, model_reserve_slots(&t->model, t->grad_accum)));
-    DT_TRY(dist_agree(&g->world, step_graph_init(&t->graph, t->be)));
+    DT_TRY(dist_agree(&g->world, step_graph_init(&t->graph, t->be, t->world.rank == 0)));
     st = t->world.rank == 0 ? metrics_open(&t->metrics, c->log.metrics) : DT_OK;
     DT_TRY(dist_agree(&g->world, st));
     t->analytic = comm_plan_step_bytes(c, &t->model);

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-dt_status step_graph_init(dt_step_graph *sg, const dt_backend *be) {
+dt_status step_graph_init(dt_step_graph *sg, const dt_backend *be, int note) {
     memset(sg, 0, sizeof *sg);
     sg->be = be;
     const char *env = getenv("DIFFTRAIN_CUDA_GRAPHS");
@@ -13,11 +13,13 @@ dt_status step_graph_init(dt_step_graph *sg, const dt_backend *be) {
         dt_error("DIFFTRAIN_CUDA_GRAPHS=%s: expected 0 or 1", env);
         return DT_ERR_INPUT;
     }
-    if (!be->graph_begin)
-        printf("note: DIFFTRAIN_CUDA_GRAPHS=1: the %s backend has no graphs; steps run as "
-               "issued\n", be->name);
-    else
+    if (!be->graph_begin) {
+        if (note)
+            printf("note: DIFFTRAIN_CUDA_GRAPHS=1: the %s backend has no graphs; steps run as "
+                   "issued\n", be->name);
+    } else {
         sg->enabled = 1;
+    }
     return DT_OK;
 }
 

@@ -35,8 +35,9 @@ typedef struct dt_step_graph {
 } dt_step_graph;
 
 /* Reads DIFFTRAIN_CUDA_GRAPHS (0 or 1; unset: 0). Returns DT_ERR_INPUT (reported) for another
- * value. */
-dt_status step_graph_init(dt_step_graph *sg, const dt_backend *be);
+ * value. With `note`, graphs asked for on a backend without them are noted on stdout (the
+ * trainer's rank 0: once a job). */
+dt_status step_graph_init(dt_step_graph *sg, const dt_backend *be, int note);
 /* Queues the step's work: queue(arg) itself, or the recording of it. The first step runs
  * eagerly (it sizes the workspaces), the second is recorded and launched, the later ones are
  * launched; `recordable` 0 (a micro-batch without targets takes other branches on the host)

@@ -26,7 +26,7 @@
 # - the step's forward and backward passes recorded as a CUDA graph and launched
 #   (DIFFTRAIN_CUDA_GRAPHS=1) give the bits of the same runs issued op by op (bf16, fp32 with
 #   recomputation), and a checkpoint saved after a launched step resumes to the same bits;
-#   the CPU program notes that it has no graphs and runs as before;
+#   the CPU program notes that it has no graphs (once a job on 2 ranks) and runs as before;
 # - a checkpoint saved on the emulated GPU after step 2 resumes on the CPU program, and one saved
 #   by the CPU resumes on the emulated GPU: steps 3-4 and the final parameters match the other
 #   device's uninterrupted run (1e-5, as above);
@@ -275,6 +275,10 @@ for layout in "2 2 1" "1 2 2"; do
   same_bits "${name}_graph" "${name}_4"
   match "${name}_graph" "${name}_4" # and the bytes moved: the analytic count at every step
 done
+# graphs asked for on the CPU: noted once a job, not once a rank
+GRAPHS=1 prun dp2_cpu_graph 1 2 0 train.device=cpu
+[ "$(grep -c "the cpu backend has no graphs" "$tmp/dp2_cpu_graph.out")" -eq 1 ] ||
+  { cat "$tmp/dp2_cpu_graph.out"; fail "dp2_cpu_graph: the note on graphs not printed once"; }
 
 # one emulated device and two ranks on this host: refused with one message; auto takes the GPU
 timeout 60 "${MPI[@]}" -np 2 "$EMU" train "${PAR[@]}" >"$tmp/np2.out" 2>&1

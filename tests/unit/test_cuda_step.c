@@ -205,7 +205,7 @@ static void test_step_graph(void **state) {
         stu_init(&gs, dt_backend_cuda(), &cfg, &oc, which[c][1]);
         assert_int_equal(model_reserve_slots(&gs.m, STU_MICRO), DT_OK);
         dt_step_graph sg;
-        assert_int_equal(step_graph_init(&sg, gs.m.be), DT_OK);
+        assert_int_equal(step_graph_init(&sg, gs.m.be, 1), DT_OK);
         assert_true(sg.enabled);
         graph_arg arg = {&gs};
         for (int step = 0; step < 4; step++) {
