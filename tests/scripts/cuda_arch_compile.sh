@@ -4,9 +4,10 @@
 # copies) out of their code, cannot rot unseen: every model/cuda/*.cu, with the build's warning
 # flags and warnings as errors, compiled (not linked) for ARCH. 77 without nvcc.
 # With a PATTERN, only the sources that contain it (grep -l). On sm_90a it also fails where ptxas
-# serialises a kernel's wgmma products (its performance advisory C7520, which is not a warning:
-# nvcc's -Werror lets it pass), since such a kernel computes the right result at a fraction of
-# the speed and only a benchmark on a GPU would tell.
+# serialises a kernel's wgmma products (its performance advisories "wgmma.mma_async instructions
+# are serialized ...", which are not warnings: nvcc's -Werror lets them pass; C7520 for a branch
+# it cannot prove warp-uniform, C7512 for too few registers, and others), since such a kernel
+# computes the right result at a fraction of the speed and only a benchmark on a GPU would tell.
 #
 # usage: cuda_arch_compile.sh NVCC ARCH [PATTERN]   (ARCH: a compute capability, e.g. 80, 90a)
 set -u
@@ -40,9 +41,10 @@ if ! xargs -P "$(nproc)" -I{} bash -c 'compile "$1"' _ {} <"$tmp/sources"; then
   exit 1
 fi
 [ "$(ls "$tmp"/*.o | wc -l)" -eq "$n" ] || { echo "cuda_arch_compile: FAIL: objects missing"; exit 1; }
-if grep -H "C7520" "$tmp"/*.log; then
+if grep -H "wgmma.mma_async instructions are serialized" "$tmp"/*.log; then
   echo "cuda_arch_compile: FAIL: ptxas serialises the wgmma products of the kernels above (C7520:"
-  echo "  a branch on a value it cannot prove warp-uniform; warp_index() in cuda_common.cuh)"
+  echo "  a branch on a value it cannot prove warp-uniform, warp_index() in cuda_common.cuh;"
+  echo "  C7512: more registers than setmaxnreg or the launch bounds give)"
   exit 1
 fi
 echo "cuda_arch_compile: $what compile for sm_$ARCH"
