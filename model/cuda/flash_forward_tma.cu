@@ -33,11 +33,11 @@
  * further than consumer 0's (the causal diagonal): consumer 0 takes that turn without products
  * and hands the tile's stages straight back.
  *
- * Why Q in registers: shared memory moves 128 bytes a cycle per SM, and with both of S's operands
- * there a key tile's reads (Q, K and V by each consumer) and TMA's writes (K and V) come to as
- * many cycles as its products take on the tensor cores (4,096 flops a cycle), for either kind of
- * head and every d: 1,152 cycles and 144 KiB at d = 96 for DIFF. Without Q that is 120 KiB
- * (83%); 75% for standard heads (docs/gpu-performance.md).
+ * Why Q in registers: shared memory moves 128 bytes a cycle per SM, and an m64n64k16 product with
+ * both operands there reads 4 KiB for its 32 cycles on the tensor cores (4,096 flops a cycle):
+ * S alone takes all of it while it runs. Over a key tile, the consumers' reads (Q, K and V
+ * each) were 67% (DIFF) or 75% (standard heads) of the products' cycles, 100% with TMA's writes
+ * of K and V; without Q's reads 50%, and 83% or 75% with the writes (docs/gpu-performance.md).
  *
  * Tiles in shared memory as TMA writes them: a K-major tile (Q or K: 64 rows x d) is boxes of 64
  * columns under the 128-byte swizzle, at d = 96 then one box of 32 columns under the 64-byte
