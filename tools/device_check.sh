@@ -23,6 +23,10 @@
 #          columns split between the branch warps; SDPA timed as it dispatches itself and held
 #          to each of its backends, FlashAttention-2, memory-efficient and cuDNN, with the
 #          backend and kernels it picks named)
+#   attn   bench/bench_attn.sh alone (the last part of `bench`): the fused attention against
+#          SDPA, the goal's figures, in a few minutes
+#   tma    bench/bench_gpu.sh 830m in bf16 with the default forward kernels, then with the
+#          warp-specialised TMA forward (DIFFTRAIN_FLASH_TMA=1): what it does to the step
 #   bench3b  bench/bench_gpu.sh 3b in bf16, DIFF against its baseline, on one GPU (tp 1, dp 1:
 #          nothing to shard the AdamW state over; `difftrain plan` sizes at this build, with
 #          the weights' bf16 copies): sequence 2048 at micro-batch 1 (66.6 GiB), and 4096 at
@@ -115,10 +119,22 @@ stage_bench() {
   BENCH_PRECISIONS=bf16 BENCH_ACCUM=2 bash "$root/bench/bench_gpu.sh" "$BIN" 830m || rc=1
   DIFFTRAIN_CUDA_GRAPHS=1 BENCH_PRECISIONS=bf16 BENCH_ACCUM=2 \
     bash "$root/bench/bench_gpu.sh" "$BIN" 830m || rc=1
-  if [ -f "$root/bench/bench_attn.sh" ]; then
-    bash "$root/bench/bench_attn.sh" "$dt/bin/bench_attn" || rc=1
-  fi
+  stage_attn || rc=1
   return $rc
+}
+
+stage_attn() {
+  [ -f "$root/bench/bench_attn.sh" ] || return 0
+  bash "$root/bench/bench_attn.sh" "$dt/bin/bench_attn"
+}
+
+stage_tma() {
+  echo "-- the default forward kernels, then the warp-specialised TMA forward"
+  echo "   (DIFFTRAIN_FLASH_TMA=1), one after the other: compare their tokens/s"
+  BENCH_PRECISIONS=bf16 bash "$root/bench/bench_gpu.sh" "$BIN" 830m
+  local rc=$?
+  [ $rc -eq 0 ] || return $rc # 77: no usable GPU
+  DIFFTRAIN_FLASH_TMA=1 BENCH_PRECISIONS=bf16 bash "$root/bench/bench_gpu.sh" "$BIN" 830m
 }
 
 stage_bench3b() {

@@ -4,7 +4,8 @@
 # and its plugins, PMIx, hwloc, libevent, HDF5, libyaml, cmocka, OpenBLAS, libgfortran, ...) are
 # hidden behind empty files, the installed difftrain must then fail to start (the hiding works),
 # and the packed one must pass device_check's smoke stage (an Open MPI singleton, HDF5
-# checkpoint, YAML config, OpenBLAS training) and run every GPU test program (each exits 0 or 77).
+# checkpoint, YAML config, OpenBLAS training), run every GPU test program (each exits 0 or 77)
+# and reach the skip of the attn and tma benchmark stages.
 # Skipped (77) for a build without the CUDA backend, or where mount namespaces are not allowed.
 #
 # usage: device_pack.sh BUILD_DIR
@@ -33,7 +34,8 @@ for d in "$libdir/openmpi" /usr/share/openmpi "$libdir/pmix2" /etc/openmpi; do
   [ -d "$d" ] && mount --bind "$TMP_EMPTY" "$d"
 done
 if "$SYSTEM_BIN" --help >/dev/null 2>&1; then echo "the installed difftrain still starts"; exit 3; fi
-OUT=$TMP_OUT DT_PACK=$TMP_PACK DT_UNPACK=$TMP_UNPACK bash "$ROOT/tools/device_check.sh" smoke tests
+OUT=$TMP_OUT DT_PACK=$TMP_PACK DT_UNPACK=$TMP_UNPACK bash "$ROOT/tools/device_check.sh" smoke tests \
+  attn tma
 EOF
 TMP_EMPTY=$tmp/empty TMP_OUT=$tmp/out TMP_PACK=$tmp/pack.tar.xz TMP_UNPACK=$tmp/unpacked \
   SYSTEM_BIN=$BUILD/difftrain ROOT=$ROOT unshare -m bash "$tmp/bare.sh" >"$tmp/bare.out" 2>&1
@@ -46,4 +48,7 @@ n=$(ls "$tmp/unpacked/bin" | grep -c '^test_cuda_')
 [ "$n" -ge 1 ] || fail "no GPU test program was packed"
 [ "$(grep -cE '^(PASS|SKIP) test_cuda_' "$tmp/out/tests.log")" -eq "$n" ] ||
   fail "not every GPU test program ran (exit 0 or 77): $(cat "$tmp/out/tests.log")"
+# the benchmark stages without a GPU: each says so and counts as skipped
+grep -q "bench_attn" "$tmp/out/attn.log" && grep -q "no usable GPU: skipped" "$tmp/out/tma.log" ||
+  fail "the attn and tma stages did not run to their skip: $(cat "$tmp/out/attn.log" "$tmp/out/tma.log")"
 echo "device_pack: the packed build runs without the system's libraries ($n GPU test programs)"
