@@ -11,15 +11,16 @@
  *     K/V traffic of the 64-row kernels.
  *
  * 384 threads:
- *   warpgroup 0, the producer (40 registers a thread after setmaxnreg): one thread loads both
+ *   warpgroup 0, the producer (24 registers a thread after setmaxnreg): one thread loads both
  *     consumers' Q tiles once, then per key tile the K tiles (DIFF: K_1 and K_2) into a ring of
  *     two K stages and V into a ring of two V stages, each stage's loads completing on its
  *     `full` mbarrier by their bytes; it refills a stage once the consumers have handed it back
  *     on its `empty` mbarrier;
- *   warpgroups 1 and 2, the consumers (232 registers): per key tile
+ *   warpgroups 1 and 2, the consumers (240 registers): per key tile
  *       S (64 x 64) = Q K^T: D/16 wgmma_rs, A the warp's rows of Q in registers (read from
- *         shared memory once), B the K tile K-major (DIFF at d = 128: wgmma_ss, Q read from
- *         shared memory each time: its O leaves no registers for Q);
+ *         shared memory once), B the K tile K-major (DIFF at d = 128, whose O takes 128
+ *         registers a thread: Q's first 64 columns from registers, the rest by wgmma_ss from
+ *         shared memory);
  *       the online softmax of each warp's 16 rows (flash_forward.cuh);
  *       O (64 x DV) += P V: 4 wgmma_rs, P rounded to bf16 in registers, V N-major.
  * The products of one tile overlap the softmax of the next within a warpgroup, as in
@@ -37,7 +38,8 @@
  * both operands there reads 4 KiB for its 32 cycles on the tensor cores (4,096 flops a cycle):
  * S alone takes all of it while it runs. Over a key tile, the consumers' reads (Q, K and V
  * each) were 67% (DIFF) or 75% (standard heads) of the products' cycles, 100% with TMA's writes
- * of K and V; without Q's reads 50%, and 83% or 75% with the writes (docs/gpu-performance.md).
+ * of K and V; without Q's reads 50%, and 83% or 75% with the writes; DIFF at d = 128, with half
+ * of Q's, 58% and 92% (docs/gpu-performance.md).
  *
  * Tiles in shared memory as TMA writes them: a K-major tile (Q or K: 64 rows x d) is boxes of 64
  * columns under the 128-byte swizzle, at d = 96 then one box of 32 columns under the 64-byte
@@ -78,16 +80,17 @@ template <int D> struct flash_tma_tile {
         const int box = kk / 4, s = box < FULL ? 128 : 64; /* a full box holds 4 k16 steps */
         return wgmma_desc_swizzled(t + box * 64 * 128 + 32 * (kk % 4), 16, 8 * s, s);
     }
-    /* The m16n8k16 A fragments a[kk] (k16 step kk) of the tile's rows r0..r0 + 15, read from the
-     * swizzled layout by ldmatrix (by the warp): lane l gives the address of row r0 + l % 16 at
-     * column 16 kk + 8 (l / 16), whose 16-byte chunk the swizzle moves by bits 7.. of its
-     * offset in the 1024-byte aligned box (the row's low 3 bits at 128 bytes a row, bits 1-2 at
-     * 64). */
+    /* The m16n8k16 A fragments a[kk] (k16 steps kk < STEPS) of the tile's rows r0..r0 + 15,
+     * from the swizzled layout by ldmatrix (by the warp): lane l gives the address of row
+     * r0 + l % 16 at column 16 kk + 8 (l / 16), whose 16-byte chunk the swizzle moves by bits
+     * 7.. of its offset in the 1024-byte aligned box (the row's low 3 bits at 128 bytes a row,
+     * bits 1-2 at 64). */
+    template <int STEPS>
     __device__ static __forceinline__ void fragments(uint32_t (*a)[4], const unsigned char *t,
                                                      int r0, int lane) {
         const int r = r0 + (lane & 15), half = lane >> 4;
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
+        for (int kk = 0; kk < STEPS; kk++) {
             const int box = kk / 4, s = box < FULL ? 128 : 64;
             const int chunk = 2 * (kk % 4) + half, x = s == 128 ? (r & 7) : ((r >> 1) & 3);
             ldmatrix_x4(a[kk], t + box * 64 * 128 + r * s + 16 * (chunk ^ x));
@@ -118,10 +121,11 @@ template <int D, bool DIFF> struct flash_tma_layout {
     static constexpr int V_SWIZZLE = 2 * V_BOX;            /* its rows' bytes and swizzle */
     static constexpr unsigned K_BYTES = K_TILES * tile::BYTES; /* one K stage */
     static constexpr unsigned V_BYTES = 64u * DV * 2;          /* one V stage */
-    /* S's A operand, a consumer warp's 16 rows of Q, from registers (D / 16 x 4 of them, loaded
-     * once) rather than shared memory, except in DIFF's d = 128 kernel, which has no registers
-     * for them (its O is 128 a thread) */
-    static constexpr bool Q_REGS = !(DIFF && D == 128);
+    /* S's A operand, a consumer warp's 16 rows of Q, from registers for the first Q_STEPS k16
+     * steps (4 a step, loaded once), from shared memory for the rest: all of them but in DIFF's
+     * d = 128 kernel, whose O takes 128 registers a thread (32 for all of Q: past 240, ptxas
+     * serialises the products) */
+    static constexpr int Q_STEPS = DIFF && D == 128 ? D / 32 : D / 16;
     static constexpr size_t Q = 0, K = 2 * tile::BYTES, V = K + 2 * K_BYTES; /* offsets */
     static constexpr size_t bytes(void) { return TMA_FWD_ALIGN + V + 2 * V_BYTES; }
     /* the descriptor of P V's k16 step kk (keys 16kk..) of the V tile at t, read N-major: rows of
@@ -169,7 +173,7 @@ flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
     __syncthreads();
 
     if (wg == 0) { /* the producer: warp 0 waits for the stages, its lane 0 issues the loads */
-        setmaxnreg_dec<40>();
+        setmaxnreg_dec<24>();
         if (warp != 0) return;
         const int vc = attn_v_head(m, q_head(0)) * DV;
         if (lane == 0) {
@@ -203,7 +207,7 @@ flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
         return;
     }
 
-    setmaxnreg_inc<232>();
+    setmaxnreg_inc<240>();
     const int c = wg - 1, rw = warp % 4; /* consumer c; the warp's rows ri0 + 16 rw.. */
     const int ri0 = row0(c);
     const int n_mine = min(n_kt, ri0 / FLASH_BC + 1); /* the key tiles of c's rows */
@@ -220,14 +224,14 @@ flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
     auto pass_turn = [&](bool more) {
         if (c == 0 || more) named_bar_arrive(TMA_FWD_TURN + 1 - c, TMA_FWD_CONSUMERS);
     };
-    /* the warp's rows of Q in registers where they fit (L::Q_REGS), read once Q has landed */
-    uint32_t qf[L::Q_REGS ? D / 16 : 1][4];
+    /* the warp's rows of Q, its first L::Q_STEPS k16 steps, in registers once Q has landed */
+    uint32_t qf[L::Q_STEPS][4];
     /* S = Q K^T of tile kt, issued (the caller fences and commits) */
     auto issue_s = [&](int kt) {
         const unsigned char *Kc = Ks + (kt & 1) * L::K_BYTES + (DIFF ? c : 0) * tile::BYTES;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            if constexpr (L::Q_REGS)
+            if (kk < L::Q_STEPS)
                 wgmma_rs<FLASH_BC, 0>(s, qf[kk], tile::desc(Kc, kk), kk > 0);
             else
                 wgmma_ss<FLASH_BC, 0, 0>(s, tile::desc(Qc, kk), tile::desc(Kc, kk), kk > 0);
@@ -243,7 +247,7 @@ flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
 
     if (c == 1) named_bar_arrive(TMA_FWD_TURN, TMA_FWD_CONSUMERS); /* consumer 0 issues first */
     mbar_wait(&bar[TMA_BAR_Q], 0);
-    if constexpr (L::Q_REGS) tile::fragments(qf, Qc, 16 * rw, lane);
+    tile::template fragments<L::Q_STEPS>(qf, Qc, 16 * rw, lane);
     wait_stage(TMA_BAR_K_FULL, 0);
     my_turn();
     wgmma_fence();
