@@ -96,8 +96,11 @@ flash_dq_kernel(flash_qk_grad dq, const Tin *G, const Tin *q, const Tin *k, cons
     flash_dq_store<D>(dq, acc, m, b, j, i0 + 16 * rw, lane, scale);
 }
 
-/* ---- dq from the stored dS tiles: grid (query tiles, nq, B), 4 warps of 16 rows; per key tile
- * up to the diagonal, acc += dS K with dS read as A fragments from its dS^T tile ---- */
+/* ---- dq from the stored dS tiles: grid (query tiles, nq, B), 4 warps, warp w on 32 rows
+ * (32 (w / 2)..: two m16 fragments) and half of the columns ((w % 2) D / 2..); per key tile up to
+ * the diagonal, acc += dS K with dS read as A fragments from its dS^T tile. Each B fragment of K
+ * feeds both row fragments: per warp and k16 step 2 + D / 32 ldmatrix where 16 rows and all
+ * columns take 1 + D / 16 (6 against 9 at d = 128), the same products ---- */
 template <typename Tin, int D>
 __global__ void __launch_bounds__(FLASH_WARPS * 32)
 flash_dq_stored_kernel(flash_qk_grad dq, const flash_bf16 *ds_tiles, const Tin *k, attn_map m,
@@ -107,7 +110,8 @@ flash_dq_stored_kernel(flash_qk_grad dq, const flash_bf16 *ds_tiles, const Tin *
     constexpr int LDQ = D + FLASH_PAD, LDP = FLASH_BR + FLASH_PAD;
     constexpr int STAGE = FLASH_BC * (LDP + LDQ); /* one stage: (BC, BR) dS^T, then (BC, D) K */
     flash_bf16 *stages = (flash_bf16 *)flash_smem;
-    const int tid = threadIdx.x, lane = tid & 31, rw = tid >> 5;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int r0 = 32 * (warp >> 1), c0 = (warp & 1) * (D / 2); /* the warp's rows, columns */
     const int T = m.T, j = blockIdx.y, b = blockIdx.z;
     const int i0 = (gridDim.x - 1 - blockIdx.x) * FLASH_BR, nr = min(FLASH_BR, T - i0);
     const size_t ks = (size_t)m.nk * D;
@@ -120,8 +124,9 @@ flash_dq_stored_kernel(flash_qk_grad dq, const flash_bf16 *ds_tiles, const Tin *
     };
     stage(0, 0);
     cp_async_commit();
-    float acc[D / 8][4];
-    flash_zero<D / 8>(acc);
+    float acc[2][D / 16][4]; /* rows r0.. and r0 + 16.. */
+    flash_zero<D / 16>(acc[0]);
+    flash_zero<D / 16>(acc[1]);
 
     const int n_kt = (i0 + nr + FLASH_BC - 1) / FLASH_BC;
     for (int kt = 0; kt < n_kt; kt++) {
@@ -129,13 +134,16 @@ flash_dq_stored_kernel(flash_qk_grad dq, const flash_bf16 *ds_tiles, const Tin *
         const flash_bf16 *dSt = stages + st * STAGE, *Ks = dSt + FLASH_BC * LDP;
 #pragma unroll
         for (int kk = 0; kk < FLASH_BC / 16; kk++) { /* acc += dS K */
-            uint32_t a[4];
-            ldmatrix_x4_trans(a, flash_at_row(dSt, LDP, 16 * kk, 16 * rw, lane));
-            flash_mma_b<D / 16>(acc, a, Ks, LDQ, 16 * kk, 0, lane);
+            uint32_t a0[4], a1[4];
+            ldmatrix_x4_trans(a0, flash_at_row(dSt, LDP, 16 * kk, r0, lane));
+            ldmatrix_x4_trans(a1, flash_at_row(dSt, LDP, 16 * kk, r0 + 16, lane));
+            flash_mma_b_x2<D / 32>(acc, a0, a1, Ks, LDQ, 16 * kk, c0, lane);
         }
     }
 
-    flash_dq_store<D>(dq, acc, m, b, j, i0 + 16 * rw, lane, scale);
+    const size_t qs = (size_t)m.nq * D, head = (size_t)b * T * qs + (size_t)j * D;
+    for (int f = 0; f < 2; f++)
+        flash_store_qk<D / 2>(dq, head, qs, D, c0, acc[f], T, i0 + r0 + 16 * f, lane, scale);
 }
 
 /* ---- dk, dv: grid (key tiles, nv, B); 8 warps: wk = warp % 4 owns keys 16wk..16wk+15,
