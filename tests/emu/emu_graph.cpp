@@ -132,16 +132,19 @@ int emu_capture_record(cudaEvent_t e, cudaStream_t s) {
     return 1;
 }
 
-/* 1 when e was last recorded in a capture that has ended (or been invalidated). */
-static bool stale(cudaEvent_t e) {
+/* e's record when it was last recorded in the active capture, else NULL. */
+static const captured_event *in_active_capture(cudaEvent_t e) {
     auto it = g_captured.find(e);
-    return it != g_captured.end() && !(g_active && it->second.capture == g_capture_id);
+    return it != g_captured.end() && g_active && it->second.capture == g_capture_id ? &it->second
+                                                                                  : NULL;
 }
+
+/* 1 when e was last recorded in a capture that has ended (or been invalidated). */
+static bool stale(cudaEvent_t e) { return g_captured.count(e) && !in_active_capture(e); }
 
 cudaError_t emu_capture_wait(cudaStream_t s, cudaEvent_t e, int *handled) {
     *handled = 1;
-    auto it = g_captured.find(e);
-    if (it != g_captured.end() && g_active && it->second.capture == g_capture_id) {
+    if (const captured_event *ce = in_active_capture(e)) {
         if (legacy(s))
             return emu_capture_refuses("cudaStreamWaitEvent of the legacy default stream for a "
                                        "captured event") ? cudaErrorStreamCaptureUnsupported
@@ -152,14 +155,12 @@ cudaError_t emu_capture_wait(cudaStream_t s, cudaEvent_t e, int *handled) {
             g_slots.push_back(s);
             g_clock.emplace_back();
         }
-        clock_join(g_clock[slot], it->second.known);
-        add_item({ITEM_WAIT, slot, it->second.index, nullptr});
+        clock_join(g_clock[slot], ce->known);
+        add_item({ITEM_WAIT, slot, ce->index, nullptr});
         return cudaSuccess;
     }
-    if (stale(e))
-        return emu_api_error(cudaErrorCapturedEvent, "cudaStreamWaitEvent(%p, event %p): the "
-                             "event was last recorded during a capture that has ended (record "
-                             "it again outside the capture)", (void *)s, (void *)e);
+    cudaError_t err = emu_capture_event_usable(e, "cudaStreamWaitEvent");
+    if (err != cudaSuccess) return err;
     if (emu_capturing(s)) { /* a dependency on work outside the graph */
         invalidate("cudaStreamWaitEvent for an event recorded outside it");
         return emu_api_error(cudaErrorStreamCaptureIsolation, "cudaStreamWaitEvent(%p, event "
@@ -173,7 +174,8 @@ cudaError_t emu_capture_wait(cudaStream_t s, cudaEvent_t e, int *handled) {
 cudaError_t emu_capture_event_usable(cudaEvent_t e, const char *what) {
     if (!stale(e)) return cudaSuccess;
     return emu_api_error(cudaErrorCapturedEvent, "%s(event %p): the event was last recorded "
-                         "during a capture", what, (void *)e);
+                         "during a capture that has ended (record it again outside a capture)",
+                         what, (void *)e);
 }
 
 void emu_capture_forget(cudaEvent_t e) { g_captured.erase(e); }
