@@ -7,6 +7,8 @@ FUSED_LOG holds bench_attn's lines
     RESULT kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
     TMA kind size T wgmma_fwd_ms tma_fwd_ms wgmma/tma tma_fwd_tflops out_rel
         (the forward on the warp-specialised kernel; where the GPU has the sm_90 kernels)
+    TMABWD diff size T mma_fwdbwd_ms tma_fwdbwd_ms mma/tma tma_fwdbwd_tflops dq_rel dk_rel dv_rel
+        (DIFF V1's forward+backward with the warp-specialised dk/dv; there too)
 SDPA_LOG sdpa_attn.py's:
     SDPA kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops        (SDPA's own choice)
     SDPA_BACKEND kind size T B backend fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
@@ -16,9 +18,10 @@ SDPA_LOG sdpa_attn.py's:
         its forward and of its forward+backward, names cut at 60 characters; - when unknown)
 
 Prints the fused / SDPA ratios of TFLOP/s (> 1: the fused kernels are faster): first against
-SDPA's own choice, then the warp-specialised forward against it (where there are TMA lines),
-then against each backend SDPA has, with the choice named. A case present on one side only is
-left out; a malformed line is an error that names the log and the line."""
+SDPA's own choice, then the warp-specialised forward against it (where there are TMA lines)
+and DIFF's forward+backward with the warp-specialised dk/dv (TMABWD lines), then against each
+backend SDPA has, with the choice named. A case present on one side only is left out; a
+malformed line is an error that names the log and the line."""
 import sys
 
 BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
@@ -88,8 +91,17 @@ def order(key):
     return (key[1], key[0], key[2])
 
 
-def report_tma(tma, base, out):
-    """The forward on the warp-specialised kernel (TMA lines) against SDPA's choice."""
+TMA_TABLES = (  # tag, title, the TFLOP/s column, the speed-up's column, SDPA's figure (0: fwd)
+    ("TMA", "Forward on the warp-specialised kernel (DIFFTRAIN_FLASH_TMA=1): TFLOP/s, its speed "
+     "over the wgmma kernel's, ratio to SDPA's choice", "fwd TFLOP/s TMA", "vs wgmma", 0),
+    ("TMABWD", "DIFF V1 forward+backward with the warp-specialised dk/dv "
+     "(DIFFTRAIN_FLASH_TMA_BWD=1): TFLOP/s, its speed over the mma.sync dk/dv's, ratio to "
+     "SDPA's choice", "fwd+bwd TFLOP/s TMA dk/dv", "vs mma", 1),
+)
+
+
+def report_tma(tma, base, out, title, column, versus, which):
+    """The lines of a warp-specialised kernel (TMA_TABLES) against SDPA's choice."""
     rows = []
     for key in sorted(tma, key=order):
         rest, where = tma[key][-1]
@@ -99,21 +111,21 @@ def report_tma(tma, base, out):
         if tflops is None:
             raise ReportError(f"{where}: n/a where a figure is required")
         if key in base:
-            rows.append((key, tflops, rest[2], base[key][0]))
+            rows.append((key, tflops, rest[2], base[key][which]))
     if not rows:
         return
+    w = len(column)
     print(file=out)
-    print("Forward on the warp-specialised kernel (DIFFTRAIN_FLASH_TMA=1): TFLOP/s, its "
-          "speed over the wgmma kernel's, ratio to SDPA's choice", file=out)
-    print(f"{'kind':8} {'size':5} {'T':>5} | {'fwd TFLOP/s TMA':>15} {'vs wgmma':>8} "
-          f"{'SDPA':>7} {'ratio':>6}", file=out)
+    print(title, file=out)
+    print(f"{'kind':8} {'size':5} {'T':>5} | {column} {versus:>8} {'SDPA':>7} {'ratio':>6}",
+          file=out)
     for key, tflops, speedup, sdpa in rows:
-        print(f"{key[0]:8} {key[1]:5} {key[2]:5} | {tflops:15.1f} {speedup:>8} {sdpa:7.1f} "
+        print(f"{key[0]:8} {key[1]:5} {key[2]:5} | {tflops:{w}.1f} {speedup:>8} {sdpa:7.1f} "
               f"{ratio(tflops, sdpa):>6}", file=out)
 
 
 def report(fused_path, sdpa_path, out=sys.stdout):
-    logs = parse(fused_path, ("RESULT", "TMA"))
+    logs = parse(fused_path, ("RESULT",) + tuple(t[0] for t in TMA_TABLES))
     fused = logs["RESULT"]
     sdpa = parse(sdpa_path, ("SDPA", "SDPA_BACKEND", "SDPA_CHOICE"))
     # RESULT and SDPA: B, then the four figures; the last line of a case counts
@@ -128,7 +140,8 @@ def report(fused_path, sdpa_path, out=sys.stdout):
         (ff, fb), (sf, sb) = res[key], base[key]
         print(f"{key[0]:8} {key[1]:5} {key[2]:5} | {ff:17.1f} {sf:7.1f} {ratio(ff, sf):>6} |"
               f" {fb:13.1f} {sb:7.1f} {ratio(fb, sb):>6}", file=out)
-    report_tma(logs["TMA"], base, out)
+    for tag, title, column, versus, which in TMA_TABLES:
+        report_tma(logs[tag], base, out, title, column, versus, which)
 
     per_backend = {}  # SDPA_BACKEND: B, backend, then the four figures
     for key, lines in sdpa["SDPA_BACKEND"].items():

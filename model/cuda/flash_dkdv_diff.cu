@@ -30,6 +30,8 @@
  * (flash_ds_tile_at) for flash_dq_stored_kernel. */
 #include <math.h>
 
+#include <type_traits>
+
 #include "model/cuda/flash_backward.cuh"
 
 /* Shared memory (bytes): K_1, K_2, V (swizzled); ns stages of Q_1, Q_2, G (padded); the Pc^T,
@@ -240,6 +242,11 @@ template <typename Tin, int D>
 void flash_dkdv_diff(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const Tin *G,
                      const Tin *q, const Tin *k, const Tin *v, const float *lse,
                      const float *delta, const float *lambda, const attn_map &m, int ns) {
+    if constexpr (std::is_same<Tin, flash_bf16>::value)
+        if (flash_tma_bwd_usable(D)) {
+            flash_dkdv_diff_tma<D>(dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m);
+            return;
+        }
     if (ns == 2)
         flash_dkdv_diff_launch<Tin, D, 2>(dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m);
     else

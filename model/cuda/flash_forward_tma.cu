@@ -53,11 +53,9 @@
  *
  * Only bf16 inputs. The host runs it for the bf16 forward where flash_tma_usable says
  * (flash_ops.cu: DIFFTRAIN_FLASH_TMA=1 on an sm_90a build and an H100/H200). */
-#include <stdio.h>
-#include <stdlib.h>
-
 #include "model/cuda/flash_forward.cuh"
 #include "model/cuda/flash_sm90.cuh"
+#include "model/cuda/flash_tma.cuh"
 #include "model/cuda/mbarrier.cuh"
 #include "model/cuda/tma.cuh"
 #include "model/cuda/warp_roles.cuh"
@@ -327,22 +325,6 @@ size_t flash_forward_tma_smem(int d, bool diff) {
     case 128: return flash_tma_bytes<128>(diff);
     }
     return (size_t)-1; /* no such kernel: fits nothing */
-}
-
-/* The map of x (B, T, cols: all heads' columns of a row) in boxes of box_cols x 64 rows under the
- * swizzle of the box's rows; aborts naming the tensor when the driver refuses it */
-static void flash_tma_map(tma_map *map, const flash_bf16 *x, const char *name, const attn_map &m,
-                          int cols, int box_cols) {
-    const uint64_t dims[3] = {(uint64_t)cols, (uint64_t)m.T, (uint64_t)m.B};
-    const uint64_t strides[2] = {2ull * cols, 2ull * cols * m.T};
-    const uint32_t box[3] = {(uint32_t)box_cols, FLASH_BC, 1};
-    char why[256];
-    if (tma_encode_bf16(map, x, 3, dims, strides, box, 2 * box_cols, why, (int)sizeof why)) {
-        fprintf(stderr, "difftrain: error: CUDA fused attention: no TMA map of %s (B %d, T %d, "
-                "%d columns): %s\n", name, m.B, m.T, cols, why);
-        fflush(stderr);
-        abort();
-    }
 }
 
 template <int D, bool DIFF>

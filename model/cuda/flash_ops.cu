@@ -100,6 +100,25 @@ extern "C" int cuda_flash_tma(int d, int diff) {
     return !g_f32_staging && flash_tma_usable(d, diff != 0);
 }
 
+static int g_tma_bwd_mode = -1; /* flash_test.h: -1 the environment, 0 off, 1 on */
+
+extern "C" void cuda_flash_test_tma_bwd(int mode) {
+    g_tma_bwd_mode = mode < 0 ? -1 : mode != 0;
+}
+
+/* DIFFTRAIN_FLASH_TMA_BWD=1 asks for DIFF V1's warp-specialised dk/dv (never run on a GPU yet:
+ * docs/gpu-performance.md), so it is off by default. */
+bool flash_tma_bwd_usable(int d) {
+    static int env = -1;
+    return flash_asked(g_tma_bwd_mode, "DIFFTRAIN_FLASH_TMA_BWD", &env) &&
+           flash_sm90_capable() && flash_dkdv_diff_tma_smem(d) <= flash_smem_limit();
+}
+
+extern "C" int cuda_flash_tma_bwd(int d) {
+    return !g_f32_staging && !flash_sm90_usable() && flash_diff_paired() &&
+           flash_tma_bwd_usable(d);
+}
+
 static int flash_dq_mode(bool f32_path);
 
 /* The backward's check takes the recomputing dq's plan where dq may do either (auto): its

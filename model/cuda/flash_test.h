@@ -41,6 +41,17 @@ void cuda_flash_test_tma(int mode);
  * kernel now */
 int cuda_flash_tma(int d, int diff);
 
+/* Which kernel computes DIFF V1's dk and dv where the bf16 backward runs the mma.sync kernels
+ * with both branches of a head paired (cuda_flash_test_diff_paired), the build and device have
+ * the sm_90 kernels (cuda_flash_sm90_capable) and its block fits the shared memory: mode 1 the
+ * warp-specialised one (flash_dkdv_diff_tma.cu: TMA loads, a consumer warpgroup a branch; the
+ * bits of the mma.sync one, stored dS tiles included), 0 the mma.sync one, -1 (the default) as
+ * the environment says (DIFFTRAIN_FLASH_TMA_BWD=1: the warp-specialised one; else not). Not
+ * thread safe; set it between ops. */
+void cuda_flash_test_tma_bwd(int mode);
+/* 1 when DIFF V1's bf16 backward of head dim d would run the warp-specialised dk/dv now */
+int cuda_flash_tma_bwd(int d);
+
 /* How the mma.sync backward gets dq's dS (the wgmma kernels always recompute it) */
 enum {
     FLASH_DQ_RECOMPUTE = 0, /* dq recomputes S and dP (DIFFTRAIN_FLASH_DQ=recompute) */

@@ -17,6 +17,7 @@ RESULT base 830m 2048 8 0.500 2.000 200.0 150.0
 RESULT base 3b 4096 4 1.000 4.000 261.5 193.2
 TMA diff 830m 2048 0.800 0.500 1.60 420.0 0
 TMA base 830m 2048 0.600 0.450 1.33 444.4 0
+TMABWD diff 830m 2048 2.700 1.800 1.50 290.0 0 0 0
 LOG
 cat >"$tmp/sdpa" <<'LOG'
 sdpa_attn: torch 2.11.0+cu130, NVIDIA H100 80GB HBM3
@@ -38,6 +39,8 @@ has "$tmp/out" "base     830m   2048 |             200.0   400.0   0.50 |       
 # the warp-specialised forward: DIFF 420 / 350, base 444.4 / 400
 has "$tmp/out" "diff     830m   2048 |           420.0     1.60   350.0   1.20"
 has "$tmp/out" "base     830m   2048 |           444.4     1.33   400.0   1.11"
+# DIFF's forward+backward with the warp-specialised dk/dv: 290 / 211.7 (SDPA's fwd+bwd)
+has "$tmp/out" "diff     830m   2048 |                     290.0     1.50   211.7   1.37"
 # per backend: flash refused; efficient 175 / 250, 193.3 / 160; cudnn 0.50 and a refused backward
 has "$tmp/out" "diff     830m   2048 | cudnn     |           n/a      n/a          0.70     1.21          0.50      n/a"
 # base: only flash timed, the others left n/a
@@ -47,11 +50,12 @@ has "$tmp/out" "base     830m   2048 | fwd pytorch_flash::flash_fwd_kernel | fwd
 # base 3b 4096 has no SDPA line, base 3b 2048 no fused one: neither is reported
 grep -q " 3b " "$tmp/out" && bad "a case on one side only was reported"
 
-# a log with no backend lines: the first table (3 lines) and the TMA one (a blank line and 4)
+# a log with no backend lines: the first table (3 lines), the TMA one (a blank line and 4) and
+# the TMABWD one (a blank line and 3)
 grep -v "^SDPA_" "$tmp/sdpa" >"$tmp/sdpa_plain"
 "$py" "$bench/attn_report.py" "$tmp/fused" "$tmp/sdpa_plain" >"$tmp/plain" 2>&1 ||
   bad "exit $? without backend lines"
-[ "$(wc -l <"$tmp/plain")" = 8 ] || bad "without backend lines: $(wc -l <"$tmp/plain") lines"
+[ "$(wc -l <"$tmp/plain")" = 12 ] || bad "without backend lines: $(wc -l <"$tmp/plain") lines"
 
 # bad input: exit 1, naming the log and line
 expect_error() { # NAME FUSED SDPA TEXT
@@ -68,6 +72,9 @@ sed 's/^RESULT diff 830m 2048 8 .*/RESULT diff 830m 2048 8 n\/a n\/a n\/a n\/a/'
 expect_error "fused n/a" "$tmp/f_na" "$tmp/sdpa" "$tmp/f_na:2: n/a where a figure is required"
 sed 's/^TMA diff 830m 2048 .*/TMA diff 830m 2048 0.8 0.5/' "$tmp/fused" >"$tmp/f_short"
 expect_error "short TMA line" "$tmp/f_short" "$tmp/sdpa" "$tmp/f_short:5: too few fields"
+sed 's/^TMABWD diff 830m 2048 .*/TMABWD diff 830m 2048 2.7 1.8 1.50 n\/a 0 0 0/' "$tmp/fused" \
+  >"$tmp/f_tna"
+expect_error "TMABWD n/a" "$tmp/f_tna" "$tmp/sdpa" "$tmp/f_tna:7: n/a where a figure is required"
 sed 's/EFFICIENT_ATTENTION/XFORMERS/' "$tmp/sdpa" >"$tmp/s_bad"
 expect_error "unknown backend" "$tmp/fused" "$tmp/s_bad" "$tmp/s_bad:5: expected a backend of"
 echo "SDPA diff 830m" >>"$tmp/sdpa_plain"

@@ -192,6 +192,7 @@ static void set_run(int run) {
     cuda_flash_test_fwd_rows(16); /* check_fwd_rows32 runs the other forward */
     cuda_flash_test_diff_fwd_split(1); /* check_diff_fwd_branch runs DIFF's other forward */
     cuda_flash_test_tma(0); /* check_fwd_tma, check_diff_fwd_tma run the warp-specialised one */
+    cuda_flash_test_tma_bwd(0); /* and check_diff_bwd_tma DIFF's warp-specialised dk/dv */
     cuda_flash_test_dq_mode(run == STORED || run == STORED + 1);
     cuda_flash_test_diff_paired(run != BRANCHES);
 }
@@ -684,6 +685,73 @@ static int check_diff_fwd_tma(const diff_args *a, const diff_out *ref) {
     return fails;
 }
 
+/* What a DIFF V1 backward takes beside diff_args: the output gradient (device), the values
+ * dgamma and dlambda accumulate onto, the sizes of dq, dk, dv */
+typedef struct diff_bwd_args {
+    const float *dout, *dgamma0;
+    float dlambda0;
+    size_t nq, nk, nv;
+} diff_bwd_args;
+
+/* DIFF V1's backward with the switches as set, on ref's forward outputs: the number of its
+ * outputs (dq, dk, dv, dgamma, dlambda) whose bits differ from ref's, each reported as of `run`.
+ * With rq0, rk0 it runs again with RoPE's backward in its stores, whose dq and dk must be rq0's
+ * and rk0's bits (the RoPE-fused run of ref's settings) and its dv ref's. */
+static int diff_backward_differs(const diff_args *a, const diff_bwd_args *g, const diff_out *ref,
+                                 const dt_operand *rq0, const dt_operand *rk0, const char *run) {
+    const int d2 = 2 * a->d;
+    diff_out o;
+    diff_out_alloc(&o, 1, 1, 1, g->nq, g->nk, g->nv, g->dgamma0, d2, g->dlambda0);
+    cuda_flash_diffattn_backward(o.dq, o.dk, o.dv, o.dgamma, o.dlambda, g->dout, a->q, a->k,
+                                 a->v, ref->o1, ref->o2, ref->lse, ref->rstd, a->lambda,
+                                 a->gamma, a->lambda_init, a->B, a->T, a->H, a->Hkv, a->d, NULL);
+    int fails = cot_bits_differ("dq", run, ref->dq, o.dq, g->nq);
+    fails += cot_bits_differ("dk", run, ref->dk, o.dk, g->nk);
+    fails += cot_operand_bits_differ("dv", run, ref->dv, o.dv, g->nv);
+    fails += cot_bits_differ("dgamma", run, ref->dgamma, o.dgamma, (size_t)d2);
+    fails += cot_bits_differ("dlambda", run, ref->dlambda, o.dlambda, 1);
+    diff_out_free(&o);
+    if (!rq0) return fails;
+    diff_out_alloc(&o, 1, 1, 1, 1, 1, g->nv, g->dgamma0, d2, g->dlambda0);
+    dt_operand *rq = cot_operand_nan(g->nq), *rk = cot_operand_nan(g->nk);
+    const dt_rope_grads rope = {rq, rk, ROPE_THETA};
+    cuda_flash_diffattn_backward(NULL, NULL, o.dv, o.dgamma, o.dlambda, g->dout, a->q, a->k,
+                                 a->v, ref->o1, ref->o2, ref->lse, ref->rstd, a->lambda,
+                                 a->gamma, a->lambda_init, a->B, a->T, a->H, a->Hkv, a->d, &rope);
+    fails += cot_operand_bits_differ("RoPE-fused dq", run, rq0, rq, g->nq);
+    fails += cot_operand_bits_differ("RoPE-fused dk", run, rk0, rk, g->nk);
+    fails += cot_operand_bits_differ("RoPE-fused dv", run, ref->dv, o.dv, g->nv);
+    diff_out_free(&o);
+    cuda_free(rq);
+    cuda_free(rk);
+    return fails;
+}
+
+/* DIFF V1's warp-specialised dk/dv (flash_test.h: TMA loads, a consumer warpgroup a branch)
+ * must give the bits of the mma.sync paired kernel in the runs MMA (dq recomputing dS) and
+ * STORED (dq reading the dS tiles it stores), on their forward outputs: dq, dk, dv, dgamma,
+ * dlambda, and in STORED with RoPE's backward in the stores (rq, rk: the runs' RoPE-fused dq
+ * and dk). Where the build and device have no sm_90 kernels it must not run
+ * (cuda_flash_tma_bwd). */
+static int check_diff_bwd_tma(const diff_args *a, const diff_bwd_args *g, const diff_out *f,
+                              dt_operand *const *rq, dt_operand *const *rk) {
+    static const int runs[2] = {MMA, STORED};
+    int fails = 0;
+    for (int i = 0; i < 2; i++) {
+        set_run(runs[i]);
+        cuda_flash_test_tma_bwd(1);
+        const int capable = cuda_flash_sm90_capable();
+        assert_int_equal(cuda_flash_tma_bwd(a->d), capable);
+        if (!capable) break;
+        fails += diff_backward_differs(a, g, &f[runs[i]], i ? rq[STORED] : NULL,
+                                       i ? rk[STORED] : NULL,
+                                       i ? "TMA dk/dv, stored dS" : "TMA dk/dv");
+    }
+    cuda_flash_test_tma_bwd(-1);
+    set_run(0);
+    return fails;
+}
+
 static int run_diff(const diff_case *c, unsigned seed) {
     const int B = 2, T = c->T, H = c->H, Hkv = c->Hkv, d = c->d, d2 = 2 * d;
     set_mode(1);
@@ -856,6 +924,8 @@ static int run_diff(const diff_case *c, unsigned seed) {
         const diff_out *refs[2] = {M, &f[2]};
         fails += check_diff_fwd_branch(&args, refs);
         fails += check_diff_fwd_tma(&args, F);
+        const diff_bwd_args bargs = {dout_d, dgamma0, dlambda0, nq, nk, nv};
+        fails += check_diff_bwd_tma(&args, &bargs, f, rq, rk);
     }
     for (int run = 0; run < RUNS; run++) { /* and dgamma, dlambda: the prep's, unchanged */
         if (!rope_run(run) || (run == BRANCHES && !branches)) continue;

@@ -1,0 +1,289 @@
+/* dk and dv of DIFF V1, both branches of a head per query tile (flash_dkdv_diff.cu's kernel and
+ * math), warp-specialised on sm_90: a producer warpgroup loads the tiles by TMA (tma.cuh) into
+ * swizzled shared memory and two consumer warpgroups, one a branch, multiply on wgmma
+ * (wgmma.cuh). The same products in the same order for every element as the mma.sync kernel,
+ * so its bits: dk, dv and the stored dS tiles (test_cuda_flash).
+ *
+ * One block per (key tile of 64 keys, v-head g, b), 384 threads:
+ *   warpgroup 0, the producer (24 registers a thread after setmaxnreg): one thread loads K_1,
+ *     K_2 and V of the block's keys once, then per query tile (flash_kv_tiles' order: each pair
+ *     of q-heads of the v-head, the row tiles from the diagonal on) Q_1, Q_2 and G into a ring
+ *     of two stages, completing on the stage's `full` mbarrier by their bytes; its warp's lanes
+ *     store the tile's row terms (lse, delta of both branches) beside them and arrive once more;
+ *     a stage is refilled once both consumers have handed it back on its `empty` mbarrier;
+ *   warpgroup 1 + c, branch c + 1 (240 registers), warp w the keys 16w..16w+15: per query tile
+ *       S_c^T (64 keys x 64 rows) = K_c Q_c^T and dP^T = V G^T, wgmma with both operands
+ *         K-major in shared memory (dP^T, 2d wide, in both warpgroups: the price of not
+ *         exchanging it, 10 d-wide products a tile pair where the mma.sync kernel does 8);
+ *       P_c and dS_c in registers (flash_dkdv_pds); Pc = P_1 - lambda P_2 from both: branch 2
+ *         hands its fp32 -lambda P_2 to branch 1 through shared memory, which adds it to P_1
+ *         (the mma.sync kernel's sum), rounds Pc into A fragments and hands those back;
+ *       dV[:, c d..] += Pc^T G and dK_c += dS_c^T Q_c: wgmma with A (Pc^T, dS_c^T) from
+ *         registers and B (G's column half c, Q_c) read N-major; dS_c^T's fragments also go to
+ *         the stored tile for flash_dq_stored_kernel (STORE_DS) while those multiply.
+ * Each consumer holds dV's columns c d.. and dK_c of its 64 keys: 2 x 64 d / 128 floats a thread.
+ *
+ * Why: the mma.sync kernel reads its operands from shared memory once per warp (ldmatrix: 168 a
+ * warp and tile pair at d = 128, 688 KiB a block); here wgmma reads each once per warpgroup, and
+ * P, dS never pass through shared memory as operands: 2 x 160 KiB a tile pair at d = 128 (the
+ * K-major operands of S and dP, G's half and Q_c, X and Y below) plus TMA's 64 KiB of writes.
+ *
+ * Tiles as TMA writes them: boxes of 64 rows x BOX columns, BOX 64 under the 128-byte swizzle
+ * (d = 64, 128) or 32 under the 64-byte one (d = 96, so that G's column half d.. starts a box):
+ * the same tile serves as K-major operand (k16 steps 32 bytes apart in a box row) and N-major
+ * (LBO: the next box). Rows past T land as zeros; keys past T are never stored, rows past T get
+ * zero row terms and are masked (flash_dkdv_pds). Shared memory (KiB): K_1, K_2, V; two stages of
+ * Q_1, Q_2, G and the row terms (1); X (-lambda P_2, fp32: 16) and Y (Pc's fragments: 8); 1 for
+ * the swizzles' alignment: 123, 171 and 219 at d = 64, 96, 128. One block per SM.
+ *
+ * Only bf16 inputs. flash_dkdv_diff runs it where flash_tma_bwd_usable says (flash_ops.cu:
+ * DIFFTRAIN_FLASH_TMA_BWD=1 on an sm_90a build and an H100/H200). */
+#include <math.h>
+
+#include "model/cuda/flash_backward.cuh"
+#include "model/cuda/flash_tma.cuh"
+#include "model/cuda/mbarrier.cuh"
+#include "model/cuda/warp_roles.cuh"
+#include "model/cuda/wgmma.cuh"
+
+#define TMA_BWD_THREADS 384
+#define TMA_BWD_ALIGN 1024u /* the 128-byte swizzle's repeat */
+#define TMA_BWD_CONSUMERS 256
+#define TMA_BWD_X_FULL 1 /* named barrier: branch 2's -lambda P_2 is in X */
+#define TMA_BWD_Y_FULL 2 /* named barrier: Pc's A fragments are in Y */
+
+/* the mbarriers: K_1, K_2 and V's; then per stage s full[s] and empty[s] */
+enum { TMA_BWD_BAR_KV, TMA_BWD_BAR_FULL, TMA_BWD_BAR_EMPTY = 3, TMA_BWD_BARS = 5 };
+
+/* The block's shared memory at head dim D (offsets from the 1024-byte aligned base) and its
+ * tiles' descriptors */
+template <int D> struct flash_tma_bwd_layout {
+    static constexpr int DV = 2 * D;
+    static constexpr int BOX = D % 64 == 0 ? 64 : 32; /* a box's columns */
+    static constexpr int SW = 2 * BOX;                /* its rows' bytes and swizzle */
+    static constexpr unsigned BOX_BYTES = 64u * SW;
+    static constexpr unsigned QT = 64u * D * 2, VT = 64u * DV * 2; /* a Q or K tile; V or G */
+    static constexpr unsigned TERMS = 4 * FLASH_BR * 4; /* lse_1, delta_1, lse_2, delta_2 */
+    static constexpr unsigned STAGE = 2 * QT + VT + TERMS;
+    static constexpr unsigned XB = 128 * 32 * 4, YB = 128 * 16 * 4; /* X, Y */
+    static constexpr size_t K = 0, V = 2 * QT, S = V + VT, X = S + 2 * STAGE, Y = X + XB;
+    static constexpr size_t bytes(void) { return TMA_BWD_ALIGN + Y + YB; }
+    /* k16 step kk (columns 16kk..) of a tile at t read K-major (64 rows: M or N) */
+    __device__ static __forceinline__ uint64_t kdesc(const unsigned char *t, int kk) {
+        constexpr int STEPS = BOX / 16; /* k16 steps a box */
+        return wgmma_desc_swizzled(t + (kk / STEPS) * BOX_BYTES + 32 * (kk % STEPS), 16, 8 * SW,
+                                   SW);
+    }
+    /* rows 16kk.. (the reduction) of a tile at t read N-major from column c0 (a box's first) */
+    __device__ static __forceinline__ uint64_t ndesc(const unsigned char *t, int c0, int kk) {
+        return wgmma_desc_swizzled(t + (c0 / BOX) * BOX_BYTES + 16 * kk * SW, BOX_BYTES, 8 * SW,
+                                   SW);
+    }
+    /* rows r0.. of sequence b, columns c0..c0 + COLS - 1 of map into t; by one thread */
+    template <int COLS>
+    __device__ static __forceinline__ void load(unsigned char *t, const tma_map *map, int c0,
+                                                int r0, int b, uint64_t *bar) {
+#pragma unroll
+        for (int j = 0; j < COLS / BOX; j++)
+            tma_load_3d(t + j * BOX_BYTES, map, c0 + BOX * j, r0, b, bar);
+    }
+};
+
+template <int D, bool STORE_DS>
+__global__ void __launch_bounds__(TMA_BWD_THREADS, 1)
+flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
+                           const __grid_constant__ tma_map q_map,
+                           const __grid_constant__ tma_map k_map,
+                           const __grid_constant__ tma_map v_map,
+                           const __grid_constant__ tma_map g_map, const float *lse,
+                           const float *delta, const float *lambda, attn_map m, float scale_log2,
+                           float scale) {
+    typedef flash_tma_bwd_layout<D> L;
+    constexpr int DV = L::DV;
+    extern __shared__ uint4 flash_smem[];
+    __shared__ uint64_t bar[TMA_BWD_BARS];
+    unsigned char *base = tma_smem_align(flash_smem, TMA_BWD_ALIGN);
+    const int tid = threadIdx.x, lane = tid & 31, warp = warp_index();
+    const int wg = wgmma_warpgroup(); /* the role */
+    const int T = m.T, gv = blockIdx.y, b = blockIdx.z, j0 = blockIdx.x * FLASH_BC;
+    /* the query tiles of branch 1's q-heads gv*n_rep, +2, ... (branch 2: each + 1) */
+    const flash_kv_tiles tiles(m, gv, 0, j0);
+    const int n_it = tiles.n;
+    if (tid == 0) {
+        mbar_init(&bar[TMA_BWD_BAR_KV], 1);
+        for (int s = 0; s < 2; s++) {
+            mbar_init(&bar[TMA_BWD_BAR_FULL + s], 2); /* the loads' and the row terms' */
+            mbar_init(&bar[TMA_BWD_BAR_EMPTY + s], TMA_BWD_CONSUMERS);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (wg == 0) { /* the producer: warp 0, its lane 0 issuing the loads */
+        setmaxnreg_dec<24>();
+        if (warp != 0) return;
+        if (lane == 0) {
+            mbar_arrive_expect_tx(&bar[TMA_BWD_BAR_KV], 2 * L::QT + L::VT);
+            for (int c = 0; c < 2; c++)
+                L::template load<D>(base + L::K + c * L::QT, &k_map, (2 * gv + c) * D, j0, b,
+                                    &bar[TMA_BWD_BAR_KV]);
+            L::template load<DV>(base + L::V, &v_map, gv * DV, j0, b, &bar[TMA_BWD_BAR_KV]);
+        }
+        flash_kv_walk w(tiles, T);
+        for (int it = 0; it < n_it; it++, w.next()) {
+            const int s = it & 1, round = it >> 1;
+            uint64_t *full = &bar[TMA_BWD_BAR_FULL + s];
+            unsigned char *st = base + L::S + s * L::STAGE;
+            if (round > 0) mbar_wait(&bar[TMA_BWD_BAR_EMPTY + s], (round - 1) & 1);
+            if (lane == 0) {
+                mbar_arrive_expect_tx(full, 2 * L::QT + L::VT);
+                for (int c = 0; c < 2; c++)
+                    L::template load<D>(st + c * L::QT, &q_map, (w.q + c) * D, w.i0, b, full);
+                L::template load<DV>(st + 2 * L::QT, &g_map, (int)attn_o_col(m, w.q), w.i0, b,
+                                     full);
+            }
+            float *terms = (float *)(st + 2 * L::QT + L::VT); /* branch c's at 2 BR c */
+            for (int c = 0; c < 2; c++)
+                for (int h = 0; h < 2; h++)
+                    flash_stage_row_terms(terms + 2 * FLASH_BR * c, terms + 2 * FLASH_BR * c +
+                                          FLASH_BR, lse, delta, m, b, w.q + c, w.i0,
+                                          lane + 32 * h);
+            __syncwarp(); /* the lanes' stores, then lane 0's arrival publishes them */
+            if (lane == 0) mbar_arrive(full);
+        }
+        return;
+    }
+
+    setmaxnreg_inc<240>();
+    const int c = wg - 1, rw = warp % 4, t = tid - 128 * wg; /* branch c + 1; thread t of it */
+    const int key0 = j0 + 16 * rw;                           /* the warp's keys */
+    const unsigned char *Kc = base + L::K + c * L::QT, *Vs = base + L::V;
+    float4 *X = (float4 *)(base + L::X);
+    uint4 *Y = (uint4 *)(base + L::Y);
+    const float dscale = attn_dscale(m, c, lambda); /* 1, -lambda */
+    float accv[D / 8][4], acck[D / 8][4];           /* dV's columns c D.., dK_c */
+    flash_zero<D / 8>(accv);
+    flash_zero<D / 8>(acck);
+    mbar_wait(&bar[TMA_BWD_BAR_KV], 0);
+    flash_kv_walk w(tiles, T);
+    for (int it = 0; it < n_it; it++, w.next()) {
+        const int s = it & 1, i0 = w.i0, nr = min(FLASH_BR, T - i0);
+        const unsigned char *st = base + L::S + s * L::STAGE;
+        const unsigned char *Qc = st + c * L::QT, *Gs = st + 2 * L::QT;
+        const float *terms = (const float *)(Gs + L::VT) + 2 * FLASH_BR * c;
+        mbar_wait(&bar[TMA_BWD_BAR_FULL + s], (it >> 1) & 1);
+
+        float sc[FLASH_BR / 8][4], dp[FLASH_BR / 8][4]; /* S_c^T, dP^T */
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<FLASH_BR, 0, 0>(sc, L::kdesc(Kc, kk), L::kdesc(Qc, kk), kk > 0);
+#pragma unroll
+        for (int kk = 0; kk < DV / 16; kk++)
+            wgmma_ss<FLASH_BR, 0, 0>(dp, L::kdesc(Vs, kk), L::kdesc(Gs, kk), kk > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        /* sc becomes dscale_c P_c^T, dp dS_c^T, rows 32h.. at a time */
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            flash_dkdv_pds(sc + 4 * h, dp + 4 * h, sc + 4 * h, dp + 4 * h, terms,
+                           terms + FLASH_BR, scale_log2, dscale, key0, 32 * h, i0, nr, lane);
+        uint32_t pa[FLASH_BR / 16][4], da[FLASH_BR / 16][4]; /* Pc^T, dS_c^T: A fragments */
+#pragma unroll
+        for (int kk = 0; kk < FLASH_BR / 16; kk++) flash_c_to_a(da[kk], dp, kk);
+        /* Pc = P_1 + (-lambda P_2), as the mma.sync kernel sums it: X carries branch 2's half
+         * to branch 1, Y the rounded fragments back (each thread its own elements) */
+        if (c == 1) {
+#pragma unroll
+            for (int nt = 0; nt < FLASH_BR / 8; nt++)
+                X[nt * 128 + t] = make_float4(sc[nt][0], sc[nt][1], sc[nt][2], sc[nt][3]);
+            named_bar_arrive(TMA_BWD_X_FULL, TMA_BWD_CONSUMERS);
+            named_bar_sync(TMA_BWD_Y_FULL, TMA_BWD_CONSUMERS);
+#pragma unroll
+            for (int kk = 0; kk < FLASH_BR / 16; kk++) {
+                const uint4 y = Y[kk * 128 + t];
+                pa[kk][0] = y.x, pa[kk][1] = y.y, pa[kk][2] = y.z, pa[kk][3] = y.w;
+            }
+        } else {
+            named_bar_sync(TMA_BWD_X_FULL, TMA_BWD_CONSUMERS);
+#pragma unroll
+            for (int nt = 0; nt < FLASH_BR / 8; nt++) {
+                const float4 x = X[nt * 128 + t];
+                sc[nt][0] += x.x, sc[nt][1] += x.y, sc[nt][2] += x.z, sc[nt][3] += x.w;
+            }
+#pragma unroll
+            for (int kk = 0; kk < FLASH_BR / 16; kk++) {
+                flash_c_to_a(pa[kk], sc, kk);
+                Y[kk * 128 + t] = make_uint4(pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3]);
+            }
+            named_bar_arrive(TMA_BWD_Y_FULL, TMA_BWD_CONSUMERS);
+        }
+
+        wgmma_fence(); /* pa, da written by the threads */
+#pragma unroll
+        for (int kk = 0; kk < FLASH_BR / 16; kk++) /* rows 16kk..: dV += Pc^T G */
+            wgmma_rs<D, 1>(accv, pa[kk], L::ndesc(Gs, c * D, kk), 1);
+#pragma unroll
+        for (int kk = 0; kk < FLASH_BR / 16; kk++) /* dK_c += dS_c^T Q_c */
+            wgmma_rs<D, 1>(acck, da[kk], L::ndesc(Qc, 0, kk), 1);
+        wgmma_commit();
+        if (STORE_DS) { /* the bf16 dS_c^T tile, key after key, while those multiply */
+            flash_bf16 *tile = ds_tiles + flash_ds_tile_at(m, b, w.q + c, i0, j0);
+            const int g = lane >> 2, col = 2 * (lane & 3);
+#pragma unroll
+            for (int kk = 0; kk < FLASH_BR / 16; kk++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) /* keys g (e even), g + 8; rows 16kk + 8 (e / 2) */
+                    *reinterpret_cast<uint32_t *>(tile + (16 * rw + g + 8 * (e & 1)) * FLASH_BR +
+                                                  16 * kk + 8 * (e >> 1) + col) = da[kk][e];
+        }
+        wgmma_wait<0>();
+        mbar_arrive(&bar[TMA_BWD_BAR_EMPTY + s]);
+    }
+
+    flash_dk_store<D>(dk, acck, m, b, 2 * gv + c, 0, key0, lane, scale);
+    flash_dv_store<D>(dv, accv, m, b, gv, c * D, key0, lane);
+}
+
+/* ---- host side ---- */
+
+size_t flash_dkdv_diff_tma_smem(int d) {
+    switch (d) {
+    case 64: return flash_tma_bwd_layout<64>::bytes();
+    case 96: return flash_tma_bwd_layout<96>::bytes();
+    case 128: return flash_tma_bwd_layout<128>::bytes();
+    }
+    return (size_t)-1; /* no such kernel: fits nothing */
+}
+
+template <int D>
+void flash_dkdv_diff_tma(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
+                         const flash_bf16 *G, const flash_bf16 *q, const flash_bf16 *k,
+                         const flash_bf16 *v, const float *lse, const float *delta,
+                         const float *lambda, const attn_map &m) {
+    typedef flash_tma_bwd_layout<D> L;
+    tma_map qm, km, vm, gm;
+    flash_tma_map(&qm, q, "q", m, m.nq * D, L::BOX);
+    flash_tma_map(&km, k, "k", m, m.nk * D, L::BOX);
+    flash_tma_map(&vm, v, "v", m, m.nv * L::DV, L::BOX);
+    flash_tma_map(&gm, G, "the output gradient G", m, (int)attn_o_stride(m), L::BOX);
+    auto kernel = ds_tiles ? flash_dkdv_diff_tma_kernel<D, true>
+                           : flash_dkdv_diff_tma_kernel<D, false>;
+    const size_t smem = L::bytes();
+    flash_smem_prepare((const void *)kernel, smem, "the TMA dk/dv kernel");
+    const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
+    const dim3 grid((unsigned)((m.T + FLASH_BC - 1) / FLASH_BC), (unsigned)m.nv, (unsigned)m.B);
+    kernel<<<grid, TMA_BWD_THREADS, smem, cuda_stream()>>>(dk, dv, ds_tiles, qm, km, vm, gm, lse,
+                                                           delta, lambda, m, scale_log2, scale);
+    CUDA_LAUNCH_CHECK();
+}
+
+#define FLASH_DKDV_DIFF_TMA(D)                                                                    \
+    template void flash_dkdv_diff_tma<D>(flash_qk_grad, operand_bf16 *, flash_bf16 *,             \
+                                         const flash_bf16 *, const flash_bf16 *,                  \
+                                         const flash_bf16 *, const flash_bf16 *, const float *,   \
+                                         const float *, const float *, const attn_map &);
+FLASH_DKDV_DIFF_TMA(64)
+FLASH_DKDV_DIFF_TMA(96)
+FLASH_DKDV_DIFF_TMA(128)
+#undef FLASH_DKDV_DIFF_TMA
