@@ -22,6 +22,10 @@
  *         registers and B (G's column half c, Q_c) read N-major; dS_c^T's fragments also go to
  *         the stored tile for flash_dq_stored_kernel (STORE_DS) while those multiply.
  * Each consumer holds dV's columns c d.. and dK_c of its 64 keys: 2 x 64 d / 128 floats a thread.
+ * At d = 64 and 96 a tile's dV and dK products are issued behind the next tile's S and dP, and
+ * that tile's P and dS computed while they multiply (FlashAttention-3's overlap within a
+ * warpgroup); at d = 128 there are not the registers for two tiles (flash_tma_bwd_pipelined).
+ * sm_90a: R194/R226/R219 (d = 64/96/128) of 240, no spills, no serialised products.
  *
  * Why: the mma.sync kernel reads its operands from shared memory once per warp (ldmatrix: 168 a
  * warp and tile pair at d = 128, 688 KiB a block); here wgmma reads each once per warpgroup, and
@@ -88,6 +92,12 @@ template <int D> struct flash_tma_bwd_layout {
             tma_load_3d(t + j * BOX_BYTES, map, c0 + BOX * j, r0, b, bar);
     }
 };
+
+/* Whether the consumers overlap a tile's element-wise work with the previous tile's products:
+ * at d = 128 the two tiles' registers (dV and dK 128 a thread, S, dP and the fragments 96)
+ * exceed 240 (ptxas spills and serialises the products, C7512), so there one tile follows the
+ * other */
+template <int D> constexpr bool flash_tma_bwd_pipelined(void) { return D <= 96; }
 
 template <int D, bool STORE_DS>
 __global__ void __launch_bounds__(TMA_BWD_THREADS, 1)
@@ -164,17 +174,13 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     float accv[D / 8][4], acck[D / 8][4];           /* dV's columns c D.., dK_c */
     flash_zero<D / 8>(accv);
     flash_zero<D / 8>(acck);
-    mbar_wait(&bar[TMA_BWD_BAR_KV], 0);
-    flash_kv_walk w(tiles, T);
-    for (int it = 0; it < n_it; it++, w.next()) {
-        const int s = it & 1, i0 = w.i0, nr = min(FLASH_BR, T - i0);
-        const unsigned char *st = base + L::S + s * L::STAGE;
-        const unsigned char *Qc = st + c * L::QT, *Gs = st + 2 * L::QT;
-        const float *terms = (const float *)(Gs + L::VT) + 2 * FLASH_BR * c;
-        mbar_wait(&bar[TMA_BWD_BAR_FULL + s], (it >> 1) & 1);
-
-        float sc[FLASH_BR / 8][4], dp[FLASH_BR / 8][4]; /* S_c^T, dP^T */
-        wgmma_fence();
+    float sc[FLASH_BR / 8][4], dp[FLASH_BR / 8][4];      /* S_c^T, dP^T */
+    uint32_t pa[FLASH_BR / 16][4], da[FLASH_BR / 16][4]; /* Pc^T, dS_c^T: A fragments */
+    auto stage = [&](int it) { return base + L::S + (it & 1) * L::STAGE; };
+    auto landed = [&](int it) { mbar_wait(&bar[TMA_BWD_BAR_FULL + (it & 1)], (it >> 1) & 1); };
+    /* S_c^T and dP^T of tile it, issued (its stage landed; the caller fences) */
+    auto issue_s_dp = [&](int it) {
+        const unsigned char *Qc = stage(it) + c * L::QT, *Gs = stage(it) + 2 * L::QT;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
             wgmma_ss<FLASH_BR, 0, 0>(sc, L::kdesc(Kc, kk), L::kdesc(Qc, kk), kk > 0);
@@ -182,17 +188,21 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
         for (int kk = 0; kk < DV / 16; kk++)
             wgmma_ss<FLASH_BR, 0, 0>(dp, L::kdesc(Vs, kk), L::kdesc(Gs, kk), kk > 0);
         wgmma_commit();
-        wgmma_wait<0>();
-        /* sc becomes dscale_c P_c^T, dp dS_c^T, rows 32h.. at a time */
+    };
+    /* sc becomes dscale_c P_c^T and dp dS_c^T (rows 32h.. at a time) of tile it at rows i0.. */
+    auto pds = [&](int it, int i0) {
+        const float *terms = (const float *)(stage(it) + 2 * L::QT + L::VT) + 2 * FLASH_BR * c;
+        const int nr = min(FLASH_BR, T - i0);
 #pragma unroll
         for (int h = 0; h < 2; h++)
             flash_dkdv_pds(sc + 4 * h, dp + 4 * h, sc + 4 * h, dp + 4 * h, terms,
                            terms + FLASH_BR, scale_log2, dscale, key0, 32 * h, i0, nr, lane);
-        uint32_t pa[FLASH_BR / 16][4], da[FLASH_BR / 16][4]; /* Pc^T, dS_c^T: A fragments */
+    };
+    /* da from dp; Pc = P_1 + (-lambda P_2), as the mma.sync kernel sums it, into pa: X carries
+     * branch 2's half to branch 1, Y the rounded fragments back (each thread its own elements) */
+    auto fragments = [&](void) {
 #pragma unroll
         for (int kk = 0; kk < FLASH_BR / 16; kk++) flash_c_to_a(da[kk], dp, kk);
-        /* Pc = P_1 + (-lambda P_2), as the mma.sync kernel sums it: X carries branch 2's half
-         * to branch 1, Y the rounded fragments back (each thread its own elements) */
         if (c == 1) {
 #pragma unroll
             for (int nt = 0; nt < FLASH_BR / 8; nt++)
@@ -218,27 +228,76 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
             }
             named_bar_arrive(TMA_BWD_Y_FULL, TMA_BWD_CONSUMERS);
         }
-
-        wgmma_fence(); /* pa, da written by the threads */
+    };
+    /* the bf16 dS_c^T tile of q-head jq's rows i0.., key after key */
+    auto store_ds = [&](int jq, int i0) {
+        flash_bf16 *tile = ds_tiles + flash_ds_tile_at(m, b, jq, i0, j0);
+        const int g = lane >> 2, col = 2 * (lane & 3);
 #pragma unroll
-        for (int kk = 0; kk < FLASH_BR / 16; kk++) /* rows 16kk..: dV += Pc^T G */
+        for (int kk = 0; kk < FLASH_BR / 16; kk++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) /* keys g (e even), g + 8; rows 16kk + 8 (e / 2) */
+                *reinterpret_cast<uint32_t *>(tile + (16 * rw + g + 8 * (e & 1)) * FLASH_BR +
+                                              16 * kk + 8 * (e >> 1) + col) = da[kk][e];
+    };
+
+    /* dV += Pc^T G and dK_c += dS_c^T Q_c over tile it's rows (16kk.. a step), committed */
+    auto issue_dv_dk = [&](int it) {
+        const unsigned char *Qc = stage(it) + c * L::QT, *Gs = stage(it) + 2 * L::QT;
+#pragma unroll
+        for (int kk = 0; kk < FLASH_BR / 16; kk++)
             wgmma_rs<D, 1>(accv, pa[kk], L::ndesc(Gs, c * D, kk), 1);
 #pragma unroll
-        for (int kk = 0; kk < FLASH_BR / 16; kk++) /* dK_c += dS_c^T Q_c */
+        for (int kk = 0; kk < FLASH_BR / 16; kk++)
             wgmma_rs<D, 1>(acck, da[kk], L::ndesc(Qc, 0, kk), 1);
         wgmma_commit();
-        if (STORE_DS) { /* the bf16 dS_c^T tile, key after key, while those multiply */
-            flash_bf16 *tile = ds_tiles + flash_ds_tile_at(m, b, w.q + c, i0, j0);
-            const int g = lane >> 2, col = 2 * (lane & 3);
-#pragma unroll
-            for (int kk = 0; kk < FLASH_BR / 16; kk++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) /* keys g (e even), g + 8; rows 16kk + 8 (e / 2) */
-                    *reinterpret_cast<uint32_t *>(tile + (16 * rw + g + 8 * (e & 1)) * FLASH_BR +
-                                                  16 * kk + 8 * (e >> 1) + col) = da[kk][e];
-        }
+    };
+    auto hand_back = [&](int it) { mbar_arrive(&bar[TMA_BWD_BAR_EMPTY + (it & 1)]); };
+
+    mbar_wait(&bar[TMA_BWD_BAR_KV], 0);
+    flash_kv_walk cur(tiles, T), nxt(tiles, T); /* tile it; it + 1 */
+    nxt.next();
+    if constexpr (flash_tma_bwd_pipelined<D>()) {
+        /* tile it's dV and dK products issued behind tile it + 1's S and dP, whose P and dS
+         * are computed while the former multiply; the last tile after the loop, so that no
+         * product is issued conditionally (ptxas then serialises them all: C7514) */
+        landed(0);
+        wgmma_fence();
+        issue_s_dp(0);
         wgmma_wait<0>();
-        mbar_arrive(&bar[TMA_BWD_BAR_EMPTY + s]);
+        pds(0, cur.i0);
+        fragments();
+        for (int it = 0; it + 1 < n_it; it++, cur.next(), nxt.next()) {
+            landed(it + 1);
+            wgmma_fence(); /* sc, dp read and pa, da written by the threads */
+            issue_s_dp(it + 1);
+            issue_dv_dk(it);
+            if (STORE_DS) store_ds(cur.q + c, cur.i0); /* while those multiply */
+            wgmma_wait<1>(); /* tile it + 1's S and dP */
+            pds(it + 1, nxt.i0);
+            wgmma_wait<0>(); /* tile it's dV and dK: pa, da and the stage are free */
+            hand_back(it);
+            fragments();
+        }
+        wgmma_fence();
+        issue_dv_dk(n_it - 1);
+        if (STORE_DS) store_ds(cur.q + c, cur.i0);
+        wgmma_wait<0>();
+        hand_back(n_it - 1);
+    } else { /* one tile after the other */
+        for (int it = 0; it < n_it; it++, cur.next()) {
+            landed(it);
+            wgmma_fence();
+            issue_s_dp(it);
+            wgmma_wait<0>();
+            pds(it, cur.i0);
+            fragments();
+            wgmma_fence();
+            issue_dv_dk(it);
+            if (STORE_DS) store_ds(cur.q + c, cur.i0);
+            wgmma_wait<0>();
+            hand_back(it);
+        }
     }
 
     flash_dk_store<D>(dk, acck, m, b, 2 * gv + c, 0, key0, lane, scale);
