@@ -67,11 +67,28 @@ template <int D> struct flash_tma_bwd_layout {
     static constexpr int SW = 2 * BOX;                /* its rows' bytes and swizzle */
     static constexpr unsigned BOX_BYTES = 64u * SW;
     static constexpr unsigned QT = 64u * D * 2, VT = 64u * DV * 2; /* a Q or K tile; V or G */
+    static constexpr unsigned KV_BYTES = 2 * QT + VT;   /* K_1, K_2, V: loaded once */
+    static constexpr unsigned LOADS = 2 * QT + VT;      /* a stage's TMA loads: Q_1, Q_2, G */
     static constexpr unsigned TERMS = 4 * FLASH_BR * 4; /* lse_1, delta_1, lse_2, delta_2 */
-    static constexpr unsigned STAGE = 2 * QT + VT + TERMS;
+    static constexpr unsigned STAGE = LOADS + TERMS;
     static constexpr unsigned XB = 128 * 32 * 4, YB = 128 * 16 * 4; /* X, Y */
-    static constexpr size_t K = 0, V = 2 * QT, S = V + VT, X = S + 2 * STAGE, Y = X + XB;
+    static constexpr size_t K = 0, V = 2 * QT, S = KV_BYTES, X = S + 2 * STAGE, Y = X + XB;
     static constexpr size_t bytes(void) { return TMA_BWD_ALIGN + Y + YB; }
+    /* the stage of query tile it (base: the aligned shared memory) */
+    __device__ static __forceinline__ unsigned char *stage_at(unsigned char *base, int it) {
+        return base + S + (it & 1) * STAGE;
+    }
+    /* in the stage at st: branch c's Q tile, the G tile, branch c's row terms (lse, then
+     * delta: FLASH_BR each) */
+    __device__ static __forceinline__ unsigned char *q_at(unsigned char *st, int c) {
+        return st + c * QT;
+    }
+    __device__ static __forceinline__ unsigned char *g_at(unsigned char *st) {
+        return st + 2 * QT;
+    }
+    __device__ static __forceinline__ float *terms_at(unsigned char *st, int c) {
+        return (float *)(st + LOADS) + 2 * FLASH_BR * c;
+    }
     /* k16 step kk (columns 16kk..) of a tile at t read K-major (64 rows: M or N) */
     __device__ static __forceinline__ uint64_t kdesc(const unsigned char *t, int kk) {
         constexpr int STEPS = BOX / 16; /* k16 steps a box */
@@ -133,7 +150,7 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
         setmaxnreg_dec<24>();
         if (warp != 0) return;
         if (lane == 0) {
-            mbar_arrive_expect_tx(&bar[TMA_BWD_BAR_KV], 2 * L::QT + L::VT);
+            mbar_arrive_expect_tx(&bar[TMA_BWD_BAR_KV], L::KV_BYTES);
             for (int c = 0; c < 2; c++)
                 L::template load<D>(base + L::K + c * L::QT, &k_map, (2 * gv + c) * D, j0, b,
                                     &bar[TMA_BWD_BAR_KV]);
@@ -143,21 +160,19 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
         for (int it = 0; it < n_it; it++, w.next()) {
             const int s = it & 1, round = it >> 1;
             uint64_t *full = &bar[TMA_BWD_BAR_FULL + s];
-            unsigned char *st = base + L::S + s * L::STAGE;
+            unsigned char *st = L::stage_at(base, it);
             if (round > 0) mbar_wait(&bar[TMA_BWD_BAR_EMPTY + s], (round - 1) & 1);
             if (lane == 0) {
-                mbar_arrive_expect_tx(full, 2 * L::QT + L::VT);
+                mbar_arrive_expect_tx(full, L::LOADS);
                 for (int c = 0; c < 2; c++)
-                    L::template load<D>(st + c * L::QT, &q_map, (w.q + c) * D, w.i0, b, full);
-                L::template load<DV>(st + 2 * L::QT, &g_map, (int)attn_o_col(m, w.q), w.i0, b,
+                    L::template load<D>(L::q_at(st, c), &q_map, (w.q + c) * D, w.i0, b, full);
+                L::template load<DV>(L::g_at(st), &g_map, (int)attn_o_col(m, w.q), w.i0, b,
                                      full);
             }
-            float *terms = (float *)(st + 2 * L::QT + L::VT); /* branch c's at 2 BR c */
             for (int c = 0; c < 2; c++)
                 for (int h = 0; h < 2; h++)
-                    flash_stage_row_terms(terms + 2 * FLASH_BR * c, terms + 2 * FLASH_BR * c +
-                                          FLASH_BR, lse, delta, m, b, w.q + c, w.i0,
-                                          lane + 32 * h);
+                    flash_stage_row_terms(L::terms_at(st, c), L::terms_at(st, c) + FLASH_BR, lse,
+                                          delta, m, b, w.q + c, w.i0, lane + 32 * h);
             __syncwarp(); /* the lanes' stores, then lane 0's arrival publishes them */
             if (lane == 0) mbar_arrive(full);
         }
@@ -176,11 +191,11 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     flash_zero<D / 8>(acck);
     float sc[FLASH_BR / 8][4], dp[FLASH_BR / 8][4];      /* S_c^T, dP^T */
     uint32_t pa[FLASH_BR / 16][4], da[FLASH_BR / 16][4]; /* Pc^T, dS_c^T: A fragments */
-    auto stage = [&](int it) { return base + L::S + (it & 1) * L::STAGE; };
+    auto stage = [&](int it) { return L::stage_at(base, it); };
     auto landed = [&](int it) { mbar_wait(&bar[TMA_BWD_BAR_FULL + (it & 1)], (it >> 1) & 1); };
     /* S_c^T and dP^T of tile it, issued (its stage landed; the caller fences) */
     auto issue_s_dp = [&](int it) {
-        const unsigned char *Qc = stage(it) + c * L::QT, *Gs = stage(it) + 2 * L::QT;
+        const unsigned char *Qc = L::q_at(stage(it), c), *Gs = L::g_at(stage(it));
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
             wgmma_ss<FLASH_BR, 0, 0>(sc, L::kdesc(Kc, kk), L::kdesc(Qc, kk), kk > 0);
@@ -191,7 +206,7 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     };
     /* sc becomes dscale_c P_c^T and dp dS_c^T (rows 32h.. at a time) of tile it at rows i0.. */
     auto pds = [&](int it, int i0) {
-        const float *terms = (const float *)(stage(it) + 2 * L::QT + L::VT) + 2 * FLASH_BR * c;
+        const float *terms = L::terms_at(stage(it), c);
         const int nr = min(FLASH_BR, T - i0);
 #pragma unroll
         for (int h = 0; h < 2; h++)
@@ -243,7 +258,7 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
 
     /* dV += Pc^T G and dK_c += dS_c^T Q_c over tile it's rows (16kk.. a step), committed */
     auto issue_dv_dk = [&](int it) {
-        const unsigned char *Qc = stage(it) + c * L::QT, *Gs = stage(it) + 2 * L::QT;
+        const unsigned char *Qc = L::q_at(stage(it), c), *Gs = L::g_at(stage(it));
 #pragma unroll
         for (int kk = 0; kk < FLASH_BR / 16; kk++)
             wgmma_rs<D, 1>(accv, pa[kk], L::ndesc(Gs, c * D, kk), 1);
@@ -255,12 +270,13 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     auto hand_back = [&](int it) { mbar_arrive(&bar[TMA_BWD_BAR_EMPTY + (it & 1)]); };
 
     mbar_wait(&bar[TMA_BWD_BAR_KV], 0);
-    flash_kv_walk cur(tiles, T), nxt(tiles, T); /* tile it; it + 1 */
-    nxt.next();
+    flash_kv_walk cur(tiles, T); /* tile it */
     if constexpr (flash_tma_bwd_pipelined<D>()) {
         /* tile it's dV and dK products issued behind tile it + 1's S and dP, whose P and dS
          * are computed while the former multiply; the last tile after the loop, so that no
          * product is issued conditionally (ptxas then serialises them all: C7514) */
+        flash_kv_walk nxt(tiles, T); /* tile it + 1 */
+        nxt.next();
         landed(0);
         wgmma_fence();
         issue_s_dp(0);
