@@ -7,8 +7,8 @@ FUSED_LOG holds bench_attn's lines
     RESULT kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
     TMA kind size T wgmma_fwd_ms tma_fwd_ms wgmma/tma tma_fwd_tflops out_rel
         (the forward on the warp-specialised kernel; where the GPU has the sm_90 kernels)
-    TMABWD diff size T mma_fwdbwd_ms tma_fwdbwd_ms mma/tma tma_fwdbwd_tflops dq_rel dk_rel dv_rel
-        (DIFF V1's forward+backward with the warp-specialised dk/dv; there too)
+    TMABWD kind size T mma_fwdbwd_ms tma_fwdbwd_ms mma/tma tma_fwdbwd_tflops dq_rel dk_rel dv_rel
+        (forward+backward with the warp-specialised dk/dv; there too)
 SDPA_LOG sdpa_attn.py's:
     SDPA kind size T B fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops        (SDPA's own choice)
     SDPA_BACKEND kind size T B backend fwd_ms fwdbwd_ms fwd_tflops fwdbwd_tflops
@@ -19,7 +19,7 @@ SDPA_LOG sdpa_attn.py's:
 
 Prints the fused / SDPA ratios of TFLOP/s (> 1: the fused kernels are faster): first against
 SDPA's own choice, then the warp-specialised forward against it (where there are TMA lines)
-and DIFF's forward+backward with the warp-specialised dk/dv (TMABWD lines), then against each
+and the forward+backward with the warp-specialised dk/dv (TMABWD lines), then against each
 backend SDPA has, with the choice named. A case present on one side only is left out; a
 malformed line is an error that names the log and the line."""
 import sys
@@ -94,7 +94,7 @@ def order(key):
 TMA_TABLES = (  # tag, title, the TFLOP/s column, the speed-up's column, SDPA's figure (0: fwd)
     ("TMA", "Forward on the warp-specialised kernel (DIFFTRAIN_FLASH_TMA=1): TFLOP/s, its speed "
      "over the wgmma kernel's, ratio to SDPA's choice", "fwd TFLOP/s TMA", "vs wgmma", 0),
-    ("TMABWD", "DIFF V1 forward+backward with the warp-specialised dk/dv "
+    ("TMABWD", "Forward+backward with the warp-specialised dk/dv "
      "(DIFFTRAIN_FLASH_TMA_BWD=1): TFLOP/s, its speed over the mma.sync dk/dv's, ratio to "
      "SDPA's choice", "fwd+bwd TFLOP/s TMA dk/dv", "vs mma", 1),
 )

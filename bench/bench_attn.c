@@ -61,10 +61,11 @@
  *   TMA kind size T wgmma_fwd_ms tma_fwd_ms wgmma/tma tma_fwd_tflops out_rel
  *           (> 1: the warp-specialised kernel faster; bench/attn_report.py sets its TFLOP/s
  *           against SDPA's)
- * and for DIFF V1 there, fwd+bwd with the mma.sync paired dk/dv, then with the warp-specialised
- * one (DIFFTRAIN_FLASH_TMA_BWD=1 selects it; flash_dkdv_diff_tma.cu), dq as the default reads
- * it, with the largest differences of dq, dk and dv (the same bits: anything but 0 fails):
- *   TMABWD diff size T mma_fwdbwd_ms tma_fwdbwd_ms mma/tma tma_fwdbwd_tflops dq_rel dk_rel
+ * and there fwd+bwd with the mma.sync dk/dv (DIFF V1's paired one), then with the
+ * warp-specialised one (DIFFTRAIN_FLASH_TMA_BWD=1 selects it; flash_dkdv_diff_tma.cu for DIFF
+ * V1, flash_dkdv_tma.cu for the others), dq as the default reads it, with the largest
+ * differences of dq, dk and dv (the same bits: anything but 0 fails):
+ *   TMABWD kind size T mma_fwdbwd_ms tma_fwdbwd_ms mma/tma tma_fwdbwd_tflops dq_rel dk_rel
  *           dv_rel   (> 1: the warp-specialised dk/dv faster; attn_report.py against SDPA)
  * Exits 77 without a GPU. */
 #include <math.h>
@@ -341,33 +342,34 @@ static int time_tma(int kind, const bufs *b, void *ref, int B, int T, int H, int
     return 0;
 }
 
-/* The TMABWD line (header): DIFF V1 fwd+bwd on the mma.sync kernels with the paired dk/dv, then
- * the warp-specialised one; dq_ref is scratch of n floats (dq, dk: n; dv: n bf16 in b->ref).
- * Returns 1 when check and dq, dk or dv differ at all. */
-static int time_tma_bwd(const bufs *b, float *dq_ref, int B, int T, int H, int d, size_t n,
-                        int warmup, int iters, int check, const char *size) {
+/* The TMABWD line (header): fwd+bwd on the mma.sync kernels (DIFF V1's paired ones) with their
+ * dk/dv, then with the warp-specialised one; dq_ref is scratch of n floats (dq, dk: n; dv: n
+ * bf16 in b->ref). Returns 1 when check and dq, dk or dv differ at all. */
+static int time_tma_bwd(int kind, const bufs *b, float *dq_ref, int B, int T, int H, int d,
+                        size_t n, int warmup, int iters, int check, const char *size) {
     double ms[2], e[3];
-    time_switch(KIND_DIFF, b, B, T, H, d, 1, warmup, iters, 0, cuda_flash_test_tma_bwd, ms,
+    time_switch(kind, b, B, T, H, d, 1, warmup, iters, 0, cuda_flash_test_tma_bwd, ms,
                 dq_ref, b->dk, n * sizeof(float));
     e[1] = rel_diff(dq_ref, b->dk, n, 0);
     cuda_flash_test_sm90(0);
     cuda_flash_test_tma_bwd(0);
-    run(KIND_DIFF, b, B, T, H, d, 1, 0);
+    run(kind, b, B, T, H, d, 1, 0);
     cuda_copy(dq_ref, b->dq, n * sizeof(float));
     cuda_copy(b->ref, b->dv, n * cuda_operand_bytes());
     cuda_flash_test_tma_bwd(1);
-    run(KIND_DIFF, b, B, T, H, d, 1, 0);
+    run(kind, b, B, T, H, d, 1, 0);
     cuda_synchronize();
     e[0] = rel_diff(dq_ref, b->dq, n, 0);
     e[2] = rel_diff(b->ref, b->dv, n, 1);
     cuda_flash_test_tma_bwd(-1);
     cuda_flash_test_sm90(-1);
-    printf("TMABWD diff %s %d %.3f %.3f %.2f %.1f %.3g %.3g %.3g\n", size, T, ms[0], ms[1],
-           ms[0] / ms[1], flops(KIND_DIFF, B, T, H, d, 1) / ms[1] * 1e-9, e[0], e[1], e[2]);
+    printf("TMABWD %s %s %d %.3f %.3f %.2f %.1f %.3g %.3g %.3g\n", kind_name[kind], size, T,
+           ms[0], ms[1], ms[0] / ms[1], flops(kind, B, T, H, d, 1) / ms[1] * 1e-9, e[0], e[1],
+           e[2]);
     if (check && (e[0] != 0.0 || e[1] != 0.0 || e[2] != 0.0)) {
-        fprintf(stderr, "bench_attn: diff %s T=%d: the warp-specialised dk/dv's backward differs "
-                "from the mma.sync one's (dq %.3g, dk %.3g, dv %.3g of the largest)\n", size, T,
-                e[0], e[1], e[2]);
+        fprintf(stderr, "bench_attn: %s %s T=%d: the warp-specialised dk/dv's backward differs "
+                "from the mma.sync one's (dq %.3g, dk %.3g, dv %.3g of the largest)\n",
+                kind_name[kind], size, T, e[0], e[1], e[2]);
         return 1;
     }
     return 0;
@@ -495,9 +497,9 @@ int main(int argc, char **argv) {
                 if (cuda_flash_sm90_capable())
                     status |= time_tma(kind, &b, b.ref, B, T, H, d, N * w, warmup, iters, check,
                                        shapes[si].size);
-                if (cuda_flash_sm90_capable() && kind == KIND_DIFF)
-                    status |= time_tma_bwd(&b, dq_ref, B, T, H, d, N * w, warmup, iters, check,
-                                           shapes[si].size);
+                if (cuda_flash_sm90_capable())
+                    status |= time_tma_bwd(kind, &b, dq_ref, B, T, H, d, N * w, warmup, iters,
+                                           check, shapes[si].size);
                 fflush(stdout);
             }
         }

@@ -26,7 +26,7 @@
 #   attn   bench/bench_attn.sh alone (the last part of `bench`): the fused attention against
 #          SDPA, the goal's figures, in a few minutes
 #   tma    bench/bench_gpu.sh 830m in bf16 with the default kernels, then with the
-#          warp-specialised TMA forward (DIFFTRAIN_FLASH_TMA=1), then with DIFF's warp-specialised
+#          warp-specialised TMA forward (DIFFTRAIN_FLASH_TMA=1), then with the warp-specialised
 #          dk/dv too (DIFFTRAIN_FLASH_TMA_BWD=1): what each does to the step
 #   bench3b  bench/bench_gpu.sh 3b in bf16, DIFF against its baseline, on one GPU (tp 1, dp 1:
 #          nothing to shard the AdamW state over; `difftrain plan` sizes at this build, with
@@ -131,13 +131,13 @@ stage_attn() {
 
 stage_tma() {
   echo "-- the default kernels, then the warp-specialised TMA forward (DIFFTRAIN_FLASH_TMA=1),"
-  echo "   then with DIFF's warp-specialised dk/dv too, one after the other: compare tokens/s"
+  echo "   then with the warp-specialised dk/dv too, one after the other: compare tokens/s"
   BENCH_PRECISIONS=bf16 bash "$root/bench/bench_gpu.sh" "$BIN" 830m
   local rc=$?
   [ $rc -eq 0 ] || return $rc # 77: no usable GPU
   DIFFTRAIN_FLASH_TMA=1 BENCH_PRECISIONS=bf16 bash "$root/bench/bench_gpu.sh" "$BIN" 830m ||
     rc=1
-  echo "-- and DIFF's warp-specialised dk/dv (DIFFTRAIN_FLASH_TMA_BWD=1)"
+  echo "-- and the warp-specialised dk/dv (DIFFTRAIN_FLASH_TMA_BWD=1)"
   DIFFTRAIN_FLASH_TMA=1 DIFFTRAIN_FLASH_TMA_BWD=1 BENCH_PRECISIONS=bf16 \
     bash "$root/bench/bench_gpu.sh" "$BIN" 830m || rc=1
   return $rc

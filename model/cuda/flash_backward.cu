@@ -35,6 +35,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <type_traits>
 
 #include "model/cuda/flash_backward.cuh"
 
@@ -323,13 +324,19 @@ static void flash_backward_launch(const flash_bwd_plan &plan, flash_qk_grad dq, 
     const dim3 grid_kv(tiles, (unsigned)m.nv, (unsigned)m.B); /* key tiles x v-heads x b */
     const size_t smem_kv = flash_dkdv_smem(D, DV);
     /* dk/dv first where it writes the dS tiles that dq then reads; DIFF's paired kernels in
-     * flash_dkdv_diff.cu and flash_dq_diff.cu */
+     * flash_dkdv_diff.cu and flash_dq_diff.cu, the standard heads' warp-specialised dk/dv in
+     * flash_dkdv_tma.cu */
     auto run_dkdv = [&](flash_bf16 *tiles_out) {
         if (plan.dkdv_paired) {
             flash_dkdv_diff<Tin, D>(dk, dv, tiles_out, G, q, k, v, lse, delta, lambda, m,
                                     plan.dkdv_ns);
             return;
         }
+        if constexpr (std::is_same<Tin, flash_bf16>::value && DV == D)
+            if (flash_tma_bwd_usable(D, false)) {
+                flash_dkdv_tma<D>(dk, dv, tiles_out, G, q, k, v, lse, delta, m);
+                return;
+            }
         auto kernel = tiles_out ? flash_dkdv_kernel<Tin, D, DV, true>
                                 : flash_dkdv_kernel<Tin, D, DV, false>;
         flash_smem_prepare((const void *)kernel, smem_kv, "the dk/dv kernel");

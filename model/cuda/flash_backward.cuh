@@ -239,17 +239,26 @@ void flash_dkdv_diff(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, c
 /* its shared memory (bytes) at head dim d with ns (1 or 2) stages of its streamed tiles */
 size_t flash_dkdv_diff_smem(int d, int ns);
 /* The same on the warp-specialised sm_90 kernel (flash_dkdv_diff_tma.cu: TMA loads, a consumer
- * warpgroup a branch; the bits of flash_dkdv_diff), bf16 only, where flash_tma_bwd_usable(d)
- * says (flash_dkdv_diff runs it then); and its shared memory */
+ * warpgroup a branch; the bits of flash_dkdv_diff), bf16 only, where
+ * flash_tma_bwd_usable(d, true) says (flash_dkdv_diff runs it then); and its shared memory */
 template <int D>
 void flash_dkdv_diff_tma(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
                          const flash_bf16 *G, const flash_bf16 *q, const flash_bf16 *k,
                          const flash_bf16 *v, const float *lse, const float *delta,
                          const float *lambda, const attn_map &m);
 size_t flash_dkdv_diff_tma_smem(int d);
-/* 1 where it is asked for (DIFFTRAIN_FLASH_TMA_BWD=1, or the test switch of flash_test.h), the
- * build and device have the sm_90 kernels and its block fits flash_smem_limit() (flash_ops.cu) */
-bool flash_tma_bwd_usable(int d);
+/* ... and dk/dv of standard heads (the baseline, DIFF V2: dv = d) on such a kernel
+ * (flash_dkdv_tma.cu: a consumer warpgroup a key tile; the bits of flash_dkdv_kernel), run by
+ * flash_core_backward where flash_tma_bwd_usable(d, false) says; and its shared memory */
+template <int D>
+void flash_dkdv_tma(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const flash_bf16 *G,
+                    const flash_bf16 *q, const flash_bf16 *k, const flash_bf16 *v,
+                    const float *lse, const float *delta, const attn_map &m);
+size_t flash_dkdv_tma_smem(int d);
+/* 1 where the warp-specialised dk/dv is asked for (DIFFTRAIN_FLASH_TMA_BWD=1, or the test switch
+ * of flash_test.h), the build and device have the sm_90 kernels and its block (DIFF V1's where
+ * diff, else the standard heads') fits flash_smem_limit() (flash_ops.cu) */
+bool flash_tma_bwd_usable(int d, bool diff);
 
 /* ... and dq where it recomputes dS (flash_dq_diff.cu), and its shared memory */
 template <typename Tin, int D>

@@ -243,7 +243,7 @@ void flash_dkdv_diff(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, c
                      const Tin *q, const Tin *k, const Tin *v, const float *lse,
                      const float *delta, const float *lambda, const attn_map &m, int ns) {
     if constexpr (std::is_same<Tin, flash_bf16>::value)
-        if (flash_tma_bwd_usable(D)) {
+        if (flash_tma_bwd_usable(D, true)) {
             flash_dkdv_diff_tma<D>(dk, dv, ds_tiles, G, q, k, v, lse, delta, lambda, m);
             return;
         }

@@ -24,7 +24,8 @@
  * Each consumer holds dV's columns c d.. and dK_c of its 64 keys: 2 x 64 d / 128 floats a thread.
  * At d = 64 and 96 a tile's dV and dK products are issued behind the next tile's S and dP, and
  * that tile's P and dS computed while they multiply (FlashAttention-3's overlap within a
- * warpgroup); at d = 128 there are not the registers for two tiles (flash_tma_bwd_pipelined).
+ * warpgroup; flash_tma_bwd_consume, the schedule flash_dkdv_tma.cu's kernel shares); at d = 128
+ * there are not the registers for two tiles (flash_tma_bwd_pipelined).
  * sm_90a: up to R200/R229/R219 (d = 64/96/128) of 240, no spills, no serialised products.
  *
  * Why: the mma.sync kernel reads its operands from shared memory once per warp (ldmatrix: 168 a
@@ -32,41 +33,32 @@
  * P, dS never pass through shared memory as operands: 2 x 160 KiB a tile pair at d = 128 (the
  * K-major operands of S and dP, G's half and Q_c, X and Y below) plus TMA's 64 KiB of writes.
  *
- * Tiles as TMA writes them: boxes of 64 rows x BOX columns, BOX 64 under the 128-byte swizzle
- * (d = 64, 128) or 32 under the 64-byte one (d = 96, so that G's column half d.. starts a box):
- * the same tile serves as K-major operand (k16 steps 32 bytes apart in a box row) and N-major
- * (LBO: the next box). Rows past T land as zeros; keys past T are never stored, rows past T get
- * zero row terms and are masked (flash_dkdv_pds). Shared memory (KiB): K_1, K_2, V; two stages of
- * Q_1, Q_2, G and the row terms (1); X (-lambda P_2, fp32: 16) and Y (Pc's fragments: 8); 1 for
- * the swizzles' alignment: 123, 171 and 219 at d = 64, 96, 128. One block per SM.
+ * Tiles as TMA writes them (flash_tma_box, flash_tma_bwd.cuh): boxes of 64 rows x BOX columns,
+ * BOX 64 under the 128-byte swizzle (d = 64, 128) or 32 under the 64-byte one (d = 96, so that
+ * G's column half d.. starts a box): the same tile serves as K-major operand (k16 steps 32
+ * bytes apart in a box row) and N-major (LBO: the next box). Rows past T land as zeros; keys past
+ * T are never stored, rows past T get zero row terms and are masked (flash_dkdv_pds). Shared
+ * memory (KiB): K_1, K_2, V; two stages of Q_1, Q_2, G and the row terms (1); X (-lambda P_2,
+ * fp32: 16) and Y (Pc's fragments: 8); 1 for the swizzles' alignment: 123, 171 and 219 at
+ * d = 64, 96, 128. One block per SM.
  *
  * Only bf16 inputs. flash_dkdv_diff runs it where flash_tma_bwd_usable says (flash_ops.cu:
  * DIFFTRAIN_FLASH_TMA_BWD=1 on an sm_90a build and an H100/H200). */
 #include <math.h>
 
-#include "model/cuda/flash_backward.cuh"
-#include "model/cuda/flash_tma.cuh"
-#include "model/cuda/mbarrier.cuh"
+#include "model/cuda/flash_tma_bwd.cuh"
 #include "model/cuda/warp_roles.cuh"
-#include "model/cuda/wgmma.cuh"
 
-#define TMA_BWD_THREADS 384
-#define TMA_BWD_ALIGN 1024u /* the 128-byte swizzle's repeat */
-#define TMA_BWD_CONSUMERS 256
 #define TMA_BWD_X_FULL 1 /* named barrier: branch 2's -lambda P_2 is in X */
 #define TMA_BWD_Y_FULL 2 /* named barrier: Pc's A fragments are in Y */
 
-/* the mbarriers: K_1, K_2 and V's; then per stage s full[s] and empty[s] */
-enum { TMA_BWD_BAR_KV, TMA_BWD_BAR_FULL, TMA_BWD_BAR_EMPTY = 3, TMA_BWD_BARS = 5 };
 
 /* The block's shared memory at head dim D (offsets from the 1024-byte aligned base) and its
  * tiles' descriptors */
-template <int D> struct flash_tma_bwd_layout {
+template <int D> struct flash_tma_bwd_layout : flash_tma_box<D> {
+    typedef flash_tma_box<D> Box;
     static constexpr int DV = 2 * D;
-    static constexpr int BOX = D % 64 == 0 ? 64 : 32; /* a box's columns */
-    static constexpr int SW = 2 * BOX;                /* its rows' bytes and swizzle */
-    static constexpr unsigned BOX_BYTES = 64u * SW;
-    static constexpr unsigned QT = 64u * D * 2, VT = 64u * DV * 2; /* a Q or K tile; V or G */
+    static constexpr unsigned QT = Box::QT, VT = 2 * QT; /* a Q or K tile; V or G */
     static constexpr unsigned KV_BYTES = 2 * QT + VT;   /* K_1, K_2, V: loaded once */
     static constexpr unsigned LOADS = 2 * QT + VT;      /* a stage's TMA loads: Q_1, Q_2, G */
     static constexpr unsigned TERMS = 4 * FLASH_BR * 4; /* lse_1, delta_1, lse_2, delta_2 */
@@ -89,32 +81,7 @@ template <int D> struct flash_tma_bwd_layout {
     __device__ static __forceinline__ float *terms_at(unsigned char *st, int c) {
         return (float *)(st + LOADS) + 2 * FLASH_BR * c;
     }
-    /* k16 step kk (columns 16kk..) of a tile at t read K-major (64 rows: M or N) */
-    __device__ static __forceinline__ uint64_t kdesc(const unsigned char *t, int kk) {
-        constexpr int STEPS = BOX / 16; /* k16 steps a box */
-        return wgmma_desc_swizzled(t + (kk / STEPS) * BOX_BYTES + 32 * (kk % STEPS), 16, 8 * SW,
-                                   SW);
-    }
-    /* rows 16kk.. (the reduction) of a tile at t read N-major from column c0 (a box's first) */
-    __device__ static __forceinline__ uint64_t ndesc(const unsigned char *t, int c0, int kk) {
-        return wgmma_desc_swizzled(t + (c0 / BOX) * BOX_BYTES + 16 * kk * SW, BOX_BYTES, 8 * SW,
-                                   SW);
-    }
-    /* rows r0.. of sequence b, columns c0..c0 + COLS - 1 of map into t; by one thread */
-    template <int COLS>
-    __device__ static __forceinline__ void load(unsigned char *t, const tma_map *map, int c0,
-                                                int r0, int b, uint64_t *bar) {
-#pragma unroll
-        for (int j = 0; j < COLS / BOX; j++)
-            tma_load_3d(t + j * BOX_BYTES, map, c0 + BOX * j, r0, b, bar);
-    }
 };
-
-/* Whether the consumers overlap a tile's element-wise work with the previous tile's products:
- * at d = 128 the two tiles' registers (dV and dK 128 a thread, S, dP and the fragments 96)
- * exceed 240 (ptxas spills and serialises the products, C7512), so there one tile follows the
- * other */
-template <int D> constexpr bool flash_tma_bwd_pipelined(void) { return D <= 96; }
 
 template <int D, bool STORE_DS>
 __global__ void __launch_bounds__(TMA_BWD_THREADS, 1)
@@ -135,15 +102,7 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     const int T = m.T, gv = blockIdx.y, b = blockIdx.z, j0 = blockIdx.x * FLASH_BC;
     /* the query tiles of branch 1's q-heads gv*n_rep, +2, ... (branch 2: each + 1) */
     const flash_kv_tiles tiles(m, gv, 0, j0);
-    const int n_it = tiles.n;
-    if (tid == 0) {
-        mbar_init(&bar[TMA_BWD_BAR_KV], 1);
-        for (int s = 0; s < 2; s++) {
-            mbar_init(&bar[TMA_BWD_BAR_FULL + s], 2); /* the loads' and the row terms' */
-            mbar_init(&bar[TMA_BWD_BAR_EMPTY + s], TMA_BWD_CONSUMERS);
-        }
-        mbar_init_fence();
-    }
+    if (tid == 0) flash_tma_bwd_init_bars(bar);
     __syncthreads();
 
     if (wg == 0) { /* the producer: warp 0, its lane 0 issuing the loads */
@@ -156,26 +115,22 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
                                     &bar[TMA_BWD_BAR_KV]);
             L::template load<DV>(base + L::V, &v_map, gv * DV, j0, b, &bar[TMA_BWD_BAR_KV]);
         }
-        flash_kv_walk w(tiles, T);
-        for (int it = 0; it < n_it; it++, w.next()) {
-            const int s = it & 1, round = it >> 1;
-            uint64_t *full = &bar[TMA_BWD_BAR_FULL + s];
-            unsigned char *st = L::stage_at(base, it);
-            if (round > 0) mbar_wait(&bar[TMA_BWD_BAR_EMPTY + s], (round - 1) & 1);
-            if (lane == 0) {
-                mbar_arrive_expect_tx(full, L::LOADS);
+        flash_tma_bwd_produce(
+            tiles, T, bar, L::LOADS, lane,
+            [&](int it, const flash_kv_walk &w, uint64_t *full) {
+                unsigned char *st = L::stage_at(base, it);
                 for (int c = 0; c < 2; c++)
                     L::template load<D>(L::q_at(st, c), &q_map, (w.q + c) * D, w.i0, b, full);
                 L::template load<DV>(L::g_at(st), &g_map, (int)attn_o_col(m, w.q), w.i0, b,
                                      full);
-            }
-            for (int c = 0; c < 2; c++)
-                for (int h = 0; h < 2; h++)
-                    flash_stage_row_terms(L::terms_at(st, c), L::terms_at(st, c) + FLASH_BR, lse,
-                                          delta, m, b, w.q + c, w.i0, lane + 32 * h);
-            __syncwarp(); /* the lanes' stores, then lane 0's arrival publishes them */
-            if (lane == 0) mbar_arrive(full);
-        }
+            },
+            [&](int it, const flash_kv_walk &w) {
+                unsigned char *st = L::stage_at(base, it);
+                for (int c = 0; c < 2; c++)
+                    for (int h = 0; h < 2; h++)
+                        flash_stage_row_terms(L::terms_at(st, c), L::terms_at(st, c) + FLASH_BR,
+                                              lse, delta, m, b, w.q + c, w.i0, lane + 32 * h);
+            });
         return;
     }
 
@@ -192,7 +147,6 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     float sc[FLASH_BR / 8][4], dp[FLASH_BR / 8][4];      /* S_c^T, dP^T */
     uint32_t pa[FLASH_BR / 16][4], da[FLASH_BR / 16][4]; /* Pc^T, dS_c^T: A fragments */
     auto stage = [&](int it) { return L::stage_at(base, it); };
-    auto landed = [&](int it) { mbar_wait(&bar[TMA_BWD_BAR_FULL + (it & 1)], (it >> 1) & 1); };
     /* S_c^T and dP^T of tile it, issued (its stage landed; the caller fences) */
     auto issue_s_dp = [&](int it) {
         const unsigned char *Qc = L::q_at(stage(it), c), *Gs = L::g_at(stage(it));
@@ -244,77 +198,19 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
             named_bar_arrive(TMA_BWD_Y_FULL, TMA_BWD_CONSUMERS);
         }
     };
-    /* the bf16 dS_c^T tile of q-head jq's rows i0.., key after key */
-    auto store_ds = [&](int jq, int i0) {
-        flash_bf16 *tile = ds_tiles + flash_ds_tile_at(m, b, jq, i0, j0);
-        const int g = lane >> 2, col = 2 * (lane & 3);
-#pragma unroll
-        for (int kk = 0; kk < FLASH_BR / 16; kk++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) /* keys g (e even), g + 8; rows 16kk + 8 (e / 2) */
-                *reinterpret_cast<uint32_t *>(tile + (16 * rw + g + 8 * (e & 1)) * FLASH_BR +
-                                              16 * kk + 8 * (e >> 1) + col) = da[kk][e];
+    /* the bf16 dS_c^T tile of branch c's q-head (branch 1's: q1) rows i0.. */
+    auto store_ds = [&](int q1, int i0) {
+        if (STORE_DS)
+            flash_tma_store_ds(ds_tiles + flash_ds_tile_at(m, b, q1 + c, i0, j0), da, rw, lane);
     };
 
     /* dV += Pc^T G and dK_c += dS_c^T Q_c over tile it's rows (16kk.. a step), committed */
     auto issue_dv_dk = [&](int it) {
-        const unsigned char *Qc = L::q_at(stage(it), c), *Gs = L::g_at(stage(it));
-#pragma unroll
-        for (int kk = 0; kk < FLASH_BR / 16; kk++)
-            wgmma_rs<D, 1>(accv, pa[kk], L::ndesc(Gs, c * D, kk), 1);
-#pragma unroll
-        for (int kk = 0; kk < FLASH_BR / 16; kk++)
-            wgmma_rs<D, 1>(acck, da[kk], L::ndesc(Qc, 0, kk), 1);
-        wgmma_commit();
+        L::issue_dv_dk(accv, acck, pa, da, L::g_at(stage(it)), c * D, L::q_at(stage(it), c));
     };
-    auto hand_back = [&](int it) { mbar_arrive(&bar[TMA_BWD_BAR_EMPTY + (it & 1)]); };
 
-    mbar_wait(&bar[TMA_BWD_BAR_KV], 0);
-    flash_kv_walk cur(tiles, T); /* tile it */
-    if constexpr (flash_tma_bwd_pipelined<D>()) {
-        /* tile it's dV and dK products issued behind tile it + 1's S and dP, whose P and dS
-         * are computed while the former multiply; the last tile after the loop, so that no
-         * product is issued conditionally (ptxas then serialises them all: C7514) */
-        flash_kv_walk nxt(tiles, T); /* tile it + 1 */
-        nxt.next();
-        landed(0);
-        wgmma_fence();
-        issue_s_dp(0);
-        wgmma_wait<0>();
-        pds(0, cur.i0);
-        fragments();
-        for (int it = 0; it + 1 < n_it; it++, cur.next(), nxt.next()) {
-            landed(it + 1);
-            wgmma_fence(); /* sc, dp read and pa, da written by the threads */
-            issue_s_dp(it + 1);
-            issue_dv_dk(it);
-            if (STORE_DS) store_ds(cur.q + c, cur.i0); /* while those multiply */
-            wgmma_wait<1>(); /* tile it + 1's S and dP */
-            pds(it + 1, nxt.i0);
-            wgmma_wait<0>(); /* tile it's dV and dK: pa, da and the stage are free */
-            hand_back(it);
-            fragments();
-        }
-        wgmma_fence();
-        issue_dv_dk(n_it - 1);
-        if (STORE_DS) store_ds(cur.q + c, cur.i0);
-        wgmma_wait<0>();
-        hand_back(n_it - 1);
-    } else { /* one tile after the other */
-        for (int it = 0; it < n_it; it++, cur.next()) {
-            landed(it);
-            wgmma_fence();
-            issue_s_dp(it);
-            wgmma_wait<0>();
-            pds(it, cur.i0);
-            fragments();
-            wgmma_fence();
-            issue_dv_dk(it);
-            if (STORE_DS) store_ds(cur.q + c, cur.i0);
-            wgmma_wait<0>();
-            hand_back(it);
-        }
-    }
+    flash_tma_bwd_consume<flash_tma_bwd_pipelined<D>()>(tiles, T, bar, issue_s_dp, pds, fragments,
+                                                        issue_dv_dk, store_ds);
 
     flash_dk_store<D>(dk, acck, m, b, 2 * gv + c, 0, key0, lane, scale);
     flash_dv_store<D>(dv, accv, m, b, gv, c * D, key0, lane);
@@ -337,19 +233,16 @@ void flash_dkdv_diff_tma(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tile
                          const flash_bf16 *v, const float *lse, const float *delta,
                          const float *lambda, const attn_map &m) {
     typedef flash_tma_bwd_layout<D> L;
-    tma_map qm, km, vm, gm;
-    flash_tma_map(&qm, q, "q", m, m.nq * D, L::BOX);
-    flash_tma_map(&km, k, "k", m, m.nk * D, L::BOX);
-    flash_tma_map(&vm, v, "v", m, m.nv * L::DV, L::BOX);
-    flash_tma_map(&gm, G, "the output gradient G", m, (int)attn_o_stride(m), L::BOX);
+    flash_tma_bwd_maps t;
+    flash_tma_bwd_maps_of(&t, q, k, v, G, m, L::BOX);
     auto kernel = ds_tiles ? flash_dkdv_diff_tma_kernel<D, true>
                            : flash_dkdv_diff_tma_kernel<D, false>;
     const size_t smem = L::bytes();
-    flash_smem_prepare((const void *)kernel, smem, "the TMA dk/dv kernel");
+    flash_smem_prepare((const void *)kernel, smem, "DIFF V1's TMA dk/dv kernel");
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
     const dim3 grid((unsigned)((m.T + FLASH_BC - 1) / FLASH_BC), (unsigned)m.nv, (unsigned)m.B);
-    kernel<<<grid, TMA_BWD_THREADS, smem, cuda_stream()>>>(dk, dv, ds_tiles, qm, km, vm, gm, lse,
-                                                           delta, lambda, m, scale_log2, scale);
+    kernel<<<grid, TMA_BWD_THREADS, smem, cuda_stream()>>>(
+        dk, dv, ds_tiles, t.q, t.k, t.v, t.g, lse, delta, lambda, m, scale_log2, scale);
     CUDA_LAUNCH_CHECK();
 }
 

@@ -106,17 +106,18 @@ extern "C" void cuda_flash_test_tma_bwd(int mode) {
     g_tma_bwd_mode = mode < 0 ? -1 : mode != 0;
 }
 
-/* DIFFTRAIN_FLASH_TMA_BWD=1 asks for DIFF V1's warp-specialised dk/dv (never run on a GPU yet:
+/* DIFFTRAIN_FLASH_TMA_BWD=1 asks for the warp-specialised dk/dv (never run on a GPU yet:
  * docs/gpu-performance.md), so it is off by default. */
-bool flash_tma_bwd_usable(int d) {
+bool flash_tma_bwd_usable(int d, bool diff) {
     static int env = -1;
+    const size_t smem = diff ? flash_dkdv_diff_tma_smem(d) : flash_dkdv_tma_smem(d);
     return flash_asked(g_tma_bwd_mode, "DIFFTRAIN_FLASH_TMA_BWD", &env) &&
-           flash_sm90_capable() && flash_dkdv_diff_tma_smem(d) <= flash_smem_limit();
+           flash_sm90_capable() && smem <= flash_smem_limit();
 }
 
-extern "C" int cuda_flash_tma_bwd(int d) {
-    return !g_f32_staging && !flash_sm90_usable() && flash_diff_paired() &&
-           flash_tma_bwd_usable(d);
+extern "C" int cuda_flash_tma_bwd(int d, int diff) {
+    return !g_f32_staging && !flash_sm90_usable() && (!diff || flash_diff_paired()) &&
+           flash_tma_bwd_usable(d, diff != 0);
 }
 
 static int flash_dq_mode(bool f32_path);

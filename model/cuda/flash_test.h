@@ -41,16 +41,18 @@ void cuda_flash_test_tma(int mode);
  * kernel now */
 int cuda_flash_tma(int d, int diff);
 
-/* Which kernel computes DIFF V1's dk and dv where the bf16 backward runs the mma.sync kernels
- * with both branches of a head paired (cuda_flash_test_diff_paired), the build and device have
- * the sm_90 kernels (cuda_flash_sm90_capable) and its block fits the shared memory: mode 1 the
- * warp-specialised one (flash_dkdv_diff_tma.cu: TMA loads, a consumer warpgroup a branch; the
- * bits of the mma.sync one, stored dS tiles included), 0 the mma.sync one, -1 (the default) as
- * the environment says (DIFFTRAIN_FLASH_TMA_BWD=1: the warp-specialised one; else not). Not
- * thread safe; set it between ops. */
+/* Which kernel computes dk and dv in the bf16 backward on the mma.sync kernels where the build
+ * and device have the sm_90 kernels (cuda_flash_sm90_capable) and its block fits the shared
+ * memory: mode 1 the warp-specialised one (TMA loads, two consumer warpgroups; the bits of the
+ * mma.sync one, stored dS tiles included): for DIFF V1 with both branches of a head paired
+ * (cuda_flash_test_diff_paired) flash_dkdv_diff_tma.cu's, a branch a warpgroup, and for standard
+ * heads (the baseline, DIFF V2) flash_dkdv_tma.cu's, a key tile a warpgroup; 0 the mma.sync one;
+ * -1 (the default) as the environment says (DIFFTRAIN_FLASH_TMA_BWD=1: the warp-specialised
+ * one; else not). Not thread safe; set it between ops. */
 void cuda_flash_test_tma_bwd(int mode);
-/* 1 when DIFF V1's bf16 backward of head dim d would run the warp-specialised dk/dv now */
-int cuda_flash_tma_bwd(int d);
+/* 1 when the bf16 backward of head dim d (DIFF V1's where diff) would run the warp-specialised
+ * dk/dv now */
+int cuda_flash_tma_bwd(int d, int diff);
 
 /* How the mma.sync backward gets dq's dS (the wgmma kernels always recompute it) */
 enum {

@@ -18,6 +18,7 @@ RESULT base 3b 4096 4 1.000 4.000 261.5 193.2
 TMA diff 830m 2048 0.800 0.500 1.60 420.0 0
 TMA base 830m 2048 0.600 0.450 1.33 444.4 0
 TMABWD diff 830m 2048 2.700 1.800 1.50 290.0 0 0 0
+TMABWD base 830m 2048 2.000 1.600 1.25 187.5 0 0 0
 LOG
 cat >"$tmp/sdpa" <<'LOG'
 sdpa_attn: torch 2.11.0+cu130, NVIDIA H100 80GB HBM3
@@ -39,8 +40,10 @@ has "$tmp/out" "base     830m   2048 |             200.0   400.0   0.50 |       
 # the warp-specialised forward: DIFF 420 / 350, base 444.4 / 400
 has "$tmp/out" "diff     830m   2048 |           420.0     1.60   350.0   1.20"
 has "$tmp/out" "base     830m   2048 |           444.4     1.33   400.0   1.11"
-# DIFF's forward+backward with the warp-specialised dk/dv: 290 / 211.7 (SDPA's fwd+bwd)
+# forward+backward with the warp-specialised dk/dv: DIFF's: 290 / 211.7 (SDPA's fwd+bwd)
 has "$tmp/out" "diff     830m   2048 |                     290.0     1.50   211.7   1.37"
+# ... and the baseline's: 187.5 / 300
+has "$tmp/out" "base     830m   2048 |                     187.5     1.25   300.0   0.62"
 # per backend: flash refused; efficient 175 / 250, 193.3 / 160; cudnn 0.50 and a refused backward
 has "$tmp/out" "diff     830m   2048 | cudnn     |           n/a      n/a          0.70     1.21          0.50      n/a"
 # base: only flash timed, the others left n/a
@@ -51,11 +54,11 @@ has "$tmp/out" "base     830m   2048 | fwd pytorch_flash::flash_fwd_kernel | fwd
 grep -q " 3b " "$tmp/out" && bad "a case on one side only was reported"
 
 # a log with no backend lines: the first table (3 lines), the TMA one (a blank line and 4) and
-# the TMABWD one (a blank line and 3)
+# the TMABWD one (a blank line and 4)
 grep -v "^SDPA_" "$tmp/sdpa" >"$tmp/sdpa_plain"
 "$py" "$bench/attn_report.py" "$tmp/fused" "$tmp/sdpa_plain" >"$tmp/plain" 2>&1 ||
   bad "exit $? without backend lines"
-[ "$(wc -l <"$tmp/plain")" = 12 ] || bad "without backend lines: $(wc -l <"$tmp/plain") lines"
+[ "$(wc -l <"$tmp/plain")" = 13 ] || bad "without backend lines: $(wc -l <"$tmp/plain") lines"
 
 # bad input: exit 1, naming the log and line
 expect_error() { # NAME FUSED SDPA TEXT

@@ -22,8 +22,8 @@
 #   them, the standard forward with 16 query rows a warp (DIFFTRAIN_FLASH_FWD_ROWS=16)
 #   against the default 32, and the forward (DIFF's and the transformer's) on the
 #   warp-specialised sm_90 kernel (DIFFTRAIN_FLASH_TMA=1) against the wgmma one
-#   (DIFFTRAIN_FLASH_SM90=1), which tracks the CPU, and DIFF's dk/dv on its warp-specialised
-#   kernel (DIFFTRAIN_FLASH_TMA_BWD=1) against the default mma.sync one;
+#   (DIFFTRAIN_FLASH_SM90=1), which tracks the CPU, and dk/dv (DIFF's and the transformer's) on
+#   the warp-specialised kernels (DIFFTRAIN_FLASH_TMA_BWD=1) against the default mma.sync ones;
 # - the step's forward and backward passes recorded as a CUDA graph and launched
 #   (DIFFTRAIN_CUDA_GRAPHS=1) give the bits of the same runs issued op by op (bf16, fp32 with
 #   recomputation), and a checkpoint saved after a launched step resumes to the same bits;
@@ -186,13 +186,13 @@ for arch in diff transformer; do
   if [ $arch = diff ]; then
     DIFFTRAIN_FLASH_DIFF_FWD=branch emu flash_branch_$arch "${big[@]}" train.precision=bf16
     same_bits flash_branch_$arch flash_$arch
-    # DIFF's dk/dv on the warp-specialised (TMA) kernel: the mma.sync paired one's bits
-    DIFFTRAIN_FLASH_TMA_BWD=1 emu flash_tmabwd_$arch "${big[@]}" train.precision=bf16
-    same_bits flash_tmabwd_$arch flash_$arch
   else
     DIFFTRAIN_FLASH_FWD_ROWS=16 emu flash_rows16_$arch "${big[@]}" train.precision=bf16
     same_bits flash_rows16_$arch flash_$arch
   fi
+  # dk/dv on the warp-specialised (TMA) kernel (DIFF's, the standard heads'): the mma.sync bits
+  DIFFTRAIN_FLASH_TMA_BWD=1 emu flash_tmabwd_$arch "${big[@]}" train.precision=bf16
+  same_bits flash_tmabwd_$arch flash_$arch
 done
 
 # the GPU reports: memory after the first step (once) against the plan, and MFU

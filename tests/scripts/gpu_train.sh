@@ -16,8 +16,8 @@
 #   with 16 query rows a warp (DIFFTRAIN_FLASH_FWD_ROWS=16) as the default 32-row one: the same
 #   losses, bit for bit; on an H100 the forward on the warp-specialised kernel
 #   (DIFFTRAIN_FLASH_TMA=1) trains as the wgmma one (DIFFTRAIN_FLASH_SM90=1), bit for bit, for
-#   each of diff, diff_v2 and transformer, and DIFF with its dk/dv on the warp-specialised
-#   kernel (DIFFTRAIN_FLASH_TMA_BWD=1) as with the default mma.sync one;
+#   each of diff, diff_v2 and transformer, and each with its dk/dv on the warp-specialised
+#   kernels (DIFFTRAIN_FLASH_TMA_BWD=1) as with the default mma.sync ones;
 # - a checkpoint saved on the GPU at step 25 resumes on the CPU, and one saved on the CPU resumes
 #   on the GPU: the continued losses track the uninterrupted run of the other device (2e-3); one
 #   saved after a launched CUDA graph step resumes with graphs to the bf16 run's bits;
@@ -116,13 +116,13 @@ for arch in diff diff_v2 transformer; do
   if [ $arch = diff ]; then
     DIFFTRAIN_FLASH_DIFF_FWD=branch run fused_branch_$arch "${f[@]}"
     same_losses fused_branch_$arch fused_$arch
-    # on an H100/H200: DIFF's dk/dv on the warp-specialised (TMA) kernel, the same bits
-    DIFFTRAIN_FLASH_TMA_BWD=1 run fused_tmabwd_$arch "${f[@]}"
-    same_losses fused_tmabwd_$arch fused_$arch
   else
     DIFFTRAIN_FLASH_FWD_ROWS=16 run fused_rows16_$arch "${f[@]}"
     same_losses fused_rows16_$arch fused_$arch
   fi
+  # on an H100/H200: dk/dv on the warp-specialised (TMA) kernels, the same bits
+  DIFFTRAIN_FLASH_TMA_BWD=1 run fused_tmabwd_$arch "${f[@]}"
+  same_losses fused_tmabwd_$arch fused_$arch
 done
 
 # checkpoints across devices: GPU -> CPU and CPU -> GPU, continued at step 26

@@ -192,7 +192,7 @@ static void set_run(int run) {
     cuda_flash_test_fwd_rows(16); /* check_fwd_rows32 runs the other forward */
     cuda_flash_test_diff_fwd_split(1); /* check_diff_fwd_branch runs DIFF's other forward */
     cuda_flash_test_tma(0); /* check_fwd_tma, check_diff_fwd_tma run the warp-specialised one */
-    cuda_flash_test_tma_bwd(0); /* and check_diff_bwd_tma DIFF's warp-specialised dk/dv */
+    cuda_flash_test_tma_bwd(0); /* check_bwd_tma, check_diff_bwd_tma the warp-specialised dk/dv */
     cuda_flash_test_dq_mode(run == STORED || run == STORED + 1);
     cuda_flash_test_diff_paired(run != BRANCHES);
 }
@@ -318,6 +318,59 @@ static int check_fwd_tma(const std_args *a, const dt_operand *out0, const float 
     int fails = std_forward_differs(a, out0, lse0, "TMA forward");
     fails += std_forward_differs(a, out0, lse0, "TMA forward rerun");
     tma_switch_off();
+    return fails;
+}
+
+/* The outputs of a standard case's runs (device), indexed by run (set_run) */
+typedef struct std_runs {
+    dt_operand **out, **dv, **rq, **rk, **rdv;
+    float **lse, **dq, **dk;
+} std_runs;
+
+/* The standard heads' warp-specialised dk/dv (flash_test.h: TMA loads, a consumer warpgroup a
+ * key tile) must give the bits of the mma.sync dk/dv in the runs MMA (dq recomputing dS) and
+ * STORED (dq reading the dS tiles it stores), on their forward outputs: dq, dk, dv, and in
+ * STORED with RoPE's backward in the stores (the run's RoPE-fused dq, dk, dv). Where the build
+ * and device have no sm_90 kernels it must not run (cuda_flash_tma_bwd). */
+static int check_bwd_tma(const std_args *a, const float *dout, const std_runs *r) {
+    static const int runs[2] = {MMA, STORED};
+    const int B = a->B, T = a->T, Hq = a->Hq, Hkv = a->Hkv, d = a->d;
+    const size_t nq = (size_t)B * T * Hq * d, nk = (size_t)B * T * Hkv * d, nv = nk;
+    int fails = 0;
+    for (int i = 0; i < 2; i++) {
+        const int run = runs[i];
+        const char *name = i ? "TMA dk/dv, stored dS" : "TMA dk/dv";
+        set_run(run);
+        cuda_flash_test_tma_bwd(1);
+        const int capable = cuda_flash_sm90_capable();
+        assert_int_equal(cuda_flash_tma_bwd(d, 0), capable);
+        if (!capable) break;
+        float *dq = cot_dev_nan(nq), *dk = cot_dev_nan(nk);
+        dt_operand *dv = cot_operand_nan(nv);
+        cuda_flash_attention_backward(dq, dk, dv, dout, a->q, a->k, a->v, r->out[run],
+                                      r->lse[run], B, T, Hq, Hkv, d, d, NULL);
+        fails += cot_bits_differ("dq", name, r->dq[run], dq, nq);
+        fails += cot_bits_differ("dk", name, r->dk[run], dk, nk);
+        fails += cot_operand_bits_differ("dv", name, r->dv[run], dv, nv);
+        if (i) { /* RoPE's backward in the stores */
+            dt_operand *rq = cot_operand_nan(nq), *rk = cot_operand_nan(nk);
+            dt_operand *rdv = cot_operand_nan(nv);
+            const dt_rope_grads rope = {rq, rk, ROPE_THETA};
+            cuda_flash_attention_backward(NULL, NULL, rdv, dout, a->q, a->k, a->v, r->out[run],
+                                          r->lse[run], B, T, Hq, Hkv, d, d, &rope);
+            fails += cot_operand_bits_differ("RoPE-fused dq", name, r->rq[run], rq, nq);
+            fails += cot_operand_bits_differ("RoPE-fused dk", name, r->rk[run], rk, nk);
+            fails += cot_operand_bits_differ("RoPE-fused dv", name, r->rdv[run], rdv, nv);
+            cuda_free(rq);
+            cuda_free(rk);
+            cuda_free(rdv);
+        }
+        cuda_free(dq);
+        cuda_free(dk);
+        cuda_free(dv);
+    }
+    cuda_flash_test_tma_bwd(-1);
+    set_run(0);
     return fails;
 }
 
@@ -541,6 +594,8 @@ static int run_standard(const std_case *c, unsigned seed) {
         const float *lses[2] = {l_d[MMA], l_d[2]};
         fails += check_fwd_rows32(&args, outs, lses);
         fails += check_fwd_tma(&args, o_d[0], l_d[0]);
+        const std_runs runs = {o_d, dv_d, rq, rk, rdv, l_d, dq_d, dk_d};
+        fails += check_bwd_tma(&args, dout_d, &runs);
     }
     if (sm90) { /* the wgmma kernels (run 0) against the mma.sync ones (run 3) */
         float *m_out = cot_operand_to_host(o_d[3], no), *m_lse = to_host(l_d[3], nl);
@@ -741,7 +796,7 @@ static int check_diff_bwd_tma(const diff_args *a, const diff_bwd_args *g, const 
         set_run(runs[i]);
         cuda_flash_test_tma_bwd(1);
         const int capable = cuda_flash_sm90_capable();
-        assert_int_equal(cuda_flash_tma_bwd(a->d), capable);
+        assert_int_equal(cuda_flash_tma_bwd(a->d, 1), capable);
         if (!capable) break;
         fails += diff_backward_differs(a, g, &f[runs[i]], i ? rq[STORED] : NULL,
                                        i ? rk[STORED] : NULL,
