@@ -26,7 +26,7 @@
  * that tile's P and dS computed while they multiply (FlashAttention-3's overlap within a
  * warpgroup; flash_tma_bwd_consume, the schedule flash_dkdv_tma.cu's kernel shares); at d = 128
  * there are not the registers for two tiles (flash_tma_bwd_pipelined).
- * sm_90a: up to R200/R229/R219 (d = 64/96/128) of 240, no spills, no serialised products.
+ * sm_90a: up to R200/R232/R219 (d = 64/96/128) of 240, no spills, no serialised products.
  *
  * Why: the mma.sync kernel reads its operands from shared memory once per warp (ldmatrix: 168 a
  * warp and tile pair at d = 128, 688 KiB a block); here wgmma reads each once per warpgroup, and
