@@ -149,23 +149,12 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     auto stage = [&](int it) { return L::stage_at(base, it); };
     /* S_c^T and dP^T of tile it, issued (its stage landed; the caller fences) */
     auto issue_s_dp = [&](int it) {
-        const unsigned char *Qc = L::q_at(stage(it), c), *Gs = L::g_at(stage(it));
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<FLASH_BR, 0, 0>(sc, L::kdesc(Kc, kk), L::kdesc(Qc, kk), kk > 0);
-#pragma unroll
-        for (int kk = 0; kk < DV / 16; kk++)
-            wgmma_ss<FLASH_BR, 0, 0>(dp, L::kdesc(Vs, kk), L::kdesc(Gs, kk), kk > 0);
-        wgmma_commit();
+        L::template issue_s_dp<DV>(sc, dp, Kc, L::q_at(stage(it), c), Vs, L::g_at(stage(it)));
     };
-    /* sc becomes dscale_c P_c^T and dp dS_c^T (rows 32h.. at a time) of tile it at rows i0.. */
+    /* sc becomes dscale_c P_c^T and dp dS_c^T of tile it at rows i0.. */
     auto pds = [&](int it, int i0) {
-        const float *terms = L::terms_at(stage(it), c);
-        const int nr = min(FLASH_BR, T - i0);
-#pragma unroll
-        for (int h = 0; h < 2; h++)
-            flash_dkdv_pds(sc + 4 * h, dp + 4 * h, sc + 4 * h, dp + 4 * h, terms,
-                           terms + FLASH_BR, scale_log2, dscale, key0, 32 * h, i0, nr, lane);
+        flash_tma_bwd_pds(sc, dp, L::terms_at(stage(it), c), scale_log2, dscale, key0, i0, T,
+                          lane);
     };
     /* da from dp; Pc = P_1 + (-lambda P_2), as the mma.sync kernel sums it, into pa: X carries
      * branch 2's half to branch 1, Y the rounded fragments back (each thread its own elements) */

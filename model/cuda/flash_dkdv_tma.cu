@@ -126,22 +126,10 @@ flash_dkdv_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
     const float dscale = 1.0f; /* standard heads: attn_dscale's for every q-head */
     auto stage = [&](int it) { return L::stage_at(base, it); };
     auto issue_s_dp = [&](int it) {
-        const unsigned char *Qs = L::q_at(stage(it)), *Gs = L::g_at(stage(it));
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<FLASH_BR, 0, 0>(sc, L::kdesc(Kc, kk), L::kdesc(Qs, kk), kk > 0);
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<FLASH_BR, 0, 0>(dp, L::kdesc(Vc, kk), L::kdesc(Gs, kk), kk > 0);
-        wgmma_commit();
+        L::template issue_s_dp<D>(sc, dp, Kc, L::q_at(stage(it)), Vc, L::g_at(stage(it)));
     };
     auto pds = [&](int it, int i0) {
-        const float *terms = L::terms_at(stage(it));
-        const int nr = min(FLASH_BR, T - i0);
-#pragma unroll
-        for (int h = 0; h < 2; h++)
-            flash_dkdv_pds(sc + 4 * h, dp + 4 * h, sc + 4 * h, dp + 4 * h, terms,
-                           terms + FLASH_BR, scale_log2, dscale, key0, 32 * h, i0, nr, lane);
+        flash_tma_bwd_pds(sc, dp, L::terms_at(stage(it)), scale_log2, dscale, key0, i0, T, lane);
     };
     auto fragments = [&](void) {
 #pragma unroll

@@ -42,6 +42,22 @@ template <int D> struct flash_tma_box {
         for (int j = 0; j < COLS / BOX; j++)
             tma_load_3d(t + j * BOX_BYTES, map, c0 + BOX * j, r0, b, bar);
     }
+    /* S^T = K Q^T (D wide) and dP^T = V G^T (DV wide) of a tile (64 keys x 64 rows), both
+     * operands K-major in shared memory; committed (the caller fenced) */
+    template <int DV>
+    __device__ static __forceinline__ void issue_s_dp(float (*sc)[4], float (*dp)[4],
+                                                      const unsigned char *Ks,
+                                                      const unsigned char *Qs,
+                                                      const unsigned char *Vs,
+                                                      const unsigned char *Gs) {
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<FLASH_BR, 0, 0>(sc, kdesc(Ks, kk), kdesc(Qs, kk), kk > 0);
+#pragma unroll
+        for (int kk = 0; kk < DV / 16; kk++)
+            wgmma_ss<FLASH_BR, 0, 0>(dp, kdesc(Vs, kk), kdesc(Gs, kk), kk > 0);
+        wgmma_commit();
+    }
     /* dV += P^T G (G's columns g0..g0 + D - 1) and dK += dS^T Q over a tile's 64 rows (16kk.. a
      * step), A (pa: P^T, da: dS^T) from registers, G and Q read N-major; committed */
     __device__ static __forceinline__ void issue_dv_dk(float (*accv)[4], float (*acck)[4],
@@ -116,6 +132,19 @@ static inline void flash_tma_bwd_maps_of(flash_tma_bwd_maps *t, const flash_bf16
  * exceed 240 (ptxas spills and serialises the products, C7512), so there one tile follows the
  * other */
 template <int D> constexpr bool flash_tma_bwd_pipelined(void) { return D <= 96; }
+
+/* A consumer warp's S^T and dP^T (its keys key0.., the tile's rows i0..; terms: the tile's lse,
+ * then delta) become dscale P^T in sc and dS^T in dp, 32 rows at a time (flash_dkdv_pds) */
+__device__ __forceinline__ void flash_tma_bwd_pds(float (*sc)[4], float (*dp)[4],
+                                                  const float *terms, float scale_log2,
+                                                  float dscale, int key0, int i0, int T,
+                                                  int lane) {
+    const int nr = min(FLASH_BR, T - i0);
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+        flash_dkdv_pds(sc + 4 * h, dp + 4 * h, sc + 4 * h, dp + 4 * h, terms, terms + FLASH_BR,
+                       scale_log2, dscale, key0, 32 * h, i0, nr, lane);
+}
 
 /* A consumer warp's dS^T fragments da (its 16 keys, warp rw of the warpgroup, x the tile's 64
  * rows: A fragments) into the bf16 dS^T tile at tile, key after key (flash_ds_tile_at) */
