@@ -1,7 +1,7 @@
 /* bench_attn: times the fused bf16 attention kernels (model/cuda/flash.h) of DIFF V1, DIFF V2 and
  * the baseline Transformer at the paper's 830M and 3B shapes on one GPU.
  *
- *   bench_attn [--iters=N] [--warmup=N] [--check=0|1]
+ *   bench_attn [--iters=N] [--warmup=N] [--check=0|1] [--lines=main,tma,tmabwd]
  *
  * Shapes (the configs/paper files, tp 1): 830M: d_model 1536, 8 DIFF heads of d = 96 (baseline 16
  * heads); 3B: d_model 3072, 12 DIFF heads of d = 128 (baseline 24); n_kv_heads = n_heads. Per
@@ -67,6 +67,9 @@
  * differences of dq, dk and dv (the same bits: anything but 0 fails):
  *   TMABWD kind size T mma_fwdbwd_ms tma_fwdbwd_ms mma/tma tma_fwdbwd_tflops dq_rel dk_rel
  *           dv_rel   (> 1: the warp-specialised dk/dv faster; attn_report.py against SDPA)
+ * --lines picks the groups of lines (default all three): main (CHECK, RESULT, KERNELS, DQ, ROWS,
+ * SPLIT, PAIRED), tma (TMA), tmabwd (TMABWD). bench_attn.sh runs each group in its own process,
+ * so that a kernel that never ends or leaves the device unusable costs only its own group.
  * Exits 77 without a GPU. */
 #include <math.h>
 #include <stdint.h>
@@ -396,14 +399,78 @@ static double check_vs_tiled(int kind, const bufs *b, int B, int T, int H, int d
     return worst;
 }
 
+/* The main lines (header): CHECK and RESULT of kind on the kernels training runs, then KERNELS,
+ * DQ, ROWS or SPLIT and PAIRED where they apply; n is the element count of q, out, dq. Returns
+ * 1 when a check failed. */
+static int time_main(int kind, const bufs *b, float *dq_ref, int B, int T, int H, int d,
+                     size_t n, int warmup, int iters, int check, const char *size) {
+    int status = 0;
+    if (check) { /* out is N x 2Hd for every kind */
+        const double e = check_vs_tiled(kind, b, B, T, H, d, n);
+        printf("CHECK %s %s T=%d: max |fused - tiled| of out = %.3g\n", kind_name[kind], size, T,
+               e);
+        if (e < 0.0 || e > 0.1) {
+            fprintf(stderr, "bench_attn: %s %s T=%d: fused output off the tiled kernels' (%.3g)\n",
+                    kind_name[kind], size, T, e);
+            status = 1;
+        }
+    }
+    const double f = time_ms(kind, b, B, T, H, d, 0, warmup, iters);
+    const double fb = time_ms(kind, b, B, T, H, d, 1, warmup, iters);
+    printf("RESULT %s %s %d %d %.3f %.3f %.1f %.1f\n", kind_name[kind], size, T, B, f, fb,
+           flops(kind, B, T, H, d, 0) / f * 1e-9, flops(kind, B, T, H, d, 1) / fb * 1e-9);
+    if (cuda_flash_sm90_capable()) {
+        double ms[2][2]; /* [mma.sync, wgmma][fwd, fwd+bwd] */
+        for (int w = 0; w < 2; w++) {
+            cuda_flash_test_sm90(w);
+            for (int bwd = 0; bwd < 2; bwd++)
+                ms[w][bwd] = time_ms(kind, b, B, T, H, d, bwd, warmup, iters);
+        }
+        cuda_flash_test_sm90(-1);
+        printf("KERNELS %s %s %d %.3f %.3f %.3f %.3f %.2f %.2f\n", kind_name[kind], size, T,
+               ms[0][0], ms[0][1], ms[1][0], ms[1][1], ms[0][0] / ms[1][0], ms[0][1] / ms[1][1]);
+    }
+    status |= time_dq_modes(kind, b, dq_ref, B, T, H, d, n, warmup, iters, check, size);
+    if (kind != KIND_DIFF)
+        status |= time_fwd_switch("ROWS", set_fwd_rows32, kind, b, b->ref, B, T, H, d, n, warmup,
+                                  iters, check, size);
+    if (kind == KIND_DIFF) {
+        status |= time_fwd_switch("SPLIT", cuda_flash_test_diff_fwd_split, kind, b, b->ref, B, T,
+                                  H, d, n, warmup, iters, check, size);
+        status |= time_diff_pairing(b, dq_ref, B, T, H, d, n, n, warmup, iters, check, size);
+    }
+    return status;
+}
+
+/* The line groups of --lines (LINES_*): a comma-separated subset of main, tma, tmabwd; 0 when
+ * a name is none of them. */
+enum { LINES_MAIN = 1, LINES_TMA = 2, LINES_TMABWD = 4 };
+static int parse_lines(const char *list) {
+    static const char *names[] = {"main", "tma", "tmabwd"};
+    int mask = 0;
+    while (*list) {
+        const size_t n = strcspn(list, ",");
+        int bit = 0;
+        for (int i = 0; i < 3; i++)
+            if (strlen(names[i]) == n && strncmp(list, names[i], n) == 0) bit = 1 << i;
+        if (!bit) return 0;
+        mask |= bit;
+        list += n + (list[n] == ',');
+    }
+    return mask;
+}
+
 int main(int argc, char **argv) {
-    int iters = 10, warmup = 3, check = 1;
+    int iters = 10, warmup = 3, check = 1, lines = LINES_MAIN | LINES_TMA | LINES_TMABWD;
     for (int i = 1; i < argc; i++) {
         if (sscanf(argv[i], "--iters=%d", &iters) == 1 ||
             sscanf(argv[i], "--warmup=%d", &warmup) == 1 ||
             sscanf(argv[i], "--check=%d", &check) == 1)
             continue;
-        fprintf(stderr, "usage: bench_attn [--iters=N] [--warmup=N] [--check=0|1]\n");
+        if (strncmp(argv[i], "--lines=", 8) == 0 && (lines = parse_lines(argv[i] + 8)) != 0)
+            continue;
+        fprintf(stderr, "usage: bench_attn [--iters=N] [--warmup=N] [--check=0|1] "
+                "[--lines=main,tma,tmabwd]\n");
         return 2;
     }
     if (iters < 1 || iters > 64 || warmup < 0) {
@@ -454,50 +521,13 @@ int main(int argc, char **argv) {
         for (size_t ti = 0; ti < sizeof seqs / sizeof seqs[0]; ti++) {
             const int T = seqs[ti], B = tokens / T;
             for (int kind = 0; kind < 3; kind++) {
-                if (check) { /* out is N x 2Hd for every kind */
-                    const double e = check_vs_tiled(kind, &b, B, T, H, d, N * w);
-                    printf("CHECK %s %s T=%d: max |fused - tiled| of out = %.3g\n",
-                           kind_name[kind], shapes[si].size, T, e);
-                    if (e < 0.0 || e > 0.1) {
-                        fprintf(stderr,
-                                "bench_attn: %s %s T=%d: fused output off the tiled kernels' "
-                                "(%.3g)\n", kind_name[kind], shapes[si].size, T, e);
-                        status = 1;
-                    }
-                }
-                const double f = time_ms(kind, &b, B, T, H, d, 0, warmup, iters);
-                const double fb = time_ms(kind, &b, B, T, H, d, 1, warmup, iters);
-                printf("RESULT %s %s %d %d %.3f %.3f %.1f %.1f\n", kind_name[kind],
-                       shapes[si].size, T, B, f, fb, flops(kind, B, T, H, d, 0) / f * 1e-9,
-                       flops(kind, B, T, H, d, 1) / fb * 1e-9);
-                if (cuda_flash_sm90_capable()) {
-                    double ms[2][2]; /* [mma.sync, wgmma][fwd, fwd+bwd] */
-                    for (int w = 0; w < 2; w++) {
-                        cuda_flash_test_sm90(w);
-                        for (int bwd = 0; bwd < 2; bwd++)
-                            ms[w][bwd] = time_ms(kind, &b, B, T, H, d, bwd, warmup, iters);
-                    }
-                    cuda_flash_test_sm90(-1);
-                    printf("KERNELS %s %s %d %.3f %.3f %.3f %.3f %.2f %.2f\n", kind_name[kind],
-                           shapes[si].size, T, ms[0][0], ms[0][1], ms[1][0], ms[1][1],
-                           ms[0][0] / ms[1][0], ms[0][1] / ms[1][1]);
-                }
-                status |= time_dq_modes(kind, &b, dq_ref, B, T, H, d, N * w, warmup, iters,
-                                        check, shapes[si].size);
-                if (kind != KIND_DIFF)
-                    status |= time_fwd_switch("ROWS", set_fwd_rows32, kind, &b, b.ref, B, T, H,
-                                              d, N * w, warmup, iters, check, shapes[si].size);
-                if (kind == KIND_DIFF) {
-                    status |= time_fwd_switch("SPLIT", cuda_flash_test_diff_fwd_split, kind, &b,
-                                              b.ref, B, T, H, d, N * w, warmup, iters, check,
-                                              shapes[si].size);
-                    status |= time_diff_pairing(&b, dq_ref, B, T, H, d, N * w, N * w, warmup,
-                                                iters, check, shapes[si].size);
-                }
-                if (cuda_flash_sm90_capable())
+                if (lines & LINES_MAIN)
+                    status |= time_main(kind, &b, dq_ref, B, T, H, d, N * w, warmup, iters, check,
+                                        shapes[si].size);
+                if ((lines & LINES_TMA) && cuda_flash_sm90_capable())
                     status |= time_tma(kind, &b, b.ref, B, T, H, d, N * w, warmup, iters, check,
                                        shapes[si].size);
-                if (cuda_flash_sm90_capable())
+                if ((lines & LINES_TMABWD) && cuda_flash_sm90_capable())
                     status |= time_tma_bwd(kind, &b, dq_ref, B, T, H, d, N * w, warmup, iters,
                                            check, shapes[si].size);
                 fflush(stdout);

@@ -11,24 +11,43 @@
 #   bench/bench_attn.sh [BENCH_ATTN_BIN]        (default build/bench/bench_attn)
 # Environment: BENCH_ITERS (timed runs, median; default 10), BENCH_WARMUP (default 3),
 # BENCH_SDPA_BACKENDS (default all three; '' for none), BENCH_SDPA_BACKEND_ITERS (default 5),
-# DT_TORCH_PYTHON (default python3: PyTorch with CUDA).
+# DT_TORCH_PYTHON (default python3: PyTorch with CUDA), BENCH_ATTN_LIMIT (seconds each of
+# bench_attn's groups of TMA and TMABWD lines may run, in its own process: default 150; the
+# main lines have no limit).
 # Exit 0 when both sides ran, 1 when one failed (or the fused output is off the tiled fp32
-# kernels'), 77 without a GPU or without a CUDA PyTorch.
+# kernels', or a group of bench_attn's lines failed or ran past its limit: the tables are still
+# printed from the others), 77 without a GPU or without a CUDA PyTorch.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${1:-$HERE/../build/bench/bench_attn}
 PY=${DT_TORCH_PYTHON:-python3}
 ITERS=${BENCH_ITERS:-10}
 WARMUP=${BENCH_WARMUP:-3}
+GROUP_LIMIT=${BENCH_ATTN_LIMIT:-150}
 [ -x "$BIN" ] || { echo "bench_attn.sh: $BIN: not an executable (build bench_attn)" >&2; exit 1; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench_attn.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
 
-"$BIN" --iters="$ITERS" --warmup="$WARMUP" >"$tmp/fused" 2>&1
-rc=$?
-cat "$tmp/fused"
-[ $rc -eq 77 ] && exit 77
-[ $rc -eq 0 ] || { echo "bench_attn.sh: bench_attn failed ($rc)" >&2; exit 1; }
+# Each group of lines in its own process, the warp-specialised kernels' under a time limit: one
+# that hangs or faults on this GPU (leaving the process's CUDA context unusable) then costs only
+# its own lines, and the others are still set against SDPA.
+status=0
+for lines in main tma tmabwd; do
+    limit=$GROUP_LIMIT
+    [ $lines = main ] && limit=0 # none
+    timeout "$limit" "$BIN" --iters="$ITERS" --warmup="$WARMUP" --lines="$lines" \
+        >"$tmp/fused.$lines" 2>&1
+    rc=$?
+    cat "$tmp/fused.$lines" >>"$tmp/fused"
+    cat "$tmp/fused.$lines"
+    [ $rc -eq 77 ] && exit 77
+    case $rc in
+    0) ;;
+    124) echo "bench_attn.sh: bench_attn --lines=$lines ran past ${limit} s: stopped" >&2
+         status=1 ;;
+    *) echo "bench_attn.sh: bench_attn --lines=$lines failed ($rc)" >&2; status=1 ;;
+    esac
+done
 if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     echo "bench_attn.sh: $PY has no CUDA PyTorch: SDPA side skipped" >&2
     exit 77
@@ -41,3 +60,4 @@ rc=$?
 [ $rc -eq 0 ] || { cat "$tmp/sdpa"; echo "bench_attn.sh: sdpa_attn.py failed" >&2; exit 1; }
 cat "$tmp/sdpa"
 "$PY" "$HERE/attn_report.py" "$tmp/fused" "$tmp/sdpa" || exit 1
+exit $status

@@ -12,7 +12,8 @@
 # Environment: BENCH_STEPS (default 30; the median over the steps after the first 10 counts),
 # BENCH_PRECISIONS (default "bf16 fp32"), BENCH_SEQ (default: the config's seq_len),
 # BENCH_MICRO (default: the config's micro_batch), BENCH_ACCUM (micro-batches a step, gradient
-# accumulation; default 1), BENCH_RECOMPUTE (default false).
+# accumulation; default 1), BENCH_RECOMPUTE (default false), BENCH_RUN_LIMIT (seconds one
+# training run may take before it is stopped and counted as failed; default 0, none).
 # Exit 0 when every run worked, 1 when one failed, 77 without a usable GPU.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -54,7 +55,10 @@ run() { # run NAME CONFIG PRECISION
   [ -n "${BENCH_SEQ:-}" ] && over+=("train.seq_len=$BENCH_SEQ" "model.max_seq_len=$BENCH_SEQ")
   local micro=${BENCH_MICRO:-$(sed -nE 's/^  micro_batch: *([0-9]+).*/\1/p' "$2")}
   over+=("train.micro_batch=$micro" "train.global_batch=$((micro * ${BENCH_ACCUM:-1}))")
-  "$BIN" train "$2" "${over[@]}" >"$tmp/$1.out" 2>&1 || { tail -5 "$tmp/$1.out"; return 1; }
+  timeout "${BENCH_RUN_LIMIT:-0}" "$BIN" train "$2" "${over[@]}" >"$tmp/$1.out" 2>&1
+  local rc=$?
+  [ $rc = 124 ] && echo "bench_gpu: $1 ran past $BENCH_RUN_LIMIT s: stopped" >&2
+  [ $rc = 0 ] || { tail -5 "$tmp/$1.out"; return 1; }
 }
 
 status=0

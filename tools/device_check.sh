@@ -7,7 +7,8 @@
 #
 # Environment: OUT (logs; default ./device-out), DT_PACK (the archive), DT_UNPACK (where it is
 # unpacked; default /tmp/difftrain-gpu), DT_PYTHON (python3 for the scripts' checks),
-# DT_TEST_TIMEOUT (seconds one GPU test program may run; default 300).
+# DT_TEST_TIMEOUT (seconds one GPU test program may run; default 300), DT_RUN_LIMIT (one
+# training run of the train stage; default 300), BENCH_RUN_LIMIT and BENCH_ATTN_LIMIT (below).
 # Stages (each writes STAGE.log into the log folder):
 #   smoke  the unpacked runtime works: 2 CPU steps of the tiny config with a checkpoint
 #          (Open MPI singleton, HDF5, libyaml, OpenBLAS), then nvidia-smi
@@ -24,10 +25,12 @@
 #          to each of its backends, FlashAttention-2, memory-efficient and cuDNN, with the
 #          backend and kernels it picks named)
 #   attn   bench/bench_attn.sh alone (the last part of `bench`): the fused attention against
-#          SDPA, the goal's figures, in a few minutes
+#          SDPA, the goal's figures, in a few minutes (the warp-specialised kernels' lines in
+#          processes of their own, each stopped after BENCH_ATTN_LIMIT seconds, default 150)
 #   tma    bench/bench_gpu.sh 830m in bf16 with the default kernels, then with the
 #          warp-specialised TMA forward (DIFFTRAIN_FLASH_TMA=1), then with the warp-specialised
-#          dk/dv too (DIFFTRAIN_FLASH_TMA_BWD=1): what each does to the step
+#          dk/dv too (DIFFTRAIN_FLASH_TMA_BWD=1): what each does to the step; each training run
+#          stopped after BENCH_RUN_LIMIT seconds (default 240 here)
 #   bench3b  bench/bench_gpu.sh 3b in bf16, DIFF against its baseline, on one GPU (tp 1, dp 1:
 #          nothing to shard the AdamW state over; `difftrain plan` sizes at this build, with
 #          the weights' bf16 copies): sequence 2048 at micro-batch 1 (66.6 GiB), and 4096 at
@@ -132,6 +135,9 @@ stage_attn() {
 stage_tma() {
   echo "-- the default kernels, then the warp-specialised TMA forward (DIFFTRAIN_FLASH_TMA=1),"
   echo "   then with the warp-specialised dk/dv too, one after the other: compare tokens/s"
+  # each run stopped after BENCH_RUN_LIMIT seconds: a warp-specialised kernel that hangs on
+  # this GPU costs that run only
+  export BENCH_RUN_LIMIT=${BENCH_RUN_LIMIT:-240}
   BENCH_PRECISIONS=bf16 bash "$root/bench/bench_gpu.sh" "$BIN" 830m
   local rc=$?
   [ $rc -eq 0 ] || return $rc # 77: no usable GPU

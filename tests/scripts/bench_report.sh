@@ -2,7 +2,9 @@
 # bench/attn_report.py (bench_attn.sh's tables) on synthetic logs of both sides: the ratios
 # against SDPA's own choice (and of the warp-specialised forward) and against each backend
 # held alone, n/a where a backend refuses, the choice and kernels named, a case on one side only
-# left out, and bad input (exit 1 naming the log and line). Then bench/sdpa_attn.py's guards: a
+# left out, and bad input (exit 1 naming the log and line). Then bench_attn.sh with stand-ins for
+# bench_attn and PyTorch: a group of lines that hangs or fails costs only its own lines. Then
+# bench/sdpa_attn.py's guards: a
 # backend name it does not know is a usage error, and a PyTorch without CUDA SDPA (Debian's 1.13
 # here) exits 77.
 # usage: bench_report.sh BENCH_DIR
@@ -86,6 +88,45 @@ expect_error "short line" "$tmp/fused" "$tmp/sdpa_plain" \
 sed 's/ 350.0 211.7/ 0 211.7/' "$tmp/sdpa" >"$tmp/s_zero"
 expect_error "zero" "$tmp/fused" "$tmp/s_zero" "$tmp/s_zero:2: TFLOP/s 0 is not positive"
 expect_error "missing log" "$tmp/fused" "$tmp/nonexistent" "$tmp/nonexistent: No such file"
+
+# bench_attn.sh itself, with stand-ins for bench_attn (the lines of the log above, by group) and
+# for PyTorch's python (a CUDA device, the SDPA log above; the real python runs the report):
+# each group runs in its own process; a TMA group that hangs is stopped at BENCH_ATTN_LIMIT and
+# one that faults is reported, and the tables of the others are still printed (exit 1)
+mkdir -p "$tmp/fake"
+cat >"$tmp/fake/bench_attn" <<SH
+#!/usr/bin/env bash
+echo "bench_attn: NVIDIA H100 80GB HBM3"
+case "\$*" in
+*--lines=main*) grep "^RESULT" "$tmp/fused" ;;
+*--lines=tmabwd*) grep "^TMABWD" "$tmp/fused"; [ -z "\${FAKE_FAULT:-}" ] || exit 1 ;;
+*--lines=tma*) grep "^TMA " "$tmp/fused"; [ -z "\${FAKE_HANG:-}" ] || exec sleep 600 ;;
+*) exit 2 ;;
+esac
+SH
+cat >"$tmp/fake/python" <<SH
+#!/usr/bin/env bash
+case "\$1" in
+-c) exit 0 ;;
+*sdpa_attn.py) cat "$tmp/sdpa" ;;
+*) exec "$py" "\$@" ;;
+esac
+SH
+chmod +x "$tmp/fake/bench_attn" "$tmp/fake/python"
+DT_TORCH_PYTHON="$tmp/fake/python" bash "$bench/bench_attn.sh" "$tmp/fake/bench_attn" \
+  >"$tmp/sh_ok" 2>&1 || bad "bench_attn.sh with every group passing: exit $?"
+has "$tmp/sh_ok" "diff     830m   2048 |           420.0     1.60   350.0   1.20"
+has "$tmp/sh_ok" "base     830m   2048 |                     187.5     1.25   300.0   0.62"
+start=$SECONDS
+FAKE_HANG=1 FAKE_FAULT=1 BENCH_ATTN_LIMIT=2 DT_TORCH_PYTHON="$tmp/fake/python" \
+  bash "$bench/bench_attn.sh" "$tmp/fake/bench_attn" >"$tmp/sh_bad" 2>&1
+rc=$?
+[ $rc = 1 ] || bad "bench_attn.sh with a hung and a failed group: exit $rc, expected 1"
+[ $((SECONDS - start)) -lt 30 ] || bad "bench_attn.sh: the hung group was not stopped"
+has "$tmp/sh_bad" "bench_attn --lines=tma ran past 2 s: stopped"
+has "$tmp/sh_bad" "bench_attn --lines=tmabwd failed (1)"
+has "$tmp/sh_bad" "diff     830m   2048 |             175.0   350.0   0.50 |         193.3   211.7   0.91"
+has "$tmp/sh_bad" "diff     830m   2048 |                     290.0     1.50   211.7   1.37"
 
 # sdpa_attn.py: usage error for an unknown backend; 77 without CUDA SDPA (where torch imports)
 if "$py" -c 'import torch' 2>/dev/null; then

@@ -26,6 +26,8 @@
 #   `difftrain plan` predicts, in fp32 and bf16, for a model big enough that the buffers dominate.
 #
 # usage: gpu_train.sh DIFFTRAIN_BIN CONFIG_DIR
+# Environment: DT_RUN_LIMIT (seconds one training run may take: a kernel that never ends fails
+# the check instead of hanging it; default 300), DT_PYTHON.
 set -u
 BIN=${1:?usage: gpu_train.sh DIFFTRAIN_BIN CONFIG_DIR}
 CONFIGS=${2:?usage: gpu_train.sh DIFFTRAIN_BIN CONFIG_DIR}
@@ -49,11 +51,14 @@ if [ $rc -ne 0 ]; then
 fi
 grep "^difftrain:" "$tmp/probe.out"
 
-run() { # run NAME [overrides...]
-  local name=$1
+run() { # run NAME [overrides...]: a run past DT_RUN_LIMIT seconds (default 300) is stopped
+  local name=$1 rc
   shift
-  "$BIN" train "${common[@]}" "log.metrics=$tmp/$name.jsonl" "$@" >"$tmp/$name.out" 2>&1 \
-    || { cat "$tmp/$name.out"; fail "train $name exited $?"; }
+  timeout "${DT_RUN_LIMIT:-300}" "$BIN" train "${common[@]}" "log.metrics=$tmp/$name.jsonl" "$@" \
+    >"$tmp/$name.out" 2>&1
+  rc=$?
+  [ $rc = 124 ] && { cat "$tmp/$name.out"; fail "train $name ran past ${DT_RUN_LIMIT:-300} s"; }
+  [ $rc = 0 ] || { cat "$tmp/$name.out"; fail "train $name exited $rc"; }
 }
 
 compare() { # compare A B RTOL [LAST_RTOL] [FIRST_STEP]: losses of A track B
