@@ -45,7 +45,9 @@
 #   profile  Nsight Compute (ncu) over two training steps of DIFF and the baseline at 830M in
 #          bf16 (gpu__time_duration of every kernel, clocks as found): per-kernel-name totals in
 #          profile.log, the raw CSV in profile_ARCH.csv; then the sections that say why (speed of
-#          light, occupancy, warp stalls, memory) for the fused attention kernels of bench_attn.
+#          light, occupancy, warp stalls, memory) for the fused attention kernels of bench_attn:
+#          the default ones (profile_flash.log), the warp-specialised forward
+#          (profile_flash_tma.log) and dk/dv (profile_flash_tmabwd.log).
 #          DT_PROFILE_ARCHS (default "diff transformer"), DT_PROFILE_FLASH=0 (skip the sections).
 #          Where Nsight Systems (nsys) is there too: the GPU timeline of 8 steps of each arch at
 #          830M (bf16, 2048 x 8) and tools/gpu_gaps.py's idle time per step, in short gaps
@@ -201,13 +203,26 @@ stage_profile() {
     echo "profile: no nsys on this machine: GPU idle time per step not measured"
   fi
   [ "${DT_PROFILE_FLASH:-1}" = 1 ] || { rm -rf "$tmp"; return $rc; }
-  ncu --clock-control none -k regex:flash --launch-count 6 --section SpeedOfLight \
-    --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
-    --section ComputeWorkloadAnalysis "$dt/bin/bench_attn" --iters=1 --warmup=0 --check=0 \
-    >"$out/profile_flash.log" 2>&1 || rc=1
-  grep -E "flash_|Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|Stall|Warp Cycles|L1/TEX Hit|Shared Memory Configuration|Dynamic Shared" "$out/profile_flash.log" | head -150
+  # the default kernels' first launches, then the warp-specialised forward's and dk/dv's
+  profile_flash main flash "$out/profile_flash.log" || rc=1
+  profile_flash tma flash_forward_tma "$out/profile_flash_tma.log" || rc=1
+  profile_flash tmabwd 'flash_dkdv.*tma' "$out/profile_flash_tmabwd.log" || rc=1
   rm -rf "$tmp"
   return $rc
+}
+
+# profile_flash LINES KERNEL_REGEX LOG: Nsight Compute's sections for the first 6 launches of the
+# kernels matching KERNEL_REGEX in bench_attn's group LINES (one timed run a case), the figures
+# that say why printed; stopped after BENCH_ATTN_LIMIT seconds (default 300 here)
+profile_flash() {
+  timeout "${BENCH_ATTN_LIMIT:-300}" ncu --clock-control none -k "regex:$2" --launch-count 6 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    "$dt/bin/bench_attn" --iters=1 --warmup=0 --check=0 --lines="$1" >"$3" 2>&1
+  local r=$?
+  echo "-- ncu, bench_attn --lines=$1, kernels $2 (exit $r)"
+  grep -E "flash_|Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|Stall|Warp Cycles|L1/TEX Hit|Shared Memory Configuration|Dynamic Shared" "$3" | head -150
+  return $r
 }
 
 status=0
