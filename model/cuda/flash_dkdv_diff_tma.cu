@@ -12,9 +12,11 @@
  *     store the tile's row terms (lse, delta of both branches) beside them and arrive once more;
  *     a stage is refilled once both consumers have handed it back on its `empty` mbarrier;
  *   warpgroup 1 + c, branch c + 1 (240 registers), warp w the keys 16w..16w+15: per query tile
- *       S_c^T (64 keys x 64 rows) = K_c Q_c^T and dP^T = V G^T, wgmma with both operands
- *         K-major in shared memory (dP^T, 2d wide, in both warpgroups: the price of not
- *         exchanging it, 10 d-wide products a tile pair where the mma.sync kernel does 8);
+ *       S_c^T (64 keys x 64 rows) = K_c Q_c^T, and in branch 1 dP^T = V G^T, wgmma with both
+ *         operands K-major in shared memory; branch 1 hands dP^T (2d wide: 2 d-wide products)
+ *         to branch 2 through shared memory (X), 8 d-wide products a tile pair as in the
+ *         mma.sync kernel. At d = 96 both compute it (10), as the pipelined consumers' two
+ *         loops would spill there (flash_dkdv_diff_tma_shares_dp);
  *       P_c and dS_c in registers (flash_dkdv_pds); Pc = P_1 - lambda P_2 from both: branch 2
  *         hands its fp32 -lambda P_2 to branch 1 through shared memory, which adds it to P_1
  *         (the mma.sync kernel's sum), rounds Pc into A fragments and hands those back;
@@ -26,21 +28,22 @@
  * that tile's P and dS computed while they multiply (FlashAttention-3's overlap within a
  * warpgroup; flash_tma_bwd_consume, the schedule flash_dkdv_tma.cu's kernel shares); at d = 128
  * there are not the registers for two tiles (flash_tma_bwd_pipelined).
- * sm_90a: up to R200/R232/R219 (d = 64/96/128) of 240, no spills, no serialised products.
+ * sm_90a: up to R215/R232/R225 (d = 64/96/128) of 240, no spills, no serialised products.
  *
  * Why: the mma.sync kernel reads its operands from shared memory once per warp (ldmatrix: 168 a
  * warp and tile pair at d = 128, 688 KiB a block); here wgmma reads each once per warpgroup, and
- * P, dS never pass through shared memory as operands: 2 x 160 KiB a tile pair at d = 128 (the
- * K-major operands of S and dP, G's half and Q_c, X and Y below) plus TMA's 64 KiB of writes.
+ * P, dS never pass through shared memory as operands: 288 KiB a tile pair at d = 128 (the
+ * K-major operands of both S and one dP, G's halves and Q_c, X (twice) and Y below) plus TMA's
+ * 64 KiB of writes.
  *
  * Tiles as TMA writes them (flash_tma_box, flash_tma_bwd.cuh): boxes of 64 rows x BOX columns,
  * BOX 64 under the 128-byte swizzle (d = 64, 128) or 32 under the 64-byte one (d = 96, so that
  * G's column half d.. starts a box): the same tile serves as K-major operand (k16 steps 32
  * bytes apart in a box row) and N-major (LBO: the next box). Rows past T land as zeros; keys past
  * T are never stored, rows past T get zero row terms and are masked (flash_dkdv_pds). Shared
- * memory (KiB): K_1, K_2, V; two stages of Q_1, Q_2, G and the row terms (1); X (-lambda P_2,
- * fp32: 16) and Y (Pc's fragments: 8); 1 for the swizzles' alignment: 123, 171 and 219 at
- * d = 64, 96, 128. One block per SM.
+ * memory (KiB): K_1, K_2, V; two stages of Q_1, Q_2, G and the row terms (1); X (dP^T, then
+ * -lambda P_2, fp32: 16) and Y (Pc's fragments: 8); 1 for the swizzles' alignment: 123, 171
+ * and 219 at d = 64, 96, 128. One block per SM.
  *
  * Only bf16 inputs. flash_dkdv_diff runs it where flash_tma_bwd_usable says (flash_ops.cu:
  * DIFFTRAIN_FLASH_TMA_BWD=1 on an sm_90a build and an H100/H200). */
@@ -51,6 +54,7 @@
 
 #define TMA_BWD_X_FULL 1 /* named barrier: branch 2's -lambda P_2 is in X */
 #define TMA_BWD_Y_FULL 2 /* named barrier: Pc's A fragments are in Y */
+#define TMA_BWD_DP_FULL 3 /* named barrier: branch 1's dP^T is in X (SHARE_DP) */
 
 
 /* The block's shared memory at head dim D (offsets from the 1024-byte aligned base) and its
@@ -83,6 +87,12 @@ template <int D> struct flash_tma_bwd_layout : flash_tma_box<D> {
     }
 };
 
+/* Whether branch 1 computes dP^T for both branches and hands it to branch 2 through shared
+ * memory (X) instead of both computing it: 8 d-wide products a tile pair instead of 10, and
+ * 32 KiB of shared-memory traffic instead of 64 (V and G read K-major). Not at d = 96, where
+ * the pipelined consumers' two loops then spill (44-64 bytes) */
+template <int D> constexpr bool flash_dkdv_diff_tma_shares_dp(void) { return D != 96; }
+
 template <int D, bool STORE_DS>
 __global__ void __launch_bounds__(TMA_BWD_THREADS, 1)
 flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
@@ -94,6 +104,7 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
                            float scale) {
     typedef flash_tma_bwd_layout<D> L;
     constexpr int DV = L::DV;
+    constexpr bool SHARE_DP = flash_dkdv_diff_tma_shares_dp<D>();
     extern __shared__ uint4 flash_smem[];
     __shared__ uint64_t bar[TMA_BWD_BARS];
     unsigned char *base = tma_smem_align(flash_smem, TMA_BWD_ALIGN);
@@ -147,12 +158,34 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     float sc[FLASH_BR / 8][4], dp[FLASH_BR / 8][4];      /* S_c^T, dP^T */
     uint32_t pa[FLASH_BR / 16][4], da[FLASH_BR / 16][4]; /* Pc^T, dS_c^T: A fragments */
     auto stage = [&](int it) { return L::stage_at(base, it); };
-    /* S_c^T and dP^T of tile it, issued (its stage landed; the caller fences) */
+    /* S_c^T and dP^T of tile it, issued (its stage landed; the caller fences); S_c^T alone
+     * (branch 2 with SHARE_DP) */
     auto issue_s_dp = [&](int it) {
         L::template issue_s_dp<DV>(sc, dp, Kc, L::q_at(stage(it), c), Vs, L::g_at(stage(it)));
     };
+    auto issue_s = [&](int it) {
+        L::template issue_s_dp<0>(sc, dp, Kc, L::q_at(stage(it), c), Vs, L::g_at(stage(it)));
+    };
+    /* SHARE_DP: branch 1's dP^T of the tile to branch 2 through X (each thread its own
+     * elements; X is free: branch 1 has read branch 2's last -lambda P_2 from it) */
+    auto share_dp = [&](void) {
+        if (c == 0) {
+#pragma unroll
+            for (int nt = 0; nt < FLASH_BR / 8; nt++)
+                X[nt * 128 + t] = make_float4(dp[nt][0], dp[nt][1], dp[nt][2], dp[nt][3]);
+            named_bar_arrive(TMA_BWD_DP_FULL, TMA_BWD_CONSUMERS);
+        } else {
+            named_bar_sync(TMA_BWD_DP_FULL, TMA_BWD_CONSUMERS);
+#pragma unroll
+            for (int nt = 0; nt < FLASH_BR / 8; nt++) {
+                const float4 x = X[nt * 128 + t];
+                dp[nt][0] = x.x, dp[nt][1] = x.y, dp[nt][2] = x.z, dp[nt][3] = x.w;
+            }
+        }
+    };
     /* sc becomes dscale_c P_c^T and dp dS_c^T of tile it at rows i0.. */
     auto pds = [&](int it, int i0) {
+        if (SHARE_DP) share_dp();
         flash_tma_bwd_pds(sc, dp, L::terms_at(stage(it), c), scale_log2, dscale, key0, i0, T,
                           lane);
     };
@@ -198,8 +231,13 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
         L::issue_dv_dk(accv, acck, pa, da, L::g_at(stage(it)), c * D, L::q_at(stage(it), c));
     };
 
-    flash_tma_bwd_consume<flash_tma_bwd_pipelined<D>()>(tiles, T, bar, issue_s_dp, pds, fragments,
-                                                        issue_dv_dk, store_ds);
+    constexpr bool PIPELINED = flash_tma_bwd_pipelined<D>();
+    if (!SHARE_DP || c == 0) /* each its own loop: no product issued conditionally (C7514) */
+        flash_tma_bwd_consume<PIPELINED>(tiles, T, bar, issue_s_dp, pds, fragments, issue_dv_dk,
+                                         store_ds);
+    else
+        flash_tma_bwd_consume<PIPELINED>(tiles, T, bar, issue_s, pds, fragments, issue_dv_dk,
+                                         store_ds);
 
     flash_dk_store<D>(dk, acck, m, b, 2 * gv + c, 0, key0, lane, scale);
     flash_dv_store<D>(dv, accv, m, b, gv, c * D, key0, lane);

@@ -42,8 +42,8 @@ template <int D> struct flash_tma_box {
         for (int j = 0; j < COLS / BOX; j++)
             tma_load_3d(t + j * BOX_BYTES, map, c0 + BOX * j, r0, b, bar);
     }
-    /* S^T = K Q^T (D wide) and dP^T = V G^T (DV wide) of a tile (64 keys x 64 rows), both
-     * operands K-major in shared memory; committed (the caller fenced) */
+    /* S^T = K Q^T (D wide) and dP^T = V G^T (DV wide; none where DV is 0) of a tile (64 keys x
+     * 64 rows), both operands K-major in shared memory; committed (the caller fenced) */
     template <int DV>
     __device__ static __forceinline__ void issue_s_dp(float (*sc)[4], float (*dp)[4],
                                                       const unsigned char *Ks,
