@@ -57,7 +57,7 @@ run() { # run NAME CONFIG PRECISION
   over+=("train.micro_batch=$micro" "train.global_batch=$((micro * ${BENCH_ACCUM:-1}))")
   timeout "${BENCH_RUN_LIMIT:-0}" "$BIN" train "$2" "${over[@]}" >"$tmp/$1.out" 2>&1
   local rc=$?
-  [ $rc = 124 ] && echo "bench_gpu: $1 ran past $BENCH_RUN_LIMIT s: stopped" >&2
+  [ $rc = 124 ] && echo "bench_gpu: $1 ran past ${BENCH_RUN_LIMIT:-0} s: stopped" >&2
   [ $rc = 0 ] || { tail -5 "$tmp/$1.out"; return 1; }
 }
 

@@ -232,7 +232,7 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     };
 
     constexpr bool PIPELINED = flash_tma_bwd_pipelined<D>();
-    if (!SHARE_DP || c == 0) /* each its own loop: no product issued conditionally (C7514) */
+    if (!SHARE_DP || c == 0) /* each its own loop: no product issued conditionally (C7515) */
         flash_tma_bwd_consume<PIPELINED>(tiles, T, bar, issue_s_dp, pds, fragments, issue_dv_dk,
                                          store_ds);
     else
