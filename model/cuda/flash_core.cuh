@@ -429,6 +429,16 @@ size_t flash_smem_limit(void);
  * flash_smem_limit(), else sets the kernel's limit on this device where it needs more than the
  * default 48 KiB (once per device and kernel). */
 void flash_smem_prepare(const void *kernel, size_t bytes, const char *name);
+/* The dynamic shared memory of a kernel whose block at head dim D is Layout<D> (its bytes()), for
+ * head dim d; (size_t)-1, which fits nothing, where there is no such kernel */
+template <template <int> class Layout> size_t flash_layout_smem(int d) {
+    switch (d) {
+    case 64: return Layout<64>::bytes();
+    case 96: return Layout<96>::bytes();
+    case 128: return Layout<128>::bytes();
+    }
+    return (size_t)-1;
+}
 
 /* Aborts with the sizes unless the fused kernels handle m: d in {64, 96, 128}, dv = d
  * (standard) or 2d (DIFF V1), head counts as attn_check. */

@@ -156,14 +156,7 @@ flash_dkdv_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
 
 /* ---- host side ---- */
 
-size_t flash_dkdv_tma_smem(int d) {
-    switch (d) {
-    case 64: return flash_tma_std_layout<64>::bytes();
-    case 96: return flash_tma_std_layout<96>::bytes();
-    case 128: return flash_tma_std_layout<128>::bytes();
-    }
-    return (size_t)-1; /* no such kernel: fits nothing */
-}
+size_t flash_dkdv_tma_smem(int d) { return flash_layout_smem<flash_tma_std_layout>(d); }
 
 template <int D>
 void flash_dkdv_tma(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, const flash_bf16 *G,

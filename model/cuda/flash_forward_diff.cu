@@ -281,14 +281,7 @@ flash_forward_diff_split_kernel(operand_bf16 *out, float *o1, float *o2, float *
 
 /* ---- host side ---- */
 
-size_t flash_forward_diff_split_smem(int d) {
-    switch (d) {
-    case 64: return flash_split_layout<64>::bytes();
-    case 96: return flash_split_layout<96>::bytes();
-    case 128: return flash_split_layout<128>::bytes();
-    }
-    return (size_t)-1; /* no such kernel: fits nothing */
-}
+size_t flash_forward_diff_split_smem(int d) { return flash_layout_smem<flash_split_layout>(d); }
 
 template <typename Tin, int D>
 static void flash_forward_diff_split_launch(operand_bf16 *out, float *o1, float *o2, float *lse,
