@@ -22,10 +22,11 @@
  * Under the host emulator (tests/emu, DT_CUDA_EMULATOR) each is a call into the emulator, which
  * keeps the barriers' state, holds a phase's bulk copies until its arrivals are all in (so a
  * consumer that reads a stage without waiting reads the old contents), aborts on misuse (an
- * uninitialised barrier, misaligned or out-of-range copies, more bytes than expected, a wait
- * that can never complete, copies still in flight when the block ends) and needs warp-uniform
- * waits. cp_async_mbar_arrive lands this thread's cp.async copies still in flight (the
- * adversarial schedule holds them: cp_async.cuh), then arrives.
+ * uninitialised barrier, a copy completing on one whose initialising thread has not called
+ * mbar_init_fence, misaligned or out-of-range copies, more bytes than expected, a wait that can
+ * never complete, copies still in flight when the block ends) and needs warp-uniform waits.
+ * cp_async_mbar_arrive lands this thread's cp.async copies still in flight (the adversarial
+ * schedule holds them: cp_async.cuh), then arrives.
  * Elsewhere than sm_90 and later device code the functions trap. test_cuda_mbarrier runs a
  * producer/consumer ring on a GPU and on the emulator. */
 #ifndef DT_CUDA_MBARRIER_CUH
@@ -42,7 +43,10 @@ __device__ __forceinline__ void mbar_init(uint64_t *bar, unsigned count,
                                           int line = __builtin_LINE()) {
     emu_mbar_init(bar, count, file, line);
 }
-__device__ __forceinline__ void mbar_init_fence(void) {}
+__device__ __forceinline__ void mbar_init_fence(const char *file = __builtin_FILE(),
+                                                int line = __builtin_LINE()) {
+    emu_mbar_init_fence(file, line);
+}
 __device__ __forceinline__ void mbar_arrive(uint64_t *bar, const char *file = __builtin_FILE(),
                                             int line = __builtin_LINE()) {
     emu_mbar_arrive(bar, 0u, file, line);

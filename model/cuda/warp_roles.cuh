@@ -14,8 +14,10 @@
  * Under the host emulator (tests/emu, DT_CUDA_EMULATOR) the barriers are the emulator's (warp
  * collectives whose phases it tracks: a phase that a bar.arrive began and no bar.sync closed
  * when the block ends, and a wait that can never complete, abort) and setmaxnreg a warpgroup
- * collective that changes nothing. setmaxnreg exists in sm_90a device code only; elsewhere it
- * traps, as wgmma does (wgmma.cuh). */
+ * collective that counts the registers without moving any (a block whose warpgroups end up
+ * asking for more than the pool of 65,536 / threads a thread, where the last .inc would wait
+ * for ever, aborts). setmaxnreg exists in sm_90a device code only; elsewhere it traps, as wgmma
+ * does (wgmma.cuh). */
 #ifndef DT_CUDA_WARP_ROLES_CUH
 #define DT_CUDA_WARP_ROLES_CUH
 

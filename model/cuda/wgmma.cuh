@@ -42,8 +42,9 @@
  * software version (tests/emu/emu_wgmma.cpp): a product is queued when its group's 128 threads
  * reach it and performed, from the shared memory and registers as they are then, by the
  * wgmma_wait that retires its group. So a kernel that reads D early, or changes a staged tile
- * before the wait, computes a wrong result there too. emu_selftest checks the layouts against
- * plain products, and test_cuda_wgmma checks the same products on a GPU. */
+ * before the wait, computes a wrong result there too; a product that reads bytes the threads
+ * wrote after the block's last wgmma_fence_smem aborts (emu_proxy.cpp). emu_selftest checks the
+ * layouts against plain products, and test_cuda_wgmma checks the same products on a GPU. */
 #ifndef DT_CUDA_WGMMA_CUH
 #define DT_CUDA_WGMMA_CUH
 
@@ -94,7 +95,10 @@ __device__ __forceinline__ void wgmma_wait(const char *file = __builtin_FILE(),
                                            int line = __builtin_LINE()) {
     emu_wgmma_wait(N, file, line);
 }
-__device__ __forceinline__ void wgmma_fence_smem(void) {}
+__device__ __forceinline__ void wgmma_fence_smem(const char *file = __builtin_FILE(),
+                                                 int line = __builtin_LINE()) {
+    emu_proxy_fence(file, line);
+}
 
 #else
 

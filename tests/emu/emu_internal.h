@@ -58,6 +58,22 @@ void emu_wgmma_check_write(uint32_t at, size_t bytes, const char *what, const ch
 static inline uint32_t emu_swizzle(uint32_t a, uint32_t swizzle) {
     return swizzle ? a ^ (((a >> 7) & (swizzle / 16 - 1)) << 4) : a;
 }
+/* The running block's shared memory as shared-window spans: the dynamic area [0, *dyn) and the
+ * static variables declared so far [*static_lo, *static_hi) (emu_rt.cpp). */
+void emu_shared_spans(uint32_t *dyn, uint32_t *static_lo, uint32_t *static_hi);
+/* The mbarriers the running thread initialised are published to the async proxy (its
+ * fence.mbarrier_init or fence.proxy.async, emu_rt.cpp): bulk and TMA copies may complete on
+ * them (emu_mbar_async_copy aborts on one not published). */
+void emu_mbar_publish_inits(void);
+/* The async proxy's view of shared memory (emu_proxy.cpp): emu_proxy_publish makes the bytes
+ * at [at, at + bytes) visible to it as they are now (the emulator's own fills, a landed
+ * asynchronous copy); emu_proxy_check_read aborts when a wgmma (issued at file:line) reads a
+ * byte the threads wrote after the block's last fence.proxy.async, emu_proxy_check_write when an
+ * asynchronous copy (what, issued at file:line; file NULL: unknown) is about to land on one. */
+void emu_proxy_publish(uint32_t at, size_t bytes);
+void emu_proxy_check_read(uint32_t at, size_t bytes, const char *file, int line);
+void emu_proxy_check_write(uint32_t at, size_t bytes, const char *what, const char *file,
+                           int line);
 /* The wgmma state of a block (emu_wgmma.cpp): reset when a block of nthreads threads starts;
  * checked when it ends (products still queued or pending abort). */
 void emu_wgmma_block_start(unsigned nthreads);

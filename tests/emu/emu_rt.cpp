@@ -375,6 +375,8 @@ struct mbar_state {
     std::vector<bulk_copy> copies;  /* issued in this phase, not landed */
     const char *file;               /* where it was initialised */
     int line;
+    unsigned init_thread; /* the thread that initialised it, */
+    bool published;       /* and has fenced since (fence.mbarrier_init or fence.proxy.async) */
 };
 static std::map<const void *, mbar_state> g_mbar;
 
@@ -391,7 +393,9 @@ static void mbar_settle(mbar_state &b, const char *file, int line) {
     if (b.pending) return;
     for (const bulk_copy &c : b.copies) {
         emu_wgmma_check_write(c.at, c.bytes, c.what, c.file, c.line);
+        emu_proxy_check_write(c.at, c.bytes, c.what, c.file, c.line);
         c.land();
+        emu_proxy_publish(c.at, c.bytes);
         b.tx -= c.bytes;
     }
     b.copies.clear();
@@ -410,7 +414,17 @@ void emu_mbar_init(void *bar, unsigned count, const char *file, int line) {
                  file, line, bar);
     if (count == 0 || count >= (1u << 20))
         emu_fail("mbarrier.init at %s:%d: count %u (1 to 2^20 - 1)", file, line, count);
-    g_mbar[bar] = mbar_state{count, count, 0u, 0L, {}, file, line};
+    g_mbar[bar] = mbar_state{count, count, 0u, 0L, {}, file, line, g_cur, false};
+}
+
+void emu_mbar_publish_inits(void) {
+    for (auto &it : g_mbar)
+        if (it.second.init_thread == g_cur) it.second.published = true;
+}
+
+void emu_mbar_init_fence(const char *file, int line) {
+    if (!g_cfg) emu_fail("fence.mbarrier_init outside a kernel (%s:%d)", file, line);
+    emu_mbar_publish_inits();
 }
 
 void emu_mbar_arrive(void *bar, unsigned expect_tx, const char *file, int line) {
@@ -445,12 +459,19 @@ void emu_mbar_wait(const void *bar, unsigned parity, const char *file, int line)
 void emu_mbar_async_copy(void *bar, unsigned bytes, uint32_t at, std::function<void()> land,
                          const char *what, const char *file, int line) {
     mbar_state &b = mbar_find(bar, what, file, line);
+    if (!b.published)
+        emu_fail("%s at %s:%d completes on the mbarrier initialised at %s:%d, which its thread "
+                 "has not published to the async proxy (mbar_init_fence, fence.mbarrier_init, "
+                 "after mbarrier.init: without it the copy may find the barrier uninitialised)",
+                 what, file, line, b.file, b.line);
     if (emu_schedule_adversarial()) { /* lands when a warp waits */
         b.copies.push_back(bulk_copy{bytes, at, std::move(land), what, file, line});
         return;
     }
     emu_wgmma_check_write(at, bytes, what, file, line);
+    emu_proxy_check_write(at, bytes, what, file, line);
     land();
+    emu_proxy_publish(at, bytes);
     b.tx -= bytes;
     if (!b.pending) mbar_settle(b, file, line); /* the phase may complete */
 }
@@ -486,7 +507,7 @@ static void named_arrive_op(void *const *lanes) {
     const emu_thread &t0 = g_t[g_cur];
     const unsigned warps = l0->count / 32;
     mbar_state &b = g_mbar.emplace(&g_named[l0->id], mbar_state{warps, warps, 0u, 0L, {},
-                                                                t0.file, t0.line})
+                                                                t0.file, t0.line, g_cur, true})
                         .first->second;
     if (b.pending == b.count) { /* a new phase: its count and site are this use's */
         b.count = b.pending = warps;
@@ -513,15 +534,70 @@ void emu_named_barrier(int id, unsigned count, int sync, const char *file, int l
     if (sync) emu_mbar_wait(&g_named[id], mine.parity, file, line);
 }
 
-static void setmaxnreg_op(unsigned, void *const *) {}
+/* ---- setmaxnreg: the registers a thread of each warpgroup holds, out of the block's pool. A
+ * kernel that uses it is compiled for its block at one block per SM (__launch_bounds__(threads,
+ * 1)), and ptxas then gives each thread all a block of that size may have: 65,536 / threads
+ * rounded down to a multiple of 8 (168 at 384 threads, as ptxas -v reports for the TMA
+ * kernels). A .dec gives registers back to the pool; an .inc takes them, waiting on a GPU until
+ * the pool has them, so a block whose warpgroups end up asking for more than it holds hangs
+ * there. ---- */
+
+struct setmaxnreg_ask {
+    unsigned regs;
+    int inc;
+};
+static std::vector<unsigned> g_wg_regs; /* per warpgroup, this block */
+static bool g_setmaxnreg_used;          /* by this block */
+static const char *g_inc_file;          /* the last .inc, for the report */
+static int g_inc_line;
+
+static unsigned launch_regs(void) {
+    const unsigned r = 65536u / g_nthreads / 8u * 8u;
+    return r < 256u ? r : 256u;
+}
+
+static void setmaxnreg_block_start(void) {
+    g_wg_regs.assign((g_nthreads + 127) / 128, launch_regs());
+    g_setmaxnreg_used = false;
+    g_inc_file = NULL;
+}
+
+static void setmaxnreg_op(unsigned group, void *const *lanes) {
+    const setmaxnreg_ask &a = *(const setmaxnreg_ask *)lanes[0];
+    const emu_thread &t0 = g_t[group * 128];
+    unsigned &cur = g_wg_regs[group];
+    if (a.inc ? a.regs < cur : a.regs > cur)
+        emu_fail("setmaxnreg.%s %u at %s:%d by warpgroup %u, which holds %u registers a thread "
+                 "(an .inc may only raise the count, a .dec only lower it)",
+                 a.inc ? "inc" : "dec", a.regs, t0.file, t0.line, group, cur);
+    cur = a.regs;
+    g_setmaxnreg_used = true; /* (only in blocks of whole warpgroups: a group collective) */
+    if (a.inc) {
+        g_inc_file = t0.file;
+        g_inc_line = t0.line;
+    }
+}
+
+/* The block has ended: what its warpgroups hold must fit the pool, or the last .inc hangs. */
+static void check_setmaxnreg_end(void) {
+    if (!g_setmaxnreg_used) return;
+    unsigned long long held = 0;
+    for (unsigned r : g_wg_regs) held += 128ull * r;
+    const unsigned long long pool = (unsigned long long)g_nthreads * launch_regs();
+    if (held > pool)
+        emu_fail("setmaxnreg: the warpgroups end holding %llu registers and the block has %llu "
+                 "(%u threads at %u): on a GPU the setmaxnreg.inc at %s:%d waits for ever",
+                 held, pool, g_nthreads, launch_regs(), g_inc_file ? g_inc_file : "?",
+                 g_inc_line);
+}
 
 void emu_setmaxnreg(unsigned regs, int inc, const char *file, int line) {
     emu_require_sm90("setmaxnreg", file, line);
     if (regs < 24 || regs > 256 || regs % 8)
         emu_fail("setmaxnreg.%s %u at %s:%d: 24 to 256 registers, a multiple of 8",
                  inc ? "inc" : "dec", regs, file, line);
-    int dummy = 0;
-    emu_group_collective(setmaxnreg_op, &dummy, inc ? "setmaxnreg.inc" : "setmaxnreg.dec", file,
+    setmaxnreg_ask mine = {regs, inc};
+    emu_group_collective(setmaxnreg_op, &mine, inc ? "setmaxnreg.inc" : "setmaxnreg.dec", file,
                          line);
 }
 
@@ -758,6 +834,7 @@ static void run_block(void) {
         g_groups[t].clear();
     }
     emu_wgmma_block_start(n);
+    setmaxnreg_block_start();
     g_mbar.clear();
     g_late.clear();
     for (;;) {
@@ -796,6 +873,7 @@ static void run_block(void) {
     }
     check_mbar_end();
     emu_wgmma_block_end();
+    check_setmaxnreg_end();
 }
 
 /* ---- shared memory: a static arena (48 KiB) and a dynamic one (227 KiB), each between guard
@@ -804,6 +882,8 @@ static void run_block(void) {
 
 static unsigned char *g_static_end, *g_dyn_end;
 static size_t g_static_used;
+static uint32_t g_static_base; /* the shared window's end of static memory: set per launch by
+                                  emu_run_grid (see the shared window below) */
 static bool g_dyn_optin; /* the running kernel has the MaxDynamicSharedMemorySize attribute */
 static std::map<const void *, int> g_max_dyn; /* cudaFuncAttributeMaxDynamicSharedMemorySize */
 
@@ -833,6 +913,7 @@ void *emu_static_smem(emu_shared_site *site, size_t bytes, size_t align, const c
         site->offset = used;
         site->block_serial = g_block_serial;
         memset(g_static_end - used, 0xff, bytes);
+        emu_proxy_publish(g_static_base - (uint32_t)used, bytes);
     }
     return g_static_end - site->offset;
 }
@@ -853,8 +934,6 @@ int emu_shared_range(const void *p, size_t bytes) {
  * less the dynamic size), so the two never meet. Addresses keep the pointers' offsets mod 16 and
  * stay below 227 KiB + 32 < 2^18, as descriptors need. ---- */
 
-static uint32_t g_static_base; /* set per launch by emu_run_grid */
-
 static size_t dyn_bytes(void) { return (g_cfg->smem + 15) / 16 * 16; }
 
 uint32_t emu_shared_address(const void *p) {
@@ -865,6 +944,12 @@ uint32_t emu_shared_address(const void *p) {
         return g_static_base - (uint32_t)(g_static_end - a);
     emu_fail("shared address of %p, which is not in the block's shared memory (the shared "
              "window of a generic address outside it is undefined)", p);
+}
+
+void emu_shared_spans(uint32_t *dyn, uint32_t *static_lo, uint32_t *static_hi) {
+    *dyn = (uint32_t)dyn_bytes();
+    *static_lo = g_static_base - (uint32_t)g_static_used;
+    *static_hi = g_static_base;
 }
 
 void *emu_shared_pointer(uint32_t addr, size_t bytes) {
@@ -1287,6 +1372,7 @@ void emu_run_grid(const emu_launch_cfg &c, void (*thunk)(const void *), const vo
                 g_block_serial++;
                 g_static_used = 0;
                 memset(emu_dyn_smem, 0xff, dyn);
+                if (dyn) emu_proxy_publish(0, dyn);
                 run_block();
             }
     g_cfg = NULL;

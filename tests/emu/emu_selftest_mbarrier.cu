@@ -6,11 +6,13 @@
  *     arrivals, one that expects bytes once its copy has landed, which the wait makes happen
  *     (and one still missing an arrival never does: below);
  *   - a consumer that reads a stage without waiting for it (the ring's NO_WAIT mode) does not
- *     get away with it, and misuse aborts: a barrier used before mbarrier.init, a bulk copy of
- *     a size that is not a multiple of 16 or into device memory, more bytes landing than the
- *     phase expects, the lanes of a warp waiting on different barriers, a wait that can never
- *     complete, a block that ends with copies in flight (the first and the last under the
- *     adversarial schedule, where copies land late). */
+ *     get away with it, and misuse aborts: a barrier used before mbarrier.init, a bulk copy
+ *     completing on a barrier whose mbarrier.init was not fenced (mbar_init_fence), a bulk
+ *     copy of a size that is not a multiple of 16 or into device memory, more bytes landing
+ *     than the phase expects, a bulk copy landing on bytes a thread wrote without a
+ *     fence.proxy.async (and, fenced, the copy's bytes win), the lanes of a warp waiting on
+ *     different barriers, a wait that can never complete, a block that ends with copies in
+ *     flight (the first and the last under the adversarial schedule, where copies land late). */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,19 +23,21 @@
 #include "emu_selftest_util.h"
 #include "model/cuda/mbarrier.cuh"
 #include "model/cuda/mbarrier_test.h"
+#include "model/cuda/wgmma.cuh" /* wgmma_fence_smem: fence.proxy.async */
 
 static int g_mb_fails;
 #define MCHECK(cond, ...) EMU_CHECK(g_mb_fails, cond, __VA_ARGS__)
 
 /* phases: out[0] = 1 once the second arrival completes phase 0 (waited for by every thread);
- * out[1] = the copied value, read after the byte-counting phase completed */
+ * out[1] = the copied value, read after the byte-counting phase completed (NaN, as the block's
+ * shared memory starts, had it not landed; no thread writes the stage: the copy's write and a
+ * thread's are unordered without a fence.proxy.async) */
 __global__ void phases_kernel(float *out, const float *src) {
     __shared__ uint64_t bar[2];
     __shared__ float4 stage;
     if (threadIdx.x == 0) {
         mbar_init(&bar[0], 2);
         mbar_init(&bar[1], 1);
-        stage = make_float4(-1.0f, -1.0f, -1.0f, -1.0f);
         mbar_init_fence();
     }
     __syncthreads();
@@ -66,6 +70,30 @@ static void test_phases(void) {
     cudaFree(out);
 }
 
+/* a bulk copy into a stage the thread wrote: fenced (fence 1) or not */
+__global__ void overwrite_kernel(float *x, int fence) {
+    __shared__ uint64_t bar;
+    __shared__ float4 stage;
+    stage = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (fence) wgmma_fence_smem();
+    mbar_init(&bar, 1);
+    mbar_init_fence();
+    mbar_arrive_expect_tx(&bar, 16);
+    bulk_copy_g2s(&stage, x, 16, &bar);
+    mbar_wait(&bar, 0);
+    x[4] = stage.x;
+}
+
+/* a thread's write, its fence.proxy.async, then a bulk copy over it: the copy's bytes */
+static void test_fenced_overwrite(void) {
+    const float h[8] = {7.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    float *x = (float *)emu_upload(h, sizeof h), got = 0.0f;
+    overwrite_kernel<<<1, 1>>>(x, 1);
+    cudaMemcpy(&got, x + 4, sizeof got, cudaMemcpyDeviceToHost);
+    MCHECK(got == 7.0f, "a fenced stage overwritten by a bulk copy: got %g, want 7", (double)got);
+    cudaFree(x);
+}
+
 /* ---- misuses: each must abort in a child process ---- */
 static float g_ring_out[128 * 4];
 static float g_ring_in[64 * 32 * 4];
@@ -83,6 +111,7 @@ __global__ void bad_copy_kernel(float *x, int bytes, int to_global) {
     __shared__ uint64_t bar;
     __shared__ float4 stage[4];
     mbar_init(&bar, 1);
+    mbar_init_fence();
     mbar_arrive_expect_tx(&bar, (unsigned)bytes);
     bulk_copy_g2s(to_global ? (void *)(x + 64) : (void *)stage, x, (unsigned)bytes, &bar);
     mbar_wait(&bar, 0);
@@ -91,6 +120,7 @@ __global__ void extra_bytes_kernel(float *x) {
     __shared__ uint64_t bar;
     __shared__ float4 stage[4];
     mbar_init(&bar, 1);
+    mbar_init_fence();
     mbar_arrive_expect_tx(&bar, 16);
     bulk_copy_g2s(stage, x, 32, &bar);
     mbar_wait(&bar, 0);
@@ -120,8 +150,17 @@ __global__ void in_flight_kernel(float *x) {
     __shared__ uint64_t bar;
     __shared__ float4 stage;
     mbar_init(&bar, 1);
+    mbar_init_fence();
     mbar_arrive_expect_tx(&bar, 16);
     bulk_copy_g2s(&stage, x, 16, &bar); /* and never waited for */
+}
+__global__ void unpublished_kernel(float *x) { /* mbarrier.init without its fence */
+    __shared__ uint64_t bar;
+    __shared__ float4 stage;
+    mbar_init(&bar, 1);
+    mbar_arrive_expect_tx(&bar, 16);
+    bulk_copy_g2s(&stage, x, 16, &bar);
+    mbar_wait(&bar, 0);
 }
 static void run_uninit(void *x) { uninit_kernel<<<1, 1>>>((float *)x); }
 static void run_bad_size(void *x) { bad_copy_kernel<<<1, 1>>>((float *)x, 24, 0); }
@@ -129,6 +168,8 @@ static void run_to_global(void *x) { bad_copy_kernel<<<1, 1>>>((float *)x, 16, 1
 static void run_extra_bytes(void *x) { extra_bytes_kernel<<<1, 1>>>((float *)x); }
 static void run_split_wait(void *x) { split_wait_kernel<<<1, 32>>>((float *)x); }
 static void run_never(void *x) { never_kernel<<<1, 64>>>((float *)x); }
+static void run_unpublished(void *x) { unpublished_kernel<<<1, 1>>>((float *)x); }
+static void run_overwrite(void *x) { overwrite_kernel<<<1, 1>>>((float *)x, 0); }
 static void run_in_flight(void *x) {
     emu_set_schedule(1); /* in order, the copy lands at once */
     in_flight_kernel<<<1, 1>>>((float *)x);
@@ -141,6 +182,7 @@ static void run_bulk_on_a100(void *x) { /* a valid copy, on a compute capability
 /* Runs the checks above; returns the number of failed checks. */
 int emu_selftest_mbarrier(void) {
     test_phases();
+    test_fenced_overwrite();
     g_mb_fails += emu_expect_abort_saying("consumers reading stages without waiting", "mbarrier",
                                           run_no_wait);
     g_mb_fails += emu_expect_abort_saying("mbarrier arrive before mbarrier.init",
@@ -156,6 +198,12 @@ int emu_selftest_mbarrier(void) {
                                           "never completes", run_never);
     g_mb_fails += emu_expect_abort_saying("a block ending with a bulk copy in flight",
                                           "bulk copies in flight", run_in_flight);
+    g_mb_fails += emu_expect_abort_saying("a bulk copy on a barrier whose init was not fenced",
+                                          "has not published to the async proxy",
+                                          run_unpublished);
+    g_mb_fails += emu_expect_abort_saying("a bulk copy onto bytes a thread wrote, not fenced",
+                                          "after the block's last fence.proxy.async",
+                                          run_overwrite);
     g_mb_fails += emu_expect_abort_saying("a bulk copy on an emulated A100",
                                           "an sm_90 instruction", run_bulk_on_a100);
     return g_mb_fails;

@@ -6,7 +6,10 @@
  *     aligned to the swizzle's repeat, of a map of another rank, and on an emulated A100;
  *   - tma_encode_bf16 refusing (not aborting on) a swizzled box row narrower than the swizzle;
  *   - two warps using one named barrier with different thread counts, a bar.arrive that no
- *     bar.sync meets before the block ends, and a setmaxnreg of 20 registers;
+ *     bar.sync meets before the block ends, a setmaxnreg of 20 registers, a setmaxnreg.inc
+ *     below the count the warpgroup holds, and consumers asking for more registers than the
+ *     producer gave back (24 / 248 / 248 at 384 threads: the .inc hangs on a GPU; 24 / 240 /
+ *     240, the TMA kernels' split, runs);
  *   - a stage handed back to a producer warp before the wgmma reading it was waited for, and
  *     refilled by a bulk copy: caught in the in-order schedule (the copy lands when issued, the
  *     wait's products are performed once no other warp can run). */
@@ -31,6 +34,7 @@ __global__ void load_kernel(const __grid_constant__ tma_map map, int offset, int
     __shared__ uint64_t bar[1];
     unsigned char *dst = tma_smem_align(sm, 1024) + offset;
     mbar_init(bar, 1);
+    mbar_init_fence();
     mbar_arrive_expect_tx(bar, 1024);
     if (rank3) tma_load_3d(dst, &map, 0, 0, 0, bar);
     else tma_load_2d(dst, &map, 0, 0, bar);
@@ -47,6 +51,22 @@ __global__ void unmet_arrive_kernel(float *x) {
 __global__ void few_regs_kernel(float *x) {
     (void)x;
     setmaxnreg_dec<20>();
+}
+/* 384 threads (168 registers each): the producer gives back down to 24, the two consumers ask
+ * for `consumer` each (240 fits the pool exactly, 248 does not) */
+__global__ void regs_kernel(float *x, int consumer) {
+    if (wgmma_warpgroup() == 0) {
+        setmaxnreg_dec<24>();
+    } else if (consumer == 248) {
+        setmaxnreg_inc<248>();
+    } else {
+        setmaxnreg_inc<240>();
+    }
+    (void)x;
+}
+__global__ void inc_below_kernel(float *x) { /* 160 < the 168 each thread starts with */
+    (void)x;
+    setmaxnreg_inc<160>();
 }
 /* warpgroup 0 multiplies a tile and hands it back (empty) before its wait; warp 4 refills it */
 __global__ void early_release_kernel(float *x) {
@@ -107,6 +127,8 @@ static void run_on_a100(void *x) {
 }
 static void run_counts(void *x) { counts_kernel<<<1, 128>>>((float *)x); }
 static void run_unmet_arrive(void *x) { unmet_arrive_kernel<<<1, 64>>>((float *)x); }
+static void run_over_ask(void *x) { regs_kernel<<<1, 384>>>((float *)x, 248); }
+static void run_inc_below(void *x) { inc_below_kernel<<<1, 384>>>((float *)x); }
 static void run_few_regs(void *x) { few_regs_kernel<<<1, 128>>>((float *)x); }
 static void run_early_release(void *x) {
     emu_set_schedule(0);
@@ -124,6 +146,8 @@ int emu_selftest_tma(void) {
                strstr(why, "swizzle"),
            "a 64-byte box row under the 128-byte swizzle: refused (%s)", why);
     TCHECK(make_map(x, 128) == 0, "a valid map refused");
+    regs_kernel<<<1, 384>>>((float *)x, 240); /* the TMA kernels' split: fits, runs */
+    TCHECK(cudaDeviceSynchronize() == cudaSuccess, "setmaxnreg 24 / 240 / 240 at 384 threads");
     cudaFree(x);
     const emu_abort_case cases[] = {
         {"a TMA load from a map never encoded", "holds no tensor map", run_not_a_map},
@@ -134,6 +158,9 @@ int emu_selftest_tma(void) {
         {"one named barrier, two thread counts", "where its phase was begun with", run_counts},
         {"a bar.arrive no bar.sync meets", "no bar.sync met", run_unmet_arrive},
         {"setmaxnreg.dec 20", "24 to 256 registers", run_few_regs},
+        {"consumers asking for more registers than the producer gave back", "waits for ever",
+         run_over_ask},
+        {"a setmaxnreg.inc below the current count", "may only raise", run_inc_below},
         {"a tile refilled before the wgmma reading it was waited for",
          "no wgmma_wait has retired yet", run_early_release},
     };

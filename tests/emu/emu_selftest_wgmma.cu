@@ -20,7 +20,8 @@
  *     memory;
  *   - shared-window addresses: static and dynamic shared memory at 226 KiB of dynamic memory,
  *     disjoint, below 2^18, each region contiguous;
- *   - misuse aborts, each with its own message: a wgmma without a fence, a block that is not
+ *   - misuse aborts, each with its own message: a wgmma without a fence, a wgmma reading a
+ *     byte the threads wrote without a fence.proxy.async (wgmma_fence_smem), a block that is not
  *     whole warpgroups, a warpgroup collective reached by part of a warp or of a warpgroup (the
  *     rest at __syncthreads or at another site), a block ending with products not committed or
  *     not waited for, base-offset descriptors, an operand outside shared memory,
@@ -236,6 +237,7 @@ __device__ static uint16_t *misuse_tile(void) {
     __shared__ uint4 tile[64 * 16 / 8];
     for (int e = threadIdx.x; e < 64 * 16 / 8; e += blockDim.x)
         tile[e] = make_uint4(0u, 0u, 0u, 0u);
+    wgmma_fence_smem();
     __syncthreads();
     return (uint16_t *)tile;
 }
@@ -258,6 +260,16 @@ __global__ void fence_after_wait_missing_kernel(float *x) {
     wgmma_commit();
     wgmma_wait<0>();
     wgmma_ss<64, 0, 0>(d, desc, desc, 1); /* a fence is needed again after the wait */
+    wgmma_commit();
+    wgmma_wait<0>();
+    x[threadIdx.x] = d[0][0];
+}
+__global__ void no_proxy_fence_kernel(float *x) { /* the tile rewritten, not fenced */
+    MISUSE_TILE;
+    tile[5 * 16 + 3] = 0x3f80; /* 1.0 */
+    __syncthreads();
+    wgmma_fence();
+    wgmma_ss<64, 0, 0>(d, desc, desc, 0);
     wgmma_commit();
     wgmma_wait<0>();
     x[threadIdx.x] = d[0][0];
@@ -330,6 +342,7 @@ __global__ void divergent_desc_kernel(float *x) {
 }
 static void run_no_fence(void *x) { no_fence_kernel<<<1, 128>>>((float *)x); }
 static void run_no_fence_again(void *x) { fence_after_wait_missing_kernel<<<1, 128>>>((float *)x); }
+static void run_no_proxy_fence(void *x) { no_proxy_fence_kernel<<<1, 128>>>((float *)x); }
 static void run_partial_group(void *x) { partial_group_kernel<<<1, 96>>>((float *)x); }
 static void run_half_warp(void *x) { half_warp_kernel<<<1, 128>>>((float *)x); }
 static void run_group_vs_barrier(void *x) { group_vs_barrier_kernel<<<1, 128>>>((float *)x); }
@@ -341,7 +354,15 @@ static void run_outside(void *x) { outside_kernel<<<1, 128>>>((float *)x); }
 static void run_global_address(void *x) { global_address_kernel<<<1, 128>>>((float *)x); }
 static void run_bad_n(void *x) { bad_n_kernel<<<1, 128>>>((float *)x); }
 static void run_divergent_desc(void *x) { divergent_desc_kernel<<<1, 256>>>((float *)x); }
-static void run_on_a100(void *x) { /* a valid product, on a compute capability 8.0 device */
+__global__ void fence_only_kernel(float *x) { /* no tile: the first sm_90 instruction a wgmma */
+    wgmma_fence();
+    x[threadIdx.x] = 1.0f;
+}
+static void run_on_a100(void *x) { /* a valid wgmma.fence, on a compute capability 8.0 device */
+    emu_set_gpu("a100");
+    fence_only_kernel<<<1, 128>>>((float *)x);
+}
+static void run_proxy_fence_on_a100(void *x) { /* the tile's fence.proxy.async */
     emu_set_gpu("a100");
     desc_bits_kernel<<<1, 128>>>((float *)x, 0);
 }
@@ -350,6 +371,8 @@ static void test_misuses(void) {
     const emu_abort_case cases[] = {
         {"wgmma without a wgmma_fence", "without a wgmma_fence", run_no_fence},
         {"wgmma after a wait without a new fence", "without a wgmma_fence", run_no_fence_again},
+        {"wgmma reading what the threads wrote without a fence.proxy.async",
+         "which the threads wrote (st.shared or cp.async) after", run_no_proxy_fence},
         {"warpgroup collective in a block of 96 threads", "whole warpgroups", run_partial_group},
         {"warpgroup collective reached by half a warp", "reached by 16 of the 32 lanes",
          run_half_warp},
@@ -366,7 +389,8 @@ static void test_misuses(void) {
         {"wgmma with N = 12", "N = 12", run_bad_n},
         {"descriptors that differ within the warpgroup", "thread 77 of warpgroup 0",
          run_divergent_desc},
-        {"wgmma on an emulated A100", "an sm_90 instruction", run_on_a100},
+        {"wgmma on an emulated A100", "wgmma.fence at", run_on_a100},
+        {"fence.proxy.async on an emulated A100", "fence.proxy.async at", run_proxy_fence_on_a100},
     };
     g_wg_fails += emu_expect_aborts(cases, sizeof cases / sizeof cases[0]);
 }

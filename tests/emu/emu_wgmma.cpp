@@ -200,6 +200,7 @@ static void wg_issue(unsigned group, void *const *lanes) {
 static float wg_read(const wg_product &p, const wg_operand &o, int mn, int k) {
     const uint16_t *e = wg_element(o, mn, k);
     if (!e) emu_fail("wgmma at %s:%d: an operand left shared memory", p.file, p.line);
+    emu_proxy_check_read(wg_address(o, mn, k), 2, p.file, p.line);
     uint16_t h;
     memcpy(&h, e, sizeof h);
     return bf16_value(h);

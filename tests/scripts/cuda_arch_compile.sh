@@ -7,7 +7,9 @@
 # serialises a kernel's wgmma products (its performance advisories "wgmma.mma_async instructions
 # are serialized ...", which are not warnings: nvcc's -Werror lets them pass; C7520 for a branch
 # it cannot prove warp-uniform, C7512 for too few registers, and others), since such a kernel
-# computes the right result at a fraction of the speed and only a benchmark on a GPU would tell.
+# computes the right result at a fraction of the speed and only a benchmark on a GPU would tell;
+# and where a kernel moves registers between warpgroups with setmaxnreg, ptxas must have given it
+# the pool its warpgroups count on (setmaxnreg_pool.py: else a setmaxnreg.inc hangs on a GPU).
 #
 # usage: cuda_arch_compile.sh NVCC ARCH [PATTERN]   (ARCH: a compute capability, e.g. 80, 90a)
 set -u
@@ -19,11 +21,19 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/difftrain-sm$ARCH-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 compile() { # one source; its diagnostics into $tmp/NAME.log
-  local name
+  local name extra=()
   name=$(basename "$1" .cu)
+  if [ "$ARCH" = 90a ] && grep -q "setmaxnreg_" "$1"; then # its PTX and registers, for the pool
+    mkdir -p "$tmp/keep_$name"
+    extra=(-Xptxas -v --keep --keep-dir "$tmp/keep_$name")
+  fi
   "$NVCC" -std=c++17 -O3 -arch="sm_$ARCH" --expt-relaxed-constexpr -Xcompiler=-Wall,-Wextra \
-    -Werror=all-warnings -Xcompiler=-Werror -I"$ROOT" -c "$1" -o "$tmp/$name.o" \
+    -Werror=all-warnings -Xcompiler=-Werror -I"$ROOT" -c "$1" -o "$tmp/$name.o" "${extra[@]}" \
     >"$tmp/$name.log" 2>&1 || { echo "FAIL $1"; cat "$tmp/$name.log"; return 1; }
+  if [ ${#extra[@]} -gt 0 ]; then
+    python3 "$ROOT/tests/scripts/setmaxnreg_pool.py" "$tmp/keep_$name/$name.compute_90a.ptx" \
+      "$tmp/$name.log" || { echo "FAIL $1: the registers setmaxnreg counts on"; return 1; }
+  fi
 }
 export -f compile
 export NVCC ARCH ROOT tmp

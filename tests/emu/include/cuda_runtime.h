@@ -56,6 +56,12 @@
  *     a block that ends with products not committed or not waited for, abort. Shared memory
  *     has 32-bit window addresses (emu_shared_address: what __cvta_generic_to_shared gives)
  *     below 2^18, static and dynamic apart;
+ *   - the async proxy (emu_proxy.cpp): a wgmma that reads, or an asynchronous copy (bulk, TMA)
+ *     that lands on, a byte of shared memory the threads wrote (st.shared or cp.async) after
+ *     the block's last fence.proxy.async (wgmma_fence_smem) aborts: the writers must fence
+ *     before the barrier that hands the bytes on. Any thread's fence counts for all here (on a
+ *     GPU only for its own writes), so a writer that does not fence goes unnoticed while
+ *     another thread fences between its write and the read;
  *   - shared memory: static + dynamic sizes within the limits, more than 48 KiB of dynamic
  *     shared memory only after cudaFuncSetAttribute(MaxDynamicSharedMemorySize) for that
  *     kernel; shared memory starts every block as NaN (0xff bytes), so a value read before a
@@ -68,7 +74,10 @@
  *   - TMA loads (tma.cuh; emu_tma.cpp), named barriers and setmaxnreg (warp_roles.cuh): a load
  *     needs a map that tma_encode_bf16 made, of its rank, a destination aligned to the
  *     swizzle's repeat, and lands like a bulk copy; a named barrier's phase takes one thread
- *     count, and a phase still holding arrivals at the block's end aborts;
+ *     count, and a phase still holding arrivals at the block's end aborts; setmaxnreg counts
+ *     registers against the block's pool (a block whose warpgroups ask for more aborts: below);
+ *   - mbarriers (mbarrier.cuh): a bulk or TMA copy may complete only on a barrier whose
+ *     initialising thread has fenced it since (mbar_init_fence; below);
  *   - launch configurations (block <= 1024 threads, grid.y/z <= 65535, nonzero sizes, a valid
  *     stream): a bad one sets the error that CUDA_LAUNCH_CHECK then reports, as on a GPU;
  *   - the order of work on different streams (above).
@@ -80,10 +89,12 @@
  * from the elements its arguments point at, the ulp differences of CUDA's math library and
  * its FMA contraction (glibc expf/logf/pow are used), the tensor cores' own rounding of a
  * product's sum (each mma and wgmma here rounds a double-precision sum once), the wgmma
- * ordering rules beyond the fence check above (registers touched between issue and wait,
- * fence.proxy.async before a wgmma reads what the threads wrote: wgmma_fence_smem is a no-op),
+ * ordering rules beyond the fence checks above (registers touched between issue and wait;
+ * which thread's fence.proxy.async published a byte),
  * the global reads of TMA loads in the stream-order check (the tensor's address is inside the
- * map), setmaxnreg's register counts (a no-op here), atomics (no kernel uses them), and speed.
+ * map), the registers a kernel really uses (setmaxnreg is counted against the pool a block of
+ * its size gets at one block per SM, not against ptxas's figure), atomics (no kernel uses
+ * them), and speed.
  * x86-64 Linux only (the context switch). DT_EMU_DEVICES sets the number of devices (default
  * 1); DT_EMU_REPORT=1 prints the kernel launches and the peak device memory at exit. DT_EMU_GPU
  * says which GPU's limits they have: h100 (the default: compute capability 9.0, 227 KiB of
@@ -406,7 +417,9 @@ static inline void __syncwarp(unsigned mask = 0xffffffffu, const char *file = __
 
 /* ---- shared-memory barriers with transaction counts (mbarrier) and the bulk copies that
  * complete on them (emu_rt.cpp; model/cuda/mbarrier.cuh documents them and calls these). A
- * barrier must be initialised (in shared memory, 8-byte aligned) before any other use. A phase
+ * barrier must be initialised (in shared memory, 8-byte aligned) before any other use, and a
+ * bulk or TMA copy may complete on it only once its initialising thread has fenced
+ * (emu_mbar_init_fence: fence.mbarrier_init, or fence.proxy.async; else abort). A phase
  * completes when all its arrivals are in and the bytes it expects have landed. The bulk copies
  * land, like cp.async copies, at the two ends of what a GPU allows: when issued under the
  * in-order schedule (so a stage refilled while something still reads it is overwritten at
@@ -416,6 +429,7 @@ static inline void __syncwarp(unsigned mask = 0xffffffffu, const char *file = __
  * on one barrier and parity; a wait that can never complete (every other thread waits at
  * __syncthreads or has exited) aborts, as does a block that ends with copies still in flight. */
 void emu_mbar_init(void *bar, unsigned count, const char *file, int line);
+void emu_mbar_init_fence(const char *file, int line);
 void emu_mbar_arrive(void *bar, unsigned expect_tx, const char *file, int line);
 void emu_mbar_expect_tx(void *bar, unsigned bytes, const char *file, int line);
 void emu_mbar_wait(const void *bar, unsigned parity, const char *file, int line);
@@ -426,7 +440,10 @@ void emu_bulk_copy(void *dst, const void *src, unsigned bytes, void *bar, const 
  * call site; a phase completes with count / 32 warp arrivals, and a syncing warp waits for the
  * phase it arrived in. A phase still holding arrivals when the block ends aborts, as does a
  * wait that can never complete. setmaxnreg.inc / .dec (regs: 24 to 256, a multiple of 8): a
- * warpgroup collective that changes nothing here. */
+ * warpgroup collective that moves no registers here but counts them: each warpgroup starts
+ * with 65,536 / threads a thread (rounded down to 8: what ptxas gives a kernel launched at one
+ * block per SM), an .inc may only raise its count and a .dec only lower it, and a block whose
+ * warpgroups end holding more than that pool aborts (on a GPU its last .inc waits for ever). */
 void emu_named_barrier(int id, unsigned count, int sync, const char *file, int line);
 void emu_setmaxnreg(unsigned regs, int inc, const char *file, int line);
 /* Tensor maps and the TMA loads that complete on an mbarrier (emu_tma.cpp; model/cuda/tma.cuh
@@ -510,6 +527,9 @@ void emu_wgmma_bf16(float *d, int n, const uint32_t *a, uint64_t desc_a, uint64_
 void emu_wgmma_fence(const char *file, int line);
 void emu_wgmma_commit(const char *file, int line);
 void emu_wgmma_wait(int n, const char *file, int line);
+/* fence.proxy.async.shared::cta (emu_proxy.cpp): what the threads of the block wrote to shared
+ * memory becomes visible to the wgmma products and the asynchronous copies. */
+void emu_proxy_fence(const char *file, int line);
 
 /* ---- shared memory (transform.py rewrites the declarations into these) ---- */
 /* `extern __shared__ T name[];` -> `EMU_DYN_SHARED(T, name);`: the launch's dynamic area. */
