@@ -389,7 +389,7 @@ static void test_misuses(void) {
         {"wgmma with N = 12", "N = 12", run_bad_n},
         {"descriptors that differ within the warpgroup", "thread 77 of warpgroup 0",
          run_divergent_desc},
-        {"wgmma on an emulated A100", "wgmma.fence at", run_on_a100},
+        {"wgmma on an emulated A100", "an sm_90 instruction", run_on_a100},
         {"fence.proxy.async on an emulated A100", "fence.proxy.async at", run_proxy_fence_on_a100},
     };
     g_wg_fails += emu_expect_aborts(cases, sizeof cases / sizeof cases[0]);
