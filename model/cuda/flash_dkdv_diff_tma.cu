@@ -94,7 +94,7 @@ template <int D> struct flash_tma_bwd_layout : flash_tma_box<D> {
 template <int D> constexpr bool flash_dkdv_diff_tma_shares_dp(void) { return D != 96; }
 
 template <int D, bool STORE_DS>
-__global__ void __launch_bounds__(TMA_BWD_THREADS, 1)
+__global__ void __launch_bounds__(WS_THREADS, 1)
 flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
                            const __grid_constant__ tma_map q_map,
                            const __grid_constant__ tma_map k_map,
@@ -116,18 +116,15 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     if (tid == 0) flash_tma_bwd_init_bars(bar);
     __syncthreads();
 
-    if (wg == 0) { /* the producer: warp 0, its lane 0 issuing the loads */
-        setmaxnreg_dec<24>();
-        if (warp != 0) return;
-        if (lane == 0) {
-            mbar_arrive_expect_tx(&bar[TMA_BWD_BAR_KV], L::KV_BYTES);
-            for (int c = 0; c < 2; c++)
-                L::template load<D>(base + L::K + c * L::QT, &k_map, (2 * gv + c) * D, j0, b,
-                                    &bar[TMA_BWD_BAR_KV]);
-            L::template load<DV>(base + L::V, &v_map, gv * DV, j0, b, &bar[TMA_BWD_BAR_KV]);
-        }
+    if (wg == 0) { /* the producer */
         flash_tma_bwd_produce(
-            tiles, T, bar, L::LOADS, lane,
+            tiles, T, bar, L::KV_BYTES, L::LOADS, warp, lane,
+            [&](uint64_t *kv) { /* K_1, K_2 and V of the key tile */
+                for (int c = 0; c < 2; c++)
+                    L::template load<D>(base + L::K + c * L::QT, &k_map, (2 * gv + c) * D, j0, b,
+                                        kv);
+                L::template load<DV>(base + L::V, &v_map, gv * DV, j0, b, kv);
+            },
             [&](int it, const flash_kv_walk &w, uint64_t *full) {
                 unsigned char *st = L::stage_at(base, it);
                 for (int c = 0; c < 2; c++)
@@ -145,7 +142,7 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
         return;
     }
 
-    setmaxnreg_inc<240>();
+    setmaxnreg_inc<WS_CONSUMER_REGS>();
     const int c = wg - 1, rw = warp % 4, t = tid - 128 * wg; /* branch c + 1; thread t of it */
     const int key0 = j0 + 16 * rw;                           /* the warp's keys */
     const unsigned char *Kc = base + L::K + c * L::QT, *Vs = base + L::V;
@@ -261,7 +258,7 @@ void flash_dkdv_diff_tma(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tile
     flash_smem_prepare((const void *)kernel, smem, "DIFF V1's TMA dk/dv kernel");
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
     const dim3 grid((unsigned)((m.T + FLASH_BC - 1) / FLASH_BC), (unsigned)m.nv, (unsigned)m.B);
-    kernel<<<grid, TMA_BWD_THREADS, smem, cuda_stream()>>>(
+    kernel<<<grid, WS_THREADS, smem, cuda_stream()>>>(
         dk, dv, ds_tiles, t.q, t.k, t.v, t.g, lse, delta, lambda, m, scale_log2, scale);
     CUDA_LAUNCH_CHECK();
 }

@@ -66,7 +66,7 @@ template <int D> struct flash_tma_std_layout : flash_tma_box<D> {
 };
 
 template <int D, bool STORE_DS>
-__global__ void __launch_bounds__(TMA_BWD_THREADS, 1)
+__global__ void __launch_bounds__(WS_THREADS, 1)
 flash_dkdv_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
                       const __grid_constant__ tma_map q_map, const __grid_constant__ tma_map k_map,
                       const __grid_constant__ tma_map v_map, const __grid_constant__ tma_map g_map,
@@ -85,21 +85,16 @@ flash_dkdv_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
     if (tid == 0) flash_tma_bwd_init_bars(bar);
     __syncthreads();
 
-    if (wg == 0) { /* the producer: warp 0, its lane 0 issuing the loads */
-        setmaxnreg_dec<24>();
-        if (warp != 0) return;
-        if (lane == 0) {
-            mbar_arrive_expect_tx(&bar[TMA_BWD_BAR_KV], L::KV_BYTES);
-            for (int c = 0; c < 2; c++) {
-                const int r0 = j0 + c * FLASH_BC;
-                L::template load<D>(base + L::K + c * L::QT, &k_map, kh * D, r0, b,
-                                    &bar[TMA_BWD_BAR_KV]);
-                L::template load<D>(base + L::V + c * L::QT, &v_map, gv * D, r0, b,
-                                    &bar[TMA_BWD_BAR_KV]);
-            }
-        }
+    if (wg == 0) { /* the producer */
         flash_tma_bwd_produce(
-            tiles, T, bar, L::LOADS, lane,
+            tiles, T, bar, L::KV_BYTES, L::LOADS, warp, lane,
+            [&](uint64_t *kv) { /* K and V of both key tiles */
+                for (int c = 0; c < 2; c++) {
+                    const int r0 = j0 + c * FLASH_BC;
+                    L::template load<D>(base + L::K + c * L::QT, &k_map, kh * D, r0, b, kv);
+                    L::template load<D>(base + L::V + c * L::QT, &v_map, gv * D, r0, b, kv);
+                }
+            },
             [&](int it, const flash_kv_walk &w, uint64_t *full) {
                 unsigned char *st = L::stage_at(base, it);
                 L::template load<D>(L::q_at(st), &q_map, w.q * D, w.i0, b, full);
@@ -114,7 +109,7 @@ flash_dkdv_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
         return;
     }
 
-    setmaxnreg_inc<240>();
+    setmaxnreg_inc<WS_CONSUMER_REGS>();
     const int c = wg - 1, rw = warp % 4; /* key tile c; warp rw of it */
     const int jc = j0 + c * FLASH_BC, key0 = jc + 16 * rw;
     const unsigned char *Kc = base + L::K + c * L::QT, *Vc = base + L::V + c * L::QT;
@@ -171,7 +166,7 @@ void flash_dkdv_tma(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, co
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FLASH_LOG2E * scale;
     const dim3 grid((unsigned)((m.T + 2 * FLASH_BC - 1) / (2 * FLASH_BC)), (unsigned)m.nv,
                     (unsigned)m.B);
-    kernel<<<grid, TMA_BWD_THREADS, smem, cuda_stream()>>>(dk, dv, ds_tiles, t.q, t.k, t.v, t.g,
+    kernel<<<grid, WS_THREADS, smem, cuda_stream()>>>(dk, dv, ds_tiles, t.q, t.k, t.v, t.g,
                                                            lse, delta, m, scale_log2, scale);
     CUDA_LAUNCH_CHECK();
 }

@@ -60,7 +60,6 @@
 #include "model/cuda/tma.cuh"
 #include "model/cuda/warp_roles.cuh"
 
-#define TMA_FWD_THREADS 384
 #define TMA_FWD_ALIGN 1024u /* the 128-byte swizzle's repeat */
 #define TMA_FWD_TURN 1      /* named barriers 1 + c: branch c's turn to issue products */
 #define TMA_FWD_EPI 3       /* named barrier of the consumers' epilogue */
@@ -135,7 +134,7 @@ template <int D, bool DIFF> struct flash_tma_layout {
 };
 
 template <int D, bool DIFF>
-__global__ void __launch_bounds__(TMA_FWD_THREADS, 1)
+__global__ void __launch_bounds__(WS_THREADS, 1)
 flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
                          const __grid_constant__ tma_map q_map,
                          const __grid_constant__ tma_map q_tail,
@@ -171,7 +170,7 @@ flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
     __syncthreads();
 
     if (wg == 0) { /* the producer: warp 0 waits for the stages, its lane 0 issues the loads */
-        setmaxnreg_dec<24>();
+        setmaxnreg_dec<WS_PRODUCER_REGS>();
         if (warp != 0) return;
         const int vc = attn_v_head(m, q_head(0)) * DV;
         if (lane == 0) {
@@ -205,7 +204,7 @@ flash_forward_tma_kernel(operand_bf16 *out, float *o1, float *o2, float *lse,
         return;
     }
 
-    setmaxnreg_inc<240>();
+    setmaxnreg_inc<WS_CONSUMER_REGS>();
     const int c = wg - 1, rw = warp % 4; /* consumer c; the warp's rows ri0 + 16 rw.. */
     const int ri0 = row0(c);
     const int n_mine = min(n_kt, ri0 / FLASH_BC + 1); /* the key tiles of c's rows */
@@ -351,7 +350,7 @@ static void flash_forward_tma_launch(operand_bf16 *out, float *o1, float *o2, fl
     const dim3 grid((unsigned)((m.T + L::ROWS - 1) / L::ROWS), (unsigned)(DIFF ? m.nq / 2 : m.nq),
                     (unsigned)m.B);
     const float scale_log2 = FLASH_LOG2E / sqrtf((float)D);
-    kernel<<<grid, TMA_FWD_THREADS, smem, cuda_stream()>>>(out, o1, o2, lse, qm, qt, km, kt, vm,
+    kernel<<<grid, WS_THREADS, smem, cuda_stream()>>>(out, o1, o2, lse, qm, qt, km, kt, vm,
                                                            m, scale_log2, epi);
     CUDA_LAUNCH_CHECK();
 }

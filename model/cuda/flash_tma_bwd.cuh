@@ -8,9 +8,9 @@
 #include "model/cuda/flash_backward.cuh"
 #include "model/cuda/flash_tma.cuh"
 #include "model/cuda/mbarrier.cuh"
+#include "model/cuda/warp_roles.cuh"
 #include "model/cuda/wgmma.cuh"
 
-#define TMA_BWD_THREADS 384  /* a producer warpgroup and two consumer ones */
 #define TMA_BWD_ALIGN 1024u  /* the 128-byte swizzle's repeat */
 #define TMA_BWD_CONSUMERS 256
 
@@ -90,14 +90,24 @@ __device__ __forceinline__ void flash_tma_bwd_init_bars(uint64_t *bar) {
     mbar_init_fence();
 }
 
-/* The producer warp's walk over the query tiles (w: flash_kv_walk, the tile's q-head and rows):
- * once both consumers have handed back its stage, lane 0 arms the stage's full mbarrier with the
- * loads' bytes and issues load(it, w, full); the warp's lanes store the tile's row terms
- * (terms(it, w)), and lane 0's arrival publishes them. */
-template <typename Load, typename Terms>
+/* The producer warpgroup (warp: the block's warp index, lane: its lane): it gives its registers
+ * to the consumers (warp_roles.cuh), and its warp 0 works. Lane 0 arms the K/V mbarrier with
+ * kv_bytes and issues load_kv(that mbarrier): the block's keys, loaded once. Then the walk over
+ * the query tiles (w: flash_kv_walk, the tile's q-head and rows): once both consumers have
+ * handed back its stage, lane 0 arms the stage's full mbarrier with the loads' bytes and issues
+ * load(it, w, full); the warp's lanes store the tile's row terms (terms(it, w)), and lane 0's
+ * arrival publishes them. */
+template <typename LoadKV, typename Load, typename Terms>
 __device__ __forceinline__ void flash_tma_bwd_produce(const flash_kv_tiles &tiles, int T,
-                                                      uint64_t *bar, unsigned bytes, int lane,
-                                                      Load load, Terms terms) {
+                                                      uint64_t *bar, unsigned kv_bytes,
+                                                      unsigned bytes, int warp, int lane,
+                                                      LoadKV load_kv, Load load, Terms terms) {
+    setmaxnreg_dec<WS_PRODUCER_REGS>();
+    if (warp != 0) return;
+    if (lane == 0) {
+        mbar_arrive_expect_tx(&bar[TMA_BWD_BAR_KV], kv_bytes);
+        load_kv(&bar[TMA_BWD_BAR_KV]);
+    }
     flash_kv_walk w(tiles, T);
     for (int it = 0; it < tiles.n; it++, w.next()) {
         const int s = it & 1, round = it >> 1;

@@ -23,6 +23,19 @@
 
 #include "model/cuda/cuda_common.cuh"
 
+/* The split of the warp-specialised kernels (flash_forward_tma.cu, flash_dkdv_tma.cu,
+ * flash_dkdv_diff_tma.cu): a producer warpgroup and two consumer warpgroups, one block an SM
+ * (__launch_bounds__(WS_THREADS, 1)). The pool is 65,536 / 384 = 170 registers a thread, 168
+ * in setmaxnreg's multiples of 8 (ptxas gives such a kernel exactly that:
+ * tests/scripts/setmaxnreg_pool.py checks it); the producer, which only issues loads, keeps 24
+ * and each consumer takes 240, all of the pool. */
+#define WS_THREADS 384
+#define WS_PRODUCER_REGS 24
+#define WS_CONSUMER_REGS 240
+static_assert(WS_PRODUCER_REGS + 2 * WS_CONSUMER_REGS <= 3 * (65536 / WS_THREADS / 8 * 8),
+              "the warpgroups' registers exceed the pool: a consumer's setmaxnreg.inc would "
+              "wait for ever");
+
 #ifdef DT_CUDA_EMULATOR
 
 __device__ __forceinline__ void named_bar_sync(int id, int n, const char *file = __builtin_FILE(),
