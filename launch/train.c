@@ -18,6 +18,7 @@
 #include "launch/metrics.h"
 #include "launch/param_dump.h"
 #include "launch/preempt.h"
+#include "launch/watchdog.h"
 #include "model/cpu/cpu_ops.h"
 #include "model/model.h"
 #include "model/plan.h"
@@ -376,6 +377,7 @@ static dt_status trainer_run(trainer *t) {
     int last_step = t->start_step;
     for (int step = t->start_step; step < c->train.steps; step++) {
         if (t->stop_after > 0 && step >= t->stop_after) break;
+        watchdog_phase("step", step + 1);
         dt_step_metrics s;
         memset(&s, 0, sizeof s);
         comm_reset_bytes(&t->groups.tp);
@@ -395,6 +397,7 @@ static dt_status trainer_run(trainer *t) {
                       last_of_run);
         int do_log = (step + 1) % c->log.every == 0 || last_of_run || do_val;
         if (do_val) {
+            watchdog_phase("validation", step + 1);
             s.has_val = 1;
             DT_TRY(validate(t, &s.val_loss));
         }
@@ -425,8 +428,10 @@ static dt_status trainer_run(trainer *t) {
         int stop = (t->stop_after > 0 && step + 1 == t->stop_after) || signo;
         if (c->checkpoint.dir[0] && step + 1 > t->last_saved &&
             ((c->checkpoint.every > 0 && (step + 1) % c->checkpoint.every == 0) || last_of_run ||
-             stop))
+             stop)) {
+            watchdog_phase("checkpoint save", step + 1);
             DT_TRY(trainer_save(t, step + 1));
+        }
         if (signo) break;
     }
     if ((t->graph.enabled || t->graph.recordings) && t->world.rank == 0)
@@ -476,6 +481,7 @@ int cmd_train(int argc, char **argv) {
     dt_log_set_quiet(t.world.rank != 0);
     st = config_load(&t.cfg, argv[1], argc - 2, argv + 2);
     if (st == DT_OK) st = config_require_data(&t.cfg);
+    if (st == DT_OK) st = watchdog_start(); /* the same variable on every rank */
     dt_log_set_quiet(0);
     if (st != DT_OK) goto done;
     if (t.world.rank == 0) {
@@ -484,8 +490,10 @@ int cmd_train(int argc, char **argv) {
     }
     DT_TRY_GOTO(st, trainer_setup(&t), done);
     if (t.world.rank == 0) print_banner(&t);
+    watchdog_phase("checkpoint load", 0);
     DT_TRY_GOTO(st, trainer_restore(&t), done);
     st = trainer_run(&t);
+    watchdog_phase("shutdown", 0); /* the parameter dump, MPI_Finalize's wait for the peers */
     if (st == DT_OK && dump_dir) st = param_dump_global(&t.model, &t.groups, dump_dir);
     /* a failure inside the run may be one rank's alone (its data, its memory) while the others
      * wait in a collective: end the whole job rather than leave them hanging */
@@ -493,5 +501,6 @@ int cmd_train(int argc, char **argv) {
 done:
     trainer_free(&t);
     world_finalize();
+    watchdog_stop();
     return st;
 }

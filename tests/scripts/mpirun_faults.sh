@@ -3,7 +3,11 @@
 # - SIGUSR1 to mpirun (which forwards it to the ranks): the ranks stop after the same step, save
 #   a checkpoint and the job exits 0; running again continues from it (resume: auto);
 # - a rank killed with SIGKILL mid-training: the job ends within 60 s with a non-zero status and
-#   the last committed checkpoint still verifies.
+#   the last committed checkpoint still verifies;
+# - a rank stopped with SIGSTOP (alive but stuck, as behind a GPU kernel that never finishes):
+#   the other rank's watchdog (DIFFTRAIN_WATCHDOG_S=5) ends the job within 60 s, naming the rank,
+#   the phase and the limit, and the last committed checkpoint verifies; a malformed limit is
+#   refused with one message and exit 2.
 # usage: mpirun_faults.sh DIFFTRAIN_BIN CONFIG_DIR MPIEXEC
 set -u
 BIN=$(readlink -f "${1:?usage}"); CONFIGS=${2:?usage}; MPIEXEC=${3:-mpirun}
@@ -64,4 +68,34 @@ pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null
 grep -Eq "rank [0-9]+ .*on node $(uname -n)" "$tmp/kill.out" || { tail "$tmp/kill.out"; fail "no message names the failed rank and host"; }
 "$BIN" ckpt verify "$tmp/kill" >/dev/null || fail "the last committed checkpoint does not verify"
 echo "mpirun_faults: rank $victim killed: the job ended in ${elapsed}s with status $rc; the last checkpoint verifies"
+# ---- a rank stopped (SIGSTOP): alive, so mpirun sees nothing; the watchdog of the rank left
+# waiting in the step's collective (DIFFTRAIN_WATCHDOG_S) ends the job
+DIFFTRAIN_WATCHDOG_S=5 run stop train.steps=100000 checkpoint.every=5
+wait_for "$tmp/stop.out" "^checkpoint: saved step" 60 || fail "no checkpoint saved"
+victim=$(pgrep -f "difftrain train .*checkpoint.dir=$tmp/stop " | tail -1)
+[ -n "$victim" ] || fail "no rank to stop"
+kill -STOP "$victim"
+start=$SECONDS
+( sleep 60; kill -9 $job ) >/dev/null 2>&1 &
+timer=$!
+wait $job
+rc=$?
+elapsed=$((SECONDS - start))
+pkill -P $timer 2>/dev/null; kill $timer 2>/dev/null
+kill -9 "$victim" 2>/dev/null
+[ $rc -ne 0 ] || fail "the job exited 0 after a rank was stopped"
+[ $elapsed -lt 60 ] || fail "the job took ${elapsed}s to end after a rank was stopped"
+grep -Eq "^\[rank [01]@.*\] difftrain: error: watchdog: no progress for [0-9]+ s: the (step|checkpoint save) has not finished \(step [0-9]+\).*DIFFTRAIN_WATCHDOG_S=5" "$tmp/stop.out" ||
+  { tail "$tmp/stop.out"; fail "no watchdog message names the rank, the phase and the limit"; }
+"$BIN" ckpt verify "$tmp/stop" >/dev/null || fail "the last committed checkpoint does not verify"
+echo "mpirun_faults: rank $victim stopped: the watchdog ended the job in ${elapsed}s with status $rc; the last checkpoint verifies"
+
+# ---- a limit that is not whole seconds: one message naming the variable, exit 2
+DIFFTRAIN_WATCHDOG_S=5m run badlimit train.steps=2
+wait $job
+rc=$?
+[ $rc -eq 2 ] || { tail "$tmp/badlimit.out"; fail "DIFFTRAIN_WATCHDOG_S=5m: exit $rc, expected 2"; }
+[ "$(grep -c "DIFFTRAIN_WATCHDOG_S is '5m'" "$tmp/badlimit.out")" = 1 ] ||
+  { cat "$tmp/badlimit.out"; fail "DIFFTRAIN_WATCHDOG_S=5m: not one message naming the variable"; }
+echo "mpirun_faults: DIFFTRAIN_WATCHDOG_S=5m refused with one message, exit 2"
 echo "mpirun_faults: ok"
