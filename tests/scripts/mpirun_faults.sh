@@ -33,6 +33,15 @@ wait_for() { # wait_for FILE PATTERN SECS
     sleep 0.2
   done
 }
+end_within() { # end_within SECS: waits for $job, killed after SECS; sets rc and elapsed (seconds)
+  local start=$SECONDS timer
+  ( sleep "$1"; kill -9 $job ) >/dev/null 2>&1 &
+  timer=$!
+  wait $job
+  rc=$?
+  elapsed=$((SECONDS - start))
+  pkill -P $timer 2>/dev/null; kill $timer 2>/dev/null
+}
 
 # ---- SIGUSR1: stop, save, exit 0; then continue
 run pre train.steps=100000 checkpoint.every=0
@@ -56,13 +65,7 @@ wait_for "$tmp/kill.out" "^checkpoint: saved step" 60 || fail "no checkpoint sav
 victim=$(pgrep -f "difftrain train .*checkpoint.dir=$tmp/kill " | tail -1)
 [ -n "$victim" ] || fail "no rank to kill"
 kill -9 "$victim"
-start=$SECONDS
-( sleep 60; kill -9 $job ) >/dev/null 2>&1 &
-watchdog=$!
-wait $job
-rc=$?
-elapsed=$((SECONDS - start))
-pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null
+end_within 60
 [ $rc -ne 0 ] || fail "the job exited 0 after a rank was killed"
 [ $elapsed -lt 60 ] || fail "the job took ${elapsed}s to end"
 grep -Eq "rank [0-9]+ .*on node $(uname -n)" "$tmp/kill.out" || { tail "$tmp/kill.out"; fail "no message names the failed rank and host"; }
@@ -75,13 +78,7 @@ wait_for "$tmp/stop.out" "^checkpoint: saved step" 60 || fail "no checkpoint sav
 victim=$(pgrep -f "difftrain train .*checkpoint.dir=$tmp/stop " | tail -1)
 [ -n "$victim" ] || fail "no rank to stop"
 kill -STOP "$victim"
-start=$SECONDS
-( sleep 60; kill -9 $job ) >/dev/null 2>&1 &
-timer=$!
-wait $job
-rc=$?
-elapsed=$((SECONDS - start))
-pkill -P $timer 2>/dev/null; kill $timer 2>/dev/null
+end_within 60
 kill -9 "$victim" 2>/dev/null
 [ $rc -ne 0 ] || fail "the job exited 0 after a rank was stopped"
 [ $elapsed -lt 60 ] || fail "the job took ${elapsed}s to end after a rank was stopped"
