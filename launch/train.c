@@ -400,6 +400,7 @@ static dt_status trainer_run(trainer *t) {
             watchdog_phase("validation", step + 1);
             s.has_val = 1;
             DT_TRY(validate(t, &s.val_loss));
+            watchdog_phase("step", step + 1); /* its end: the log, the ranks' agreement */
         }
         if (do_log && t->world.rank == 0) {
             double now = now_s();
