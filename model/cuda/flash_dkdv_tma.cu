@@ -167,7 +167,7 @@ void flash_dkdv_tma(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles, co
     const dim3 grid((unsigned)((m.T + 2 * FLASH_BC - 1) / (2 * FLASH_BC)), (unsigned)m.nv,
                     (unsigned)m.B);
     kernel<<<grid, WS_THREADS, smem, cuda_stream()>>>(dk, dv, ds_tiles, t.q, t.k, t.v, t.g,
-                                                           lse, delta, m, scale_log2, scale);
+                                                      lse, delta, m, scale_log2, scale);
     CUDA_LAUNCH_CHECK();
 }
 

@@ -351,7 +351,7 @@ static void flash_forward_tma_launch(operand_bf16 *out, float *o1, float *o2, fl
                     (unsigned)m.B);
     const float scale_log2 = FLASH_LOG2E / sqrtf((float)D);
     kernel<<<grid, WS_THREADS, smem, cuda_stream()>>>(out, o1, o2, lse, qm, qt, km, kt, vm,
-                                                           m, scale_log2, epi);
+                                                      m, scale_log2, epi);
     CUDA_LAUNCH_CHECK();
 }
 
