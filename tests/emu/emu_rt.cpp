@@ -368,6 +368,14 @@ struct bulk_copy {
     std::function<void()> land; /* writes them into shared memory */
     const char *what, *file;    /* the instruction, where it was issued */
     int line;
+    /* Lands it: aborts where an unretired wgmma reads its bytes or the threads wrote them after
+     * the last fence.proxy.async; then the bytes, and the async proxy's view of them. */
+    void complete(void) const {
+        emu_wgmma_check_write(at, bytes, what, file, line);
+        emu_proxy_check_write(at, bytes, what, file, line);
+        land();
+        emu_proxy_publish(at, bytes);
+    }
 };
 struct mbar_state {
     unsigned count, pending, phase; /* arrivals a phase takes, still to come; phases completed */
@@ -392,10 +400,7 @@ static mbar_state &mbar_find(const void *bar, const char *what, const char *file
 static void mbar_settle(mbar_state &b, const char *file, int line) {
     if (b.pending) return;
     for (const bulk_copy &c : b.copies) {
-        emu_wgmma_check_write(c.at, c.bytes, c.what, c.file, c.line);
-        emu_proxy_check_write(c.at, c.bytes, c.what, c.file, c.line);
-        c.land();
-        emu_proxy_publish(c.at, c.bytes);
+        c.complete();
         b.tx -= c.bytes;
     }
     b.copies.clear();
@@ -464,14 +469,12 @@ void emu_mbar_async_copy(void *bar, unsigned bytes, uint32_t at, std::function<v
                  "has not published to the async proxy (mbar_init_fence, fence.mbarrier_init, "
                  "after mbarrier.init: without it the copy may find the barrier uninitialised)",
                  what, file, line, b.file, b.line);
+    bulk_copy c{bytes, at, std::move(land), what, file, line};
     if (emu_schedule_adversarial()) { /* lands when a warp waits */
-        b.copies.push_back(bulk_copy{bytes, at, std::move(land), what, file, line});
+        b.copies.push_back(std::move(c));
         return;
     }
-    emu_wgmma_check_write(at, bytes, what, file, line);
-    emu_proxy_check_write(at, bytes, what, file, line);
-    land();
-    emu_proxy_publish(at, bytes);
+    c.complete();
     b.tx -= bytes;
     if (!b.pending) mbar_settle(b, file, line); /* the phase may complete */
 }

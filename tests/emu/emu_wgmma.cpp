@@ -105,9 +105,10 @@ static uint32_t wg_address(const wg_operand &o, int mn, int k) {
     return emu_swizzle(o.start + 2 * wg_offset(o, mn, k), o.swizzle);
 }
 
-/* Where element (mn, k) of o lies in the block's shared memory, or NULL. */
-static const uint16_t *wg_element(const wg_operand &o, int mn, int k) {
-    return (const uint16_t *)emu_shared_pointer(wg_address(o, mn, k), 2);
+/* Where the element at shared-window address a (wg_address) lies in the block's shared memory,
+ * or NULL. */
+static const uint16_t *wg_element(uint32_t a) {
+    return (const uint16_t *)emu_shared_pointer(a, 2);
 }
 
 /* The operand `which` (mn_count x 16) that desc names: base offset 0, the reserved bits
@@ -132,11 +133,11 @@ static wg_operand wg_decode(uint64_t desc, int trans, const char *which, int mn_
             const uint32_t a = wg_address(o, mn, k);
             o.lo = a < o.lo ? a : o.lo;
             o.hi = a + 2 > o.hi ? a + 2 : o.hi;
-            if (!wg_element(o, mn, k))
+            if (!wg_element(a))
                 emu_fail("wgmma at %s:%d: element (%d, %d) of %s (%s-major, start 0x%x, LBO %u, "
                          "SBO %u bytes) at shared address 0x%x is outside the block's shared "
                          "memory", l.file, l.line, mn, k, which, trans ? "MN" : "K", o.start,
-                         o.lbo, o.sbo, wg_address(o, mn, k));
+                         o.lbo, o.sbo, a);
         }
     return o;
 }
@@ -198,9 +199,10 @@ static void wg_issue(unsigned group, void *const *lanes) {
 /* Element (mn, k) of a shared operand now; its range was checked at issue, and a block's
  * shared memory only grows. */
 static float wg_read(const wg_product &p, const wg_operand &o, int mn, int k) {
-    const uint16_t *e = wg_element(o, mn, k);
+    const uint32_t a = wg_address(o, mn, k);
+    const uint16_t *e = wg_element(a);
     if (!e) emu_fail("wgmma at %s:%d: an operand left shared memory", p.file, p.line);
-    emu_proxy_check_read(wg_address(o, mn, k), 2, p.file, p.line);
+    emu_proxy_check_read(a, 2, p.file, p.line);
     uint16_t h;
     memcpy(&h, e, sizeof h);
     return bf16_value(h);
