@@ -15,8 +15,7 @@
  *       S_c^T (64 keys x 64 rows) = K_c Q_c^T, and in branch 1 dP^T = V G^T, wgmma with both
  *         operands K-major in shared memory; branch 1 hands dP^T (2d wide: 2 d-wide products)
  *         to branch 2 through shared memory (X), 8 d-wide products a tile pair as in the
- *         mma.sync kernel. At d = 96 both compute it (10), as the pipelined consumers' two
- *         loops would spill there (flash_dkdv_diff_tma_shares_dp);
+ *         mma.sync kernel, not 10;
  *       P_c and dS_c in registers (flash_dkdv_pds); Pc = P_1 - lambda P_2 from both: branch 2
  *         hands its fp32 -lambda P_2 to branch 1 through shared memory, which adds it to P_1
  *         (the mma.sync kernel's sum), rounds Pc into A fragments and hands those back;
@@ -28,7 +27,10 @@
  * that tile's P and dS computed while they multiply (FlashAttention-3's overlap within a
  * warpgroup; flash_tma_bwd_consume, the schedule flash_dkdv_tma.cu's kernel shares); at d = 128
  * there are not the registers for two tiles (flash_tma_bwd_pipelined).
- * sm_90a: up to R215/R232/R225 (d = 64/96/128) of 240, no spills, no serialised products.
+ * sm_90a: no serialised products; no spills at d = 64 and 128. At d = 96 branch 1's loop keeps
+ * four of V's loop-invariant wgmma descriptors (and two scalars) in local memory, 44-64 bytes
+ * reloaded from L1 once a tile: 6 loads, where sharing dP^T takes branch 2's 12 k16 steps (a
+ * fifth of the tile pair's tensor cycles) off the tensor cores.
  *
  * Why: the mma.sync kernel reads its operands from shared memory once per warp (ldmatrix: 168 a
  * warp and tile pair at d = 128, 688 KiB a block); here wgmma reads each once per warpgroup, and
@@ -54,7 +56,7 @@
 
 #define TMA_BWD_X_FULL 1 /* named barrier: branch 2's -lambda P_2 is in X */
 #define TMA_BWD_Y_FULL 2 /* named barrier: Pc's A fragments are in Y */
-#define TMA_BWD_DP_FULL 3 /* named barrier: branch 1's dP^T is in X (SHARE_DP) */
+#define TMA_BWD_DP_FULL 3 /* named barrier: branch 1's dP^T is in X */
 
 
 /* The block's shared memory at head dim D (offsets from the 1024-byte aligned base) and its
@@ -87,12 +89,6 @@ template <int D> struct flash_tma_bwd_layout : flash_tma_box<D> {
     }
 };
 
-/* Whether branch 1 computes dP^T for both branches and hands it to branch 2 through shared
- * memory (X) instead of both computing it: 8 d-wide products a tile pair instead of 10, and
- * 32 KiB of shared-memory traffic instead of 64 (V and G read K-major). Not at d = 96, where
- * the pipelined consumers' two loops then spill (44-64 bytes) */
-template <int D> constexpr bool flash_dkdv_diff_tma_shares_dp(void) { return D != 96; }
-
 template <int D, bool STORE_DS>
 __global__ void __launch_bounds__(WS_THREADS, 1)
 flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_tiles,
@@ -104,7 +100,6 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
                            float scale) {
     typedef flash_tma_bwd_layout<D> L;
     constexpr int DV = L::DV;
-    constexpr bool SHARE_DP = flash_dkdv_diff_tma_shares_dp<D>();
     extern __shared__ uint4 flash_smem[];
     __shared__ uint64_t bar[TMA_BWD_BARS];
     unsigned char *base = tma_smem_align(flash_smem, TMA_BWD_ALIGN);
@@ -156,15 +151,17 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     uint32_t pa[FLASH_BR / 16][4], da[FLASH_BR / 16][4]; /* Pc^T, dS_c^T: A fragments */
     auto stage = [&](int it) { return L::stage_at(base, it); };
     /* S_c^T and dP^T of tile it, issued (its stage landed; the caller fences); S_c^T alone
-     * (branch 2 with SHARE_DP) */
+     * (branch 2) */
     auto issue_s_dp = [&](int it) {
         L::template issue_s_dp<DV>(sc, dp, Kc, L::q_at(stage(it), c), Vs, L::g_at(stage(it)));
     };
     auto issue_s = [&](int it) {
         L::template issue_s_dp<0>(sc, dp, Kc, L::q_at(stage(it), c), Vs, L::g_at(stage(it)));
     };
-    /* SHARE_DP: branch 1's dP^T of the tile to branch 2 through X (each thread its own
-     * elements; X is free: branch 1 has read branch 2's last -lambda P_2 from it) */
+    /* branch 1's dP^T of the tile to branch 2 through X (each thread its own elements; X is
+     * free: branch 1 has read branch 2's last -lambda P_2 from it), instead of both computing
+     * it: 8 d-wide products a tile pair instead of 10, and branch 2's K-major reads of V and
+     * G (2 x 64 x 2d bf16) traded for X's 64 x 64 floats written and read */
     auto share_dp = [&](void) {
         if (c == 0) {
 #pragma unroll
@@ -182,7 +179,7 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     };
     /* sc becomes dscale_c P_c^T and dp dS_c^T of tile it at rows i0.. */
     auto pds = [&](int it, int i0) {
-        if (SHARE_DP) share_dp();
+        share_dp();
         flash_tma_bwd_pds(sc, dp, L::terms_at(stage(it), c), scale_log2, dscale, key0, i0, T,
                           lane);
     };
@@ -229,7 +226,7 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     };
 
     constexpr bool PIPELINED = flash_tma_bwd_pipelined<D>();
-    if (!SHARE_DP || c == 0) /* each its own loop: no product issued conditionally (C7515) */
+    if (c == 0) /* each branch its own loop: no product issued conditionally (C7515) */
         flash_tma_bwd_consume<PIPELINED>(tiles, T, bar, issue_s_dp, pds, fragments, issue_dv_dk,
                                          store_ds);
     else
