@@ -82,6 +82,16 @@ __device__ __forceinline__ int warp_index(void) {
     return __shfl_sync(0xffffffffu, (int)(threadIdx.x / 32), 0);
 }
 
+/* p, made opaque to the compiler where this is called: what a loop derives from it (wgmma
+ * descriptors, say) is computed in the loop, not hoisted out of it into registers that the loop
+ * body needs (ptxas would spill them). No instruction. */
+template <typename T> __device__ __forceinline__ T *opaque_ptr(T *p) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("" : "+l"(p));
+#endif
+    return p;
+}
+
 __device__ __forceinline__ float warp_sum(float x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;

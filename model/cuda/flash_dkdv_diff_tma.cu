@@ -27,10 +27,8 @@
  * that tile's P and dS computed while they multiply (FlashAttention-3's overlap within a
  * warpgroup; flash_tma_bwd_consume, the schedule flash_dkdv_tma.cu's kernel shares); at d = 128
  * there are not the registers for two tiles (flash_tma_bwd_pipelined).
- * sm_90a: no serialised products; no spills at d = 64 and 128. At d = 96 branch 1's loop keeps
- * four of V's loop-invariant wgmma descriptors (and two scalars) in local memory, 44-64 bytes
- * reloaded from L1 once a tile: 6 loads, where sharing dP^T takes branch 2's 12 k16 steps (a
- * fifth of the tile pair's tensor cycles) off the tensor cores.
+ * sm_90a: no spills, no serialised products (at d >= 96 V's descriptors are made each tile:
+ * issue_s_dp).
  *
  * Why: the mma.sync kernel reads its operands from shared memory once per warp (ldmatrix: 168 a
  * warp and tile pair at d = 128, 688 KiB a block); here wgmma reads each once per warpgroup, and
@@ -153,7 +151,12 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     /* S_c^T and dP^T of tile it, issued (its stage landed; the caller fences); S_c^T alone
      * (branch 2) */
     auto issue_s_dp = [&](int it) {
-        L::template issue_s_dp<DV>(sc, dp, Kc, L::q_at(stage(it), c), Vs, L::g_at(stage(it)));
+        /* V's descriptors made anew each tile at d >= 96 (opaque_ptr): hoisted out of the loop
+         * (V does not move), the 12 at d = 96 did not fit beside two tiles' registers and
+         * ptxas spilled them; at d = 128 the loop is 20 instructions shorter so, at d = 64 38
+         * longer */
+        const unsigned char *v = D >= 96 ? opaque_ptr(Vs) : Vs;
+        L::template issue_s_dp<DV>(sc, dp, Kc, L::q_at(stage(it), c), v, L::g_at(stage(it)));
     };
     auto issue_s = [&](int it) {
         L::template issue_s_dp<0>(sc, dp, Kc, L::q_at(stage(it), c), Vs, L::g_at(stage(it)));
