@@ -153,8 +153,8 @@ flash_dkdv_diff_tma_kernel(flash_qk_grad dk, operand_bf16 *dv, flash_bf16 *ds_ti
     auto issue_s_dp = [&](int it) {
         /* V's descriptors made anew each tile at d >= 96 (opaque_ptr): hoisted out of the loop
          * (V does not move), the 12 at d = 96 did not fit beside two tiles' registers and
-         * ptxas spilled them; at d = 128 the loop is 20 instructions shorter so, at d = 64 38
-         * longer */
+         * ptxas spilled them. At d = 128 this also shortens the loop by 20 instructions; at
+         * d = 64, where they fit, it would lengthen it by 38 */
         const unsigned char *v = D >= 96 ? opaque_ptr(Vs) : Vs;
         L::template issue_s_dp<DV>(sc, dp, Kc, L::q_at(stage(it), c), v, L::g_at(stage(it)));
     };
