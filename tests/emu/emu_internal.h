@@ -68,10 +68,12 @@ void emu_mbar_publish_inits(void);
 /* The async proxy's view of shared memory (emu_proxy.cpp): emu_proxy_publish makes the bytes
  * at [at, at + bytes) visible to it as they are now (the emulator's own fills, a landed
  * asynchronous copy); emu_proxy_check_read aborts when a wgmma (issued at file:line) reads a
- * byte the threads wrote after the block's last fence.proxy.async, emu_proxy_check_write when an
+ * byte the threads wrote after the block's last fence.proxy.async (now: where [at, at + bytes)
+ * lies, emu_shared_pointer's answer, which the caller has), emu_proxy_check_write when an
  * asynchronous copy (what, issued at file:line; file NULL: unknown) is about to land on one. */
 void emu_proxy_publish(uint32_t at, size_t bytes);
-void emu_proxy_check_read(uint32_t at, size_t bytes, const char *file, int line);
+void emu_proxy_check_read(uint32_t at, const void *now, size_t bytes, const char *file,
+                          int line);
 void emu_proxy_check_write(uint32_t at, size_t bytes, const char *what, const char *file,
                            int line);
 /* The wgmma state of a block (emu_wgmma.cpp): reset when a block of nthreads threads starts;

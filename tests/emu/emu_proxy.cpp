@@ -31,18 +31,19 @@ void emu_proxy_publish(uint32_t at, size_t bytes) {
     memcpy(g_view + at, now, bytes);
 }
 
-/* The first byte of [at, at + bytes) that the threads wrote since the block's last fence, or
- * -1 (bytes outside shared memory: the callers report those themselves). */
-static long unpublished(uint32_t at, size_t bytes) {
-    const unsigned char *now = (const unsigned char *)emu_shared_pointer(at, bytes);
+/* The first byte of [at, at + bytes) (in shared memory at now: emu_shared_pointer) that the
+ * threads wrote since the block's last fence, or -1 (now NULL, bytes outside shared memory: the
+ * callers report those themselves). */
+static long unpublished(uint32_t at, const unsigned char *now, size_t bytes) {
     if (!now || memcmp(now, g_view + at, bytes) == 0) return -1;
     size_t i = 0;
     while (now[i] == g_view[at + i]) i++;
     return (long)(at + i);
 }
 
-void emu_proxy_check_read(uint32_t at, size_t bytes, const char *file, int line) {
-    const long b = unpublished(at, bytes);
+void emu_proxy_check_read(uint32_t at, const void *now, size_t bytes, const char *file,
+                          int line) {
+    const long b = unpublished(at, (const unsigned char *)now, bytes);
     if (b >= 0)
         emu_fail("wgmma at %s:%d reads shared address 0x%lx, which the threads wrote (st.shared "
                  "or cp.async) after the block's last fence.proxy.async: on a GPU the product "
@@ -52,7 +53,8 @@ void emu_proxy_check_read(uint32_t at, size_t bytes, const char *file, int line)
 
 void emu_proxy_check_write(uint32_t at, size_t bytes, const char *what, const char *file,
                            int line) {
-    const long b = unpublished(at, bytes);
+    const long b =
+        unpublished(at, (const unsigned char *)emu_shared_pointer(at, bytes), bytes);
     if (b < 0) return;
     char where[256] = "";
     if (file) snprintf(where, sizeof where, " issued at %s:%d", file, line);

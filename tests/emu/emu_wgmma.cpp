@@ -202,7 +202,7 @@ static float wg_read(const wg_product &p, const wg_operand &o, int mn, int k) {
     const uint32_t a = wg_address(o, mn, k);
     const uint16_t *e = wg_element(a);
     if (!e) emu_fail("wgmma at %s:%d: an operand left shared memory", p.file, p.line);
-    emu_proxy_check_read(a, 2, p.file, p.line);
+    emu_proxy_check_read(a, e, 2, p.file, p.line);
     uint16_t h;
     memcpy(&h, e, sizeof h);
     return bf16_value(h);
