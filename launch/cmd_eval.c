@@ -16,8 +16,9 @@
 #include "launch/commands.h"
 #include "launch/config.h"
 #include "launch/device.h"
-#include "launch/tp_comm.h"
 #include "launch/needles_answers.h"
+#include "launch/tp_comm.h"
+#include "launch/watchdog.h"
 #include "model/cpu/cpu_ops.h"
 #include "model/model.h"
 #include "util/alloc.h"
@@ -285,11 +286,13 @@ static dt_status fill_batch(evaluator *e, long i, int wrap) {
 static dt_status eval_run(evaluator *e, int wrap, double sums[2]) {
     sums[0] = sums[1] = 0;
     for (long i = e->groups.dp_rank; i < e->n_batches; i += e->groups.dp_size) {
+        watchdog_phase("evaluation", (int)(i + 1));
         DT_TRY(fill_batch(e, i, wrap));
         float loss = model_forward(&e->model, e->inputs, e->targets);
         sums[0] += (double)loss * (double)e->model.n_targets;
         sums[1] += (double)e->model.n_targets;
     }
+    watchdog_phase("sum over the data-parallel ranks", 0);
     return comm_allreduce_f64(&e->groups.dp, sums, 2, DT_REDUCE_SUM);
 }
 
@@ -319,6 +322,7 @@ static dt_status eval_setup(evaluator *e, const eval_args *a) {
     /* weights only: ckpt_load never touches the optimizer or ZeRO state in this mode */
     dt_ckpt_state s = {c, &e->model, NULL, NULL, g};
     dt_ckpt_meta meta;
+    watchdog_phase("checkpoint load", 0);
     DT_TRY(ckpt_load(&s, e->ckpt_path, DT_CKPT_WEIGHTS, &meta, NULL));
     e->step = (long long)meta.step;
     return DT_OK;
@@ -459,14 +463,17 @@ static dt_status needles_run(evaluator *e) {
                          dt_malloc((size_t)B * sizeof *w.first), dt_malloc((size_t)B * sizeof *w.n_q)};
     dt_status st = w.rows && w.out && w.losses && w.first && w.n_q ? DT_OK : DT_ERR_RUNTIME;
     if (st != DT_OK) dt_error("out of memory for the answer rows");
-    for (long i = e->groups.dp_rank; st == DT_OK && i < e->n_batches; i += e->groups.dp_size)
+    for (long i = e->groups.dp_rank; st == DT_OK && i < e->n_batches; i += e->groups.dp_size) {
+        watchdog_phase("evaluation", (int)(i + 1));
         st = needles_batch(e, i, &w);
+    }
     dt_free(w.rows);
     dt_free(w.out);
     dt_free(w.losses);
     dt_free(w.first);
     dt_free(w.n_q);
     DT_TRY(st);
+    watchdog_phase("sum over the data-parallel ranks", 0);
     DT_TRY(comm_allreduce_f64(&e->groups.dp, e->nll, e->n_queries * DT_ANSWER_DIGITS,
                               DT_REDUCE_SUM));
     return comm_allreduce_f64(&e->groups.dp, e->preds, e->n_queries * DT_ANSWER_DIGITS,
@@ -674,13 +681,21 @@ int cmd_eval(int argc, char **argv) {
                  "evaluate on (or pass --tokens FILE), got none", e.cfg.source);
         st = DT_ERR_INPUT;
     }
+    if (st == DT_OK) st = watchdog_start("batch"); /* the same variable on every rank */
     dt_log_set_quiet(0);
     if (st != DT_OK) goto done;
     DT_TRY_GOTO(st, eval_setup(&e, &a), done);
+    if (e.world.rank == 0) {
+        printf("eval: %ld batch%s of %d x %d tokens on %d rank%s (tp %d, dp %d)\n", e.n_batches,
+               e.n_batches == 1 ? "" : "es", e.cfg.train.micro_batch, e.T, e.world.size,
+               e.world.size == 1 ? "" : "s", e.groups.tp_size, e.groups.dp_size);
+        fflush(stdout);
+    }
     if (a.needles) {
         /* as below: a rank's failure mid-run must not leave the others waiting */
         st = needles_run(&e);
         if (st != DT_OK && e.world.size > 1) world_abort(&e.world, st);
+        watchdog_phase("report", 0);
         if (st == DT_OK && e.world.rank == 0) st = needles_report(&e, &a);
         if (e.world.size > 1) st = dist_agree(&e.groups.world, st);
         goto done;
@@ -692,10 +707,13 @@ int cmd_eval(int argc, char **argv) {
      * this point was agreed on by all ranks, which exit with it. */
     st = eval_run(&e, a.max_batches > 0, sums);
     if (st != DT_OK && e.world.size > 1) world_abort(&e.world, st);
+    watchdog_phase("report", 0);
     if (st == DT_OK && e.world.rank == 0) st = eval_report(&e, &a, sums);
     if (e.world.size > 1) st = dist_agree(&e.groups.world, st);
 done:
+    watchdog_phase("shutdown", 0); /* MPI_Finalize's wait for the peers */
     eval_free(&e);
     world_finalize();
+    watchdog_stop();
     return st;
 }

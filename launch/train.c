@@ -482,7 +482,7 @@ int cmd_train(int argc, char **argv) {
     dt_log_set_quiet(t.world.rank != 0);
     st = config_load(&t.cfg, argv[1], argc - 2, argv + 2);
     if (st == DT_OK) st = config_require_data(&t.cfg);
-    if (st == DT_OK) st = watchdog_start(); /* the same variable on every rank */
+    if (st == DT_OK) st = watchdog_start("step"); /* the same variable on every rank */
     dt_log_set_quiet(0);
     if (st != DT_OK) goto done;
     if (t.world.rank == 0) {

@@ -17,8 +17,9 @@ static struct {
     pthread_t thread;
     int running, stopping;
     long limit_s;
+    const char *unit; /* what the phases' numbers count */
     const char *what; /* the current phase */
-    int step;
+    int n;
     struct timespec since;
 } g_dog;
 
@@ -41,11 +42,11 @@ static void *watchdog_main(void *arg) {
         clock_gettime(CLOCK_MONOTONIC, &now);
         const double held = seconds_between(&g_dog.since, &now);
         if (held <= (double)g_dog.limit_s) continue;
-        char step[32] = "";
-        if (g_dog.step > 0) snprintf(step, sizeof step, " (step %d)", g_dog.step);
+        char num[48] = "";
+        if (g_dog.n > 0) snprintf(num, sizeof num, " (%s %d)", g_dog.unit, g_dog.n);
         dt_error("watchdog: no progress for %.0f s: the %s has not finished%s (limit "
                  "DIFFTRAIN_WATCHDOG_S=%ld). A peer rank, a GPU kernel or the file system is "
-                 "stuck; ending this rank so that the job ends", held, g_dog.what, step,
+                 "stuck; ending this rank so that the job ends", held, g_dog.what, num,
                  g_dog.limit_s);
         _exit(DT_ERR_RUNTIME); /* not exit(): the main thread holds the run's state */
     }
@@ -53,7 +54,7 @@ static void *watchdog_main(void *arg) {
     return NULL;
 }
 
-dt_status watchdog_start(void) {
+dt_status watchdog_start(const char *unit) {
     long limit = WATCHDOG_DEFAULT_S;
     const char *e = getenv("DIFFTRAIN_WATCHDOG_S");
     if (e && *e) {
@@ -66,6 +67,9 @@ dt_status watchdog_start(void) {
             return DT_ERR_INPUT;
         }
     }
+    pthread_mutex_lock(&g_lock);
+    g_dog.unit = unit;
+    pthread_mutex_unlock(&g_lock);
     watchdog_phase("start-up", 0);
     if (limit == 0 || g_dog.running) return DT_OK;
     g_dog.limit_s = limit;
@@ -79,10 +83,10 @@ dt_status watchdog_start(void) {
     return DT_OK;
 }
 
-void watchdog_phase(const char *what, int step) {
+void watchdog_phase(const char *what, int n) {
     pthread_mutex_lock(&g_lock);
     g_dog.what = what;
-    g_dog.step = step;
+    g_dog.n = n;
     clock_gettime(CLOCK_MONOTONIC, &g_dog.since);
     pthread_mutex_unlock(&g_lock);
 }

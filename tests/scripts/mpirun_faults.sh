@@ -6,14 +6,16 @@
 #   the last committed checkpoint still verifies;
 # - a rank stopped with SIGSTOP (alive but stuck, as behind a GPU kernel that never finishes):
 #   the other rank's watchdog (DIFFTRAIN_WATCHDOG_S=5) ends the job within 60 s, naming the rank,
-#   the phase and the limit, and the last committed checkpoint verifies; a malformed limit is
-#   refused with one message and exit 2.
+#   the phase and the limit, and the last committed checkpoint verifies; the same for a rank of
+#   `difftrain eval` stopped mid-evaluation; a malformed limit is refused with one message and
+#   exit 2.
 # usage: mpirun_faults.sh DIFFTRAIN_BIN CONFIG_DIR MPIEXEC
 set -u
 BIN=$(readlink -f "${1:?usage}"); CONFIGS=${2:?usage}; MPIEXEC=${3:-mpirun}
 HERE=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/difftrain-faults-XXXXXX")
-trap 'pkill -9 -f "checkpoint.dir=$tmp/" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'pkill -9 -f "checkpoint.dir=$tmp/" 2>/dev/null; pkill -9 -f "checkpoint $tmp/" 2>/dev/null
+  rm -rf "$tmp"' EXIT
 fail() { echo "mpirun_faults: FAIL: $*" >&2; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 bash "$HERE/make_corpus.sh" 300 >"$tmp/corpus.txt"
@@ -72,20 +74,35 @@ grep -Eq "rank [0-9]+ .*on node $(uname -n)" "$tmp/kill.out" || { tail "$tmp/kil
 "$BIN" ckpt verify "$tmp/kill" >/dev/null || fail "the last committed checkpoint does not verify"
 echo "mpirun_faults: rank $victim killed: the job ended in ${elapsed}s with status $rc; the last checkpoint verifies"
 # ---- a rank stopped (SIGSTOP): alive, so mpirun sees nothing; the watchdog of the rank left
-# waiting in the step's collective (DIFFTRAIN_WATCHDOG_S) ends the job
+# waiting in a collective (DIFFTRAIN_WATCHDOG_S) ends the job
+stop_one() { # stop_one PGREP_PATTERN OUT PHASE_REGEX: stops the newest rank matching, checks the end
+  victim=$(pgrep -f "$1" | tail -1)
+  [ -n "$victim" ] || fail "no rank matches $1"
+  kill -STOP "$victim"
+  end_within 60
+  kill -9 "$victim" 2>/dev/null
+  [ $rc -ne 0 ] || fail "$2: the job exited 0 after a rank was stopped"
+  [ $elapsed -lt 60 ] || fail "$2: the job took ${elapsed}s to end after a rank was stopped"
+  grep -Eq "^\[rank [01]@.*\] difftrain: error: watchdog: no progress for [0-9]+ s: the $3.*DIFFTRAIN_WATCHDOG_S=5" "$2" ||
+    { tail "$2"; fail "$2: no watchdog message names the rank, the phase and the limit"; }
+}
 DIFFTRAIN_WATCHDOG_S=5 run stop train.steps=100000 checkpoint.every=5
 wait_for "$tmp/stop.out" "^checkpoint: saved step" 60 || fail "no checkpoint saved"
-victim=$(pgrep -f "difftrain train .*checkpoint.dir=$tmp/stop " | tail -1)
-[ -n "$victim" ] || fail "no rank to stop"
-kill -STOP "$victim"
-end_within 60
-kill -9 "$victim" 2>/dev/null
-[ $rc -ne 0 ] || fail "the job exited 0 after a rank was stopped"
-[ $elapsed -lt 60 ] || fail "the job took ${elapsed}s to end after a rank was stopped"
-grep -Eq "^\[rank [01]@.*\] difftrain: error: watchdog: no progress for [0-9]+ s: the (step|checkpoint save) has not finished \(step [0-9]+\).*DIFFTRAIN_WATCHDOG_S=5" "$tmp/stop.out" ||
-  { tail "$tmp/stop.out"; fail "no watchdog message names the rank, the phase and the limit"; }
+stop_one "difftrain train .*checkpoint.dir=$tmp/stop " "$tmp/stop.out" \
+  "(step|checkpoint save) has not finished \(step [0-9]+\)"
 "$BIN" ckpt verify "$tmp/stop" >/dev/null || fail "the last committed checkpoint does not verify"
 echo "mpirun_faults: rank $victim stopped: the watchdog ended the job in ${elapsed}s with status $rc; the last checkpoint verifies"
+# the same in `difftrain eval`: a rank stopped mid-evaluation (the preemption's checkpoint, scored
+# on the validation stream wrapped for far longer than the test waits)
+DIFFTRAIN_WATCHDOG_S=5 "$MPIEXEC" --oversubscribe --bind-to none -np 2 "$BIN" eval "$CONFIGS/tiny.yaml" \
+  --checkpoint "$tmp/pre" --max-batches 100000000 parallel.tp=2 \
+  "data.val=$tmp/data/f_val_000000.bin" >"$tmp/evalstop.out" 2>&1 &
+job=$!
+wait_for "$tmp/evalstop.out" "^eval: [0-9]* batches of" 60 || { cat "$tmp/evalstop.out"; fail "eval did not start"; }
+sleep 1
+stop_one "difftrain eval .*--checkpoint $tmp/pre " "$tmp/evalstop.out" \
+  "evaluation has not finished \(batch [0-9]+\)"
+echo "mpirun_faults: eval rank $victim stopped: the watchdog ended the job in ${elapsed}s with status $rc"
 
 # ---- a limit that is not whole seconds: one message naming the variable, exit 2
 DIFFTRAIN_WATCHDOG_S=5m run badlimit train.steps=2
