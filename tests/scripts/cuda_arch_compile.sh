@@ -9,9 +9,8 @@
 # it cannot prove warp-uniform, C7512 for too few registers, and others), since such a kernel
 # computes the right result at a fraction of the speed and only a benchmark on a GPU would tell;
 # and where a kernel moves registers between warpgroups with setmaxnreg, ptxas must have given it
-# the pool its warpgroups count on (setmaxnreg_pool.py: else a setmaxnreg.inc hangs on a GPU),
-# and must not spill: those kernels are written to their consumers' 240 registers, and a change
-# that pushes one over (wgmma descriptors hoisted out of a loop, say) shows only as a spill.
+# the pool its warpgroups count on (else a setmaxnreg.inc hangs on a GPU), and no function of its
+# source may spill (setmaxnreg_pool.py checks both).
 #
 # usage: cuda_arch_compile.sh NVCC ARCH [PATTERN]   (ARCH: a compute capability, e.g. 80, 90a)
 set -u
@@ -34,11 +33,7 @@ compile() { # one source; its diagnostics into $tmp/NAME.log
     >"$tmp/$name.log" 2>&1 || { echo "FAIL $1"; cat "$tmp/$name.log"; return 1; }
   if [ ${#extra[@]} -gt 0 ]; then
     python3 "$ROOT/tests/scripts/setmaxnreg_pool.py" "$tmp/keep_$name/$name.compute_90a.ptx" \
-      "$tmp/$name.log" || { echo "FAIL $1: the registers setmaxnreg counts on"; return 1; }
-    awk '/Function properties for/ { f = $NF }
-         / bytes spill stores/ && ($5 != 0 || $9 != 0) { print "  " f ": " $0; bad = 1 }
-         END { exit bad }' "$tmp/$name.log" ||
-      { echo "FAIL $1: a warp-specialised kernel spills (above)"; return 1; }
+      "$tmp/$name.log" || { echo "FAIL $1: the registers of its warp-specialised kernels"; return 1; }
   fi
 }
 export -f compile
