@@ -20,13 +20,17 @@ fail() { echo "mpirun_faults: FAIL: $*" >&2; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 bash "$HERE/make_corpus.sh" 300 >"$tmp/corpus.txt"
 "$BIN" data prepare --out "$tmp/data" --name f --split-on % "$tmp/corpus.txt" >/dev/null || fail "data prepare"
-run() { # run NAME [overrides...] in the background; its pid in $job
-  local name=$1
-  shift
-  "$MPIEXEC" --oversubscribe --bind-to none -np 2 "$BIN" train "$CONFIGS/tiny.yaml" parallel.tp=2 \
-    "data.train=$tmp/data/f_train_000000.bin" "data.val=$tmp/data/f_val_000000.bin" train.val_every=0 \
-    "checkpoint.dir=$tmp/$name" log.every=1 "$@" >"$tmp/$name.out" 2>&1 &
+ranks2() { # ranks2 NAME COMMAND [args...]: difftrain COMMAND on 2 ranks (tp 2) in the background,
+  # output in $tmp/NAME.out; its pid in $job
+  local name=$1 cmd=$2
+  shift 2
+  "$MPIEXEC" --oversubscribe --bind-to none -np 2 "$BIN" "$cmd" "$CONFIGS/tiny.yaml" parallel.tp=2 \
+    "data.val=$tmp/data/f_val_000000.bin" "$@" >"$tmp/$name.out" 2>&1 &
   job=$!
+}
+run() { # run NAME [overrides...]: training, in the background; its pid in $job
+  ranks2 "$1" train "data.train=$tmp/data/f_train_000000.bin" train.val_every=0 \
+    "checkpoint.dir=$tmp/$1" log.every=1 "${@:2}"
 }
 wait_for() { # wait_for FILE PATTERN SECS
   local end=$((SECONDS + $3))
@@ -94,10 +98,7 @@ stop_one "difftrain train .*checkpoint.dir=$tmp/stop " "$tmp/stop.out" \
 echo "mpirun_faults: rank $victim stopped: the watchdog ended the job in ${elapsed}s with status $rc; the last checkpoint verifies"
 # the same in `difftrain eval`: a rank stopped mid-evaluation (the preemption's checkpoint, scored
 # on the validation stream wrapped for far longer than the test waits)
-DIFFTRAIN_WATCHDOG_S=5 "$MPIEXEC" --oversubscribe --bind-to none -np 2 "$BIN" eval "$CONFIGS/tiny.yaml" \
-  --checkpoint "$tmp/pre" --max-batches 100000000 parallel.tp=2 \
-  "data.val=$tmp/data/f_val_000000.bin" >"$tmp/evalstop.out" 2>&1 &
-job=$!
+DIFFTRAIN_WATCHDOG_S=5 ranks2 evalstop eval --checkpoint "$tmp/pre" --max-batches 100000000
 wait_for "$tmp/evalstop.out" "^eval: [0-9]* batches of" 60 || { cat "$tmp/evalstop.out"; fail "eval did not start"; }
 sleep 1
 stop_one "difftrain eval .*--checkpoint $tmp/pre " "$tmp/evalstop.out" \

@@ -35,33 +35,34 @@ def entries(ptx):
     return out
 
 
-def registers(log):
-    """{entry function: registers a thread} from ptxas -v's output."""
-    out, name = {}, None
+def by_function(log, header, figure):
+    """[(function, match)] of ptxas -v's output: for each line matching the regex `header`, whose
+    group 1 names a function, the first line after it that matches `figure`."""
+    out, name = [], None
     for line in log.splitlines():
-        m = re.search(r"Compiling entry function '(\w+)'", line)
+        m = re.search(header, line)
         if m:
             name = m.group(1)
             continue
-        m = re.search(r'Used (\d+) registers', line)
+        m = re.search(figure, line)
         if m and name:
-            out[name] = int(m.group(1))
+            out.append((name, m))
             name = None
     return out
 
 
+def registers(log):
+    """{entry function: registers a thread} from ptxas -v's output."""
+    return {name: int(m.group(1)) for name, m in
+            by_function(log, r"Compiling entry function '(\w+)'", r'Used (\d+) registers')}
+
+
 def spills(log):
     """[(function, stores, loads)] of ptxas -v's output, for the functions that spill."""
-    out, name = [], None
-    for line in log.splitlines():
-        m = re.search(r'Function properties for (\S+)', line)
-        if m:
-            name = m.group(1)
-            continue
-        m = re.search(r'(\d+) bytes spill stores, (\d+) bytes spill loads', line)
-        if m and (int(m.group(1)) or int(m.group(2))):
-            out.append((name, int(m.group(1)), int(m.group(2))))
-    return out
+    found = by_function(log, r'Function properties for (\S+)',
+                        r'(\d+) bytes spill stores, (\d+) bytes spill loads')
+    return [(name, int(m.group(1)), int(m.group(2))) for name, m in found
+            if int(m.group(1)) or int(m.group(2))]
 
 
 def main():
